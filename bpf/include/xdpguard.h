@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * xdpguard ABI: everything the BPF programs and the Python side share.
+ *
+ * Map keys and values, flag bits and limits live here and nowhere else;
+ * xdpguard/datapath/abi.py mirrors them with ctypes and a unit test
+ * compiles this header with the host compiler to check every size and
+ * offset.  Only fixed-width types: the same text builds under bcc and gcc.
+ *
+ * Classification is the bit-vector scheme: each match field maps a packet
+ * value (address prefix, protocol, port, ...) to an index into a table of
+ * distinct rule bitmaps; the AND of the field bitmaps, first set bit, is
+ * the matching rule.  All per-rule-set maps hold two halves (a version
+ * byte in LPM keys, a version offset in arrays, two slots in the bitmap
+ * outer map); one per-CPU flag says which half packets read.
+ */
+#ifndef XDPGUARD_H
+#define XDPGUARD_H
+
+#include <linux/types.h>
+
+#define XG_ABI_VERSION 1
+
+#define XG_MAX_RULES 4096
+#define XG_MAX_WORDS (XG_MAX_RULES / 64)
+#define XG_NVERSIONS 2
+
+/* LPM tries: both halves of both address fields, v4 and v6, share one
+ * capacity figure; entries are allocated on insert (BPF_F_NO_PREALLOC). */
+#define XG_LPM_MAX_ENTRIES 2200000
+
+/* Array maps indexed by (version * size + value). */
+#define XG_PROTO_SIZE 256
+#define XG_PORT_SIZE 65536
+#define XG_TFLAGS_SIZE 256
+#define XG_ICMP_SIZE (2 * 65536) /* (is_icmpv6 << 16) | (type << 8) | code */
+
+/* Bitmap table: an inner array per version, sized by the rule set. */
+#define XG_MAX_BITMAPS 262144
+
+/* Counter slots (per-CPU array).  Reserved slots first, then one slot per
+ * live rule; old and new rule sets coexist during an update, hence 2x. */
+enum xg_slot {
+	XG_SLOT_DEFAULT = 0,   /* no rule matched */
+	XG_SLOT_MALFORMED = 1, /* dropped as malformed */
+	XG_SLOT_NON_IP = 2,    /* neither IPv4 nor IPv6 */
+	XG_SLOT_NDP = 3,       /* IPv6 neighbour discovery passed before rules */
+	XG_SLOT_ERROR = 4,     /* internal inconsistency: a bitmap missing */
+	XG_SLOT_FIRST_RULE = 8,
+};
+#define XG_MAX_SLOTS (XG_SLOT_FIRST_RULE + 2 * XG_MAX_RULES)
+
+/* Match fields, in the order of their bitmap tables. */
+enum xg_field {
+	XG_F_EXTRA = 0, /* special bitmaps: l4-free rules, established, new */
+	XG_F_SRC = 1,
+	XG_F_DST = 2,
+	XG_F_PROTO = 3,
+	XG_F_SPORT = 4,
+	XG_F_DPORT = 5,
+	XG_F_TFLAGS = 6,
+	XG_F_ICMP = 7,
+	XG_NFIELDS = 8,
+};
+
+/* xg_config.flags */
+#define XG_CFG_AUDIT (1U << 0)        /* count, never drop */
+#define XG_CFG_NON_IP_DROP (1U << 1)  /* non_ip: drop */
+#define XG_CFG_NDP_RULES (1U << 2)    /* ndp: rules (no bypass) */
+#define XG_CFG_DEFAULT_DROP (1U << 3) /* direction default: drop */
+#define XG_CFG_HAS_STATE (1U << 4)    /* some rule tests state: look flows up */
+
+/* xg_rule.action */
+#define XG_ACT_ALLOW 0
+#define XG_ACT_DROP 1
+
+/* One direction's settings for one version of the rule set. */
+struct xg_config {
+	__u64 plan_hash;   /* first 8 bytes of the plan's sha256 */
+	__u32 nwords;      /* 64-bit words the rule set uses (0 when no rules) */
+	__u32 nrules;
+	__u32 flags;       /* XG_CFG_* */
+	__u32 field_mask;  /* bit (1 << xg_field) set: field used by some rule */
+	__u32 base[XG_NFIELDS]; /* first bitmap of each field's table */
+	__u32 l4free_idx;  /* bitmap of rules without L4 conditions */
+	__u32 est_idx;     /* rules matching established flows */
+	__u32 new_idx;     /* rules matching new flows */
+	__u32 ones_idx;    /* every rule: stands in for fields no rule uses */
+	__u32 tmo_tcp;     /* flow timeouts, seconds */
+	__u32 tmo_udp;
+	__u32 tmo_icmp;
+};
+
+/* Rule table entry, indexed by version * XG_MAX_RULES + bit position. */
+struct xg_rule {
+	__u64 rule_id;    /* stable id derived from direction and name */
+	__u32 slot;       /* counter slot */
+	__u32 limit_idx;  /* rate-limit entry + 1, 0 for none */
+	__u8 action;      /* XG_ACT_* */
+	__u8 pad[7];
+};
+
+/* A rule bitmap: bit r of word r/64 is rule r.  summary bit w is set when
+ * word w is non-zero, so the AND of the summaries names the only words
+ * worth looking at. */
+struct xg_bitmap {
+	__u64 summary;
+	__u64 w[XG_MAX_WORDS];
+};
+
+struct xg_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* LPM keys: the version byte comes first, so one trie holds both halves
+ * and prefixlen counts it (8 + prefix length). */
+struct xg_lpm4_key {
+	__u32 prefixlen;
+	__u8 ver;
+	__u8 addr[4];
+} __attribute__((packed));
+
+struct xg_lpm6_key {
+	__u32 prefixlen;
+	__u8 ver;
+	__u8 addr[16];
+} __attribute__((packed));
+
+#define XG_LPM_VER_BITS 8
+
+#endif /* XDPGUARD_H */

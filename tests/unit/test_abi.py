@@ -1,0 +1,61 @@
+"""The ctypes mirrors match bpf/include/xdpguard.h, checked by the C compiler.
+
+A small C program including the header prints sizeof/offsetof of every
+mirrored struct and the value of every constant; the test compares them
+with xdpguard/datapath/abi.py.  No kernel needed, only a host compiler.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from xdpguard.datapath import abi
+
+CC = shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory):
+    if CC is None:
+        pytest.skip("no host C compiler (cc/gcc) to read the header with")
+    d = tmp_path_factory.mktemp("abi")
+    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "include/xdpguard.h"', "int main(void) {"]
+    for cname, cls in abi.MIRRORS.items():
+        lines.append(f'printf("size {cname} %zu\\n", sizeof(struct {cname}));')
+        for fname, *_ in cls._fields_:
+            lines.append(f'printf("off {cname}.{fname} %zu\\n", offsetof(struct {cname}, {fname}));')
+    for const in abi.CONSTANTS:
+        lines.append(f'printf("const {const} %lld\\n", (long long)({const}));')
+    lines.append("return 0; }")
+    src = d / "layout.c"
+    src.write_text("\n".join(lines))
+    exe = d / "layout"
+    subprocess.run([CC, "-I", str(abi.BPF_DIR), "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in (line.rsplit(" ", 1) for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("cname", sorted(abi.MIRRORS))
+def test_struct_layout(c_layout, cname):
+    cls = abi.MIRRORS[cname]
+    assert c_layout[f"size {cname}"] == __import__("ctypes").sizeof(cls)
+    for fname, *_ in cls._fields_:
+        assert c_layout[f"off {cname}.{fname}"] == getattr(cls, fname).offset, fname
+
+
+@pytest.mark.parametrize("const", sorted(abi.CONSTANTS))
+def test_constants(c_layout, const):
+    assert c_layout[f"const {const}"] == abi.CONSTANTS[const]
+
+
+def test_compiler_field_numbers_match_abi():
+    from xdpguard.rules import compile as comp
+
+    assert (comp.F_EXTRA, comp.F_SRC, comp.F_DST, comp.F_PROTO, comp.F_SPORT, comp.F_DPORT, comp.F_TFLAGS,
+            comp.F_ICMP) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT,
+                             abi.F_TFLAGS, abi.F_ICMP)
+    assert comp.MAX_WORDS == abi.MAX_WORDS
+    assert comp.MAX_BITMAPS == abi.MAX_BITMAPS

@@ -1,0 +1,3 @@
+from xdpguard.cli.main import main
+
+main()

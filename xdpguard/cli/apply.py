@@ -1,0 +1,190 @@
+"""`apply`, `plan` and `detach`: the commands that change (or preview) the kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from xdpguard.cli.common import CONTEXT, console, load_rules, print_json, resolve_iface, summary_of
+from xdpguard.errors import UsageError
+from xdpguard.rules.compile import Plan, plan_from_bytes
+from xdpguard.state import Iface
+
+IFACE_HELP = "interface to act on (repeat for several)"
+
+
+def _modes() -> tuple[str, ...]:
+    return ("auto", "native", "generic")
+
+
+def apply(
+    rules: Path = typer.Argument(..., help="rule file (YAML)"),
+    iface: list[str] = typer.Option(..., "--iface", "-i", help=IFACE_HELP),
+    xdp_mode: str = typer.Option("auto", "--xdp-mode", help="auto | native | generic"),
+    replace_program: bool = typer.Option(
+        False, "--replace-program", help="recompile and swap the programs even when they are current"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Attach xdpguard to each interface, or update it atomically; idempotent."""
+    if xdp_mode not in _modes():
+        raise UsageError(f"--xdp-mode must be one of auto, native, generic (got {xdp_mode!r})")
+    # Everything that can be wrong with the input is found before the kernel is touched.
+    rs, plan, text = load_rules(rules)
+    targets = [(name, resolve_iface(name)) for name in iface]
+    from xdpguard.datapath.dataplane import Dataplane
+
+    results = []
+    for name, index in targets:
+        res = Dataplane(name, index, CONTEXT["netns"]).apply(plan, text, xdp_mode, replace_program, summary_of(rs))
+        results.append((name, res))
+    if json_out:
+        print_json(
+            [
+                {
+                    "interface": n,
+                    "changed": r.changed,
+                    "attached": r.attached,
+                    "replaced_program": r.replaced,
+                    "seconds": round(r.seconds, 4),
+                    "digest": plan.digest,
+                    "writes": vars(r.writes),
+                    "messages": r.messages,
+                }
+                for n, r in results
+            ]
+        )
+        return
+    nin, neg = plan.ingress.nrules, plan.egress.nrules
+    for name, r in results:
+        if r.attached:
+            console.print(f"{name}: attached, {nin} ingress and {neg} egress rules from {rules} ({r.seconds:.2f} s)")
+        elif r.changed:
+            w = r.writes
+            console.print(
+                f"{name}: updated to {rules} ({nin} ingress, {neg} egress rules; "
+                f"{w.lpm_updates + w.lpm_deletes} prefix and {w.array_updates} array entries written, "
+                f"{r.seconds:.2f} s)" + (" with a new program" if r.replaced else "")
+            )
+        else:
+            console.print(f"{name}: no changes" + (" (program replaced)" if r.replaced else ""))
+        for m in r.messages:
+            if m != "no changes":
+                console.print(f"{name}: {m}")
+
+
+def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for nd in new.directions():
+        od = None if old is None else (old.ingress if nd.name == "ingress" else old.egress)
+        fields: dict[str, Any] = {}
+        for fname, fam in (("src4", "src"), ("dst4", "dst"), ("src6", "src"), ("dst6", "dst")):
+            newk = {(a, p) for a, p, _ in getattr(nd, fname)}
+            oldk = {(a, p) for a, p, _ in getattr(od, fname)} if od else set()
+            added, removed = newk - oldk, oldk - newk
+            if not added and not removed:
+                continue
+            bits = 32 if fname.endswith("4") else 128
+            from xdpguard.rules.model import Prefix
+
+            def show(keys: set[tuple[int, int]], bits: int = bits) -> list[str]:
+                fam_n = 4 if bits == 32 else 6
+                return [str(Prefix(fam_n, a, p)) for a, p in sorted(keys)[:5]]
+
+            f = fields.setdefault(fam, {"added": 0, "removed": 0, "examples_added": [], "examples_removed": []})
+            f["added"] += len(added)
+            f["removed"] += len(removed)
+            f["examples_added"] += show(added)
+            f["examples_removed"] += show(removed)
+        if fields:
+            out[nd.name] = fields
+    return out
+
+
+def plan(
+    rules: Path = typer.Argument(..., help="rule file (YAML)"),
+    iface: str = typer.Option(..., "--iface", "-i", help="interface to compare against"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
+    rs, new_plan, _ = load_rules(rules)
+    st = Iface(iface)
+    applied = st.load_applied()
+    raw = st.load_plan_bytes()
+    old_plan = plan_from_bytes(raw) if raw else None
+    old_sum = st.load_summary() or {"rules": {"ingress": {}, "egress": {}}, "order": {}, "settings": {}}
+    new_sum = summary_of(rs)
+    attached = (st.pin_dir / "link_xdp").exists()
+    data: dict[str, Any] = {
+        "interface": iface,
+        "attached": attached,
+        "current": applied.file if applied else None,
+        "current_digest": applied.digest if applied else None,
+        "new_digest": new_plan.digest,
+        "changes": not attached or applied is None or applied.digest != new_plan.digest,
+        "rules": {},
+        "settings": [],
+    }
+    for dname in ("ingress", "egress"):
+        o, n = old_sum["rules"].get(dname, {}), new_sum["rules"][dname]
+        oo, no = old_sum["order"].get(dname, []), new_sum["order"][dname]
+        moved = [x for x in n if x in o and oo.index(x) != no.index(x)] if oo else []
+        data["rules"][dname] = {
+            "added": [{"name": k, "rule": n[k]} for k in n if k not in o],
+            "removed": [{"name": k, "rule": o[k]} for k in o if k not in n],
+            "changed": [{"name": k, "from": o[k], "to": n[k]} for k in n if k in o and o[k] != n[k]],
+            "moved": moved,
+        }
+    for k, v in new_sum["settings"].items():
+        ov = old_sum["settings"].get(k)
+        if ov is not None and ov != v:
+            data["settings"].append({"setting": k, "from": ov, "to": v})
+    data["prefixes"] = _prefix_diff(old_plan, new_plan)
+    if json_out:
+        print_json(data)
+        return
+    if not data["changes"]:
+        console.print(f"{iface}: no changes ({rules} is what is applied)")
+        return
+    if not attached:
+        console.print(f"{iface}: xdpguard is not attached; apply would attach it with:")
+    else:
+        console.print(f"{iface}: applying {rules} would change:")
+    for dname, d in data["rules"].items():
+        for r in d["added"]:
+            console.print(f"  [green]+ {dname} {r['name']}[/]: {r['rule']}")
+        for r in d["removed"]:
+            console.print(f"  [red]- {dname} {r['name']}[/]: {r['rule']}")
+        for r in d["changed"]:
+            console.print(f"  [yellow]~ {dname} {r['name']}[/]: {r['from']}  =>  {r['to']}")
+        for name in d["moved"]:
+            console.print(f"  [yellow]~ {dname} {name}[/]: moved")
+    for s in data["settings"]:
+        console.print(f"  [yellow]~ {s['setting']}[/]: {s['from']} => {s['to']}")
+    for dname, fields in data["prefixes"].items():
+        for fam, f in fields.items():
+            console.print(f"  prefixes {dname} {fam}: +{f['added']} -{f['removed']}")
+
+
+def detach(
+    iface: list[str] = typer.Option([], "--iface", "-i", help=IFACE_HELP),
+    all_: bool = typer.Option(False, "--all", help="every interface xdpguard is on"),
+) -> None:
+    """Remove programs, links, pins and state from IFACE (or from all interfaces)."""
+    from xdpguard.datapath.dataplane import Dataplane, detach_all
+
+    if all_ == bool(iface):
+        raise UsageError("give --iface IF (one or more) or --all")
+    if all_:
+        removed = detach_all()
+        console.print(f"detached everywhere ({len(removed)} pinned objects removed)")
+        return
+    for name in iface:
+        st = Iface(name)
+        if not st.pin_dir.exists() and not st.state_dir.exists():
+            console.print(f"{name}: xdpguard is not attached")
+            continue
+        removed = Dataplane(name, 0).detach()
+        console.print(f"{name}: detached ({len(removed)} pinned objects removed)")

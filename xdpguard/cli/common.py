@@ -1,0 +1,79 @@
+"""Shared plumbing of the CLI commands: loading rules, finding interfaces, printing.
+
+Commands stay thin: they call into rules/ and datapath/ and format what
+comes back.  Everything that can fail with an operator's mistake raises an
+XdpguardError subclass; main.py turns those into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from xdpguard.errors import RuleError, UsageError
+from xdpguard.rules.compile import Plan, compile_ruleset
+from xdpguard.rules.describe import rule_signatures
+from xdpguard.rules.model import RuleSet
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+# The network namespace the global --netns option entered, for messages and state.
+CONTEXT: dict[str, str | None] = {"netns": None}
+
+
+def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
+    """Parse and compile a rule file; returns the model, the plan and the file text."""
+    from xdpguard.rules.parse import load
+
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RuleError(str(path), None, f"cannot read the rule file: {e.strerror}") from e
+    rs = load(path)
+    return rs, compile_ruleset(rs), text
+
+
+def summary_of(rs: RuleSet) -> dict[str, Any]:
+    """What the state dir keeps about an applied rule set, for `plan` and `status`."""
+    return {
+        "rules": rule_signatures(rs),
+        "order": {
+            "ingress": [r.name for r in rs.ingress.rules],
+            "egress": [r.name for r in rs.egress.rules],
+        },
+        "settings": {
+            "mode": rs.mode.value,
+            "non_ip": rs.non_ip.value,
+            "ndp": rs.ndp,
+            "ingress.default": rs.ingress.default.value,
+            "egress.default": rs.egress.default.value,
+        },
+        "sets": {s.name: len(s.prefixes) for s in rs.sets},
+    }
+
+
+def resolve_iface(name: str) -> int:
+    from xdpguard.net import NoSuchInterface, ifindex
+
+    try:
+        return ifindex(name)
+    except NoSuchInterface as e:
+        where = f" in network namespace {CONTEXT['netns']}" if CONTEXT["netns"] else ""
+        raise UsageError(f"no interface named {name!r}{where}") from e
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

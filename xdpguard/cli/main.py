@@ -1,0 +1,85 @@
+"""The `xdpguard` command: Typer app, global options, error handling.
+
+Every operator-facing failure is an XdpguardError: printed as one line,
+exit code 1 (runtime) or 2 (usage, invalid rules).  A traceback appears
+only for unexpected errors and only with XDPGUARD_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from xdpguard.cli import apply as apply_cmds
+from xdpguard.cli import check as check_cmd
+from xdpguard.cli import show
+from xdpguard.cli.common import CONTEXT
+from xdpguard.errors import RuleError, UsageError, XdpguardError
+
+app = typer.Typer(
+    name="xdpguard",
+    help="XDP firewall: declarative YAML rules compiled into BPF maps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    netns: str = typer.Option(
+        None, "--netns", help="operate inside this network namespace (like `ip -n`)", metavar="NAME"
+    ),
+) -> None:
+    if netns:
+        from xdpguard.net import NoSuchNetns, enter_netns
+
+        try:
+            enter_netns(netns)
+        except NoSuchNetns as e:
+            raise UsageError(f"no network namespace named {netns!r} (see `ip netns list`)") from e
+        except PermissionError as e:
+            raise XdpguardError(f"entering network namespace {netns!r} needs root: {e.strerror}") from e
+        CONTEXT["netns"] = netns
+
+
+app.command("check")(check_cmd.check)
+app.command("plan")(apply_cmds.plan)
+app.command("apply")(apply_cmds.apply)
+app.command("status")(show.status)
+app.command("stats")(show.stats)
+app.command("detach")(apply_cmds.detach)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = os.environ.get("XDPGUARD_DEBUG") == "1"
+    try:
+        # Typer handles its own usage errors (exit 2) and exits; ours propagate here.
+        app(args=argv, prog_name="xdpguard")
+    except RuleError as e:
+        if debug:
+            traceback.print_exc()
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except XdpguardError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"xdpguard: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as e:  # a bug: say so plainly, details on request
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"xdpguard: internal error: {type(e).__name__}: {e} (set XDPGUARD_DEBUG=1 for a traceback)",
+                  file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

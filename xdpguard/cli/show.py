@@ -1,0 +1,124 @@
+"""`status` and `stats`: read what is live, never change it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from xdpguard.cli.common import console, print_json
+from xdpguard.errors import UsageError
+from xdpguard.state import known_ifaces
+
+
+def _targets(iface: list[str]) -> list[str]:
+    return iface or known_ifaces()
+
+
+def status(
+    iface: list[str] = typer.Option([], "--iface", "-i", help="interface (default: all xdpguard knows)"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Interfaces, link ids and modes, program tag, rule-set digest and version, applied-at, file."""
+    from xdpguard.datapath.dataplane import Dataplane
+
+    rows = [Dataplane(n, 0).status() for n in _targets(iface)]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("xdpguard is not attached to any interface")
+        return
+    for s in rows:
+        if not s["attached"]:
+            console.print(f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else ""))
+            continue
+        x: dict[str, Any] = s.get("xdp", {})  # type: ignore[assignment]
+        console.print(
+            f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} mode {x.get('mode')} "
+            f"prog {x.get('prog_id')} tag {x.get('tag')}"
+        )
+        console.print(
+            f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
+            f"applied {s.get('applied_at')}"
+        )
+        if s.get("consistent") is False:
+            console.print("  [red]the kernel maps do not hold the recorded rule set; run apply again[/]")
+        if "error" in s:
+            console.print(f"  [red]{s['error']}[/]")
+
+
+def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
+    t = Table(title=f"{st['interface']}", title_justify="left")
+    for col in ("direction", "rule", "action", "packets", "bytes"):
+        t.add_column(col, justify="right" if col in ("packets", "bytes") else "left")
+    if rates is not None:
+        t.add_column("pkt/s", justify="right")
+    for dname in ("ingress", "egress"):
+        d = st.get(dname)
+        if not d:
+            continue
+        rows = [(r["name"], r["action"], r["packets"], r["bytes"]) for r in d["rules"]]
+        rows.append(("(default)", d["default"]["action"], d["default"]["packets"], d["default"]["bytes"]))
+        for k in ("malformed", "non_ip", "ndp"):
+            rows.append((f"({k})", "", d[k]["packets"], d[k]["bytes"]))
+        for name, action, pk, by in rows:
+            cells = [dname, name, action, f"{pk:,}", f"{by:,}"]
+            if rates is not None:
+                cells.append(f"{rates.get((dname, name), 0.0):,.0f}")
+            t.add_row(*cells)
+    return t
+
+
+def stats(
+    iface: list[str] = typer.Option([], "--iface", "-i", help="interface (default: all xdpguard knows)"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    watch: bool = typer.Option(False, "--watch", help="refresh every second with rates"),
+) -> None:
+    """Per-rule packets and bytes, defaults, malformed and non-IP counts."""
+    from xdpguard.datapath.dataplane import Dataplane
+
+    names = _targets(iface)
+    if not names:
+        raise UsageError("xdpguard is not attached to any interface")
+    if watch and json_out:
+        raise UsageError("--watch and --json do not go together")
+    if not watch:
+        data = [Dataplane(n, 0).stats() for n in names]
+        if json_out:
+            print_json(data if len(data) > 1 else data[0])
+            return
+        for st in data:
+            console.print(_table(st))
+        return
+    prev: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def render() -> Table:
+        outer = Table.grid()
+        now = time.monotonic()
+        for n in names:
+            st = Dataplane(n, 0).stats()
+            rates = {}
+            for dname in ("ingress", "egress"):
+                d = st.get(dname)
+                if not d:
+                    continue
+                for r in d["rules"] + [{"name": "(default)", **d["default"]}]:
+                    key = (n, dname, r["name"])
+                    if key in prev:
+                        t0, p0 = prev[key]
+                        rates[(dname, r["name"])] = (r["packets"] - p0) / max(now - t0, 1e-6)
+                    prev[key] = (now, r["packets"])
+            outer.add_row(_table(st, rates))
+        return outer
+
+    with Live(render(), console=console, refresh_per_second=2) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(render())
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,152 @@
+"""ctypes mirrors of bpf/include/xdpguard.h.
+
+tests/unit/test_abi.py compiles the header with the host C compiler and
+checks every size and offset here against it; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+from pathlib import Path
+
+ABI_VERSION = 1
+
+MAX_RULES = 4096
+MAX_WORDS = MAX_RULES // 64
+NVERSIONS = 2
+LPM_MAX_ENTRIES = 2_200_000
+PROTO_SIZE = 256
+PORT_SIZE = 65536
+TFLAGS_SIZE = 256
+ICMP_SIZE = 2 * 65536
+MAX_BITMAPS = 262144
+
+SLOT_DEFAULT = 0
+SLOT_MALFORMED = 1
+SLOT_NON_IP = 2
+SLOT_NDP = 3
+SLOT_ERROR = 4
+SLOT_FIRST_RULE = 8
+MAX_SLOTS = SLOT_FIRST_RULE + 2 * MAX_RULES
+RESERVED_SLOTS = {
+    "default": SLOT_DEFAULT,
+    "malformed": SLOT_MALFORMED,
+    "non_ip": SLOT_NON_IP,
+    "ndp": SLOT_NDP,
+    "error": SLOT_ERROR,
+}
+
+F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
+NFIELDS = 8
+
+CFG_AUDIT = 1 << 0
+CFG_NON_IP_DROP = 1 << 1
+CFG_NDP_RULES = 1 << 2
+CFG_DEFAULT_DROP = 1 << 3
+CFG_HAS_STATE = 1 << 4
+
+ACT_ALLOW = 0
+ACT_DROP = 1
+
+LPM_VER_BITS = 8
+
+BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+
+
+class Config(C.Structure):
+    _fields_ = [
+        ("plan_hash", C.c_uint64),
+        ("nwords", C.c_uint32),
+        ("nrules", C.c_uint32),
+        ("flags", C.c_uint32),
+        ("field_mask", C.c_uint32),
+        ("base", C.c_uint32 * NFIELDS),
+        ("l4free_idx", C.c_uint32),
+        ("est_idx", C.c_uint32),
+        ("new_idx", C.c_uint32),
+        ("ones_idx", C.c_uint32),
+        ("tmo_tcp", C.c_uint32),
+        ("tmo_udp", C.c_uint32),
+        ("tmo_icmp", C.c_uint32),
+    ]
+
+
+class RuleEntry(C.Structure):
+    _fields_ = [
+        ("rule_id", C.c_uint64),
+        ("slot", C.c_uint32),
+        ("limit_idx", C.c_uint32),
+        ("action", C.c_uint8),
+        ("pad", C.c_uint8 * 7),
+    ]
+
+
+class Bitmap(C.Structure):
+    _fields_ = [("summary", C.c_uint64), ("w", C.c_uint64 * MAX_WORDS)]
+
+
+class Counter(C.Structure):
+    _fields_ = [("packets", C.c_uint64), ("bytes", C.c_uint64)]
+
+
+class Lpm4Key(C.Structure):
+    _pack_ = 1
+    _fields_ = [("prefixlen", C.c_uint32), ("ver", C.c_uint8), ("addr", C.c_uint8 * 4)]
+
+
+class Lpm6Key(C.Structure):
+    _pack_ = 1
+    _fields_ = [("prefixlen", C.c_uint32), ("ver", C.c_uint8), ("addr", C.c_uint8 * 16)]
+
+
+# Structures checked against the header: name in C -> ctypes class.
+MIRRORS: dict[str, type[C.Structure]] = {
+    "xg_config": Config,
+    "xg_rule": RuleEntry,
+    "xg_bitmap": Bitmap,
+    "xg_counter": Counter,
+    "xg_lpm4_key": Lpm4Key,
+    "xg_lpm6_key": Lpm6Key,
+}
+
+# Constants checked against the header: name in C -> value here.
+CONSTANTS: dict[str, int] = {
+    "XG_ABI_VERSION": ABI_VERSION,
+    "XG_MAX_RULES": MAX_RULES,
+    "XG_MAX_WORDS": MAX_WORDS,
+    "XG_NVERSIONS": NVERSIONS,
+    "XG_LPM_MAX_ENTRIES": LPM_MAX_ENTRIES,
+    "XG_PROTO_SIZE": PROTO_SIZE,
+    "XG_PORT_SIZE": PORT_SIZE,
+    "XG_TFLAGS_SIZE": TFLAGS_SIZE,
+    "XG_ICMP_SIZE": ICMP_SIZE,
+    "XG_MAX_BITMAPS": MAX_BITMAPS,
+    "XG_SLOT_DEFAULT": SLOT_DEFAULT,
+    "XG_SLOT_MALFORMED": SLOT_MALFORMED,
+    "XG_SLOT_NON_IP": SLOT_NON_IP,
+    "XG_SLOT_NDP": SLOT_NDP,
+    "XG_SLOT_ERROR": SLOT_ERROR,
+    "XG_SLOT_FIRST_RULE": SLOT_FIRST_RULE,
+    "XG_MAX_SLOTS": MAX_SLOTS,
+    "XG_F_EXTRA": F_EXTRA,
+    "XG_F_SRC": F_SRC,
+    "XG_F_DST": F_DST,
+    "XG_F_PROTO": F_PROTO,
+    "XG_F_SPORT": F_SPORT,
+    "XG_F_DPORT": F_DPORT,
+    "XG_F_TFLAGS": F_TFLAGS,
+    "XG_F_ICMP": F_ICMP,
+    "XG_NFIELDS": NFIELDS,
+    "XG_CFG_AUDIT": CFG_AUDIT,
+    "XG_CFG_NON_IP_DROP": CFG_NON_IP_DROP,
+    "XG_CFG_NDP_RULES": CFG_NDP_RULES,
+    "XG_CFG_DEFAULT_DROP": CFG_DEFAULT_DROP,
+    "XG_CFG_HAS_STATE": CFG_HAS_STATE,
+    "XG_ACT_ALLOW": ACT_ALLOW,
+    "XG_ACT_DROP": ACT_DROP,
+    "XG_LPM_VER_BITS": LPM_VER_BITS,
+}
+
+
+def header_text() -> str:
+    return (BPF_DIR / "include" / "xdpguard.h").read_text()

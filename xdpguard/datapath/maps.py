@@ -1,0 +1,398 @@
+"""Writing a compiled plan into one half of the pinned maps, and reading counters.
+
+No bcc here: a rule-only apply opens the pinned maps (BPF_OBJ_GET) and
+writes only the entries whose value changes between the plan a half holds
+and the plan it must hold.  Bitmap tables are the exception: each version
+gets a fresh inner map sized to the plan, swapped into the outer slot.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from dataclasses import dataclass, field
+
+from xdpguard.datapath import abi
+from xdpguard.datapath import bpf as B
+from xdpguard.errors import KernelError
+from xdpguard.rules.compile import DirectionPlan, Intervals, LpmEntries, Plan
+from xdpguard.rules.model import Action, Mode
+
+DIRECTIONS = {"ingress": "in_", "egress": "eg_"}
+
+# name -> (type, key size, value size, max entries, flags): what bpf/lib/maps.h declares.
+_LPM_FLAGS = B.BPF_F_NO_PREALLOC
+_U32 = 4
+
+
+def _expected(prefix: str) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        f"{prefix}config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NVERSIONS),
+        f"{prefix}src4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
+        f"{prefix}dst4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
+        f"{prefix}src6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
+        f"{prefix}dst6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
+        f"{prefix}proto": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PROTO_SIZE),
+        f"{prefix}sport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PORT_SIZE),
+        f"{prefix}dport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PORT_SIZE),
+        f"{prefix}tflags": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.TFLAGS_SIZE),
+        f"{prefix}icmp": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.ICMP_SIZE),
+        f"{prefix}rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NVERSIONS * abi.MAX_RULES),
+        f"{prefix}bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NVERSIONS),
+        f"{prefix}counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.MAX_SLOTS),
+    }
+
+
+C_SIZE = {
+    "config": __import__("ctypes").sizeof(abi.Config),
+    "rule": __import__("ctypes").sizeof(abi.RuleEntry),
+    "counter": __import__("ctypes").sizeof(abi.Counter),
+    "bitmap": __import__("ctypes").sizeof(abi.Bitmap),
+    "lpm4": __import__("ctypes").sizeof(abi.Lpm4Key),
+    "lpm6": __import__("ctypes").sizeof(abi.Lpm6Key),
+}
+
+SHARED_MAPS = {"active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1)}
+
+
+def expected_maps(directions: tuple[str, ...] = ("ingress",)) -> dict[str, tuple[int, int, int, int]]:
+    out = dict(SHARED_MAPS)
+    for d in directions:
+        out.update(_expected(DIRECTIONS[d]))
+    return out
+
+
+def check_pinned_sizes(pin_dir: str, directions: tuple[str, ...]) -> list[str]:
+    """Mismatches between pinned maps and what the programs declare (bcc does not check)."""
+    problems = []
+    for name, (mtype, ksz, vsz, maxe) in expected_maps(directions).items():
+        path = os.path.join(pin_dir, name)
+        if not os.path.exists(path):
+            continue
+        with B.Fd(B.obj_get(path)) as fd:
+            info = B.map_info(fd)
+        got = (info.type, info.key_size, info.value_size, info.max_entries)
+        if got != (mtype, ksz, vsz, maxe):
+            problems.append(
+                f"{path}: pinned map has type/key/value/entries {got}, the program needs {(mtype, ksz, vsz, maxe)}"
+            )
+    return problems
+
+
+@dataclass
+class DirMaps:
+    """Open fds of one direction's pinned maps."""
+
+    prefix: str
+    fds: dict[str, int] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> int:
+        return self.fds[name]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+_DIR_MAP_NAMES = (
+    "config", "src4", "dst4", "src6", "dst6", "proto", "sport", "dport", "tflags", "icmp",
+    "rules", "bitmaps", "counters",
+)  # fmt: skip
+
+
+def open_dir_maps(pin_dir: str, direction: str) -> DirMaps:
+    prefix = DIRECTIONS[direction]
+    dm = DirMaps(prefix)
+    try:
+        for name in _DIR_MAP_NAMES:
+            dm.fds[name] = B.obj_get(os.path.join(pin_dir, prefix + name))
+    except B.BpfError as e:
+        dm.close()
+        raise KernelError(f"cannot open the pinned maps in {pin_dir}: {e.sentence}") from e
+    return dm
+
+
+# --------------------------------------------------------------------------
+# encoding
+
+
+def lpm_key(ver: int, addr: int, plen: int, bits: int) -> bytes:
+    return struct.pack("<IB", abi.LPM_VER_BITS + plen, ver) + addr.to_bytes(bits // 8, "big")
+
+
+def _u32(v: int) -> bytes:
+    return struct.pack("<I", v)
+
+
+def expand(iv: Intervals, size: int) -> array[int]:
+    out = array("I", bytes(4 * size))
+    for lo, hi, idx in iv:
+        out[lo : hi + 1] = array("I", [idx]) * (hi - lo + 1)
+    return out
+
+
+def bitmap_bytes(bm: int, nwords: int) -> bytes:
+    summary = 0
+    for w in range(nwords):
+        if (bm >> (64 * w)) & 0xFFFFFFFFFFFFFFFF:
+            summary |= 1 << w
+    return struct.pack("<Q", summary) + bm.to_bytes(8 * abi.MAX_WORDS, "little")
+
+
+def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
+    cfg = abi.Config()
+    cfg.plan_hash = plan.hash64
+    cfg.nwords = d.nwords
+    cfg.nrules = d.nrules
+    flags = 0
+    if plan.mode == Mode.AUDIT:
+        flags |= abi.CFG_AUDIT
+    if plan.non_ip == Action.DROP:
+        flags |= abi.CFG_NON_IP_DROP
+    if plan.ndp == "rules":
+        flags |= abi.CFG_NDP_RULES
+    if d.default == Action.DROP:
+        flags |= abi.CFG_DEFAULT_DROP
+    if d.uses_state:
+        flags |= abi.CFG_HAS_STATE
+    cfg.flags = flags
+    cfg.field_mask = d.field_mask
+    for i, b in enumerate(d.bases):
+        cfg.base[i] = b
+    cfg.l4free_idx = d.bases[0] + d.l4free_idx
+    cfg.est_idx = d.bases[0] + d.est_idx
+    cfg.new_idx = d.bases[0] + d.new_idx
+    cfg.ones_idx = d.bases[0] + d.ones_idx
+    cfg.tmo_tcp, cfg.tmo_udp, cfg.tmo_icmp = plan.tmo_tcp, plan.tmo_udp, plan.tmo_icmp
+    return bytes(cfg)
+
+
+def rule_bytes(rule_id: int, slot: int, action: Action) -> bytes:
+    r = abi.RuleEntry()
+    r.rule_id = rule_id
+    r.slot = slot
+    r.action = abi.ACT_DROP if action == Action.DROP else abi.ACT_ALLOW
+    return bytes(r)
+
+
+# --------------------------------------------------------------------------
+# writing a half
+
+
+@dataclass
+class WriteStats:
+    lpm_updates: int = 0
+    lpm_deletes: int = 0
+    array_updates: int = 0
+    bitmaps: int = 0
+
+    def add(self, o: WriteStats) -> None:
+        self.lpm_updates += o.lpm_updates
+        self.lpm_deletes += o.lpm_deletes
+        self.array_updates += o.array_updates
+        self.bitmaps += o.bitmaps
+
+
+def _lpm_diff(
+    new: LpmEntries, old: LpmEntries | None
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    if old is None:
+        return list(new), []
+    if new == old:  # the common case for big sets: an edit elsewhere
+        return [], []
+    oldd = {(a, p): i for a, p, i in old}
+    newd = {(a, p): i for a, p, i in new}
+    upd = [(a, p, i) for (a, p), i in newd.items() if oldd.get((a, p)) != i]
+    dele = [k for k in oldd if k not in newd]
+    return upd, dele
+
+
+def _write_array(fd: int, ver: int, size: int, new: array[int], old: array[int] | None) -> int:
+    base = ver * size
+    if old is None:
+        idx = range(size)
+    else:
+        idx = [i for i in range(size) if new[i] != old[i]] if new != old else []
+    if not idx:
+        return 0
+    keys = [_u32(base + i) for i in idx]
+    vals = [_u32(new[i]) for i in idx]
+    B.map_update_batch(fd, keys, vals)
+    return len(keys)
+
+
+def clear_lpm_half(fd: int, ver: int, key_size: int) -> int:
+    """Delete every entry of one half of an LPM trie (when its contents are unknown)."""
+    keys = [k for k, _ in B.map_lookup_batch(fd, key_size, 4) if k[4] == ver]
+    return B.map_delete_batch(fd, keys) if keys else 0
+
+
+def write_half(
+    dm: DirMaps,
+    ver: int,
+    plan: Plan,
+    d: DirectionPlan,
+    old: DirectionPlan | None,
+    slots: dict[int, int],
+    bitmap_fd: int | None = None,
+) -> tuple[WriteStats, int]:
+    """Make half `ver` of one direction hold `d`.
+
+    `old` is what the half holds now (None: unknown, write everything);
+    `slots` maps rule id -> counter slot.  Returns the stats and the fd of
+    the bitmap inner map (pass it back for the other half to share it).
+    """
+    st = WriteStats()
+    if old is None:
+        st.lpm_deletes += clear_lpm_half(dm["src4"], ver, C_SIZE["lpm4"])
+        st.lpm_deletes += clear_lpm_half(dm["dst4"], ver, C_SIZE["lpm4"])
+        st.lpm_deletes += clear_lpm_half(dm["src6"], ver, C_SIZE["lpm6"])
+        st.lpm_deletes += clear_lpm_half(dm["dst6"], ver, C_SIZE["lpm6"])
+    for name, bits, new_e, old_e in (
+        ("src4", 32, d.src4, old.src4 if old else None),
+        ("dst4", 32, d.dst4, old.dst4 if old else None),
+        ("src6", 128, d.src6, old.src6 if old else None),
+        ("dst6", 128, d.dst6, old.dst6 if old else None),
+    ):
+        upd, dele = _lpm_diff(new_e, old_e)
+        if upd:
+            B.map_update_batch(dm[name], [lpm_key(ver, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd])
+            st.lpm_updates += len(upd)
+        if dele:
+            B.map_delete_batch(dm[name], [lpm_key(ver, a, p, bits) for a, p in dele])
+            st.lpm_deletes += len(dele)
+
+    st.array_updates += _write_array(
+        dm["proto"], ver, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
+    )
+    st.array_updates += _write_array(
+        dm["tflags"], ver, abi.TFLAGS_SIZE, array("I", d.tflags), array("I", old.tflags) if old else None
+    )
+    for name, size, new_iv, old_iv in (
+        ("sport", abi.PORT_SIZE, d.sport, old.sport if old else None),
+        ("dport", abi.PORT_SIZE, d.dport, old.dport if old else None),
+        ("icmp", abi.ICMP_SIZE, d.icmp, old.icmp if old else None),
+    ):
+        if old_iv is not None and new_iv == old_iv:
+            continue
+        st.array_updates += _write_array(
+            dm[name], ver, size, expand(new_iv, size), expand(old_iv, size) if old_iv is not None else None
+        )
+
+    # Bitmaps: a new inner map per plan, shared by both halves once synced.
+    own_fd = bitmap_fd is None
+    if bitmap_fd is None:
+        bms = d.all_bitmaps()
+        bitmap_fd = B.map_create(
+            B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bitmap"], max(1, len(bms)), B.BPF_F_INNER_MAP, name="xg_bitmap"
+        )
+        try:
+            if bms:
+                B.map_update_batch(
+                    bitmap_fd, [_u32(i) for i in range(len(bms))], [bitmap_bytes(b, d.nwords) for b in bms]
+                )
+        except BaseException:
+            os.close(bitmap_fd)
+            raise
+        st.bitmaps = len(bms)
+    try:
+        B.map_update(dm["bitmaps"], _u32(ver), _u32(bitmap_fd))
+    except BaseException:
+        if own_fd:
+            os.close(bitmap_fd)
+        raise
+
+    if d.rules:
+        base = ver * abi.MAX_RULES
+        B.map_update_batch(
+            dm["rules"],
+            [_u32(base + r.index) for r in d.rules],
+            [rule_bytes(r.rule_id, slots[r.rule_id], r.action) for r in d.rules],
+        )
+    B.map_update(dm["config"], _u32(ver), config_bytes(plan, d))
+    return st, bitmap_fd
+
+
+# --------------------------------------------------------------------------
+# reading back
+
+
+def read_config(dm: DirMaps, ver: int) -> abi.Config:
+    raw = B.map_lookup(dm["config"], _u32(ver), C_SIZE["config"])
+    return abi.Config.from_buffer_copy(raw) if raw else abi.Config()
+
+
+def read_rules(dm: DirMaps, ver: int, nrules: int) -> list[abi.RuleEntry]:
+    base = ver * abi.MAX_RULES
+    out = []
+    for i in range(nrules):
+        raw = B.map_lookup(dm["rules"], _u32(base + i), C_SIZE["rule"])
+        out.append(abi.RuleEntry.from_buffer_copy(raw) if raw else abi.RuleEntry())
+    return out
+
+
+def read_counters(dm: DirMaps, slots: list[int]) -> dict[int, tuple[int, int]]:
+    """Per slot (packets, bytes) summed over CPUs."""
+    vsize = C_SIZE["counter"]
+    psize = B.percpu_value_size(vsize)
+    out = {}
+    for s in slots:
+        raw = B.map_lookup(dm["counters"], _u32(s), psize)
+        pk = by = 0
+        if raw:
+            for v in B.split_percpu(raw, vsize):
+                c = abi.Counter.from_buffer_copy(v)
+                pk += c.packets
+                by += c.bytes
+        out[s] = (pk, by)
+    return out
+
+
+def zero_counters(dm: DirMaps, slots: list[int]) -> None:
+    if not slots:
+        return
+    zero = bytes(B.percpu_value_size(C_SIZE["counter"]))
+    B.map_update_batch(dm["counters"], [_u32(s) for s in slots], [zero] * len(slots))
+
+
+def read_active(pin_dir: str) -> int:
+    with B.Fd(B.obj_get(os.path.join(pin_dir, "active"))) as fd:
+        raw = B.map_lookup(fd, _u32(0), B.percpu_value_size(4))
+    vals = {struct.unpack_from("<I", v)[0] & 1 for v in B.split_percpu(raw or b"", 4)}
+    if len(vals) != 1:
+        # A flip was interrupted between CPUs: report the lowest CPU's view.
+        return struct.unpack_from("<I", raw or bytes(8))[0] & 1
+    return vals.pop()
+
+
+def write_active(pin_dir: str, ver: int) -> None:
+    with B.Fd(B.obj_get(os.path.join(pin_dir, "active"))) as fd:
+        B.map_update(fd, _u32(0), B.join_percpu([_u32(ver)] * B.ncpus(), 4))
+
+
+def allocate_slots(
+    rules_now: list[abi.RuleEntry], rules_other: list[abi.RuleEntry], wanted: list[int]
+) -> tuple[dict[int, int], list[int]]:
+    """Counter slots for the rule ids in `wanted`: keep the live ones, take free ones for new.
+
+    Returns (rule id -> slot, slots newly taken, to be zeroed before use).
+    """
+    live = {r.rule_id: r.slot for r in rules_now if r.slot >= abi.SLOT_FIRST_RULE}
+    used = set(live.values()) | {r.slot for r in rules_other if r.slot >= abi.SLOT_FIRST_RULE}
+    out: dict[int, int] = {}
+    fresh: list[int] = []
+    nxt = abi.SLOT_FIRST_RULE
+    for rid in wanted:
+        if rid in live:
+            out[rid] = live[rid]
+            continue
+        while nxt in used:
+            nxt += 1
+        if nxt >= abi.MAX_SLOTS:
+            raise KernelError("no free counter slot (more than two full rule sets live at once)")
+        out[rid] = nxt
+        used.add(nxt)
+        fresh.append(nxt)
+    return out, fresh

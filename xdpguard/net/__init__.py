@@ -1,0 +1,58 @@
+"""Interfaces and network namespaces, over netlink.
+
+This package is the only place that imports pyroute2: everything else asks
+for ifindexes, veth pairs, addresses and namespaces through the typed
+functions re-exported here.
+"""
+
+from xdpguard.net.links import (
+    NoSuchInterface,
+    add_address,
+    create_veth_pair,
+    delete_link,
+    get_gro,
+    get_mac,
+    ifindex,
+    ifname,
+    link_exists,
+    neigh_add,
+    set_gro,
+    set_mac,
+    set_up,
+)
+from xdpguard.net.netns import (
+    NetError,
+    NoSuchNetns,
+    create_netns,
+    delete_netns,
+    enter_netns,
+    in_netns,
+    list_netns,
+    netns_exists,
+    netns_path,
+)
+
+__all__ = [
+    "NetError",
+    "NoSuchInterface",
+    "NoSuchNetns",
+    "add_address",
+    "create_netns",
+    "create_veth_pair",
+    "delete_link",
+    "delete_netns",
+    "enter_netns",
+    "get_gro",
+    "get_mac",
+    "ifindex",
+    "ifname",
+    "in_netns",
+    "link_exists",
+    "list_netns",
+    "neigh_add",
+    "netns_exists",
+    "netns_path",
+    "set_gro",
+    "set_mac",
+    "set_up",
+]

@@ -1,0 +1,88 @@
+"""Human-readable text for rules and sets: what `check`, `plan` and `status` print.
+
+`rule_signature` is the canonical form `plan` compares to tell a changed
+rule from an unchanged one; set contents are referred to by name, so a
+set edit shows as set entries added/removed, not as every rule changed.
+"""
+
+from __future__ import annotations
+
+from xdpguard.rules.model import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PORT_PROTOS,
+    AddrMatch,
+    Match,
+    Rule,
+    RuleSet,
+)
+
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmpv6",
+               IPPROTO_SCTP: "sctp"}  # fmt: skip
+
+
+def _addr(am: AddrMatch, sets: dict[str, set[tuple[int, int, int]]]) -> str:
+    from_sets: set[tuple[int, int, int]] = set()
+    for s in am.sets:
+        from_sets |= sets.get(s, set())
+    inline = [str(p) for p in am.prefixes if (p.family, p.addr, p.plen) not in from_sets]
+    return ",".join([f"@{s}" for s in am.sets] + inline)
+
+
+def _protos(ps: frozenset[int]) -> str:
+    if ps == PORT_PROTOS:
+        return "tcp/udp/sctp"
+    return ",".join(PROTO_NAMES.get(p, str(p)) for p in sorted(ps))
+
+
+def describe_match(m: Match, sets: dict[str, set[tuple[int, int, int]]] | None = None) -> str:
+    sets = sets or {}
+    parts = []
+    if m.src is not None:
+        parts.append(f"src={_addr(m.src, sets)}")
+    if m.dst is not None:
+        parts.append(f"dst={_addr(m.dst, sets)}")
+    if m.protos is not None:
+        parts.append(f"proto={_protos(m.protos)}")
+    if m.sport is not None:
+        parts.append("sport=" + ",".join(map(str, m.sport)))
+    if m.dport is not None:
+        parts.append("dport=" + ",".join(map(str, m.dport)))
+    if m.tcp_flags is not None:
+        parts.append(f"tcp_flags={m.tcp_flags}")
+    if m.icmp is not None:
+        types = ",".join(f"{PROTO_NAMES[p]}/{t}" for p, t in sorted(m.icmp.types))
+        parts.append(f"icmp_type={types}")
+        if m.icmp.codes is not None:
+            parts.append("icmp_code=" + ",".join(map(str, sorted(m.icmp.codes))))
+    if m.state is not None:
+        parts.append(f"state={m.state.value}")
+    return " ".join(parts) or "any"
+
+
+def describe_rule(r: Rule, sets: dict[str, set[tuple[int, int, int]]] | None = None) -> str:
+    text = f"{describe_match(r.match, sets)} -> {r.action.value}"
+    rl = r.rate_limit
+    if rl is not None:
+        rate = f"{rl.pps} pps" if rl.pps is not None else f"{rl.bps} bit/s"
+        text += f" (limit {rate} burst {rl.burst} per {rl.per}"
+        if rl.block_for:
+            text += f" block_for {rl.block_for:g}s"
+        text += ")"
+    return text
+
+
+def set_index(rs: RuleSet) -> dict[str, set[tuple[int, int, int]]]:
+    return {s.name: {(p.family, p.addr, p.plen) for p in s.prefixes} for s in rs.sets}
+
+
+def rule_signatures(rs: RuleSet) -> dict[str, dict[str, str]]:
+    """direction -> rule name -> canonical description (with its position)."""
+    sets = set_index(rs)
+    out: dict[str, dict[str, str]] = {}
+    for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
+        out[dname] = {r.name: describe_rule(r, sets) for r in d.rules}
+    return out

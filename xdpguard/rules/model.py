@@ -1,0 +1,206 @@
+"""The validated rule set: frozen dataclasses, no I/O, no kernel.
+
+parse.py builds these from YAML; compile.py turns them into a map plan;
+reference.py evaluates them directly.  Every value here is already
+normalised (protocols are numbers, ports are inclusive ranges, ICMP names
+are resolved per family), so consumers never re-interpret user syntax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
+
+PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP})
+ICMP_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
+
+# Bit values of the TCP flags byte (offset 13 of the TCP header).
+TCP_FLAG_BITS = {
+    "fin": 0x01,
+    "syn": 0x02,
+    "rst": 0x04,
+    "psh": 0x08,
+    "ack": 0x10,
+    "urg": 0x20,
+    "ece": 0x40,
+    "cwr": 0x80,
+}
+
+# SPEC limits (§1): rules per direction, prefixes across all sets.
+MAX_RULES = 4096
+MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
+
+
+class Action(str, Enum):
+    ALLOW = "allow"
+    DROP = "drop"
+
+
+class Mode(str, Enum):
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+
+
+class State(str, Enum):
+    ESTABLISHED = "established"
+    NEW = "new"
+
+
+@dataclass(frozen=True, order=True)
+class Prefix:
+    """An IPv4 or IPv6 network: `addr` is the network address as an int."""
+
+    family: int  # 4 or 6
+    addr: int
+    plen: int
+
+    @property
+    def bits(self) -> int:
+        return 32 if self.family == 4 else 128
+
+    def contains(self, family: int, addr: int) -> bool:
+        if family != self.family:
+            return False
+        shift = self.bits - self.plen
+        return (addr >> shift) == (self.addr >> shift)
+
+    def __str__(self) -> str:
+        import ipaddress
+
+        net = ipaddress.ip_network((self.addr, self.plen)) if self.family == 4 else ipaddress.IPv6Network((self.addr, self.plen))
+        return str(net)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+@dataclass(frozen=True)
+class TcpFlags:
+    """Packet flags f match when (f & (set_mask | clear_mask)) == set_mask."""
+
+    set_mask: int
+    clear_mask: int
+
+    def matches(self, flags: int) -> bool:
+        return (flags & (self.set_mask | self.clear_mask)) == self.set_mask
+
+    def __str__(self) -> str:
+        names = [n for n, b in TCP_FLAG_BITS.items() if self.set_mask & b]
+        names += ["!" + n for n, b in TCP_FLAG_BITS.items() if self.clear_mask & b]
+        return ",".join(names)
+
+
+@dataclass(frozen=True)
+class AddrMatch:
+    """A src or dst condition: the union of `prefixes` (sets already expanded).
+
+    `sets` keeps the set names referenced, for display only.
+    """
+
+    prefixes: tuple[Prefix, ...]
+    sets: tuple[str, ...] = ()
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(p.family for p in self.prefixes)
+
+
+@dataclass(frozen=True)
+class IcmpMatch:
+    """(proto, type) pairs; `codes` None means any code."""
+
+    types: frozenset[tuple[int, int]]
+    codes: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Exactly one of pps/bps is set.  burst: packets for pps, bytes for bps."""
+
+    pps: int | None
+    bps: int | None  # bits per second
+    burst: int
+    per: str  # "rule" | "source" | "source/N"
+    per_prefix_v4: int  # 32 for per source, N for source/N (capped to family), 0 for per rule
+    per_prefix_v6: int
+    block_for: float | None  # seconds
+
+
+@dataclass(frozen=True)
+class Match:
+    src: AddrMatch | None = None
+    dst: AddrMatch | None = None
+    protos: frozenset[int] | None = None  # None: any protocol
+    sport: tuple[PortRange, ...] | None = None
+    dport: tuple[PortRange, ...] | None = None
+    tcp_flags: TcpFlags | None = None
+    icmp: IcmpMatch | None = None
+    state: State | None = None
+
+    @property
+    def has_l4(self) -> bool:
+        """True when the rule needs the L4 header (so never matches later fragments)."""
+        return (
+            self.sport is not None
+            or self.dport is not None
+            or self.tcp_flags is not None
+            or self.icmp is not None
+            or self.state is not None
+        )
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Match
+    action: Action
+    rate_limit: RateLimit | None
+    line: int  # line of the rule in the rule file, for messages
+
+
+@dataclass(frozen=True)
+class Direction:
+    default: Action
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class SetDef:
+    name: str
+    prefixes: tuple[Prefix, ...]
+    file: str | None  # the set file, when loaded from one
+    line: int
+
+
+@dataclass(frozen=True)
+class StateTimeouts:
+    tcp: int = 300
+    udp: int = 30
+    icmp: int = 10
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    version: int
+    mode: Mode
+    non_ip: Action
+    ndp: str  # "allow" | "rules"
+    sets: tuple[SetDef, ...]
+    ingress: Direction
+    egress: Direction
+    source: str = "<rules>"  # the rule file path
+    state_timeouts: StateTimeouts = field(default_factory=StateTimeouts)
+    flow_table_size: int = 65536
+    limit_table_size: int = 65536

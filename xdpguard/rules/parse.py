@@ -1,0 +1,1139 @@
+"""Rule file (YAML, SPEC §1) -> validated `RuleSet`, or a `file:line:` error.
+
+Every value is checked here, once, and normalised into the frozen model, so
+compile.py and reference.py never see user syntax.  Errors are `RuleError`s
+that name the line of the offending value and quote the value itself.
+
+Units accepted by the helpers (all case-insensitive):
+
+- durations (`block_for`, `state_timeouts`): a bare number of seconds, or a
+  number followed by `ms`, `s`, `m`, `h` or `d` ("30s", "1.5h");
+- rates (`bps`): a bare number of bits/s, or `kbit`, `mbit`, `gbit` with
+  decimal multiples as in tc (1kbit = 1000 bit/s), decimals allowed
+  ("1.5mbit" = 1500000);
+- sizes (`burst` with bps): a bare number of bytes, or `b`, `kb`, `mb`, `gb`
+  (powers of 1000) or `kib`, `mib`, `gib` (powers of 1024).
+
+Set files can hold a million prefixes, so they are read by a vectorised scan
+(inet_pton over whole columns) and only fall back to a line-by-line pass,
+which knows line numbers, when something in the file is wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import ipaddress
+import json
+import math
+import operator
+import re
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import chain, compress, repeat
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from xdpguard.errors import RuleError
+from xdpguard.rules.model import (
+    ICMP_PROTOS,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    MAX_PREFIXES,
+    MAX_RULES,
+    PORT_PROTOS,
+    TCP_FLAG_BITS,
+    Action,
+    AddrMatch,
+    Direction,
+    IcmpMatch,
+    Match,
+    Mode,
+    PortRange,
+    Prefix,
+    RateLimit,
+    Rule,
+    RuleSet,
+    SetDef,
+    State,
+    StateTimeouts,
+    TcpFlags,
+)
+
+__all__ = [
+    "ICMP_TYPES",
+    "PROTO_NAMES",
+    "load",
+    "parse_duration",
+    "parse_rate",
+    "parse_set_file_text",
+    "parse_size",
+    "parse_text",
+]
+
+PROTO_NAMES: dict[str, int] = {
+    "tcp": IPPROTO_TCP,
+    "udp": IPPROTO_UDP,
+    "icmp": IPPROTO_ICMP,
+    "icmpv6": IPPROTO_ICMPV6,
+    "sctp": IPPROTO_SCTP,
+}
+
+# ICMP type names per protocol.  A name present in both tables (echo-request,
+# time-exceeded, redirect, ...) means the matching type of each family the
+# rule can match; a name in one table only restricts the rule to that family.
+ICMP_TYPES: dict[int, dict[str, int]] = {
+    IPPROTO_ICMP: {
+        "echo-reply": 0,
+        "dest-unreachable": 3,
+        "destination-unreachable": 3,
+        "source-quench": 4,
+        "redirect": 5,
+        "echo-request": 8,
+        "router-advertisement": 9,
+        "router-solicitation": 10,
+        "time-exceeded": 11,
+        "parameter-problem": 12,
+        "timestamp-request": 13,
+        "timestamp-reply": 14,
+        "info-request": 15,
+        "info-reply": 16,
+        "address-mask-request": 17,
+        "address-mask-reply": 18,
+    },
+    IPPROTO_ICMPV6: {
+        "dest-unreachable": 1,
+        "destination-unreachable": 1,
+        "packet-too-big": 2,
+        "time-exceeded": 3,
+        "parameter-problem": 4,
+        "echo-request": 128,
+        "echo-reply": 129,
+        "mld-query": 130,
+        "mld-report": 131,
+        "mld-done": 132,
+        "router-solicitation": 133,
+        "router-advertisement": 134,
+        "neighbor-solicitation": 135,
+        "neighbour-solicitation": 135,
+        "neighbor-advertisement": 136,
+        "neighbour-advertisement": 136,
+        "redirect": 137,
+        "mld2-report": 143,
+    },
+}
+
+TOP_KEYS = (
+    "version",
+    "mode",
+    "non_ip",
+    "ndp",
+    "sets",
+    "ingress",
+    "egress",
+    "state_timeouts",
+    "flow_table_size",
+    "limit_table_size",
+)
+DIRECTION_KEYS = ("default", "rules")
+RULE_KEYS = ("name", "match", "action", "rate_limit")
+MATCH_KEYS = ("src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "state")
+RATE_LIMIT_KEYS = ("pps", "bps", "burst", "per", "block_for")
+SET_FILE_KEYS = ("file",)
+TIMEOUT_KEYS = ("tcp", "udp", "icmp")
+
+TABLE_SIZE_MIN = 1024
+TABLE_SIZE_MAX = 16 * 1024 * 1024
+MTU_BYTES = 1500  # the smallest useful byte burst: one full-size Ethernet packet
+U32_MAX = 2**32 - 1  # rates and bursts live in __u32 map fields
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_PER_RE = re.compile(r"source/([0-9]{1,3})")
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+_DURATION_RE = re.compile(_NUMBER + r"\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_RATE_RE = re.compile(_NUMBER + r"\s*(kbit|mbit|gbit)?", re.IGNORECASE)
+_SIZE_RE = re.compile(_NUMBER + r"\s*(b|kb|mb|gb|kib|mib|gib)?", re.IGNORECASE)
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+    "d": Decimal(86400),
+}
+_RATE_UNITS = {"kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+_U128 = (1 << 128) - 1
+
+
+# --------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers the line of itself, its keys and values."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
+        self.value_lines: dict[Any, int] = {}
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers the line of itself and of each item."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: list[int] = []
+
+
+# libyaml's parser when present: the rule file can carry large inline sets.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):
+    path = "<string>"
+
+
+def _construct_map(loader: _Loader, node: Any) -> _Map:
+    # PyYAML silently keeps the last of duplicate keys; in a firewall rule
+    # that hides a mistake, so they are rejected (merge keys `<<` excepted).
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise RuleError(
+                loader.path, line, "a mapping key must be a plain value, not a list or mapping"
+            ) from None
+        if key in seen:
+            raise RuleError(loader.path, line, f"duplicate key {_show(key)} (first at line {seen[key]})")
+        seen[key] = line
+    loader.flatten_mapping(node)
+    result = _Map(node.start_mark.line + 1)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+        result.value_lines[key] = value_node.start_mark.line + 1
+    return result
+
+
+def _construct_seq(loader: _Loader, node: Any) -> _Seq:
+    result = _Seq(node.start_mark.line + 1)
+    for child in node.value:
+        result.append(loader.construct_object(child, deep=True))
+        result.lines.append(child.start_mark.line + 1)
+    return result
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    loader = _Loader(text)
+    loader.path = path
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = e.problem or e.context or "invalid YAML"
+        context = f" ({e.context})" if e.context and e.problem else ""
+        raise RuleError(path, line, f"invalid YAML: {problem}{context}") from None
+    except yaml.YAMLError as e:
+        raise RuleError(path, 1, f"invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+# --------------------------------------------------------------------------
+# Message helpers
+
+
+def _show(value: Any) -> str:
+    """The value as the operator wrote it, quoted when it is a string."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(value)
+
+
+def _did_you_mean(word: Any, choices: Sequence[str]) -> str:
+    """` (did you mean "x"?)` for the closest choice, or "" when none is close."""
+    text = str(word)
+    # difflib scores "dprot" closer to "proto" than to "dport"; a wrong case
+    # or swapped letters is the likelier typo, so those win first.
+    close = [c for c in choices if c.lower() == text.lower()]
+    close = close or [c for c in choices if sorted(c) == sorted(text.lower())]
+    close = close or difflib.get_close_matches(text, choices, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _suggest(word: Any, choices: Sequence[str]) -> str:
+    """Like _did_you_mean, but lists every choice when none is close."""
+    return _did_you_mean(word, choices) or f" (expected one of: {', '.join(choices)})"
+
+
+def _is_int(value: Any) -> bool:
+    # YAML `true` is an int to Python; a port or a count is never a boolean.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _proto_name(proto: int) -> str:
+    for name, number in PROTO_NAMES.items():
+        if number == proto:
+            return name
+    return str(proto)
+
+
+def _proto_list(protos: frozenset[int] | set[int]) -> str:
+    return ", ".join(_proto_name(p) for p in sorted(protos))
+
+
+# --------------------------------------------------------------------------
+# Addresses
+
+
+class _BadPrefix(ValueError):
+    pass
+
+
+def _prefix_key(p: Prefix) -> tuple[int, int, int]:
+    # Prefix has order=True, but its generated __lt__ is slow on a million.
+    return (p.family, p.addr, p.plen)
+
+
+def _bad_address(text: str, addr: str) -> _BadPrefix:
+    is_v6 = ":" in addr
+    if not is_v6 and not all(c.isdigit() or c == "." for c in addr):
+        return _BadPrefix(f"{_show(text)} is not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32, @set)")
+    family = "IPv6" if is_v6 else "IPv4"
+    try:
+        if is_v6:
+            ipaddress.IPv6Address(addr)
+        else:
+            ipaddress.IPv4Address(addr)
+        reason = ""
+    except ValueError as e:
+        reason = re.sub(r" in '[^']*'$", "", str(e))
+        reason = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
+    return _BadPrefix(f"{_show(text)} is not a valid {family} address{reason}")
+
+
+def _parse_prefix(text: str) -> Prefix:
+    """One address or CIDR; raises _BadPrefix with a message naming it."""
+    addr, slash, plen_text = text.partition("/")
+    family, bits, af = (6, 128, socket.AF_INET6) if ":" in addr else (4, 32, socket.AF_INET)
+    try:
+        value = int.from_bytes(socket.inet_pton(af, addr), "big")
+    except (OSError, ValueError):
+        raise _bad_address(text, addr) from None
+    plen = bits
+    if slash:
+        if not (plen_text.isascii() and plen_text.isdigit()) or int(plen_text) > bits:
+            raise _BadPrefix(f"{_show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
+        plen = int(plen_text)
+    if value & ((1 << (bits - plen)) - 1):
+        network = Prefix(family, value & ~((1 << (bits - plen)) - 1), plen)
+        raise _BadPrefix(f"{_show(text)} has host bits set (network is {network})")
+    return Prefix(family, value, plen)
+
+
+# The set-file path below chains C-level map() calls over whole columns:
+# a Python-level loop body per line costs more than everything else together.
+
+
+def _keys_to_prefixes(keys: list[int], family: int) -> tuple[Prefix, ...]:
+    """Sorted, deduplicated prefixes from keys `addr << 8 | plen` of one family."""
+    keys.sort()
+    unique = list(compress(keys, map(operator.ne, keys, chain((-1,), keys))))
+    addrs = map(operator.rshift, unique, repeat(8))
+    plens = map(operator.and_, unique, repeat(0xFF))
+    return tuple(map(Prefix, repeat(family), addrs, plens))
+
+
+_HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for bits in (32, 128)}
+
+
+def _scan_fast(text: str) -> tuple[list[int], list[int]] | None:
+    """Keys of a well-formed set file by whole-column operations, else None."""
+    if not text.isascii():
+        return None
+    lines = text.split("\n")
+    if "#" in text:
+        lines = [line.partition("#")[0] for line in lines]
+    entries = [s for s in map(str.strip, lines) if s]
+    result: list[list[int]] = []
+    for af, bits, rows in (
+        (socket.AF_INET, 32, [s for s in entries if ":" not in s]),
+        (socket.AF_INET6, 128, [s for s in entries if ":" in s]),
+    ):
+        parts = [s.partition("/") for s in rows]
+        plen_texts = [p[2] if p[1] else str(bits) for p in parts]
+        if plen_texts and not "".join(plen_texts).isdigit():
+            return None
+        try:
+            addrs = list(map(int.from_bytes, map(partial(socket.inet_pton, af), [p[0] for p in parts])))
+            plens = list(map(int, plen_texts))
+        except (OSError, ValueError):
+            return None
+        if plens and max(plens) > bits:
+            return None
+        if any(map(operator.and_, addrs, map(_HOST_MASKS[bits].__getitem__, plens))):
+            return None
+        result.append(list(map(operator.or_, map(operator.lshift, addrs, repeat(8)), plens)))
+    return result[0], result[1]
+
+
+def _scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
+    """Line by line, so that the first bad entry is reported with its line."""
+    v4: list[int] = []
+    v6: list[int] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        entry = line.partition("#")[0].strip()
+        if not entry:
+            continue
+        try:
+            p = _parse_prefix(entry)
+        except _BadPrefix as e:
+            raise RuleError(fname, lineno, str(e)) from None
+        (v4 if p.family == 4 else v6).append((p.addr << 8) | p.plen)
+    return v4, v6
+
+
+def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
+    """Prefixes of a set file's text, sorted and deduplicated (v4 first).
+
+    One address or CIDR per line; `#` starts a comment; blank lines are
+    ignored.  Errors are `RuleError(fname, line, ...)`.
+    """
+    keys = _scan_fast(text)
+    v4, v6 = keys if keys is not None else _scan_slow(text, fname)
+    return _keys_to_prefixes(v4, 4) + _keys_to_prefixes(v6, 6)
+
+
+# --------------------------------------------------------------------------
+# Units
+
+
+def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tuple[Decimal, str]:
+    if _is_int(value) or isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
+        return Decimal(value), ""
+    if isinstance(value, str):
+        m = pattern.fullmatch(value.strip())
+        if m:
+            try:
+                return Decimal(m.group(1)), (m.group(2) or "").lower()
+            except InvalidOperation:
+                pass
+    raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in a duration: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
+    number, unit = _number(value, _DURATION_RE, "duration", "30s, 5m, 1h, 1d")
+    seconds = number * _DURATION_UNITS[unit or "s"]
+    if seconds <= 0:
+        raise ValueError(f"{_show(value)} must be a positive duration")
+    return float(seconds)
+
+
+def parse_rate(value: Any) -> int:
+    """Bits per second in a rate: 1000000, "100mbit", "1.5gbit"; must be >= 1."""
+    number, unit = _number(value, _RATE_RE, "rate", "100mbit, 1.5gbit, 500kbit")
+    bits = int(number * _RATE_UNITS.get(unit, 1))
+    if bits < 1:
+        raise ValueError(f"{_show(value)} must be a rate of at least 1 bit/s")
+    return bits
+
+
+def parse_size(value: Any) -> int:
+    """Bytes in a size: 1500, "64kb", "1mb" (powers of 1000), "1mib" (1024); >= 1."""
+    number, unit = _number(value, _SIZE_RE, "size in bytes", "1500, 64kb, 1mb, 1mib")
+    size = int(number * _SIZE_UNITS.get(unit, 1))
+    if size < 1:
+        raise ValueError(f"{_show(value)} must be a size of at least 1 byte")
+    return size
+
+
+# --------------------------------------------------------------------------
+# The parser
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # A big set file makes millions of objects that live on; every automatic
+    # collection would walk all of them again for nothing to free.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _items(value: Any, line: int) -> list[tuple[Any, int]]:
+    """A scalar or a list of them, each with its line."""
+    if isinstance(value, _Seq):
+        return list(zip(value, value.lines, strict=True))
+    return [(value, line)]
+
+
+def _family_names(families: frozenset[int]) -> str:
+    return " and ".join(f"IPv{f}" for f in sorted(families))
+
+
+class _Parser:
+    """One rule file: sets first (rules refer to them), then both directions."""
+
+    def __init__(self, path: str, base_dir: Path) -> None:
+        self.path = path
+        self.base_dir = base_dir
+        self.sets: dict[str, SetDef] = {}
+        self.prefix_count = 0
+
+    def fail(self, line: int | None, message: str) -> NoReturn:
+        raise RuleError(self.path, line, message)
+
+    # ---- generic field readers
+
+    def check_keys(self, mp: _Map, allowed: Sequence[str], where: str) -> None:
+        for key in mp:
+            if key not in allowed:
+                self.fail(mp.key_lines[key], f"unknown key {_show(key)} {where}{_suggest(key, allowed)}")
+
+    def mapping(self, value: Any, line: int, field: str, hint: str = "") -> _Map:
+        if not isinstance(value, _Map):
+            self.fail(line, f"{field}: expected a mapping{hint}, got {_show(value)}")
+        return value
+
+    def choice(self, mp: _Map, key: str, choices: Sequence[str], default: str) -> str:
+        if key not in mp:
+            return default
+        value = mp[key]
+        if not isinstance(value, str) or value not in choices:
+            alts = " or ".join(choices)
+            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+            self.fail(mp.value_lines[key], f"{key}: {_show(value)} must be {alts}{hint}")
+        return value
+
+    def integer(self, value: Any, line: int, field: str, lo: int, hi: int) -> int:
+        if not _is_int(value):
+            self.fail(line, f"{field}: {_show(value)} is not an integer")
+        if not lo <= value <= hi:
+            self.fail(line, f"{field}: {value} is out of range ({lo}-{hi})")
+        return int(value)
+
+    def positive(self, value: Any, line: int, field: str, unit: str) -> int:
+        if not _is_int(value) or value < 1:
+            self.fail(line, f"{field}: {_show(value)} must be a positive integer ({unit})")
+        if value > U32_MAX:
+            self.fail(line, f"{field}: {value} is too large (at most {U32_MAX})")
+        return int(value)
+
+    def count_prefixes(self, n: int, line: int) -> None:
+        self.prefix_count += n
+        if self.prefix_count > MAX_PREFIXES:
+            self.fail(
+                line,
+                f"{self.prefix_count} prefixes across all sets and rules exceed the limit of {MAX_PREFIXES}",
+            )
+
+    # ---- top level
+
+    def ruleset(self, doc: Any) -> RuleSet:
+        if doc is None:
+            self.fail(1, "the rule file is empty (it needs at least version: 1)")
+        if not isinstance(doc, _Map):
+            line = doc.line if isinstance(doc, _Seq) else 1
+            self.fail(
+                line,
+                f"the rule file must be a mapping (version, sets, ingress, egress, ...), got {_show(doc)}",
+            )
+        self.check_keys(doc, TOP_KEYS, "at the top level")
+
+        if "version" not in doc:
+            self.fail(doc.line, 'missing "version" (this xdpguard reads version: 1)')
+        version = doc["version"]
+        if not _is_int(version) or version != 1:
+            self.fail(
+                doc.value_lines["version"],
+                f"version: {_show(version)} is not supported (this xdpguard reads version: 1)",
+            )
+
+        mode = self.choice(doc, "mode", ("enforce", "audit"), "enforce")
+        non_ip = self.choice(doc, "non_ip", ("allow", "drop"), "allow")
+        ndp = self.choice(doc, "ndp", ("allow", "rules"), "allow")
+        if "sets" in doc:
+            self.parse_sets(self.mapping(doc["sets"], doc.value_lines["sets"], "sets", " of set names"))
+        ingress = self.direction(doc, "ingress")
+        egress = self.direction(doc, "egress")
+        timeouts = self.state_timeouts(doc)
+        flow_size = self.table_size(doc, "flow_table_size", 65536)
+        limit_size = self.table_size(doc, "limit_table_size", 65536)
+        return RuleSet(
+            version=1,
+            mode=Mode(mode),
+            non_ip=Action(non_ip),
+            ndp=ndp,
+            sets=tuple(self.sets.values()),
+            ingress=ingress,
+            egress=egress,
+            source=self.path,
+            state_timeouts=timeouts,
+            flow_table_size=flow_size,
+            limit_table_size=limit_size,
+        )
+
+    def state_timeouts(self, doc: _Map) -> StateTimeouts:
+        if "state_timeouts" not in doc:
+            return StateTimeouts()
+        mp = self.mapping(doc["state_timeouts"], doc.value_lines["state_timeouts"], "state_timeouts")
+        self.check_keys(mp, TIMEOUT_KEYS, "in state_timeouts")
+        values: dict[str, int] = {}
+        for key in TIMEOUT_KEYS:
+            if key in mp:
+                try:
+                    seconds = parse_duration(mp[key])
+                except ValueError as e:
+                    self.fail(mp.value_lines[key], f"state_timeouts.{key}: {e}")
+                # Flow entries are aged in whole seconds; round up so "0.5s" is not 0.
+                values[key] = max(1, math.ceil(seconds))
+        return StateTimeouts(**values)
+
+    def table_size(self, doc: _Map, key: str, default: int) -> int:
+        if key not in doc:
+            return default
+        return self.integer(doc[key], doc.value_lines[key], key, TABLE_SIZE_MIN, TABLE_SIZE_MAX)
+
+    # ---- sets
+
+    def parse_sets(self, sets: _Map) -> None:
+        for name, value in sets.items():
+            line = sets.key_lines[name]
+            if not isinstance(name, str) or not _SET_NAME_RE.fullmatch(name):
+                self.fail(line, f"set name {_show(name)} may only use letters, digits, '_', '.' and '-'")
+            vline = sets.value_lines[name]
+            if isinstance(value, _Seq):
+                prefixes: list[Prefix] = []
+                for item, iline in zip(value, value.lines, strict=True):
+                    if not isinstance(item, str):
+                        self.fail(iline, f"set {name}: {_show(item)} is not an address or CIDR")
+                    if item.strip().startswith("@"):
+                        self.fail(iline, f"set {name}: {_show(item)}: a set cannot refer to another set")
+                    try:
+                        prefixes.append(_parse_prefix(item.strip()))
+                    except _BadPrefix as e:
+                        self.fail(iline, f"set {name}: {e}")
+                unique = tuple(sorted(set(prefixes), key=_prefix_key))
+                self.count_prefixes(len(unique), vline)
+                self.sets[name] = SetDef(name=name, prefixes=unique, file=None, line=line)
+            elif isinstance(value, _Map):
+                self.check_keys(value, SET_FILE_KEYS, f"in set {name}")
+                if "file" not in value:
+                    self.fail(
+                        vline, f'set {name}: missing "file" (give {{file: path}} or a list of addresses)'
+                    )
+                self.sets[name] = self.set_file(name, value["file"], value.value_lines["file"], line)
+            else:
+                self.fail(
+                    vline,
+                    f"set {name}: {_show(value)} must be a list of addresses/CIDRs or {{file: path}}",
+                )
+
+    def set_file(self, name: str, rel: Any, line: int, set_line: int) -> SetDef:
+        if not isinstance(rel, str) or not rel.strip():
+            self.fail(line, f"set {name}: file: {_show(rel)} is not a file path")
+        path = self.base_dir / rel
+        fname = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            self.fail(line, f"set {name}: cannot read {_show(fname)}: {e.strerror or e}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_line = data.count(b"\n", 0, e.start) + 1
+            raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
+        prefixes = parse_set_file_text(text, fname)
+        self.count_prefixes(len(prefixes), line)
+        return SetDef(name=name, prefixes=prefixes, file=fname, line=set_line)
+
+    # ---- directions and rules
+
+    def direction(self, doc: _Map, key: str) -> Direction:
+        if key not in doc:
+            return Direction(default=Action.ALLOW, rules=())
+        mp = self.mapping(doc[key], doc.value_lines[key], key, " with default and rules")
+        self.check_keys(mp, DIRECTION_KEYS, f"in {key}")
+        default = self.choice(mp, "default", ("allow", "drop"), "allow")
+        if "rules" not in mp:
+            return Direction(default=Action(default), rules=())
+        rules = mp["rules"]
+        if not isinstance(rules, _Seq):
+            self.fail(mp.value_lines["rules"], f"{key}.rules: expected a list of rules, got {_show(rules)}")
+        if len(rules) > MAX_RULES:
+            self.fail(
+                mp.value_lines["rules"],
+                f"{key}.rules: {len(rules)} rules exceed the limit of {MAX_RULES} per direction",
+            )
+        names: dict[str, int] = {}
+        parsed = tuple(
+            self.rule(item, line, key, names) for item, line in zip(rules, rules.lines, strict=True)
+        )
+        return Direction(default=Action(default), rules=parsed)
+
+    def rule(self, r: Any, line: int, direction: str, names: dict[str, int]) -> Rule:
+        if not isinstance(r, _Map):
+            self.fail(
+                line, f"{direction} rule: expected a mapping with name, match and action, got {_show(r)}"
+            )
+        label = f"rule {_show(r['name'])}" if isinstance(r.get("name"), str) else f"{direction} rule"
+        self.check_keys(r, RULE_KEYS, f"in {label}")
+        if "name" not in r:
+            self.fail(r.line, f'{direction} rule has no "name"')
+        name = r["name"]
+        name_line = r.value_lines["name"]
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            self.fail(name_line, f"name: {_show(name)} must be 1-64 letters, digits, '_', '.' or '-'")
+        if name in names:
+            self.fail(
+                name_line,
+                f"name: {_show(name)} is already used by the {direction} rule at line {names[name]}",
+            )
+        names[name] = name_line
+
+        if "match" not in r:
+            self.fail(r.line, f'rule {_show(name)} has no "match" (use match: {{}} to match every IP packet)')
+        match = self.match(
+            self.mapping(r["match"], r.value_lines["match"], "match", " (use {} to match every IP packet)"),
+            direction,
+        )
+
+        rate_limit = None
+        if "rate_limit" in r:
+            rl = self.mapping(r["rate_limit"], r.value_lines["rate_limit"], "rate_limit", " with pps or bps")
+            rate_limit = self.rate_limit(rl, direction)
+        if "action" in r:
+            action = Action(self.choice(r, "action", ("allow", "drop"), "allow"))
+        elif rate_limit is not None:
+            action = Action.ALLOW
+        else:
+            self.fail(r.line, f'rule {_show(name)} has no "action" (allow or drop)')
+        return Rule(name=name, match=match, action=action, rate_limit=rate_limit, line=r.line)
+
+    # ---- match
+
+    def match(self, mp: _Map, direction: str) -> Match:
+        self.check_keys(mp, MATCH_KEYS, "in match")
+        vl = mp.value_lines
+
+        src = self.addr(mp, "src") if "src" in mp else None
+        dst = self.addr(mp, "dst") if "dst" in mp else None
+        # Empty sets say nothing about the family; they just never match.
+        src_fams = src.families if src is not None and src.prefixes else None
+        dst_fams = dst.families if dst is not None and dst.prefixes else None
+        if src_fams is not None and dst_fams is not None and not src_fams & dst_fams:
+            self.fail(
+                vl["dst"],
+                f"dst: {_show(mp['dst'])} is {_family_names(dst_fams)} only but src is "
+                f"{_family_names(src_fams)} only: the rule can never match",
+            )
+        addr_fams = src_fams if dst_fams is None else dst_fams if src_fams is None else src_fams & dst_fams
+
+        protos: frozenset[int] | None = None
+        proto_line = 0
+        if "proto" in mp:
+            protos = self.protos(mp["proto"], vl["proto"])
+            proto_line = vl["proto"]
+
+        tcp_flags = None
+        if "tcp_flags" in mp:
+            tcp_flags = self.tcp_flags(mp["tcp_flags"], vl["tcp_flags"])
+            if protos is not None and protos != {IPPROTO_TCP}:
+                self.fail(
+                    vl["tcp_flags"],
+                    f"tcp_flags: {_show(mp['tcp_flags'])} needs proto tcp, "
+                    f"but proto is {_proto_list(protos)}",
+                )
+            protos = frozenset({IPPROTO_TCP})
+            proto_line = proto_line or vl["tcp_flags"]
+
+        icmp = None
+        if "icmp_code" in mp and "icmp_type" not in mp:
+            self.fail(vl["icmp_code"], f"icmp_code: {_show(mp['icmp_code'])} needs an icmp_type")
+        if "icmp_type" in mp:
+            if tcp_flags is not None:
+                self.fail(
+                    vl["icmp_type"], f"icmp_type: {_show(mp['icmp_type'])} cannot be combined with tcp_flags"
+                )
+            icmp = self.icmp(mp, protos, addr_fams)
+            protos = frozenset(p for p, _ in icmp.types)
+            proto_line = proto_line or vl["icmp_type"]
+
+        sport = dport = None
+        for key in ("sport", "dport"):
+            if key not in mp:
+                continue
+            ranges = self.ports(mp[key], vl[key], key)
+            if protos is None:
+                protos = PORT_PROTOS
+            elif not protos <= PORT_PROTOS:
+                no_ports = protos - PORT_PROTOS
+                verb = "has" if len(no_ports) == 1 else "have"
+                self.fail(
+                    vl[key],
+                    f"{key}: {_show(mp[key])} needs proto tcp, udp or sctp; "
+                    f"{_proto_list(no_ports)} {verb} no ports",
+                )
+            if key == "sport":
+                sport = ranges
+            else:
+                dport = ranges
+
+        if protos is not None and addr_fams is not None:
+            proto_fams: set[int] = set()
+            for p in protos:
+                proto_fams |= {4} if p == IPPROTO_ICMP else {6} if p == IPPROTO_ICMPV6 else {4, 6}
+            if not proto_fams & addr_fams:
+                self.fail(
+                    proto_line,
+                    f"the rule matches only {_proto_list(protos)} but its addresses are "
+                    f"{_family_names(addr_fams)} only: it can never match",
+                )
+
+        state = None
+        if "state" in mp:
+            if direction != "ingress":
+                self.fail(
+                    vl["state"],
+                    f"state: {_show(mp['state'])}: state is an ingress condition "
+                    "(egress rules cannot use it)",
+                )
+            state = State(self.choice(mp, "state", ("established", "new"), "new"))
+
+        return Match(
+            src=src,
+            dst=dst,
+            protos=protos,
+            sport=sport,
+            dport=dport,
+            tcp_flags=tcp_flags,
+            icmp=icmp,
+            state=state,
+        )
+
+    def addr(self, mp: _Map, key: str) -> AddrMatch:
+        value = mp[key]
+        line = mp.value_lines[key]
+        if isinstance(value, _Seq) and not value:
+            self.fail(line, f"{key}: empty list (give an address, a CIDR, @set or a list of these)")
+        inline: list[Prefix] = []
+        set_names: list[str] = []
+        for item, iline in _items(value, line):
+            if not isinstance(item, str):
+                hint = " (quote IPv6 addresses)" if _is_int(item) else ""
+                self.fail(iline, f"{key}: {_show(item)} is not an address, CIDR or @set{hint}")
+            text = item.strip()
+            if text.startswith("@"):
+                set_name = text[1:]
+                if set_name not in self.sets:
+                    known = [f"@{n}" for n in self.sets]
+                    hint = _did_you_mean(text, known) or (
+                        f" (defined sets: {', '.join(known)})" if known else " (no sets are defined)"
+                    )
+                    self.fail(iline, f"{key}: unknown set {_show(text)}{hint}")
+                if set_name not in set_names:
+                    set_names.append(set_name)
+                continue
+            try:
+                inline.append(_parse_prefix(text))
+            except _BadPrefix as e:
+                self.fail(iline, f"{key}: {e}")
+        self.count_prefixes(len(inline), line)
+
+        if not inline and len(set_names) == 1:
+            # The common `src: "@blocklist"`: share the set's tuple, no copy.
+            prefixes = self.sets[set_names[0]].prefixes
+        else:
+            union = set(inline)
+            for set_name in set_names:
+                union.update(self.sets[set_name].prefixes)
+            prefixes = tuple(sorted(union, key=_prefix_key))
+        return AddrMatch(prefixes=prefixes, sets=tuple(set_names))
+
+    def protos(self, value: Any, line: int) -> frozenset[int]:
+        if isinstance(value, _Seq) and not value:
+            self.fail(line, "proto: empty list (give a protocol or a list of them)")
+        result: set[int] = set()
+        for item, iline in _items(value, line):
+            if _is_int(item):
+                result.add(self.integer(item, iline, "proto", 0, 255))
+            elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
+                result.add(self.integer(int(item), iline, "proto", 0, 255))
+            elif isinstance(item, str) and item.strip().lower() in PROTO_NAMES:
+                result.add(PROTO_NAMES[item.strip().lower()])
+            else:
+                hint = _did_you_mean(item, list(PROTO_NAMES)) if isinstance(item, str) else ""
+                self.fail(
+                    iline, f"proto: {_show(item)} is not tcp, udp, icmp, icmpv6, sctp or a number 0-255{hint}"
+                )
+        return frozenset(result)
+
+    def ports(self, value: Any, line: int, key: str) -> tuple[PortRange, ...]:
+        if isinstance(value, _Seq) and not value:
+            self.fail(line, f"{key}: empty list (give a port, a range or a list of them)")
+        ranges: list[PortRange] = []
+        for item, iline in _items(value, line):
+            if _is_int(item):
+                if not 0 <= item <= 65535:
+                    self.fail(iline, f"{key}: {item} is out of range (ports are 0-65535)")
+                ranges.append(PortRange(item, item))
+                continue
+            text = item.strip() if isinstance(item, str) else ""
+            lo_text, dash, hi_text = text.partition("-")
+            lo_text = lo_text.strip()
+            hi_text = hi_text.strip() if dash else lo_text
+            if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
+                self.fail(iline, f'{key}: {_show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
+            lo, hi = int(lo_text), int(hi_text)
+            for port in (lo, hi):
+                if port > 65535:
+                    self.fail(iline, f"{key}: {_show(item)}: {port} is out of range (ports are 0-65535)")
+            if lo > hi:
+                self.fail(iline, f"{key}: {_show(item)} is an empty range ({lo} > {hi})")
+            ranges.append(PortRange(lo, hi))
+        ranges.sort()
+        merged: list[PortRange] = []
+        for r in ranges:
+            if merged and r.lo <= merged[-1].hi + 1:
+                merged[-1] = PortRange(merged[-1].lo, max(merged[-1].hi, r.hi))
+            else:
+                merged.append(r)
+        return tuple(merged)
+
+    def tcp_flags(self, value: Any, line: int) -> TcpFlags:
+        if isinstance(value, _Seq) and value and all(isinstance(v, str) for v in value):
+            tokens = [t for v in value for t in v.split(",")]
+        elif isinstance(value, str):
+            tokens = value.split(",")
+        else:
+            self.fail(line, f'tcp_flags: {_show(value)} is not a list of flags (e.g. "syn,!ack")')
+        set_mask = clear_mask = 0
+        for token in tokens:
+            token = token.strip()
+            negate = token.startswith("!")
+            flag = token[1:].strip().lower() if negate else token.lower()
+            if flag not in TCP_FLAG_BITS:
+                what = "has an empty flag" if not flag else f"has an unknown flag {_show(flag)}"
+                hint = (
+                    _suggest(flag, list(TCP_FLAG_BITS)) if flag else f" (flags: {', '.join(TCP_FLAG_BITS)})"
+                )
+                self.fail(line, f"tcp_flags: {_show(value)} {what}{hint}")
+            if negate:
+                clear_mask |= TCP_FLAG_BITS[flag]
+            else:
+                set_mask |= TCP_FLAG_BITS[flag]
+        both = set_mask & clear_mask
+        if both:
+            names = ", ".join(n for n, b in TCP_FLAG_BITS.items() if both & b)
+            self.fail(line, f"tcp_flags: {_show(value)} both sets and clears {names}")
+        return TcpFlags(set_mask=set_mask, clear_mask=clear_mask)
+
+    def icmp(self, mp: _Map, protos: frozenset[int] | None, addr_fams: frozenset[int] | None) -> IcmpMatch:
+        value = mp["icmp_type"]
+        line = mp.value_lines["icmp_type"]
+        if protos is not None:
+            if not protos <= ICMP_PROTOS:
+                self.fail(
+                    line,
+                    f"icmp_type: {_show(value)} needs proto icmp or icmpv6, "
+                    f"but proto is {_proto_list(protos)}",
+                )
+            allowed = protos
+            why = f"proto is {_proto_list(protos)}"
+        elif addr_fams == {4}:
+            allowed, why = frozenset({IPPROTO_ICMP}), "its addresses are IPv4 only"
+        elif addr_fams == {6}:
+            allowed, why = frozenset({IPPROTO_ICMPV6}), "its addresses are IPv6 only"
+        else:
+            allowed, why = ICMP_PROTOS, ""
+        if isinstance(value, _Seq) and not value:
+            self.fail(line, "icmp_type: empty list (give a type, a name or a list of them)")
+
+        all_names = sorted(set(ICMP_TYPES[IPPROTO_ICMP]) | set(ICMP_TYPES[IPPROTO_ICMPV6]))
+        types: set[tuple[int, int]] = set()
+        for item, iline in _items(value, line):
+            if _is_int(item) or (isinstance(item, str) and item.strip().isascii() and item.strip().isdigit()):
+                number = self.integer(int(item), iline, "icmp_type", 0, 255)
+                types.update((p, number) for p in allowed)
+                continue
+            name = item.strip().lower() if isinstance(item, str) else None
+            if name is None or name not in all_names:
+                hint = _did_you_mean(name, all_names) if name else ""
+                self.fail(iline, f"icmp_type: {_show(item)} is not an ICMP type number or name{hint}")
+            hits = [(p, ICMP_TYPES[p][name]) for p in sorted(allowed) if name in ICMP_TYPES[p]]
+            if not hits:
+                only = "icmpv6" if name in ICMP_TYPES[IPPROTO_ICMPV6] else "icmp"
+                self.fail(
+                    iline, f"icmp_type: {_show(item)} exists only for {only}, but {why}: it can never match"
+                )
+            types.update(hits)
+
+        codes = None
+        if "icmp_code" in mp:
+            code_value = mp["icmp_code"]
+            code_line = mp.value_lines["icmp_code"]
+            if isinstance(code_value, _Seq) and not code_value:
+                self.fail(code_line, "icmp_code: empty list (give a code or a list of them)")
+            codes = frozenset(
+                self.integer(c, cl, "icmp_code", 0, 255) for c, cl in _items(code_value, code_line)
+            )
+        return IcmpMatch(types=frozenset(types), codes=codes)
+
+    # ---- rate limits
+
+    def rate_limit(self, mp: _Map, direction: str) -> RateLimit:
+        self.check_keys(mp, RATE_LIMIT_KEYS, "in rate_limit")
+        vl = mp.value_lines
+        if ("pps" in mp) == ("bps" in mp):
+            line = vl["bps"] if "bps" in mp else mp.line
+            self.fail(line, "rate_limit needs exactly one of pps (packets/s) or bps (bits/s)")
+
+        pps: int | None = None
+        bps: int | None = None
+        if "pps" in mp:
+            pps = self.positive(mp["pps"], vl["pps"], "pps", "packets per second")
+            default_burst = max(1, math.ceil(pps / 10))
+        else:
+            try:
+                bps = parse_rate(mp["bps"])
+            except ValueError as e:
+                self.fail(vl["bps"], f"bps: {e}")
+            # One tenth of a second of bytes at the rate, at least one packet.
+            default_burst = max(MTU_BYTES, math.ceil(bps / 80))
+
+        burst = default_burst
+        if "burst" in mp:
+            value = mp["burst"]
+            if pps is not None:
+                burst = self.positive(value, vl["burst"], "burst", "packets")
+            else:
+                try:
+                    burst = parse_size(value)
+                except ValueError as e:
+                    self.fail(vl["burst"], f"burst: {e}")
+                if burst < MTU_BYTES:
+                    # A bucket smaller than a packet would drop every full-size packet.
+                    self.fail(vl["burst"], f"burst: {_show(value)} is less than one {MTU_BYTES}-byte packet")
+
+        per = "rule"
+        v4 = v6 = 0
+        if "per" in mp:
+            per_value = mp["per"]
+            m = _PER_RE.fullmatch(per_value) if isinstance(per_value, str) else None
+            if per_value == "rule":
+                per = "rule"
+            elif per_value == "source":
+                per, v4, v6 = "source", 32, 128
+            elif m is not None and int(m.group(1)) <= 128:
+                n = int(m.group(1))
+                # An IPv4 source has only 32 bits: /33../128 is the whole address.
+                per, v4, v6 = f"source/{n}", min(n, 32), n
+            else:
+                self.fail(vl["per"], f"per: {_show(per_value)} must be rule, source or source/N (N 0-128)")
+
+        block_for = None
+        if "block_for" in mp:
+            if direction != "ingress":
+                self.fail(
+                    vl["block_for"], f"block_for: {_show(mp['block_for'])}: blocking sources is ingress-only"
+                )
+            if per == "rule":
+                self.fail(
+                    vl["block_for"],
+                    f"block_for: {_show(mp['block_for'])} needs per: source or source/N "
+                    "(a per-rule bucket has no source to block)",
+                )
+            if v6 == 0:
+                self.fail(
+                    vl["block_for"],
+                    f"block_for: {_show(mp['block_for'])} with per: {per} would block every source",
+                )
+            try:
+                block_for = parse_duration(mp["block_for"])
+            except ValueError as e:
+                self.fail(vl["block_for"], f"block_for: {e}")
+
+        return RateLimit(
+            pps=pps,
+            bps=bps,
+            burst=burst,
+            per=per,
+            per_prefix_v4=v4,
+            per_prefix_v6=v6,
+            block_for=block_for,
+        )
+
+
+# --------------------------------------------------------------------------
+# Entry points
+
+
+def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) -> RuleSet:
+    """Parse and validate rule-file text.
+
+    `path` is used in messages and as `RuleSet.source`; set files are
+    resolved against `base_dir`, by default the directory of `path` (the
+    current directory for a pseudo path such as "<string>").
+    """
+    if base_dir is None:
+        base_dir = Path(".") if path.startswith("<") else Path(path).parent
+    with _gc_paused():
+        doc = _load_yaml(text, path)
+        return _Parser(path, base_dir).ruleset(doc)
+
+
+def load(path: str | Path) -> RuleSet:
+    """Read, parse and validate a rule file; set files resolve next to it."""
+    name = str(path)
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise RuleError(name, None, f"cannot read rule file: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
+    return parse_text(text, name, p.parent)

@@ -1,0 +1,77 @@
+"""The semantics: walk the rules of the model in file order (SPEC §1).
+
+This is deliberately naive (a linear scan over rules and prefixes): it is
+the oracle that the compiled plan (classify.py) and the kernel programs are
+checked against, so it must be obviously right rather than fast.
+Rate limits are not modelled here: a limited rule's verdict is its action
+for a packet within the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdpguard.rules.model import Action, Mode, Rule, RuleSet, State
+from xdpguard.rules.packet import IP, MALFORMED, NON_IP, Packet
+
+PASS = "pass"
+DROP = "drop"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # PASS | DROP
+    reason: str  # rule name, or "default" / "malformed" / "non_ip" / "ndp"
+    rule_index: int | None = None
+
+
+def _act(a: Action) -> str:
+    return DROP if a == Action.DROP else PASS
+
+
+def rule_matches(rule: Rule, pkt: Packet) -> bool:
+    m = rule.match
+    if m.src is not None and not any(p.contains(pkt.family, pkt.src) for p in m.src.prefixes):
+        return False
+    if m.dst is not None and not any(p.contains(pkt.family, pkt.dst) for p in m.dst.prefixes):
+        return False
+    if m.protos is not None and pkt.proto not in m.protos:
+        return False
+    if m.has_l4 and pkt.later_fragment:
+        return False
+    if m.sport is not None and not (pkt.sport is not None and any(r.lo <= pkt.sport <= r.hi for r in m.sport)):
+        return False
+    if m.dport is not None and not (pkt.dport is not None and any(r.lo <= pkt.dport <= r.hi for r in m.dport)):
+        return False
+    if m.tcp_flags is not None and not (pkt.tcp_flags is not None and m.tcp_flags.matches(pkt.tcp_flags)):
+        return False
+    if m.icmp is not None:
+        if pkt.icmp_type is None or (pkt.proto, pkt.icmp_type) not in m.icmp.types:
+            return False
+        if m.icmp.codes is not None and pkt.icmp_code not in m.icmp.codes:
+            return False
+    if m.state is not None and (m.state == State.ESTABLISHED) != pkt.established:
+        return False
+    return True
+
+
+def classify(rs: RuleSet, direction: str, pkt: Packet) -> Verdict:
+    v = _decide(rs, direction, pkt)
+    if rs.mode == Mode.AUDIT and v.action == DROP:
+        return Verdict(PASS, v.reason, v.rule_index)
+    return v
+
+
+def _decide(rs: RuleSet, direction: str, pkt: Packet) -> Verdict:
+    if pkt.kind == MALFORMED:
+        return Verdict(DROP, "malformed")
+    if pkt.kind == NON_IP:
+        return Verdict(_act(rs.non_ip), "non_ip")
+    assert pkt.kind == IP
+    if rs.ndp == "allow" and pkt.is_ndp:
+        return Verdict(PASS, "ndp")
+    d = rs.ingress if direction == "ingress" else rs.egress
+    for i, rule in enumerate(d.rules):
+        if rule_matches(rule, pkt):
+            return Verdict(_act(rule.action), rule.name, i)
+    return Verdict(_act(d.default), "default")
