@@ -55,7 +55,9 @@ def rules_yaml(nrules: int, seed: int = 2, set_file: str | None = "lists/blockli
             m.append(f"proto: {proto}")
             if rng.random() < 0.8:
                 lo = rng.randrange(1, 60000)
-                m.append(f"dport: {lo}" if rng.random() < 0.7 else f'dport: "{lo}-{lo + rng.randrange(1, 5000)}"')
+                m.append(
+                    f"dport: {lo}" if rng.random() < 0.7 else f'dport: "{lo}-{lo + rng.randrange(1, 5000)}"'
+                )
         action = rng.choice(("allow", "drop"))
         out += [f"    - name: r{i}", f"      match: {{{', '.join(m)}}}", f"      action: {action}"]
     return "\n".join(out) + "\n"

@@ -10,9 +10,10 @@
  * Classification is the bit-vector scheme: each match field maps a packet
  * value (address prefix, protocol, port, ...) to an index into a table of
  * distinct rule bitmaps; the AND of the field bitmaps, first set bit, is
- * the matching rule.  All per-rule-set maps hold two halves (a version
- * byte in LPM keys, a version offset in arrays, two slots in the bitmap
- * outer map); one per-CPU flag says which half packets read.
+ * the matching rule.  Every per-rule-set map holds four halves, two
+ * versions for each direction: "half" = direction * 2 + version is the
+ * leading byte of LPM keys, the block of arrays and the slot of the
+ * bitmap outer map.  One per-CPU flag says which version packets read.
  */
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
@@ -24,12 +25,19 @@
 #define XG_MAX_RULES 4096
 #define XG_MAX_WORDS (XG_MAX_RULES / 64)
 #define XG_NVERSIONS 2
+#define XG_NDIRS 2
+#define XG_NHALVES (XG_NDIRS * XG_NVERSIONS)
+
+enum xg_dir {
+	XG_DIR_INGRESS = 0,
+	XG_DIR_EGRESS = 1,
+};
 
 /* LPM tries: both halves of both address fields, v4 and v6, share one
  * capacity figure; entries are allocated on insert (BPF_F_NO_PREALLOC). */
 #define XG_LPM_MAX_ENTRIES 2200000
 
-/* Array maps indexed by (version * size + value). */
+/* Array maps indexed by (half * size + value). */
 #define XG_PROTO_SIZE 256
 #define XG_PORT_SIZE 65536
 #define XG_TFLAGS_SIZE 256
@@ -46,8 +54,10 @@ enum xg_slot {
 	XG_SLOT_NON_IP = 2,    /* neither IPv4 nor IPv6 */
 	XG_SLOT_NDP = 3,       /* IPv6 neighbour discovery passed before rules */
 	XG_SLOT_ERROR = 4,     /* internal inconsistency: a bitmap missing */
+	XG_SLOT_FLOW_NEW = 5,  /* egress: flow-table entries created */
 	XG_SLOT_FIRST_RULE = 8,
 };
+/* Slots per direction; the counter map holds XG_NDIRS blocks of them. */
 #define XG_MAX_SLOTS (XG_SLOT_FIRST_RULE + 2 * XG_MAX_RULES)
 
 /* Match fields, in the order of their bitmap tables. */
@@ -91,7 +101,7 @@ struct xg_config {
 	__u32 tmo_icmp;
 };
 
-/* Rule table entry, indexed by version * XG_MAX_RULES + bit position. */
+/* Rule table entry, indexed by half * XG_MAX_RULES + bit position. */
 struct xg_rule {
 	__u64 rule_id;    /* stable id derived from direction and name */
 	__u32 slot;       /* counter slot */
@@ -113,20 +123,43 @@ struct xg_counter {
 	__u64 bytes;
 };
 
-/* LPM keys: the version byte comes first, so one trie holds both halves
+/* LPM keys: the half byte comes first, so one trie holds every half
  * and prefixlen counts it (8 + prefix length). */
 struct xg_lpm4_key {
 	__u32 prefixlen;
-	__u8 ver;
+	__u8 half;
 	__u8 addr[4];
 } __attribute__((packed));
 
 struct xg_lpm6_key {
 	__u32 prefixlen;
-	__u8 ver;
+	__u8 half;
 	__u8 addr[16];
 } __attribute__((packed));
 
 #define XG_LPM_VER_BITS 8
+
+/* Flow table (state: established): written by egress, read by ingress with
+ * the tuple reversed.  "local" is this host's side.  Ports in host order;
+ * for ICMP echo, lport is the echo identifier and rport 0. */
+struct xg_flow_key {
+	__u8 family;
+	__u8 proto;
+	__u16 lport;
+	__u16 rport;
+	__u16 pad;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+struct xg_flow {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last outbound packet */
+};
+
+#define XG_FLOW_DEFAULT_SIZE 65536
+/* Egress refreshes a flow's timestamp at most this often (ns): fewer writes
+ * to a shared hash on busy flows. */
+#define XG_FLOW_REFRESH_NS 1000000000ULL
+#define XG_NSEC_PER_SEC 1000000000ULL
 
 #endif /* XDPGUARD_H */

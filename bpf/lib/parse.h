@@ -5,6 +5,11 @@
  * Pure functions over [data, data_end): no maps, so bcc needs no rewriting
  * here.  xdpguard/rules/packet.py mirrors this file step for step; the
  * differential test holds the two to the same verdicts, so change both.
+ *
+ * Lengths the packet claims are checked against frame_len, the whole
+ * frame; reads are bounded by data_end, the part we can see.  They differ
+ * for a tc program's non-linear skb, whose headers the caller pulls into
+ * the linear area first.
  */
 #ifndef XG_PARSE_H
 #define XG_PARSE_H
@@ -97,7 +102,7 @@ static __always_inline int xg_parse_l4(void *l4, void *end, void *data_end, stru
 	return XG_KIND_IP;
 }
 
-static __always_inline int xg_parse_ipv4(void *cur, void *data_end, struct xg_pkt *p)
+static __always_inline int xg_parse_ipv4(void *cur, void *data_end, __u32 room, struct xg_pkt *p)
 {
 	struct iphdr *ip = cur;
 
@@ -107,7 +112,7 @@ static __always_inline int xg_parse_ipv4(void *cur, void *data_end, struct xg_pk
 	if (ip->version != 4 || ihl < XG_IPV4_HLEN || cur + ihl > data_end)
 		return XG_KIND_MALFORMED;
 	__u32 tot = bpf_ntohs(ip->tot_len);
-	if (tot < ihl || cur + tot > data_end)
+	if (tot < ihl || tot > room)
 		return XG_KIND_MALFORMED;
 	p->family = 4;
 	p->proto = ip->protocol;
@@ -126,7 +131,7 @@ static __always_inline int xg_is_ext_hdr(__u8 nh)
 	       nh == IPPROTO_FRAGMENT;
 }
 
-static __always_inline int xg_parse_ipv6(void *cur, void *data_end, struct xg_pkt *p)
+static __always_inline int xg_parse_ipv6(void *cur, void *data_end, __u32 room, struct xg_pkt *p)
 {
 	struct ipv6hdr *ip6 = cur;
 
@@ -134,9 +139,10 @@ static __always_inline int xg_parse_ipv6(void *cur, void *data_end, struct xg_pk
 		return XG_KIND_MALFORMED;
 	if (ip6->version != 6)
 		return XG_KIND_MALFORMED;
-	void *end = cur + XG_IPV6_HLEN + bpf_ntohs(ip6->payload_len);
-	if (end > data_end)
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	if (XG_IPV6_HLEN + plen > room)
 		return XG_KIND_MALFORMED;
+	void *end = cur + XG_IPV6_HLEN + plen;
 	p->family = 6;
 	__builtin_memcpy(p->src, &ip6->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6->daddr, 16);
@@ -175,8 +181,8 @@ static __always_inline int xg_parse_ipv6(void *cur, void *data_end, struct xg_pk
 	return xg_parse_l4(cur, end, data_end, p);
 }
 
-/* Parse a frame; on XG_KIND_IP `p` holds the packet's fields. */
-static __always_inline int xg_parse(void *data, void *data_end, struct xg_pkt *p)
+/* Parse a frame of frame_len bytes; on XG_KIND_IP `p` holds its fields. */
+static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len, struct xg_pkt *p)
 {
 	struct ethhdr *eth = data;
 
@@ -198,10 +204,14 @@ static __always_inline int xg_parse(void *data, void *data_end, struct xg_pkt *p
 	/* A third tag: we cannot see what it carries, so it is not let through. */
 	if (etype == bpf_htons(ETH_P_8021Q) || etype == bpf_htons(ETH_P_8021AD))
 		return XG_KIND_MALFORMED;
+	/* Bytes the frame holds from the network header on. */
+	__u32 hdr = cur - data;
+	__u32 room = frame_len > hdr ? frame_len - hdr : 0;
+
 	if (etype == bpf_htons(ETH_P_IP))
-		return xg_parse_ipv4(cur, data_end, p);
+		return xg_parse_ipv4(cur, data_end, room, p);
 	if (etype == bpf_htons(ETH_P_IPV6))
-		return xg_parse_ipv6(cur, data_end, p);
+		return xg_parse_ipv6(cur, data_end, room, p);
 	return XG_KIND_NON_IP;
 }
 

@@ -41,6 +41,11 @@ def status(
             f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} mode {x.get('mode')} "
             f"prog {x.get('prog_id')} tag {x.get('tag')}"
         )
+        tc: dict[str, Any] | None = s.get("tc")
+        if tc:
+            console.print(f"  tc egress {tc.get('attach')} id {tc.get('link_id')} prog {tc.get('prog_id')} tag {tc.get('tag')}")
+        else:
+            console.print("  [red]no egress program attached[/]")
         console.print(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
@@ -93,6 +98,12 @@ def stats(
             return
         for st in data:
             console.print(_table(st))
+            fl = st.get("flows")
+            if fl:
+                console.print(
+                    f"flow table: {fl['entries']:,} of {fl['size']:,} entries, "
+                    f"{fl['created']:,} created, {fl['evicted']:,} evicted"
+                )
         return
     prev: dict[tuple[str, str, str], tuple[float, int]] = {}
 

@@ -14,6 +14,11 @@ ABI_VERSION = 1
 MAX_RULES = 4096
 MAX_WORDS = MAX_RULES // 64
 NVERSIONS = 2
+NDIRS = 2
+NHALVES = NDIRS * NVERSIONS
+DIR_INGRESS = 0
+DIR_EGRESS = 1
+DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}
 LPM_MAX_ENTRIES = 2_200_000
 PROTO_SIZE = 256
 PORT_SIZE = 65536
@@ -26,6 +31,7 @@ SLOT_MALFORMED = 1
 SLOT_NON_IP = 2
 SLOT_NDP = 3
 SLOT_ERROR = 4
+SLOT_FLOW_NEW = 5
 SLOT_FIRST_RULE = 8
 MAX_SLOTS = SLOT_FIRST_RULE + 2 * MAX_RULES
 RESERVED_SLOTS = {
@@ -49,6 +55,9 @@ ACT_ALLOW = 0
 ACT_DROP = 1
 
 LPM_VER_BITS = 8
+FLOW_DEFAULT_SIZE = 65536
+FLOW_REFRESH_NS = 1_000_000_000
+NSEC_PER_SEC = 1_000_000_000
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
 
@@ -91,12 +100,28 @@ class Counter(C.Structure):
 
 class Lpm4Key(C.Structure):
     _pack_ = 1
-    _fields_ = [("prefixlen", C.c_uint32), ("ver", C.c_uint8), ("addr", C.c_uint8 * 4)]
+    _fields_ = [("prefixlen", C.c_uint32), ("half", C.c_uint8), ("addr", C.c_uint8 * 4)]
 
 
 class Lpm6Key(C.Structure):
     _pack_ = 1
-    _fields_ = [("prefixlen", C.c_uint32), ("ver", C.c_uint8), ("addr", C.c_uint8 * 16)]
+    _fields_ = [("prefixlen", C.c_uint32), ("half", C.c_uint8), ("addr", C.c_uint8 * 16)]
+
+
+class FlowKey(C.Structure):
+    _fields_ = [
+        ("family", C.c_uint8),
+        ("proto", C.c_uint8),
+        ("lport", C.c_uint16),
+        ("rport", C.c_uint16),
+        ("pad", C.c_uint16),
+        ("laddr", C.c_uint8 * 16),
+        ("raddr", C.c_uint8 * 16),
+    ]
+
+
+class Flow(C.Structure):
+    _fields_ = [("last_seen_ns", C.c_uint64)]
 
 
 # Structures checked against the header: name in C -> ctypes class.
@@ -107,6 +132,8 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_counter": Counter,
     "xg_lpm4_key": Lpm4Key,
     "xg_lpm6_key": Lpm6Key,
+    "xg_flow_key": FlowKey,
+    "xg_flow": Flow,
 }
 
 # Constants checked against the header: name in C -> value here.
@@ -115,6 +142,14 @@ CONSTANTS: dict[str, int] = {
     "XG_MAX_RULES": MAX_RULES,
     "XG_MAX_WORDS": MAX_WORDS,
     "XG_NVERSIONS": NVERSIONS,
+    "XG_NDIRS": NDIRS,
+    "XG_NHALVES": NHALVES,
+    "XG_DIR_INGRESS": DIR_INGRESS,
+    "XG_DIR_EGRESS": DIR_EGRESS,
+    "XG_SLOT_FLOW_NEW": SLOT_FLOW_NEW,
+    "XG_FLOW_DEFAULT_SIZE": FLOW_DEFAULT_SIZE,
+    "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
+    "XG_NSEC_PER_SEC": NSEC_PER_SEC,
     "XG_LPM_MAX_ENTRIES": LPM_MAX_ENTRIES,
     "XG_PROTO_SIZE": PROTO_SIZE,
     "XG_PORT_SIZE": PORT_SIZE,

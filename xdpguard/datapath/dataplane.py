@@ -3,8 +3,8 @@
 An update never shows a packet a mix of rule sets: the new plan goes into
 the half packets are not reading, the per-CPU version flag flips, an RCU
 grace period passes, then the other half is brought level so the next
-update can again write only what changed.  A program is compiled (bcc)
-only when none is attached or its sources changed, or when asked.
+update can again write only what changed.  The programs are compiled
+(bcc) only when none is attached or their sources changed, or when asked.
 """
 
 from __future__ import annotations
@@ -13,42 +13,40 @@ import errno
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
-from xdpguard.errors import KernelError
-from xdpguard.rules.compile import Plan, plan_from_bytes
+from xdpguard.errors import KernelError, UsageError
+from xdpguard.rules.compile import DirectionPlan, Plan, plan_from_bytes
 from xdpguard.state import Applied, Iface, bpffs_root, state_root
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
-LINK_XDP = "link_xdp"
-DIRECTIONS = ("ingress",)
+# direction -> (pin of its link, attach type)
+LINKS = {"ingress": ("link_xdp", B.BPF_XDP), "egress": ("link_tcx", B.BPF_TCX_EGRESS)}
+DIRECTIONS = M.DIRECTIONS
 
 
 @dataclass
 class ApplyResult:
     changed: bool
-    attached: bool = False  # a program was attached for the first time
-    replaced: bool = False  # the program was recompiled and swapped
+    attached: bool = False  # programs were attached for the first time
+    replaced: bool = False  # the programs were recompiled and swapped
     seconds: float = 0.0
     writes: M.WriteStats = field(default_factory=M.WriteStats)
     messages: list[str] = field(default_factory=list)
 
 
 def _ensure_bpffs() -> None:
-    root = bpffs_root()
-    if not str(root).startswith("/sys/fs/bpf"):
+    if not str(bpffs_root()).startswith("/sys/fs/bpf") or os.path.ismount("/sys/fs/bpf"):
         return
-    if not os.path.ismount("/sys/fs/bpf"):
-        try:
-            from ctypes import CDLL, c_char_p, get_errno
+    from ctypes import CDLL, c_char_p, get_errno
 
-            libc = CDLL(None, use_errno=True)
-            if libc.mount(c_char_p(b"bpf"), c_char_p(b"/sys/fs/bpf"), c_char_p(b"bpf"), 0, None) != 0:
-                raise OSError(get_errno(), os.strerror(get_errno()))
-        except OSError as e:
-            raise KernelError(f"bpffs is not mounted at /sys/fs/bpf and mounting it failed: {e}") from e
+    libc = CDLL(None, use_errno=True)
+    if libc.mount(c_char_p(b"bpf"), c_char_p(b"/sys/fs/bpf"), c_char_p(b"bpf"), 0, None) != 0:
+        err = get_errno()
+        raise KernelError(f"bpffs is not mounted at /sys/fs/bpf and mounting it failed: {os.strerror(err)}")
 
 
 def _require_root() -> None:
@@ -63,8 +61,12 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _kernel_error(e: B.BpfError, what: str) -> KernelError:
-    return KernelError(f"{what}: {e.sentence}")
+def _dir_plan(plan: Plan, direction: str) -> DirectionPlan:
+    return plan.ingress if direction == "ingress" else plan.egress
+
+
+def prog_pin_name(direction: str) -> str:
+    return f"prog_{direction}"
 
 
 class Dataplane:
@@ -74,8 +76,12 @@ class Dataplane:
         self.netns = netns
 
     @property
+    def pin_dir(self) -> str:
+        return str(self.iface.pin_dir)
+
+    @property
     def attached(self) -> bool:
-        return os.path.exists(self.iface.pin(LINK_XDP))
+        return os.path.exists(self.iface.pin(LINKS["ingress"][0]))
 
     # ------------------------------------------------------------------ apply
 
@@ -85,20 +91,19 @@ class Dataplane:
         rules_text: str | None,
         xdp_mode: str = "auto",
         replace_program: bool = False,
-        summary: dict[str, object] | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> ApplyResult:
         _require_root()
         _ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
+            applied = self.iface.load_applied()
             if not self.attached:
                 res = self._attach(plan, xdp_mode)
             else:
-                res = self._update(plan, replace_program)
-            if res.changed or res.attached:
-                applied = self.iface.load_applied()
-                seq = (applied.seq + 1) if applied else 1
-                from xdpguard.datapath.loader import source_hash as _sh  # no bcc import: pure hashing
+                res = self._update(plan, applied, replace_program)
+            if res.changed or res.attached or res.replaced:
+                from xdpguard.datapath.loader import source_hash  # pure hashing, no bcc
 
                 self.iface.save_applied(
                     Applied(
@@ -107,10 +112,10 @@ class Dataplane:
                         netns=self.netns,
                         file=os.path.abspath(plan.source) if plan.source else "",
                         digest=plan.digest,
-                        applied_at=time.time(),
-                        seq=seq,
-                        xdp_mode=xdp_mode if res.attached else (applied.xdp_mode if applied else xdp_mode),
-                        source_hash=_sh(),
+                        applied_at=time.time() if (res.changed or applied is None) else applied.applied_at,
+                        seq=(applied.seq + (1 if res.changed else 0)) if applied else 1,
+                        xdp_mode=xdp_mode if (res.attached or applied is None) else applied.xdp_mode,
+                        source_hash=source_hash(),
                         directions=list(DIRECTIONS),
                     ),
                     plan.to_bytes(),
@@ -123,58 +128,65 @@ class Dataplane:
     def _attach(self, plan: Plan, xdp_mode: str) -> ApplyResult:
         from xdpguard.datapath import loader  # compiles: only on first attach
 
-        pin_dir = str(self.iface.pin_dir)
-        existed = os.path.isdir(pin_dir) and bool(os.listdir(pin_dir))
-        if existed:
+        if os.path.isdir(self.pin_dir) and os.listdir(self.pin_dir):
             # Leftovers of an attach that died before linking: nothing uses
-            # them (no link), so start clean rather than trust their sizes.
+            # them (no link), so start clean rather than trust them.
             self._remove_pins()
         res = ApplyResult(changed=True, attached=True)
-        created_link = False
+        linked = False
         try:
-            loaded = loader.load("ingress", pin_dir)
+            loaded = loader.load(self.pin_dir, plan.flow_table_size)
             try:
-                problems = M.check_pinned_sizes(pin_dir, DIRECTIONS)
+                problems = M.check_pinned_sizes(self.pin_dir, plan.flow_table_size)
                 if problems:
                     raise KernelError("; ".join(problems))
-                for d in plan.directions()[: len(DIRECTIONS)]:
-                    dm = M.open_dir_maps(pin_dir, d.name)
-                    try:
+                with M.open_maps(self.pin_dir) as m:
+                    B.map_update_batch(
+                        m["counters"],
+                        [M._u32(i) for i in range(abi.NDIRS * abi.MAX_SLOTS)],
+                        [bytes(B.percpu_value_size(M.C_SIZE["counter"]))] * (abi.NDIRS * abi.MAX_SLOTS),
+                    )
+                    for direction in DIRECTIONS:
+                        d = _dir_plan(plan, direction)
                         slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
-                        M.zero_counters(dm, list(range(abi.MAX_SLOTS)))
-                        st, bfd = M.write_half(dm, 0, plan, d, None, slots)
+                        st, bfd = M.write_half(m, M.half_of(direction, 0), plan, d, None, slots)
                         res.writes.add(st)
-                        st, _ = M.write_half(dm, 1, plan, d, None, slots, bitmap_fd=bfd)
+                        M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, bitmap_fd=bfd)
                         os.close(bfd)
+                M.write_active(self.pin_dir, 0)
+                for direction, fd in loaded.prog_fds.items():
+                    pin = self.iface.pin(prog_pin_name(direction))
+                    _unlink(pin)
+                    B.obj_pin(fd, pin)
+                for direction, (pin_name, attach_type) in LINKS.items():
+                    flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
+                    try:
+                        link = B.link_create(loaded.prog_fds[direction], self.ifindex, attach_type, flags)
+                    except B.BpfError as e:
+                        raise self._attach_error(e, direction, xdp_mode) from e
+                    try:
+                        B.obj_pin(link, self.iface.pin(pin_name))
                     finally:
-                        dm.close()
-                M.write_active(pin_dir, 0)
-                prog_pin = self.iface.pin(loader.prog_pin_name("ingress"))
-                _unlink(prog_pin)
-                B.obj_pin(loaded.prog_fd, prog_pin)
-                try:
-                    link = B.link_create(loaded.prog_fd, self.ifindex, B.BPF_XDP, XDP_MODES[xdp_mode])
-                except B.BpfError as e:
-                    raise self._attach_error(e, xdp_mode) from e
-                try:
-                    B.obj_pin(link, self.iface.pin(LINK_XDP))
-                    created_link = True
-                finally:
-                    os.close(link)
+                        os.close(link)
+                linked = True
             finally:
-                os.close(loaded.prog_fd)
+                loaded.close()
         except BaseException:
-            if not created_link:
+            if not linked:
                 self._remove_pins()
             raise
         return res
 
-    def _attach_error(self, e: B.BpfError, xdp_mode: str) -> KernelError:
+    def _attach_error(self, e: B.BpfError, direction: str, xdp_mode: str) -> KernelError:
         name = self.iface.ifname
+        if direction == "egress":
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, B.ENOTSUPP):
+                return KernelError(f"attach the egress program to {name}: this kernel has no tcx ({e.sentence})")
+            return KernelError(f"attach the egress program (tcx) to {name}: {e.sentence}")
         if e.errno == errno.EBUSY:
             return KernelError(
                 f"attach XDP to {name}: another XDP program is attached to this interface "
-                "(see `ip link show`; remove it or use `xdpguard detach`)"
+                "(see `ip link show`; remove it, or `xdpguard detach` if it is ours)"
             )
         if e.errno == errno.EEXIST:
             return KernelError(
@@ -183,109 +195,120 @@ class Dataplane:
             )
         if e.errno in (errno.EOPNOTSUPP, B.ENOTSUPP) and xdp_mode == "native":
             return KernelError(f"attach XDP to {name}: the driver has no native XDP; use --xdp-mode generic or auto")
-        return _kernel_error(e, f"attach XDP to {name}")
+        return KernelError(f"attach XDP to {name}: {e.sentence}")
 
-    def _update(self, plan: Plan, replace_program: bool) -> ApplyResult:
-        pin_dir = str(self.iface.pin_dir)
-        applied = self.iface.load_applied()
+    def _update(self, plan: Plan, applied: Applied | None, replace_program: bool) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
         old = plan_from_bytes(raw) if raw is not None else None
-        active = M.read_active(pin_dir)
+        pinned_flows = M.pinned_flow_size(self.pin_dir)
+        if pinned_flows is not None and pinned_flows != plan.flow_table_size:
+            raise UsageError(
+                f"{plan.source}: flow_table_size {plan.flow_table_size} differs from the live table's "
+                f"{pinned_flows}; resizing forgets every tracked flow, so it takes `xdpguard detach` "
+                "then `apply`"
+            )
         res = ApplyResult(changed=False)
-
         if replace_program or self._program_outdated(applied):
-            self._replace_program()
+            self._replace_programs(plan)
             res.replaced = True
 
-        live_ok = old is not None and all(
-            self._config_hash(d.name, v) == old.hash64 for d in old.directions()[: len(DIRECTIONS)] for v in (0, 1)
-        )
-        if live_ok and old is not None and old.digest == plan.digest:
-            res.messages.append("no changes")
-            return res
-        if not live_ok and old is not None:
-            res.messages.append("the kernel maps did not hold the recorded rule set: rewrote them in full")
-
-        inactive = 1 - active
-        res.changed = True
-        dms = {d.name: M.open_dir_maps(pin_dir, d.name) for d in plan.directions()[: len(DIRECTIONS)]}
-        bitmap_fds: dict[str, int] = {}
-        try:
-            for d in plan.directions()[: len(DIRECTIONS)]:
-                dm = dms[d.name]
-                cfg_a, cfg_i = M.read_config(dm, active), M.read_config(dm, inactive)
-                rules_a = M.read_rules(dm, active, cfg_a.nrules)
-                rules_i = M.read_rules(dm, inactive, cfg_i.nrules)
-                slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
-                M.zero_counters(dm, fresh)
-                od = old.ingress if (old and d.name == "ingress") else (old.egress if old else None)
-                st, bitmap_fds[d.name] = M.write_half(
-                    dm, inactive, plan, d, od if cfg_i.plan_hash == (old.hash64 if old else -1) else None, slots
-                )
-                res.writes.add(st)
-            M.write_active(pin_dir, inactive)
-            B.rcu_barrier()
-            for d in plan.directions()[: len(DIRECTIONS)]:
-                dm = dms[d.name]
-                cfg_a = M.read_config(dm, active)
-                rules = {r.rule_id: r.slot for r in M.read_rules(dm, inactive, d.nrules)}
-                od = old.ingress if (old and d.name == "ingress") else (old.egress if old else None)
-                M.write_half(
-                    dm,
-                    active,
-                    plan,
-                    d,
-                    od if cfg_a.plan_hash == (old.hash64 if old else -1) else None,
-                    rules,
-                    bitmap_fd=bitmap_fds[d.name],
-                )
-        finally:
-            for fd in bitmap_fds.values():
-                os.close(fd)
-            for dm in dms.values():
-                dm.close()
+        with M.open_maps(self.pin_dir) as m:
+            active = M.read_active(self.pin_dir)
+            inactive = 1 - active
+            # What each half holds, as the kernel says: a half whose config
+            # hash is not the recorded plan's is rewritten in full.
+            old_hash = old.hash64 if old is not None else None
+            holds = {
+                (direction, v): M.read_config(m, M.half_of(direction, v)).plan_hash == old_hash
+                for direction in DIRECTIONS
+                for v in (0, 1)
+            }
+            if old is not None and all(holds.values()) and old.digest == plan.digest:
+                res.messages.append("no changes")
+                return res
+            if old is not None and not all(holds.values()):
+                res.messages.append("the kernel maps did not hold the recorded rule set: rewrote them in full")
+            res.changed = True
+            bitmap_fds: dict[str, int] = {}
+            try:
+                for direction in DIRECTIONS:
+                    d = _dir_plan(plan, direction)
+                    h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
+                    rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
+                    rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
+                    slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
+                    M.zero_counters(m, direction, fresh)
+                    od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
+                    st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots)
+                    res.writes.add(st)
+                M.write_active(self.pin_dir, inactive)
+                # No packet still reads the old half once a grace period has passed.
+                B.rcu_barrier()
+                for direction in DIRECTIONS:
+                    d = _dir_plan(plan, direction)
+                    h_in = M.half_of(direction, inactive)
+                    slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
+                    od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
+                    M.write_half(m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction])
+            finally:
+                for fd in bitmap_fds.values():
+                    os.close(fd)
         return res
-
-    def _config_hash(self, direction: str, ver: int) -> int:
-        dm = M.open_dir_maps(str(self.iface.pin_dir), direction)
-        try:
-            return int(M.read_config(dm, ver).plan_hash)
-        finally:
-            dm.close()
 
     def _program_outdated(self, applied: Applied | None) -> bool:
         from xdpguard.datapath.loader import source_hash
 
         return applied is not None and applied.source_hash != source_hash()
 
-    def _replace_program(self) -> None:
+    def _replace_programs(self, plan: Plan) -> None:
         from xdpguard.datapath import loader
 
-        pin_dir = str(self.iface.pin_dir)
-        problems = M.check_pinned_sizes(pin_dir, DIRECTIONS)
+        problems = M.check_pinned_sizes(self.pin_dir, plan.flow_table_size)
         if problems:
             raise KernelError(
-                "the pinned maps do not fit the new program (" + "; ".join(problems) + "); "
+                "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
-        loaded = loader.load("ingress", pin_dir)
+        loaded = loader.load(self.pin_dir, plan.flow_table_size)
         try:
-            prog_pin = self.iface.pin(loader.prog_pin_name("ingress"))
-            with B.Fd(B.obj_get(self.iface.pin(LINK_XDP))) as link, B.Fd(B.obj_get(prog_pin)) as oldp:
-                try:
-                    B.link_update(link, loaded.prog_fd, oldp, B.BPF_F_REPLACE)
-                except B.BpfError as e:
-                    raise _kernel_error(e, f"replace the XDP program on {self.iface.ifname}") from e
-            _unlink(prog_pin)
-            B.obj_pin(loaded.prog_fd, prog_pin)
+            for direction, (pin_name, _) in LINKS.items():
+                prog_pin = self.iface.pin(prog_pin_name(direction))
+                new_fd = loaded.prog_fds[direction]
+                with B.Fd(B.obj_get(self.iface.pin(pin_name))) as link, B.Fd(B.obj_get(prog_pin)) as oldp:
+                    try:
+                        B.link_update(link, new_fd, oldp, B.BPF_F_REPLACE)
+                    except B.BpfError as e:
+                        raise KernelError(
+                            f"replace the {direction} program on {self.iface.ifname}: {e.sentence}"
+                        ) from e
+                # Re-pin under a temporary name first: the pin always names a live program.
+                tmp = prog_pin + ".new"
+                _unlink(tmp)
+                B.obj_pin(new_fd, tmp)
+                os.replace(tmp, prog_pin)
         finally:
-            os.close(loaded.prog_fd)
+            loaded.close()
 
     # ------------------------------------------------------------------ read
 
-    def status(self) -> dict[str, object]:
+    def _link_status(self, direction: str) -> dict[str, Any]:
+        pin_name, _ = LINKS[direction]
+        with B.Fd(B.obj_get(self.iface.pin(pin_name))) as lfd:
+            li = B.link_info(lfd)
+        with B.Fd(B.prog_get_fd_by_id(li.prog_id)) as pfd:
+            pi = B.prog_info(pfd)
+        return {
+            "link_id": li.id,
+            "prog_id": li.prog_id,
+            "ifindex": li.ifindex,
+            "tag": pi.tag,
+            "attach": "bpf_link (xdp)" if direction == "ingress" else "bpf_link (tcx egress)",
+            "live": li.ifindex != 0,
+        }
+
+    def status(self) -> dict[str, Any]:
         applied = self.iface.load_applied()
-        out: dict[str, object] = {"interface": self.iface.ifname, "attached": self.attached}
+        out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if applied:
             out.update(
                 file=applied.file,
@@ -295,68 +318,59 @@ class Dataplane:
                 xdp_mode=applied.xdp_mode,
                 netns=applied.netns,
             )
-        if self.attached:
-            try:
-                with B.Fd(B.obj_get(self.iface.pin(LINK_XDP))) as lfd:
-                    li = B.link_info(lfd)
-                with B.Fd(B.prog_get_fd_by_id(li.prog_id)) as pfd:
-                    pi = B.prog_info(pfd)
-                out["xdp"] = {
-                    "link_id": li.id,
-                    "prog_id": li.prog_id,
-                    "ifindex": li.ifindex,
-                    "tag": pi.tag,
-                    "attach": "bpf_link",
-                    "mode": applied.xdp_mode if applied else "?",
-                }
-                pin_dir = str(self.iface.pin_dir)
-                active = M.read_active(pin_dir)
-                out["active_half"] = active
-                out["kernel_plan_hash"] = f"{self._config_hash('ingress', active):016x}"
-                if applied:
-                    want = int.from_bytes(bytes.fromhex(applied.digest[:16]), "little")
-                    out["consistent"] = self._config_hash("ingress", active) == want
-            except B.BpfError as e:
-                out["error"] = e.sentence
+        if not self.attached:
+            return out
+        try:
+            out["xdp"] = {**self._link_status("ingress"), "mode": applied.xdp_mode if applied else "?"}
+            if os.path.exists(self.iface.pin(LINKS["egress"][0])):
+                out["tc"] = self._link_status("egress")
+            active = M.read_active(self.pin_dir)
+            with M.open_maps(self.pin_dir) as m:
+                kh = M.read_config(m, M.half_of("ingress", active)).plan_hash
+            out["active_version"] = active
+            out["kernel_plan_hash"] = f"{kh:016x}"
+            if applied:
+                out["consistent"] = kh == int.from_bytes(bytes.fromhex(applied.digest[:16]), "little")
+        except (B.BpfError, KernelError) as e:
+            out["error"] = e.sentence if isinstance(e, B.BpfError) else str(e)
         return out
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         if not self.attached:
             raise KernelError(f"xdpguard is not attached to {self.iface.ifname}")
         raw = self.iface.load_plan_bytes()
         plan = plan_from_bytes(raw) if raw else None
-        pin_dir = str(self.iface.pin_dir)
-        active = M.read_active(pin_dir)
-        out: dict[str, object] = {"interface": self.iface.ifname}
-        for dname in DIRECTIONS:
-            dm = M.open_dir_maps(pin_dir, dname)
-            try:
-                cfg = M.read_config(dm, active)
-                entries = M.read_rules(dm, active, cfg.nrules)
+        active = M.read_active(self.pin_dir)
+        out: dict[str, Any] = {"interface": self.iface.ifname}
+        with M.open_maps(self.pin_dir) as m:
+            for direction in DIRECTIONS:
+                half = M.half_of(direction, active)
+                cfg = M.read_config(m, half)
+                entries = M.read_rules(m, half, cfg.nrules)
                 names = {}
                 if plan is not None:
-                    dp = plan.ingress if dname == "ingress" else plan.egress
-                    names = {r.rule_id: (r.name, r.action.value) for r in dp.rules}
-                counts = M.read_counters(dm, [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values()))
+                    names = {r.rule_id: (r.name, r.action.value) for r in _dir_plan(plan, direction).rules}
+                slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values())
+                counts = M.read_counters(m, direction, slots)
                 rules = []
                 for i, e in enumerate(entries):
-                    name, action = names.get(e.rule_id, (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow"))
+                    fallback = (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow")
+                    name, action = names.get(e.rule_id, fallback)
                     pk, by = counts[e.slot]
                     rules.append({"name": name, "action": action, "packets": pk, "bytes": by})
-                special = {}
-                for k, slot in abi.RESERVED_SLOTS.items():
-                    pk, by = counts[slot]
-                    special[k] = {"packets": pk, "bytes": by}
-                out[dname] = {
+                special = {k: {"packets": counts[s][0], "bytes": counts[s][1]} for k, s in abi.RESERVED_SLOTS.items()}
+                default = special.pop("default")
+                out[direction] = {
                     "rules": rules,
-                    "default": {
-                        "action": "drop" if cfg.flags & abi.CFG_DEFAULT_DROP else "allow",
-                        **special.pop("default"),
-                    },
+                    "default": {"action": "drop" if cfg.flags & abi.CFG_DEFAULT_DROP else "allow", **default},
                     **special,
                 }
-            finally:
-                dm.close()
+            created = M.read_counters(m, "egress", [abi.SLOT_FLOW_NEW])[abi.SLOT_FLOW_NEW][0]
+            fill = M.flow_table_fill(m)
+            size = B.map_info(m["flows"]).max_entries
+            # Entries are never deleted, only reused by the LRU: what was
+            # created and is no longer there was evicted.
+            out["flows"] = {"entries": fill, "size": size, "created": created, "evicted": max(0, created - fill)}
         return out
 
     # ------------------------------------------------------------------ detach
@@ -369,11 +383,13 @@ class Dataplane:
         return removed
 
     def _remove_pins(self) -> list[str]:
-        """Unlink every pin (the link first, so the program stops before its maps go)."""
+        """Unlink every pin; links first, so the programs stop before their maps go."""
         pin_dir = self.iface.pin_dir
         removed = []
-        link = pin_dir / LINK_XDP
-        if link.exists():
+        for pin_name, _ in LINKS.values():
+            link = pin_dir / pin_name
+            if not link.exists():
+                continue
             try:
                 with B.Fd(B.obj_get(str(link))) as fd:
                     B.link_detach(fd)
@@ -402,7 +418,6 @@ def detach_all() -> list[str]:
 
     removed: list[str] = []
     for name in known_ifaces():
-        dp = Dataplane(name, 0)
-        removed += dp.detach()
+        removed += Dataplane(name, 0).detach()
     _rmdir_if_empty(state_root())
     return removed

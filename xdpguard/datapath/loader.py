@@ -18,19 +18,22 @@ from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
 
-PROGRAMS = {
-    # direction -> (source, function, bcc program type name, map prefix)
-    "ingress": ("xdp/ingress.c", "xg_ingress", "XDP", "in_"),
-}
+SOURCE = "xdpguard.c"
+# direction -> (function in SOURCE, bcc program type)
+PROGRAMS = {"ingress": ("xg_ingress", "XDP"), "egress": ("xg_egress", "SCHED_CLS")}
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./@:+-]+$")
 
 
 @dataclass
 class Loaded:
-    direction: str
-    prog_fd: int  # owned by the caller: close it once pinned and linked
+    prog_fds: dict[str, int]  # direction -> fd, owned by the caller: close once pinned and linked
     source_hash: str
+
+    def close(self) -> None:
+        for fd in self.prog_fds.values():
+            os.close(fd)
+        self.prog_fds.clear()
 
 
 def source_hash() -> str:
@@ -46,36 +49,37 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def load(direction: str, pin_dir: str) -> Loaded:
-    """Compile and load one program; its maps are created or reused under pin_dir."""
+def load(pin_dir: str, flow_size: int) -> Loaded:
+    """Compile once and load both programs; their maps are created or reused under pin_dir."""
     if not _SAFE_PATH.match(pin_dir):
         raise KernelError(f"refusing bpffs path with unusual characters: {pin_dir!r}")
-    src, func, ptype, prefix = PROGRAMS[direction]
     os.makedirs(pin_dir, exist_ok=True)
     try:
-        from bcc import BPF  # noqa: PLC0415 - deliberately lazy, see module doc
+        from bcc import BPF  # deliberately lazy, see module doc
     except ImportError as e:
-        raise KernelError(
-            "bcc is not importable (install python3-bpfcc; run `make setup`): " + str(e)
-        ) from e
+        raise KernelError("bcc is not importable (install python3-bpfcc; run `make setup`): " + str(e)) from e
     cflags = [
         f'-DXG_PIN_DIR="{pin_dir}"',
-        f'-DXG_DIR_PFX="{prefix}"',
+        f"-DXG_FLOW_SIZE={int(flow_size)}",
         f"-I{abi.BPF_DIR}",
         "-Wno-macro-redefined",
     ]
+    fds: dict[str, int] = {}
     try:
-        b = BPF(src_file=str(abi.BPF_DIR / src).encode(), cflags=cflags)
-        fn = b.load_func(func.encode(), getattr(BPF, ptype))
+        b = BPF(src_file=str(abi.BPF_DIR / SOURCE).encode(), cflags=cflags)
+        for direction, (func, ptype) in PROGRAMS.items():
+            fn = b.load_func(func.encode(), getattr(BPF, ptype))
+            fds[direction] = os.dup(fn.fd)
     except Exception as e:  # bcc raises bare Exception for compile and verifier errors
+        for fd in fds.values():
+            os.close(fd)
         msg = str(e)
         if "headers" in msg.lower() or "linux/" in msg:
             msg += " (kernel headers missing? run `make setup`, it links Debian's headers)"
-        raise KernelError(f"loading the {direction} program failed: {msg}") from e
-    fd = os.dup(fn.fd)
+        raise KernelError(f"loading the xdpguard programs failed: {msg}") from e
     # bcc's BPF object owns its fds; drop it now that we hold our own.
     b.cleanup()
-    return Loaded(direction, fd, source_hash())
+    return Loaded(fds, source_hash())
 
 
 def prog_pin_name(direction: str) -> str:

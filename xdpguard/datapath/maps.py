@@ -8,6 +8,7 @@ gets a fresh inner map sized to the plan, swapped into the outer slot.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 from array import array
@@ -19,72 +20,70 @@ from xdpguard.errors import KernelError
 from xdpguard.rules.compile import DirectionPlan, Intervals, LpmEntries, Plan
 from xdpguard.rules.model import Action, Mode
 
-DIRECTIONS = {"ingress": "in_", "egress": "eg_"}
-
-# name -> (type, key size, value size, max entries, flags): what bpf/lib/maps.h declares.
-_LPM_FLAGS = B.BPF_F_NO_PREALLOC
-_U32 = 4
-
-
-def _expected(prefix: str) -> dict[str, tuple[int, int, int, int]]:
-    return {
-        f"{prefix}config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NVERSIONS),
-        f"{prefix}src4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
-        f"{prefix}dst4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
-        f"{prefix}src6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
-        f"{prefix}dst6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
-        f"{prefix}proto": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PROTO_SIZE),
-        f"{prefix}sport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PORT_SIZE),
-        f"{prefix}dport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.PORT_SIZE),
-        f"{prefix}tflags": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.TFLAGS_SIZE),
-        f"{prefix}icmp": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NVERSIONS * abi.ICMP_SIZE),
-        f"{prefix}rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NVERSIONS * abi.MAX_RULES),
-        f"{prefix}bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NVERSIONS),
-        f"{prefix}counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.MAX_SLOTS),
-    }
-
+DIRECTIONS = ("ingress", "egress")
 
 C_SIZE = {
-    "config": __import__("ctypes").sizeof(abi.Config),
-    "rule": __import__("ctypes").sizeof(abi.RuleEntry),
-    "counter": __import__("ctypes").sizeof(abi.Counter),
-    "bitmap": __import__("ctypes").sizeof(abi.Bitmap),
-    "lpm4": __import__("ctypes").sizeof(abi.Lpm4Key),
-    "lpm6": __import__("ctypes").sizeof(abi.Lpm6Key),
+    "config": ctypes.sizeof(abi.Config),
+    "rule": ctypes.sizeof(abi.RuleEntry),
+    "counter": ctypes.sizeof(abi.Counter),
+    "bitmap": ctypes.sizeof(abi.Bitmap),
+    "lpm4": ctypes.sizeof(abi.Lpm4Key),
+    "lpm6": ctypes.sizeof(abi.Lpm6Key),
+    "flow_key": ctypes.sizeof(abi.FlowKey),
+    "flow": ctypes.sizeof(abi.Flow),
 }
 
-SHARED_MAPS = {"active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1)}
+# name -> (type, key size, value size, max entries): what bpf/lib/maps.h declares.
+# The flow table's size is the rule file's choice, checked separately.
+EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
+    "active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
+    "config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NHALVES),
+    "src4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
+    "dst4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
+    "src6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
+    "dst6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
+    "proto": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PROTO_SIZE),
+    "sport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
+    "dport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
+    "tflags": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.TFLAGS_SIZE),
+    "icmp": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.ICMP_SIZE),
+    "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
+    "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
+}
+FLOW_MAP = (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"])
 
 
-def expected_maps(directions: tuple[str, ...] = ("ingress",)) -> dict[str, tuple[int, int, int, int]]:
-    out = dict(SHARED_MAPS)
-    for d in directions:
-        out.update(_expected(DIRECTIONS[d]))
-    return out
-
-
-def check_pinned_sizes(pin_dir: str, directions: tuple[str, ...]) -> list[str]:
+def check_pinned_sizes(pin_dir: str, flow_size: int | None = None) -> list[str]:
     """Mismatches between pinned maps and what the programs declare (bcc does not check)."""
     problems = []
-    for name, (mtype, ksz, vsz, maxe) in expected_maps(directions).items():
+    want = dict(EXPECTED_MAPS)
+    if flow_size is not None:
+        want["flows"] = (*FLOW_MAP, flow_size)
+    for name, spec in want.items():
         path = os.path.join(pin_dir, name)
         if not os.path.exists(path):
             continue
         with B.Fd(B.obj_get(path)) as fd:
             info = B.map_info(fd)
         got = (info.type, info.key_size, info.value_size, info.max_entries)
-        if got != (mtype, ksz, vsz, maxe):
-            problems.append(
-                f"{path}: pinned map has type/key/value/entries {got}, the program needs {(mtype, ksz, vsz, maxe)}"
-            )
+        if got != spec:
+            problems.append(f"{path}: pinned map has type/key/value/entries {got}, the program needs {spec}")
     return problems
 
 
-@dataclass
-class DirMaps:
-    """Open fds of one direction's pinned maps."""
+def pinned_flow_size(pin_dir: str) -> int | None:
+    path = os.path.join(pin_dir, "flows")
+    if not os.path.exists(path):
+        return None
+    with B.Fd(B.obj_get(path)) as fd:
+        return B.map_info(fd).max_entries
 
-    prefix: str
+
+@dataclass
+class Maps:
+    """Open fds of an interface's pinned maps."""
+
     fds: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> int:
@@ -95,31 +94,34 @@ class DirMaps:
             os.close(fd)
         self.fds.clear()
 
+    def __enter__(self) -> Maps:
+        return self
 
-_DIR_MAP_NAMES = (
-    "config", "src4", "dst4", "src6", "dst6", "proto", "sport", "dport", "tflags", "icmp",
-    "rules", "bitmaps", "counters",
-)  # fmt: skip
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def open_dir_maps(pin_dir: str, direction: str) -> DirMaps:
-    prefix = DIRECTIONS[direction]
-    dm = DirMaps(prefix)
+def open_maps(pin_dir: str) -> Maps:
+    m = Maps()
     try:
-        for name in _DIR_MAP_NAMES:
-            dm.fds[name] = B.obj_get(os.path.join(pin_dir, prefix + name))
+        for name in [*EXPECTED_MAPS, "flows"]:
+            m.fds[name] = B.obj_get(os.path.join(pin_dir, name))
     except B.BpfError as e:
-        dm.close()
+        m.close()
         raise KernelError(f"cannot open the pinned maps in {pin_dir}: {e.sentence}") from e
-    return dm
+    return m
+
+
+def half_of(direction: str, ver: int) -> int:
+    return abi.DIR_INDEX[direction] * abi.NVERSIONS + ver
 
 
 # --------------------------------------------------------------------------
 # encoding
 
 
-def lpm_key(ver: int, addr: int, plen: int, bits: int) -> bytes:
-    return struct.pack("<IB", abi.LPM_VER_BITS + plen, ver) + addr.to_bytes(bits // 8, "big")
+def lpm_key(half: int, addr: int, plen: int, bits: int) -> bytes:
+    return struct.pack("<IB", abi.LPM_VER_BITS + plen, half) + addr.to_bytes(bits // 8, "big")
 
 
 def _u32(v: int) -> bytes:
@@ -209,8 +211,8 @@ def _lpm_diff(
     return upd, dele
 
 
-def _write_array(fd: int, ver: int, size: int, new: array[int], old: array[int] | None) -> int:
-    base = ver * size
+def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
+    base = half * size
     if old is None:
         idx = range(size)
     else:
@@ -223,22 +225,22 @@ def _write_array(fd: int, ver: int, size: int, new: array[int], old: array[int] 
     return len(keys)
 
 
-def clear_lpm_half(fd: int, ver: int, key_size: int) -> int:
+def clear_lpm_half(fd: int, half: int, key_size: int) -> int:
     """Delete every entry of one half of an LPM trie (when its contents are unknown)."""
-    keys = [k for k, _ in B.map_lookup_batch(fd, key_size, 4) if k[4] == ver]
+    keys = [k for k, _ in B.map_lookup_batch(fd, key_size, 4) if k[4] == half]
     return B.map_delete_batch(fd, keys) if keys else 0
 
 
 def write_half(
-    dm: DirMaps,
-    ver: int,
+    dm: Maps,
+    half: int,
     plan: Plan,
     d: DirectionPlan,
     old: DirectionPlan | None,
     slots: dict[int, int],
     bitmap_fd: int | None = None,
 ) -> tuple[WriteStats, int]:
-    """Make half `ver` of one direction hold `d`.
+    """Make `half` (direction * 2 + version) hold direction plan `d`.
 
     `old` is what the half holds now (None: unknown, write everything);
     `slots` maps rule id -> counter slot.  Returns the stats and the fd of
@@ -246,10 +248,10 @@ def write_half(
     """
     st = WriteStats()
     if old is None:
-        st.lpm_deletes += clear_lpm_half(dm["src4"], ver, C_SIZE["lpm4"])
-        st.lpm_deletes += clear_lpm_half(dm["dst4"], ver, C_SIZE["lpm4"])
-        st.lpm_deletes += clear_lpm_half(dm["src6"], ver, C_SIZE["lpm6"])
-        st.lpm_deletes += clear_lpm_half(dm["dst6"], ver, C_SIZE["lpm6"])
+        st.lpm_deletes += clear_lpm_half(dm["src4"], half, C_SIZE["lpm4"])
+        st.lpm_deletes += clear_lpm_half(dm["dst4"], half, C_SIZE["lpm4"])
+        st.lpm_deletes += clear_lpm_half(dm["src6"], half, C_SIZE["lpm6"])
+        st.lpm_deletes += clear_lpm_half(dm["dst6"], half, C_SIZE["lpm6"])
     for name, bits, new_e, old_e in (
         ("src4", 32, d.src4, old.src4 if old else None),
         ("dst4", 32, d.dst4, old.dst4 if old else None),
@@ -258,17 +260,17 @@ def write_half(
     ):
         upd, dele = _lpm_diff(new_e, old_e)
         if upd:
-            B.map_update_batch(dm[name], [lpm_key(ver, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd])
+            B.map_update_batch(dm[name], [lpm_key(half, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd])
             st.lpm_updates += len(upd)
         if dele:
-            B.map_delete_batch(dm[name], [lpm_key(ver, a, p, bits) for a, p in dele])
+            B.map_delete_batch(dm[name], [lpm_key(half, a, p, bits) for a, p in dele])
             st.lpm_deletes += len(dele)
 
     st.array_updates += _write_array(
-        dm["proto"], ver, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
+        dm["proto"], half, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
     )
     st.array_updates += _write_array(
-        dm["tflags"], ver, abi.TFLAGS_SIZE, array("I", d.tflags), array("I", old.tflags) if old else None
+        dm["tflags"], half, abi.TFLAGS_SIZE, array("I", d.tflags), array("I", old.tflags) if old else None
     )
     for name, size, new_iv, old_iv in (
         ("sport", abi.PORT_SIZE, d.sport, old.sport if old else None),
@@ -278,7 +280,7 @@ def write_half(
         if old_iv is not None and new_iv == old_iv:
             continue
         st.array_updates += _write_array(
-            dm[name], ver, size, expand(new_iv, size), expand(old_iv, size) if old_iv is not None else None
+            dm[name], half, size, expand(new_iv, size), expand(old_iv, size) if old_iv is not None else None
         )
 
     # Bitmaps: a new inner map per plan, shared by both halves once synced.
@@ -298,20 +300,20 @@ def write_half(
             raise
         st.bitmaps = len(bms)
     try:
-        B.map_update(dm["bitmaps"], _u32(ver), _u32(bitmap_fd))
+        B.map_update(dm["bitmaps"], _u32(half), _u32(bitmap_fd))
     except BaseException:
         if own_fd:
             os.close(bitmap_fd)
         raise
 
     if d.rules:
-        base = ver * abi.MAX_RULES
+        base = half * abi.MAX_RULES
         B.map_update_batch(
             dm["rules"],
             [_u32(base + r.index) for r in d.rules],
             [rule_bytes(r.rule_id, slots[r.rule_id], r.action) for r in d.rules],
         )
-    B.map_update(dm["config"], _u32(ver), config_bytes(plan, d))
+    B.map_update(dm["config"], _u32(half), config_bytes(plan, d))
     return st, bitmap_fd
 
 
@@ -319,13 +321,15 @@ def write_half(
 # reading back
 
 
-def read_config(dm: DirMaps, ver: int) -> abi.Config:
-    raw = B.map_lookup(dm["config"], _u32(ver), C_SIZE["config"])
+def read_config(dm: Maps, half: int) -> abi.Config:
+    raw = B.map_lookup(dm["config"], _u32(half), C_SIZE["config"])
     return abi.Config.from_buffer_copy(raw) if raw else abi.Config()
 
 
-def read_rules(dm: DirMaps, ver: int, nrules: int) -> list[abi.RuleEntry]:
-    base = ver * abi.MAX_RULES
+def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
+    if nrules == 0:
+        return []
+    base = half * abi.MAX_RULES
     out = []
     for i in range(nrules):
         raw = B.map_lookup(dm["rules"], _u32(base + i), C_SIZE["rule"])
@@ -333,13 +337,17 @@ def read_rules(dm: DirMaps, ver: int, nrules: int) -> list[abi.RuleEntry]:
     return out
 
 
-def read_counters(dm: DirMaps, slots: list[int]) -> dict[int, tuple[int, int]]:
+def _slot_key(direction: str, slot: int) -> bytes:
+    return _u32(abi.DIR_INDEX[direction] * abi.MAX_SLOTS + slot)
+
+
+def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int]]:
     """Per slot (packets, bytes) summed over CPUs."""
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
     for s in slots:
-        raw = B.map_lookup(dm["counters"], _u32(s), psize)
+        raw = B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
         pk = by = 0
         if raw:
             for v in B.split_percpu(raw, vsize):
@@ -350,11 +358,16 @@ def read_counters(dm: DirMaps, slots: list[int]) -> dict[int, tuple[int, int]]:
     return out
 
 
-def zero_counters(dm: DirMaps, slots: list[int]) -> None:
+def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:
     if not slots:
         return
     zero = bytes(B.percpu_value_size(C_SIZE["counter"]))
-    B.map_update_batch(dm["counters"], [_u32(s) for s in slots], [zero] * len(slots))
+    B.map_update_batch(dm["counters"], [_slot_key(direction, s) for s in slots], [zero] * len(slots))
+
+
+def flow_table_fill(dm: Maps) -> int:
+    """Entries in the flow table (expired ones included until the LRU reuses them)."""
+    return len(B.map_lookup_batch(dm["flows"], C_SIZE["flow_key"], C_SIZE["flow"]))
 
 
 def read_active(pin_dir: str) -> int:

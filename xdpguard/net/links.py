@@ -9,6 +9,7 @@ mounted from.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import os
@@ -204,7 +205,7 @@ def _ethtool_value(ns: str | None, name: str, cmd: int, data: int = 0) -> int:
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
     except OSError as e:
-        if e.errno == 19:  # ENODEV
+        if e.errno == errno.ENODEV:
             raise NoSuchInterface(name, ns) from e
         raise NetError(f"ethtool request {cmd:#x} on {name}: {e.strerror}") from e
     finally:

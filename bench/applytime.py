@@ -1,0 +1,181 @@
+"""`xdpguard apply` timings on a veth in the lab namespace, as an operator runs it.
+
+Method: every apply is `python -m xdpguard --netns NS apply FILE -i IF --json`
+run as a subprocess.  Two times are kept per apply: the wall time of the
+subprocess (monotonic clock around start and exit: interpreter start-up,
+imports, reading and compiling the rule file, the kernel work, the state
+dir, printing) and `seconds` from the JSON answer (Dataplane.apply alone:
+the kernel work and the state dir, after the rules were compiled).  Peak
+RSS is GNU time's %M for the child.  The JSON is checked for what
+each case must be (attached / changed / no program replaced), so that a
+rule-only apply that silently recompiled would show up, not hide in a median.
+
+Cases, each REPS times (median reported): first attach of the 10-rule set
+(detached before each, so bcc compiles every time); a one-rule change on
+it (one port, alternately forth and back); the same file again ("no
+changes"); the 4,096-rule + 1M-prefix set applied onto the interface
+holding the small set (and back, reported too); a one-rule change on the
+large set; the large set again.  Whether a rule-only apply loads bcc/LLVM
+is shown with `python -X importtime`: the lines naming a bcc module are
+counted for rule-only applies (must be 0) and for a first attach (the
+positive control: must be > 0).  `xdpguard --help` gives the start-up floor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import CLI, Lab, median, run_measured, summary
+from bench.workload import Workload
+from xdpguard.datapath.dataplane import Dataplane
+
+TARGET_SMALL_CHANGE_S = 0.3
+
+
+@dataclass(frozen=True)
+class ApplySample:
+    wall_s: float
+    seconds: float  # Dataplane.apply's own time, from the JSON answer
+    maxrss_bytes: int
+    attached: bool
+    changed: bool
+    replaced: bool
+    messages: tuple[str, ...]
+    bcc_import_lines: int | None  # only for -X importtime runs
+
+
+def apply_cli(lab: Lab, iface: str, path: Path, importtime: bool = False) -> ApplySample:
+    py, rest = CLI[0], CLI[1:]
+    argv = [py, *(["-X", "importtime"] if importtime else []), *rest]
+    argv += ["--netns", lab.ns, "apply", str(path), "-i", iface, "--json"]
+    r = run_measured(argv).check()
+    res = json.loads(r.stdout)[0]
+    bcc = None
+    if importtime:
+        bcc = sum(1 for ln in r.stderr.splitlines() if ln.startswith("import time:") and "bcc" in ln)
+    return ApplySample(
+        wall_s=r.wall_s,
+        seconds=float(res["seconds"]),
+        maxrss_bytes=r.maxrss_kib * 1024,
+        attached=bool(res["attached"]),
+        changed=bool(res["changed"]),
+        replaced=bool(res["replaced_program"]),
+        messages=tuple(res["messages"]),
+        bcc_import_lines=bcc,
+    )
+
+
+def detach(iface: str) -> None:
+    """Remove xdpguard from the interface (in-process: only the pins matter)."""
+    Dataplane(iface, 0).detach()
+
+
+def _expect(s: ApplySample, case: str, *, attached: bool, changed: bool) -> ApplySample:
+    problems = []
+    if s.attached != attached:
+        problems.append(f"attached={s.attached}")
+    if s.changed != changed:
+        problems.append(f"changed={s.changed}")
+    if s.replaced:
+        problems.append("the program was recompiled and replaced")
+    if problems:
+        raise RuntimeError(f"apply ({case}): unexpected result: {', '.join(problems)}; messages {s.messages}")
+    return s
+
+
+def _case(samples: list[ApplySample]) -> dict[str, object]:
+    rss = [s.maxrss_bytes for s in samples]
+    return {
+        "wall_s": summary([s.wall_s for s in samples]),
+        "internal_s": summary([s.seconds for s in samples]),
+        "peak_rss_bytes": {"median": int(median(rss)), "max": max(rss)},
+    }
+
+
+def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[str, object]:
+    ifc = lab.ifaces[0]
+    startup = [run_measured([*CLI, "--help"]).check().wall_s for _ in range(reps_small)]
+
+    first: list[ApplySample] = []
+    for _ in range(reps_small):
+        detach(ifc)
+        first.append(_expect(apply_cli(lab, ifc, wl.small), "first attach", attached=True, changed=True))
+
+    small_change: list[ApplySample] = []
+    for _ in range(reps_small):
+        for p in (wl.small_changed, wl.small):
+            small_change.append(
+                _expect(apply_cli(lab, ifc, p), "small one-rule", attached=False, changed=True)
+            )
+    small_same = [
+        _expect(apply_cli(lab, ifc, wl.small), "small no change", attached=False, changed=False)
+        for _ in range(reps_small)
+    ]
+    it_small = _expect(
+        apply_cli(lab, ifc, wl.small_changed, importtime=True), "importtime", attached=False, changed=True
+    )
+
+    to_large: list[ApplySample] = []
+    to_small: list[ApplySample] = []
+    for _ in range(reps_large):
+        to_large.append(_expect(apply_cli(lab, ifc, wl.large), "small->large", attached=False, changed=True))
+        to_small.append(_expect(apply_cli(lab, ifc, wl.small), "large->small", attached=False, changed=True))
+    it_large = _expect(
+        apply_cli(lab, ifc, wl.large, importtime=True), "importtime", attached=False, changed=True
+    )
+
+    large_change: list[ApplySample] = []
+    for _ in range(reps_large):
+        for p in (wl.large_changed, wl.large):
+            large_change.append(
+                _expect(apply_cli(lab, ifc, p), "large one-rule", attached=False, changed=True)
+            )
+    large_same = [
+        _expect(apply_cli(lab, ifc, wl.large), "large no change", attached=False, changed=False)
+        for _ in range(reps_large)
+    ]
+
+    detach(ifc)
+    it_attach = _expect(
+        apply_cli(lab, ifc, wl.small, importtime=True), "importtime", attached=True, changed=True
+    )
+    detach(ifc)
+
+    small_change_wall = median([s.wall_s for s in small_change])
+    small_change_internal = median([s.seconds for s in small_change])
+    return {
+        "method": "subprocess `python -m xdpguard --netns NS apply FILE -i IF --json`; wall = monotonic "
+        "clock around start and exit (includes Python start-up and imports); internal = `seconds` "
+        "from the JSON (Dataplane.apply only, after parsing and compiling); peak RSS = maximum "
+        "resident set size of the child (GNU time %M)",
+        "reps_small": reps_small,
+        "reps_large": reps_large,
+        "cli_startup_s": summary(startup),
+        "cases": {
+            "first_attach_small": _case(first),
+            "one_rule_change_small": _case(small_change),
+            "no_change_small": _case(small_same),
+            "rule_only_small_to_large": _case(to_large),
+            "rule_only_large_to_small": _case(to_small),
+            "one_rule_change_large": _case(large_change),
+            "no_change_large": _case(large_same),
+        },
+        "bcc_import_lines": {
+            "rule_only_small_change": it_small.bcc_import_lines,
+            "rule_only_small_to_large": it_large.bcc_import_lines,
+            "first_attach_control": it_attach.bcc_import_lines,
+        },
+        "peak_rss_bytes": {
+            "first_attach_small": max(s.maxrss_bytes for s in first),
+            "rule_only_one_rule_small": max(s.maxrss_bytes for s in small_change),
+            "rule_only_small_to_large": max(s.maxrss_bytes for s in to_large),
+        },
+        "targets": {
+            "one_rule_change_small_s": TARGET_SMALL_CHANGE_S,
+            "wall_ok": small_change_wall <= TARGET_SMALL_CHANGE_S,
+            "internal_ok": small_change_internal <= TARGET_SMALL_CHANGE_S,
+            "no_bcc_on_rule_only": it_small.bcc_import_lines == 0 and it_large.bcc_import_lines == 0,
+        },
+    }

@@ -1,0 +1,162 @@
+"""`make bench` / `make bench-quick`: run every benchmark, write the results.
+
+Writes the rule files once into a temp dir (bench.workload), times
+`xdpguard check` (bench.checktime), then in a private network namespace
+times `xdpguard apply` (bench.applytime) and measures the program's cost
+per packet (bench.progcost); results go to bench/results/latest.json and
+the generated section of docs/benchmarks.md (bench.report).  --quick runs
+the same measurements with fewer repetitions and a smaller frame pool
+(under two minutes); the rule files are the same size in both modes.
+Needs root (namespaces, bpf(2)); the lab is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import applytime, checktime, common, progcost, report, workload
+from xdpguard.datapath import loader
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass(frozen=True)
+class Counts:
+    check_reps: int
+    apply_reps_small: int
+    apply_reps_large: int
+    pool_frames: int
+    repeat: int
+    single_repeat: int
+
+
+FULL = Counts(
+    check_reps=5,
+    apply_reps_small=5,
+    apply_reps_large=3,
+    pool_frames=4096,
+    repeat=2000,
+    single_repeat=1_000_000,
+)
+QUICK = Counts(
+    check_reps=1, apply_reps_small=3, apply_reps_large=1, pool_frames=1000, repeat=500, single_repeat=100_000
+)
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _mem_total() -> str:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
+    return "unknown RAM"
+
+
+def _python_source_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "xdpguard").rglob("*.py")):
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def loadavg() -> float:
+    """1-minute load average: other work on the machine skews every timing here."""
+    return os.getloadavg()[0]
+
+
+def _meta(quick: bool) -> dict[str, Any]:
+    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
+    return {
+        "mode": "quick" if quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "make_target": "make bench-quick" if quick else "make bench",
+        "command": " ".join([python, "-m", "bench.run", *sys.argv[1:]]),
+        "cpu_model": _cpu_model(),
+        "nproc": os.cpu_count(),
+        "mem_total": _mem_total(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "xdpguard_version": importlib.metadata.version("xdpguard"),
+        "bpf_source_hash": loader.source_hash(),
+        "python_source_hash": _python_source_hash(),
+        "loadavg_start": loadavg(),
+    }
+
+
+def _stage(name: str) -> float:
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    return time.monotonic()
+
+
+def run(quick: bool) -> dict[str, Any]:
+    n = QUICK if quick else FULL
+    t_all = time.monotonic()
+    results: dict[str, Any] = {"meta": _meta(quick), "counts": asdict(n)}
+    swept = common.sweep_stale()
+    if swept:
+        print(f"bench: removed leftovers of killed runs: {', '.join(swept)}", file=sys.stderr)
+    stages: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="xdpguard-bench-") as d:
+        t = _stage("writing rule files (4,096 rules, 1M-prefix set)")
+        wl = workload.write(Path(d))
+        stages["workload"] = time.monotonic() - t
+
+        t = _stage("check")
+        results["check"] = checktime.measure(wl, n.check_reps, workload.LARGE_RULES, workload.LARGE_PREFIXES)
+        stages["check"] = time.monotonic() - t
+
+        with common.lab() as lab:
+            t = _stage(f"apply (lab namespace {lab.ns})")
+            results["apply"] = applytime.measure(lab, wl, n.apply_reps_small, n.apply_reps_large)
+            stages["apply"] = time.monotonic() - t
+
+            t = _stage("program cost (BPF_PROG_TEST_RUN)")
+            results["progcost"] = progcost.measure(lab, wl, n.pool_frames, n.repeat, n.single_repeat)
+            stages["progcost"] = time.monotonic() - t
+    results["meta"]["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
+    results["meta"]["elapsed_s"] = round(time.monotonic() - t_all, 1)
+    results["meta"]["loadavg_end"] = loadavg()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and frames (< 2 minutes)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, bpf(2)); run `sudo make bench`", file=sys.stderr)
+        return 1
+    if loadavg() > 0.5:
+        print(
+            f"bench: warning: load average {loadavg():.2f}: other work will skew the timings", file=sys.stderr
+        )
+    results = run(args.quick)
+    report.write_json(results, RESULTS)
+    report.update_markdown(results, DOC)
+    print(report.markdown(results))
+    print(f"bench: wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

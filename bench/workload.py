@@ -1,0 +1,91 @@
+"""The rule files every benchmark uses, written once per run into a temp dir.
+
+small.yaml is a realistic ten-rule host policy (a drop prefix, a handful of
+allowed services, ICMP); large.yaml is bench.gen's 4,096 rules whose first
+rule drops a 1,000,000-prefix blocklist.  Each has a "-changed" twin that
+differs in exactly one rule's port, for the one-rule-change timings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import gen
+
+LARGE_RULES = 4096
+LARGE_PREFIXES = 1_000_000
+
+SMALL_RULES = """\
+version: 1
+mode: enforce
+non_ip: allow
+ingress:
+  default: drop
+  rules:
+    - name: drop-abusers
+      match: {src: 198.18.0.0/15}
+      action: drop
+    - name: ssh-office
+      match: {src: 203.0.113.0/24, proto: tcp, dport: 22}
+      action: allow
+    - name: web
+      match: {proto: tcp, dport: [80, 443]}
+      action: allow
+    - name: http3
+      match: {proto: udp, dport: 443}
+      action: allow
+    - name: dns
+      match: {proto: [udp, tcp], dport: 53}
+      action: allow
+    - name: ntp
+      match: {proto: udp, dport: 123}
+      action: allow
+    - name: smtp
+      match: {proto: tcp, dport: 25}
+      action: allow
+    - name: metrics
+      match: {src: 10.0.0.0/8, proto: tcp, dport: 9100}
+      action: allow
+    - name: icmp-errors
+      match: {icmp_type: [dest-unreachable, time-exceeded]}
+      action: allow
+    - name: ping
+      match: {icmp_type: echo-request}
+      action: allow
+egress:
+  default: allow
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    dir: Path
+    small: Path
+    small_changed: Path
+    large: Path
+    large_changed: Path
+    blocklist: Path
+
+
+def change_one_port(text: str) -> str:
+    """The same rule file with the first single `dport: N` moved to another port."""
+    m = re.search(r"dport: (\d+)\b(?![-\"])", text)
+    if m is None:
+        raise ValueError("no single-port dport to change")
+    port = int(m.group(1))
+    new = port + 1 if port < 65535 else port - 1
+    return text[: m.start(1)] + str(new) + text[m.end(1) :]
+
+
+def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> Workload:
+    d.mkdir(parents=True, exist_ok=True)
+    small = d / "small.yaml"
+    small.write_text(SMALL_RULES)
+    small_changed = d / "small-changed.yaml"
+    small_changed.write_text(change_one_port(SMALL_RULES))
+    large = gen.write_large(d, rules=rules, prefixes=prefixes)
+    large_changed = d / "large-changed.yaml"
+    large_changed.write_text(change_one_port(large.read_text()))
+    return Workload(d, small, small_changed, large, large_changed, d / "lists" / "blocklist.netset")

@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xdpguard data plane: the fixed ingress (XDP) and egress (tcx) programs.
+ *
+ * Parse, classify with the bit-vector plan in the maps, count, decide.
+ * Nothing here depends on a rule set: `xdpguard apply` only writes maps.
+ * The version flag is read once per packet, so every map access of one
+ * packet goes to the same half of the double-buffered rule set.
+ *
+ * One translation unit holds both programs because bcc rewrites map
+ * accesses only in the main file; what is specific to each hook lives in
+ * xdp/ingress.h and tc/egress.h, the shared pure code in lib/.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+
+#include "include/xdpguard.h"
+#include "lib/bitvec.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "tc/egress.h"
+#include "xdp/ingress.h"
+
+#define XG_RULE_NONE (-1)
+#define XG_RULE_ERROR (-2)
+
+/* What a packet gets, independent of the hook's return codes. */
+enum xg_verdict {
+	XG_PASS = 0,
+	XG_DROP = 1,
+};
+
+static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
+{
+	__u32 k = dir * XG_MAX_SLOTS + slot;
+	struct xg_counter *c = xg_counters.lookup(&k);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_config *cfg, __u32 fld,
+						       __u32 local)
+{
+	__u32 idx = cfg->base[fld & (XG_NFIELDS - 1)] + local;
+
+	return bpf_map_lookup_elem(bms, &idx);
+}
+
+static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 *src, __u32 *dst)
+{
+	__u32 *v;
+
+	if (p->family == 4) {
+		struct xg_lpm4_key k = { .prefixlen = XG_LPM_VER_BITS + 32, .half = half };
+
+		__builtin_memcpy(k.addr, p->src, 4);
+		v = xg_src4.lookup(&k);
+		if (!v)
+			return -1;
+		*src = *v;
+		__builtin_memcpy(k.addr, p->dst, 4);
+		v = xg_dst4.lookup(&k);
+		if (!v)
+			return -1;
+		*dst = *v;
+		return 0;
+	}
+	struct xg_lpm6_key k6 = { .prefixlen = XG_LPM_VER_BITS + 128, .half = half };
+
+	__builtin_memcpy(k6.addr, p->src, 16);
+	v = xg_src6.lookup(&k6);
+	if (!v)
+		return -1;
+	*src = *v;
+	__builtin_memcpy(k6.addr, p->dst, 16);
+	v = xg_dst6.lookup(&k6);
+	if (!v)
+		return -1;
+	*dst = *v;
+	return 0;
+}
+
+/* Does a packet arriving from outside belong to a flow this host sent on? */
+static __always_inline int xg_established(const struct xg_pkt *p, const struct xg_config *cfg)
+{
+	struct xg_flow_key k = {};
+	__u64 tmo;
+
+	if (xg_flow_key(p, XG_DIR_INGRESS, &k) < 0)
+		return 0;
+	struct xg_flow *f = xg_flows.lookup(&k);
+	if (!f)
+		return 0;
+	if (p->proto == IPPROTO_TCP)
+		tmo = cfg->tmo_tcp;
+	else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP)
+		tmo = cfg->tmo_udp;
+	else
+		tmo = cfg->tmo_icmp;
+	return bpf_ktime_get_ns() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
+}
+
+/* Record an outbound packet's flow (egress only, so only this host creates flows). */
+static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
+{
+	struct xg_flow_key k = {};
+
+	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	struct xg_flow *f = xg_flows.lookup(&k);
+	if (f) {
+		/* Refresh rarely: a busy flow would otherwise write a shared
+		 * cache line on every packet. */
+		if (now - f->last_seen_ns > XG_FLOW_REFRESH_NS)
+			f->last_seen_ns = now;
+		return;
+	}
+	struct xg_flow nf = { .last_seen_ns = now };
+	xg_flows.update(&k, &nf);
+	xg_count(XG_DIR_EGRESS, XG_SLOT_FLOW_NEW, bytes);
+}
+
+/* First matching rule's bit position, XG_RULE_NONE, or XG_RULE_ERROR when
+ * the maps are inconsistent (never expected; counted). */
+static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const struct xg_config *cfg,
+				       __u32 dir)
+{
+	if (cfg->nwords == 0)
+		return XG_RULE_NONE;
+	void *bms = xg_bitmaps.lookup(&half);
+	if (!bms)
+		return XG_RULE_ERROR;
+
+	const struct xg_bitmap *ones = xg_bm(bms, cfg, XG_F_EXTRA, cfg->ones_idx);
+	if (!ones)
+		return XG_RULE_ERROR;
+	struct xg_sel s;
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++)
+		s.bm[f] = ones;
+
+	__u32 fm = cfg->field_mask;
+	__u32 *v;
+
+	if (fm & ((1U << XG_F_SRC) | (1U << XG_F_DST))) {
+		__u32 src, dst;
+
+		if (xg_lookup_addrs(p, half, &src, &dst) < 0)
+			return XG_RULE_ERROR;
+		if (fm & (1U << XG_F_SRC)) {
+			s.bm[0] = xg_bm(bms, cfg, XG_F_SRC, src);
+			if (!s.bm[0])
+				return XG_RULE_ERROR;
+		}
+		if (fm & (1U << XG_F_DST)) {
+			s.bm[1] = xg_bm(bms, cfg, XG_F_DST, dst);
+			if (!s.bm[1])
+				return XG_RULE_ERROR;
+		}
+	}
+	if (fm & (1U << XG_F_PROTO)) {
+		__u32 k = half * XG_PROTO_SIZE + p->proto;
+
+		v = xg_proto.lookup(&k);
+		if (!v || !(s.bm[2] = xg_bm(bms, cfg, XG_F_PROTO, *v)))
+			return XG_RULE_ERROR;
+	}
+	if (p->later_frag) {
+		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
+		if (!s.bm[7])
+			return XG_RULE_ERROR;
+		return xg_first_rule(&s, cfg->nwords);
+	}
+	if (p->has_ports) {
+		if (fm & (1U << XG_F_SPORT)) {
+			__u32 k = half * XG_PORT_SIZE + p->sport;
+
+			v = xg_sport.lookup(&k);
+			if (!v || !(s.bm[3] = xg_bm(bms, cfg, XG_F_SPORT, *v)))
+				return XG_RULE_ERROR;
+		}
+		if (fm & (1U << XG_F_DPORT)) {
+			__u32 k = half * XG_PORT_SIZE + p->dport;
+
+			v = xg_dport.lookup(&k);
+			if (!v || !(s.bm[4] = xg_bm(bms, cfg, XG_F_DPORT, *v)))
+				return XG_RULE_ERROR;
+		}
+		if (p->proto == IPPROTO_TCP && (fm & (1U << XG_F_TFLAGS))) {
+			__u32 k = half * XG_TFLAGS_SIZE + p->tflags;
+
+			v = xg_tflags.lookup(&k);
+			if (!v || !(s.bm[5] = xg_bm(bms, cfg, XG_F_TFLAGS, *v)))
+				return XG_RULE_ERROR;
+		}
+	}
+	if (p->has_icmp && (fm & (1U << XG_F_ICMP))) {
+		__u32 k = half * XG_ICMP_SIZE + (p->proto == IPPROTO_ICMPV6 ? 65536 : 0) +
+			  ((__u32)p->icmp_type << 8) + p->icmp_code;
+
+		v = xg_icmp.lookup(&k);
+		if (!v || !(s.bm[6] = xg_bm(bms, cfg, XG_F_ICMP, *v)))
+			return XG_RULE_ERROR;
+	}
+	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
+		int est = xg_established(p, cfg);
+
+		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
+		if (!s.bm[7])
+			return XG_RULE_ERROR;
+	}
+	return xg_first_rule(&s, cfg->nwords);
+}
+
+/* The whole decision for one frame in one direction. */
+static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir)
+{
+	__u32 zero = 0;
+	__u32 *active = xg_active.lookup(&zero);
+
+	if (!active)
+		return XG_PASS;
+	__u32 half = dir * XG_NVERSIONS + (*active & 1);
+	struct xg_config *cfg = xg_config.lookup(&half);
+	if (!cfg)
+		return XG_PASS;
+	int drop_ok = !(cfg->flags & XG_CFG_AUDIT);
+
+	struct xg_pkt p = {};
+	int kind = xg_parse(data, data_end, frame_len, &p);
+
+	if (kind == XG_KIND_MALFORMED) {
+		xg_count(dir, XG_SLOT_MALFORMED, frame_len);
+		return drop_ok ? XG_DROP : XG_PASS;
+	}
+	if (kind == XG_KIND_NON_IP) {
+		xg_count(dir, XG_SLOT_NON_IP, frame_len);
+		return (drop_ok && (cfg->flags & XG_CFG_NON_IP_DROP)) ? XG_DROP : XG_PASS;
+	}
+	if (!(cfg->flags & XG_CFG_NDP_RULES) && xg_is_ndp(&p)) {
+		xg_count(dir, XG_SLOT_NDP, frame_len);
+		return XG_PASS;
+	}
+
+	int verdict;
+	int rule = xg_classify(&p, half, cfg, dir);
+
+	if (rule >= 0) {
+		__u32 k = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
+		struct xg_rule *r = xg_rules.lookup(&k);
+
+		if (r) {
+			xg_count(dir, r->slot, frame_len);
+			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+			goto out;
+		}
+		rule = XG_RULE_ERROR;
+	}
+	if (rule == XG_RULE_ERROR)
+		xg_count(dir, XG_SLOT_ERROR, frame_len);
+	xg_count(dir, XG_SLOT_DEFAULT, frame_len);
+	verdict = (drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
+out:
+	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
+		xg_record_flow(&p, frame_len);
+	return verdict;
+}
+
+int xg_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS));
+}
+
+int xg_egress(struct __sk_buff *skb)
+{
+	xg_tc_pull_headers(skb);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS));
+}
