@@ -41,13 +41,13 @@ from bench.common import Lab, median, percentile
 from bench.workload import Workload
 from xdpguard import net
 from xdpguard.datapath import bpf as B
-from xdpguard.datapath import loader
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.parse import load
 from xdpguard.state import Iface
 
 TARGET_RATIO = 2.0
+PROG_PIN = "prog_ingress"  # $XDPGUARD_BPFFS/<ifname>/prog_ingress
 XDP_PASS_PROG = bytes.fromhex("b700000002000000") + bytes.fromhex("9500000000000000")  # r0 = 2; exit
 FRAME_LEN = 64
 MAC_DST = bytes.fromhex("020000000002")
@@ -172,11 +172,10 @@ def measure(lab: Lab, wl: Workload, pool_size: int, repeat: int, single_repeat: 
             Dataplane(ifname, net.ifindex(ifname), lab.ns).apply(plan, None)
     del plans
     pool = build_pool(wl.blocklist, pool_size)
-    pin = loader.prog_pin_name("ingress")
     fds = {
         "floor": B.prog_load(B.BPF_PROG_TYPE_XDP, XDP_PASS_PROG, name="xgb_floor"),
-        "small": B.obj_get(Iface(small_if).pin(pin)),
-        "large": B.obj_get(Iface(large_if).pin(pin)),
+        "small": B.obj_get(Iface(small_if).pin(PROG_PIN)),
+        "large": B.obj_get(Iface(large_if).pin(PROG_PIN)),
     }
     try:
         with _pinned_to_one_cpu() as cpu:

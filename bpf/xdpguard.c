@@ -30,7 +30,7 @@ enum xg_verdict {
 	XG_DROP = 1,
 };
 
-static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
+static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int over)
 {
 	__u32 k = dir * XG_MAX_SLOTS + slot;
 	struct xg_counter *c = xg_counters.lookup(&k);
@@ -38,7 +38,116 @@ static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
 	if (c) {
 		c->packets++;
 		c->bytes += bytes;
+		if (over) {
+			c->over++;
+			c->over_bytes += bytes;
+		}
 	}
+}
+
+static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
+{
+	xg_count2(dir, slot, bytes, 0);
+}
+
+/* CLOCK_MONOTONIC ns; test builds can set it through a map. */
+static __always_inline __u64 xg_now(void)
+{
+#ifdef XG_TEST_CLOCK
+	__u32 zero = 0;
+	__u64 *c = xg_clock.lookup(&zero);
+
+	if (c && *c)
+		return *c;
+#endif
+	return bpf_ktime_get_ns();
+}
+
+/* The packet's source masked to `plen` bits, for per-prefix buckets. */
+static __always_inline void xg_mask_addr(__u8 *out, const __u8 *addr, __u32 plen)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int bits = (int)plen - 8 * i;
+
+		if (bits >= 8)
+			out[i] = addr[i];
+		else if (bits > 0)
+			out[i] = addr[i] & (__u8)(0xff << (8 - bits));
+		else
+			out[i] = 0;
+	}
+}
+
+static __always_inline struct xg_bucket *xg_bucket_for(const struct xg_rule *r, const struct xg_pkt *p)
+{
+	struct xg_bucket fresh = {};
+
+	if (!r->per_source) {
+		__u64 id = r->rule_id;
+		struct xg_bucket *b = xg_rule_buckets.lookup(&id);
+
+		if (b)
+			return b;
+		xg_rule_buckets.insert(&id, &fresh);
+		return xg_rule_buckets.lookup(&id);
+	}
+	struct xg_src_bucket_key k = { .rule_id = r->rule_id, .family = p->family };
+
+	k.plen = p->family == 4 ? r->plen4 : r->plen6;
+	xg_mask_addr(k.addr, p->src, p->family == 4 ? (__u32)(k.plen < 32 ? k.plen : 32) : k.plen);
+	struct xg_bucket *b = xg_src_buckets.lookup(&k);
+	if (b)
+		return b;
+	xg_src_buckets.insert(&k, &fresh);
+	return xg_src_buckets.lookup(&k);
+}
+
+/* GCRA, lock-free: the bucket is one u64 updated by compare-and-swap, so
+ * every CPU draws from the same allowance and none waits for another. */
+static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_pkt *p, __u64 len, __u64 now)
+{
+	struct xg_bucket *b = xg_bucket_for(r, p);
+
+	if (!b)
+		return 0;
+	__u64 cost = r->cost_ns;
+	if (r->limit == XG_LIMIT_BPS)
+		cost = r->rate ? len * 8 * XG_NSEC_PER_SEC / r->rate : 0;
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = *(volatile __u64 *)&b->tat;
+		__u64 next = (old > now ? old : now) + cost;
+
+		if (next - now > r->burst_ns)
+			return 0;
+		if (__sync_val_compare_and_swap(&b->tat, old, next) == old)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int xg_blocked_now(const struct xg_pkt *p, __u64 now)
+{
+	struct xg_block_key k = { .family = p->family };
+
+	__builtin_memcpy(k.addr, p->src, 16);
+	struct xg_block *b = xg_blocked.lookup(&k);
+	if (!b)
+		return 0;
+	if (now < b->until_ns)
+		return 1;
+	xg_blocked.delete(&k);
+	return 0;
+}
+
+static __always_inline void xg_block_source(const struct xg_pkt *p, const struct xg_rule *r, __u64 now)
+{
+	struct xg_block_key k = { .family = p->family };
+	struct xg_block v = { .until_ns = now + (__u64)r->block_s * XG_NSEC_PER_SEC, .rule_id = r->rule_id };
+
+	__builtin_memcpy(k.addr, p->src, 16);
+	xg_blocked.update(&k, &v);
 }
 
 static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_config *cfg, __u32 fld,
@@ -100,7 +209,7 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
 		tmo = cfg->tmo_udp;
 	else
 		tmo = cfg->tmo_icmp;
-	return bpf_ktime_get_ns() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
+	return xg_now() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
 }
 
 /* Record an outbound packet's flow (egress only, so only this host creates flows). */
@@ -110,7 +219,7 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 
 	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
 		return;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = xg_now();
 	struct xg_flow *f = xg_flows.lookup(&k);
 	if (f) {
 		/* Refresh rarely: a busy flow would otherwise write a shared
@@ -245,6 +354,10 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		xg_count(dir, XG_SLOT_NDP, frame_len);
 		return XG_PASS;
 	}
+	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p, xg_now())) {
+		xg_count(dir, XG_SLOT_BLOCKED, frame_len);
+		return drop_ok ? XG_DROP : XG_PASS;
+	}
 
 	int verdict;
 	int rule = xg_classify(&p, half, cfg, dir);
@@ -254,6 +367,17 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		struct xg_rule *r = xg_rules.lookup(&k);
 
 		if (r) {
+			if (r->limit != XG_LIMIT_NONE) {
+				__u64 now = xg_now();
+
+				if (!xg_within_limit(r, &p, frame_len, now)) {
+					xg_count2(dir, r->slot, frame_len, 1);
+					if (r->block_s && dir == XG_DIR_INGRESS)
+						xg_block_source(&p, r, now);
+					verdict = drop_ok ? XG_DROP : XG_PASS;
+					goto out;
+				}
+			}
 			xg_count(dir, r->slot, frame_len);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
 			goto out;

@@ -1,10 +1,11 @@
 """`make demo`: xdpguard on a real veth pair, end to end, in a few seconds.
 
 Two network namespaces (A and B) are joined by a veth pair.  The example
-rule file rules/web-edge.yaml goes onto B's end with the real CLI; A sends
-one frame per probe (built with scapy, sent on a raw AF_PACKET socket) and
-B's capture shows which survived XDP.  Then `stats`, `status` and `detach`
-run as an operator would run them.  The lab uses documentation addresses,
+rule file rules/web-edge.yaml goes onto B's end with the real CLI; B sends
+one UDP query to A (so that A's reply is `state: established`), A sends one
+frame per probe (built with scapy, sent on a raw AF_PACKET socket) and B's
+capture shows which survived XDP.  Then `stats`, `status` and `detach` run
+as an operator would run them.  The lab uses documentation addresses,
 which the example treats as ordinary internet sources, so it applies
 unchanged; other sources (office, blocklist, bogon) are simply spoofed.
 
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,10 @@ A_IF, B_IF = "xa0", "xb0"
 A4, B4, A6, B6 = "192.0.2.1", "192.0.2.2", "2001:db8:2::1", "2001:db8:2::2"
 OFFICE, BLOCKED, BOGON, BLOCKED6 = "203.0.113.9", "192.0.2.66", "10.1.2.3", "2001:db8:bad::1"
 ETH_P_ALL = 0x0003
+REPLY_PORT = 40053  # B queries A from this port; the reply is `state: established`
 NAME_RE = re.compile(r"^xgdemo-(\d+)-[ab]$|^xdpguard-demo-(\d+)$|^xgdemo-(\d+)-")
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def probes(mac_a: str, mac_b: str) -> list[tuple[str, bool, str, bytes]]:
@@ -72,6 +75,7 @@ def probes(mac_a: str, mac_b: str) -> list[tuple[str, bool, str, bytes]]:
         ("TCP SYN :22, not office", False, "(default)", ip4(syn[22])),
         ("TCP SYN :3306", False, "(default)", ip4(syn[3306])),
         ("UDP :53", False, "(default)", ip4(UDP(sport=40000, dport=53))),
+        ("reply to B's DNS query", True, "allow-replies", ip4(UDP(sport=53, dport=REPLY_PORT))),
         ("TCP SYN :443, blocklist", False, "drop-blocklist", ip4(syn[443], BLOCKED)),
         ("IPv6 SYN :443, blocklist", False, "drop-blocklist", ip6(syn[443], BLOCKED6)),
         ("TCP SYN :443, bogon", False, "drop-bogons", ip4(syn[443], BOGON)),
@@ -161,8 +165,7 @@ def run(ns_a: str, ns_b: str, env: dict[str, str]) -> bool:
     net.set_gro(ns_b, B_IF, True)
     console.print(f"lab: A = {ns_a} {A_IF} {A4} {A6}\n     B = {ns_b} {B_IF} {B4} {B6}")
 
-    rules = os.path.relpath(RULES) if not os.path.relpath(RULES).startswith("..") else str(RULES)
-    if xdpguard(env, ns_b, "apply", rules, "--iface", B_IF).returncode != 0:
+    if xdpguard(env, ns_b, "apply", os.path.relpath(RULES), "--iface", B_IF).returncode != 0:
         console.print("[red]FAIL: apply failed[/]")
         return False
 
@@ -171,14 +174,16 @@ def run(ns_a: str, ns_b: str, env: dict[str, str]) -> bool:
     # which the IP layer ignores), to tell it apart from the lab's own traffic.
     marker = os.urandom(6).hex().encode()
     tags = [b"xgdemo-%s-%02d" % (marker, i) for i in range(len(plist))]
+    with net.in_netns(ns_b):  # B asks A something: B's egress program records the flow
+        query = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with query:
+        query.bind((B4, REPLY_PORT))
+        query.sendto(b"query", (A4, 53))
     before = counters(env, ns_b)
     arrived = send_and_capture(ns_a, ns_b, [p[3] + tag for p, tag in zip(plist, tags, strict=True)])
     after = counters(env, ns_b)
-    want: dict[str, int] = {}
-    for _, _, rule, _ in plist:
-        want[rule] = want.get(rule, 0) + 1
     # At least: the lab's own IPv6 chatter (MLD reports) is counted too.
-    counted = {k: after[k] - before[k] >= n for k, n in want.items()}
+    counted = {k: after[k] - before[k] >= n for k, n in Counter(p[2] for p in plist).items()}
 
     table = Table(
         title=f"probes from A to B ({RULES.name})",
@@ -215,12 +220,12 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix=f"xgdemo-{pid}-"))
     env = dict(os.environ, XDPGUARD_BPFFS=str(bpffs), XDPGUARD_STATE_DIR=str(state))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` runs
-    ok = False
+    ok = interrupted = False
     try:
         sweep_stale()
         ok = run(ns_a, ns_b, env)
     except KeyboardInterrupt:
-        console.print("\ninterrupted")
+        interrupted = True
     finally:
         # pyroute2 forks short-lived helpers that inherit our handlers; a
         # signal that reaches one of them must not clean up the lab.
@@ -233,6 +238,8 @@ def main() -> int:
         cleanup_pins(bpffs)
         shutil.rmtree(state, ignore_errors=True)
         console.print(f"\ncleaned up: namespaces {ns_a} {ns_b}, {bpffs}, {state}")
+    if interrupted:
+        return 130
     console.print("[green]demo OK: every probe behaved as the rules say[/]" if ok else "[red]demo FAIL[/]")
     return 0 if ok else 1
 

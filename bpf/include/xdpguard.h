@@ -55,6 +55,7 @@ enum xg_slot {
 	XG_SLOT_NDP = 3,       /* IPv6 neighbour discovery passed before rules */
 	XG_SLOT_ERROR = 4,     /* internal inconsistency: a bitmap missing */
 	XG_SLOT_FLOW_NEW = 5,  /* egress: flow-table entries created */
+	XG_SLOT_BLOCKED = 6,   /* ingress: dropped, source blocked (block_for) */
 	XG_SLOT_FIRST_RULE = 8,
 };
 /* Slots per direction; the counter map holds XG_NDIRS blocks of them. */
@@ -79,6 +80,7 @@ enum xg_field {
 #define XG_CFG_NDP_RULES (1U << 2)    /* ndp: rules (no bypass) */
 #define XG_CFG_DEFAULT_DROP (1U << 3) /* direction default: drop */
 #define XG_CFG_HAS_STATE (1U << 4)    /* some rule tests state: look flows up */
+#define XG_CFG_HAS_BLOCK (1U << 5)    /* some rule has block_for: check blocked sources */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -101,13 +103,27 @@ struct xg_config {
 	__u32 tmo_icmp;
 };
 
-/* Rule table entry, indexed by half * XG_MAX_RULES + bit position. */
+/* xg_rule.limit */
+#define XG_LIMIT_NONE 0
+#define XG_LIMIT_PPS 1
+#define XG_LIMIT_BPS 2
+
+/* Rule table entry, indexed by half * XG_MAX_RULES + bit position.
+ * Rate limits are GCRA: a bucket holds its theoretical arrival time (TAT);
+ * a packet costing c ns is within the limit when max(TAT, now) + c - now
+ * <= burst_ns, and then moves TAT there. */
 struct xg_rule {
-	__u64 rule_id;    /* stable id derived from direction and name */
-	__u32 slot;       /* counter slot */
-	__u32 limit_idx;  /* rate-limit entry + 1, 0 for none */
-	__u8 action;      /* XG_ACT_* */
-	__u8 pad[7];
+	__u64 rule_id;   /* stable id derived from direction and name */
+	__u32 slot;      /* counter slot */
+	__u8 action;     /* XG_ACT_* */
+	__u8 limit;      /* XG_LIMIT_* */
+	__u8 plen4;      /* per source/N: bucket per IPv4 prefix of this length; */
+	__u8 plen6;      /*   both 0: one bucket for the rule */
+	__u64 rate;      /* packets or bits per second */
+	__u64 cost_ns;   /* pps: ns per packet (bps: computed from the length) */
+	__u64 burst_ns;  /* tolerance: the burst, in ns at the rate */
+	__u32 block_s;   /* block_for in seconds, 0 for none */
+	__u32 per_source; /* buckets keyed by source (else one per rule) */
 };
 
 /* A rule bitmap: bit r of word r/64 is rule r.  summary bit w is set when
@@ -119,8 +135,10 @@ struct xg_bitmap {
 };
 
 struct xg_counter {
-	__u64 packets;
+	__u64 packets;   /* every packet the rule matched */
 	__u64 bytes;
+	__u64 over;      /* of those, dropped over the rate limit */
+	__u64 over_bytes;
 };
 
 /* LPM keys: the half byte comes first, so one trie holds every half
@@ -161,5 +179,36 @@ struct xg_flow {
  * to a shared hash on busy flows. */
 #define XG_FLOW_REFRESH_NS 1000000000ULL
 #define XG_NSEC_PER_SEC 1000000000ULL
+
+/* Rate-limit buckets.  Per-rule ones in a hash keyed by rule id (room for
+ * two full rule sets per direction); per-source ones in an LRU keyed by
+ * rule id and masked source, sized by the rule file. */
+#define XG_RULE_BUCKETS (XG_NDIRS * 2 * XG_MAX_RULES)
+#define XG_LIMIT_DEFAULT_SIZE 65536
+#define XG_LIMIT_TRIES 4 /* compare-and-swap attempts before calling it over */
+
+struct xg_bucket {
+	__u64 tat; /* theoretical arrival time, ns */
+};
+
+struct xg_src_bucket_key {
+	__u64 rule_id;
+	__u8 family;
+	__u8 plen;
+	__u8 pad[6];
+	__u8 addr[16]; /* masked to plen */
+};
+
+/* Sources blocked by block_for, until a CLOCK_MONOTONIC time. */
+struct xg_block_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct xg_block {
+	__u64 until_ns;
+	__u64 rule_id; /* the limit that was exceeded */
+};
 
 #endif /* XDPGUARD_H */

@@ -52,4 +52,17 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS
  * traffic cannot fill it. */
 BPF_TABLE_PINNED("lru_hash", struct xg_flow_key, struct xg_flow, xg_flows, XG_FLOW_SIZE, XG_PIN("flows"));
 
+/* Rate-limit state, keyed by stable rule id so it survives updates that
+ * keep the rule.  XG_LIMIT_SIZE comes from the rule file. */
+BPF_TABLE_PINNED("hash", __u64, struct xg_bucket, xg_rule_buckets, XG_RULE_BUCKETS, XG_PIN("rule_buckets"));
+BPF_TABLE_PINNED("lru_hash", struct xg_src_bucket_key, struct xg_bucket, xg_src_buckets, XG_LIMIT_SIZE,
+		 XG_PIN("src_buckets"));
+BPF_TABLE_PINNED("lru_hash", struct xg_block_key, struct xg_block, xg_blocked, XG_LIMIT_SIZE, XG_PIN("blocked"));
+
+#ifdef XG_TEST_CLOCK
+/* Test builds only (the loader sets XG_TEST_CLOCK when XDPGUARD_TEST_CLOCK=1):
+ * a clock the tests set, so limiter accuracy can be checked exactly. */
+BPF_TABLE_PINNED("array", __u32, __u64, xg_clock, 1, XG_PIN("test_clock"));
+#endif
+
 #endif /* XG_MAPS_H */

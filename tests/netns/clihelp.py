@@ -106,7 +106,9 @@ class Guard:
         self.ns = lab.b.ns
         self.ifname = lab.b.ifname
 
-    def cli(self, *args: str | os.PathLike[str], python_opts: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str | os.PathLike[str], python_opts: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, netns=self.ns, env=lab_env(self.lab), python_opts=python_opts)
 
     def apply(self, rules: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -119,7 +121,9 @@ class Guard:
         return result
 
     def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(expect_ok(self.cli("stats", "--iface", self.ifname, "--json")).stdout)
+        data: dict[str, Any] = json.loads(
+            expect_ok(self.cli("stats", "--iface", self.ifname, "--json")).stdout
+        )
         return data
 
     def status(self) -> dict[str, Any]:

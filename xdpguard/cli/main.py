@@ -51,6 +51,7 @@ app.command("apply")(apply_cmds.apply)
 app.command("status")(show.status)
 app.command("stats")(show.stats)
 app.command("detach")(apply_cmds.detach)
+app.command("unblock")(show.unblock)
 
 
 def main(argv: list[str] | None = None) -> None:

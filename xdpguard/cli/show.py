@@ -58,20 +58,24 @@ def status(
 
 def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
     t = Table(title=f"{st['interface']}", title_justify="left")
-    for col in ("direction", "rule", "action", "packets", "bytes"):
-        t.add_column(col, justify="right" if col in ("packets", "bytes") else "left")
+    for col in ("direction", "rule", "action", "packets", "bytes", "over limit"):
+        t.add_column(col, justify="left" if col in ("direction", "rule", "action") else "right")
     if rates is not None:
         t.add_column("pkt/s", justify="right")
     for dname in ("ingress", "egress"):
         d = st.get(dname)
         if not d:
             continue
-        rows = [(r["name"], r["action"], r["packets"], r["bytes"]) for r in d["rules"]]
-        rows.append(("(default)", d["default"]["action"], d["default"]["packets"], d["default"]["bytes"]))
-        for k in ("malformed", "non_ip", "ndp"):
-            rows.append((f"({k})", "", d[k]["packets"], d[k]["bytes"]))
-        for name, action, pk, by in rows:
-            cells = [dname, name, action, f"{pk:,}", f"{by:,}"]
+        rows = [
+            (r["name"], r["action"], r["packets"], r["bytes"], f"{r['limit']['over_limit']:,}" if "limit" in r else "")
+            for r in d["rules"]
+        ]
+        rows.append(("(default)", d["default"]["action"], d["default"]["packets"], d["default"]["bytes"], ""))
+        for k in ("malformed", "non_ip", "ndp", "blocked"):
+            if k in d and (k != "blocked" or dname == "ingress"):
+                rows.append((f"({k})", "drop" if k in ("malformed", "blocked") else "", d[k]["packets"], d[k]["bytes"], ""))
+        for name, action, pk, by, over in rows:
+            cells = [dname, name, action, f"{pk:,}", f"{by:,}", over]
             if rates is not None:
                 cells.append(f"{rates.get((dname, name), 0.0):,.0f}")
             t.add_row(*cells)
@@ -98,6 +102,8 @@ def stats(
             return
         for st in data:
             console.print(_table(st))
+            for b in st.get("blocked", []):
+                console.print(f"blocked: {b['source']} for {b['seconds_left']} s more (rule {b['rule']})")
             fl = st.get("flows")
             if fl:
                 console.print(
@@ -133,3 +139,26 @@ def stats(
                 live.update(render())
         except KeyboardInterrupt:
             pass
+
+
+def unblock(
+    address: str = typer.Argument(..., help="source address to release"),
+    iface: list[str] = typer.Option([], "--iface", "-i", help="interface (default: all xdpguard knows)"),
+) -> None:
+    """Release a source blocked by a rate limit's block_for before its time is up."""
+    import ipaddress
+
+    from xdpguard.datapath.dataplane import Dataplane
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError as e:
+        raise UsageError(f"not an IP address: {address!r}") from e
+    names = _targets(iface)
+    if not names:
+        raise UsageError("xdpguard is not attached to any interface")
+    released = [n for n in names if Dataplane(n, 0).unblock(ip.version, int(ip))]
+    if released:
+        console.print(f"{ip}: unblocked on {', '.join(released)}")
+    else:
+        console.print(f"{ip}: was not blocked")

@@ -32,6 +32,7 @@ SLOT_NON_IP = 2
 SLOT_NDP = 3
 SLOT_ERROR = 4
 SLOT_FLOW_NEW = 5
+SLOT_BLOCKED = 6
 SLOT_FIRST_RULE = 8
 MAX_SLOTS = SLOT_FIRST_RULE + 2 * MAX_RULES
 RESERVED_SLOTS = {
@@ -40,6 +41,7 @@ RESERVED_SLOTS = {
     "non_ip": SLOT_NON_IP,
     "ndp": SLOT_NDP,
     "error": SLOT_ERROR,
+    "blocked": SLOT_BLOCKED,
 }
 
 F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
@@ -50,6 +52,14 @@ CFG_NON_IP_DROP = 1 << 1
 CFG_NDP_RULES = 1 << 2
 CFG_DEFAULT_DROP = 1 << 3
 CFG_HAS_STATE = 1 << 4
+CFG_HAS_BLOCK = 1 << 5
+
+LIMIT_NONE = 0
+LIMIT_PPS = 1
+LIMIT_BPS = 2
+RULE_BUCKETS = NDIRS * 2 * MAX_RULES
+LIMIT_DEFAULT_SIZE = 65536
+LIMIT_TRIES = 4
 
 ACT_ALLOW = 0
 ACT_DROP = 1
@@ -84,9 +94,15 @@ class RuleEntry(C.Structure):
     _fields_ = [
         ("rule_id", C.c_uint64),
         ("slot", C.c_uint32),
-        ("limit_idx", C.c_uint32),
         ("action", C.c_uint8),
-        ("pad", C.c_uint8 * 7),
+        ("limit", C.c_uint8),
+        ("plen4", C.c_uint8),
+        ("plen6", C.c_uint8),
+        ("rate", C.c_uint64),
+        ("cost_ns", C.c_uint64),
+        ("burst_ns", C.c_uint64),
+        ("block_s", C.c_uint32),
+        ("per_source", C.c_uint32),
     ]
 
 
@@ -95,7 +111,29 @@ class Bitmap(C.Structure):
 
 
 class Counter(C.Structure):
-    _fields_ = [("packets", C.c_uint64), ("bytes", C.c_uint64)]
+    _fields_ = [("packets", C.c_uint64), ("bytes", C.c_uint64), ("over", C.c_uint64), ("over_bytes", C.c_uint64)]
+
+
+class Bucket(C.Structure):
+    _fields_ = [("tat", C.c_uint64)]
+
+
+class SrcBucketKey(C.Structure):
+    _fields_ = [
+        ("rule_id", C.c_uint64),
+        ("family", C.c_uint8),
+        ("plen", C.c_uint8),
+        ("pad", C.c_uint8 * 6),
+        ("addr", C.c_uint8 * 16),
+    ]
+
+
+class BlockKey(C.Structure):
+    _fields_ = [("family", C.c_uint8), ("pad", C.c_uint8 * 3), ("addr", C.c_uint8 * 16)]
+
+
+class Block(C.Structure):
+    _fields_ = [("until_ns", C.c_uint64), ("rule_id", C.c_uint64)]
 
 
 class Lpm4Key(C.Structure):
@@ -134,6 +172,10 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_lpm6_key": Lpm6Key,
     "xg_flow_key": FlowKey,
     "xg_flow": Flow,
+    "xg_bucket": Bucket,
+    "xg_src_bucket_key": SrcBucketKey,
+    "xg_block_key": BlockKey,
+    "xg_block": Block,
 }
 
 # Constants checked against the header: name in C -> value here.
@@ -147,6 +189,14 @@ CONSTANTS: dict[str, int] = {
     "XG_DIR_INGRESS": DIR_INGRESS,
     "XG_DIR_EGRESS": DIR_EGRESS,
     "XG_SLOT_FLOW_NEW": SLOT_FLOW_NEW,
+    "XG_SLOT_BLOCKED": SLOT_BLOCKED,
+    "XG_CFG_HAS_BLOCK": CFG_HAS_BLOCK,
+    "XG_LIMIT_NONE": LIMIT_NONE,
+    "XG_LIMIT_PPS": LIMIT_PPS,
+    "XG_LIMIT_BPS": LIMIT_BPS,
+    "XG_RULE_BUCKETS": RULE_BUCKETS,
+    "XG_LIMIT_DEFAULT_SIZE": LIMIT_DEFAULT_SIZE,
+    "XG_LIMIT_TRIES": LIMIT_TRIES,
     "XG_FLOW_DEFAULT_SIZE": FLOW_DEFAULT_SIZE,
     "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
     "XG_NSEC_PER_SEC": NSEC_PER_SEC,

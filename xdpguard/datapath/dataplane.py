@@ -135,9 +135,9 @@ class Dataplane:
         res = ApplyResult(changed=True, attached=True)
         linked = False
         try:
-            loaded = loader.load(self.pin_dir, plan.flow_table_size)
+            loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
             try:
-                problems = M.check_pinned_sizes(self.pin_dir, plan.flow_table_size)
+                problems = M.check_pinned_sizes(self.pin_dir, plan)
                 if problems:
                     raise KernelError("; ".join(problems))
                 with M.open_maps(self.pin_dir) as m:
@@ -200,13 +200,16 @@ class Dataplane:
     def _update(self, plan: Plan, applied: Applied | None, replace_program: bool) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
         old = plan_from_bytes(raw) if raw is not None else None
-        pinned_flows = M.pinned_flow_size(self.pin_dir)
-        if pinned_flows is not None and pinned_flows != plan.flow_table_size:
-            raise UsageError(
-                f"{plan.source}: flow_table_size {plan.flow_table_size} differs from the live table's "
-                f"{pinned_flows}; resizing forgets every tracked flow, so it takes `xdpguard detach` "
-                "then `apply`"
-            )
+        for name, setting, want in (
+            ("flows", "flow_table_size", plan.flow_table_size),
+            ("src_buckets", "limit_table_size", plan.limit_table_size),
+        ):
+            have = M.pinned_size(self.pin_dir, name)
+            if have is not None and have != want:
+                raise UsageError(
+                    f"{plan.source}: {setting} {want} differs from the live table's {have}; resizing "
+                    "forgets what the table tracks, so it takes `xdpguard detach` then `apply`"
+                )
         res = ApplyResult(changed=False)
         if replace_program or self._program_outdated(applied):
             self._replace_programs(plan)
@@ -253,6 +256,8 @@ class Dataplane:
             finally:
                 for fd in bitmap_fds.values():
                     os.close(fd)
+            # Buckets of rules gone from both halves can no longer be reached.
+            M.prune_rule_buckets(m, {r.rule_id for d in plan.directions() for r in d.rules})
         return res
 
     def _program_outdated(self, applied: Applied | None) -> bool:
@@ -263,13 +268,13 @@ class Dataplane:
     def _replace_programs(self, plan: Plan) -> None:
         from xdpguard.datapath import loader
 
-        problems = M.check_pinned_sizes(self.pin_dir, plan.flow_table_size)
+        problems = M.check_pinned_sizes(self.pin_dir, plan)
         if problems:
             raise KernelError(
                 "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
-        loaded = loader.load(self.pin_dir, plan.flow_table_size)
+        loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
         try:
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
@@ -356,9 +361,12 @@ class Dataplane:
                 for i, e in enumerate(entries):
                     fallback = (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow")
                     name, action = names.get(e.rule_id, fallback)
-                    pk, by = counts[e.slot]
-                    rules.append({"name": name, "action": action, "packets": pk, "bytes": by})
-                special = {k: {"packets": counts[s][0], "bytes": counts[s][1]} for k, s in abi.RESERVED_SLOTS.items()}
+                    pk, by, over = counts[e.slot]
+                    row: dict[str, Any] = {"name": name, "action": action, "packets": pk, "bytes": by}
+                    if e.limit != abi.LIMIT_NONE:
+                        row["limit"] = {"admitted": pk - over, "over_limit": over}
+                    rules.append(row)
+                special = {k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()}
                 default = special.pop("default")
                 out[direction] = {
                     "rules": rules,
@@ -371,7 +379,13 @@ class Dataplane:
             # Entries are never deleted, only reused by the LRU: what was
             # created and is no longer there was evicted.
             out["flows"] = {"entries": fill, "size": size, "created": created, "evicted": max(0, created - fill)}
+            out["blocked"] = M.read_blocked(m, plan)
         return out
+
+    def unblock(self, family: int, addr: int) -> bool:
+        _require_root()
+        with M.open_maps(self.pin_dir) as m:
+            return M.unblock(m, family, addr)
 
     # ------------------------------------------------------------------ detach
 

@@ -37,8 +37,9 @@ class Loaded:
 
 
 def source_hash() -> str:
-    """Identity of the C sources: a program older than the package's gets replaced."""
+    """Identity of the C sources and build flags: a program older than the package's gets replaced."""
     h = hashlib.sha256()
+    h.update(b"test-clock" if test_clock_enabled() else b"production")
     for root, _, files in sorted(os.walk(abi.BPF_DIR)):
         for f in sorted(files):
             if f.endswith((".c", ".h")):
@@ -49,7 +50,12 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def load(pin_dir: str, flow_size: int) -> Loaded:
+def test_clock_enabled() -> bool:
+    """Tests may ask for a settable clock (XDPGUARD_TEST_CLOCK=1); production never does."""
+    return os.environ.get("XDPGUARD_TEST_CLOCK") == "1"
+
+
+def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     """Compile once and load both programs; their maps are created or reused under pin_dir."""
     if not _SAFE_PATH.match(pin_dir):
         raise KernelError(f"refusing bpffs path with unusual characters: {pin_dir!r}")
@@ -61,9 +67,12 @@ def load(pin_dir: str, flow_size: int) -> Loaded:
     cflags = [
         f'-DXG_PIN_DIR="{pin_dir}"',
         f"-DXG_FLOW_SIZE={int(flow_size)}",
+        f"-DXG_LIMIT_SIZE={int(limit_size)}",
         f"-I{abi.BPF_DIR}",
         "-Wno-macro-redefined",
     ]
+    if test_clock_enabled():
+        cflags.append("-DXG_TEST_CLOCK=1")
     fds: dict[str, int] = {}
     try:
         b = BPF(src_file=str(abi.BPF_DIR / SOURCE).encode(), cflags=cflags)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
-from xdpguard.rules.compile import DirectionPlan, Intervals, LpmEntries, Plan
+from xdpguard.rules.compile import DirectionPlan, Intervals, LpmEntries, Plan, RulePlan
 from xdpguard.rules.model import Action, Mode
 
 DIRECTIONS = ("ingress", "egress")
@@ -31,6 +31,10 @@ C_SIZE = {
     "lpm6": ctypes.sizeof(abi.Lpm6Key),
     "flow_key": ctypes.sizeof(abi.FlowKey),
     "flow": ctypes.sizeof(abi.Flow),
+    "bucket": ctypes.sizeof(abi.Bucket),
+    "src_bucket_key": ctypes.sizeof(abi.SrcBucketKey),
+    "block_key": ctypes.sizeof(abi.BlockKey),
+    "block": ctypes.sizeof(abi.Block),
 }
 
 # name -> (type, key size, value size, max entries): what bpf/lib/maps.h declares.
@@ -50,16 +54,30 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
+    "rule_buckets": (B.BPF_MAP_TYPE_HASH, 8, C_SIZE["bucket"], abi.RULE_BUCKETS),
 }
-FLOW_MAP = (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"])
+# Maps whose size the rule file chooses: name -> (type, key size, value size).
+SIZED_MAPS = {
+    "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
+    "src_buckets": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["src_bucket_key"], C_SIZE["bucket"]),
+    "blocked": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["block_key"], C_SIZE["block"]),
+}
 
 
-def check_pinned_sizes(pin_dir: str, flow_size: int | None = None) -> list[str]:
+def sized_maps(plan: Plan) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        "flows": (*SIZED_MAPS["flows"], plan.flow_table_size),
+        "src_buckets": (*SIZED_MAPS["src_buckets"], plan.limit_table_size),
+        "blocked": (*SIZED_MAPS["blocked"], plan.limit_table_size),
+    }
+
+
+def check_pinned_sizes(pin_dir: str, plan: Plan | None = None) -> list[str]:
     """Mismatches between pinned maps and what the programs declare (bcc does not check)."""
     problems = []
     want = dict(EXPECTED_MAPS)
-    if flow_size is not None:
-        want["flows"] = (*FLOW_MAP, flow_size)
+    if plan is not None:
+        want.update(sized_maps(plan))
     for name, spec in want.items():
         path = os.path.join(pin_dir, name)
         if not os.path.exists(path):
@@ -72,8 +90,8 @@ def check_pinned_sizes(pin_dir: str, flow_size: int | None = None) -> list[str]:
     return problems
 
 
-def pinned_flow_size(pin_dir: str) -> int | None:
-    path = os.path.join(pin_dir, "flows")
+def pinned_size(pin_dir: str, name: str) -> int | None:
+    path = os.path.join(pin_dir, name)
     if not os.path.exists(path):
         return None
     with B.Fd(B.obj_get(path)) as fd:
@@ -104,7 +122,7 @@ class Maps:
 def open_maps(pin_dir: str) -> Maps:
     m = Maps()
     try:
-        for name in [*EXPECTED_MAPS, "flows"]:
+        for name in [*EXPECTED_MAPS, *SIZED_MAPS]:
             m.fds[name] = B.obj_get(os.path.join(pin_dir, name))
     except B.BpfError as e:
         m.close()
@@ -159,6 +177,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_DEFAULT_DROP
     if d.uses_state:
         flags |= abi.CFG_HAS_STATE
+    if d.uses_block:
+        flags |= abi.CFG_HAS_BLOCK
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
@@ -171,11 +191,21 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     return bytes(cfg)
 
 
-def rule_bytes(rule_id: int, slot: int, action: Action) -> bytes:
+def rule_bytes(rp: RulePlan, slot: int) -> bytes:
     r = abi.RuleEntry()
-    r.rule_id = rule_id
+    r.rule_id = rp.rule_id
     r.slot = slot
-    r.action = abi.ACT_DROP if action == Action.DROP else abi.ACT_ALLOW
+    r.action = abi.ACT_DROP if rp.action == Action.DROP else abi.ACT_ALLOW
+    lim = rp.limit
+    if lim is not None:
+        r.limit = lim.kind
+        r.rate = lim.rate
+        r.cost_ns = lim.cost_ns
+        r.burst_ns = lim.burst_ns
+        r.per_source = int(lim.per_source)
+        r.plen4 = lim.plen4 if lim.per_source else 0
+        r.plen6 = lim.plen6 if lim.per_source else 0
+        r.block_s = lim.block_s
     return bytes(r)
 
 
@@ -311,7 +341,7 @@ def write_half(
         B.map_update_batch(
             dm["rules"],
             [_u32(base + r.index) for r in d.rules],
-            [rule_bytes(r.rule_id, slots[r.rule_id], r.action) for r in d.rules],
+            [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
         )
     B.map_update(dm["config"], _u32(half), config_bytes(plan, d))
     return st, bitmap_fd
@@ -341,20 +371,21 @@ def _slot_key(direction: str, slot: int) -> bytes:
     return _u32(abi.DIR_INDEX[direction] * abi.MAX_SLOTS + slot)
 
 
-def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int]]:
-    """Per slot (packets, bytes) summed over CPUs."""
+def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int, int]]:
+    """Per slot (packets, bytes, over-limit packets) summed over CPUs."""
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
     for s in slots:
         raw = B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
-        pk = by = 0
+        pk = by = over = 0
         if raw:
             for v in B.split_percpu(raw, vsize):
                 c = abi.Counter.from_buffer_copy(v)
                 pk += c.packets
                 by += c.bytes
-        out[s] = (pk, by)
+                over += c.over
+        out[s] = (pk, by, over)
     return out
 
 
@@ -363,6 +394,50 @@ def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:
         return
     zero = bytes(B.percpu_value_size(C_SIZE["counter"]))
     B.map_update_batch(dm["counters"], [_slot_key(direction, s) for s in slots], [zero] * len(slots))
+
+
+def prune_rule_buckets(dm: Maps, live: set[int]) -> int:
+    keys = [k for k, _ in B.map_lookup_batch(dm["rule_buckets"], 8, C_SIZE["bucket"])]
+    stale = [k for k in keys if struct.unpack("<Q", k)[0] not in live]
+    return B.map_delete_batch(dm["rule_buckets"], stale) if stale else 0
+
+
+def _block_key(family: int, addr: int) -> bytes:
+    k = abi.BlockKey()
+    k.family = family
+    raw = addr.to_bytes(4 if family == 4 else 16, "big")
+    for i, b in enumerate(raw):
+        k.addr[i] = b
+    return bytes(k)
+
+
+def unblock(dm: Maps, family: int, addr: int) -> bool:
+    return B.map_delete(dm["blocked"], _block_key(family, addr))
+
+
+def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
+    """Blocked sources still in force, with seconds left and the rule that blocked them."""
+    import ipaddress
+    import time
+
+    names = {r.rule_id: r.name for d in plan.directions() for r in d.rules} if plan else {}
+    now = time.monotonic_ns()
+    out: list[dict[str, object]] = []
+    for k, v in B.map_lookup_batch(dm["blocked"], C_SIZE["block_key"], C_SIZE["block"]):
+        key = abi.BlockKey.from_buffer_copy(k)
+        val = abi.Block.from_buffer_copy(v)
+        if val.until_ns <= now:
+            continue
+        raw = bytes(key.addr)
+        addr = ipaddress.ip_address(raw[:4] if key.family == 4 else raw)
+        out.append(
+            {
+                "source": str(addr),
+                "seconds_left": round((val.until_ns - now) / 1e9, 1),
+                "rule": names.get(val.rule_id, f"{val.rule_id:016x}"),
+            }
+        )
+    return sorted(out, key=lambda b: str(b["source"]))
 
 
 def flow_table_fill(dm: Maps) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from array import array
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from xdpguard.rules.model import (
     Direction,
     Mode,
     Prefix,
+    RateLimit,
     Rule,
     RuleSet,
     State,
@@ -60,6 +62,43 @@ def rule_id(direction: str, name: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+LIMIT_PPS, LIMIT_BPS = 1, 2  # enum values of xg_rule.limit
+NSEC = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LimitPlan:
+    """A rate limit in the units the program uses (GCRA in nanoseconds)."""
+
+    kind: int  # LIMIT_PPS | LIMIT_BPS
+    rate: int  # packets or bits per second
+    cost_ns: int  # pps: ns per packet (bps: the program derives it from the length)
+    burst_ns: int  # tolerance: the burst expressed in ns at the rate
+    per_source: bool
+    plen4: int
+    plen6: int
+    block_s: int
+
+    @classmethod
+    def from_model(cls, rl: RateLimit) -> LimitPlan:
+        per_source = rl.per != "rule"
+        block = math.ceil(rl.block_for) if rl.block_for else 0
+        if rl.pps is not None:
+            cost = max(1, round(NSEC / rl.pps))
+            return cls(LIMIT_PPS, rl.pps, cost, rl.burst * cost, per_source, rl.per_prefix_v4, rl.per_prefix_v6, block)
+        assert rl.bps is not None
+        return cls(LIMIT_BPS, rl.bps, 0, rl.burst * 8 * NSEC // rl.bps, per_source, rl.per_prefix_v4,
+                   rl.per_prefix_v6, block)  # fmt: skip
+
+    def to_list(self) -> list[int]:
+        return [self.kind, self.rate, self.cost_ns, self.burst_ns, int(self.per_source), self.plen4, self.plen6,
+                self.block_s]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, v: list[int]) -> LimitPlan:
+        return cls(v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7])
+
+
 @dataclass(frozen=True)
 class RulePlan:
     index: int
@@ -67,7 +106,11 @@ class RulePlan:
     rule_id: int
     action: Action
     line: int
-    has_limit: bool
+    limit: LimitPlan | None
+
+    @property
+    def has_limit(self) -> bool:
+        return self.limit is not None
 
 
 @dataclass
@@ -114,6 +157,10 @@ class DirectionPlan:
     def all_bitmaps(self) -> list[int]:
         """Every bitmap in global-index order (what the bitmap map holds)."""
         return [b for t in self.tables for b in t]
+
+    @property
+    def uses_block(self) -> bool:
+        return any(r.limit is not None and r.limit.block_s for r in self.rules)
 
     @property
     def uses_state(self) -> bool:
@@ -196,7 +243,14 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     nwords = (n + 63) // 64
 
     rplans = tuple(
-        RulePlan(i, r.name, rule_id(dname, r.name), r.action, r.line, r.rate_limit is not None)
+        RulePlan(
+            i,
+            r.name,
+            rule_id(dname, r.name),
+            r.action,
+            r.line,
+            LimitPlan.from_model(r.rate_limit) if r.rate_limit is not None else None,
+        )
         for i, r in enumerate(rules)
     )
 
@@ -475,7 +529,7 @@ def _dir_head(d: DirectionPlan) -> dict[str, object]:
         "name": d.name,
         "default": d.default.value,
         "nwords": d.nwords,
-        "rules": [[r.name, r.action.value, r.line, r.has_limit] for r in d.rules],
+        "rules": [[r.name, r.action.value, r.line, r.limit.to_list() if r.limit else None] for r in d.rules],
         "l4free": d.l4free_idx,
         "est": d.est_idx,
         "new": d.new_idx,
@@ -540,7 +594,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
             flat = array("I", blob())
             ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
         rules = tuple(
-            RulePlan(i, name, rule_id(dh["name"], name), Action(act), line, lim)
+            RulePlan(i, name, rule_id(dh["name"], name), Action(act), line, LimitPlan.from_list(lim) if lim else None)
             for i, (name, act, line, lim) in enumerate(dh["rules"])
         )
         dirs.append(
