@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from xdpguard.errors import RuleError, UsageError
+from xdpguard.errors import UsageError
 from xdpguard.rules.compile import Plan, compile_ruleset
 from xdpguard.rules.describe import rule_signatures
 from xdpguard.rules.model import RuleSet
@@ -30,12 +30,8 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     """Parse and compile a rule file; returns the model, the plan and the file text."""
     from xdpguard.rules.parse import load
 
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise RuleError(str(path), None, f"cannot read the rule file: {e.strerror}") from e
-    rs = load(path)
-    return rs, compile_ruleset(rs), text
+    rs = load(path)  # reports unreadable files and bad encodings as path:line errors
+    return rs, compile_ruleset(rs), path.read_text()
 
 
 def summary_of(rs: RuleSet) -> dict[str, Any]:

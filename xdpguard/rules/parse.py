@@ -259,6 +259,11 @@ def _load_yaml(text: str, path: str) -> Any:
         raise RuleError(path, line, f"invalid YAML: {problem}{context}") from None
     except yaml.YAMLError as e:
         raise RuleError(path, 1, f"invalid YAML: {e}") from None
+    except RecursionError:
+        # PyYAML recurses per nesting level; a rule file never nests this deep.
+        mark = loader.get_mark() if hasattr(loader, "get_mark") else None
+        line = mark.line + 1 if mark is not None else 1
+        raise RuleError(path, line, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
 
