@@ -19,6 +19,10 @@ large set; the large set again.  Whether a rule-only apply loads bcc/LLVM
 is shown with `python -X importtime`: the lines naming a bcc module are
 counted for rule-only applies (must be 0) and for a first attach (the
 positive control: must be > 0).  `xdpguard --help` gives the start-up floor.
+
+On return the large set is left on the lab's first interface and the small
+set on the second (LEFT_ON), so that bench.progcost can measure the
+programs without compiling and loading them again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from bench.workload import Workload
 from xdpguard.datapath.dataplane import Dataplane
 
 TARGET_SMALL_CHANGE_S = 0.3
+# What measure() leaves attached: rule file attribute of Workload -> index into Lab.ifaces.
+LEFT_ON = {"large": 0, "small": 1}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class ApplySample:
     changed: bool
     replaced: bool
     messages: tuple[str, ...]
+    writes: dict[str, int]  # map entries written, from the JSON answer
     bcc_import_lines: int | None  # only for -X importtime runs
 
 
@@ -63,6 +70,7 @@ def apply_cli(lab: Lab, iface: str, path: Path, importtime: bool = False) -> App
         changed=bool(res["changed"]),
         replaced=bool(res["replaced_program"]),
         messages=tuple(res["messages"]),
+        writes={k: int(v) for k, v in res["writes"].items()},
         bcc_import_lines=bcc,
     )
 
@@ -91,6 +99,7 @@ def _case(samples: list[ApplySample]) -> dict[str, object]:
         "wall_s": summary([s.wall_s for s in samples]),
         "internal_s": summary([s.seconds for s in samples]),
         "peak_rss_bytes": {"median": int(median(rss)), "max": max(rss)},
+        "writes_first_sample": samples[0].writes,
     }
 
 
@@ -137,11 +146,10 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
         for _ in range(reps_large)
     ]
 
-    detach(ifc)
+    # The control attaches to the other, still bare, end of the pair.
     it_attach = _expect(
-        apply_cli(lab, ifc, wl.small, importtime=True), "importtime", attached=True, changed=True
+        apply_cli(lab, lab.ifaces[1], wl.small, importtime=True), "importtime", attached=True, changed=True
     )
-    detach(ifc)
 
     small_change_wall = median([s.wall_s for s in small_change])
     small_change_internal = median([s.seconds for s in small_change])

@@ -2,7 +2,7 @@
 
 Method: the 10-rule set is attached to one end of the lab's veth pair and
 the 4,096-rule + 1M-prefix set to the other (Dataplane.apply inside the
-namespace); their pinned programs ($XDPGUARD_BPFFS/<ifname>/prog_ingress)
+namespace, or left there by bench.applytime); their pinned programs ($XDPGUARD_BPFFS/<ifname>/prog_ingress)
 and a trivial XDP program (r0 = XDP_PASS; exit) loaded for the floor are
 run with BPF_PROG_TEST_RUN over one pool of distinct 64-byte IPv4 TCP/UDP
 frames: half with a source drawn from inside a random blocklist prefix
@@ -164,13 +164,23 @@ def _one_pass(prog: int, pool: list[Frame]) -> list[float]:
     return [float(B.prog_test_run(prog, fr.data, repeat=1).duration_ns) for fr in pool]
 
 
-def measure(lab: Lab, wl: Workload, pool_size: int, repeat: int, single_repeat: int) -> dict[str, object]:
-    small_if, large_if = lab.ifaces
-    plans = {small_if: compile_ruleset(load(wl.small)), large_if: compile_ruleset(load(wl.large))}
+def ensure_applied(lab: Lab, ifname: str, path: Path) -> None:
+    """Apply the rule file unless the interface's state says it holds it already."""
+    applied = Iface(ifname).load_applied()
+    if applied is not None and applied.file == os.path.abspath(path) and Dataplane(ifname, 0).attached:
+        return
+    plan = compile_ruleset(load(path))
     with net.in_netns(lab.ns):
-        for ifname, plan in plans.items():
-            Dataplane(ifname, net.ifindex(ifname), lab.ns).apply(plan, None)
-    del plans
+        Dataplane(ifname, net.ifindex(ifname), lab.ns).apply(plan, None)
+
+
+def measure(
+    lab: Lab, wl: Workload, small_if: str, large_if: str, pool_size: int, repeat: int, single_repeat: int
+) -> dict[str, object]:
+    """Program cost of the 10-rule set on small_if and the large set on large_if
+    (applied here unless they are there already); detaches both at the end."""
+    ensure_applied(lab, small_if, wl.small)
+    ensure_applied(lab, large_if, wl.large)
     pool = build_pool(wl.blocklist, pool_size)
     fds = {
         "floor": B.prog_load(B.BPF_PROG_TYPE_XDP, XDP_PASS_PROG, name="xgb_floor"),
@@ -189,7 +199,7 @@ def measure(lab: Lab, wl: Workload, pool_size: int, repeat: int, single_repeat: 
     finally:
         for fd in fds.values():
             os.close(fd)
-        for ifname in lab.ifaces:
+        for ifname in (small_if, large_if):
             Dataplane(ifname, 0).detach()
 
     def minus_floor(d: dict[str, list[float]], k: str) -> list[float]:

@@ -128,14 +128,15 @@ def _apply_md(a: dict[str, Any]) -> list[str]:
         "(large-set cases; one-rule changes alternate forth and back, so twice as many samples). "
         '"Large set" = the check benchmark\'s large file.',
         "",
-        "| case | CLI wall (median) | internal `seconds` (median) | peak RSS (max) |",
-        "|---|---:|---:|---:|",
+        "| case | CLI wall (median) | internal `seconds` (median) | peak RSS (max) | map entries written |",
+        "|---|---:|---:|---:|---|",
     ]
     for key, label in _CASES:
         c = a["cases"][key]
+        writes = ", ".join(f"{k} {v:,}" for k, v in c["writes_first_sample"].items() if v) or "none"
         out.append(
             f"| {label} | {_s(c['wall_s']['median'])} | {_s(c['internal_s']['median'])} "
-            f"| {_mb(c['peak_rss_bytes']['max'])} |"
+            f"| {_mb(c['peak_rss_bytes']['max'])} | {writes} |"
         )
     out += [
         "",

@@ -1,10 +1,18 @@
-"""Where xdpguard keeps things: pinned objects, the applied rule set, the lock.
+"""Where xdpguard keeps things: pinned objects, applied rule sets, journal, lock.
 
 Kernel objects live under `$XDPGUARD_BPFFS/<ifname>/` (default
-/sys/fs/bpf/xdpguard); what was applied (plan, rule file copy, metadata)
-under `$XDPGUARD_STATE_DIR/<ifname>/` (default /var/lib/xdpguard).  The
-pins are the truth about the data plane; the state dir says which rule
-file produced it, for `plan`, `status` and `rollback`.
+/sys/fs/bpf/xdpguard); what was applied under `$XDPGUARD_STATE_DIR/<ifname>/`
+(default /var/lib/xdpguard):
+
+    applied.json plan.bin rules.yaml summary.json   the live rule set
+    history/<seq>/...                               the last HISTORY applied sets
+    journal.json journal.plan.bin                   an apply in progress
+    confirm.json                                    an apply awaiting `confirm`
+
+The pins are the truth about the data plane; the state dir says which
+rule file produced it.  The journal is written before the kernel is
+touched and removed after the state dir records the result, so a crash at
+any point leaves enough to finish or undo the apply (dataplane.recover).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,7 +34,7 @@ from xdpguard.errors import KernelError, XdpguardError
 
 DEFAULT_BPFFS = "/sys/fs/bpf/xdpguard"
 DEFAULT_STATE_DIR = "/var/lib/xdpguard"
-LOCK_TIMEOUT = float(os.environ.get("XDPGUARD_LOCK_TIMEOUT", "30"))
+HISTORY = 10
 
 
 def bpffs_root() -> Path:
@@ -36,13 +45,27 @@ def state_root() -> Path:
     return Path(os.environ.get("XDPGUARD_STATE_DIR", DEFAULT_STATE_DIR))
 
 
+def lock_timeout() -> float:
+    return float(os.environ.get("XDPGUARD_LOCK_TIMEOUT", "30"))
+
+
+def fault(point: str) -> None:
+    """Crash here when a test asks for it (XDPGUARD_FAULT=point): SIGKILL, no clean-up.
+
+    Tests kill an apply at every step this way and check that the data
+    plane shows the old or the new rule set, never a mix.
+    """
+    if os.environ.get("XDPGUARD_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class LockTimeout(XdpguardError):
     exit_code = 1
 
 
 @dataclass
 class Applied:
-    """Metadata of the rule set live on one interface."""
+    """Metadata of a rule set applied to one interface."""
 
     ifname: str
     ifindex: int
@@ -53,14 +76,27 @@ class Applied:
     seq: int
     xdp_mode: str
     source_hash: str
-    directions: list[str] = field(default_factory=lambda: ["ingress"])
+    directions: list[str] = field(default_factory=lambda: ["ingress", "egress"])
+    note: str = ""  # e.g. "rollback to 3", "confirm timeout"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Applied:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Snapshot:
+    """One applied rule set as the state dir keeps it."""
+
+    applied: Applied
+    plan_bytes: bytes
+    rules_text: str | None
+    summary: dict[str, Any] | None
 
 
 @dataclass
@@ -78,15 +114,10 @@ class Iface:
     def pin(self, name: str) -> str:
         return str(self.pin_dir / name)
 
-    # ---- applied rule set -------------------------------------------------
+    # ---- the live rule set ------------------------------------------------
 
     def load_applied(self) -> Applied | None:
-        try:
-            return Applied.from_json((self.state_dir / "applied.json").read_text())
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as e:
-            raise KernelError(f"{self.state_dir}/applied.json is damaged ({e}); run `xdpguard detach`") from e
+        return _read_applied(self.state_dir / "applied.json")
 
     def load_plan_bytes(self) -> bytes | None:
         try:
@@ -95,33 +126,82 @@ class Iface:
             return None
 
     def load_summary(self) -> dict[str, Any] | None:
+        return _read_json(self.state_dir / "summary.json")
+
+    def load_rules_text(self) -> str | None:
         try:
-            data: dict[str, Any] = json.loads((self.state_dir / "summary.json").read_text())
-            return data
-        except (FileNotFoundError, ValueError):
+            return (self.state_dir / "rules.yaml").read_text()
+        except FileNotFoundError:
             return None
 
-    def save_applied(
-        self, applied: Applied, plan_bytes: bytes, rules_text: str | None, summary: dict[str, Any] | None = None
-    ) -> None:
+    def commit(self, snap: Snapshot) -> None:
+        """Record a rule set as live: into history first, then as the current one."""
         d = self.state_dir
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / "plan.bin", plan_bytes)
-        if rules_text is not None:
-            _atomic_write(d / "rules.yaml", rules_text.encode())
-        if summary is not None:
-            _atomic_write(d / "summary.json", json.dumps(summary, sort_keys=True).encode())
-        # Metadata last: it names the plan that is already on disk.
-        _atomic_write(d / "applied.json", applied.to_json().encode())
+        _write_snapshot(d / "history" / f"{snap.applied.seq:08d}", snap)
+        _write_snapshot(d, snap)
+        self._prune_history()
+
+    def _prune_history(self) -> None:
+        h = self.state_dir / "history"
+        entries = sorted(p for p in h.iterdir() if p.is_dir()) if h.is_dir() else []
+        for old in entries[:-HISTORY]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def history(self) -> list[Snapshot]:
+        """Applied rule sets, oldest first (at most HISTORY)."""
+        h = self.state_dir / "history"
+        out = []
+        for p in sorted(h.iterdir()) if h.is_dir() else []:
+            snap = _read_snapshot(p)
+            if snap is not None:
+                out.append(snap)
+        return out
 
     def remove_state(self) -> None:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    # ---- journal ----------------------------------------------------------
+
+    def begin(self, kind: str, plan_bytes: bytes, meta: dict[str, Any]) -> None:
+        d = self.state_dir
+        d.mkdir(parents=True, exist_ok=True)
+        _atomic_write(d / "journal.plan.bin", plan_bytes)
+        _atomic_write(d / "journal.json", json.dumps({"kind": kind, "started": time.time(), **meta}).encode())
+
+    def journal(self) -> tuple[dict[str, Any], bytes] | None:
+        meta = _read_json(self.state_dir / "journal.json")
+        if meta is None:
+            return None
+        try:
+            return meta, (self.state_dir / "journal.plan.bin").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def end(self) -> None:
+        for name in ("journal.json", "journal.plan.bin"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / name).unlink()
+
+    # ---- confirm-or-revert -----------------------------------------------
+
+    def load_confirm(self) -> dict[str, Any] | None:
+        return _read_json(self.state_dir / "confirm.json")
+
+    def save_confirm(self, data: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.state_dir / "confirm.json", json.dumps(data, indent=2).encode())
+
+    def clear_confirm(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "confirm.json").unlink()
+
     # ---- lock -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    def lock(self, timeout: float | None = None) -> Iterator[None]:
         """One writer per interface: a second apply waits, then gives up clearly."""
+        timeout = lock_timeout() if timeout is None else timeout
         root = state_root()
         root.mkdir(parents=True, exist_ok=True)
         path = root / f".{self.ifname}.lock"
@@ -138,12 +218,58 @@ class Iface:
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
                             f"another xdpguard command is changing {self.ifname} "
-                            f"(lock {path} held for more than {timeout:.0f} s)"
+                            f"(waited {timeout:.0f} s for the lock {path})"
                         ) from None
                     time.sleep(0.05)
             yield
         finally:
             os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise KernelError(f"{path} is damaged ({e}); run `xdpguard detach` and apply again") from e
+
+
+def _read_applied(path: Path) -> Applied | None:
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        return Applied.from_json(json.dumps(data))
+    except TypeError as e:
+        raise KernelError(f"{path} is damaged ({e}); run `xdpguard detach` and apply again") from e
+
+
+def _write_snapshot(d: Path, snap: Snapshot) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_write(d / "plan.bin", snap.plan_bytes)
+    if snap.rules_text is not None:
+        _atomic_write(d / "rules.yaml", snap.rules_text.encode())
+    if snap.summary is not None:
+        _atomic_write(d / "summary.json", json.dumps(snap.summary, sort_keys=True).encode())
+    # Metadata last: it names a plan that is already on disk.
+    _atomic_write(d / "applied.json", snap.applied.to_json().encode())
+
+
+def _read_snapshot(d: Path) -> Snapshot | None:
+    applied = _read_applied(d / "applied.json")
+    if applied is None:
+        return None
+    try:
+        plan = (d / "plan.bin").read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        text: str | None = (d / "rules.yaml").read_text()
+    except FileNotFoundError:
+        text = None
+    return Snapshot(applied, plan, text, _read_json(d / "summary.json"))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -1,14 +1,17 @@
 """A paced AF_PACKET sender, run as its own process so the test's receiver keeps its CPU.
 
-    python -m tests.netns.pace NS IFNAME PPS SECONDS FRAMEHEX [FRAMEHEX ...]
+    python -m tests.netns.pace [--seq] NS IFNAME PPS SECONDS FRAMEHEX [FRAMEHEX ...]
 
-Sends the frames round-robin at PPS for SECONDS from inside network
-namespace NS and prints how many it sent.  Pacing is by deadline (no
-drift): frame k leaves at start + k / PPS.
+Sends the frames round-robin at PPS for SECONDS (or until SIGTERM) from
+inside network namespace NS and prints how many it sent and in how long.
+Pacing is by deadline (no drift): frame k leaves at start + k / PPS.
+With --seq, the last 8 bytes of each frame are overwritten with k, so a
+receiver can tell exactly which frames were lost.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -17,14 +20,22 @@ from xdpguard.net import enter_netns
 
 
 def main(argv: list[str]) -> int:
+    seq = argv[0] == "--seq"
+    if seq:
+        argv = argv[1:]
     ns, ifname, pps, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
     frames = [bytes.fromhex(h) for h in argv[4:]]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     enter_netns(ns)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
     total = int(pps * seconds) + 1
     start = time.perf_counter()
+    k = 0
     for k in range(total):
+        if stop:
+            break
         due = start + k / pps
         while True:
             now = time.perf_counter()
@@ -32,8 +43,11 @@ def main(argv: list[str]) -> int:
                 break
             if due - now > 0.002:
                 time.sleep(due - now - 0.001)
-        s.send(frames[k % len(frames)])
-    print(total, time.perf_counter() - start)
+        f = frames[k % len(frames)]
+        s.send(f[:-8] + k.to_bytes(8, "big") if seq else f)
+    else:
+        k = total
+    print(k, time.perf_counter() - start, flush=True)
     return 0
 
 

@@ -322,10 +322,13 @@ def test_rule_only_apply_does_not_import_bcc(guard: Guard, lab: Lab, tmp_path: P
     first = expect_ok(guard.cli("apply", path, "--iface", lab.b.ifname, python_opts=["-X", "importtime"]))
     assert bcc_imports(first), "the first attach compiles with bcc: this check would not see it"
 
+    attached = guard.status()
     write_rules(tmp_path, RULES_V2)
     update = expect_ok(guard.cli("apply", path, "--iface", lab.b.ifname, python_opts=["-X", "importtime"]))
-    assert "updated" in update.stdout or "no changes" not in update.stdout
     assert bcc_imports(update) == []
+    updated = guard.status()
+    assert updated["digest"] != attached["digest"], "the rule change was not applied"
+    assert updated["xdp"]["prog_id"] == attached["xdp"]["prog_id"]
     again = expect_ok(guard.cli("apply", path, "--iface", lab.b.ifname, python_opts=["-X", "importtime"]))
     assert "no changes" in again.stdout
     assert bcc_imports(again) == []
@@ -367,10 +370,10 @@ def test_detach_all(guard: Guard, lab: Lab, tmp_path: Path) -> None:
 
 INVALID = {
     # kind: (rule file, line the error must name)
-    "yaml-syntax": (RULES_V1.replace("{proto: udp, dport: 9}", "{proto: udp, dport: 9]"), 10),
-    "unknown-key": (RULES_V1.replace("dport: 9}", "dprot: 9}"), 10),
-    "cidr-host-bits": (RULES_V1.replace("{proto: udp, dport: 9}", "{src: 10.200.0.1/24}"), 10),
-    "unknown-set": (RULES_V1.replace("{proto: udp, dport: 9}", '{src: "@nosuchset"}'), 10),
+    "yaml-syntax": (RULES_V1.replace("{proto: udp, dport: 9}", "{proto: udp, dport: 9]"), 9),
+    "unknown-key": (RULES_V1.replace("dport: 9}", "dprot: 9}"), 9),
+    "cidr-host-bits": (RULES_V1.replace("{proto: udp, dport: 9}", "{src: 10.200.0.1/24}"), 9),
+    "unknown-set": (RULES_V1.replace("{proto: udp, dport: 9}", '{src: "@nosuchset"}'), 9),
 }
 
 
@@ -429,12 +432,17 @@ def test_apply_refuses_when_another_xdp_program_is_attached(guard: Guard, lab: L
             link = bpf.Fd(bpf.link_create(prog, lab.b.ifindex, bpf.BPF_XDP))
         try:
             foreign_id = bpf.prog_info(prog).id
+            status_before = expect_ok(guard.cli("status", "--json")).stdout
             r = guard.cli("apply", path, "--iface", lab.b.ifname)
             assert r.returncode == 1, describe(r)
             assert "Traceback" not in r.stderr
             assert "another xdp program is attached" in r.stderr.lower(), r.stderr
             assert pins(lab) == [], f"a failed attach left pins: {pins(lab)}"
-            assert not (lab.state_dir / lab.b.ifname).exists()
+            # Nothing was attached, so xdpguard must not start to know the interface.
+            status_after = expect_ok(guard.cli("status", "--json")).stdout
+            assert json.loads(status_after) == json.loads(status_before), (
+                f"state left by the failed attach: {sorted(p.name for p in lab.state_dir.iterdir())}"
+            )
             # The program that was there is still there.
             li = bpf.link_info(int(link))
             assert (li.prog_id, li.ifindex) == (foreign_id, lab.b.ifindex)

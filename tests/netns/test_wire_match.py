@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet import TCP, UDP, IPOption_EOL, IPOption_NOP
 from scapy.layers.inet6 import (
     IPv6,
     IPv6ExtHdrDestOpt,
@@ -38,6 +38,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
     PadN,
 )
+from scapy.layers.ipsec import AH
 from scapy.packet import Packet, Raw
 
 from tests.netns.clihelp import Frames, Guard, missing_feature, pins, quiet_lab, send_and_see, write_rules
@@ -48,6 +49,13 @@ QINQ = [(0x88A8, 100), (0x8100, 200)]
 # Bytes at the start of a non-first fragment's payload that read as ports 53/53
 # if a parser wrongly took them for a UDP header.
 FAKE_PORTS = b"\x00\x35\x00\x35" + b"\0" * 12
+# Four option bytes: IHL 6, the TCP header 24 bytes into the IP packet.
+IP_OPTIONS = [IPOption_NOP()] * 3 + [IPOption_EOL()]
+# The first 10 of a TCP header's 20 bytes.
+TCP_HEAD_10 = bytes(TCP(dport=22))[:10]
+MANY_RULES = "\n".join(
+    f"- {{name: w{i:03d}, match: {{proto: udp, dport: {20000 + i}}}, action: drop}}" for i in range(130)
+)
 
 Build = Callable[[Frames], bytes]
 
@@ -139,7 +147,7 @@ def run_case(wire: Wire, c: Case, tmp_path: Path) -> None:
     wire.guard.apply(write_rules(tmp_path, c.rules, files=c.files))
     before = wire.last if wire.last is not None else wire.guard.stats()["ingress"]
     wire.last = None
-    arrived, sent = send_and_see(wire.lab, {s.label: s.build(wire.frames) for s in c.frames}, settle=0.15)
+    arrived, sent = send_and_see(wire.lab, {s.label: s.build(wire.frames) for s in c.frames}, settle=0.1)
     after = wire.last = wire.guard.stats()["ingress"]
 
     want = {s.label for s in c.frames if s.arrives}
@@ -296,6 +304,30 @@ ADDRESS_CASES = [
         passes("udp4", lambda f: f.udp(), "default"),
         passes("tcp4", lambda f: f.tcp(), "default"),
     ),
+    case(
+        # Every field of a rule must match; a packet inside the narrower
+        # prefix that fails another field of its rule still finds the rule
+        # of the wider prefix behind it.
+        "nested-prefixes-and-all-fields",
+        ingress("""
+            - name: nest-ssh-allow
+              match: {src: [198.51.100.0/24, "2001:db8:1:1::/64"], proto: tcp, dport: 22}
+              action: allow
+            - name: nest-wide-drop
+              match: {src: [198.51.0.0/16, "2001:db8:1::/48"]}
+              action: drop
+        """),
+        passes("narrow-ssh", lambda f: f.tcp(dport=22, src="198.51.100.7"), "nest-ssh-allow"),
+        passes("narrow-ssh-v6", lambda f: f.tcp(dport=22, v6=True, src="2001:db8:1:1::7"), "nest-ssh-allow"),
+        drops("narrow-udp-22", lambda f: f.udp(dport=22, src="198.51.100.7"), "nest-wide-drop"),
+        drops("narrow-tcp-23", lambda f: f.tcp(dport=23, src="198.51.100.7"), "nest-wide-drop"),
+        drops(
+            "narrow-tcp-23-v6", lambda f: f.tcp(dport=23, v6=True, src="2001:db8:1:1::7"), "nest-wide-drop"
+        ),
+        drops("wide-ssh", lambda f: f.tcp(dport=22, src="198.51.5.5"), "nest-wide-drop"),
+        drops("wide-ssh-v6", lambda f: f.tcp(dport=22, v6=True, src="2001:db8:1:2::7"), "nest-wide-drop"),
+        passes("outside-ssh", lambda f: f.tcp(dport=22, src="203.0.113.1"), "default"),
+    ),
 ]
 
 
@@ -370,6 +402,11 @@ PROTO_PORT_CASES = [
         """),
         drops("dport-22", lambda f: f.tcp(dport=22), "dport-drop"),
         drops("dport-22-v6", lambda f: f.tcp(dport=22, v6=True), "dport-drop"),
+        drops(
+            "dport-22-ip-options",
+            lambda f: f.tcp(dport=22, options=[IPOption_NOP()] * 3 + [IPOption_EOL()]),
+            "dport-drop",
+        ),
         passes("dport-21", lambda f: f.tcp(dport=21), "default"),
         passes("dport-23", lambda f: f.tcp(dport=23), "default"),
         passes("udp-dport-22", lambda f: f.udp(dport=22), "default"),
@@ -421,6 +458,25 @@ PROTO_PORT_CASES = [
         passes("icmp6", lambda f: f.icmp6(128), "default"),
         passes("gre-with-port-like-bytes", lambda f: f.ip(Raw(FAKE_PORTS), proto=47), "default"),
         passes("udp-54", lambda f: f.udp(dport=54), "default"),
+    ),
+    case(
+        "overlapping-port-ranges",
+        ingress("""
+            - name: ovl-tcp-allow
+              match: {proto: tcp, dport: "1000-2000"}
+              action: allow
+            - name: ovl-any-drop
+              match: {dport: "1500-3000"}
+              action: drop
+        """),
+        passes("tcp-1500", lambda f: f.tcp(dport=1500), "ovl-tcp-allow"),
+        passes("tcp-2000", lambda f: f.tcp(dport=2000), "ovl-tcp-allow"),
+        drops("tcp-2001", lambda f: f.tcp(dport=2001), "ovl-any-drop"),
+        drops("udp-1500", lambda f: f.udp(dport=1500), "ovl-any-drop"),
+        drops("udp-3000", lambda f: f.udp(dport=3000), "ovl-any-drop"),
+        passes("udp-1499", lambda f: f.udp(dport=1499), "default"),
+        passes("tcp-999", lambda f: f.tcp(dport=999), "default"),
+        passes("tcp-3001", lambda f: f.tcp(dport=3001), "default"),
     ),
 ]
 
@@ -499,6 +555,23 @@ FLAG_ICMP_CASES = [
         passes("unreachable-frag-needed", lambda f: f.icmp(3, 4), "default"),
         passes("other-type-same-code", lambda f: f.icmp(11, 3), "default"),
     ),
+    case(
+        # Names resolve per family: dest-unreachable is 3 for icmp, 1 for
+        # icmpv6; time-exceeded is 11 and 3.
+        "icmp-type-names-per-family",
+        ingress("""
+            - name: icmpl-drop
+              match: {icmp_type: [dest-unreachable, time-exceeded]}
+              action: drop
+        """),
+        drops("v4-unreachable", lambda f: f.icmp(3, 1), "icmpl-drop"),
+        drops("v4-time-exceeded", lambda f: f.icmp(11, 0), "icmpl-drop"),
+        drops("v6-unreachable", lambda f: f.icmp6(1, 4), "icmpl-drop"),
+        drops("v6-time-exceeded", lambda f: f.icmp6(3, 0), "icmpl-drop"),
+        passes("v4-type-1", lambda f: f.icmp(1, 0), "default"),
+        passes("v6-type-11", lambda f: f.icmp6(11, 0), "default"),
+        passes("v4-echo", lambda f: f.icmp(8), "default"),
+    ),
 ]
 
 
@@ -575,6 +648,38 @@ ORDER_CASES = [
         passes("udp6", lambda f: f.udp(v6=True), "audit-udp-drop"),
         passes("tcp", lambda f: f.tcp(), "default"),
         passes("icmp", lambda f: f.icmp(8), "default"),
+    ),
+    case(
+        "empty-match-matches-every-ip-packet",
+        ingress("""
+            - name: e-every-drop
+              match: {}
+              action: drop
+        """),
+        drops("udp4", lambda f: f.udp(), "e-every-drop"),
+        drops("tcp6", lambda f: f.tcp(v6=True), "e-every-drop"),
+        drops("icmp4", lambda f: f.icmp(8), "e-every-drop"),
+        drops("gre", lambda f: f.proto(47), "e-every-drop"),
+        drops("later-fragment", lambda f: f.ip(Raw(FAKE_PORTS), proto=17, frag=100), "e-every-drop"),
+        passes("arp", lambda f: f.arp(), "non_ip"),
+        passes("neighbour-solicitation", lambda f: f.ndp(135), "ndp"),
+    ),
+    case(
+        # 130 rules span three 64-bit words of the rule bitmaps.
+        "many-rules-across-bitmap-words",
+        ingress(
+            "\n".join(
+                f"- {{name: w{i:03d}, match: {{proto: udp, dport: {20000 + i}}}, action: drop}}"
+                for i in range(130)
+            )
+        ),
+        drops("rule-0", lambda f: f.udp(dport=20000), "w000"),
+        drops("rule-63", lambda f: f.udp(dport=20063), "w063"),
+        drops("rule-64", lambda f: f.udp(dport=20064), "w064"),
+        drops("rule-128", lambda f: f.udp(dport=20128), "w128"),
+        drops("rule-129-v6", lambda f: f.udp(dport=20129, v6=True), "w129"),
+        passes("after-last", lambda f: f.udp(dport=20130), "default"),
+        passes("tcp", lambda f: f.tcp(dport=20064), "default"),
     ),
 ]
 
@@ -758,6 +863,13 @@ FRAGMENT_CASES = [
             ),
             "x6-dns-drop",
         ),
+        drops(
+            "hbh-ah",
+            lambda f: _v6(
+                f, IPv6ExtHdrHopByHop(), AH(nh=17, payloadlen=4, spi=1, seq=1, icv=b"\0" * 12), _udp(53)
+            ),
+            "x6-dns-drop",
+        ),
         passes(
             "hbh-dstopts-other-port",
             lambda f: _v6(f, IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), _udp(54)),
@@ -788,45 +900,41 @@ def _patched(frame: bytes, offset: int, value: int) -> bytes:
     return bytes(b)
 
 
-MALFORMED_RULES = """
-    - name: {name}
-      match: {{}}
-      action: allow
-"""
-
 MALFORMED_CASES = [
     case(
-        "ipv4-ihl-below-5",
-        ingress(MALFORMED_RULES.format(name="mi-all")),
-        drops("ihl-4", lambda f: _patched(f.udp(), 14, 0x44), "malformed"),
-        drops("ihl-0", lambda f: _patched(f.tcp(), 14, 0x40), "malformed"),
-        passes("well-formed", lambda f: f.udp(), "mi-all"),
-    ),
-    case(
-        "total-length-beyond-frame",
-        ingress(MALFORMED_RULES.format(name="ml-all")),
-        drops("ipv4-len-1000", lambda f: f.ip(_udp(53), len=1000), "malformed"),
-        drops("ipv6-plen-1000", lambda f: f.ip(_udp(53), v6=True, plen=1000), "malformed"),
-        passes("well-formed", lambda f: f.udp(), "ml-all"),
-    ),
-    case(
-        "truncated-tcp-header",
-        ingress(MALFORMED_RULES.format(name="mt-all")),
+        # One rule file for every kind: each frame's label names its defect.
+        "malformed-even-where-a-rule-allows-everything",
+        ingress("""
+            - name: m-everything
+              match: {}
+              action: allow
+        """),
+        drops("ipv4-ihl-4", lambda f: _patched(f.udp(), 14, 0x44), "malformed"),
+        drops("ipv4-ihl-0", lambda f: _patched(f.tcp(), 14, 0x40), "malformed"),
+        drops("ipv4-total-length-beyond-frame", lambda f: f.ip(_udp(53), len=1000), "malformed"),
+        drops("ipv6-payload-length-beyond-frame", lambda f: f.ip(_udp(53), v6=True, plen=1000), "malformed"),
         # The IP packet ends 10 bytes into the TCP header.
-        drops("ipv4", lambda f: f.ip(Raw(bytes(TCP(dport=22))[:10]), proto=6, len=30), "malformed"),
-        drops("ipv6", lambda f: f.ip(Raw(bytes(TCP(dport=22))[:10]), v6=True, nh=6, plen=10), "malformed"),
-        drops("data-offset-4", lambda f: f.ip(TCP(dport=22, dataofs=4)), "malformed"),
-        passes("well-formed", lambda f: f.tcp(dport=22), "mt-all"),
-    ),
-    case(
-        "ipv6-seven-extension-headers",
-        ingress(MALFORMED_RULES.format(name="mx-all")),
         drops(
-            "seven",
+            "ipv4-tcp-truncated", lambda f: f.ip(Raw(bytes(TCP(dport=22))[:10]), proto=6, len=30), "malformed"
+        ),
+        drops(
+            "ipv6-tcp-truncated",
+            lambda f: f.ip(Raw(TCP_HEAD_10), v6=True, nh=6, plen=10),
+            "malformed",
+        ),
+        drops("tcp-data-offset-4", lambda f: f.ip(TCP(dport=22, dataofs=4)), "malformed"),
+        drops(
+            "ipv6-seven-extension-headers",
             lambda f: _v6(f, IPv6ExtHdrHopByHop(), *[IPv6ExtHdrDestOpt() for _ in range(6)], _udp(53)),
             "malformed",
         ),
-        passes("two", lambda f: _v6(f, IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), _udp(53)), "mx-all"),
+        passes("well-formed-udp", lambda f: f.udp(), "m-everything"),
+        passes("well-formed-tcp", lambda f: f.tcp(dport=22), "m-everything"),
+        passes(
+            "two-extension-headers",
+            lambda f: _v6(f, IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), _udp(53)),
+            "m-everything",
+        ),
     ),
 ]
 

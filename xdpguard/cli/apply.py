@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,22 @@ def apply(
     replace_program: bool = typer.Option(
         False, "--replace-program", help="recompile and swap the programs even when they are current"
     ),
+    confirm_in: str = typer.Option(
+        None, "--confirm", metavar="DURATION", help="revert by itself unless `xdpguard confirm` comes within DURATION"
+    ),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Attach xdpguard to each interface, or update it atomically; idempotent."""
     if xdp_mode not in _modes():
         raise UsageError(f"--xdp-mode must be one of auto, native, generic (got {xdp_mode!r})")
+    window = None
+    if confirm_in is not None:
+        from xdpguard.rules.parse import parse_duration
+
+        try:
+            window = parse_duration(confirm_in)
+        except ValueError as e:
+            raise UsageError(f"--confirm: {e}") from e
     # Everything that can be wrong with the input is found before the kernel is touched.
     rs, plan, text = load_rules(rules)
     targets = [(name, resolve_iface(name)) for name in iface]
@@ -38,8 +50,17 @@ def apply(
 
     results = []
     for name, index in targets:
+        before = Iface(name).load_applied()
         res = Dataplane(name, index, CONTEXT["netns"]).apply(plan, text, xdp_mode, replace_program, summary_of(rs))
         results.append((name, res))
+        if window is not None:
+            from xdpguard.datapath.confirm import arm
+
+            deadline = arm(name, window, CONTEXT["netns"], before.seq if before else 0)
+            res.messages.append(
+                f"confirm within {window:g} s (`xdpguard confirm --iface {name}`), or the previous rule set "
+                f"comes back at {time.strftime('%H:%M:%S', time.localtime(deadline))}"
+            )
     if json_out:
         print_json(
             [
@@ -188,3 +209,48 @@ def detach(
             continue
         removed = Dataplane(name, 0).detach()
         console.print(f"{name}: detached ({len(removed)} pinned objects removed)")
+
+
+def rollback(
+    iface: str = typer.Option(..., "--iface", "-i", help="interface to roll back"),
+    to: int = typer.Option(None, "--to", help="version to restore (see `status`); default: the previous one"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Re-apply the previously applied rule set (or version --to) on IFACE."""
+    from xdpguard.datapath.dataplane import Dataplane
+
+    res, target = Dataplane(iface, 0, CONTEXT["netns"]).rollback(to)
+    if json_out:
+        print_json({"interface": iface, "version": target.applied.seq, "digest": target.applied.digest,
+                    "file": target.applied.file, "changed": res.changed, "messages": res.messages})  # fmt: skip
+        return
+    for m in res.messages:
+        console.print(f"{iface}: {m}")
+    console.print(
+        f"{iface}: rolled back to version {target.applied.seq} ({target.applied.file}, "
+        f"digest {target.applied.digest[:16]}, {res.seconds:.2f} s)"
+    )
+
+
+def confirm(
+    iface: list[str] = typer.Option(..., "--iface", "-i", help=IFACE_HELP),
+) -> None:
+    """Keep a rule set applied with --confirm: stop the watchdog that would revert it."""
+    from xdpguard.datapath.confirm import confirm as do_confirm
+
+    for name in iface:
+        pending = do_confirm(name)
+        if pending is None:
+            console.print(f"{name}: nothing is waiting for confirmation")
+        else:
+            console.print(f"{name}: confirmed; the rule set stays (the revert to version {pending['target_seq']} is cancelled)")
+
+
+def watchdog(
+    iface: str = typer.Option(..., "--iface"),
+    token: str = typer.Option(..., "--token"),
+) -> None:
+    """(internal) Wait for a --confirm deadline and revert unless confirmed."""
+    from xdpguard.datapath.confirm import run_watchdog
+
+    run_watchdog(iface, token)

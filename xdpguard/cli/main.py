@@ -52,6 +52,9 @@ app.command("status")(show.status)
 app.command("stats")(show.stats)
 app.command("detach")(apply_cmds.detach)
 app.command("unblock")(show.unblock)
+app.command("rollback")(apply_cmds.rollback)
+app.command("confirm")(apply_cmds.confirm)
+app.command("watchdog", hidden=True)(apply_cmds.watchdog)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,17 @@ def status(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
         )
+        for m in s.get("recovered", []):
+            console.print(f"  [yellow]{m}[/]")
+        pc = s.get("pending_confirm")
+        if pc:
+            target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
+            console.print(f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]")
+        hist = s.get("history", [])
+        if len(hist) > 1:
+            console.print("  history: " + ", ".join(
+                f"v{h['version']} {h['digest'][:8]}" + (f" ({h['note']})" if h["note"] else "") for h in hist[-5:]
+            ))
         if s.get("consistent") is False:
             console.print("  [red]the kernel maps do not hold the recorded rule set; run apply again[/]")
         if "error" in s:

@@ -10,6 +10,7 @@ update can again write only what changed.  The programs are compiled
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.compile import DirectionPlan, Plan, plan_from_bytes
-from xdpguard.state import Applied, Iface, bpffs_root, state_root
+from xdpguard.state import Applied, Iface, Snapshot, bpffs_root, fault, state_root
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
 # direction -> (pin of its link, attach type)
@@ -92,60 +93,90 @@ class Dataplane:
         xdp_mode: str = "auto",
         replace_program: bool = False,
         summary: dict[str, Any] | None = None,
+        note: str = "",
     ) -> ApplyResult:
         _require_root()
         _ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
-            applied = self.iface.load_applied()
-            if not self.attached:
-                res = self._attach(plan, xdp_mode)
-            else:
-                res = self._update(plan, applied, replace_program)
-            if res.changed or res.attached or res.replaced:
-                from xdpguard.datapath.loader import source_hash  # pure hashing, no bcc
-
-                self.iface.save_applied(
-                    Applied(
-                        ifname=self.iface.ifname,
-                        ifindex=self.ifindex,
-                        netns=self.netns,
-                        file=os.path.abspath(plan.source) if plan.source else "",
-                        digest=plan.digest,
-                        applied_at=time.time() if (res.changed or applied is None) else applied.applied_at,
-                        seq=(applied.seq + (1 if res.changed else 0)) if applied else 1,
-                        xdp_mode=xdp_mode if (res.attached or applied is None) else applied.xdp_mode,
-                        source_hash=source_hash(),
-                        directions=list(DIRECTIONS),
-                    ),
-                    plan.to_bytes(),
-                    rules_text,
-                    summary,
-                )
+            recovered = self._recover()
+            res = self._apply_locked(plan, rules_text, xdp_mode, replace_program, summary, note)
+            res.messages[:0] = recovered
         res.seconds = time.monotonic() - t0
         return res
+
+    def _apply_locked(
+        self,
+        plan: Plan,
+        rules_text: str | None,
+        xdp_mode: str,
+        replace_program: bool,
+        summary: dict[str, Any] | None,
+        note: str,
+    ) -> ApplyResult:
+        from xdpguard.datapath.loader import source_hash  # pure hashing, no bcc
+
+        applied = self.iface.load_applied()
+        new = Applied(
+            ifname=self.iface.ifname,
+            ifindex=self.ifindex,
+            netns=self.netns,
+            file=os.path.abspath(plan.source) if plan.source else "",
+            digest=plan.digest,
+            applied_at=time.time(),
+            seq=(applied.seq + 1) if applied else 1,
+            xdp_mode=applied.xdp_mode if (applied and self.attached) else xdp_mode,
+            source_hash=source_hash(),
+            directions=list(DIRECTIONS),
+            note=note,
+        )
+        snap = Snapshot(new, plan.to_bytes(), rules_text, summary)
+        if not self.attached:
+            self._begin("attach", snap)
+            res = self._attach(plan, xdp_mode)
+        else:
+            res = self._update(plan, applied, replace_program, snap)
+        if res.changed or res.attached:
+            self.iface.commit(snap)
+            fault("committed")
+            self.iface.end()
+        elif res.replaced and applied is not None:
+            applied.source_hash = new.source_hash
+            self.iface.commit(Snapshot(applied, plan.to_bytes(), rules_text, summary))
+        return res
+
+    def _begin(self, kind: str, snap: Snapshot) -> None:
+        old = self.iface.load_applied()
+        self.iface.begin(
+            kind,
+            snap.plan_bytes,
+            {
+                "applied": json.loads(snap.applied.to_json()),
+                "old_digest": old.digest if old else None,
+                "rules_text": snap.rules_text,
+                "summary": snap.summary,
+            },
+        )
+        fault("journal")
 
     def _attach(self, plan: Plan, xdp_mode: str) -> ApplyResult:
         from xdpguard.datapath import loader  # compiles: only on first attach
 
         if os.path.isdir(self.pin_dir) and os.listdir(self.pin_dir):
             # Leftovers of an attach that died before linking: nothing uses
-            # them (no link), so start clean rather than trust them.
+            # them (no XDP link), so start clean rather than trust them.
             self._remove_pins()
         res = ApplyResult(changed=True, attached=True)
         linked = False
         try:
             loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
+            fault("attach-loaded")
             try:
                 problems = M.check_pinned_sizes(self.pin_dir, plan)
                 if problems:
                     raise KernelError("; ".join(problems))
                 with M.open_maps(self.pin_dir) as m:
-                    B.map_update_batch(
-                        m["counters"],
-                        [M._u32(i) for i in range(abi.NDIRS * abi.MAX_SLOTS)],
-                        [bytes(B.percpu_value_size(M.C_SIZE["counter"]))] * (abi.NDIRS * abi.MAX_SLOTS),
-                    )
+                    M.zero_counters_all(m)
                     for direction in DIRECTIONS:
                         d = _dir_plan(plan, direction)
                         slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
@@ -154,28 +185,43 @@ class Dataplane:
                         M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, bitmap_fd=bfd)
                         os.close(bfd)
                 M.write_active(self.pin_dir, 0)
+                fault("attach-maps")
                 for direction, fd in loaded.prog_fds.items():
                     pin = self.iface.pin(prog_pin_name(direction))
                     _unlink(pin)
                     B.obj_pin(fd, pin)
-                for direction, (pin_name, attach_type) in LINKS.items():
-                    flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
-                    try:
-                        link = B.link_create(loaded.prog_fds[direction], self.ifindex, attach_type, flags)
-                    except B.BpfError as e:
-                        raise self._attach_error(e, direction, xdp_mode) from e
-                    try:
-                        B.obj_pin(link, self.iface.pin(pin_name))
-                    finally:
-                        os.close(link)
+                # Egress first: the pinned XDP link is what marks xdpguard attached.
+                for direction in ("egress", "ingress"):
+                    self._link(direction, loaded.prog_fds[direction], xdp_mode)
+                    fault(f"attach-linked-{direction}")
                 linked = True
             finally:
                 loaded.close()
         except BaseException:
             if not linked:
                 self._remove_pins()
+                self.iface.end()
             raise
         return res
+
+    def _link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
+        pin_name, attach_type = LINKS[direction]
+        flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
+        ifindex = self.ifindex or self._lookup_ifindex()
+        try:
+            link = B.link_create(prog_fd, ifindex, attach_type, flags)
+        except B.BpfError as e:
+            raise self._attach_error(e, direction, xdp_mode) from e
+        try:
+            B.obj_pin(link, self.iface.pin(pin_name))
+        finally:
+            os.close(link)
+
+    def _lookup_ifindex(self) -> int:
+        from xdpguard.net import ifindex
+
+        self.ifindex = ifindex(self.iface.ifname)
+        return self.ifindex
 
     def _attach_error(self, e: B.BpfError, direction: str, xdp_mode: str) -> KernelError:
         name = self.iface.ifname
@@ -197,7 +243,9 @@ class Dataplane:
             return KernelError(f"attach XDP to {name}: the driver has no native XDP; use --xdp-mode generic or auto")
         return KernelError(f"attach XDP to {name}: {e.sentence}")
 
-    def _update(self, plan: Plan, applied: Applied | None, replace_program: bool) -> ApplyResult:
+    def _update(
+        self, plan: Plan, applied: Applied | None, replace_program: bool, snap: Snapshot | None
+    ) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
         old = plan_from_bytes(raw) if raw is not None else None
         for name, setting, want in (
@@ -211,13 +259,8 @@ class Dataplane:
                     "forgets what the table tracks, so it takes `xdpguard detach` then `apply`"
                 )
         res = ApplyResult(changed=False)
-        if replace_program or self._program_outdated(applied):
-            self._replace_programs(plan)
-            res.replaced = True
-
+        self._ensure_prog_pins()
         with M.open_maps(self.pin_dir) as m:
-            active = M.read_active(self.pin_dir)
-            inactive = 1 - active
             # What each half holds, as the kernel says: a half whose config
             # hash is not the recorded plan's is rewritten in full.
             old_hash = old.hash64 if old is not None else None
@@ -226,39 +269,170 @@ class Dataplane:
                 for direction in DIRECTIONS
                 for v in (0, 1)
             }
+            program_due = replace_program or self._program_outdated(applied)
             if old is not None and all(holds.values()) and old.digest == plan.digest:
+                if program_due:
+                    self._replace_programs(plan)
+                    res.replaced = True
                 res.messages.append("no changes")
                 return res
             if old is not None and not all(holds.values()):
                 res.messages.append("the kernel maps did not hold the recorded rule set: rewrote them in full")
+            if snap is not None:
+                self._begin("update", snap)
+            if program_due:
+                self._replace_programs(plan)
+                res.replaced = True
+                fault("replaced")
             res.changed = True
-            bitmap_fds: dict[str, int] = {}
-            try:
-                for direction in DIRECTIONS:
-                    d = _dir_plan(plan, direction)
-                    h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
-                    rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
-                    rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
-                    slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
-                    M.zero_counters(m, direction, fresh)
-                    od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                    st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots)
-                    res.writes.add(st)
-                M.write_active(self.pin_dir, inactive)
-                # No packet still reads the old half once a grace period has passed.
-                B.rcu_barrier()
-                for direction in DIRECTIONS:
-                    d = _dir_plan(plan, direction)
-                    h_in = M.half_of(direction, inactive)
-                    slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
-                    od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                    M.write_half(m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction])
-            finally:
-                for fd in bitmap_fds.values():
-                    os.close(fd)
-            # Buckets of rules gone from both halves can no longer be reached.
+            res.writes = self._switch(m, plan, old, holds)
             M.prune_rule_buckets(m, {r.rule_id for d in plan.directions() for r in d.rules})
         return res
+
+    def _switch(self, m: M.Maps, plan: Plan, old: Plan | None, holds: dict[tuple[str, int], bool]) -> M.WriteStats:
+        """Write the inactive half, flip, wait out readers, level the other half."""
+        writes = M.WriteStats()
+        active = M.read_active(self.pin_dir)
+        inactive = 1 - active
+        bitmap_fds: dict[str, int] = {}
+        try:
+            for direction in DIRECTIONS:
+                d = _dir_plan(plan, direction)
+                h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
+                rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
+                rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
+                slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
+                M.zero_counters(m, direction, fresh)
+                od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
+                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots)
+                writes.add(st)
+                fault(f"inactive-{direction}")
+            M.write_active(self.pin_dir, inactive)
+            fault("flipped")
+            # No packet still reads the old half once a grace period has passed.
+            B.rcu_barrier()
+            for direction in DIRECTIONS:
+                d = _dir_plan(plan, direction)
+                h_in = M.half_of(direction, inactive)
+                slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
+                od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
+                M.write_half(m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction])
+                fault(f"levelled-{direction}")
+        finally:
+            for fd in bitmap_fds.values():
+                os.close(fd)
+        return writes
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> list[str]:
+        """Finish or undo an apply that died; bring every half level with the live one.
+
+        Called with the lock held, before anything else changes the interface.
+        """
+        j = self.iface.journal()
+        if j is None:
+            return []
+        meta, plan_bytes = j
+        if not self.attached:
+            # The attach died before its XDP link was pinned: nothing was live.
+            self._remove_pins()
+            self.iface.end()
+            return ["an interrupted first attach left objects behind: removed them"]
+        new = plan_from_bytes(plan_bytes)
+        raw = self.iface.load_plan_bytes()
+        old = plan_from_bytes(raw) if raw is not None else None
+        with M.open_maps(self.pin_dir) as m:
+            active = M.read_active(self.pin_dir)
+            live_hashes = {M.read_config(m, M.half_of(d, active)).plan_hash for d in DIRECTIONS}
+            if live_hashes == {new.hash64}:
+                live, msg = new, f"an interrupted apply of {meta['applied'].get('file')} had reached the kernel: recorded it"
+                self.iface.commit(
+                    Snapshot(Applied.from_json(json.dumps(meta["applied"])), plan_bytes, meta.get("rules_text"),
+                             meta.get("summary"))
+                )  # fmt: skip
+            elif old is not None and live_hashes == {old.hash64}:
+                live, msg = old, "an interrupted apply never reached the packets: the previous rule set stayed live"
+            else:
+                # Not expected (each half is switched whole); make the new plan live from scratch.
+                live, msg = new, "an interrupted apply left unknown map contents: rewrote the rule set in full"
+                holds = {(d, v): False for d in DIRECTIONS for v in (0, 1)}
+                self._switch(m, new, None, holds)
+                self.iface.commit(
+                    Snapshot(Applied.from_json(json.dumps(meta["applied"])), plan_bytes, meta.get("rules_text"),
+                             meta.get("summary"))
+                )  # fmt: skip
+            # The half packets do not read may be half-written: level it.
+            for direction in DIRECTIONS:
+                h_in = M.half_of(direction, 1 - active)
+                if M.read_config(m, h_in).plan_hash != live.hash64:
+                    d = _dir_plan(live, direction)
+                    h_act = M.half_of(direction, active)
+                    slots = {r.rule_id: r.slot for r in M.read_rules(m, h_act, d.nrules)}
+                    _, bfd = M.write_half(m, h_in, live, d, None, slots)
+                    os.close(bfd)
+        self._ensure_prog_pins()
+        for direction in ("egress", "ingress"):
+            if not os.path.exists(self.iface.pin(LINKS[direction][0])):
+                with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as fd:
+                    applied = self.iface.load_applied()
+                    self._link(direction, fd, applied.xdp_mode if applied else "auto")
+                msg += f"; re-attached the {direction} program"
+        self.iface.end()
+        return [msg]
+
+    def recover(self) -> list[str]:
+        """Repair what an interrupted apply left (status and rollback call this)."""
+        if self.iface.journal() is None:
+            return []
+        _require_root()
+        with self.iface.lock():
+            return self._recover()
+
+    # ------------------------------------------------------------------ history
+
+    def rollback(self, to_seq: int | None = None) -> tuple[ApplyResult, Snapshot]:
+        """Apply an earlier rule set again (the previous distinct one by default)."""
+        _require_root()
+        with self.iface.lock():
+            return self.rollback_locked(to_seq)
+
+    def rollback_locked(self, to_seq: int | None, note: str = "") -> tuple[ApplyResult, Snapshot]:
+        msgs = self._recover()
+        current = self.iface.load_applied()
+        if current is None or not self.attached:
+            raise KernelError(f"xdpguard is not attached to {self.iface.ifname}: nothing to roll back")
+        target = self._rollback_target(current, to_seq)
+        plan = plan_from_bytes(target.plan_bytes, target.applied.file)
+        t0 = time.monotonic()
+        res = self._apply_locked(plan, target.rules_text, current.xdp_mode, False, target.summary,
+                                 note or f"rollback to version {target.applied.seq}")  # fmt: skip
+        res.seconds = time.monotonic() - t0
+        res.messages[:0] = msgs
+        return res, target
+
+    def _rollback_target(self, current: Applied, to_seq: int | None) -> Snapshot:
+        hist = self.iface.history()
+        if to_seq is not None:
+            for s in hist:
+                if s.applied.seq == to_seq:
+                    return s
+            raise UsageError(f"version {to_seq} is not in the history of {self.iface.ifname} (see `status`)")
+        for s in reversed(hist):
+            if s.applied.seq < current.seq and s.applied.digest != current.digest:
+                return s
+        raise UsageError(f"{self.iface.ifname} has no earlier rule set to roll back to")
+
+    def _ensure_prog_pins(self) -> None:
+        """Every linked program has its pin (a crash while re-pinning can lose one)."""
+        for direction, (pin_name, _) in LINKS.items():
+            prog_pin = self.iface.pin(prog_pin_name(direction))
+            if os.path.exists(prog_pin) or not os.path.exists(self.iface.pin(pin_name)):
+                continue
+            with B.Fd(B.obj_get(self.iface.pin(pin_name))) as link:
+                prog_id = B.link_info(link).prog_id
+            with B.Fd(B.prog_get_fd_by_id(prog_id)) as fd:
+                B.obj_pin(fd, prog_pin)
 
     def _program_outdated(self, applied: Applied | None) -> bool:
         from xdpguard.datapath.loader import source_hash
@@ -286,11 +460,10 @@ class Dataplane:
                         raise KernelError(
                             f"replace the {direction} program on {self.iface.ifname}: {e.sentence}"
                         ) from e
-                # Re-pin under a temporary name first: the pin always names a live program.
-                tmp = prog_pin + ".new"
-                _unlink(tmp)
-                B.obj_pin(new_fd, tmp)
-                os.replace(tmp, prog_pin)
+                # bpffs cannot rename: a crash between these two leaves no
+                # program pin, which _ensure_prog_pins restores from the link.
+                _unlink(prog_pin)
+                B.obj_pin(new_fd, prog_pin)
         finally:
             loaded.close()
 
@@ -312,8 +485,13 @@ class Dataplane:
         }
 
     def status(self) -> dict[str, Any]:
-        applied = self.iface.load_applied()
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
+        if self.iface.journal() is not None:
+            if os.geteuid() == 0:
+                out["recovered"] = self.recover()
+            else:
+                out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"
+        applied = self.iface.load_applied()
         if applied:
             out.update(
                 file=applied.file,
@@ -323,6 +501,22 @@ class Dataplane:
                 xdp_mode=applied.xdp_mode,
                 netns=applied.netns,
             )
+        out["history"] = [
+            {
+                "version": h.applied.seq,
+                "digest": h.applied.digest,
+                "file": h.applied.file,
+                "applied_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h.applied.applied_at)),
+                "note": h.applied.note,
+            }
+            for h in self.iface.history()
+        ]
+        pending = self.iface.load_confirm()
+        if pending:
+            out["pending_confirm"] = {
+                "seconds_left": round(max(0.0, float(pending["deadline"]) - time.time()), 1),
+                "reverts_to": pending["target_seq"],
+            }
         if not self.attached:
             return out
         try:
@@ -392,8 +586,16 @@ class Dataplane:
     def detach(self) -> list[str]:
         _require_root()
         with self.iface.lock():
-            removed = self._remove_pins()
-            self.iface.remove_state()
+            return self.detach_locked()
+
+    def detach_locked(self) -> list[str]:
+        from xdpguard.datapath.confirm import _stop
+
+        pending = self.iface.load_confirm()
+        if pending:
+            _stop(pending.get("pid"))
+        removed = self._remove_pins()
+        self.iface.remove_state()
         return removed
 
     def _remove_pins(self) -> list[str]:

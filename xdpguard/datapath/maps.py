@@ -277,6 +277,12 @@ def write_half(
     the bitmap inner map (pass it back for the other half to share it).
     """
     st = WriteStats()
+    # Until the final config write below, this half holds no plan we could
+    # name: a crash in between must not leave it looking like `old`.
+    cfg = read_config(dm, half)
+    if cfg.plan_hash:
+        cfg.plan_hash = 0
+        B.map_update(dm["config"], _u32(half), bytes(cfg))
     if old is None:
         st.lpm_deletes += clear_lpm_half(dm["src4"], half, C_SIZE["lpm4"])
         st.lpm_deletes += clear_lpm_half(dm["dst4"], half, C_SIZE["lpm4"])
@@ -387,6 +393,11 @@ def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple
                 over += c.over
         out[s] = (pk, by, over)
     return out
+
+
+def zero_counters_all(dm: Maps) -> None:
+    n = abi.NDIRS * abi.MAX_SLOTS
+    B.map_update_batch(dm["counters"], [_u32(i) for i in range(n)], [bytes(B.percpu_value_size(C_SIZE["counter"]))] * n)
 
 
 def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:

@@ -1,0 +1,68 @@
+"""apply --confirm: unless `confirm` comes in time, the previous rule set returns by itself.
+
+The watchdog is a detached process: these tests let the CLI exit and
+check the data plane (program verdicts) after the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.netns.abtest import WANT, apply, files, verdicts, xg  # noqa: F401 (fixture)
+
+
+def status(lab) -> dict:
+    return json.loads(xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname, "--json").stdout)[0]
+
+
+def wait_for(pred, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return pred()
+
+
+def test_unconfirmed_apply_reverts(lab, files):
+    assert apply(lab, files["A"]).returncode == 0
+    r = apply(lab, files["B"], "--confirm", "2s")
+    assert r.returncode == 0 and "confirm within 2 s" in r.stdout, r.stdout + r.stderr
+    assert verdicts(lab) == WANT["B"]
+    assert status(lab)["pending_confirm"]["reverts_to"] == 1
+    assert wait_for(lambda: verdicts(lab) == WANT["A"], 8), "the watchdog did not restore rule set A"
+    st = status(lab)
+    assert "pending_confirm" not in st and st["history"][-1]["note"] == "confirm timeout"
+
+
+def test_confirmed_apply_stays(lab, files):
+    assert apply(lab, files["A"]).returncode == 0
+    assert apply(lab, files["B"], "--confirm", "2s").returncode == 0
+    r = xg("--netns", lab.b.ns, "confirm", "--iface", lab.b.ifname)
+    assert r.returncode == 0 and "confirmed" in r.stdout
+    time.sleep(3.5)
+    assert verdicts(lab) == WANT["B"]
+    assert "pending_confirm" not in status(lab)
+    r = xg("--netns", lab.b.ns, "confirm", "--iface", lab.b.ifname)
+    assert "nothing is waiting" in r.stdout
+
+
+def test_watchdog_survives_a_second_apply(lab, files, tmp_path):
+    assert apply(lab, files["A"]).returncode == 0
+    assert apply(lab, files["B"], "--confirm", "3s").returncode == 0
+    # A further change during the window does not cancel the revert, and the
+    # revert goes back to the last confirmed rule set, not to B.
+    c = tmp_path / "c.yaml"
+    c.write_text(open(files["B"]).read().replace("junk2", "junk3"))
+    assert apply(lab, str(c)).returncode == 0
+    assert wait_for(lambda: verdicts(lab) == WANT["A"], 10)
+    assert status(lab)["digest"] == json.loads(xg("check", files["A"], "--json").stdout)["digest"]
+
+
+def test_unconfirmed_first_attach_detaches(lab, files):
+    r = apply(lab, files["A"], "--confirm", "1s")
+    assert r.returncode == 0
+    assert verdicts(lab) == WANT["A"]
+    assert wait_for(lambda: verdicts(lab) is None, 8), "still attached after the confirm window"
+    assert not any(lab.bpffs.rglob("*"))
