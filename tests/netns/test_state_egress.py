@@ -224,3 +224,40 @@ def test_egress_drop_rules(stateful):
         assert rule_count(stats(lab), "egress", name) - before == 3
         for s in (us, open_port, uc):
             s.close()
+
+
+def test_netlink_fallback_for_egress(lab, tmp_path: Path, monkeypatch):
+    """Kernels without tcx get clsact + cls_bpf; forced here, since this kernel has tcx."""
+    monkeypatch.setenv("XDPGUARD_FORCE_TC_NETLINK", "1")
+    rules = tmp_path / "stateful.yaml"
+    rules.write_text(STATEFUL)
+    xg("--netns", lab.b.ns, "apply", str(rules), "--iface", lab.b.ifname)
+    try:
+        st = json.loads(xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname, "--json").stdout)[0]
+        assert "netlink" in st["tc"]["attach"]
+        tc = subprocess.run(["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+        assert "xg_egress" in tc and "direct-action" in tc
+        us = _sock(lab.a.ns, socket.AF_INET, socket.SOCK_DGRAM)
+        us.bind((lab.a.ip4, 9999))
+        us.settimeout(0.5)
+        uc = _sock(lab.b.ns, socket.AF_INET, socket.SOCK_DGRAM)
+        uc.sendto(b"blocked", (lab.a.ip4, 9999))
+        with pytest.raises(socket.timeout):
+            us.recvfrom(100)
+        assert rule_count(stats(lab), "egress", "no-9999-out") == 1
+        # Replacing the programs swaps the filter's program in place.
+        xg("--netns", lab.b.ns, "apply", str(rules), "--iface", lab.b.ifname, "--replace-program")
+        st2 = json.loads(xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname, "--json").stdout)[0]
+        assert st2["tc"]["prog_id"] != st["tc"]["prog_id"]
+        uc.sendto(b"blocked", (lab.a.ip4, 9999))
+        with pytest.raises(socket.timeout):
+            us.recvfrom(100)
+        us.close()
+        uc.close()
+    finally:
+        xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
+    tc = subprocess.run(["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
+                        capture_output=True, text=True).stdout  # fmt: skip
+    assert "xg_egress" not in tc
+    assert not any(lab.bpffs.rglob("*"))

@@ -9,6 +9,7 @@ update can again write only what changed.  The programs are compiled
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -204,18 +205,47 @@ class Dataplane:
             raise
         return res
 
+    @property
+    def egress_mode(self) -> str:
+        """How the egress program is attached: "tcx" (a pinned link) or "netlink" (clsact + cls_bpf)."""
+        try:
+            return (self.iface.state_dir / "egress_attach").read_text().strip() or "tcx"
+        except FileNotFoundError:
+            return "tcx"
+
+    def _set_egress_mode(self, mode: str) -> None:
+        self.iface.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.iface.state_dir / "egress_attach").write_text(mode + "\n")
+
     def _link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
         pin_name, attach_type = LINKS[direction]
+        if direction == "egress":
+            if os.environ.get("XDPGUARD_FORCE_TC_NETLINK") == "1":
+                self._attach_egress_netlink(prog_fd)
+                return
+            self._set_egress_mode("tcx")
         flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
         ifindex = self.ifindex or self._lookup_ifindex()
         try:
             link = B.link_create(prog_fd, ifindex, attach_type, flags)
         except B.BpfError as e:
+            if direction == "egress" and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, B.ENOTSUPP):
+                self._attach_egress_netlink(prog_fd)  # a kernel without tcx links
+                return
             raise self._attach_error(e, direction, xdp_mode) from e
         try:
             B.obj_pin(link, self.iface.pin(pin_name))
         finally:
             os.close(link)
+
+    def _attach_egress_netlink(self, prog_fd: int) -> None:
+        from xdpguard.net import NetError, attach_egress
+
+        self._set_egress_mode("netlink")
+        try:
+            attach_egress(self.ifindex or self._lookup_ifindex(), prog_fd)
+        except NetError as e:
+            raise KernelError(str(e)) from e
 
     def _lookup_ifindex(self) -> int:
         from xdpguard.net import ifindex
@@ -373,6 +403,8 @@ class Dataplane:
                     os.close(bfd)
         self._ensure_prog_pins()
         for direction in ("egress", "ingress"):
+            if direction == "egress" and self.egress_mode == "netlink":
+                continue
             if not os.path.exists(self.iface.pin(LINKS[direction][0])):
                 with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as fd:
                     applied = self.iface.load_applied()
@@ -453,6 +485,11 @@ class Dataplane:
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
                 new_fd = loaded.prog_fds[direction]
+                if direction == "egress" and self.egress_mode == "netlink":
+                    self._attach_egress_netlink(new_fd)  # replace-filter: one atomic swap
+                    _unlink(prog_pin)
+                    B.obj_pin(new_fd, prog_pin)
+                    continue
                 with B.Fd(B.obj_get(self.iface.pin(pin_name))) as link, B.Fd(B.obj_get(prog_pin)) as oldp:
                     try:
                         B.link_update(link, new_fd, oldp, B.BPF_F_REPLACE)
@@ -521,7 +558,12 @@ class Dataplane:
             return out
         try:
             out["xdp"] = {**self._link_status("ingress"), "mode": applied.xdp_mode if applied else "?"}
-            if os.path.exists(self.iface.pin(LINKS["egress"][0])):
+            if self.egress_mode == "netlink":
+                with B.Fd(B.obj_get(self.iface.pin(prog_pin_name("egress")))) as pfd:
+                    pi = B.prog_info(pfd)
+                out["tc"] = {"attach": "clsact + cls_bpf (netlink; no tcx on this kernel)", "prog_id": pi.id,
+                             "tag": pi.tag, "link_id": None}  # fmt: skip
+            elif os.path.exists(self.iface.pin(LINKS["egress"][0])):
                 out["tc"] = self._link_status("egress")
             active = M.read_active(self.pin_dir)
             with M.open_maps(self.pin_dir) as m:
@@ -602,6 +644,16 @@ class Dataplane:
         """Unlink every pin; links first, so the programs stop before their maps go."""
         pin_dir = self.iface.pin_dir
         removed = []
+        if self.egress_mode == "netlink":
+            from xdpguard.net import NetError, detach_egress
+
+            try:
+                if detach_egress(self.ifindex or self._lookup_ifindex()):
+                    removed.append("cls_bpf egress filter")
+            except (NetError, LookupError):
+                pass  # the interface is gone, and the filter with it
+            with contextlib.suppress(FileNotFoundError):
+                (self.iface.state_dir / "egress_attach").unlink()
         for pin_name, _ in LINKS.values():
             link = pin_dir / pin_name
             if not link.exists():

@@ -20,6 +20,7 @@ from xdpguard.net.links import (
     set_mac,
     set_up,
 )
+from xdpguard.net.tc import attach_egress, detach_egress, egress_filter_present
 from xdpguard.net.netns import (
     NetError,
     NoSuchNetns,
@@ -33,6 +34,9 @@ from xdpguard.net.netns import (
 )
 
 __all__ = [
+    "attach_egress",
+    "detach_egress",
+    "egress_filter_present",
     "NetError",
     "NoSuchInterface",
     "NoSuchNetns",
