@@ -4,7 +4,7 @@
 monotonic clock around start and end) and its peak RSS, as GNU time's
 %M ("Maximum resident set size" of `/usr/bin/time -v`) reports it.
 
-`Lab` is a private network namespace holding a veth pair, with
+`Lab` is a private network namespace holding two veth pairs, with
 XDPGUARD_BPFFS and XDPGUARD_STATE_DIR pointed at private places for its
 lifetime; leaving it removes every pin, the veth pair and the namespace,
 whatever happened inside.  Namespaces and bpffs dirs left by a benchmark
@@ -114,7 +114,7 @@ def run_measured(argv: Sequence[str], cwd: Path | None = None) -> ProcResult:
 @dataclass(frozen=True)
 class Lab:
     ns: str
-    ifaces: tuple[str, str]  # both ends of the veth pair, both inside ns
+    ifaces: tuple[str, ...]  # xgb0..xgb3: two veth pairs (xgb0-xgb1, xgb2-xgb3), all inside ns
     bpffs: Path
     state_dir: Path
 
@@ -154,7 +154,8 @@ def sweep_stale() -> list[str]:
 
 @contextmanager
 def lab() -> Iterator[Lab]:
-    """A namespace with veth xgb0 <-> xgb1, private bpffs and state dirs; always torn down."""
+    """A namespace with veths xgb0 <-> xgb1 and xgb2 <-> xgb3, private bpffs and
+    state dirs; always torn down."""
     pid = os.getpid()
     ns = f"{NS_PREFIX}{pid}"
     bpffs = BPFFS_ROOT / f"{BPFFS_PREFIX}{pid}"
@@ -162,10 +163,11 @@ def lab() -> Iterator[Lab]:
     saved = {k: os.environ.get(k) for k in ("XDPGUARD_BPFFS", "XDPGUARD_STATE_DIR")}
     os.environ["XDPGUARD_BPFFS"] = str(bpffs)
     os.environ["XDPGUARD_STATE_DIR"] = str(state_dir)
-    ifaces = ("xgb0", "xgb1")
+    ifaces = ("xgb0", "xgb1", "xgb2", "xgb3")
     try:
         net.create_netns(ns)
         net.create_veth_pair(ifaces[0], ns, ifaces[1], ns, ["10.201.0.1/24"], ["10.201.0.2/24"])
+        net.create_veth_pair(ifaces[2], ns, ifaces[3], ns, ["10.201.1.1/24"], ["10.201.1.2/24"])
         yield Lab(ns, ifaces, bpffs, state_dir)
     finally:
         # Pins first (removing a link pin with no fd open detaches the program),
@@ -175,6 +177,7 @@ def lab() -> Iterator[Lab]:
         try:
             if net.netns_exists(ns):
                 net.delete_link(ifaces[0], ns)
+                net.delete_link(ifaces[2], ns)
         finally:
             net.delete_netns(ns)
             shutil.rmtree(state_dir, ignore_errors=True)

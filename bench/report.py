@@ -16,6 +16,8 @@ from typing import Any
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
+# CPUs kept busy by other work during the run above which the figures are flagged.
+OTHER_LOAD_LIMIT = 0.25
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -101,7 +103,9 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
         f"large set {_ns(single['large'])} ns.",
         "",
         f"The cold column includes the kernel's timer reads around a single run; the floor row shows that "
-        f"overhead. Blocklisted frames dropped by the large set: {p['blocklist_frames_dropped_by_large']}.",
+        f"overhead. Blocklisted frames dropped by the large set: {p['blocklist_frames_dropped_by_large']}. "
+        f"Hot loop: {p['hot_loop']['wall_s']:.1f} s wall, {p['hot_loop']['timed_share']:.0%} of it in timed "
+        f"runs, preempted {p['hot_loop']['involuntary_context_switches']:,} times.",
         "",
     ]
     return out
@@ -170,13 +174,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Command: `{m['make_target']}` (runs `{m['command']}`), {m['elapsed_s']:.0f} s in all",
         f"- Machine: {m['cpu_model']}, {m['nproc']} CPUs (nproc), {m['mem_total']}, kernel {m['kernel']}",
         f"- Sources: BPF source hash {m['bpf_source_hash']}, Python source hash {m['python_source_hash']} "
-        "(working tree as it was at the run)",
-        f"- 1-minute load average at start / end: {m['loadavg_start']:.2f} / {m['loadavg_end']:.2f}"
-        + (
-            " (other work was running: timings are skewed)"
-            if max(m["loadavg_start"], m["loadavg_end"]) > 0.5
-            else ""
-        ),
+        "(working tree as it was at the run"
+        + ("; **it changed during the run**" if m["sources_changed_during_run"] else "")
+        + ")",
+        f"- Other work on the machine during the run: {m['other_cpu_load']:.2f} CPUs busy on average "
+        f"(1-minute load average {m['loadavg_start']:.2f} at the start)"
+        + (": **timings are skewed**" if m["other_cpu_load"] > OTHER_LOAD_LIMIT else ""),
         "",
         *_check_md(results["check"]),
         *_progcost_md(results["progcost"], large_label),

@@ -17,6 +17,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -84,6 +85,23 @@ def loadavg() -> float:
     return os.getloadavg()[0]
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds all CPUs spent not idle since boot (/proc/stat, first line)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and every child it waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
 def _meta(quick: bool) -> dict[str, Any]:
     python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
     return {
@@ -110,7 +128,7 @@ def _stage(name: str) -> float:
 
 def run(quick: bool) -> dict[str, Any]:
     n = QUICK if quick else FULL
-    t_all = time.monotonic()
+    t_all, busy0, own0 = time.monotonic(), _busy_cpu_s(), _own_cpu_s()
     results: dict[str, Any] = {"meta": _meta(quick), "counts": asdict(n)}
     swept = common.sweep_stale()
     if swept:
@@ -135,12 +153,22 @@ def run(quick: bool) -> dict[str, Any]:
             small_if = lab.ifaces[applytime.LEFT_ON["small"]]
             large_if = lab.ifaces[applytime.LEFT_ON["large"]]
             results["progcost"] = progcost.measure(
-                lab, wl, small_if, large_if, n.pool_frames, n.repeat, n.single_repeat
+                lab, wl, small_if, large_if, lab.ifaces[2], n.pool_frames, n.repeat, n.single_repeat
             )
             stages["progcost"] = time.monotonic() - t
     results["meta"]["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
-    results["meta"]["elapsed_s"] = round(time.monotonic() - t_all, 1)
+    elapsed = time.monotonic() - t_all
+    results["meta"]["elapsed_s"] = round(elapsed, 1)
+    # CPU time spent by everything else (other processes, and kernel threads) while
+    # we ran, in CPUs busy on average: the noise every figure here carries.
+    others = (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)
+    results["meta"]["other_cpu_load"] = round(max(0.0, others) / elapsed, 2)
     results["meta"]["loadavg_end"] = loadavg()
+    # Someone editing the tree mid-run would make the figures a mix of two versions.
+    results["meta"]["sources_changed_during_run"] = (
+        loader.source_hash() != results["meta"]["bpf_source_hash"]
+        or _python_source_hash() != results["meta"]["python_source_hash"]
+    )
     return results
 
 

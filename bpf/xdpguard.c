@@ -325,8 +325,49 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	return xg_first_rule(&s, cfg->nwords);
 }
 
+/* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */
+static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const struct xg_pkt *p, __u64 rule_id,
+				     __u32 len, __u32 ifindex)
+{
+	__u32 zero = 0;
+	struct xg_event_cfg *cfg = xg_event_cfg.lookup(&zero);
+	__u32 sample = cfg ? cfg->sample : XG_EVENTS_DEFAULT_SAMPLE;
+	__u32 max_rate = cfg ? cfg->max_rate : XG_EVENTS_DEFAULT_MAX_RATE;
+
+	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
+		return;
+	struct xg_event_rate *rate = xg_event_rate.lookup(&zero);
+	if (!rate)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - rate->window_ns >= XG_NSEC_PER_SEC) {
+		rate->window_ns = now;
+		rate->count = 0;
+	}
+	if (rate->count >= max_rate)
+		return;
+	rate->count++;
+
+	struct xg_event ev = {
+		.ts_ns = now,
+		.rule_id = rule_id,
+		.ifindex = ifindex,
+		.len = len,
+		.dir = dir,
+		.reason = reason,
+		.audit = audit,
+		.family = p->family,
+		.proto = p->proto,
+		.sport = p->sport,
+		.dport = p->dport,
+	};
+	__builtin_memcpy(ev.src, p->src, 16);
+	__builtin_memcpy(ev.dst, p->dst, 16);
+	xg_events.ringbuf_output(&ev, sizeof(ev), 0);
+}
+
 /* The whole decision for one frame in one direction. */
-static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir)
+static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex)
 {
 	__u32 zero = 0;
 	__u32 *active = xg_active.lookup(&zero);
@@ -344,11 +385,15 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 
 	if (kind == XG_KIND_MALFORMED) {
 		xg_count(dir, XG_SLOT_MALFORMED, frame_len);
+		xg_event(dir, XG_EV_MALFORMED, !drop_ok, &p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
 	}
 	if (kind == XG_KIND_NON_IP) {
 		xg_count(dir, XG_SLOT_NON_IP, frame_len);
-		return (drop_ok && (cfg->flags & XG_CFG_NON_IP_DROP)) ? XG_DROP : XG_PASS;
+		if (!(cfg->flags & XG_CFG_NON_IP_DROP))
+			return XG_PASS;
+		xg_event(dir, XG_EV_NON_IP, !drop_ok, &p, 0, frame_len, ifindex);
+		return drop_ok ? XG_DROP : XG_PASS;
 	}
 	if (!(cfg->flags & XG_CFG_NDP_RULES) && xg_is_ndp(&p)) {
 		xg_count(dir, XG_SLOT_NDP, frame_len);
@@ -356,6 +401,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	}
 	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p, xg_now())) {
 		xg_count(dir, XG_SLOT_BLOCKED, frame_len);
+		xg_event(dir, XG_EV_BLOCKED, !drop_ok, &p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
 	}
 
@@ -374,11 +420,14 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 					xg_count2(dir, r->slot, frame_len, 1);
 					if (r->block_s && dir == XG_DIR_INGRESS)
 						xg_block_source(&p, r, now);
+					xg_event(dir, XG_EV_LIMIT, !drop_ok, &p, r->rule_id, frame_len, ifindex);
 					verdict = drop_ok ? XG_DROP : XG_PASS;
 					goto out;
 				}
 			}
 			xg_count(dir, r->slot, frame_len);
+			if (r->action == XG_ACT_DROP)
+				xg_event(dir, XG_EV_RULE, !drop_ok, &p, r->rule_id, frame_len, ifindex);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
 			goto out;
 		}
@@ -387,6 +436,8 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	if (rule == XG_RULE_ERROR)
 		xg_count(dir, XG_SLOT_ERROR, frame_len);
 	xg_count(dir, XG_SLOT_DEFAULT, frame_len);
+	if (cfg->flags & XG_CFG_DEFAULT_DROP)
+		xg_event(dir, XG_EV_DEFAULT, !drop_ok, &p, 0, frame_len, ifindex);
 	verdict = (drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
 out:
 	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
@@ -399,7 +450,7 @@ int xg_ingress(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS));
+	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex));
 }
 
 int xg_egress(struct __sk_buff *skb)
@@ -408,5 +459,5 @@ int xg_egress(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS));
+	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex));
 }

@@ -200,29 +200,50 @@ class Iface:
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
-        """One writer per interface: a second apply waits, then gives up clearly."""
+        """One writer per interface: a second apply waits, then gives up clearly.
+
+        The lock file is removed once the interface has neither pins nor
+        state, so a failed attach or a detach leaves nothing behind.  A
+        waiter that then wins the lock on the removed file notices (the
+        path names another inode, or none) and locks afresh.
+        """
         timeout = lock_timeout() if timeout is None else timeout
         root = state_root()
         root.mkdir(parents=True, exist_ok=True)
         path = root / f".{self.ifname}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
+        deadline = time.monotonic() + timeout
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError as e:
+                        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                            raise
+                        if time.monotonic() >= deadline:
+                            raise LockTimeout(
+                                f"another xdpguard command is changing {self.ifname} "
+                                f"(waited {timeout:.0f} s for the lock {path})"
+                            ) from None
+                        time.sleep(0.05)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"another xdpguard command is changing {self.ifname} "
-                            f"(waited {timeout:.0f} s for the lock {path})"
-                        ) from None
-                    time.sleep(0.05)
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)
+        try:
             yield
         finally:
+            if not self.pin_dir.exists() and not self.state_dir.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
             os.close(fd)
 
 

@@ -211,4 +211,46 @@ struct xg_block {
 	__u64 rule_id; /* the limit that was exceeded */
 };
 
+/* Sampled drop events, through a ring buffer (xdpguard events). */
+#define XG_EVENTS_BYTES (256 * 1024)
+#define XG_EVENTS_DEFAULT_SAMPLE 64     /* one drop in N becomes an event */
+#define XG_EVENTS_DEFAULT_MAX_RATE 1000 /* events per second per CPU, at most */
+
+enum xg_event_reason {
+	XG_EV_RULE = 1,      /* a drop rule matched */
+	XG_EV_LIMIT = 2,     /* over a rate limit */
+	XG_EV_DEFAULT = 3,   /* the direction's default: drop */
+	XG_EV_MALFORMED = 4,
+	XG_EV_NON_IP = 5,
+	XG_EV_BLOCKED = 6,   /* source blocked by block_for */
+};
+
+struct xg_event_cfg {
+	__u32 sample;   /* 0: no events; N: one drop in N */
+	__u32 max_rate; /* per CPU per second */
+};
+
+struct xg_event_rate {
+	__u64 window_ns; /* start of the current one-second window */
+	__u64 count;
+};
+
+struct xg_event {
+	__u64 ts_ns;   /* CLOCK_MONOTONIC */
+	__u64 rule_id; /* 0 when no rule decided */
+	__u32 ifindex;
+	__u32 len;
+	__u8 dir;
+	__u8 reason;   /* enum xg_event_reason */
+	__u8 audit;    /* mode audit: the packet was passed */
+	__u8 family;
+	__u8 proto;
+	__u8 pad;
+	__u16 sport;
+	__u16 dport;
+	__u16 pad2;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
 #endif /* XDPGUARD_H */

@@ -59,6 +59,23 @@ BPF_TABLE_PINNED("lru_hash", struct xg_src_bucket_key, struct xg_bucket, xg_src_
 		 XG_PIN("src_buckets"));
 BPF_TABLE_PINNED("lru_hash", struct xg_block_key, struct xg_block, xg_blocked, XG_LIMIT_SIZE, XG_PIN("blocked"));
 
+/* Drop events: a pinned ring buffer (bcc has no pinned variant of its
+ * BPF_RINGBUF_OUTPUT, so the same declaration is spelled out here). */
+struct xg_events_table_t {
+	int key;
+	__u32 leaf;
+	int (*ringbuf_output)(void *, __u64, __u64);
+	void *(*ringbuf_reserve)(__u64);
+	void (*ringbuf_discard)(void *, __u64);
+	void (*ringbuf_submit)(void *, __u64);
+	__u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" XG_PIN("events")))) struct xg_events_table_t xg_events = {
+	.max_entries = XG_EVENTS_BYTES
+};
+BPF_TABLE_PINNED("array", __u32, struct xg_event_cfg, xg_event_cfg, 1, XG_PIN("event_cfg"));
+BPF_TABLE_PINNED("percpu_array", __u32, struct xg_event_rate, xg_event_rate, 1, XG_PIN("event_rate"));
+
 #ifdef XG_TEST_CLOCK
 /* Test builds only (the loader sets XG_TEST_CLOCK when XDPGUARD_TEST_CLOCK=1):
  * a clock the tests set, so limiter accuracy can be checked exactly. */

@@ -146,37 +146,33 @@ def test_check_needs_no_root() -> None:
 
 HEAD = "version: 1\ningress:\n  rules:\n"
 
-# (id, rule file text, line reported, text the message must quote, side files)
-INVALID: list[tuple[str, str, int, str, dict[str, bytes]]] = [
+# (id, rule file text, line reported, text the message must quote)
+INVALID: list[tuple[str, str, int, str]] = [
     (
         "yaml-syntax",
         HEAD + "    - name: a\n      match: {proto: tcp, dport: 22]\n      action: drop\n",
         5,
         "invalid YAML",
-        {},
     ),
-    ("yaml-tab-indent", "version: 1\ningress:\n\trules: []\n", 3, "invalid YAML", {}),
+    ("yaml-tab-indent", "version: 1\ningress:\n\trules: []\n", 3, "invalid YAML"),
     (
         "unknown-key",
         HEAD + "    - name: a\n      match: {proto: tcp, dprot: 22}\n      action: drop\n",
         5,
         "dprot",
-        {},
     ),
-    ("wrong-type", "version: 1\ningress:\n  default: 5\n", 3, "5", {}),
+    ("wrong-type", "version: 1\ningress:\n  default: 5\n", 3, "5"),
     (
         "cidr-host-bits",
         HEAD + "    - name: a\n      match:\n        src: 10.1.2.3/8\n      action: drop\n",
         6,
         "10.1.2.3/8",
-        {},
     ),
     (
         "port-out-of-range",
         HEAD + "    - name: a\n      match: {dport: 70000}\n      action: drop\n",
         5,
         "70000",
-        {},
     ),
     (
         "unknown-set",
@@ -185,7 +181,6 @@ INVALID: list[tuple[str, str, int, str, dict[str, bytes]]] = [
         + '    - name: a\n      match: {src: "@nope"}\n      action: drop\n',
         7,
         "@nope",
-        {},
     ),
     (
         "duplicate-rule-name",
@@ -193,24 +188,21 @@ INVALID: list[tuple[str, str, int, str, dict[str, bytes]]] = [
         "    - name: a\n      match: {}\n      action: allow\n",
         7,
         '"a"',
-        {},
     ),
     (
         "port-with-icmp",
         HEAD + "    - name: a\n      match: {proto: icmp, dport: 1}\n      action: drop\n",
         5,
         "icmp",
-        {},
     ),
     (
         "tcp-flags-with-udp",
         HEAD + '    - name: a\n      match: {proto: udp, tcp_flags: "syn"}\n      action: drop\n',
         5,
         "udp",
-        {},
     ),
-    ("unreadable-set-file", "version: 1\nsets:\n  s: {file: missing.netset}\n", 3, "missing.netset", {}),
-    ("empty-file", "", 1, "empty", {}),
+    ("unreadable-set-file", "version: 1\nsets:\n  s: {file: missing.netset}\n", 3, "missing.netset"),
+    ("empty-file", "", 1, "empty"),
 ]
 
 # Errors inside a set file are reported at that file's own line.
@@ -231,12 +223,8 @@ def _assert_clean_error(r: subprocess.CompletedProcess[str], prefix_re: str, fra
     assert fragment in r.stderr, f"{fragment!r} not quoted in {r.stderr!r}"
 
 
-@pytest.mark.parametrize(
-    ("text", "line", "fragment", "files"), [p[1:] for p in INVALID], ids=[p[0] for p in INVALID]
-)
-def test_invalid_rule_file_is_path_line_message(
-    tmp_path: Path, text: str, line: int, fragment: str, files: dict[str, bytes]
-) -> None:
+@pytest.mark.parametrize(("text", "line", "fragment"), [p[1:] for p in INVALID], ids=[p[0] for p in INVALID])
+def test_invalid_rule_file_is_path_line_message(tmp_path: Path, text: str, line: int, fragment: str) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(text)
     r = xdpguard("check", path)

@@ -23,7 +23,9 @@ def _modes() -> tuple[str, ...]:
 def apply(
     rules: Path = typer.Argument(..., help="rule file (YAML)"),
     iface: list[str] = typer.Option(..., "--iface", "-i", help=IFACE_HELP),
-    xdp_mode: str = typer.Option("auto", "--xdp-mode", help="auto | native | generic"),
+    xdp_mode: str = typer.Option(
+        None, "--xdp-mode", help="auto | native | generic (first attach; default auto)", show_default=False
+    ),
     replace_program: bool = typer.Option(
         False, "--replace-program", help="recompile and swap the programs even when they are current"
     ),
@@ -33,7 +35,7 @@ def apply(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Attach xdpguard to each interface, or update it atomically; idempotent."""
-    if xdp_mode not in _modes():
+    if xdp_mode is not None and xdp_mode not in _modes():
         raise UsageError(f"--xdp-mode must be one of auto, native, generic (got {xdp_mode!r})")
     window = None
     if confirm_in is not None:
@@ -46,12 +48,22 @@ def apply(
     # Everything that can be wrong with the input is found before the kernel is touched.
     rs, plan, text = load_rules(rules)
     targets = [(name, resolve_iface(name)) for name in iface]
+    for name, _ in targets:
+        live = Iface(name).load_applied()
+        if xdp_mode is not None and live is not None and (Iface(name).pin_dir / "link_xdp").exists():
+            if live.xdp_mode != xdp_mode:
+                raise UsageError(
+                    f"{name} is attached in XDP mode {live.xdp_mode}; changing it to {xdp_mode} takes "
+                    f"`xdpguard detach --iface {name}` first (a mode switch cannot be atomic)"
+                )
     from xdpguard.datapath.dataplane import Dataplane
 
     results = []
     for name, index in targets:
         before = Iface(name).load_applied()
-        res = Dataplane(name, index, CONTEXT["netns"]).apply(plan, text, xdp_mode, replace_program, summary_of(rs))
+        res = Dataplane(name, index, CONTEXT["netns"]).apply(
+            plan, text, xdp_mode or "auto", replace_program, summary_of(rs)
+        )
         results.append((name, res))
         if window is not None:
             from xdpguard.datapath.confirm import arm

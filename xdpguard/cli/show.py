@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from xdpguard.cli.common import console, print_json
-from xdpguard.errors import UsageError
+from xdpguard.errors import UsageError, XdpguardError
 from xdpguard.state import known_ifaces
 
 
@@ -36,7 +36,11 @@ def status(
         if not s["attached"]:
             console.print(f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else ""))
             continue
-        x: dict[str, Any] = s.get("xdp", {})  # type: ignore[assignment]
+        x: dict[str, Any] = s.get("xdp", {})
+        if x and not x.get("live", True):
+            console.print(f"[bold red]{s['interface']}[/]: pinned but detached from the interface (it was removed?); "
+                          "`xdpguard detach` cleans up")  # fmt: skip
+            continue
         console.print(
             f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} mode {x.get('mode')} "
             f"prog {x.get('prog_id')} tag {x.get('tag')}"
@@ -103,7 +107,7 @@ def stats(
 
     names = _targets(iface)
     if not names:
-        raise UsageError("xdpguard is not attached to any interface")
+        raise XdpguardError("xdpguard is not attached to any interface")
     if watch and json_out:
         raise UsageError("--watch and --json do not go together")
     if not watch:
@@ -167,9 +171,64 @@ def unblock(
         raise UsageError(f"not an IP address: {address!r}") from e
     names = _targets(iface)
     if not names:
-        raise UsageError("xdpguard is not attached to any interface")
+        raise XdpguardError("xdpguard is not attached to any interface")
     released = [n for n in names if Dataplane(n, 0).unblock(ip.version, int(ip))]
     if released:
         console.print(f"{ip}: unblocked on {', '.join(released)}")
     else:
         console.print(f"{ip}: was not blocked")
+
+
+def events(
+    iface: str = typer.Option(..., "--iface", "-i", help="interface to watch"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object per line"),
+    count: int = typer.Option(0, "--count", help="stop after this many events (0: no limit)"),
+    duration: float = typer.Option(0.0, "--duration", help="stop after this many seconds (0: until Ctrl-C)"),
+    sample: int = typer.Option(None, "--sample", help="set: one drop in N becomes an event (0: none)"),
+    max_rate: int = typer.Option(None, "--max-rate", help="set: at most N events per second per CPU"),
+) -> None:
+    """Stream sampled drop events (time, rule, verdict, addresses, ports)."""
+    import json as _json
+    import sys
+
+    from xdpguard.datapath import maps as M
+    from xdpguard.datapath.events import stream
+    from xdpguard.errors import KernelError
+    from xdpguard.rules.compile import plan_from_bytes
+    from xdpguard.state import Iface
+
+    st = Iface(iface)
+    if not (st.pin_dir / "link_xdp").exists():
+        raise KernelError(f"xdpguard is not attached to {iface}")
+    if sample is not None or max_rate is not None:
+        with M.open_maps(str(st.pin_dir)) as m:
+            cur = M.read_event_cfg(m)
+            M.write_event_cfg(m, cur.sample if sample is None else sample, cur.max_rate if max_rate is None else max_rate)
+            cur = M.read_event_cfg(m)
+        console.print(f"{iface}: events for one drop in {cur.sample}, at most {cur.max_rate}/s per CPU", style="dim")
+    raw = st.load_plan_bytes()
+    names = {r.rule_id: r.name for d in plan_from_bytes(raw).directions() for r in d.rules} if raw else {}
+    end = time.monotonic() + duration if duration else None
+    seen = 0
+
+    def stop() -> bool:
+        return (end is not None and time.monotonic() >= end) or (count > 0 and seen >= count)
+
+    try:
+        for ev in stream(str(st.pin_dir / "events"), iface, names, stop):
+            seen += 1
+            if json_out:
+                sys.stdout.write(_json.dumps(ev.as_dict()) + "\n")
+                sys.stdout.flush()
+            else:
+                ports = f" {ev.sport}->{ev.dport}" if ev.sport is not None else ""
+                when = time.strftime("%H:%M:%S", time.localtime(ev.time)) + f".{int(ev.time % 1 * 1000):03d}"
+                console.print(
+                    f"{when} {ev.interface} {ev.direction} {ev.verdict} {ev.reason}"
+                    + (f" rule {ev.rule}" if ev.rule else "")
+                    + f" proto {ev.proto} {ev.src} -> {ev.dst}{ports} len {ev.length}"
+                )
+            if count and seen >= count:
+                break
+    except KeyboardInterrupt:
+        pass

@@ -162,6 +162,39 @@ class Flow(C.Structure):
     _fields_ = [("last_seen_ns", C.c_uint64)]
 
 
+class EventCfg(C.Structure):
+    _fields_ = [("sample", C.c_uint32), ("max_rate", C.c_uint32)]
+
+
+class EventRate(C.Structure):
+    _fields_ = [("window_ns", C.c_uint64), ("count", C.c_uint64)]
+
+
+class Event(C.Structure):
+    _fields_ = [
+        ("ts_ns", C.c_uint64),
+        ("rule_id", C.c_uint64),
+        ("ifindex", C.c_uint32),
+        ("len", C.c_uint32),
+        ("dir", C.c_uint8),
+        ("reason", C.c_uint8),
+        ("audit", C.c_uint8),
+        ("family", C.c_uint8),
+        ("proto", C.c_uint8),
+        ("pad", C.c_uint8),
+        ("sport", C.c_uint16),
+        ("dport", C.c_uint16),
+        ("pad2", C.c_uint16),
+        ("src", C.c_uint8 * 16),
+        ("dst", C.c_uint8 * 16),
+    ]
+
+
+EVENTS_BYTES = 256 * 1024
+EVENTS_DEFAULT_SAMPLE = 64
+EVENTS_DEFAULT_MAX_RATE = 1000
+EVENT_REASONS = {1: "rule", 2: "rate_limit", 3: "default", 4: "malformed", 5: "non_ip", 6: "blocked"}
+
 # Structures checked against the header: name in C -> ctypes class.
 MIRRORS: dict[str, type[C.Structure]] = {
     "xg_config": Config,
@@ -176,6 +209,9 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_src_bucket_key": SrcBucketKey,
     "xg_block_key": BlockKey,
     "xg_block": Block,
+    "xg_event_cfg": EventCfg,
+    "xg_event_rate": EventRate,
+    "xg_event": Event,
 }
 
 # Constants checked against the header: name in C -> value here.
@@ -197,6 +233,15 @@ CONSTANTS: dict[str, int] = {
     "XG_RULE_BUCKETS": RULE_BUCKETS,
     "XG_LIMIT_DEFAULT_SIZE": LIMIT_DEFAULT_SIZE,
     "XG_LIMIT_TRIES": LIMIT_TRIES,
+    "XG_EVENTS_BYTES": EVENTS_BYTES,
+    "XG_EVENTS_DEFAULT_SAMPLE": EVENTS_DEFAULT_SAMPLE,
+    "XG_EVENTS_DEFAULT_MAX_RATE": EVENTS_DEFAULT_MAX_RATE,
+    "XG_EV_RULE": 1,
+    "XG_EV_LIMIT": 2,
+    "XG_EV_DEFAULT": 3,
+    "XG_EV_MALFORMED": 4,
+    "XG_EV_NON_IP": 5,
+    "XG_EV_BLOCKED": 6,
     "XG_FLOW_DEFAULT_SIZE": FLOW_DEFAULT_SIZE,
     "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
     "XG_NSEC_PER_SEC": NSEC_PER_SEC,

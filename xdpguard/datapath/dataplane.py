@@ -178,6 +178,7 @@ class Dataplane:
                     raise KernelError("; ".join(problems))
                 with M.open_maps(self.pin_dir) as m:
                     M.zero_counters_all(m)
+                    M.write_event_cfg(m, abi.EVENTS_DEFAULT_SAMPLE, abi.EVENTS_DEFAULT_MAX_RATE)
                     for direction in DIRECTIONS:
                         d = _dir_plan(plan, direction)
                         slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
@@ -202,6 +203,8 @@ class Dataplane:
             if not linked:
                 self._remove_pins()
                 self.iface.end()
+                if self.iface.load_applied() is None:
+                    self.iface.remove_state()  # a first attach that failed leaves nothing behind
             raise
         return res
 

@@ -55,6 +55,9 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
     "rule_buckets": (B.BPF_MAP_TYPE_HASH, 8, C_SIZE["bucket"], abi.RULE_BUCKETS),
+    "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
+    "event_cfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.EventCfg), 1),
+    "event_rate": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.EventRate), 1),
 }
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
@@ -393,6 +396,16 @@ def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple
                 over += c.over
         out[s] = (pk, by, over)
     return out
+
+
+def read_event_cfg(dm: Maps) -> abi.EventCfg:
+    raw = B.map_lookup(dm["event_cfg"], _u32(0), ctypes.sizeof(abi.EventCfg))
+    return abi.EventCfg.from_buffer_copy(raw) if raw else abi.EventCfg()
+
+
+def write_event_cfg(dm: Maps, sample: int, max_rate: int) -> None:
+    cfg = abi.EventCfg(sample, max_rate)
+    B.map_update(dm["event_cfg"], _u32(0), bytes(cfg))
 
 
 def zero_counters_all(dm: Maps) -> None:
