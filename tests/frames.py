@@ -34,10 +34,17 @@ def _l4(rng: random.Random, proto: int) -> bytes:
         doff = 5 if rng.random() < 0.95 else rng.randrange(16)
         return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, doff << 4, rng.randrange(256), 1024, 0, 0)
     if proto == IPPROTO_UDP:
-        return struct.pack("!HHHH", rng.choice(PORT_EDGES + [rng.randrange(65536)]),
-                           rng.choice(PORT_EDGES + [rng.randrange(65536)]), 8, 0)
+        return struct.pack(
+            "!HHHH",
+            rng.choice(PORT_EDGES + [rng.randrange(65536)]),
+            rng.choice(PORT_EDGES + [rng.randrange(65536)]),
+            8,
+            0,
+        )
     if proto == IPPROTO_SCTP:
-        return struct.pack("!HHII", rng.choice(PORT_EDGES), rng.choice(PORT_EDGES + [rng.randrange(65536)]), 0, 0)
+        return struct.pack(
+            "!HHII", rng.choice(PORT_EDGES), rng.choice(PORT_EDGES + [rng.randrange(65536)]), 0, 0
+        )
     if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         t = rng.choice([0, 3, 8, 11, 128, 129, 133, 134, 135, 136, 137, rng.randrange(256)])
         return struct.pack("!BBHHH", t, rng.choice([0, 1, 3, rng.randrange(256)]), 0, rng.randrange(65536), 1)
@@ -57,8 +64,19 @@ def random_frame(rng: random.Random, rs: RuleSet) -> bytes:
     if r < 0.04:
         return _eth(rng, rng.choice([0x0806, 0x88CC, 0x1234]))[: 14 + rng.randrange(0, 40)] + bytes(28)
     fam = rng.choice([4, 6])
-    proto = rng.choice([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP,
-                        IPPROTO_ICMPV6, 47, 50])
+    proto = rng.choice(
+        [
+            IPPROTO_TCP,
+            IPPROTO_UDP,
+            IPPROTO_TCP,
+            IPPROTO_UDP,
+            IPPROTO_SCTP,
+            IPPROTO_ICMP,
+            IPPROTO_ICMPV6,
+            47,
+            50,
+        ]
+    )
     payload = _l4(rng, proto) + bytes(rng.randrange(0, 24))
     src, dst = _addr_near(rng, rs, fam), _addr_near(rng, rs, fam)
     if fam == 4:
@@ -74,7 +92,9 @@ def random_frame(rng: random.Random, rs: RuleSet) -> bytes:
         if rng.random() < 0.04:
             tot = rng.choice([tot + rng.randrange(1, 60), rng.randrange(0, 20)])
         ver = 4 if rng.random() < 0.97 else 6
-        hdr = struct.pack("!BBHHHBBHII", (ver << 4) | (ihl & 0xF), 0, tot & 0xFFFF, 1, frag, 64, proto, 0, src, dst)
+        hdr = struct.pack(
+            "!BBHHHBBHII", (ver << 4) | (ihl & 0xF), 0, tot & 0xFFFF, 1, frag, 64, proto, 0, src, dst
+        )
         frame = _eth(rng, 0x0800) + hdr + opts + payload
     else:
         exts = b""
@@ -101,8 +121,10 @@ def random_frame(rng: random.Random, rs: RuleSet) -> bytes:
         if rng.random() < 0.04:
             plen = plen + rng.randrange(1, 60)
         ver = 6 if rng.random() < 0.97 else 4
-        hdr = struct.pack("!IHBB", ver << 28, plen & 0xFFFF, nh_first, 64) + src.to_bytes(16, "big") + dst.to_bytes(
-            16, "big"
+        hdr = (
+            struct.pack("!IHBB", ver << 28, plen & 0xFFFF, nh_first, 64)
+            + src.to_bytes(16, "big")
+            + dst.to_bytes(16, "big")
         )
         frame = _eth(rng, 0x86DD) + hdr + body
     if rng.random() < 0.05:

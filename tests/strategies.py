@@ -34,11 +34,23 @@ from xdpguard.rules.model import (
 )
 from xdpguard.rules.packet import IP, MALFORMED, NON_IP, Packet
 
-V4_POOL = [Prefix(4, 0x0A000000, 8), Prefix(4, 0x0A010000, 16), Prefix(4, 0x0A010200, 24),
-           Prefix(4, 0xC0000200, 24), Prefix(4, 0xC0000201, 32), Prefix(4, 0, 0), Prefix(4, 0xCB007100, 24),
-           Prefix(4, 0x0A800000, 9)]
-V6_POOL = [Prefix(6, 0x20010DB8 << 96, 32), Prefix(6, (0x20010DB8 << 96) | (1 << 80), 48),
-           Prefix(6, 0xFD << 120, 8), Prefix(6, (0x20010DB8 << 96) | 5, 128), Prefix(6, 0, 0)]
+V4_POOL = [
+    Prefix(4, 0x0A000000, 8),
+    Prefix(4, 0x0A010000, 16),
+    Prefix(4, 0x0A010200, 24),
+    Prefix(4, 0xC0000200, 24),
+    Prefix(4, 0xC0000201, 32),
+    Prefix(4, 0, 0),
+    Prefix(4, 0xCB007100, 24),
+    Prefix(4, 0x0A800000, 9),
+]
+V6_POOL = [
+    Prefix(6, 0x20010DB8 << 96, 32),
+    Prefix(6, (0x20010DB8 << 96) | (1 << 80), 48),
+    Prefix(6, 0xFD << 120, 8),
+    Prefix(6, (0x20010DB8 << 96) | 5, 128),
+    Prefix(6, 0, 0),
+]
 PROTOS = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, 47, 50]
 PORT_EDGES = [0, 1, 22, 53, 80, 443, 1023, 1024, 8080, 65535]
 
@@ -124,7 +136,9 @@ def gen_match(pk: Picker) -> Match:
 def gen_ruleset(pk: Picker, max_rules: int = 12) -> RuleSet:
     def direction(prefix: str) -> Direction:
         n = pk.integer(0, max_rules)
-        rules = tuple(Rule(f"{prefix}{i}", gen_match(pk), pk.choice(list(Action)), None, i + 1) for i in range(n))
+        rules = tuple(
+            Rule(f"{prefix}{i}", gen_match(pk), pk.choice(list(Action)), None, i + 1) for i in range(n)
+        )
         return Direction(pk.choice(list(Action)), rules)
 
     return RuleSet(
@@ -176,9 +190,16 @@ def random_packet(rng: random.Random, rs: RuleSet) -> Packet:
     fam = rng.choice([4, 6])
     proto = rng.choice(PROTOS + [IPPROTO_TCP, IPPROTO_UDP])
     later = rng.random() < 0.08
-    pkt = dict(kind=IP, length=rng.randrange(60, 1500), family=fam, src=_addr_near(rng, rs, fam),
-               dst=_addr_near(rng, rs, fam), proto=proto, later_fragment=later,
-               established=rng.random() < 0.3)
+    pkt = dict(
+        kind=IP,
+        length=rng.randrange(60, 1500),
+        family=fam,
+        src=_addr_near(rng, rs, fam),
+        dst=_addr_near(rng, rs, fam),
+        proto=proto,
+        later_fragment=later,
+        established=rng.random() < 0.3,
+    )
     if not later:
         if proto in PORT_PROTOS:
             pkt["sport"] = rng.choice(PORT_EDGES + [rng.randrange(65536)])

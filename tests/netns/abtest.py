@@ -53,12 +53,21 @@ egress:
     - {name: smtp-ok, match: {proto: tcp, dport: 25}, action: allow}
 """
 
+
 def probes() -> list[bytes]:
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     out = []
     for src in ("192.0.2.9", "198.51.100.9", "203.0.113.9"):
-        for l4 in (TCP(dport=80), TCP(dport=443), TCP(dport=22), TCP(dport=25), UDP(dport=53), UDP(dport=1200),
-                   UDP(dport=2500), UDP(dport=9)):  # fmt: skip
+        for l4 in (
+            TCP(dport=80),
+            TCP(dport=443),
+            TCP(dport=22),
+            TCP(dport=25),
+            UDP(dport=53),
+            UDP(dport=1200),
+            UDP(dport=2500),
+            UDP(dport=9),
+        ):
             out.append(bytes(eth / IP(src=src, dst="10.200.0.2") / l4))
     return out
 
@@ -79,7 +88,10 @@ WANT = {"A": expected(RULES_A), "B": expected(RULES_B)}
 
 def xg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ | (env or {})
+        [sys.executable, "-m", "xdpguard", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ | (env or {}),
     )
 
 
@@ -114,5 +126,3 @@ def files(lab, tmp_path: Path):
 
 def apply(lab, path: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return xg("--netns", lab.b.ns, "apply", path, "--iface", lab.b.ifname, *extra, env=env)
-
-

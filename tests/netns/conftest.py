@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns.abtest import files  # noqa: F401  (a fixture for the A/B rule-set tests)
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
 from xdpguard.datapath import bpf
@@ -85,8 +86,8 @@ def _pid_alive(pid: int) -> bool:
 def _remove_bpffs_dir(d: Path) -> list[str]:
     """Unpin everything under d, remove d; return what was still pinned."""
     left: list[str] = []
-    for root, dirs, files in os.walk(d, topdown=False):
-        for name in files:
+    for root, dirs, names in os.walk(d, topdown=False):
+        for name in names:
             p = Path(root, name)
             left.append(str(p.relative_to(d)))
             p.unlink()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.netns.abtest import WANT, apply, files, verdicts, xg  # noqa: F401 (fixture)
+from tests.netns.abtest import WANT, apply, verdicts, xg
 
 
 def status(lab) -> dict:

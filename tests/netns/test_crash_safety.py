@@ -15,14 +15,21 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.netns.abtest import WANT, apply, files, halves_level, verdicts, xg  # noqa: F401 (fixture)
+from tests.netns.abtest import WANT, apply, halves_level, verdicts, xg
 
 UPDATE_POINTS = [
     "journal", "replaced", "inactive-ingress", "inactive-egress", "flipped",
     "levelled-ingress", "levelled-egress", "committed",
 ]  # fmt: skip
 AFTER_FLIP = {"flipped", "levelled-ingress", "levelled-egress", "committed"}
-ATTACH_POINTS = ["journal", "attach-loaded", "attach-maps", "attach-linked-egress", "attach-linked-ingress", "committed"]
+ATTACH_POINTS = [
+    "journal",
+    "attach-loaded",
+    "attach-maps",
+    "attach-linked-egress",
+    "attach-linked-ingress",
+    "committed",
+]
 ATTACHED_AFTER = {"attach-linked-ingress", "committed"}
 
 
@@ -58,7 +65,9 @@ def test_kill_at_every_attach_step(lab, files):
             assert live == WANT["A"], point
         else:
             assert live is None, f"killed at {point}: half-attached"
-            link = subprocess.run(["ip", "-n", lab.b.ns, "link", "show", lab.b.ifname], capture_output=True, text=True)
+            link = subprocess.run(
+                ["ip", "-n", lab.b.ns, "link", "show", lab.b.ifname], capture_output=True, text=True
+            )
             assert "xdp" not in link.stdout
         r = apply(lab, files["A"])
         assert r.returncode == 0, r.stderr

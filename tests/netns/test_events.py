@@ -26,7 +26,9 @@ ingress:
 
 
 def xg(*args: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -42,14 +44,29 @@ def attached(lab, tmp_path: Path):
 
 def frames(lab, n: int, marker: bytes) -> list[bytes]:
     return [
-        bytes(Ether(src=lab.a.mac, dst=lab.b.mac) / IP(src="198.51.100.3", dst=lab.b.ip4)
-              / UDP(sport=1000 + i, dport=9999) / marker)  # fmt: skip
+        bytes(
+            Ether(src=lab.a.mac, dst=lab.b.mac)
+            / IP(src="198.51.100.3", dst=lab.b.ip4)
+            / UDP(sport=1000 + i, dport=9999)
+            / marker
+        )  # fmt: skip
         for i in range(n)
     ]
 
 
 def collect(lab, *args: str, send: list[bytes], wait: float = 6.0) -> list[dict]:
-    cmd = [sys.executable, "-m", "xdpguard", "--netns", lab.b.ns, "events", "--iface", lab.b.ifname, "--json", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xdpguard",
+        "--netns",
+        lab.b.ns,
+        "events",
+        "--iface",
+        lab.b.ifname,
+        "--json",
+        *args,
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
     time.sleep(1.5)  # the consumer is polling
     send_frames(lab.a.ns, lab.a.ifname, send)
@@ -60,7 +77,19 @@ def collect(lab, *args: str, send: list[bytes], wait: float = 6.0) -> list[dict]
 
 def test_events_stream_every_drop_when_sampling_one_in_one(attached):
     lab = attached
-    xg("--netns", lab.b.ns, "events", "--iface", lab.b.ifname, "--sample", "1", "--max-rate", "1000", "--duration", "0.1")
+    xg(
+        "--netns",
+        lab.b.ns,
+        "events",
+        "--iface",
+        lab.b.ifname,
+        "--sample",
+        "1",
+        "--max-rate",
+        "1000",
+        "--duration",
+        "0.1",
+    )
     evs = collect(lab, "--count", "5", "--duration", "8", send=frames(lab, 5, new_marker()))
     assert len(evs) == 5
     for e in evs:
@@ -73,7 +102,19 @@ def test_events_stream_every_drop_when_sampling_one_in_one(attached):
 
 def test_events_are_capped_per_second(attached):
     lab = attached
-    xg("--netns", lab.b.ns, "events", "--iface", lab.b.ifname, "--sample", "1", "--max-rate", "10", "--duration", "0.1")
+    xg(
+        "--netns",
+        lab.b.ns,
+        "events",
+        "--iface",
+        lab.b.ifname,
+        "--sample",
+        "1",
+        "--max-rate",
+        "10",
+        "--duration",
+        "0.1",
+    )
     evs = collect(lab, "--duration", "4", send=frames(lab, 300, new_marker()))
     # 300 drops within well under a second: at most 10 per CPU get through.
     assert 1 <= len(evs) <= 10 * B.ncpus()
@@ -83,7 +124,19 @@ def test_events_are_capped_per_second(attached):
 
 def test_events_sampling_thins_a_flood(attached):
     lab = attached
-    xg("--netns", lab.b.ns, "events", "--iface", lab.b.ifname, "--sample", "20", "--max-rate", "100000", "--duration", "0.1")
+    xg(
+        "--netns",
+        lab.b.ns,
+        "events",
+        "--iface",
+        lab.b.ifname,
+        "--sample",
+        "20",
+        "--max-rate",
+        "100000",
+        "--duration",
+        "0.1",
+    )
     evs = collect(lab, "--duration", "4", send=frames(lab, 2000, new_marker()))
     # One in 20 on average: 100 expected; bounds far outside random spread.
     assert 40 <= len(evs) <= 200, len(evs)

@@ -27,7 +27,9 @@ T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
 
 
 def xg(*args: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
+    )
     assert r.returncode == 0, f"xdpguard {' '.join(args)}: {r.stdout}{r.stderr}"
     return r
 
@@ -151,8 +153,11 @@ ingress:
       rate_limit: {pps: 10, burst: 5, per: source, block_for: 30s}
 """)
     run = Runner(lab)
-    other = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.0.2.66", dst="10.200.0.2")
-                  / UDP(sport=1, dport=9999)) + bytes(40)
+    other = bytes(
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="192.0.2.66", dst="10.200.0.2")
+        / UDP(sport=1, dport=9999)
+    ) + bytes(40)
     try:
         t = T0
         assert sum(run.at(t, frame("192.0.2.66")) for _ in range(6)) == 5  # the 6th trips the block

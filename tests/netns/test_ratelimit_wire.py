@@ -26,7 +26,9 @@ SECONDS = 5.0
 
 
 def xg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
+    )
     if check:
         assert r.returncode == 0, f"xdpguard {' '.join(args)}: {r.stdout}{r.stderr}"
     return r
@@ -51,7 +53,9 @@ def udp(lab, src: str, marker: bytes) -> bytes:
 
 def flood(lab, frames: list[bytes], pps: float, seconds: float) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "tests.netns.pace", lab.a.ns, lab.a.ifname, str(pps), str(seconds)]
-    return subprocess.Popen(cmd + [f.hex() for f in frames], stdout=subprocess.PIPE, text=True, env=os.environ)
+    return subprocess.Popen(
+        cmd + [f.hex() for f in frames], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
 
 
 def count_by_source(frames: list[bytes]) -> dict[str, int]:
@@ -122,7 +126,10 @@ ingress:
     marker = new_marker()
     src = "203.0.113.50"
     other_port = bytes(
-        Ether(src=lab.a.mac, dst=lab.b.mac) / IP(src=src, dst=lab.b.ip4) / UDP(sport=4000, dport=9999) / marker
+        Ether(src=lab.a.mac, dst=lab.b.mac)
+        / IP(src=src, dst=lab.b.ip4)
+        / UDP(sport=4000, dport=9999)
+        / marker
     )
     with capture(lab.b.ns, lab.b.ifname, match=lambda f: marker in f) as cap:
         send_frames(lab.a.ns, lab.a.ifname, [udp(lab, src, marker)] * 20)  # trips the limit

@@ -47,7 +47,9 @@ egress:
 
 
 def xg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"xdpguard {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -79,8 +81,12 @@ def _sock(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
 def ping(ns: str, addr: str, count: int, timeout: float = 2.0) -> int:
     """Echo requests from `ns` over a raw socket; returns how many replies came back."""
     v6 = ":" in addr
-    s = _sock(ns, socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
-              socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    s = _sock(
+        ns,
+        socket.AF_INET6 if v6 else socket.AF_INET,
+        socket.SOCK_RAW,
+        socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP,
+    )
     s.settimeout(timeout)
     ident = os.getpid() & 0xFFFF
     replies = 0
@@ -92,7 +98,7 @@ def ping(ns: str, addr: str, count: int, timeout: float = 2.0) -> int:
             while time.monotonic() < deadline:
                 try:
                     data = s.recv(2000)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 icmp = data if v6 else data[(data[0] & 0xF) * 4 :]  # raw v4 sockets include the IP header
                 if icmp[0] == (129 if v6 else 0) and int.from_bytes(icmp[4:6], "big") == ident:
@@ -235,8 +241,11 @@ def test_netlink_fallback_for_egress(lab, tmp_path: Path, monkeypatch):
     try:
         st = json.loads(xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname, "--json").stdout)[0]
         assert "netlink" in st["tc"]["attach"]
-        tc = subprocess.run(["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
-                            capture_output=True, text=True).stdout  # fmt: skip
+        tc = subprocess.run(
+            ["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert "xg_egress" in tc and "direct-action" in tc
         us = _sock(lab.a.ns, socket.AF_INET, socket.SOCK_DGRAM)
         us.bind((lab.a.ip4, 9999))
@@ -257,7 +266,10 @@ def test_netlink_fallback_for_egress(lab, tmp_path: Path, monkeypatch):
         uc.close()
     finally:
         xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
-    tc = subprocess.run(["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
-                        capture_output=True, text=True).stdout  # fmt: skip
+    tc = subprocess.run(
+        ["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "xg_egress" not in tc
     assert not any(lab.bpffs.rglob("*"))

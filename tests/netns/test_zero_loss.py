@@ -55,11 +55,19 @@ ingress:
 
 
 def test_no_loss_no_leak_across_100_applies(lab, tmp_path: Path):
-    plans = [compile_ruleset(parse_text(t, str(tmp_path / n))) for n, t in (("x.yaml", RULES_X), ("y.yaml", RULES_Y))]
+    plans = [
+        compile_ruleset(parse_text(t, str(tmp_path / n)))
+        for n, t in (("x.yaml", RULES_X), ("y.yaml", RULES_Y))
+    ]
     marker = new_marker()
     eth = Ether(src=lab.a.mac, dst=lab.b.mac)
     frames = [
-        bytes(eth / IP(src=lab.a.ip4, dst=lab.b.ip4) / UDP(sport=5555, dport=port, chksum=0) / (marker + bytes(8)))
+        bytes(
+            eth
+            / IP(src=lab.a.ip4, dst=lab.b.ip4)
+            / UDP(sport=5555, dport=port, chksum=0)
+            / (marker + bytes(8))
+        )
         for port in (ALLOWED, DENIED)
     ]
     latencies: list[float] = []
@@ -68,7 +76,16 @@ def test_no_loss_no_leak_across_100_applies(lab, tmp_path: Path):
         dp.apply(plans[0], None)
         try:
             with capture(lab.b.ns, lab.b.ifname, match=lambda f: marker in f) as cap:
-                cmd = [sys.executable, "-m", "tests.netns.pace", "--seq", lab.a.ns, lab.a.ifname, str(PPS), "600"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "tests.netns.pace",
+                    "--seq",
+                    lab.a.ns,
+                    lab.a.ifname,
+                    str(PPS),
+                    "600",
+                ]
                 sender = subprocess.Popen(cmd + [f.hex() for f in frames], stdout=subprocess.PIPE, text=True)
                 time.sleep(0.5)
                 for i in range(1, APPLIES + 1):

@@ -22,7 +22,7 @@ def c_layout(tmp_path_factory):
     if CC is None:
         pytest.skip("no host C compiler (cc/gcc) to read the header with")
     d = tmp_path_factory.mktemp("abi")
-    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "include/xdpguard.h"', "int main(void) {"]
+    lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "include/xdpguard.h"', "int main(void) {"]
     for cname, cls in abi.MIRRORS.items():
         lines.append(f'printf("size {cname} %zu\\n", sizeof(struct {cname}));')
         for fname, *_ in cls._fields_:
@@ -54,8 +54,15 @@ def test_constants(c_layout, const):
 def test_compiler_field_numbers_match_abi():
     from xdpguard.rules import compile as comp
 
-    assert (comp.F_EXTRA, comp.F_SRC, comp.F_DST, comp.F_PROTO, comp.F_SPORT, comp.F_DPORT, comp.F_TFLAGS,
-            comp.F_ICMP) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT,
-                             abi.F_TFLAGS, abi.F_ICMP)
+    assert (
+        comp.F_EXTRA,
+        comp.F_SRC,
+        comp.F_DST,
+        comp.F_PROTO,
+        comp.F_SPORT,
+        comp.F_DPORT,
+        comp.F_TFLAGS,
+        comp.F_ICMP,
+    ) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT, abi.F_TFLAGS, abi.F_ICMP)
     assert comp.MAX_WORDS == abi.MAX_WORDS
     assert comp.MAX_BITMAPS == abi.MAX_BITMAPS

@@ -30,7 +30,10 @@ def apply(
         False, "--replace-program", help="recompile and swap the programs even when they are current"
     ),
     confirm_in: str = typer.Option(
-        None, "--confirm", metavar="DURATION", help="revert by itself unless `xdpguard confirm` comes within DURATION"
+        None,
+        "--confirm",
+        metavar="DURATION",
+        help="revert by itself unless `xdpguard confirm` comes within DURATION",
     ),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
@@ -93,7 +96,9 @@ def apply(
     nin, neg = plan.ingress.nrules, plan.egress.nrules
     for name, r in results:
         if r.attached:
-            console.print(f"{name}: attached, {nin} ingress and {neg} egress rules from {rules} ({r.seconds:.2f} s)")
+            console.print(
+                f"{name}: attached, {nin} ingress and {neg} egress rules from {rules} ({r.seconds:.2f} s)"
+            )
         elif r.changed:
             w = r.writes
             console.print(
@@ -126,7 +131,9 @@ def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
                 fam_n = 4 if bits == 32 else 6
                 return [str(Prefix(fam_n, a, p)) for a, p in sorted(keys)[:5]]
 
-            f = fields.setdefault(fam, {"added": 0, "removed": 0, "examples_added": [], "examples_removed": []})
+            f = fields.setdefault(
+                fam, {"added": 0, "removed": 0, "examples_added": [], "examples_removed": []}
+            )
             f["added"] += len(added)
             f["removed"] += len(removed)
             f["examples_added"] += show(added)
@@ -233,8 +240,16 @@ def rollback(
 
     res, target = Dataplane(iface, 0, CONTEXT["netns"]).rollback(to)
     if json_out:
-        print_json({"interface": iface, "version": target.applied.seq, "digest": target.applied.digest,
-                    "file": target.applied.file, "changed": res.changed, "messages": res.messages})  # fmt: skip
+        print_json(
+            {
+                "interface": iface,
+                "version": target.applied.seq,
+                "digest": target.applied.digest,
+                "file": target.applied.file,
+                "changed": res.changed,
+                "messages": res.messages,
+            }
+        )
         return
     for m in res.messages:
         console.print(f"{iface}: {m}")
@@ -255,7 +270,10 @@ def confirm(
         if pending is None:
             console.print(f"{name}: nothing is waiting for confirmation")
         else:
-            console.print(f"{name}: confirmed; the rule set stays (the revert to version {pending['target_seq']} is cancelled)")
+            target = pending["target_seq"]
+            console.print(
+                f"{name}: confirmed; the rule set stays (the revert to version {target} is cancelled)"
+            )
 
 
 def watchdog(

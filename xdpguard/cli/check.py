@@ -19,7 +19,11 @@ def check(
 ) -> None:
     """Validate and compile RULES without root or kernel; print rules, sets and map sizes."""
     rs, plan, _ = load_rules(rules)
-    sets = set_index(rs) if any(r.match.src or r.match.dst for d in (rs.ingress, rs.egress) for r in d.rules) else {}
+    sets = (
+        set_index(rs)
+        if any(r.match.src or r.match.dst for d in (rs.ingress, rs.egress) for r in d.rules)
+        else {}
+    )
     data: dict[str, Any] = {
         "file": str(rules),
         "valid": True,
@@ -43,7 +47,13 @@ def check(
         data[dname] = {
             "default": d.default.value,
             "rules": [
-                {"index": i, "name": r.name, "line": r.line, "action": r.action.value, "match": describe_rule(r, sets)}
+                {
+                    "index": i,
+                    "name": r.name,
+                    "line": r.line,
+                    "action": r.action.value,
+                    "match": describe_rule(r, sets),
+                }
                 for i, r in enumerate(d.rules)
             ],
             "map_entries": map_entries(dp),

@@ -34,20 +34,27 @@ def status(
         return
     for s in rows:
         if not s["attached"]:
-            console.print(f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else ""))
+            console.print(
+                f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else "")
+            )
             continue
         x: dict[str, Any] = s.get("xdp", {})
         if x and not x.get("live", True):
-            console.print(f"[bold red]{s['interface']}[/]: pinned but detached from the interface (it was removed?); "
-                          "`xdpguard detach` cleans up")  # fmt: skip
+            console.print(
+                f"[bold red]{s['interface']}[/]: pinned but detached from the interface (it was removed?); "
+                "`xdpguard detach` cleans up"
+            )
             continue
         console.print(
-            f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} mode {x.get('mode')} "
-            f"prog {x.get('prog_id')} tag {x.get('tag')}"
+            f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} "
+            f"mode {x.get('mode')} prog {x.get('prog_id')} tag {x.get('tag')}"
         )
         tc: dict[str, Any] | None = s.get("tc")
         if tc:
-            console.print(f"  tc egress {tc.get('attach')} id {tc.get('link_id')} prog {tc.get('prog_id')} tag {tc.get('tag')}")
+            console.print(
+                f"  tc egress {tc.get('attach')} id {tc.get('link_id')} "
+                f"prog {tc.get('prog_id')} tag {tc.get('tag')}"
+            )
         else:
             console.print("  [red]no egress program attached[/]")
         console.print(
@@ -59,12 +66,18 @@ def status(
         pc = s.get("pending_confirm")
         if pc:
             target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
-            console.print(f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]")
+            console.print(
+                f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]"
+            )
         hist = s.get("history", [])
         if len(hist) > 1:
-            console.print("  history: " + ", ".join(
-                f"v{h['version']} {h['digest'][:8]}" + (f" ({h['note']})" if h["note"] else "") for h in hist[-5:]
-            ))
+            console.print(
+                "  history: "
+                + ", ".join(
+                    f"v{h['version']} {h['digest'][:8]}" + (f" ({h['note']})" if h["note"] else "")
+                    for h in hist[-5:]
+                )
+            )
         if s.get("consistent") is False:
             console.print("  [red]the kernel maps do not hold the recorded rule set; run apply again[/]")
         if "error" in s:
@@ -82,13 +95,27 @@ def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None
         if not d:
             continue
         rows = [
-            (r["name"], r["action"], r["packets"], r["bytes"], f"{r['limit']['over_limit']:,}" if "limit" in r else "")
+            (
+                r["name"],
+                r["action"],
+                r["packets"],
+                r["bytes"],
+                f"{r['limit']['over_limit']:,}" if "limit" in r else "",
+            )
             for r in d["rules"]
         ]
         rows.append(("(default)", d["default"]["action"], d["default"]["packets"], d["default"]["bytes"], ""))
         for k in ("malformed", "non_ip", "ndp", "blocked"):
             if k in d and (k != "blocked" or dname == "ingress"):
-                rows.append((f"({k})", "drop" if k in ("malformed", "blocked") else "", d[k]["packets"], d[k]["bytes"], ""))
+                rows.append(
+                    (
+                        f"({k})",
+                        "drop" if k in ("malformed", "blocked") else "",
+                        d[k]["packets"],
+                        d[k]["bytes"],
+                        "",
+                    )
+                )
         for name, action, pk, by, over in rows:
             cells = [dname, name, action, f"{pk:,}", f"{by:,}", over]
             if rates is not None:
@@ -203,9 +230,13 @@ def events(
     if sample is not None or max_rate is not None:
         with M.open_maps(str(st.pin_dir)) as m:
             cur = M.read_event_cfg(m)
-            M.write_event_cfg(m, cur.sample if sample is None else sample, cur.max_rate if max_rate is None else max_rate)
+            M.write_event_cfg(
+                m, cur.sample if sample is None else sample, cur.max_rate if max_rate is None else max_rate
+            )
             cur = M.read_event_cfg(m)
-        console.print(f"{iface}: events for one drop in {cur.sample}, at most {cur.max_rate}/s per CPU", style="dim")
+        console.print(
+            f"{iface}: events for one drop in {cur.sample}, at most {cur.max_rate}/s per CPU", style="dim"
+        )
     raw = st.load_plan_bytes()
     names = {r.rule_id: r.name for d in plan_from_bytes(raw).directions() for r in d.rules} if raw else {}
     end = time.monotonic() + duration if duration else None

@@ -111,7 +111,12 @@ class Bitmap(C.Structure):
 
 
 class Counter(C.Structure):
-    _fields_ = [("packets", C.c_uint64), ("bytes", C.c_uint64), ("over", C.c_uint64), ("over_bytes", C.c_uint64)]
+    _fields_ = [
+        ("packets", C.c_uint64),
+        ("bytes", C.c_uint64),
+        ("over", C.c_uint64),
+        ("over_bytes", C.c_uint64),
+    ]
 
 
 class Bucket(C.Structure):

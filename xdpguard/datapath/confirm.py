@@ -59,9 +59,16 @@ def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> flo
     cmd += ["watchdog", "--iface", ifname, "--token", token]
     with open(_watchdog_log(ifname), "ab") as log:
         proc = subprocess.Popen(
-            cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True
+            cmd,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
         )
-    st.save_confirm({"token": token, "deadline": deadline, "target_seq": target, "netns": netns, "pid": proc.pid})
+    st.save_confirm(
+        {"token": token, "deadline": deadline, "target_seq": target, "netns": netns, "pid": proc.pid}
+    )
     if pending:
         _stop(pending.get("pid"))
     return deadline

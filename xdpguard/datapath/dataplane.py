@@ -53,7 +53,9 @@ def _ensure_bpffs() -> None:
 
 def _require_root() -> None:
     if os.geteuid() != 0:
-        raise KernelError("this command changes the kernel's BPF state: run it as root (CAP_BPF and CAP_NET_ADMIN)")
+        raise KernelError(
+            "this command changes the kernel's BPF state: run it as root (CAP_BPF and CAP_NET_ADMIN)"
+        )
 
 
 def _unlink(path: str) -> None:
@@ -260,7 +262,9 @@ class Dataplane:
         name = self.iface.ifname
         if direction == "egress":
             if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, B.ENOTSUPP):
-                return KernelError(f"attach the egress program to {name}: this kernel has no tcx ({e.sentence})")
+                return KernelError(
+                    f"attach the egress program to {name}: this kernel has no tcx ({e.sentence})"
+                )
             return KernelError(f"attach the egress program (tcx) to {name}: {e.sentence}")
         if e.errno == errno.EBUSY:
             return KernelError(
@@ -273,7 +277,9 @@ class Dataplane:
                 f"detach it first or pick the same --xdp-mode (asked: {xdp_mode})"
             )
         if e.errno in (errno.EOPNOTSUPP, B.ENOTSUPP) and xdp_mode == "native":
-            return KernelError(f"attach XDP to {name}: the driver has no native XDP; use --xdp-mode generic or auto")
+            return KernelError(
+                f"attach XDP to {name}: the driver has no native XDP; use --xdp-mode generic or auto"
+            )
         return KernelError(f"attach XDP to {name}: {e.sentence}")
 
     def _update(
@@ -310,7 +316,9 @@ class Dataplane:
                 res.messages.append("no changes")
                 return res
             if old is not None and not all(holds.values()):
-                res.messages.append("the kernel maps did not hold the recorded rule set: rewrote them in full")
+                res.messages.append(
+                    "the kernel maps did not hold the recorded rule set: rewrote them in full"
+                )
             if snap is not None:
                 self._begin("update", snap)
             if program_due:
@@ -322,7 +330,9 @@ class Dataplane:
             M.prune_rule_buckets(m, {r.rule_id for d in plan.directions() for r in d.rules})
         return res
 
-    def _switch(self, m: M.Maps, plan: Plan, old: Plan | None, holds: dict[tuple[str, int], bool]) -> M.WriteStats:
+    def _switch(
+        self, m: M.Maps, plan: Plan, old: Plan | None, holds: dict[tuple[str, int], bool]
+    ) -> M.WriteStats:
         """Write the inactive half, flip, wait out readers, level the other half."""
         writes = M.WriteStats()
         active = M.read_active(self.pin_dir)
@@ -349,7 +359,9 @@ class Dataplane:
                 h_in = M.half_of(direction, inactive)
                 slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                M.write_half(m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction])
+                M.write_half(
+                    m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction]
+                )
                 fault(f"levelled-{direction}")
         finally:
             for fd in bitmap_fds.values():
@@ -373,28 +385,37 @@ class Dataplane:
             self.iface.end()
             return ["an interrupted first attach left objects behind: removed them"]
         new = plan_from_bytes(plan_bytes)
+        journalled = Snapshot(
+            Applied.from_json(json.dumps(meta["applied"])),
+            plan_bytes,
+            meta.get("rules_text"),
+            meta.get("summary"),
+        )
         raw = self.iface.load_plan_bytes()
         old = plan_from_bytes(raw) if raw is not None else None
         with M.open_maps(self.pin_dir) as m:
             active = M.read_active(self.pin_dir)
             live_hashes = {M.read_config(m, M.half_of(d, active)).plan_hash for d in DIRECTIONS}
             if live_hashes == {new.hash64}:
-                live, msg = new, f"an interrupted apply of {meta['applied'].get('file')} had reached the kernel: recorded it"
-                self.iface.commit(
-                    Snapshot(Applied.from_json(json.dumps(meta["applied"])), plan_bytes, meta.get("rules_text"),
-                             meta.get("summary"))
-                )  # fmt: skip
+                live, msg = (
+                    new,
+                    f"an interrupted apply of {journalled.applied.file} had reached the kernel: recorded it",
+                )
+                self.iface.commit(journalled)
             elif old is not None and live_hashes == {old.hash64}:
-                live, msg = old, "an interrupted apply never reached the packets: the previous rule set stayed live"
+                live, msg = (
+                    old,
+                    "an interrupted apply never reached the packets: the previous rule set stayed live",
+                )
             else:
                 # Not expected (each half is switched whole); make the new plan live from scratch.
-                live, msg = new, "an interrupted apply left unknown map contents: rewrote the rule set in full"
+                live, msg = (
+                    new,
+                    "an interrupted apply left unknown map contents: rewrote the rule set in full",
+                )
                 holds = {(d, v): False for d in DIRECTIONS for v in (0, 1)}
                 self._switch(m, new, None, holds)
-                self.iface.commit(
-                    Snapshot(Applied.from_json(json.dumps(meta["applied"])), plan_bytes, meta.get("rules_text"),
-                             meta.get("summary"))
-                )  # fmt: skip
+                self.iface.commit(journalled)
             # The half packets do not read may be half-written: level it.
             for direction in DIRECTIONS:
                 h_in = M.half_of(direction, 1 - active)
@@ -440,8 +461,14 @@ class Dataplane:
         target = self._rollback_target(current, to_seq)
         plan = plan_from_bytes(target.plan_bytes, target.applied.file)
         t0 = time.monotonic()
-        res = self._apply_locked(plan, target.rules_text, current.xdp_mode, False, target.summary,
-                                 note or f"rollback to version {target.applied.seq}")  # fmt: skip
+        res = self._apply_locked(
+            plan,
+            target.rules_text,
+            current.xdp_mode,
+            False,
+            target.summary,
+            note or f"rollback to version {target.applied.seq}",
+        )
         res.seconds = time.monotonic() - t0
         res.messages[:0] = msgs
         return res, target
@@ -564,8 +591,12 @@ class Dataplane:
             if self.egress_mode == "netlink":
                 with B.Fd(B.obj_get(self.iface.pin(prog_pin_name("egress")))) as pfd:
                     pi = B.prog_info(pfd)
-                out["tc"] = {"attach": "clsact + cls_bpf (netlink; no tcx on this kernel)", "prog_id": pi.id,
-                             "tag": pi.tag, "link_id": None}  # fmt: skip
+                out["tc"] = {
+                    "attach": "clsact + cls_bpf (netlink; no tcx on this kernel)",
+                    "prog_id": pi.id,
+                    "tag": pi.tag,
+                    "link_id": None,
+                }
             elif os.path.exists(self.iface.pin(LINKS["egress"][0])):
                 out["tc"] = self._link_status("egress")
             active = M.read_active(self.pin_dir)
@@ -605,7 +636,9 @@ class Dataplane:
                     if e.limit != abi.LIMIT_NONE:
                         row["limit"] = {"admitted": pk - over, "over_limit": over}
                     rules.append(row)
-                special = {k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()}
+                special = {
+                    k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()
+                }
                 default = special.pop("default")
                 out[direction] = {
                     "rules": rules,
@@ -617,7 +650,12 @@ class Dataplane:
             size = B.map_info(m["flows"]).max_entries
             # Entries are never deleted, only reused by the LRU: what was
             # created and is no longer there was evicted.
-            out["flows"] = {"entries": fill, "size": size, "created": created, "evicted": max(0, created - fill)}
+            out["flows"] = {
+                "entries": fill,
+                "size": size,
+                "created": created,
+                "evicted": max(0, created - fill),
+            }
             out["blocked"] = M.read_blocked(m, plan)
         return out
 

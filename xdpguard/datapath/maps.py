@@ -246,6 +246,7 @@ def _lpm_diff(
 
 def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
     base = half * size
+    idx: range | list[int]
     if old is None:
         idx = range(size)
     else:
@@ -299,7 +300,9 @@ def write_half(
     ):
         upd, dele = _lpm_diff(new_e, old_e)
         if upd:
-            B.map_update_batch(dm[name], [lpm_key(half, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd])
+            B.map_update_batch(
+                dm[name], [lpm_key(half, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd]
+            )
             st.lpm_updates += len(upd)
         if dele:
             B.map_delete_batch(dm[name], [lpm_key(half, a, p, bits) for a, p in dele])
@@ -410,7 +413,9 @@ def write_event_cfg(dm: Maps, sample: int, max_rate: int) -> None:
 
 def zero_counters_all(dm: Maps) -> None:
     n = abi.NDIRS * abi.MAX_SLOTS
-    B.map_update_batch(dm["counters"], [_u32(i) for i in range(n)], [bytes(B.percpu_value_size(C_SIZE["counter"]))] * n)
+    B.map_update_batch(
+        dm["counters"], [_u32(i) for i in range(n)], [bytes(B.percpu_value_size(C_SIZE["counter"]))] * n
+    )
 
 
 def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:

@@ -20,7 +20,6 @@ from xdpguard.net.links import (
     set_mac,
     set_up,
 )
-from xdpguard.net.tc import attach_egress, detach_egress, egress_filter_present
 from xdpguard.net.netns import (
     NetError,
     NoSuchNetns,
@@ -32,6 +31,7 @@ from xdpguard.net.netns import (
     netns_exists,
     netns_path,
 )
+from xdpguard.net.tc import attach_egress, detach_egress, egress_filter_present
 
 __all__ = [
     "attach_egress",

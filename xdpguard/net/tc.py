@@ -53,7 +53,15 @@ def detach_egress(ifindex: int) -> bool:
     """Remove our filter; False when it was not there.  The clsact qdisc stays (others may use it)."""
     with IPRoute() as ipr:
         try:
-            ipr.tc("del-filter", "bpf", ifindex, parent=CLSACT_EGRESS, handle=HANDLE, prio=PRIO, protocol=ETH_P_ALL)
+            ipr.tc(
+                "del-filter",
+                "bpf",
+                ifindex,
+                parent=CLSACT_EGRESS,
+                handle=HANDLE,
+                prio=PRIO,
+                protocol=ETH_P_ALL,
+            )
         except NetlinkError as e:
             if e.code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
                 return False

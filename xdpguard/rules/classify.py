@@ -140,7 +140,11 @@ class PlanClassifier:
             if pkt.proto == IPPROTO_TCP and pkt.tcp_flags is not None:
                 use(F_TFLAGS, d.tflags[pkt.tcp_flags])
             if pkt.icmp_type is not None and pkt.icmp_code is not None:
-                key = (ICMP_V6_BASE if pkt.proto == IPPROTO_ICMPV6 else 0) + (pkt.icmp_type << 8) + pkt.icmp_code
+                key = (
+                    (ICMP_V6_BASE if pkt.proto == IPPROTO_ICMPV6 else 0)
+                    + (pkt.icmp_type << 8)
+                    + pkt.icmp_code
+                )
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
                 picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))

@@ -85,14 +85,39 @@ class LimitPlan:
         block = math.ceil(rl.block_for) if rl.block_for else 0
         if rl.pps is not None:
             cost = max(1, round(NSEC / rl.pps))
-            return cls(LIMIT_PPS, rl.pps, cost, rl.burst * cost, per_source, rl.per_prefix_v4, rl.per_prefix_v6, block)
+            return cls(
+                LIMIT_PPS,
+                rl.pps,
+                cost,
+                rl.burst * cost,
+                per_source,
+                rl.per_prefix_v4,
+                rl.per_prefix_v6,
+                block,
+            )
         assert rl.bps is not None
-        return cls(LIMIT_BPS, rl.bps, 0, rl.burst * 8 * NSEC // rl.bps, per_source, rl.per_prefix_v4,
-                   rl.per_prefix_v6, block)  # fmt: skip
+        return cls(
+            LIMIT_BPS,
+            rl.bps,
+            0,
+            rl.burst * 8 * NSEC // rl.bps,
+            per_source,
+            rl.per_prefix_v4,
+            rl.per_prefix_v6,
+            block,
+        )
 
     def to_list(self) -> list[int]:
-        return [self.kind, self.rate, self.cost_ns, self.burst_ns, int(self.per_source), self.plen4, self.plen6,
-                self.block_s]  # fmt: skip
+        return [
+            self.kind,
+            self.rate,
+            self.cost_ns,
+            self.burst_ns,
+            int(self.per_source),
+            self.plen4,
+            self.plen6,
+            self.block_s,
+        ]
 
     @classmethod
     def from_list(cls, v: list[int]) -> LimitPlan:
@@ -305,7 +330,7 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
 
     def lpm(entries: LpmEntries, bitmaps: list[int], fld: int) -> LpmEntries:
         rank = [pos[fld][b] for b in bitmaps]
-        return [(a, l, rank[i]) for a, l, i in entries]
+        return [(a, plen, rank[i]) for a, plen, i in entries]
 
     def ivs(entries: list[tuple[int, int, int]], fld: int) -> Intervals:
         p = pos[fld]
@@ -358,7 +383,7 @@ def _lpm_field(
     wildcard = 0
     own_vals: list[int] = [0]  # interned "rules owning exactly this prefix"
     own_ids: dict[int, int] = {0: 0}
-    owns = ({}, {})  # per family: (addr << 8 | plen) -> own id
+    owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
     for i, r in enumerate(rules):
         am = get(r)
         if am is None:
@@ -545,7 +570,7 @@ def _blob(b: bytes) -> bytes:
 
 def _pack_lpm(entries: LpmEntries, bits: int) -> bytes:
     nb = bits // 8
-    return b"".join(a.to_bytes(nb, "big") + struct.pack("<BI", l, i) for a, l, i in entries)
+    return b"".join(a.to_bytes(nb, "big") + struct.pack("<BI", plen, i) for a, plen, i in entries)
 
 
 def _unpack_lpm(data: bytes, bits: int) -> LpmEntries:
@@ -554,8 +579,8 @@ def _unpack_lpm(data: bytes, bits: int) -> LpmEntries:
     out: LpmEntries = []
     for off in range(0, len(data), step):
         a = int.from_bytes(data[off : off + nb], "big")
-        l, i = struct.unpack_from("<BI", data, off + nb)
-        out.append((a, l, i))
+        plen, i = struct.unpack_from("<BI", data, off + nb)
+        out.append((a, plen, i))
     return out
 
 
@@ -594,7 +619,14 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
             flat = array("I", blob())
             ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
         rules = tuple(
-            RulePlan(i, name, rule_id(dh["name"], name), Action(act), line, LimitPlan.from_list(lim) if lim else None)
+            RulePlan(
+                i,
+                name,
+                rule_id(dh["name"], name),
+                Action(act),
+                line,
+                LimitPlan.from_list(lim) if lim else None,
+            )
             for i, (name, act, line, lim) in enumerate(dh["rules"])
         )
         dirs.append(
@@ -665,7 +697,9 @@ def memory_estimate(plan: Plan) -> int:
     """Bytes of kernel memory both halves of the plan's maps take (approximate)."""
     total = 0
     for d in plan.directions():
-        lpm = (len(d.src4) + len(d.dst4)) * LPM_NODE_BYTES[32] + (len(d.src6) + len(d.dst6)) * LPM_NODE_BYTES[128]
+        lpm = (len(d.src4) + len(d.dst4)) * LPM_NODE_BYTES[32] + (len(d.src6) + len(d.dst6)) * LPM_NODE_BYTES[
+            128
+        ]
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
         total += 2 * (lpm + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * 24)
     return total

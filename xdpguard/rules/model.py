@@ -9,7 +9,7 @@ are resolved per family), so consumers never re-interpret user syntax.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -37,17 +37,17 @@ MAX_RULES = 4096
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ALLOW = "allow"
     DROP = "drop"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     ENFORCE = "enforce"
     AUDIT = "audit"
 
 
-class State(str, Enum):
+class State(StrEnum):
     ESTABLISHED = "established"
     NEW = "new"
 
@@ -73,7 +73,11 @@ class Prefix:
     def __str__(self) -> str:
         import ipaddress
 
-        net = ipaddress.ip_network((self.addr, self.plen)) if self.family == 4 else ipaddress.IPv6Network((self.addr, self.plen))
+        net = (
+            ipaddress.ip_network((self.addr, self.plen))
+            if self.family == 4
+            else ipaddress.IPv6Network((self.addr, self.plen))
+        )
         return str(net)
 
 

@@ -169,4 +169,4 @@ def _parse_l4(data: bytes, off: int, end: int, p: Packet) -> Packet:
 def _with(p: Packet, **kw: int) -> Packet:
     from dataclasses import replace
 
-    return replace(p, **kw)
+    return replace(p, **kw)  # type: ignore[arg-type]

@@ -39,9 +39,13 @@ def rule_matches(rule: Rule, pkt: Packet) -> bool:
         return False
     if m.has_l4 and pkt.later_fragment:
         return False
-    if m.sport is not None and not (pkt.sport is not None and any(r.lo <= pkt.sport <= r.hi for r in m.sport)):
+    if m.sport is not None and not (
+        pkt.sport is not None and any(r.lo <= pkt.sport <= r.hi for r in m.sport)
+    ):
         return False
-    if m.dport is not None and not (pkt.dport is not None and any(r.lo <= pkt.dport <= r.hi for r in m.dport)):
+    if m.dport is not None and not (
+        pkt.dport is not None and any(r.lo <= pkt.dport <= r.hi for r in m.dport)
+    ):
         return False
     if m.tcp_flags is not None and not (pkt.tcp_flags is not None and m.tcp_flags.matches(pkt.tcp_flags)):
         return False
