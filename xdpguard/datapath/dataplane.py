@@ -22,7 +22,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.compile import DirectionPlan, Plan, plan_from_bytes
-from xdpguard.state import Applied, Iface, Snapshot, bpffs_root, fault, state_root
+from xdpguard.state import Applied, Iface, LockTimeout, Snapshot, bpffs_root, fault, state_root
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
 # direction -> (pin of its link, attach type)
@@ -437,13 +437,20 @@ class Dataplane:
         self.iface.end()
         return [msg]
 
-    def recover(self) -> list[str]:
-        """Repair what an interrupted apply left (status and rollback call this)."""
+    def recover(self, wait: bool = True) -> list[str]:
+        """Repair what an interrupted apply left (status and rollback call this).
+
+        With wait=False (status), an apply that holds the lock is simply in
+        progress, not interrupted: report that rather than wait for it.
+        """
         if self.iface.journal() is None:
             return []
         _require_root()
-        with self.iface.lock():
-            return self._recover()
+        try:
+            with self.iface.lock(timeout=None if wait else 0):
+                return self._recover()
+        except LockTimeout:
+            return ["an apply is in progress"]
 
     # ------------------------------------------------------------------ history
 
@@ -555,7 +562,7 @@ class Dataplane:
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if self.iface.journal() is not None:
             if os.geteuid() == 0:
-                out["recovered"] = self.recover()
+                out["recovered"] = self.recover(wait=False)
             else:
                 out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"
         applied = self.iface.load_applied()

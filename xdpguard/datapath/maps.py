@@ -244,13 +244,21 @@ def _lpm_diff(
     return upd, dele
 
 
+def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
+    """Indexes where two equal-length arrays differ: chunks compared as bytes first (C speed)."""
+    nb, ob = new.tobytes(), old.tobytes()
+    out: list[int] = []
+    step = chunk * new.itemsize
+    for start in range(0, len(nb), step):
+        if nb[start : start + step] != ob[start : start + step]:
+            base = start // new.itemsize
+            out.extend(i for i in range(base, min(base + chunk, len(new))) if new[i] != old[i])
+    return out
+
+
 def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
     base = half * size
-    idx: range | list[int]
-    if old is None:
-        idx = range(size)
-    else:
-        idx = [i for i in range(size) if new[i] != old[i]] if new != old else []
+    idx: range | list[int] = range(size) if old is None else _changed(new, old)
     if not idx:
         return 0
     keys = [_u32(base + i) for i in idx]

@@ -16,10 +16,10 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:
+    from pyroute2.netlink.exceptions import NetlinkError
 
 from xdpguard.net.netns import NetError, NoSuchNetns, in_netns, netns_exists
 
@@ -42,6 +42,8 @@ class NoSuchInterface(NetError, LookupError):
 
 
 def _ipr(ns: str | None) -> Any:
+    from pyroute2 import IPRoute
+
     if ns is None:
         return IPRoute()
     if not netns_exists(ns):
@@ -63,11 +65,18 @@ def _index(ipr: Any, name: str, ns: str | None) -> int:
 
 
 def ifindex(name: str, ns: str | None = None) -> int:
-    with _ipr(ns) as ipr:
-        return _index(ipr, name, ns)
+    # if_nametoindex asks a socket of the current namespace: right after
+    # setns, and far cheaper than netlink (no pyroute2 import on the CLI path).
+    with in_netns(ns):
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            raise NoSuchInterface(name, ns) from None
 
 
 def ifname(index: int, ns: str | None = None) -> str:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with _ipr(ns) as ipr:
         try:
             links = ipr.get_links(index)
@@ -82,6 +91,8 @@ def link_exists(name: str, ns: str | None = None) -> bool:
 
 
 def set_up(ns: str | None, name: str, mtu: int | None = None) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with _ipr(ns) as ipr:
         kwargs: dict[str, Any] = {"state": "up"}
         if mtu is not None:
@@ -95,6 +106,8 @@ def set_up(ns: str | None, name: str, mtu: int | None = None) -> None:
 def add_address(ns: str | None, name: str, cidr: str) -> None:
     """Add an address such as "10.0.0.1/24" or "fd00::1/64".  IPv6 addresses
     skip duplicate address detection so they are usable at once."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     iface = ipaddress.ip_interface(cidr)
     with _ipr(ns) as ipr:
         idx = _index(ipr, name, ns)
@@ -113,6 +126,8 @@ def add_address(ns: str | None, name: str, cidr: str) -> None:
 
 def delete_link(name: str, ns: str | None = None, missing_ok: bool = True) -> None:
     """Delete an interface (for a veth, both ends go)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with _ipr(ns) as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -137,6 +152,8 @@ def create_veth_pair(
     """Create veth A<->B with each end born in its namespace (None = ours), so
     the names never clash with interfaces elsewhere; assign addresses, bring
     both ends up.  Returns (ifindex of A in ns_a, ifindex of B in ns_b)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     own_ns_fd = -1
     try:
         if ns_b is None and ns_a is not None:
@@ -171,6 +188,8 @@ def get_mac(ns: str | None, name: str) -> str:
 
 
 def set_mac(ns: str | None, name: str, mac: str) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with _ipr(ns) as ipr:
         try:
             ipr.link("set", index=_index(ipr, name, ns), address=mac)
@@ -180,6 +199,8 @@ def set_mac(ns: str | None, name: str, mac: str) -> None:
 
 def neigh_add(ns: str | None, name: str, ip: str, mac: str) -> None:
     """Permanent neighbour entry, so traffic to `ip` needs no ARP/NDP round."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
     with _ipr(ns) as ipr:
         try:

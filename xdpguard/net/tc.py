@@ -9,10 +9,10 @@ refuses a tcx link (or a test forces it with XDPGUARD_FORCE_TC_NETLINK=1).
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:
+    pass
 
 from xdpguard.net.netns import NetError
 
@@ -37,6 +37,9 @@ def _filter_args(prog_fd: int, name: str) -> dict[str, Any]:
 
 def attach_egress(ifindex: int, prog_fd: int, name: str = "xg_egress") -> None:
     """Install (or atomically replace) our filter at the egress hook."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         try:
             ipr.tc("add", "clsact", ifindex)
@@ -51,6 +54,9 @@ def attach_egress(ifindex: int, prog_fd: int, name: str = "xg_egress") -> None:
 
 def detach_egress(ifindex: int) -> bool:
     """Remove our filter; False when it was not there.  The clsact qdisc stays (others may use it)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         try:
             ipr.tc(
@@ -70,6 +76,9 @@ def detach_egress(ifindex: int) -> bool:
 
 
 def egress_filter_present(ifindex: int) -> bool:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         try:
             filters = ipr.get_filters(ifindex, parent=CLSACT_EGRESS)
