@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 LINTED := xdpguard tests bench
 
-.PHONY: setup test unit netns lint demo bench bench-quick clean
+.PHONY: setup test unit netns lint demo bench bench-quick clean install-systemd
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,27 @@ bench: setup
 
 bench-quick: setup
 	$(PYTHON) -m bench.run --quick
+
+# The boot-restore unit, with ExecStart pointing at this checkout's venv.
+# DESTDIR=/some/root installs into a staging root and leaves the host's
+# systemd alone; otherwise the unit is enabled when systemd is PID 1.
+UNIT     := xdpguard-restore.service
+UNIT_DIR := $(DESTDIR)/etc/systemd/system
+install-systemd:
+	@bin="$(CURDIR)/$(VENV)/bin/xdpguard"; \
+	[[ -x "$$bin" ]] || { echo "install-systemd: $$bin not found; run \`make setup\` first" >&2; exit 1; }; \
+	install -d "$(UNIT_DIR)"; \
+	sed "s|^ExecStart=/usr/local/bin/xdpguard |ExecStart=$$bin |" deploy/systemd/$(UNIT) > "$(UNIT_DIR)/$(UNIT).tmp"; \
+	grep -q "^ExecStart=$$bin restore" "$(UNIT_DIR)/$(UNIT).tmp" || { echo "install-systemd: could not render ExecStart" >&2; exit 1; }; \
+	chmod 0644 "$(UNIT_DIR)/$(UNIT).tmp"; mv "$(UNIT_DIR)/$(UNIT).tmp" "$(UNIT_DIR)/$(UNIT)"; \
+	echo "installed $(UNIT_DIR)/$(UNIT) (ExecStart=$$bin restore)"; \
+	if [[ -n "$(DESTDIR)" ]]; then \
+		echo "DESTDIR set: not reloading or enabling systemd"; \
+	elif [[ -d /run/systemd/system ]]; then \
+		systemctl daemon-reload && systemctl enable $(UNIT) && echo "enabled $(UNIT)"; \
+	else \
+		echo "systemd is not running here (PID 1 is $$(cat /proc/1/comm)): installed the file only; run \`systemctl enable $(UNIT)\` on a systemd host"; \
+	fi
 
 # Build and tool caches only; `rm -rf .venv` to rebuild the environment.
 clean:

@@ -26,7 +26,7 @@ from xdpguard.rules.model import (
 from xdpguard.rules.parse import load
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-EXAMPLES = sorted(RULES_DIR.glob("*.yaml"))
+EXAMPLES = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".cases.yaml"))
 
 DOC_RANGES = [
     Prefix(n.version, int(n.network_address), n.prefixlen)

@@ -15,7 +15,9 @@ import typer
 
 from xdpguard.cli import apply as apply_cmds
 from xdpguard.cli import check as check_cmd
-from xdpguard.cli import show
+from xdpguard.cli import exporter as exporter_cmd
+from xdpguard.cli import restore as restore_cmd
+from xdpguard.cli import show, testcmd
 from xdpguard.cli.common import CONTEXT
 from xdpguard.errors import RuleError, UsageError, XdpguardError
 
@@ -56,6 +58,9 @@ app.command("events")(show.events)
 app.command("rollback")(apply_cmds.rollback)
 app.command("confirm")(apply_cmds.confirm)
 app.command("watchdog", hidden=True)(apply_cmds.watchdog)
+app.command("test")(testcmd.test)
+app.command("exporter")(exporter_cmd.exporter)
+app.command("restore")(restore_cmd.restore)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            print(f"xdpguard: internal error: {type(e).__name__}: {e} (set XDPGUARD_DEBUG=1 for a traceback)",
-                  file=sys.stderr)
+            hint = "set XDPGUARD_DEBUG=1 for a traceback"
+            print(f"xdpguard: internal error: {type(e).__name__}: {e} ({hint})", file=sys.stderr)
         sys.exit(1)
 
 

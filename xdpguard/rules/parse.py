@@ -152,7 +152,10 @@ TIMEOUT_KEYS = ("tcp", "udp", "icmp")
 
 TABLE_SIZE_MIN = 1024
 TABLE_SIZE_MAX = 16 * 1024 * 1024
-MTU_BYTES = 1500  # the smallest useful byte burst: one full-size Ethernet packet
+# The smallest useful byte burst: one full-size frame as the limiter counts
+# it (the whole Ethernet frame: 1500 bytes of IP, 14 of header, two VLAN
+# tags).  A smaller bucket would drop every full-size frame even when idle.
+MTU_BYTES = 1522
 U32_MAX = 2**32 - 1  # rates and bursts live in __u32 map fields
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -1059,7 +1062,11 @@ class _Parser:
                     self.fail(vl["burst"], f"burst: {e}")
                 if burst < MTU_BYTES:
                     # A bucket smaller than a packet would drop every full-size packet.
-                    self.fail(vl["burst"], f"burst: {_show(value)} is less than one {MTU_BYTES}-byte packet")
+                    self.fail(
+                        vl["burst"],
+                        f"burst: {_show(value)} is less than one full-size frame ({MTU_BYTES} bytes "
+                        "with the Ethernet header and VLAN tags)",
+                    )
 
         per = "rule"
         v4 = v6 = 0

@@ -1,0 +1,259 @@
+"""Prometheus metrics of the live data plane, read from the pinned maps on each scrape.
+
+`XdpguardCollector` has no state of its own and polls nothing in the
+background: every scrape calls `Dataplane.stats()` and `.status()` for each
+interface, so a scrape shows the maps as they are at that moment and an
+idle exporter costs nothing.  The maps are reached through their bpffs pins,
+which are not tied to a network namespace: one exporter on the host's
+management network serves interfaces that live in any namespace.
+
+Counters are the kernel's per-CPU counters summed; a rule that is new in an
+applied rule set starts from zero (Prometheus sees a counter reset), a rule
+that is unchanged keeps counting across applies.  An interface that cannot
+be read (not attached, pins damaged) gets `xdpguard_scrape_error 1` and no
+other series; the scrape itself never fails because of one interface.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from xdpguard.errors import XdpguardError
+from xdpguard.state import Iface, known_ifaces
+
+RULE_LABELS = ["interface", "direction", "rule", "action"]
+DIR_LABELS = ["interface", "direction"]
+IF_LABELS = ["interface"]
+
+# Counters every direction has, besides the rules: stats() key -> (metric stem, help).
+SPECIAL = {
+    "malformed": (
+        "malformed",
+        "Packets dropped as malformed (truncated or inconsistent headers), whatever the rules say.",
+    ),
+    "non_ip": ("non_ip", "Frames that are neither IPv4 nor IPv6 (verdict: the rule file's non_ip setting)."),
+    "ndp": ("ndp", "IPv6 neighbour-discovery packets passed before any rule (ndp: allow)."),
+    "blocked": (
+        "blocked_source",
+        "Packets dropped because their source is blocked by a rate limit's block_for.",
+    ),
+    "error": (
+        "internal_error",
+        "Packets that met an internal inconsistency (a bitmap missing); should stay 0.",
+    ),
+}
+
+
+class _Families:
+    """The metric families of one scrape, created up front so each appears once."""
+
+    def __init__(self) -> None:
+        c, g = CounterMetricFamily, GaugeMetricFamily
+        self.rule_packets = c("xdpguard_rule_packets", "Packets that matched the rule.", labels=RULE_LABELS)
+        self.rule_bytes = c(
+            "xdpguard_rule_bytes", "Bytes of the packets that matched the rule.", labels=RULE_LABELS
+        )
+        self.rule_over = c(
+            "xdpguard_rule_over_limit_packets",
+            "Packets of a rate-limited rule dropped over its limit (part of xdpguard_rule_packets_total).",
+            labels=RULE_LABELS,
+        )
+        self.default_packets = c(
+            "xdpguard_default_packets", "Packets no rule matched (given the direction's default).",
+            labels=[*DIR_LABELS, "action"],
+        )  # fmt: skip
+        self.default_bytes = c(
+            "xdpguard_default_bytes", "Bytes of the packets no rule matched.", labels=[*DIR_LABELS, "action"]
+        )
+        self.special: dict[str, tuple[CounterMetricFamily, CounterMetricFamily]] = {
+            key: (
+                c(f"xdpguard_{stem}_packets", help_, labels=DIR_LABELS),
+                c(f"xdpguard_{stem}_bytes", f"Bytes of xdpguard_{stem}_packets_total.", labels=DIR_LABELS),
+            )
+            for key, (stem, help_) in SPECIAL.items()
+        }
+        self.flow_entries = g(
+            "xdpguard_flow_table_entries", "Entries in the flow table (state: established).", labels=IF_LABELS
+        )
+        self.flow_size = g("xdpguard_flow_table_size", "Capacity of the flow table.", labels=IF_LABELS)
+        self.flows_created = c(
+            "xdpguard_flows_created", "Flow-table entries created by egress.", labels=IF_LABELS
+        )
+        self.flows_evicted = c(
+            "xdpguard_flows_evicted", "Flow-table entries the LRU reused for newer flows.", labels=IF_LABELS
+        )
+        self.blocked_sources = g(
+            "xdpguard_blocked_sources",
+            "Sources currently blocked by a rate limit's block_for.",
+            labels=IF_LABELS,
+        )
+        self.version = g(
+            "xdpguard_ruleset_version", "Sequence number of the applied rule set (grows with every apply).",
+            labels=IF_LABELS,
+        )  # fmt: skip
+        self.info = InfoMetricFamily(
+            "xdpguard_ruleset",
+            "The applied rule set: digest, file, mode, XDP mode, network namespace.",
+            labels=["interface", "digest", "file", "mode", "xdp_mode", "netns"],
+        )
+        self.applied_at = g(
+            "xdpguard_ruleset_applied_timestamp_seconds", "When the rule set was applied (Unix time).",
+            labels=IF_LABELS,
+        )  # fmt: skip
+        self.attached = g(
+            "xdpguard_attached",
+            "1 if the XDP program is attached to a live interface, else 0.",
+            labels=IF_LABELS,
+        )
+        self.consistent = g(
+            "xdpguard_ruleset_consistent",
+            "1 if the kernel maps hold the recorded rule set, 0 if not (run apply again).",
+            labels=IF_LABELS,
+        )
+        self.scrape_error = g(
+            "xdpguard_scrape_error",
+            "1 if the interface's maps could not be read in this scrape.",
+            labels=IF_LABELS,
+        )
+
+    def all(self) -> Iterator[Metric]:
+        yield from (
+            self.rule_packets,
+            self.rule_bytes,
+            self.rule_over,
+            self.default_packets,
+            self.default_bytes,
+        )
+        for pk, by in self.special.values():
+            yield pk
+            yield by
+        yield from (
+            self.flow_entries,
+            self.flow_size,
+            self.flows_created,
+            self.flows_evicted,
+            self.blocked_sources,
+        )
+        yield from (
+            self.version,
+            self.info,
+            self.applied_at,
+            self.attached,
+            self.consistent,
+            self.scrape_error,
+        )
+
+
+def _status_of(ifname: str) -> dict[str, Any]:
+    """`Dataplane.status()`, unless an apply is in flight on the interface.
+
+    status() repairs an interrupted apply, taking the interface's lock to
+    do so; a scrape during an apply would then wait for that apply.  The
+    exporter only reads: with a journal present it reports the pins alone.
+    """
+    from xdpguard.datapath.dataplane import Dataplane
+
+    dp = Dataplane(ifname, 0)
+    if dp.iface.journal() is not None:
+        return {"interface": ifname, "attached": dp.attached}
+    return dp.status()
+
+
+def _stats_of(ifname: str) -> dict[str, Any]:
+    from xdpguard.datapath.dataplane import Dataplane
+
+    return Dataplane(ifname, 0).stats()
+
+
+class XdpguardCollector(Collector):
+    """Reads every interface's maps when Prometheus scrapes, never in between.
+
+    `interfaces` is fixed, or empty for every interface xdpguard knows at
+    the time of the scrape (so interfaces attached later show up by
+    themselves).  `status` and `stats` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        interfaces: Iterable[str] = (),
+        status: Callable[[str], dict[str, Any]] = _status_of,
+        stats: Callable[[str], dict[str, Any]] = _stats_of,
+    ) -> None:
+        self.interfaces = list(interfaces)
+        self._status = status
+        self._stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        # Registration must not touch the kernel; the families are enough.
+        return _Families().all()
+
+    def collect(self) -> Iterator[Metric]:
+        fam = _Families()
+        for ifname in self.interfaces or known_ifaces():
+            try:
+                self._collect_one(fam, ifname)
+                fam.scrape_error.add_metric([ifname], 0)
+            except (XdpguardError, OSError, ValueError, KeyError) as e:
+                # One broken interface must not hide the others.
+                print(f"xdpguard exporter: {ifname}: {e}", file=sys.stderr, flush=True)
+                fam.scrape_error.add_metric([ifname], 1)
+        return fam.all()
+
+    def _collect_one(self, fam: _Families, ifname: str) -> None:
+        st = self._status(ifname)
+        xdp = st.get("xdp") or {}
+        live = bool(st.get("attached")) and bool(xdp.get("live", True)) and "error" not in st
+        applied = Iface(ifname).load_applied()
+        summary = Iface(ifname).load_summary() or {}
+        if applied is not None:
+            fam.version.add_metric([ifname], applied.seq)
+            fam.applied_at.add_metric([ifname], applied.applied_at)
+            mode = str(summary.get("settings", {}).get("mode", ""))
+            fam.info.add_metric(
+                [ifname],
+                {
+                    "digest": applied.digest,
+                    "file": applied.file,
+                    "mode": mode,
+                    "xdp_mode": applied.xdp_mode,
+                    "netns": applied.netns or "",
+                },
+            )
+        if "consistent" in st:
+            fam.consistent.add_metric([ifname], 1 if st["consistent"] else 0)
+        fam.attached.add_metric([ifname], 1 if live else 0)
+        if not st.get("attached"):
+            return  # nothing pinned: no counters to read
+        _add_stats(fam, ifname, self._stats(ifname))
+
+
+def _add_stats(fam: _Families, ifname: str, s: dict[str, Any]) -> None:
+    for direction in ("ingress", "egress"):
+        d = s.get(direction)
+        if not d:
+            continue
+        for r in d["rules"]:
+            labels = [ifname, direction, r["name"], r["action"]]
+            fam.rule_packets.add_metric(labels, r["packets"])
+            fam.rule_bytes.add_metric(labels, r["bytes"])
+            if "limit" in r:
+                fam.rule_over.add_metric(labels, r["limit"]["over_limit"])
+        dflt = d["default"]
+        fam.default_packets.add_metric([ifname, direction, dflt["action"]], dflt["packets"])
+        fam.default_bytes.add_metric([ifname, direction, dflt["action"]], dflt["bytes"])
+        for key, (pk, by) in fam.special.items():
+            if key in d:
+                pk.add_metric([ifname, direction], d[key]["packets"])
+                by.add_metric([ifname, direction], d[key]["bytes"])
+    flows = s.get("flows")
+    if flows:
+        fam.flow_entries.add_metric([ifname], flows["entries"])
+        fam.flow_size.add_metric([ifname], flows["size"])
+        fam.flows_created.add_metric([ifname], flows["created"])
+        fam.flows_evicted.add_metric([ifname], flows["evicted"])
+    fam.blocked_sources.add_metric([ifname], len(s.get("blocked", [])))
