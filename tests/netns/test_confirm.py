@@ -34,6 +34,9 @@ def test_unconfirmed_apply_reverts(lab, files):
     assert wait_for(lambda: verdicts(lab) == WANT["A"], 8), "the watchdog did not restore rule set A"
     st = status(lab)
     assert "pending_confirm" not in st and st["history"][-1]["note"] == "confirm timeout"
+    # A confirm that comes too late must not look like success to automation.
+    r = xg("--netns", lab.b.ns, "confirm", "--iface", lab.b.ifname)
+    assert r.returncode == 1 and "too late" in r.stderr, r.stdout + r.stderr
 
 
 def test_confirmed_apply_stays(lab, files):

@@ -8,7 +8,15 @@ from typing import Any
 
 import typer
 
-from xdpguard.cli.common import CONTEXT, console, load_rules, print_json, resolve_iface, summary_of
+from xdpguard.cli.common import (
+    CONTEXT,
+    console,
+    err_console,
+    load_rules,
+    print_json,
+    resolve_iface,
+    summary_of,
+)
 from xdpguard.errors import UsageError
 from xdpguard.rules.compile import Plan, plan_from_bytes
 from xdpguard.state import Iface
@@ -103,7 +111,8 @@ def apply(
             w = r.writes
             console.print(
                 f"{name}: updated to {rules} ({nin} ingress, {neg} egress rules; "
-                f"{w.lpm_updates + w.lpm_deletes} prefix and {w.array_updates} array entries written, "
+                f"{w.lpm_updates + w.lpm_deletes} prefix, {w.array_updates} array entries and "
+                f"{w.bitmaps} rule bitmaps written, "
                 f"{r.seconds:.2f} s)" + (" with a new program" if r.replaced else "")
             )
         else:
@@ -163,7 +172,10 @@ def plan(
         "current": applied.file if applied else None,
         "current_digest": applied.digest if applied else None,
         "new_digest": new_plan.digest,
+        # Would apply change the kernel?  (Not attached: it would attach.)
         "changes": not attached or applied is None or applied.digest != new_plan.digest,
+        # Does the rule file differ from the recorded one?  (What CI wants to review.)
+        "differs_from_recorded": applied is None or applied.digest != new_plan.digest,
         "rules": {},
         "settings": [],
     }
@@ -188,7 +200,13 @@ def plan(
     if not data["changes"]:
         console.print(f"{iface}: no changes ({rules} is what is applied)")
         return
-    if not attached:
+    if not attached and applied is not None:
+        same = "the same rule set as" if not data["differs_from_recorded"] else "these changes against"
+        console.print(
+            f"{iface}: not attached here (no pins: after a reboot, or a copied state dir); "
+            f"apply would attach {same} the recorded version {applied.seq}:"
+        )
+    elif not attached:
         console.print(f"{iface}: xdpguard is not attached; apply would attach it with:")
     else:
         console.print(f"{iface}: applying {rules} would change:")
@@ -265,15 +283,30 @@ def confirm(
     """Keep a rule set applied with --confirm: stop the watchdog that would revert it."""
     from xdpguard.datapath.confirm import confirm as do_confirm
 
+    late = []
     for name in iface:
         pending = do_confirm(name)
         if pending is None:
-            console.print(f"{name}: nothing is waiting for confirmation")
+            applied = Iface(name).load_applied()
+            if applied is not None and applied.note == "confirm timeout":
+                when = time.strftime("%H:%M:%S", time.localtime(applied.applied_at))
+                err_console.print(
+                    f"{name}: too late: the watchdog restored the previous rule set (now version "
+                    f"{applied.seq}) at {when}; apply the new rule set again if it is right"
+                )
+                late.append(name)
+            elif not (Iface(name).pin_dir / "link_xdp").exists() and applied is None:
+                err_console.print(f"{name}: too late or never applied: xdpguard is not attached")
+                late.append(name)
+            else:
+                console.print(f"{name}: nothing is waiting for confirmation")
         else:
             target = pending["target_seq"]
             console.print(
                 f"{name}: confirmed; the rule set stays (the revert to version {target} is cancelled)"
             )
+    if late:
+        raise typer.Exit(1)
 
 
 def watchdog(
