@@ -7,8 +7,9 @@ monotonic clock around start and end) and its peak RSS, as GNU time's
 `Lab` is a private network namespace holding two veth pairs, with
 XDPGUARD_BPFFS and XDPGUARD_STATE_DIR pointed at private places for its
 lifetime; leaving it removes every pin, the veth pair and the namespace,
-whatever happened inside.  Namespaces and bpffs dirs left by a benchmark
-that was killed are swept on the next start (their names carry the pid).
+whatever happened inside.  Namespaces, bpffs and temp dirs left by a
+benchmark that was killed are swept on the next start (their names carry
+the pid).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from xdpguard import net
 BPFFS_ROOT = Path("/sys/fs/bpf")
 NS_PREFIX = "xgbench"
 BPFFS_PREFIX = "xdpguard-bench-"
+TMP_PREFIX = "xdpguard-bench-"  # + "<pid>-<kind>-" under the temp dir
 # The CLI exactly as an operator runs it, with the interpreter the benchmark runs under.
 CLI: tuple[str, ...] = (sys.executable, "-m", "xdpguard")
 GNU_TIME = "/usr/bin/time"
@@ -94,7 +96,7 @@ def run_measured(argv: Sequence[str], cwd: Path | None = None) -> ProcResult:
     with (
         tempfile.TemporaryFile("w+") as out,
         tempfile.TemporaryFile("w+") as err,
-        tempfile.NamedTemporaryFile("r", prefix="xdpguard-bench-rss-") as rss,
+        tempfile.NamedTemporaryFile("r", prefix=tmp_prefix("rss")) as rss,
     ):
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv]
         t0 = time.monotonic()
@@ -134,9 +136,24 @@ def _remove_tree(d: Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def tmp_prefix(kind: str) -> str:
+    """Prefix for temp files and dirs, carrying our pid so sweep_stale can find leftovers."""
+    return f"{TMP_PREFIX}{os.getpid()}-{kind}-"
+
+
 def sweep_stale() -> list[str]:
-    """Remove namespaces and bpffs dirs of benchmark runs whose process is gone."""
+    """Remove namespaces, bpffs and temp dirs of benchmark runs whose process is gone."""
     removed = []
+    tpat = re.compile(rf"^{TMP_PREFIX}(\d+)-")
+    tmp = Path(tempfile.gettempdir())
+    for p in tmp.iterdir():
+        m = tpat.match(p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(str(p))
     pat = re.compile(rf"^{NS_PREFIX}(\d+)$")
     for name in net.list_netns():
         m = pat.match(name)
@@ -159,7 +176,7 @@ def lab() -> Iterator[Lab]:
     pid = os.getpid()
     ns = f"{NS_PREFIX}{pid}"
     bpffs = BPFFS_ROOT / f"{BPFFS_PREFIX}{pid}"
-    state_dir = Path(tempfile.mkdtemp(prefix="xdpguard-bench-state-"))
+    state_dir = Path(tempfile.mkdtemp(prefix=tmp_prefix("state")))
     saved = {k: os.environ.get(k) for k in ("XDPGUARD_BPFFS", "XDPGUARD_STATE_DIR")}
     os.environ["XDPGUARD_BPFFS"] = str(bpffs)
     os.environ["XDPGUARD_STATE_DIR"] = str(state_dir)

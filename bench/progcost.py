@@ -269,6 +269,8 @@ def measure(
         "cold_minus_floor_ns": {k: cold_med[k] - cold_med["floor"] for k in ("small", "large")},
         "single_frame_hot_ns": {"repeat": single_repeat, **single},
         "ratio_large_small_hot": ratio,
+        "ratio_large_small_hot_minus_floor": (hot_med["large"] - hot_med["floor"])
+        / (hot_med["small"] - hot_med["floor"]),
         "ratio_large_small_cold": cold_med["large"] / cold_med["small"],
         "verdicts": {k: dict(sorted(v.items())) for k, v in verdicts.items()},
         "blocklist_frames_dropped_by_large": f"{blocked}/{nblock}",

@@ -93,8 +93,8 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
     out += [
         "",
         f"Ratio large/small (hot medians): **{p['ratio_large_small_hot']:.2f}** (target <= "
-        f"{p['targets']['ratio']:.1f}: {_ok(p['targets']['ratio_ok'])}); cold medians: "
-        f"{p['ratio_large_small_cold']:.2f}.",
+        f"{p['targets']['ratio']:.1f}: {_ok(p['targets']['ratio_ok'])}); with the floor taken off both: "
+        f"{p['ratio_large_small_hot_minus_floor']:.2f}; cold medians: {p['ratio_large_small_cold']:.2f}.",
         "",
         f"Hot medians by source address: 10 rules {_ns(by['small']['blocklist'])} ns (blocklist half) / "
         f"{_ns(by['small']['random'])} ns (random half); large set {_ns(by['large']['blocklist'])} / "

@@ -134,7 +134,7 @@ def run(quick: bool) -> dict[str, Any]:
     if swept:
         print(f"bench: removed leftovers of killed runs: {', '.join(swept)}", file=sys.stderr)
     stages: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="xdpguard-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix=common.tmp_prefix("rules")) as d:
         t = _stage("writing rule files (4,096 rules, 1M-prefix set)")
         wl = workload.write(Path(d))
         stages["workload"] = time.monotonic() - t

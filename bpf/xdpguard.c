@@ -158,37 +158,46 @@ static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_
 	return bpf_map_lookup_elem(bms, &idx);
 }
 
-static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 *src, __u32 *dst)
+/* Trie lookups are the most expensive step: only the fields some rule uses. */
+static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 fm, __u32 *src, __u32 *dst)
 {
 	__u32 *v;
 
 	if (p->family == 4) {
 		struct xg_lpm4_key k = { .prefixlen = XG_LPM_VER_BITS + 32, .half = half };
 
-		__builtin_memcpy(k.addr, p->src, 4);
-		v = xg_src4.lookup(&k);
-		if (!v)
-			return -1;
-		*src = *v;
-		__builtin_memcpy(k.addr, p->dst, 4);
-		v = xg_dst4.lookup(&k);
-		if (!v)
-			return -1;
-		*dst = *v;
+		if (fm & (1U << XG_F_SRC)) {
+			__builtin_memcpy(k.addr, p->src, 4);
+			v = xg_src4.lookup(&k);
+			if (!v)
+				return -1;
+			*src = *v;
+		}
+		if (fm & (1U << XG_F_DST)) {
+			__builtin_memcpy(k.addr, p->dst, 4);
+			v = xg_dst4.lookup(&k);
+			if (!v)
+				return -1;
+			*dst = *v;
+		}
 		return 0;
 	}
 	struct xg_lpm6_key k6 = { .prefixlen = XG_LPM_VER_BITS + 128, .half = half };
 
-	__builtin_memcpy(k6.addr, p->src, 16);
-	v = xg_src6.lookup(&k6);
-	if (!v)
-		return -1;
-	*src = *v;
-	__builtin_memcpy(k6.addr, p->dst, 16);
-	v = xg_dst6.lookup(&k6);
-	if (!v)
-		return -1;
-	*dst = *v;
+	if (fm & (1U << XG_F_SRC)) {
+		__builtin_memcpy(k6.addr, p->src, 16);
+		v = xg_src6.lookup(&k6);
+		if (!v)
+			return -1;
+		*src = *v;
+	}
+	if (fm & (1U << XG_F_DST)) {
+		__builtin_memcpy(k6.addr, p->dst, 16);
+		v = xg_dst6.lookup(&k6);
+		if (!v)
+			return -1;
+		*dst = *v;
+	}
 	return 0;
 }
 
@@ -218,6 +227,10 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 	struct xg_flow_key k = {};
 
 	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
+		return;
+	/* A RST answers a packet to a closed port: it must not turn the
+	 * sender's next packets into an "established" flow. */
+	if (p->proto == IPPROTO_TCP && (p->tflags & XG_TCP_RST))
 		return;
 	__u64 now = xg_now();
 	struct xg_flow *f = xg_flows.lookup(&k);
@@ -256,9 +269,9 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	__u32 *v;
 
 	if (fm & ((1U << XG_F_SRC) | (1U << XG_F_DST))) {
-		__u32 src, dst;
+		__u32 src = 0, dst = 0;
 
-		if (xg_lookup_addrs(p, half, &src, &dst) < 0)
+		if (xg_lookup_addrs(p, half, fm, &src, &dst) < 0)
 			return XG_RULE_ERROR;
 		if (fm & (1U << XG_F_SRC)) {
 			s.bm[0] = xg_bm(bms, cfg, XG_F_SRC, src);

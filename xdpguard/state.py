@@ -145,8 +145,12 @@ class Iface:
     def _prune_history(self) -> None:
         h = self.state_dir / "history"
         entries = sorted(p for p in h.iterdir() if p.is_dir()) if h.is_dir() else []
+        # The rule set a pending confirm would restore stays, however many applies came since.
+        pending = self.load_confirm()
+        keep = f"{int(pending['target_seq']):08d}" if pending else None
         for old in entries[:-HISTORY]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
 
     def history(self) -> list[Snapshot]:
         """Applied rule sets, oldest first (at most HISTORY)."""

@@ -18,6 +18,8 @@
  * is an attack, not traffic). */
 #define XG_TC_PULL_LEN 512
 
+#define XG_TCP_RST 0x04
+
 #define XG_ICMP_ECHO_REQUEST 8
 #define XG_ICMP_ECHO_REPLY 0
 #define XG_ICMPV6_ECHO_REQUEST 128

@@ -273,3 +273,33 @@ def test_netlink_fallback_for_egress(lab, tmp_path: Path, monkeypatch):
     ).stdout
     assert "xg_egress" not in tc
     assert not any(lab.bpffs.rglob("*"))
+
+
+def test_outbound_rst_does_not_open_a_flow(lab, tmp_path: Path):
+    """B answers SYNs to a closed port with RSTs; they must not make the sender's next SYN "established"."""
+    rules = tmp_path / "rst.yaml"
+    rules.write_text(
+        "version: 1\n"
+        "ingress:\n"
+        "  default: drop\n"
+        "  rules:\n"
+        "    - {name: replies, match: {state: established}, action: allow}\n"
+        "    - {name: web, match: {proto: tcp, dport: 443}, action: allow}\n"
+    )
+    xg("--netns", lab.b.ns, "apply", str(rules), "--iface", lab.b.ifname)
+    try:
+        marker = new_marker()
+        syn = bytes(
+            Ether(src=lab.a.mac, dst=lab.b.mac)
+            / IP(src=lab.a.ip4, dst=lab.b.ip4)
+            / TCP(sport=40001, dport=443, flags="S")
+            / marker
+        )
+        # Nothing listens on 443 in B: each SYN is let in by "web" and answered with a RST.
+        assert len(exchange(lab, [syn] * 3, marker=marker)) == 3
+        st = stats(lab)
+        assert rule_count(st, "ingress", "web") == 3
+        assert rule_count(st, "ingress", "replies") == 0
+        assert st["egress"]["default"]["packets"] >= 3  # the RSTs went out
+    finally:
+        xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)

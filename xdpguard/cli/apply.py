@@ -76,6 +76,14 @@ def apply(
             plan, text, xdp_mode or "auto", replace_program, summary_of(rs)
         )
         results.append((name, res))
+        if window is None:
+            pending = Iface(name).load_confirm()
+            if pending:
+                when = time.strftime("%H:%M:%S", time.localtime(float(pending["deadline"])))
+                res.messages.append(
+                    f"an earlier apply awaits confirmation: version {pending['target_seq']} comes back at "
+                    f"{when} unless `xdpguard confirm --iface {name}`"
+                )
         if window is not None:
             from xdpguard.datapath.confirm import arm
 

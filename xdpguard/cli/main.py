@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except PermissionError as e:
+        if debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"xdpguard: permission denied{where}: run as root", file=sys.stderr)
+        sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as e:  # a bug: say so plainly, details on request

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from xdpguard.cli.common import console, print_json
 from xdpguard.errors import UsageError, XdpguardError
-from xdpguard.state import known_ifaces
+from xdpguard.state import Iface, known_ifaces
 
 
 def _targets(iface: list[str]) -> list[str]:
@@ -33,6 +33,8 @@ def status(
         console.print("xdpguard is not attached to any interface")
         return
     for s in rows:
+        for m in s.get("recovered", []):
+            console.print(f"[yellow]{s['interface']}: {m}[/]")
         if not s["attached"]:
             console.print(
                 f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else "")
@@ -61,8 +63,6 @@ def status(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
         )
-        for m in s.get("recovered", []):
-            console.print(f"  [yellow]{m}[/]")
         pc = s.get("pending_confirm")
         if pc:
             target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
@@ -199,6 +199,9 @@ def unblock(
     names = _targets(iface)
     if not names:
         raise XdpguardError("xdpguard is not attached to any interface")
+    for n in names:
+        if not (Iface(n).pin_dir / "link_xdp").exists():
+            raise XdpguardError(f"xdpguard is not attached to {n}")
     released = [n for n in names if Dataplane(n, 0).unblock(ip.version, int(ip))]
     if released:
         console.print(f"{ip}: unblocked on {', '.join(released)}")
@@ -211,8 +214,8 @@ def events(
     json_out: bool = typer.Option(False, "--json", help="one JSON object per line"),
     count: int = typer.Option(0, "--count", help="stop after this many events (0: no limit)"),
     duration: float = typer.Option(0.0, "--duration", help="stop after this many seconds (0: until Ctrl-C)"),
-    sample: int = typer.Option(None, "--sample", help="set: one drop in N becomes an event (0: none)"),
-    max_rate: int = typer.Option(None, "--max-rate", help="set: at most N events per second per CPU"),
+    sample: int = typer.Option(None, "--sample", min=0, help="set: one drop in N becomes an event (0: none)"),
+    max_rate: int = typer.Option(None, "--max-rate", min=0, help="set: at most N events per second per CPU"),
 ) -> None:
     """Stream sampled drop events (time, rule, verdict, addresses, ports)."""
     import json as _json

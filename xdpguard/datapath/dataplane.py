@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import time
@@ -123,7 +124,8 @@ class Dataplane:
         new = Applied(
             ifname=self.iface.ifname,
             ifindex=self.ifindex,
-            netns=self.netns,
+            # A rollback or apply run without --netns keeps the recorded namespace.
+            netns=self.netns if self.netns is not None else (applied.netns if applied else None),
             file=os.path.abspath(plan.source) if plan.source else "",
             digest=plan.digest,
             applied_at=time.time(),
@@ -286,7 +288,10 @@ class Dataplane:
         self, plan: Plan, applied: Applied | None, replace_program: bool, snap: Snapshot | None
     ) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
-        old = plan_from_bytes(raw) if raw is not None else None
+        if raw is not None and hashlib.sha256(raw).hexdigest() == plan.digest:
+            old: Plan | None = plan  # the same plan: no need to decode the recorded one
+        else:
+            old = plan_from_bytes(raw) if raw is not None else None
         for name, setting, want in (
             ("flows", "flow_table_size", plan.flow_table_size),
             ("src_buckets", "limit_table_size", plan.limit_table_size),
@@ -339,6 +344,7 @@ class Dataplane:
         inactive = 1 - active
         bitmap_fds: dict[str, int] = {}
         try:
+            finish: list[tuple[int, int, bytes]] = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
                 h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
@@ -347,22 +353,25 @@ class Dataplane:
                 slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
                 M.zero_counters(m, direction, fresh)
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots)
+                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots, commit=False)
                 writes.add(st)
+                finish.append((h_in, bitmap_fds[direction], M.config_bytes(plan, d)))
                 fault(f"inactive-{direction}")
+            M.commit_halves(m, finish)
             M.write_active(self.pin_dir, inactive)
             fault("flipped")
             # No packet still reads the old half once a grace period has passed.
             B.rcu_barrier()
+            finish = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
-                h_in = M.half_of(direction, inactive)
+                h_in, h_old = M.half_of(direction, inactive), M.half_of(direction, active)
                 slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                M.write_half(
-                    m, M.half_of(direction, active), plan, d, od, slots, bitmap_fd=bitmap_fds[direction]
-                )
+                M.write_half(m, h_old, plan, d, od, slots, bitmap_fd=bitmap_fds[direction], commit=False)
+                finish.append((h_old, bitmap_fds[direction], M.config_bytes(plan, d)))
                 fault(f"levelled-{direction}")
+            M.commit_halves(m, finish)
         finally:
             for fd in bitmap_fds.values():
                 os.close(fd)
@@ -383,6 +392,8 @@ class Dataplane:
             # The attach died before its XDP link was pinned: nothing was live.
             self._remove_pins()
             self.iface.end()
+            if self.iface.load_applied() is None:
+                self.iface.remove_state()
             return ["an interrupted first attach left objects behind: removed them"]
         new = plan_from_bytes(plan_bytes)
         journalled = Snapshot(
@@ -693,11 +704,14 @@ class Dataplane:
         pin_dir = self.iface.pin_dir
         removed = []
         if self.egress_mode == "netlink":
-            from xdpguard.net import NetError, detach_egress
+            from xdpguard.net import NetError, detach_egress, in_netns
 
+            applied = self.iface.load_applied()
+            ns = self.netns if self.netns is not None else (applied.netns if applied else None)
             try:
-                if detach_egress(self.ifindex or self._lookup_ifindex()):
-                    removed.append("cls_bpf egress filter")
+                with in_netns(ns):
+                    if detach_egress(self.ifindex or self._lookup_ifindex()):
+                        removed.append("cls_bpf egress filter")
             except (NetError, LookupError):
                 pass  # the interface is gone, and the filter with it
             with contextlib.suppress(FileNotFoundError):

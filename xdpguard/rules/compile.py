@@ -554,7 +554,9 @@ def _dir_head(d: DirectionPlan) -> dict[str, object]:
         "name": d.name,
         "default": d.default.value,
         "nwords": d.nwords,
-        "rules": [[r.name, r.action.value, r.line, r.limit.to_list() if r.limit else None] for r in d.rules],
+        # Line numbers are for messages only: moving a rule within the file
+        # without changing it is no change to the plan.
+        "rules": [[r.name, r.action.value, r.limit.to_list() if r.limit else None] for r in d.rules],
         "l4free": d.l4free_idx,
         "est": d.est_idx,
         "new": d.new_idx,
@@ -624,10 +626,10 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 name,
                 rule_id(dh["name"], name),
                 Action(act),
-                line,
+                0,  # not recorded: line numbers are not part of a plan's identity
                 LimitPlan.from_list(lim) if lim else None,
             )
-            for i, (name, act, line, lim) in enumerate(dh["rules"])
+            for i, (name, act, lim) in enumerate(dh["rules"])
         )
         dirs.append(
             DirectionPlan(
