@@ -17,7 +17,8 @@ ingress:
 
 def test_blank_lines_and_comments_do_not_change_the_digest():
     a = compile_ruleset(parse_text(RULES))
-    b = compile_ruleset(parse_text("# a comment\n\n" + RULES.replace("  rules:\n", "  rules:\n\n    # web\n")))
+    moved = "# a comment\n\n" + RULES.replace("  rules:\n", "  rules:\n\n    # web\n")
+    b = compile_ruleset(parse_text(moved))
     assert a.digest == b.digest
 
 
