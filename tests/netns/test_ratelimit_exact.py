@@ -98,14 +98,14 @@ ingress:
 
 
 def test_bps_exact(lab, limited):
-    # 8 Mbit/s = 1,000,000 bytes/s, burst 1,500 bytes; 100-byte frames, offered 10x.
+    # 8 Mbit/s = 1,000,000 bytes/s, burst 1,600 bytes; 100-byte frames, offered 10x.
     limited("""version: 1
 ingress:
   default: drop
   rules:
     - name: bulk
       match: {proto: udp}
-      rate_limit: {bps: 8mbit, burst: 1500}
+      rate_limit: {bps: 8mbit, burst: 1600}
 """)
     run = Runner(lab)
     size = 100
@@ -115,7 +115,7 @@ ingress:
         admitted = sum(run.at(T0 + k * step, frame("192.0.2.8", size)) for k in range(duration // step + 1))
     finally:
         run.close()
-    assert admitted * size == 1_000_000 * 0.2 + 1500
+    assert admitted * size == 1_000_000 * 0.2 + 1600
     assert rule_stats(lab, "bulk")["limit"]["admitted"] == admitted
 
 
