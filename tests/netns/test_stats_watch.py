@@ -20,7 +20,9 @@ def test_watch_shows_rates(lab, tmp_path: Path):
     )
     env = os.environ | {"COLUMNS": "160"}
     base = [sys.executable, "-m", "xdpguard", "--netns", lab.b.ns]
-    subprocess.run([*base, "apply", str(rules), "--iface", lab.b.ifname], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*base, "apply", str(rules), "--iface", lab.b.ifname], check=True, env=env, capture_output=True
+    )
     try:
         p = subprocess.Popen(
             [*base, "stats", "--iface", lab.b.ifname, "--watch"],
