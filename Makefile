@@ -32,10 +32,16 @@ lint: setup
 demo: setup
 	$(PYTHON) -m xdpguard.demo
 
+# matplotlib (the `bench` extras) draws docs/img/bench-peers.png; installed on
+# first use, editable like `setup`'s install so the venv keeps using this tree.
+BENCH_DEPS := $(PYTHON) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q --disable-pip-version-check -e '.[bench]'
+
 bench: setup
+	$(BENCH_DEPS)
 	$(PYTHON) -m bench.run
 
 bench-quick: setup
+	$(BENCH_DEPS)
 	$(PYTHON) -m bench.run --quick
 
 # The boot-restore unit, with ExecStart pointing at this checkout's venv.

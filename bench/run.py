@@ -2,11 +2,14 @@
 
 Writes the rule files once into a temp dir (bench.workload), times
 `xdpguard check` (bench.checktime), then in a private network namespace
-times `xdpguard apply` (bench.applytime) and measures the program's cost
-per packet (bench.progcost); results go to bench/results/latest.json and
-the generated section of docs/benchmarks.md (bench.report).  --quick runs
+times `xdpguard apply` (bench.applytime), measures the program's cost
+per packet (bench.progcost) and compares with xdp-filter, nftables and
+iptables-legacy (bench.peers: program cost, receive cost on a veth,
+update cost); results go to bench/results/latest.json and
+the generated section of docs/benchmarks.md (bench.report), and a plot to
+docs/img/bench-peers.png (bench.plot, matplotlib).  --quick runs
 the same measurements with fewer repetitions and a smaller frame pool
-(under two minutes); the rule files are the same size in both modes.
+(under three minutes); the rule files are the same size in both modes.
 Needs root (namespaces, bpf(2)); the lab is removed whatever happens.
 """
 
@@ -25,12 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import applytime, checktime, common, progcost, report, workload
+from bench import applytime, checktime, common, limitcost, peers, plot, progcost, report, updates, workload
 from xdpguard.datapath import loader
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOC = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "img" / "bench-peers.png"
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,26 @@ def run(quick: bool) -> dict[str, Any]:
                 lab, wl, small_if, large_if, lab.ifaces[2], n.pool_frames, n.repeat, n.single_repeat
             )
             stages["progcost"] = time.monotonic() - t
+
+            t = _stage("peers: xdp-filter, nftables, iptables-legacy (program, receive and update cost)")
+            try:
+                results["peers"] = peers.measure(lab, wl, quick)
+            except Exception as e:  # the other figures are still worth writing
+                print(f"bench: peers comparison failed: {e}", file=sys.stderr)
+                results["peers"] = {"error": f"{type(e).__name__}: {e}"}
+            stages["peers"] = time.monotonic() - t
+
+            t = _stage("rate-limit cost (limited rule against a plain allow rule)")
+            results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
+            stages["limitcost"] = time.monotonic() - t
+
+    t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
+    try:
+        results["updates"] = updates.measure()
+    except Exception as e:  # the other figures are still worth writing
+        print(f"bench: update benchmark failed: {e}", file=sys.stderr)
+        results["updates"] = {"error": f"{type(e).__name__}: {e}"}
+    stages["updates"] = time.monotonic() - t
     results["meta"]["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
     elapsed = time.monotonic() - t_all
     results["meta"]["elapsed_s"] = round(elapsed, 1)
@@ -174,7 +198,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions and frames (< 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and frames (< 3 minutes)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, bpf(2)); run `sudo make bench`", file=sys.stderr)
@@ -186,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.quick)
     report.write_json(results, RESULTS)
     report.update_markdown(results, DOC)
+    if plot.write(results, PLOT):
+        print(f"bench: wrote {PLOT.relative_to(ROOT)}", file=sys.stderr)
     print(report.markdown(results))
     print(f"bench: wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0

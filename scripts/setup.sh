@@ -19,6 +19,7 @@ PACKAGES=(
     python3-venv                         # the venv (pip via ensurepip)
     gcc libc6-dev linux-libc-dev         # tests check ctypes layouts against linux/bpf.h
     netsniff-ng xdp-tools nftables       # benchmark traffic and peers
+    iptables util-linux                  # peers (iptables-legacy); taskset pins the bench sender
 )
 
 say() { printf 'setup: %s\n' "$*"; }
