@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 
 from xdpguard.datapath import abi
-from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
 
 SOURCE = "xdpguard.c"
@@ -89,11 +88,3 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     # bcc's BPF object owns its fds; drop it now that we hold our own.
     b.cleanup()
     return Loaded(fds, source_hash())
-
-
-def prog_pin_name(direction: str) -> str:
-    return f"prog_{direction}"
-
-
-def tag_of(fd: int) -> str:
-    return B.prog_info(fd).tag

@@ -30,7 +30,6 @@ from xdpguard.rules.model import (
     AddrMatch,
     Direction,
     Mode,
-    Prefix,
     RateLimit,
     Rule,
     RuleSet,
@@ -705,7 +704,3 @@ def memory_estimate(plan: Plan) -> int:
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
         total += 2 * (lpm + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * 24)
     return total
-
-
-def describe_prefix(p: Prefix) -> str:
-    return str(p)
