@@ -7,15 +7,14 @@ gives, so "verdicts equal A or B, whole" shows an update was atomic.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from tests.netns import cli
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.rules import reference
@@ -87,12 +86,8 @@ WANT = {"A": expected(RULES_A), "B": expected(RULES_B)}
 
 
 def xg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args],
-        capture_output=True,
-        text=True,
-        env=os.environ | (env or {}),
-    )
+    """The CLI without the exit-code check: these tests expect kills (-9) and refusals (1, 2)."""
+    return cli.xg(*args, check=False, env=env)
 
 
 def verdicts(lab) -> tuple[list[str], list[str]] | None:

@@ -13,6 +13,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from tests.netns.cli import xg
 from tests.netns.traffic import new_marker, send_frames
 from xdpguard.datapath import bpf as B
 
@@ -23,14 +24,6 @@ ingress:
   rules:
     - {name: no-9999, match: {proto: udp, dport: 9999}, action: drop}
 """
-
-
-def xg(*args: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from tests.netns.cli import xg
 from xdpguard.datapath import bpf as B
 
 T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
-
-
-def xg(*args: str) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
-    )
-    assert r.returncode == 0, f"xdpguard {' '.join(args)}: {r.stdout}{r.stderr}"
-    return r
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from tests.netns.cli import xg
 from tests.netns.traffic import capture, new_marker, send_frames
 
 LIMIT = 2000
@@ -27,15 +28,6 @@ SECONDS = 5.0
 # seconds admit, and it lets the bucket ride out the sender's scheduling
 # gaps on a busy machine: a gap longer than the burst wastes allowance.
 BURST = LIMIT // 10
-
-
-def xg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
-    )
-    if check:
-        assert r.returncode == 0, f"xdpguard {' '.join(args)}: {r.stdout}{r.stderr}"
-    return r
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
+from tests.netns.cli import xg
 from tests.netns.traffic import exchange, new_marker
 from xdpguard.net import in_netns
 
@@ -44,15 +44,6 @@ egress:
       match: {dst: "fd00:200::/64", proto: udp, dport: 9998}
       action: drop
 """
-
-
-def xg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "xdpguard", *args], capture_output=True, text=True, env=os.environ
-    )
-    if check and r.returncode != 0:
-        raise AssertionError(f"xdpguard {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 @pytest.fixture
