@@ -24,6 +24,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xdpguard.errors import RuleError
 from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
     Action,
@@ -235,8 +236,6 @@ def compile_ruleset(rs: RuleSet) -> Plan:
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         dp = _compile_direction(dname, d)
         if dp.nbitmaps > MAX_BITMAPS:
-            from xdpguard.errors import RuleError
-
             line = d.rules[0].line if d.rules else 1
             raise RuleError(
                 rs.source,
