@@ -343,35 +343,36 @@ class Dataplane:
         active = M.read_active(self.pin_dir)
         inactive = 1 - active
         bitmap_fds: dict[str, int] = {}
+        # Per direction, what the second half gets too: counter slots and config.
+        slots: dict[str, dict[int, int]] = {}
+        configs: dict[str, bytes] = {}
         try:
-            finish: list[tuple[int, int, bytes]] = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
                 h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
                 rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
                 rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
-                slots, fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
+                slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
                 M.zero_counters(m, direction, fresh)
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots, commit=False)
+                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots[direction], commit=False)
                 writes.add(st)
-                finish.append((h_in, bitmap_fds[direction], M.config_bytes(plan, d)))
+                configs[direction] = M.config_bytes(plan, d)
                 fault(f"inactive-{direction}")
-            M.commit_halves(m, finish)
+            M.commit_halves(m, [(M.half_of(dn, inactive), bitmap_fds[dn], configs[dn]) for dn in DIRECTIONS])
             M.write_active(self.pin_dir, inactive)
             fault("flipped")
             # No packet still reads the old half once a grace period has passed.
             B.rcu_barrier()
-            finish = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
-                h_in, h_old = M.half_of(direction, inactive), M.half_of(direction, active)
-                slots = {r.rule_id: r.slot for r in M.read_rules(m, h_in, d.nrules)}
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                M.write_half(m, h_old, plan, d, od, slots, bitmap_fd=bitmap_fds[direction], commit=False)
-                finish.append((h_old, bitmap_fds[direction], M.config_bytes(plan, d)))
+                h_old = M.half_of(direction, active)
+                M.write_half(
+                    m, h_old, plan, d, od, slots[direction], bitmap_fd=bitmap_fds[direction], commit=False
+                )
                 fault(f"levelled-{direction}")
-            M.commit_halves(m, finish)
+            M.commit_halves(m, [(M.half_of(dn, active), bitmap_fds[dn], configs[dn]) for dn in DIRECTIONS])
         finally:
             for fd in bitmap_fds.values():
                 os.close(fd)
