@@ -47,6 +47,12 @@ def frames(lab, n: int, marker: bytes) -> list[bytes]:
     ]
 
 
+def set_sampling(lab, sample: int, max_rate: int) -> None:
+    """Set the programs' event sampling through the CLI (a reader that stops at once)."""
+    args = ["--sample", str(sample), "--max-rate", str(max_rate), "--duration", "0.1"]
+    xg("--netns", lab.b.ns, "events", "--iface", lab.b.ifname, *args)
+
+
 def collect(lab, *args: str, send: list[bytes], wait: float = 6.0) -> list[dict]:
     cmd = [
         sys.executable,
@@ -70,19 +76,7 @@ def collect(lab, *args: str, send: list[bytes], wait: float = 6.0) -> list[dict]
 
 def test_events_stream_every_drop_when_sampling_one_in_one(attached):
     lab = attached
-    xg(
-        "--netns",
-        lab.b.ns,
-        "events",
-        "--iface",
-        lab.b.ifname,
-        "--sample",
-        "1",
-        "--max-rate",
-        "1000",
-        "--duration",
-        "0.1",
-    )
+    set_sampling(lab, 1, 1000)
     evs = collect(lab, "--count", "5", "--duration", "8", send=frames(lab, 5, new_marker()))
     assert len(evs) == 5
     for e in evs:
@@ -95,19 +89,7 @@ def test_events_stream_every_drop_when_sampling_one_in_one(attached):
 
 def test_events_are_capped_per_second(attached):
     lab = attached
-    xg(
-        "--netns",
-        lab.b.ns,
-        "events",
-        "--iface",
-        lab.b.ifname,
-        "--sample",
-        "1",
-        "--max-rate",
-        "10",
-        "--duration",
-        "0.1",
-    )
+    set_sampling(lab, 1, 10)
     evs = collect(lab, "--duration", "4", send=frames(lab, 300, new_marker()))
     # 300 drops within well under a second: at most 10 per CPU get through.
     assert 1 <= len(evs) <= 10 * B.ncpus()
@@ -117,19 +99,7 @@ def test_events_are_capped_per_second(attached):
 
 def test_events_sampling_thins_a_flood(attached):
     lab = attached
-    xg(
-        "--netns",
-        lab.b.ns,
-        "events",
-        "--iface",
-        lab.b.ifname,
-        "--sample",
-        "20",
-        "--max-rate",
-        "100000",
-        "--duration",
-        "0.1",
-    )
+    set_sampling(lab, 20, 100000)
     evs = collect(lab, "--duration", "4", send=frames(lab, 2000, new_marker()))
     # One in 20 on average: 100 expected; bounds far outside random spread.
     assert 40 <= len(evs) <= 200, len(evs)
