@@ -158,46 +158,72 @@ static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_
 	return bpf_map_lookup_elem(bms, &idx);
 }
 
-/* Trie lookups are the most expensive step: only the fields some rule uses. */
+/* The leaf (field-local bitmap index) of an address in one address table:
+ * at most one node per address byte, however many prefixes it holds.  A
+ * dense node is indexed by the byte, a sparse one by counting its run
+ * bounds (no branch on the data).  One loop with one exit keeps the
+ * verifier's work linear in the address length. */
+static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nbytes, __u32 *out)
+{
+	void *nodes = xg_addrs.lookup(&tbl);
+	__u32 ref = XG_REF_CHILD; /* dense element 0: the root */
+	__u32 key;
+	int i;
+
+	if (!nodes)
+		return -1;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < 16; i++) {
+		if (i >= nbytes || !(ref & XG_REF_CHILD))
+			break;
+		__u32 b = addr[i & 15];
+		__u32 id = ref & XG_REF_INDEX;
+
+		key = (ref & XG_REF_SPARSE) ? id >> 4 : id;
+		struct xg_node *n = bpf_map_lookup_elem(nodes, &key);
+		if (!n) {
+			ref = XG_REF_CHILD;
+			break;
+		}
+		if (ref & XG_REF_SPARSE) {
+			const struct xg_snode *sn = (const void *)n + ((id & 15) * sizeof(struct xg_snode));
+			__u64 j = 0;
+			/* j = how many of bound[1..11] are <= b, without branches:
+			 * (b - bound) is negative, its bit 63 set, when bound > b.
+			 * The empty asm keeps clang from turning that back into
+			 * compares, which it lowers to branches, and each branch
+			 * doubles the verifier's states. */
+#pragma unroll
+			for (int k = 1; k < XG_SPARSE_RUNS; k++) {
+				__u64 d = (__u64)b - sn->bound[k];
+
+				asm volatile("" : "+r"(d));
+				j += d >> 63;
+			}
+			j = XG_SPARSE_RUNS - 1 - j;
+			asm volatile("" : "+r"(j));
+			/* j <= 11; the mask is for the verifier, which cannot see it. */
+			ref = ((const __u32 *)sn)[j & 15];
+		} else {
+			ref = n->slot[b & (XG_NODE_SLOTS - 1)];
+		}
+	}
+	if (ref & XG_REF_CHILD)
+		return -1; /* ran out of address bytes or nodes: the table is broken */
+	*out = ref;
+	return 0;
+}
+
+/* Address lookups are the most expensive step: only the fields some rule uses. */
 static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 fm, __u32 *src, __u32 *dst)
 {
-	__u32 *v;
+	__u32 v6 = p->family == 6;
+	__u32 nbytes = v6 ? 16 : 4;
 
-	if (p->family == 4) {
-		struct xg_lpm4_key k = { .prefixlen = XG_LPM_VER_BITS + 32, .half = half };
-
-		if (fm & (1U << XG_F_SRC)) {
-			__builtin_memcpy(k.addr, p->src, 4);
-			v = xg_src4.lookup(&k);
-			if (!v)
-				return -1;
-			*src = *v;
-		}
-		if (fm & (1U << XG_F_DST)) {
-			__builtin_memcpy(k.addr, p->dst, 4);
-			v = xg_dst4.lookup(&k);
-			if (!v)
-				return -1;
-			*dst = *v;
-		}
-		return 0;
-	}
-	struct xg_lpm6_key k6 = { .prefixlen = XG_LPM_VER_BITS + 128, .half = half };
-
-	if (fm & (1U << XG_F_SRC)) {
-		__builtin_memcpy(k6.addr, p->src, 16);
-		v = xg_src6.lookup(&k6);
-		if (!v)
-			return -1;
-		*src = *v;
-	}
-	if (fm & (1U << XG_F_DST)) {
-		__builtin_memcpy(k6.addr, p->dst, 16);
-		v = xg_dst6.lookup(&k6);
-		if (!v)
-			return -1;
-		*dst = *v;
-	}
+	if ((fm & (1U << XG_F_SRC)) && xg_addr_lookup(XG_ADDR_TABLE(half, XG_F_SRC, v6), p->src, nbytes, src) < 0)
+		return -1;
+	if ((fm & (1U << XG_F_DST)) && xg_addr_lookup(XG_ADDR_TABLE(half, XG_F_DST, v6), p->dst, nbytes, dst) < 0)
+		return -1;
 	return 0;
 }
 

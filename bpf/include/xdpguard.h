@@ -11,16 +11,16 @@
  * value (address prefix, protocol, port, ...) to an index into a table of
  * distinct rule bitmaps; the AND of the field bitmaps, first set bit, is
  * the matching rule.  Every per-rule-set map holds four halves, two
- * versions for each direction: "half" = direction * 2 + version is the
- * leading byte of LPM keys, the block of arrays and the slot of the
- * bitmap outer map.  One per-CPU flag says which version packets read.
+ * versions for each direction: "half" = direction * 2 + version picks the
+ * block of arrays and the slots of the address-table and bitmap outer
+ * maps.  One per-CPU flag says which version packets read.
  */
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
 
 #include <linux/types.h>
 
-#define XG_ABI_VERSION 1
+#define XG_ABI_VERSION 2
 
 #define XG_MAX_RULES 4096
 #define XG_MAX_WORDS (XG_MAX_RULES / 64)
@@ -33,9 +33,33 @@ enum xg_dir {
 	XG_DIR_EGRESS = 1,
 };
 
-/* LPM tries: both halves of both address fields, v4 and v6, share one
- * capacity figure; entries are allocated on insert (BPF_F_NO_PREALLOC). */
-#define XG_LPM_MAX_ENTRIES 2200000
+/* Address tables: per half, field and family, a multibit trie with an
+ * 8-bit stride in an inner array map of 1 KiB nodes (xg_addrs slot
+ * XG_ADDR_TABLE(half, field, family)).  A lookup reads at most one node per
+ * address byte, however many prefixes the table holds; see
+ * xdpguard/rules/stride.py for how it is built. */
+#define XG_ADDR_TABLES (XG_NHALVES * 2 * 2)
+#define XG_ADDR_TABLE(half, fld, v6) ((half) * 4 + ((fld) - 1) * 2 + (v6)) /* fld: XG_F_SRC or XG_F_DST */
+#define XG_NODE_SLOTS 256
+#define XG_SPARSE_RUNS 12
+#define XG_SPARSE_PER_NODE 16
+#define XG_REF_CHILD (1U << 31)  /* else a leaf: the field-local bitmap index */
+#define XG_REF_SPARSE (1U << 30) /* child is sparse: index = element * 16 + position */
+#define XG_REF_INDEX (XG_REF_SPARSE - 1)
+
+/* A dense node: the slot of each value of the next address byte. */
+struct xg_node {
+	__u32 slot[XG_NODE_SLOTS];
+};
+
+/* A sparse node, 16 to an xg_node: run k covers bytes bound[k].. up to the
+ * next run; the run of byte b is the count of bound[1..11] <= b (unused
+ * runs repeat the last one with bound 255). */
+struct xg_snode {
+	__u32 val[XG_SPARSE_RUNS];
+	__u8 bound[XG_SPARSE_RUNS];
+	__u8 pad[4];
+};
 
 /* Array maps indexed by (half * size + value). */
 #define XG_PROTO_SIZE 256
@@ -140,22 +164,6 @@ struct xg_counter {
 	__u64 over;      /* of those, dropped over the rate limit */
 	__u64 over_bytes;
 };
-
-/* LPM keys: the half byte comes first, so one trie holds every half
- * and prefixlen counts it (8 + prefix length). */
-struct xg_lpm4_key {
-	__u32 prefixlen;
-	__u8 half;
-	__u8 addr[4];
-} __attribute__((packed));
-
-struct xg_lpm6_key {
-	__u32 prefixlen;
-	__u8 half;
-	__u8 addr[16];
-} __attribute__((packed));
-
-#define XG_LPM_VER_BITS 8
 
 /* Flow table (state: established): written by egress, read by ingress with
  * the tuple reversed.  "local" is this host's side.  Ports in host order;

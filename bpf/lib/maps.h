@@ -22,14 +22,10 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u32, xg_active, 1, XG_PIN("active"));
 
 BPF_TABLE_PINNED("array", __u32, struct xg_config, xg_config, XG_NHALVES, XG_PIN("config"));
 
-BPF_TABLE_PINNED("lpm_trie", struct xg_lpm4_key, __u32, xg_src4, XG_LPM_MAX_ENTRIES, XG_PIN("src4"),
-		 BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("lpm_trie", struct xg_lpm4_key, __u32, xg_dst4, XG_LPM_MAX_ENTRIES, XG_PIN("dst4"),
-		 BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("lpm_trie", struct xg_lpm6_key, __u32, xg_src6, XG_LPM_MAX_ENTRIES, XG_PIN("src6"),
-		 BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("lpm_trie", struct xg_lpm6_key, __u32, xg_dst6, XG_LPM_MAX_ENTRIES, XG_PIN("dst6"),
-		 BPF_F_NO_PREALLOC);
+/* Address tables (src/dst, v4/v6, per half): inner arrays of trie nodes
+ * sized per rule set and created by the loader, like the bitmap tables. */
+BPF_F_TABLE("array", __u32, struct xg_node, xg_node_tmpl, 1, BPF_F_INNER_MAP);
+BPF_TABLE_PINNED("array_of_maps$xg_node_tmpl", __u32, __u32, xg_addrs, XG_ADDR_TABLES, XG_PIN("addrs"));
 
 BPF_TABLE_PINNED("array", __u32, __u32, xg_proto, XG_NHALVES * XG_PROTO_SIZE, XG_PIN("proto"));
 BPF_TABLE_PINNED("array", __u32, __u32, xg_sport, XG_NHALVES * XG_PORT_SIZE, XG_PIN("sport"));

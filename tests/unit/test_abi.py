@@ -29,6 +29,10 @@ def c_layout(tmp_path_factory):
             lines.append(f'printf("off {cname}.{fname} %zu\\n", offsetof(struct {cname}, {fname}));')
     for const in abi.CONSTANTS:
         lines.append(f'printf("const {const} %lld\\n", (long long)({const}));')
+    for half in range(abi.NHALVES):
+        for fld in (abi.F_SRC, abi.F_DST):
+            for v6 in (0, 1):
+                lines.append(f'printf("table {half}.{fld}.{v6} %d\\n", XG_ADDR_TABLE({half}, {fld}, {v6}));')
     lines.append("return 0; }")
     src = d / "layout.c"
     src.write_text("\n".join(lines))
@@ -66,3 +70,25 @@ def test_compiler_field_numbers_match_abi():
     ) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT, abi.F_TFLAGS, abi.F_ICMP)
     assert comp.MAX_WORDS == abi.MAX_WORDS
     assert comp.MAX_BITMAPS == abi.MAX_BITMAPS
+
+
+def test_address_table_slots_match_header(c_layout):
+    seen = set()
+    for half in range(abi.NHALVES):
+        for fld in (abi.F_SRC, abi.F_DST):
+            for v6 in (False, True):
+                slot = abi.addr_table(half, fld, v6)
+                assert c_layout[f"table {half}.{fld}.{int(v6)}"] == slot
+                seen.add(slot)
+    assert seen == set(range(abi.ADDR_TABLES))
+
+
+def test_node_layout_is_what_the_table_builder_writes():
+    import ctypes
+
+    from xdpguard.rules import stride
+
+    assert ctypes.sizeof(abi.Node) == stride.NODE_BYTES
+    assert ctypes.sizeof(abi.SNode) == stride.SPARSE_BYTES
+    assert abi.SNode.bound.offset == stride.SPARSE_BOUND_OFF
+    assert stride.SPARSE_PER_NODE * stride.SPARSE_BYTES == stride.NODE_BYTES

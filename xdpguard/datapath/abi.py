@@ -9,7 +9,9 @@ from __future__ import annotations
 import ctypes as C
 from pathlib import Path
 
-ABI_VERSION = 1
+from xdpguard.rules import stride
+
+ABI_VERSION = 2
 
 MAX_RULES = 4096
 MAX_WORDS = MAX_RULES // 64
@@ -19,12 +21,12 @@ NHALVES = NDIRS * NVERSIONS
 DIR_INGRESS = 0
 DIR_EGRESS = 1
 DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}
-LPM_MAX_ENTRIES = 2_200_000
 PROTO_SIZE = 256
 PORT_SIZE = 65536
 TFLAGS_SIZE = 256
 ICMP_SIZE = 2 * 65536
 MAX_BITMAPS = 262144
+ADDR_TABLES = NHALVES * 2 * 2
 
 SLOT_DEFAULT = 0
 SLOT_MALFORMED = 1
@@ -64,7 +66,6 @@ LIMIT_TRIES = 4
 ACT_ALLOW = 0
 ACT_DROP = 1
 
-LPM_VER_BITS = 8
 FLOW_DEFAULT_SIZE = 65536
 FLOW_REFRESH_NS = 1_000_000_000
 NSEC_PER_SEC = 1_000_000_000
@@ -141,14 +142,21 @@ class Block(C.Structure):
     _fields_ = [("until_ns", C.c_uint64), ("rule_id", C.c_uint64)]
 
 
-class Lpm4Key(C.Structure):
-    _pack_ = 1
-    _fields_ = [("prefixlen", C.c_uint32), ("half", C.c_uint8), ("addr", C.c_uint8 * 4)]
+class Node(C.Structure):
+    _fields_ = [("slot", C.c_uint32 * stride.DENSE_SLOTS)]
 
 
-class Lpm6Key(C.Structure):
-    _pack_ = 1
-    _fields_ = [("prefixlen", C.c_uint32), ("half", C.c_uint8), ("addr", C.c_uint8 * 16)]
+class SNode(C.Structure):
+    _fields_ = [
+        ("val", C.c_uint32 * stride.SPARSE_RUNS),
+        ("bound", C.c_uint8 * stride.SPARSE_RUNS),
+        ("pad", C.c_uint8 * 4),
+    ]
+
+
+def addr_table(half: int, fld: int, v6: bool) -> int:
+    """Slot of the address outer map (XG_ADDR_TABLE): fld is F_SRC or F_DST."""
+    return half * 4 + (fld - 1) * 2 + int(v6)
 
 
 class FlowKey(C.Structure):
@@ -206,8 +214,8 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_rule": RuleEntry,
     "xg_bitmap": Bitmap,
     "xg_counter": Counter,
-    "xg_lpm4_key": Lpm4Key,
-    "xg_lpm6_key": Lpm6Key,
+    "xg_node": Node,
+    "xg_snode": SNode,
     "xg_flow_key": FlowKey,
     "xg_flow": Flow,
     "xg_bucket": Bucket,
@@ -250,7 +258,13 @@ CONSTANTS: dict[str, int] = {
     "XG_FLOW_DEFAULT_SIZE": FLOW_DEFAULT_SIZE,
     "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
     "XG_NSEC_PER_SEC": NSEC_PER_SEC,
-    "XG_LPM_MAX_ENTRIES": LPM_MAX_ENTRIES,
+    "XG_ADDR_TABLES": ADDR_TABLES,
+    "XG_NODE_SLOTS": stride.DENSE_SLOTS,
+    "XG_SPARSE_RUNS": stride.SPARSE_RUNS,
+    "XG_SPARSE_PER_NODE": stride.SPARSE_PER_NODE,
+    "XG_REF_CHILD": stride.CHILD,
+    "XG_REF_SPARSE": stride.SPARSE,
+    "XG_REF_INDEX": stride.INDEX,
     "XG_PROTO_SIZE": PROTO_SIZE,
     "XG_PORT_SIZE": PORT_SIZE,
     "XG_TFLAGS_SIZE": TFLAGS_SIZE,
@@ -279,7 +293,6 @@ CONSTANTS: dict[str, int] = {
     "XG_CFG_HAS_STATE": CFG_HAS_STATE,
     "XG_ACT_ALLOW": ACT_ALLOW,
     "XG_ACT_DROP": ACT_DROP,
-    "XG_LPM_VER_BITS": LPM_VER_BITS,
 }
 
 

@@ -186,10 +186,13 @@ class Dataplane:
                     for direction in DIRECTIONS:
                         d = _dir_plan(plan, direction)
                         slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
-                        st, bfd = M.write_half(m, M.half_of(direction, 0), plan, d, None, slots)
-                        res.writes.add(st)
-                        M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, bitmap_fd=bfd)
-                        os.close(bfd)
+                        inner = M.Inner()
+                        try:
+                            st, _ = M.write_half(m, M.half_of(direction, 0), plan, d, None, slots, inner)
+                            res.writes.add(st)
+                            M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, inner)
+                        finally:
+                            inner.close()
                 M.write_active(self.pin_dir, 0)
                 fault("attach-maps")
                 for direction, fd in loaded.prog_fds.items():
@@ -342,11 +345,11 @@ class Dataplane:
         writes = M.WriteStats()
         active = M.read_active(self.pin_dir)
         inactive = 1 - active
-        bitmap_fds: dict[str, int] = {}
+        inner = {dn: M.Inner() for dn in DIRECTIONS}
         # Per direction, what the second half gets too: counter slots and config.
         slots: dict[str, dict[int, int]] = {}
-        configs: dict[str, bytes] = {}
         try:
+            pending: list[M.HalfWrite] = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
                 h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
@@ -355,27 +358,27 @@ class Dataplane:
                 slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
                 M.zero_counters(m, direction, fresh)
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                st, bitmap_fds[direction] = M.write_half(m, h_in, plan, d, od, slots[direction], commit=False)
+                st, hw = M.write_half(m, h_in, plan, d, od, slots[direction], inner[direction], commit=False)
                 writes.add(st)
-                configs[direction] = M.config_bytes(plan, d)
+                pending.append(hw)
                 fault(f"inactive-{direction}")
-            M.commit_halves(m, [(M.half_of(dn, inactive), bitmap_fds[dn], configs[dn]) for dn in DIRECTIONS])
+            M.commit_halves(m, pending)
             M.write_active(self.pin_dir, inactive)
             fault("flipped")
             # No packet still reads the old half once a grace period has passed.
             B.rcu_barrier()
+            pending = []
             for direction in DIRECTIONS:
                 d = _dir_plan(plan, direction)
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
                 h_old = M.half_of(direction, active)
-                M.write_half(
-                    m, h_old, plan, d, od, slots[direction], bitmap_fd=bitmap_fds[direction], commit=False
-                )
+                _, hw = M.write_half(m, h_old, plan, d, od, slots[direction], inner[direction], commit=False)
+                pending.append(hw)
                 fault(f"levelled-{direction}")
-            M.commit_halves(m, [(M.half_of(dn, active), bitmap_fds[dn], configs[dn]) for dn in DIRECTIONS])
+            M.commit_halves(m, pending)
         finally:
-            for fd in bitmap_fds.values():
-                os.close(fd)
+            for i in inner.values():
+                i.close()
         return writes
 
     # ------------------------------------------------------------------ recovery
@@ -435,8 +438,11 @@ class Dataplane:
                     d = _dir_plan(live, direction)
                     h_act = M.half_of(direction, active)
                     slots = {r.rule_id: r.slot for r in M.read_rules(m, h_act, d.nrules)}
-                    _, bfd = M.write_half(m, h_in, live, d, None, slots)
-                    os.close(bfd)
+                    inner = M.Inner()
+                    try:
+                        M.write_half(m, h_in, live, d, None, slots, inner)
+                    finally:
+                        inner.close()
         self._ensure_prog_pins()
         for direction in ("egress", "ingress"):
             if direction == "egress" and self.egress_mode == "netlink":

@@ -2,8 +2,10 @@
 
 No bcc here: a rule-only apply opens the pinned maps (BPF_OBJ_GET) and
 writes only the entries whose value changes between the plan a half holds
-and the plan it must hold.  Bitmap tables are the exception: each version
-gets a fresh inner map sized to the plan, swapped into the outer slot.
+and the plan it must hold.  Bitmap tables and address tables are inner
+maps sized to the plan: a table that changes is built whole into a fresh
+inner map and swapped into its outer slot; one that does not change is
+left as it is (no write at all).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
-from xdpguard.rules.compile import DirectionPlan, Intervals, LpmEntries, Plan, RulePlan
+from xdpguard.rules import stride
+from xdpguard.rules.compile import F_DST, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
 from xdpguard.rules.model import Action, Mode
 
 DIRECTIONS = ("ingress", "egress")
@@ -27,8 +30,7 @@ C_SIZE = {
     "rule": ctypes.sizeof(abi.RuleEntry),
     "counter": ctypes.sizeof(abi.Counter),
     "bitmap": ctypes.sizeof(abi.Bitmap),
-    "lpm4": ctypes.sizeof(abi.Lpm4Key),
-    "lpm6": ctypes.sizeof(abi.Lpm6Key),
+    "node": ctypes.sizeof(abi.Node),
     "flow_key": ctypes.sizeof(abi.FlowKey),
     "flow": ctypes.sizeof(abi.Flow),
     "bucket": ctypes.sizeof(abi.Bucket),
@@ -42,10 +44,7 @@ C_SIZE = {
 EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
     "config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NHALVES),
-    "src4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
-    "dst4": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm4"], 4, abi.LPM_MAX_ENTRIES),
-    "src6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
-    "dst6": (B.BPF_MAP_TYPE_LPM_TRIE, C_SIZE["lpm6"], 4, abi.LPM_MAX_ENTRIES),
+    "addrs": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.ADDR_TABLES),
     "proto": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PROTO_SIZE),
     "sport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
     "dport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
@@ -141,10 +140,6 @@ def half_of(direction: str, ver: int) -> int:
 # encoding
 
 
-def lpm_key(half: int, addr: int, plen: int, bits: int) -> bytes:
-    return struct.pack("<IB", abi.LPM_VER_BITS + plen, half) + addr.to_bytes(bits // 8, "big")
-
-
 def _u32(v: int) -> bytes:
     return struct.pack("<I", v)
 
@@ -218,30 +213,45 @@ def rule_bytes(rp: RulePlan, slot: int) -> bytes:
 
 @dataclass
 class WriteStats:
-    lpm_updates: int = 0
-    lpm_deletes: int = 0
+    addr_tables: int = 0  # address tables built (src/dst, v4/v6)
+    addr_nodes: int = 0  # 1 KiB node elements written into them
     array_updates: int = 0
     bitmaps: int = 0
 
     def add(self, o: WriteStats) -> None:
-        self.lpm_updates += o.lpm_updates
-        self.lpm_deletes += o.lpm_deletes
+        self.addr_tables += o.addr_tables
+        self.addr_nodes += o.addr_nodes
         self.array_updates += o.array_updates
         self.bitmaps += o.bitmaps
 
 
-def _lpm_diff(
-    new: LpmEntries, old: LpmEntries | None
-) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    if old is None:
-        return list(new), []
-    if new == old:  # the common case for big sets: an edit elsewhere
-        return [], []
-    oldd = {(a, p): i for a, p, i in old}
-    newd = {(a, p): i for a, p, i in new}
-    upd = [(a, p, i) for (a, p), i in newd.items() if oldd.get((a, p)) != i]
-    dele = [k for k in oldd if k not in newd]
-    return upd, dele
+# (plan attribute, field, IPv6): the four address tables of a direction.
+ADDR_FIELDS = (("src4", F_SRC, False), ("dst4", F_DST, False), ("src6", F_SRC, True), ("dst6", F_DST, True))
+
+
+@dataclass
+class Inner:
+    """Inner maps built for one direction's plan; both halves share them.  The caller closes."""
+
+    bitmaps: int | None = None
+    addrs: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for fd in [self.bitmaps, *self.addrs.values()]:
+            if fd is not None:
+                os.close(fd)
+        self.bitmaps = None
+        self.addrs.clear()
+
+
+@dataclass
+class HalfWrite:
+    """What commit_halves() still has to do for one half."""
+
+    half: int
+    bitmaps: int  # fd for the bitmap outer slot
+    addrs: dict[int, int]  # address outer slot -> fd, only for tables that change
+    config: bytes
 
 
 def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
@@ -267,10 +277,15 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
     return len(keys)
 
 
-def clear_lpm_half(fd: int, half: int, key_size: int) -> int:
-    """Delete every entry of one half of an LPM trie (when its contents are unknown)."""
-    keys = [k for k, _ in B.map_lookup_batch(fd, key_size, 4) if k[4] == half]
-    return B.map_delete_batch(fd, keys) if keys else 0
+def _inner_map(name: str, value_size: int, values: list[bytes]) -> int:
+    fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, max(1, len(values)), B.BPF_F_INNER_MAP, name=name)
+    try:
+        if values:
+            B.map_update_batch(fd, [_u32(i) for i in range(len(values))], values)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_half(
@@ -280,43 +295,37 @@ def write_half(
     d: DirectionPlan,
     old: DirectionPlan | None,
     slots: dict[int, int],
-    bitmap_fd: int | None = None,
+    inner: Inner,
     commit: bool = True,
-) -> tuple[WriteStats, int]:
+) -> tuple[WriteStats, HalfWrite]:
     """Make `half` (direction * 2 + version) hold direction plan `d`.
 
     `old` is what the half holds now (None: unknown, write everything);
-    `slots` maps rule id -> counter slot.  Returns the stats and the fd of
-    the bitmap inner map (pass it back for the other half to share it).
-    With commit=False the half is left dirty: commit_halves() finishes it.
+    `slots` maps rule id -> counter slot.  Inner maps come from `inner`
+    when an earlier half of the same plan built them, else are built and
+    added to it.  With commit=False the half is left dirty and the
+    returned HalfWrite goes to commit_halves(), which finishes it.
     """
     st = WriteStats()
-    # Until the final config write below, this half holds no plan we could
-    # name: a crash in between must not leave it looking like `old`.
+    # Until the final config write, this half holds no plan we could name:
+    # a crash in between must not leave it looking like `old`.
     cfg = read_config(dm, half)
     if cfg.plan_hash:
         cfg.plan_hash = 0
         B.map_update(dm["config"], _u32(half), bytes(cfg))
-    if old is None:
-        st.lpm_deletes += clear_lpm_half(dm["src4"], half, C_SIZE["lpm4"])
-        st.lpm_deletes += clear_lpm_half(dm["dst4"], half, C_SIZE["lpm4"])
-        st.lpm_deletes += clear_lpm_half(dm["src6"], half, C_SIZE["lpm6"])
-        st.lpm_deletes += clear_lpm_half(dm["dst6"], half, C_SIZE["lpm6"])
-    for name, bits, new_e, old_e in (
-        ("src4", 32, d.src4, old.src4 if old else None),
-        ("dst4", 32, d.dst4, old.dst4 if old else None),
-        ("src6", 128, d.src6, old.src6 if old else None),
-        ("dst6", 128, d.dst6, old.dst6 if old else None),
-    ):
-        upd, dele = _lpm_diff(new_e, old_e)
-        if upd:
-            B.map_update_batch(
-                dm[name], [lpm_key(half, a, p, bits) for a, p, _ in upd], [_u32(i) for _, _, i in upd]
-            )
-            st.lpm_updates += len(upd)
-        if dele:
-            B.map_delete_batch(dm[name], [lpm_key(half, a, p, bits) for a, p in dele])
-            st.lpm_deletes += len(dele)
+
+    addrs: dict[int, int] = {}
+    for name, fld, v6 in ADDR_FIELDS:
+        new_e = getattr(d, name)
+        if old is not None and getattr(old, name) == new_e:
+            continue  # the half's table already holds these entries
+        fd = inner.addrs.get(name)
+        if fd is None:
+            table = stride.build(new_e, 128 if v6 else 32)
+            fd = inner.addrs[name] = _inner_map("xg_addr", stride.NODE_BYTES, table.elements())
+            st.addr_tables += 1
+            st.addr_nodes += table.n_elems
+        addrs[abi.addr_table(half, fld, v6)] = fd
 
     st.array_updates += _write_array(
         dm["proto"], half, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
@@ -336,48 +345,36 @@ def write_half(
         )
 
     # Bitmaps: a new inner map per plan, shared by both halves once synced.
-    own_fd = bitmap_fd is None
-    if bitmap_fd is None:
+    if inner.bitmaps is None:
         bms = d.all_bitmaps()
-        bitmap_fd = B.map_create(
-            B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bitmap"], max(1, len(bms)), B.BPF_F_INNER_MAP, name="xg_bitmap"
-        )
-        try:
-            if bms:
-                B.map_update_batch(
-                    bitmap_fd, [_u32(i) for i in range(len(bms))], [bitmap_bytes(b, d.nwords) for b in bms]
-                )
-        except BaseException:
-            os.close(bitmap_fd)
-            raise
+        inner.bitmaps = _inner_map("xg_bitmap", C_SIZE["bitmap"], [bitmap_bytes(b, d.nwords) for b in bms])
         st.bitmaps = len(bms)
-    try:
-        if d.rules:
-            base = half * abi.MAX_RULES
-            B.map_update_batch(
-                dm["rules"],
-                [_u32(base + r.index) for r in d.rules],
-                [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
-            )
-        if commit:
-            commit_halves(dm, [(half, bitmap_fd, config_bytes(plan, d))])
-    except BaseException:
-        if own_fd:
-            os.close(bitmap_fd)
-        raise
-    return st, bitmap_fd
+    if d.rules:
+        base = half * abi.MAX_RULES
+        B.map_update_batch(
+            dm["rules"],
+            [_u32(base + r.index) for r in d.rules],
+            [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
+        )
+    hw = HalfWrite(half, inner.bitmaps, addrs, config_bytes(plan, d))
+    if commit:
+        commit_halves(dm, [hw])
+    return st, hw
 
 
-def commit_halves(dm: Maps, halves: list[tuple[int, int, bytes]]) -> None:
-    """Point each half at its bitmap table, then write its config (which names its plan).
+def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
+    """Point each half at its inner maps, then write its config (which names its plan).
 
-    The outer-map slots go in one batch: the kernel waits out an RCU grace
-    period after every map-in-map update call, so one call instead of one
-    per half saves a grace period (~10 ms) each.
+    The outer-map slots go in one batch per outer map: the kernel waits out
+    an RCU grace period after every map-in-map update call, so one call
+    instead of one per half saves a grace period (~10 ms) each.
     """
-    B.map_update_batch(dm["bitmaps"], [_u32(h) for h, _, _ in halves], [_u32(fd) for _, fd, _ in halves])
-    for h, _, cfg in halves:
-        B.map_update(dm["config"], _u32(h), cfg)
+    slots = [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]
+    if slots:
+        B.map_update_batch(dm["addrs"], [_u32(s) for s, _ in slots], [_u32(fd) for _, fd in slots])
+    B.map_update_batch(dm["bitmaps"], [_u32(hw.half) for hw in halves], [_u32(hw.bitmaps) for hw in halves])
+    for hw in halves:
+        B.map_update(dm["config"], _u32(hw.half), hw.config)
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Classify a packet with a compiled plan, exactly as the BPF program does.
 
-Same lookups (longest-prefix match, arrays, elementary intervals), same
+Same lookups (the address tables' multibit tries, walked node by node as
+the program walks them, arrays, elementary intervals), same
 AND of bitmaps word by word guided by the summary word, same handling of
 fragments, malformed frames, non-IP and NDP.  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
@@ -12,6 +13,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from xdpguard.rules import stride
 from xdpguard.rules.compile import (
     F_DPORT,
     F_DST,
@@ -24,28 +26,11 @@ from xdpguard.rules.compile import (
     ICMP_V6_BASE,
     DirectionPlan,
     Intervals,
-    LpmEntries,
     Plan,
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
 from xdpguard.rules.reference import DROP, PASS, Verdict
-
-
-class _Lpm:
-    def __init__(self, entries: LpmEntries, bits: int) -> None:
-        self.bits = bits
-        self.by_len: dict[int, dict[int, int]] = {}
-        for a, plen, idx in entries:
-            self.by_len.setdefault(plen, {})[a >> (bits - plen)] = idx
-        self.lens = sorted(self.by_len, reverse=True)
-
-    def lookup(self, addr: int) -> int | None:
-        for plen in self.lens:
-            idx = self.by_len[plen].get(addr >> (self.bits - plen))
-            if idx is not None:
-                return idx
-        return None
 
 
 class _Iv:
@@ -61,10 +46,10 @@ class _Iv:
 class _Dir:
     plan: DirectionPlan
     bitmaps: list[int]
-    src4: _Lpm
-    dst4: _Lpm
-    src6: _Lpm
-    dst6: _Lpm
+    src4: stride.Table
+    dst4: stride.Table
+    src6: stride.Table
+    dst6: stride.Table
     sport: _Iv
     dport: _Iv
     icmp: _Iv
@@ -80,10 +65,10 @@ class PlanClassifier:
         return _Dir(
             d,
             d.all_bitmaps(),
-            _Lpm(d.src4, 32),
-            _Lpm(d.dst4, 32),
-            _Lpm(d.src6, 128),
-            _Lpm(d.dst6, 128),
+            stride.build(d.src4, 32),
+            stride.build(d.dst4, 32),
+            stride.build(d.src6, 128),
+            stride.build(d.dst6, 128),
             _Iv(d.sport),
             _Iv(d.dport),
             _Iv(d.icmp),
