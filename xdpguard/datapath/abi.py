@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes as C
 from pathlib import Path
 
-from xdpguard.rules import stride
+from xdpguard.rules import nodes
 
 ABI_VERSION = 2
 
@@ -143,13 +143,13 @@ class Block(C.Structure):
 
 
 class Node(C.Structure):
-    _fields_ = [("slot", C.c_uint32 * stride.DENSE_SLOTS)]
+    _fields_ = [("slot", C.c_uint32 * nodes.DENSE_SLOTS)]
 
 
 class SNode(C.Structure):
     _fields_ = [
-        ("val", C.c_uint32 * stride.SPARSE_RUNS),
-        ("bound", C.c_uint8 * stride.SPARSE_RUNS),
+        ("val", C.c_uint32 * nodes.SPARSE_RUNS),
+        ("bound", C.c_uint8 * nodes.SPARSE_RUNS),
         ("pad", C.c_uint8 * 4),
     ]
 
@@ -259,12 +259,12 @@ CONSTANTS: dict[str, int] = {
     "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
     "XG_NSEC_PER_SEC": NSEC_PER_SEC,
     "XG_ADDR_TABLES": ADDR_TABLES,
-    "XG_NODE_SLOTS": stride.DENSE_SLOTS,
-    "XG_SPARSE_RUNS": stride.SPARSE_RUNS,
-    "XG_SPARSE_PER_NODE": stride.SPARSE_PER_NODE,
-    "XG_REF_CHILD": stride.CHILD,
-    "XG_REF_SPARSE": stride.SPARSE,
-    "XG_REF_INDEX": stride.INDEX,
+    "XG_NODE_SLOTS": nodes.DENSE_SLOTS,
+    "XG_SPARSE_RUNS": nodes.SPARSE_RUNS,
+    "XG_SPARSE_PER_NODE": nodes.SPARSE_PER_NODE,
+    "XG_REF_CHILD": nodes.CHILD,
+    "XG_REF_SPARSE": nodes.SPARSE,
+    "XG_REF_INDEX": nodes.INDEX,
     "XG_PROTO_SIZE": PROTO_SIZE,
     "XG_PORT_SIZE": PORT_SIZE,
     "XG_TFLAGS_SIZE": TFLAGS_SIZE,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
-from xdpguard.rules import stride
+from xdpguard.rules import nodes
 from xdpguard.rules.compile import F_DST, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
 from xdpguard.rules.model import Action, Mode
 
@@ -321,8 +321,10 @@ def write_half(
             continue  # the half's table already holds these entries
         fd = inner.addrs.get(name)
         if fd is None:
+            from xdpguard.rules import stride  # numpy: only when a table changes
+
             table = stride.build(new_e, 128 if v6 else 32)
-            fd = inner.addrs[name] = _inner_map("xg_addr", stride.NODE_BYTES, table.elements())
+            fd = inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
             st.addr_tables += 1
             st.addr_nodes += table.n_elems
         addrs[abi.addr_table(half, fld, v6)] = fd

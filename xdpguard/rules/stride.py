@@ -35,16 +35,17 @@ from typing import Any
 
 import numpy as np
 
-NODE_BYTES = 1024
-DENSE_SLOTS = 256
-SPARSE_RUNS = 12
-SPARSE_BYTES = 64
-SPARSE_PER_NODE = NODE_BYTES // SPARSE_BYTES  # 16
-SPARSE_BOUND_OFF = 4 * SPARSE_RUNS  # val[12] then bound[12]
-
-CHILD = 1 << 31
-SPARSE = 1 << 30
-INDEX = SPARSE - 1
+from xdpguard.rules.nodes import (
+    CHILD,
+    DENSE_SLOTS,
+    INDEX,
+    NODE_BYTES,
+    SPARSE,
+    SPARSE_BOUND_OFF,
+    SPARSE_BYTES,
+    SPARSE_PER_NODE,
+    SPARSE_RUNS,
+)
 
 _U32 = struct.Struct("<I")
 
