@@ -449,3 +449,68 @@ def test_apply_refuses_when_another_xdp_program_is_attached(guard: Guard, lab: L
             assert f"prog/xdp id {foreign_id} " in ip_link_show(lab.b.ns, lab.b.ifname)
         finally:
             link.close()
+
+
+# ----------------------------------------------------------------------------
+# upgrade from maps pinned by an older xdpguard
+
+RULES_BY_SOURCE = """\
+    version: 1
+    ingress:
+      default: allow
+      rules:
+        - name: drop-discard-from-a
+          match: {{src: {a}/32, proto: udp, dport: 9}}
+          action: drop
+        - name: drop-doc-net
+          match: {{src: 192.0.2.0/24}}
+          action: drop
+"""
+
+
+def test_apply_completes_maps_pinned_by_an_older_xdpguard(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """Maps pinned before the address tables existed (LPM tries, no `addrs`):
+    the next apply loads the new programs, fills the new table for the
+    recorded plan before swapping them in, removes the retired pins, and no
+    allowed frame is lost on the way."""
+    path = write_rules(tmp_path, RULES_BY_SOURCE.format(a=lab.a.ip4))
+    guard.apply(path)
+    before = guard.status()["xdp"]
+    # What an older version left: no `addrs` pin (the running program keeps
+    # its map), and a retired LPM trie pin.
+    (lab.bpffs / lab.b.ifname / "addrs").unlink()
+    with bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_LPM_TRIE, 9, 4, 16, bpf.BPF_F_NO_PREALLOC, "old_src4")) as fd:
+        bpf.obj_pin(fd, str(lab.bpffs / lab.b.ifname / "src4"))
+
+    marker = new_marker()
+    sent: list[bytes] = []
+    stop = threading.Event()
+    with capture(lab.b.ns, lab.b.ifname, match=lambda f: marker in f) as cap:
+        sender = threading.Thread(target=_stream, args=(lab, stop, sent, marker))
+        sender.start()
+        try:
+            time.sleep(0.1)
+            res = guard.apply_json(path)
+            time.sleep(0.1)
+        finally:
+            stop.set()
+            sender.join()
+        streamed = cap.wait(0.3)
+    assert res["replaced_program"] is True, res
+    assert any("older xdpguard" in m and "src4" in m for m in res["messages"]), res["messages"]
+    assert len(sent) > 20
+    assert len(streamed) == len(sent), f"{len(sent) - len(streamed)} of {len(sent)} allowed frames lost"
+
+    names = pins(lab)
+    assert f"{lab.b.ifname}/addrs" in names and f"{lab.b.ifname}/src4" not in names, names
+    assert guard.status()["xdp"]["prog_id"] != before["prog_id"]
+    fx = Frames(lab.a, lab.b)
+    arrived, _ = send_and_see(lab, {"discard": fx.udp(dport=9), "other": fx.udp(dport=10)})
+    assert arrived == {"other"}
+    st = guard.stats()
+    assert guard.rule("drop-discard-from-a", st)["packets"] == 1
+    assert guard.rule("drop-doc-net", st)["packets"] == 0
+    assert st["ingress"]["error"]["packets"] == 0, st["ingress"]
+    # and the next apply finds everything in place
+    again = guard.apply_json(path)
+    assert again["changed"] is False and again["replaced_program"] is False, again

@@ -307,6 +307,22 @@ class Dataplane:
                 )
         res = ApplyResult(changed=False)
         self._ensure_prog_pins()
+        missing = M.missing_pins(self.pin_dir)
+        if missing:
+            # Pinned by an older xdpguard: the new programs create the maps
+            # it lacked, which get the recorded plan before the swap.
+            if old is None or set(missing) != {"addrs"}:
+                raise KernelError(
+                    f"the pinned maps in {self.pin_dir} lack {', '.join(missing)} and cannot be "
+                    f"completed in place; run `xdpguard detach --iface {self.iface.ifname}` and apply again"
+                )
+            self._replace_programs(plan, fill_for=old)
+            gone = M.remove_retired_pins(self.pin_dir)
+            res.replaced = True
+            res.messages.append(
+                "the maps were pinned by an older xdpguard: added the address tables and "
+                "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
+            )
         with M.open_maps(self.pin_dir) as m:
             # What each half holds, as the kernel says: a half whose config
             # hash is not the recorded plan's is rewritten in full.
@@ -316,10 +332,10 @@ class Dataplane:
                 for direction in DIRECTIONS
                 for v in (0, 1)
             }
-            program_due = replace_program or self._program_outdated(applied)
+            program_due = not res.replaced and (replace_program or self._program_outdated(applied))
             if old is not None and all(holds.values()) and old.digest == plan.digest:
                 if program_due:
-                    self._replace_programs(plan)
+                    self._replace_programs(plan, fill_for=old)
                     res.replaced = True
                 res.messages.append("no changes")
                 return res
@@ -330,7 +346,7 @@ class Dataplane:
             if snap is not None:
                 self._begin("update", snap)
             if program_due:
-                self._replace_programs(plan)
+                self._replace_programs(plan, fill_for=old)
                 res.replaced = True
                 fault("replaced")
             res.changed = True
@@ -526,7 +542,13 @@ class Dataplane:
 
         return applied is not None and applied.source_hash != source_hash()
 
-    def _replace_programs(self, plan: Plan) -> None:
+    def _replace_programs(self, plan: Plan, fill_for: Plan | None = None) -> None:
+        """Compile, load and swap both programs through their links.
+
+        With fill_for (the plan the halves hold), address-table slots the
+        load left empty (a map the old programs did not have) get that
+        plan's tables before the swap, so no packet meets an empty table.
+        """
         from xdpguard.datapath import loader
 
         problems = M.check_pinned_sizes(self.pin_dir, plan)
@@ -537,6 +559,9 @@ class Dataplane:
             )
         loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
         try:
+            if fill_for is not None:
+                with M.open_maps(self.pin_dir) as m:
+                    M.fill_empty_addr_tables(m, fill_for)
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
                 new_fd = loaded.prog_fds[direction]

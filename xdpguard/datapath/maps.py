@@ -66,6 +66,25 @@ SIZED_MAPS = {
 }
 
 
+# Pins of maps earlier xdpguard versions had and this one does not use.
+RETIRED_MAPS = ("src4", "dst4", "src6", "dst6")  # LPM tries, before the address tables
+
+
+def missing_pins(pin_dir: str) -> list[str]:
+    """Maps this version's programs declare that an older version did not pin."""
+    return [n for n in EXPECTED_MAPS if not os.path.exists(os.path.join(pin_dir, n))]
+
+
+def remove_retired_pins(pin_dir: str) -> list[str]:
+    gone = []
+    for n in RETIRED_MAPS:
+        path = os.path.join(pin_dir, n)
+        if os.path.exists(path):
+            os.unlink(path)
+            gone.append(n)
+    return gone
+
+
 def sized_maps(plan: Plan) -> dict[str, tuple[int, int, int, int]]:
     return {
         "flows": (*SIZED_MAPS["flows"], plan.flow_table_size),
@@ -277,6 +296,11 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
     return len(keys)
 
 
+def _slot_filled(outer_fd: int, slot: int) -> bool:
+    """Does an array-of-maps slot hold an inner map? (lookup gives its id)"""
+    return B.map_lookup(outer_fd, _u32(slot), 4) is not None
+
+
 def _inner_map(name: str, value_size: int, values: list[bytes]) -> int:
     fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, max(1, len(values)), B.BPF_F_INNER_MAP, name=name)
     try:
@@ -317,8 +341,12 @@ def write_half(
     addrs: dict[int, int] = {}
     for name, fld, v6 in ADDR_FIELDS:
         new_e = getattr(d, name)
-        if old is not None and getattr(old, name) == new_e:
-            continue  # the half's table already holds these entries
+        slot = abi.addr_table(half, fld, v6)
+        # The half's table already holds these entries, unless the slot is
+        # empty: maps pinned by an xdpguard without address tables, whose
+        # halves otherwise hold this very plan.
+        if old is not None and getattr(old, name) == new_e and _slot_filled(dm["addrs"], slot):
+            continue
         fd = inner.addrs.get(name)
         if fd is None:
             from xdpguard.rules import stride  # numpy: only when a table changes
@@ -327,7 +355,7 @@ def write_half(
             fd = inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
             st.addr_tables += 1
             st.addr_nodes += table.n_elems
-        addrs[abi.addr_table(half, fld, v6)] = fd
+        addrs[slot] = fd
 
     st.array_updates += _write_array(
         dm["proto"], half, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
@@ -362,6 +390,38 @@ def write_half(
     if commit:
         commit_halves(dm, [hw])
     return st, hw
+
+
+def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
+    """Give every half an address table for `plan` where its slot is empty.
+
+    For maps pinned by an older xdpguard (no address tables yet): before
+    the new programs replace the old ones, every half must already answer
+    address lookups for the plan it holds.  Returns the tables written.
+    """
+    from xdpguard.rules import stride
+
+    fds: list[int] = []
+    slots: list[int] = []
+    try:
+        for d in plan.directions():
+            built: dict[str, int] = {}
+            for ver in range(abi.NVERSIONS):
+                half = half_of(d.name, ver)
+                for name, fld, v6 in ADDR_FIELDS:
+                    slot = abi.addr_table(half, fld, v6)
+                    if _slot_filled(dm["addrs"], slot):
+                        continue
+                    if name not in built:
+                        table = stride.build(getattr(d, name), 128 if v6 else 32)
+                        built[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
+                        fds.append(built[name])
+                    slots.append(slot)
+                    B.map_update(dm["addrs"], _u32(slot), _u32(built[name]))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return len(slots)
 
 
 def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
