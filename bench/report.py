@@ -166,7 +166,7 @@ _RX_ROWS = (
     ("xdpguard_acl1_1k", "xdpguard, acl1_1k", "acl1_1k"),
     ("nft_linear_acl1_1k", "nft netdev ingress, acl1_1k linear chain", "acl1_1k"),
     ("iptables_linear_acl1_1k", "iptables-legacy raw PREROUTING, acl1_1k linear", "acl1_1k"),
-    ("xdpguard_bl100k", "xdpguard, 100k blocklist (LPM set)", "bl100k"),
+    ("xdpguard_bl100k", "xdpguard, 100k blocklist (prefix set)", "bl100k"),
     ("nft_set_bl100k", "nft netdev ingress, 100k interval set", "bl100k"),
 )
 _UPD_ROWS = (
