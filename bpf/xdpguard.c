@@ -159,21 +159,27 @@ static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_
 }
 
 /* The leaf (field-local bitmap index) of an address in one address table:
- * at most one node per address byte, however many prefixes it holds.  A
- * dense node is indexed by the byte, a sparse one by counting its run
- * bounds (no branch on the data).  One loop with one exit keeps the
- * verifier's work linear in the address length. */
+ * one node read for the first two address bytes (the root is elements
+ * 0-255, indexed by the first byte, its slots by the second), then at most
+ * one per byte, however many prefixes the table holds.  A dense node is
+ * indexed by the byte, a sparse one by counting its run bounds (no branch
+ * on the data).  One loop with one exit keeps the verifier's work linear
+ * in the address length. */
 static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nbytes, __u32 *out)
 {
 	void *nodes = xg_addrs.lookup(&tbl);
-	__u32 ref = XG_REF_CHILD; /* dense element 0: the root */
-	__u32 key;
+	__u32 key = addr[0];
+	__u32 ref;
 	int i;
 
 	if (!nodes)
 		return -1;
+	struct xg_node *root = bpf_map_lookup_elem(nodes, &key);
+	if (!root)
+		return -1;
+	ref = root->slot[addr[1]];
 #pragma clang loop unroll(disable)
-	for (i = 0; i < 16; i++) {
+	for (i = 2; i < 16; i++) {
 		if (i >= nbytes || !(ref & XG_REF_CHILD))
 			break;
 		__u32 b = addr[i & 15];

@@ -33,11 +33,13 @@ enum xg_dir {
 	XG_DIR_EGRESS = 1,
 };
 
-/* Address tables: per half, field and family, a multibit trie with an
- * 8-bit stride in an inner array map of 1 KiB nodes (xg_addrs slot
- * XG_ADDR_TABLE(half, field, family)).  A lookup reads at most one node per
- * address byte, however many prefixes the table holds; see
- * xdpguard/rules/stride.py for how it is built. */
+/* Address tables: per half, field and family, a multibit trie in an inner
+ * array map of 1 KiB nodes (xg_addrs slot XG_ADDR_TABLE(half, field,
+ * family)).  Elements 0-255 are the root, a 16-bit stride: element = first
+ * address byte, slot = second.  Below it the stride is 8 bits, so a lookup
+ * reads at most 3 nodes for IPv4 and 15 for IPv6, however many prefixes
+ * the table holds; see xdpguard/rules/stride.py for how it is built. */
+#define XG_ROOT_NODES 256
 #define XG_ADDR_TABLES (XG_NHALVES * 2 * 2)
 #define XG_ADDR_TABLE(half, fld, v6) ((half) * 4 + ((fld) - 1) * 2 + (v6)) /* fld: XG_F_SRC or XG_F_DST */
 #define XG_NODE_SLOTS 256

@@ -4,7 +4,7 @@ Each table is checked against a brute-force LPM over its entries, on random
 prefix sets clustered so that nodes fill up (dense and sparse), on every
 prefix's first and last address and the addresses just outside, and on the
 shapes that stress the node format: exactly SPARSE_RUNS runs, one more,
-a boundary at byte 255, a /128 sixteen levels down.  Lookups walk the
+a boundary at byte 255, a /128 fifteen levels down.  Lookups walk the
 nodes the way the BPF program does (Table.lookup), so a wrong layout shows
 here before it reaches the kernel (tests/netns/test_oracle_kernel.py).
 """
@@ -81,9 +81,9 @@ def test_property_v4(raw: list[tuple[int, int, int]], probes: list[int]) -> None
         assert t.lookup(x) == brute(entries, 32, x)
 
 
-def test_only_the_default_is_one_dense_root() -> None:
+def test_only_the_default_is_the_bare_root() -> None:
     entries, t = table_of({}, 32, root=7)
-    assert (t.n_dense, t.n_sparse, t.n_elems) == (1, 0, 1)
+    assert (t.n_dense, t.n_sparse, t.n_elems) == (stride.ROOT_NODES, 0, stride.ROOT_NODES)
     assert all(t.lookup(x) == 7 for x in (0, 1, 0x7F000001, 0xFFFFFFFF))
 
 
@@ -100,12 +100,12 @@ def test_sparse_node_holds_exactly_its_run_limit_then_goes_dense() -> None:
         return t
 
     runs_ok = (stride.SPARSE_RUNS - 1) // 2  # 2k + 1 <= 12
-    # The root is always dense; the 10/8, 10.0/16 and 10.0.0/24 nodes have
-    # 2, 2 and 2k+1 runs.
+    # The 256 root nodes are always dense; the 10.0/16 and 10.0.0/24 nodes
+    # below have 2 and 2k+1 runs.
     t = build_with(runs_ok)
-    assert (t.n_dense, t.n_sparse) == (1, 3)
+    assert (t.n_dense, t.n_sparse) == (stride.ROOT_NODES, 2)
     t2 = build_with(runs_ok + 1)
-    assert (t2.n_dense, t2.n_sparse) == (2, 2)
+    assert (t2.n_dense, t2.n_sparse) == (stride.ROOT_NODES + 1, 1)
 
 
 def test_run_starting_at_byte_255_and_padding() -> None:
@@ -115,14 +115,14 @@ def test_run_starting_at_byte_255_and_padding() -> None:
         assert t.lookup(x) == brute(entries, 32, x), hex(x)
 
 
-def test_ipv6_host_route_sixteen_levels_down() -> None:
+def test_ipv6_host_route_fifteen_levels_down() -> None:
     a = 0x20010DB8_00000000_00000000_00000001
     entries, t = table_of({(a, 128): 5, (a & ~((1 << 64) - 1), 64): 4}, 128, root=1)
     assert t.lookup(a) == 5
     assert t.lookup(a + 1) == 4
     assert t.lookup(a ^ (1 << 100)) == 1
-    # one node per address byte below the /0 root, at most
-    assert t.n_dense + t.n_sparse <= 16
+    # below the root (two bytes), one node per address byte at most
+    assert t.n_dense + t.n_sparse <= stride.ROOT_NODES + 14
 
 
 def sparse_nodes(t: stride.Table) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -142,12 +142,12 @@ def sparse_nodes(t: stride.Table) -> list[tuple[tuple[int, ...], list[int]]]:
 
 
 def test_sparse_node_layout_is_the_headers() -> None:
-    # 10.0.0.5/32 under the /0: the root is dense; below it, the 10/8, 10.0/16
-    # and 10.0.0/24 nodes are sparse.  The last one's runs: [0..4]=1, [5]=9, [6..]=1.
+    # 10.0.0.5/32 under the /0: the root is dense; below it, the 10.0/16 and
+    # 10.0.0/24 nodes are sparse.  The last one's runs: [0..4]=1, [5]=9, [6..]=1.
     entries, t = table_of({(0x0A000005, 32): 9}, 32, root=1)
-    assert (t.n_dense, t.n_sparse) == (1, 3)
+    assert (t.n_dense, t.n_sparse) == (stride.ROOT_NODES, 2)
     pad = [255] * (stride.SPARSE_RUNS - 3)
-    ((vals, bounds),) = sparse_nodes(t)  # the root references only the 10/8 node
+    ((vals, bounds),) = sparse_nodes(t)  # the root references only the 10.0/16 node
     assert bounds[:2] == [0, 1] and bounds[2:] == [255] * (stride.SPARSE_RUNS - 2)
     # Follow the child reference in run 0 down to the /24 node.
     while vals[0] & stride.CHILD:

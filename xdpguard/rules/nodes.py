@@ -5,6 +5,7 @@ the rule-only apply path import them without loading numpy.
 """
 
 NODE_BYTES = 1024
+ROOT_NODES = 256  # elements 0-255: the root, indexed by the first address byte
 DENSE_SLOTS = 256
 SPARSE_RUNS = 12
 SPARSE_BYTES = 64

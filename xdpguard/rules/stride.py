@@ -3,12 +3,14 @@
 The kernel's LPM trie walks one node per branching bit, so its depth, and
 the cost of every lookup, grows with the number of prefixes (a 1M-prefix
 set costs about five times a 10-prefix one).  This table does not: it is
-a trie with a fixed stride of 8 bits, so an IPv4 lookup reads at most 4
-nodes and an IPv6 one at most 16, however many prefixes there are, and
-stops at the first node whose slot is a leaf.
+a trie with fixed strides, 16 bits at the root and 8 below, so an IPv4
+lookup reads at most 3 nodes and an IPv6 one at most 15, however many
+prefixes there are, and stops at the first node whose slot is a leaf.
 
 Layout (bpf/include/xdpguard.h, struct xg_node): one array map per table,
-elements of 1,024 bytes.  Element 0 is the root.  A node is either
+elements of 1,024 bytes.  Elements 0-255 are the root: element = first
+address byte, slot = second (256 dense nodes, always present).  Below
+the root a node is either
 
 * dense: one element, 256 u32 slots indexed by the address byte;
 * sparse: 64 bytes (16 share an element), up to 12 runs: `bound[k]` is
@@ -22,7 +24,7 @@ reference: CHILD | index of a dense element, or CHILD | SPARSE | (element
 
 Building works on elementary intervals: the prefixes cut the address
 space into runs of equal LPM value; a node exists for every 8-bit-aligned
-block with a value change strictly inside it.  The build is vectorised
+block with a value change strictly inside it (and all 256 root nodes).  The build is vectorised
 with numpy (uint64 for IPv4, Python ints in object arrays for IPv6), so a
 million IPv4 prefixes take about a second.
 """
@@ -40,6 +42,7 @@ from xdpguard.rules.nodes import (
     DENSE_SLOTS,
     INDEX,
     NODE_BYTES,
+    ROOT_NODES,
     SPARSE,
     SPARSE_BOUND_OFF,
     SPARSE_BYTES,
@@ -70,8 +73,10 @@ class Table:
     def lookup(self, addr: int) -> int | None:
         """The leaf for addr, walking the nodes as the BPF program does."""
         d = self.data
-        ref = CHILD  # dense element 0: the root
-        for i in range(self.width // 8):
+        # The root: element = first byte, slot = second byte.
+        b0 = addr >> (self.width - 8)
+        ref = CHILD | b0
+        for i in range(1, self.width // 8):
             b = (addr >> (self.width - 8 * (i + 1))) & 0xFF
             idx = ref & INDEX
             if ref & SPARSE:
@@ -181,7 +186,7 @@ def build(entries: list[tuple[int, int, int]], width: int) -> Table:
     if int(values.max(initial=0)) >= SPARSE:
         raise ValueError("leaf values must stay below 2**30")
     levels: list[_Level] = []
-    for depth in range(width // 8):
+    for depth in range(1, width // 8):
         s = width - 8 * depth  # bits a node of this level spans
         ss = s - 8  # bits a slot spans
         if wide:
@@ -196,8 +201,8 @@ def build(entries: list[tuple[int, int, int]], width: int) -> Table:
             node_of = b >> np.uint64(s)
             slot = _ints((b >> np.uint64(ss)) & np.uint64(0xFF))
             aligned = (b & np.uint64((1 << ss) - 1)) == 0
-        if depth == 0:
-            nodes = _arr([0], wide)
+        if depth == 1:
+            nodes = _arr(list(range(ROOT_NODES)), wide)  # the root: every first byte
         else:
             nodes = _uniq(node_of)
         if len(nodes) == 0:
@@ -221,12 +226,13 @@ def build(entries: list[tuple[int, int, int]], width: int) -> Table:
         run_node = np.searchsorted(nodes, run_node_id)
         counts = np.bincount(run_node, minlength=len(nodes))
         dense = counts > SPARSE_RUNS
-        if depth == 0:
+        if depth == 1:
             dense[:] = True
         levels.append(_Level(nodes, dense, run_node, run_start, run_child, run_leaf, run_key))
 
-    # Number the nodes: dense ones are elements 0.. (level by level, root
-    # first), sparse ones are packed 16 to an element after them.
+    # Number the nodes: dense ones are elements 0.. (level by level: the
+    # 256 root nodes first, in first-byte order), sparse ones are packed 16
+    # to an element after them.
     n_dense = sum(int(lv.dense.sum()) for lv in levels)
     n_sparse = sum(int((~lv.dense).sum()) for lv in levels)
     refs: list[np.ndarray] = []
