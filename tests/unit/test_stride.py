@@ -81,6 +81,29 @@ def test_property_v4(raw: list[tuple[int, int, int]], probes: list[int]) -> None
         assert t.lookup(x) == brute(entries, 32, x)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0x20010DB8 << 96, 0xFE80 << 112, 0]),
+            st.integers(0, 2**96 - 1),
+            st.integers(0, 128),
+            st.integers(0, 5),
+        ),
+        min_size=0,
+        max_size=25,
+    ),
+    st.lists(st.integers(0, 2**128 - 1), min_size=1, max_size=10),
+)
+def test_property_v6(raw: list[tuple[int, int, int, int]], probes: list[int]) -> None:
+    """Prefixes clustered under a few /32s, so nodes deep in the trie share parents."""
+    top = (1 << 128) - 1
+    pairs = {((base | low) & ~((1 << (128 - p)) - 1) & top, p): v for base, low, p, v in raw}
+    entries, t = table_of(pairs, 128)
+    for x in probes + edges(entries, 128):
+        assert t.lookup(x) == brute(entries, 128, x)
+
+
 def test_only_the_default_is_the_bare_root() -> None:
     entries, t = table_of({}, 32, root=7)
     assert (t.n_dense, t.n_sparse, t.n_elems) == (stride.ROOT_NODES, 0, stride.ROOT_NODES)
