@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -93,10 +92,6 @@ class Table:
         return None
 
 
-def _arr(values: list[int] | np.ndarray, wide: bool) -> np.ndarray:
-    return np.array(values, dtype=object) if wide else np.asarray(values, dtype=np.uint64)
-
-
 def intervals(entries: list[tuple[int, int, int]], width: int) -> tuple[np.ndarray, np.ndarray]:
     """(starts, values): where the longest-prefix-match value changes.
 
@@ -105,19 +100,17 @@ def intervals(entries: list[tuple[int, int, int]], width: int) -> tuple[np.ndarr
     """
     wide = width > 63
     top = 1 << width
-    if wide:
-        addrs = _arr([a for a, _, _ in entries], wide)
+    if wide:  # Python integers: numpy has no 128-bit type
+        addrs = np.array([a for a, _, _ in entries], dtype=object)
         plens = np.array([p for _, p, _ in entries], dtype=np.int64)
         vals = np.array([v for _, _, v in entries], dtype=np.int64)
+        ends = addrs + np.array([1 << (width - int(p)) for p in plens], dtype=object)  # exclusive
+        inside = np.array([e for e in ends if e < top], dtype=object)
     else:
         cols = np.array(entries, dtype=np.int64).reshape(-1, 3)
         addrs, plens, vals = cols[:, 0].astype(np.uint64), cols[:, 1], cols[:, 2]
-    if wide:
-        span = np.array([1 << (width - int(p)) for p in plens], dtype=object)
-    else:
-        span = np.left_shift(np.uint64(1), (width - plens).astype(np.uint64))
-    ends = addrs + span  # exclusive
-    inside = ends[ends < top] if not wide else np.array([e for e in ends if e < top], dtype=object)
+        ends = addrs + np.left_shift(np.uint64(1), (width - plens).astype(np.uint64))  # exclusive
+        inside = ends[ends < top]
     cuts = np.concatenate([addrs, inside])
     starts = _uniq(cuts)
     if len(starts) == 0 or starts[0] != 0:
@@ -147,11 +140,17 @@ class _Level:
 
     dense: np.ndarray  # bool per node
     parent_key: np.ndarray  # per node: its parent's rank * 256 + slot (sorted)
-    run_node: np.ndarray  # per run: rank of its node
-    run_start: np.ndarray  # per run: first slot (0..255)
+    run_key: np.ndarray  # per run: rank of its node * 256 + first slot, sorted
     run_child: np.ndarray  # per run: bool, the slot holds a child node
     run_leaf: np.ndarray  # per run: leaf value (when not a child)
-    run_key: np.ndarray  # per run: rank * 256 + start
+
+    @property
+    def run_node(self) -> np.ndarray:
+        return self.run_key >> 8
+
+    @property
+    def run_start(self) -> np.ndarray:
+        return self.run_key & 0xFF
 
 
 def _uniq(a: np.ndarray) -> np.ndarray:
@@ -244,9 +243,14 @@ def _levels(starts: np.ndarray, values: np.ndarray, width: int) -> list[_Level]:
         dense = counts > SPARSE_RUNS
         if depth == 1:
             dense[:] = True
-        levels.append(_Level(dense, parent_key, run_node, run_start, run_child, run_leaf, run_key))
+        levels.append(_Level(dense, parent_key, run_key, run_child, run_leaf))
         prev_child_key = un_key
     return levels
+
+
+def _sparse_word(sid: np.ndarray) -> np.ndarray:
+    """Index (in u32 words of the element array) of sparse nodes' first word."""
+    return (sid >> 4) * (NODE_BYTES // 4) + (sid & 15) * (SPARSE_BYTES // 4)
 
 
 def build(entries: list[tuple[int, int, int]], width: int) -> Table:
@@ -282,35 +286,34 @@ def build(entries: list[tuple[int, int, int]], width: int) -> Table:
             slotval[lv.run_child] = refs[depth + 1][pos]
         slotval = slotval.astype(np.uint32)
         ref = refs[depth]
+        run_node, run_start = lv.run_node, lv.run_start
         # Runs are sorted by (node, start); a run ends where the next begins.
         nruns = len(lv.run_key)
         last = np.ones(nruns, dtype=bool)
-        last[:-1] = lv.run_node[1:] != lv.run_node[:-1]
+        last[:-1] = run_node[1:] != run_node[:-1]
         end = np.empty(nruns, dtype=np.int64)
-        end[:-1] = lv.run_start[1:]
+        end[:-1] = run_start[1:]
         end[last] = 256
-        run_dense = lv.dense[lv.run_node]
+        run_dense = lv.dense[run_node]
         if run_dense.any():
             # Dense: each run fills its slots; nodes are in element order.
-            elem = ref[lv.run_node[run_dense]] & INDEX
-            lens = (end - lv.run_start)[run_dense]
-            first = elem * DENSE_SLOTS + lv.run_start[run_dense]
+            elem = ref[run_node[run_dense]] & INDEX
+            lens = (end - run_start)[run_dense]
+            first = elem * DENSE_SLOTS + run_start[run_dense]
             total = int(lens.sum())
             rel = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
             out[np.repeat(first, lens) + rel] = np.repeat(slotval[run_dense], lens)
         sp = ~run_dense
         if sp.any():
-            sid = ref[lv.run_node[sp]] & INDEX
-            base_word = (sid >> 4) * (NODE_BYTES // 4) + (sid & 15) * (SPARSE_BYTES // 4)
+            base_word = _sparse_word(ref[run_node[sp]] & INDEX)
             # Position of each run inside its node.
-            node_first = np.searchsorted(lv.run_node, lv.run_node[sp], side="left")
+            node_first = np.searchsorted(run_node, run_node[sp], side="left")
             k = np.flatnonzero(sp) - node_first
             nodes_sp = np.flatnonzero(~lv.dense)
             # Fill every sparse node's 12 runs with its last run first (padding),
             # then the real runs over it.
-            last_run = np.searchsorted(lv.run_node, nodes_sp, side="right") - 1
-            pad_base = refs[depth][nodes_sp] & INDEX
-            pad_word = (pad_base >> 4) * (NODE_BYTES // 4) + (pad_base & 15) * (SPARSE_BYTES // 4)
+            last_run = np.searchsorted(run_node, nodes_sp, side="right") - 1
+            pad_word = _sparse_word(ref[nodes_sp] & INDEX)
             for r in range(SPARSE_RUNS):
                 out[pad_word + r] = slotval[last_run]
             out[base_word + k] = slotval[sp]
@@ -319,9 +322,5 @@ def build(entries: list[tuple[int, int, int]], width: int) -> Table:
             pad_byte = pad_word * 4 + SPARSE_BOUND_OFF
             for r in range(SPARSE_RUNS):
                 bytes_view[pad_byte + r] = 255
-            bytes_view[base_word * 4 + SPARSE_BOUND_OFF + k] = lv.run_start[sp].astype(np.uint8)
+            bytes_view[base_word * 4 + SPARSE_BOUND_OFF + k] = run_start[sp].astype(np.uint8)
     return Table(width, out.tobytes(), n_dense, n_sparse)
-
-
-def describe(t: Table) -> dict[str, Any]:
-    return {"dense_nodes": t.n_dense, "sparse_nodes": t.n_sparse, "bytes": t.n_elems * NODE_BYTES}
