@@ -296,6 +296,15 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
     return len(keys)
 
 
+def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool) -> int:
+    """Build d's address table `name` into a fresh inner map, kept in inner.addrs; its element count."""
+    from xdpguard.rules import stride  # numpy: only when a table is built
+
+    table = stride.build(getattr(d, name), 128 if v6 else 32)
+    inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
+    return table.n_elems
+
+
 def _slot_filled(outer_fd: int, slot: int) -> bool:
     """Does an array-of-maps slot hold an inner map? (lookup gives its id)"""
     return B.map_lookup(outer_fd, _u32(slot), 4) is not None
@@ -340,22 +349,13 @@ def write_half(
 
     addrs: dict[int, int] = {}
     for name, fld, v6 in ADDR_FIELDS:
-        new_e = getattr(d, name)
-        slot = abi.addr_table(half, fld, v6)
-        # The half's table already holds these entries, unless the slot is
-        # empty: maps pinned by an xdpguard without address tables, whose
-        # halves otherwise hold this very plan.
-        if old is not None and getattr(old, name) == new_e and _slot_filled(dm["addrs"], slot):
-            continue
-        fd = inner.addrs.get(name)
-        if fd is None:
-            from xdpguard.rules import stride  # numpy: only when a table changes
-
-            table = stride.build(new_e, 128 if v6 else 32)
-            fd = inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
+        if old is not None and getattr(old, name) == getattr(d, name):
+            continue  # the half's table already holds these entries
+        if name not in inner.addrs:
+            n_elems = _build_addr_table(inner, d, name, v6)
             st.addr_tables += 1
-            st.addr_nodes += table.n_elems
-        addrs[slot] = fd
+            st.addr_nodes += n_elems
+        addrs[abi.addr_table(half, fld, v6)] = inner.addrs[name]
 
     st.array_updates += _write_array(
         dm["proto"], half, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
@@ -397,30 +397,25 @@ def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
 
     For maps pinned by an older xdpguard (no address tables yet): before
     the new programs replace the old ones, every half must already answer
-    address lookups for the plan it holds.  Returns the tables written.
+    address lookups for the plan it holds.  Returns the slots filled.
     """
-    from xdpguard.rules import stride
-
-    fds: list[int] = []
-    slots: list[int] = []
+    inner = {d.name: Inner() for d in plan.directions()}
+    slots: dict[int, int] = {}  # outer slot -> fd
     try:
         for d in plan.directions():
-            built: dict[str, int] = {}
             for ver in range(abi.NVERSIONS):
-                half = half_of(d.name, ver)
                 for name, fld, v6 in ADDR_FIELDS:
-                    slot = abi.addr_table(half, fld, v6)
+                    slot = abi.addr_table(half_of(d.name, ver), fld, v6)
                     if _slot_filled(dm["addrs"], slot):
                         continue
-                    if name not in built:
-                        table = stride.build(getattr(d, name), 128 if v6 else 32)
-                        built[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
-                        fds.append(built[name])
-                    slots.append(slot)
-                    B.map_update(dm["addrs"], _u32(slot), _u32(built[name]))
+                    if name not in inner[d.name].addrs:
+                        _build_addr_table(inner[d.name], d, name, v6)
+                    slots[slot] = inner[d.name].addrs[name]
+        if slots:  # one call: each map-in-map update call waits out a grace period
+            B.map_update_batch(dm["addrs"], [_u32(s) for s in slots], [_u32(fd) for fd in slots.values()])
     finally:
-        for fd in fds:
-            os.close(fd)
+        for i in inner.values():
+            i.close()
     return len(slots)
 
 
