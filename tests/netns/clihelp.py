@@ -164,6 +164,34 @@ def pins(lab: Lab) -> list[str]:
     return sorted(str(p.relative_to(lab.bpffs)) for p in lab.bpffs.rglob("*") if not p.is_dir())
 
 
+@contextlib.contextmanager
+def guarded(lab: Lab) -> Iterator[Guard]:
+    """The CLI for the lab's B side; detaches at the end, however the test
+    went, and checks that nothing stays pinned."""
+    g = Guard(lab)
+    try:
+        yield g
+    finally:
+        r = g.cli("detach", "--iface", lab.b.ifname)
+        assert r.returncode == 0, describe(r)
+        assert pins(lab) == [], f"pinned after detach: {pins(lab)}"
+
+
+# Rules several CLI tests share: UDP to mdns (5353) allowed, to discard (9) dropped.
+MDNS_DISCARD_RULES = """\
+    version: 1
+    ingress:
+      default: allow
+      rules:
+        - name: allow-mdns
+          match: {proto: udp, dport: 5353}
+          action: allow
+        - name: drop-discard
+          match: {proto: udp, dport: 9}
+          action: drop
+"""
+
+
 def ip_link_show(ns: str, ifname: str) -> str:
     r = subprocess.run(["ip", "-n", ns, "link", "show", ifname], capture_output=True, text=True, check=True)
     return r.stdout

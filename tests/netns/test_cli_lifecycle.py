@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 
 from tests.netns.clihelp import (
+    MDNS_DISCARD_RULES,
     Frames,
     Guard,
     describe,
     expect_ok,
+    guarded,
     ip_link_show,
     lab_env,
     pins,
@@ -37,18 +39,7 @@ from tests.netns.traffic import Lab, capture, new_marker, send_frames
 from xdpguard import net
 from xdpguard.datapath import bpf
 
-RULES_V1 = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - name: allow-mdns
-          match: {proto: udp, dport: 5353}
-          action: allow
-        - name: drop-discard
-          match: {proto: udp, dport: 9}
-          action: drop
-"""
+RULES_V1 = MDNS_DISCARD_RULES
 
 # v1 plus one rule at the end: a rule-only change.
 RULES_V1_PLUS_SSH = (
@@ -80,15 +71,8 @@ XDP_PASS_PROG = bytes.fromhex("b700000002000000") + bytes.fromhex("9500000000000
 
 @pytest.fixture
 def guard(lab: Lab) -> Iterator[Guard]:
-    """The CLI for the lab's B side; always detaches at the end and checks
-    that nothing stays pinned."""
-    g = Guard(lab)
-    try:
+    with guarded(lab) as g:
         yield g
-    finally:
-        r = g.cli("detach", "--iface", lab.b.ifname)
-        assert r.returncode == 0, describe(r)
-        assert pins(lab) == [], f"pinned after detach: {pins(lab)}"
 
 
 def probe(lab: Lab) -> set[str]:
@@ -269,17 +253,10 @@ def _stream(lab: Lab, stop: threading.Event, sent: list[bytes], marker: bytes) -
         time.sleep(0.002)
 
 
-def test_rule_only_change_keeps_traffic_and_counters(guard: Guard, lab: Lab, tmp_path: Path) -> None:
-    path = write_rules(tmp_path, RULES_V1)
-    guard.apply(path)
-    fx = Frames(lab.a, lab.b)
-    arrived, _ = send_and_see(lab, {f"m{i}": fx.udp(dport=5353, sport=44000 + i) for i in range(5)})
-    assert len(arrived) == 5
-    assert guard.rule("allow-mdns")["packets"] == 5
-    ids = guard.status()["xdp"]
-
-    # Update while frames of the first rule keep flowing.
-    write_rules(tmp_path, RULES_V1_PLUS_SSH)
+def _apply_while_streaming(
+    guard: Guard, lab: Lab, path: Path
+) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
+    """`apply --json` while allowed mdns frames stream from A: (result, sent, seen on B)."""
     marker = new_marker()
     sent: list[bytes] = []
     stop = threading.Event()
@@ -294,6 +271,21 @@ def test_rule_only_change_keeps_traffic_and_counters(guard: Guard, lab: Lab, tmp
             stop.set()
             sender.join()
         streamed = cap.wait(0.3)
+    return res, sent, streamed
+
+
+def test_rule_only_change_keeps_traffic_and_counters(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    path = write_rules(tmp_path, RULES_V1)
+    guard.apply(path)
+    fx = Frames(lab.a, lab.b)
+    arrived, _ = send_and_see(lab, {f"m{i}": fx.udp(dport=5353, sport=44000 + i) for i in range(5)})
+    assert len(arrived) == 5
+    assert guard.rule("allow-mdns")["packets"] == 5
+    ids = guard.status()["xdp"]
+
+    # Update while frames of the first rule keep flowing.
+    write_rules(tmp_path, RULES_V1_PLUS_SSH)
+    res, sent, streamed = _apply_while_streaming(guard, lab, path)
     assert res["changed"] is True and res["attached"] is False and res["replaced_program"] is False, res
     assert len(sent) > 20
     assert len(streamed) == len(sent), f"{len(sent) - len(streamed)} of {len(sent)} allowed frames lost"
@@ -482,20 +474,7 @@ def test_apply_completes_maps_pinned_by_an_older_xdpguard(guard: Guard, lab: Lab
     with bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_LPM_TRIE, 9, 4, 16, bpf.BPF_F_NO_PREALLOC, "old_src4")) as fd:
         bpf.obj_pin(fd, str(lab.bpffs / lab.b.ifname / "src4"))
 
-    marker = new_marker()
-    sent: list[bytes] = []
-    stop = threading.Event()
-    with capture(lab.b.ns, lab.b.ifname, match=lambda f: marker in f) as cap:
-        sender = threading.Thread(target=_stream, args=(lab, stop, sent, marker))
-        sender.start()
-        try:
-            time.sleep(0.1)
-            res = guard.apply_json(path)
-            time.sleep(0.1)
-        finally:
-            stop.set()
-            sender.join()
-        streamed = cap.wait(0.3)
+    res, sent, streamed = _apply_while_streaming(guard, lab, path)
     assert res["replaced_program"] is True, res
     assert any("older xdpguard" in m and "src4" in m for m in res["messages"]), res["messages"]
     assert len(sent) > 20

@@ -14,6 +14,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from tests.netns.cli import xg
+from tests.netns.clihelp import guarded, write_rules
 from tests.netns.traffic import new_marker, send_frames
 from xdpguard.datapath import bpf as B
 
@@ -28,11 +29,9 @@ ingress:
 
 @pytest.fixture
 def attached(lab, tmp_path: Path):
-    f = tmp_path / "r.yaml"
-    f.write_text(RULES)
-    xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
-    yield lab
-    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
+    with guarded(lab) as g:
+        g.apply(write_rules(tmp_path, RULES, "r.yaml"))
+        yield lab
 
 
 def frames(lab, n: int, marker: bytes) -> list[bytes]:

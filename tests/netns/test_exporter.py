@@ -23,20 +23,22 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.netns.clihelp import REPO, Frames, Guard, describe, lab_env, pins, send_and_see, write_rules
+from tests.netns.clihelp import (
+    MDNS_DISCARD_RULES,
+    REPO,
+    Frames,
+    Guard,
+    describe,
+    guarded,
+    lab_env,
+    send_and_see,
+    write_rules,
+)
 from tests.netns.traffic import Lab
 
-RULES = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - name: allow-mdns
-          match: {proto: udp, dport: 5353}
-          action: allow
-        - name: drop-discard
-          match: {proto: udp, dport: 9}
-          action: drop
+RULES = (
+    MDNS_DISCARD_RULES
+    + """\
         - name: limit-echo
           match: {proto: udp, dport: 7}
           action: allow
@@ -48,6 +50,7 @@ RULES = """\
           match: {proto: tcp, dport: 25}
           action: drop
 """
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -61,13 +64,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def guard(lab: Lab) -> Iterator[Guard]:
-    g = Guard(lab)
-    try:
+    with guarded(lab) as g:
         yield g
-    finally:
-        r = g.cli("detach", "--iface", lab.b.ifname)
-        assert r.returncode == 0, describe(r)
-        assert pins(lab) == []
 
 
 class Exporter:

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.netns.clihelp import (
+    MDNS_DISCARD_RULES,
     REPO,
     Frames,
     Guard,
     describe,
     expect_ok,
+    guarded,
     lab_env,
     pins,
     run_cli,
@@ -34,18 +36,7 @@ from tests.netns.clihelp import (
 )
 from tests.netns.traffic import Lab
 
-RULES = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - name: allow-mdns
-          match: {proto: udp, dport: 5353}
-          action: allow
-        - name: drop-discard
-          match: {proto: udp, dport: 9}
-          action: drop
-"""
+RULES = MDNS_DISCARD_RULES
 FILTERED = {"mdns", "other"}
 UNFILTERED = {"mdns", "discard", "other"}
 UNIT = "xdpguard-restore.service"
@@ -53,13 +44,8 @@ UNIT = "xdpguard-restore.service"
 
 @pytest.fixture
 def guard(lab: Lab) -> Iterator[Guard]:
-    g = Guard(lab)
-    try:
+    with guarded(lab) as g:
         yield g
-    finally:
-        r = g.cli("detach", "--iface", lab.b.ifname)
-        assert r.returncode == 0, describe(r)
-        assert pins(lab) == []
 
 
 def probe(lab: Lab) -> set[str]:

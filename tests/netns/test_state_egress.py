@@ -22,6 +22,7 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
 from tests.netns.cli import xg
+from tests.netns.clihelp import guarded, write_rules
 from tests.netns.traffic import exchange, new_marker
 from xdpguard.net import in_netns
 
@@ -48,11 +49,9 @@ egress:
 
 @pytest.fixture
 def stateful(lab, tmp_path: Path):
-    rules = tmp_path / "stateful.yaml"
-    rules.write_text(STATEFUL)
-    xg("--netns", lab.b.ns, "apply", str(rules), "--iface", lab.b.ifname)
-    yield lab
-    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
+    with guarded(lab) as g:
+        g.apply(write_rules(tmp_path, STATEFUL, "stateful.yaml"))
+        yield lab
     assert not any(lab.bpffs.rglob("*")), "detach left pins behind"
 
 
