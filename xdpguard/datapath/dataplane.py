@@ -22,7 +22,7 @@ from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.errors import KernelError, UsageError
-from xdpguard.rules.compile import DirectionPlan, Plan, plan_from_bytes
+from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_from_bytes
 from xdpguard.state import Applied, Iface, LockTimeout, Snapshot, bpffs_root, fault, state_root
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
@@ -650,7 +650,7 @@ class Dataplane:
             out["active_version"] = active
             out["kernel_plan_hash"] = f"{kh:016x}"
             if applied:
-                out["consistent"] = kh == int.from_bytes(bytes.fromhex(applied.digest[:16]), "little")
+                out["consistent"] = kh == digest_hash64(applied.digest)
         except (B.BpfError, KernelError) as e:
             out["error"] = e.sentence if isinstance(e, B.BpfError) else str(e)
         return out

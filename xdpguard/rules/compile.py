@@ -223,8 +223,14 @@ class Plan:
 
     @property
     def hash64(self) -> int:
-        """First 8 bytes of the digest: what the kernel config records."""
-        return int.from_bytes(bytes.fromhex(self.digest[:16]), "little")
+        """What the kernel config records of the plan (see digest_hash64)."""
+        return digest_hash64(self.digest)
+
+
+def digest_hash64(digest: str) -> int:
+    """First 8 bytes of a plan digest, as a little-endian u64: the plan hash
+    the kernel config holds.  Works from a recorded digest, no plan needed."""
+    return int.from_bytes(bytes.fromhex(digest[:16]), "little")
 
 
 # --------------------------------------------------------------------------
@@ -672,7 +678,10 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # --------------------------------------------------------------------------
 # figures for `check`
 
+# sizeof(struct xg_bitmap) and sizeof(struct xg_rule): rules/ stays free of the
+# ctypes mirror, so tests/unit/test_abi.py holds these two to it.
 BITMAP_VALUE_SIZE = 8 + 8 * MAX_WORDS
+RULE_VALUE_SIZE = 48
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
@@ -706,5 +715,5 @@ def memory_estimate(plan: Plan) -> int:
             for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
         )
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
-        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * 24)
+        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * RULE_VALUE_SIZE)
     return total
