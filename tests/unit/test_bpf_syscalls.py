@@ -40,8 +40,8 @@ _counter = itertools.count()
 
 
 def _why_no_kernel() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (CAP_BPF, CAP_NET_ADMIN)"
+    if not bpf.privileged():
+        return "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
     with open("/proc/self/mounts") as f:
         if not any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"] for line in f):
             return "bpffs is not mounted at /sys/fs/bpf (run `make setup`)"
