@@ -1,4 +1,4 @@
-"""`xdpguard check`: validate and compile a rule file, no root, no kernel (SPEC §2).
+"""`xdpguard check`: validate and compile a rule file, no root, no kernel.
 
 The command runs as a subprocess, as an operator runs it: exit codes,
 stdout and stderr are the contract.  Invalid input must be reported as

@@ -6,7 +6,7 @@ no root.  The datapath writes a plan into maps; `classify.py` runs a plan
 the way the BPF program does, so the compiler is checked against the
 reference semantics without a kernel.
 
-Bit-vector scheme (SPEC §3): rule i is bit i of a bitmap (file order, so
+Bit-vector scheme (docs/design.md): rule i is bit i of a bitmap (file order, so
 the lowest set bit is the first matching rule).  Each match field maps a
 packet value to the bitmap of rules that value satisfies; bitmaps are
 deduplicated per field into a sorted table and maps store the table index.
@@ -47,7 +47,7 @@ PORT_SPACE = 65536
 ICMP_SPACE = 2 * 65536  # (is_icmpv6 << 16) | (type << 8) | code
 ICMP_V6_BASE = 65536
 
-# Limits on the plan itself, beyond the rule language's (SPEC "limits exceeded").
+# Limits on the plan itself, beyond the rule language's; exceeding one is a rule error too.
 MAX_BITMAPS = 262144
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.

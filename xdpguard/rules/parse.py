@@ -1,4 +1,4 @@
-"""Rule file (YAML, SPEC §1) -> validated `RuleSet`, or a `file:line:` error.
+"""Rule file (YAML, docs/rules.md) -> validated `RuleSet`, or a `file:line:` error.
 
 Every value is checked here, once, and normalised into the frozen model, so
 compile.py and reference.py never see user syntax.  Errors are `RuleError`s
