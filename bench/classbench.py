@@ -1,7 +1,7 @@
 """ClassBench filter sets and header traces as xdpguard rule files and frames.
 
 Rule files (Taylor & Turner's ClassBench format, see
-/work/shared/data/classbench/README.md): one rule per line, first line =
+bench/data/README.md): one rule per line, first line =
 highest priority, so file order is xdpguard's first-match order.  Fields:
 source and destination prefix, source and destination port range
 (`lo : hi`), protocol `0xVV/0xMM` (mask 0x00 = any protocol, 0xFF = exact)
@@ -32,8 +32,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Where the ClassBench files are (their README gives sources and checksums); override with CLASSBENCH_DIR.
-DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR", "/work/shared/data/classbench"))
+# Where the ClassBench files are (bench/data/README.md lists them): $CLASSBENCH_DIR,
+# else bench/data/classbench in the checkout, else the benchmark machines' shared copy.
+_SEARCH = (Path(__file__).resolve().parent / "data" / "classbench", Path("/work/shared/data/classbench"))
+DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR") or next((d for d in _SEARCH if d.is_dir()), _SEARCH[0]))
 SETS = ("acl1_1k", "fw1_1k", "ipc1_1k")
 FRAME_LEN = 64
 MAC_DST = bytes.fromhex("020000000002")

@@ -12,7 +12,7 @@ Three measurements, all in the lab namespace:
    found by the prog id on its interface; xdpguard with ClassBench acl1_1k,
    fw1_1k and ipc1_1k (bench.classbench), each with its own trace's headers
    as frames.
-2. Receive cost on the veth pair xgb0 -> xgb1 (KERNEL-NOTES method): the
+2. Receive cost on the veth pair xgb0 -> xgb1: the
    sender (bench.sender, plain AF_PACKET send(): linear frames) runs pinned
    to CPU 0, so the receiving veth's work runs as softirq on CPU 0; the
    softirq time of CPU 0 in /proc/stat over the run, divided by the frames

@@ -274,7 +274,7 @@ def _limit_md(lc: dict[str, Any]) -> list[str]:
 
 
 def _updates_md(u: dict[str, Any]) -> list[str]:
-    out = ["### Updates under traffic (SPEC §4.1)", ""]
+    out = ["### Updates under traffic (zero loss, zero leak)", ""]
     if "error" in u:
         return [*out, f"The run failed: {u['error']}", ""]
     out += [

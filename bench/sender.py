@@ -3,7 +3,8 @@
     python -m bench.sender IFACE FRAMES_FILE COUNT MAX_SECONDS
 
 FRAMES_FILE holds FRAME_LEN-byte frames back to back; they are sent round-robin with
-one send() each (linear skbs, unlike trafgen's: see KERNEL-NOTES) until
+one send() each (linear skbs: trafgen leaves the IP header outside the
+skb's linear part, which makes nftables copy it for every rule) until
 COUNT frames went out or MAX_SECONDS passed, whichever comes first.
 Prints `{"sent": N, "seconds": S}`.  Run it pinned to one CPU (taskset) and
 inside the namespace (nsenter --net): with one sending CPU, the receiving

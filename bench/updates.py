@@ -1,6 +1,6 @@
 """Apply latency under traffic, and proof that updates lose and leak nothing.
 
-The scenario is tests/netns/test_zero_loss.py (SPEC §4.1): paced,
+The scenario is tests/netns/test_zero_loss.py (no loss, no leak): paced,
 sequence-numbered UDP to an allowed and a denied port while 100 applies
 alternate two rule sets that number their rules differently, every 5th
 also swapping both programs.  The benchmark runs that test and reads the

@@ -40,9 +40,9 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
-from xdpguard import net
+from xdpguard import net, resources
 
-RULES = Path(__file__).resolve().parent.parent / "rules" / "web-edge.yaml"
+RULES = resources.RULES_DIR / "web-edge.yaml"
 A_IF, B_IF = "xa0", "xb0"
 A4, B4, A6, B6 = "192.0.2.1", "192.0.2.2", "2001:db8:2::1", "2001:db8:2::2"
 OFFICE, BLOCKED, BOGON, BLOCKED6 = "203.0.113.9", "192.0.2.66", "10.1.2.3", "2001:db8:bad::1"

@@ -2,7 +2,7 @@
 
 The CLI catches `XdpguardError`, prints `str(err)` and exits with
 `err.exit_code`; anything else is a bug and gets a traceback only with
-XDPGUARD_DEBUG=1.  Exit codes follow SPEC §2: 1 runtime failure, 2 usage
+XDPGUARD_DEBUG=1.  Exit codes (docs/cli.md): 1 runtime failure, 2 usage
 error or invalid rules.  Add a subclass when callers need to tell a failure
 apart (tests skip on a missing kernel feature, the CLI suggests `sudo`),
 not for every message.

@@ -322,7 +322,7 @@ def send_and_see(
 @functools.cache
 def missing_feature() -> str | None:
     """Why real-traffic tests cannot run here (mirrors tests/netns/conftest.py)."""
-    if os.geteuid() != 0:
+    if not bpf.privileged():
         return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
     if not os.path.exists("/proc/self/ns/net"):
         return "kernel has no network namespaces (CONFIG_NET_NS)"

@@ -47,7 +47,7 @@ def _bpffs_mounted() -> bool:
 @functools.cache
 def _missing_feature() -> str | None:
     """Why these tests cannot run here, or None."""
-    if os.geteuid() != 0:
+    if not bpf.privileged():
         return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
     if not os.path.exists("/proc/self/ns/net"):
         return "kernel has no network namespaces (CONFIG_NET_NS)"

@@ -1,4 +1,4 @@
-"""The CLI life cycle inside a network namespace (SPEC §2, §4.3).
+"""The CLI life cycle inside a network namespace; bad input never changes the kernel.
 
 apply -> status / stats / plan -> apply again (idempotent) -> rule-only
 update -> detach, each through `python -m xdpguard --netns NS ...` as a

@@ -1,4 +1,4 @@
-"""Transactional apply (SPEC §4.2): a kill -9 at any step leaves old or new, never a mix.
+"""Transactional apply: a kill -9 at any step leaves old or new, never a mix.
 
 Two rule sets that number their rules differently are applied in turn;
 an apply is killed (XDPGUARD_FAULT, honoured only to let tests crash it)

@@ -1,4 +1,4 @@
-"""The kernel agrees with the oracle (SPEC §4.4).
+"""The kernel agrees with the oracle (the reference classifier).
 
 Random rule sets are applied to a real interface (the first one attaches
 and compiles, the rest are rule-only updates), then >= 2,000 random raw

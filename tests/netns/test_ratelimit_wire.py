@@ -1,4 +1,4 @@
-"""Rate limits on the wire (SPEC §4.5): 10x overload, the received rate within 5 %.
+"""Rate limits on the wire: 10x overload, the received rate within 5 %.
 
 A separate process floods from namespace A at ten times the limit for five
 seconds; frames that survive B's XDP program are counted on B.  Per-source

@@ -1,4 +1,4 @@
-"""Every match field and parser edge case of SPEC §1, on the wire.
+"""Every match field and parser edge case of the rule language, on the wire.
 
 Each case applies its own rule file with `xdpguard --netns B apply`, sends
 real frames (built with scapy) from namespace A, and checks three things:

@@ -1,4 +1,4 @@
-"""Updates lose and leak nothing (SPEC §4.1).
+"""Updates lose and leak nothing: no allowed packet lost, no denied one passed.
 
 Paced, sequence-numbered UDP flows to an allowed and a denied port while
 100 applies alternate two rule sets that number their rules differently;

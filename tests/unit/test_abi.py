@@ -70,6 +70,9 @@ def test_compiler_field_numbers_match_abi():
     ) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT, abi.F_TFLAGS, abi.F_ICMP)
     assert comp.MAX_WORDS == abi.MAX_WORDS
     assert comp.MAX_BITMAPS == abi.MAX_BITMAPS
+    # memory_estimate's value sizes (check must not import the ctypes mirror)
+    assert comp.RULE_VALUE_SIZE == __import__("ctypes").sizeof(abi.RuleEntry)
+    assert comp.BITMAP_VALUE_SIZE == __import__("ctypes").sizeof(abi.Bitmap)
 
 
 def test_address_table_slots_match_header(c_layout):

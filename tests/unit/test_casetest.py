@@ -16,13 +16,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.unprivileged import without_privileges
 from xdpguard.casetest import Case, load_cases, parse_cases_text, plan_outcomes, run_plan
 from xdpguard.errors import RuleError
 from xdpguard.rules.compile import compile_ruleset
@@ -32,7 +31,6 @@ from xdpguard.rules.parse import load, parse_text
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "rules"
 EXAMPLES = ["web-edge", "bastion", "dns-server"]
-NOBODY = 65534
 
 RULES = """\
 version: 1
@@ -55,27 +53,22 @@ def cases(text: str) -> list[Case]:
     return parse_cases_text(textwrap.dedent(text), "cases.yaml", RS)
 
 
-def xdpguard(*args: str | os.PathLike[str], as_uid: int | None = None) -> subprocess.CompletedProcess[str]:
+def xdpguard(*args: str | os.PathLike[str], unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "xdpguard", *map(str, args)]
     return subprocess.run(
-        [sys.executable, "-m", "xdpguard", *map(str, args)],
+        without_privileges(argv) if unprivileged else argv,
         capture_output=True,
         text=True,
         env=os.environ | {"COLUMNS": "250", "HOME": "/tmp"},
         cwd=REPO,
         timeout=60,
-        user=as_uid,
     )
 
 
 @pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory every user can read (pytest's tmp_path is private to root)."""
-    d = Path(tempfile.mkdtemp(prefix="xdpguard-casetest-unit-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def shared_dir(tmp_path: Path) -> Path:
+    """Where a test writes its rule and case files."""
+    return tmp_path
 
 
 def write(d: Path, name: str, text: str) -> Path:
@@ -584,13 +577,9 @@ cases:
 """
 
 
-def _as_nobody() -> int | None:
-    return NOBODY if os.geteuid() == 0 else None
-
-
 def test_passing_examples_exit_0_without_root() -> None:
     for name in EXAMPLES:
-        r = xdpguard("test", f"rules/{name}.yaml", f"rules/{name}.cases.yaml", as_uid=_as_nobody())
+        r = xdpguard("test", f"rules/{name}.yaml", f"rules/{name}.cases.yaml", unprivileged=True)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "FAIL" not in r.stdout
         assert r.stdout.rstrip().endswith("15 passed, 0 failed")
@@ -600,7 +589,7 @@ def test_passing_examples_exit_0_without_root() -> None:
 def test_failures_exit_1_with_a_diff(shared_dir: Path) -> None:
     rules = write(shared_dir, "rules.yaml", RULES)
     path = write(shared_dir, "cases.yaml", FAILING)
-    r = xdpguard("test", rules, path, as_uid=_as_nobody())
+    r = xdpguard("test", rules, path, unprivileged=True)
     assert r.returncode == 1, r.stderr
     out = r.stdout
     assert re.search(r"│ https .*│ OK", out) and re.search(r"│ ssh-from-anywhere .*│ FAIL", out)
@@ -629,7 +618,7 @@ def test_failures_only_prints_no_table(shared_dir: Path) -> None:
 def test_json_output(shared_dir: Path) -> None:
     rules = write(shared_dir, "rules.yaml", RULES)
     path = write(shared_dir, "cases.yaml", FAILING)
-    r = xdpguard("test", rules, path, "--json", as_uid=_as_nobody())
+    r = xdpguard("test", rules, path, "--json", unprivileged=True)
     assert r.returncode == 1
     doc = json.loads(r.stdout)
     assert (doc["mode"], doc["passed"], doc["failed"]) == ("plan", 1, 2)
@@ -669,14 +658,10 @@ def test_a_wrong_expectation_in_an_example_fails(shared_dir: Path, name: str) ->
 
 
 def test_kernel_mode_without_root_is_a_clear_runtime_error() -> None:
-    if os.geteuid() != 0:
-        uid = None
-    else:
-        uid = NOBODY
-    r = xdpguard("test", "rules/web-edge.yaml", "rules/web-edge.cases.yaml", "--kernel", as_uid=uid)
+    r = xdpguard("test", "rules/web-edge.yaml", "rules/web-edge.cases.yaml", "--kernel", unprivileged=True)
     assert r.returncode == 1
     assert "run as root" in r.stderr and "Traceback" not in r.stderr
-    r = xdpguard("test", "rules/web-edge.yaml", "rules/web-edge.cases.yaml", "--wire", as_uid=uid)
+    r = xdpguard("test", "rules/web-edge.yaml", "rules/web-edge.cases.yaml", "--wire", unprivileged=True)
     assert r.returncode == 1 and "run as root" in r.stderr
 
 

@@ -1,4 +1,4 @@
-"""`xdpguard check`: validate and compile a rule file, no root, no kernel (SPEC §2).
+"""`xdpguard check`: validate and compile a rule file, no root, no kernel.
 
 The command runs as a subprocess, as an operator runs it: exit codes,
 stdout and stderr are the contract.  Invalid input must be reported as
@@ -22,25 +22,26 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unprivileged import without_privileges
+
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "rules"
 EXAMPLES = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".cases.yaml"))
-NOBODY = 65534
 
 
 def xdpguard(
-    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, as_uid: int | None = None
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, unprivileged: bool = False
 ) -> subprocess.CompletedProcess[str]:
     # A wide terminal, so that rich never wraps a rule name across lines.
     full_env = os.environ | {"COLUMNS": "250"} | dict(env or {})
+    argv = [sys.executable, "-m", "xdpguard", *map(str, args)]
     return subprocess.run(
-        [sys.executable, "-m", "xdpguard", *map(str, args)],
+        without_privileges(argv) if unprivileged else argv,
         capture_output=True,
         text=True,
         env=full_env,
         cwd=REPO,
         timeout=60,
-        user=as_uid,
     )
 
 
@@ -131,12 +132,8 @@ def test_digest_is_deterministic_and_follows_the_rules(tmp_path: Path) -> None:
 
 
 def test_check_needs_no_root() -> None:
-    if os.geteuid() != 0:
-        as_uid = None  # already unprivileged
-    else:
-        as_uid = NOBODY
     path = RULES_DIR / "web-edge.yaml"
-    r = xdpguard("check", path, "--json", env={"HOME": "/tmp"}, as_uid=as_uid)
+    r = xdpguard("check", path, "--json", env={"HOME": "/tmp"}, unprivileged=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["digest"] == check_json(path)["digest"]
 

@@ -1,4 +1,4 @@
-"""Rule-file parsing (SPEC §1): every field, its normalised value, every error.
+"""Rule-file parsing (docs/rules.md): every field, its normalised value, every error.
 
 Error tests assert the exact `file:line` and that the message quotes the
 offending value, because that is what an operator reads.  Expected prefixes
@@ -1176,10 +1176,10 @@ def test_errors_name_the_path_given(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
-# The SPEC §1 example, verbatim (one line continued with a backslash for length)
+# A rule file that uses every feature of the language (one line continued with a backslash for length)
 
 
-SPEC_EXAMPLE = """\
+FULL_EXAMPLE = """\
 version: 1
 mode: enforce              # enforce | audit (audit: count what would be dropped, drop nothing)
 non_ip: allow              # allow | drop: frames that are neither IPv4 nor IPv6 (ARP, LLDP, ...)
@@ -1226,10 +1226,8 @@ egress:
 
 def test_spec_example(tmp_path: Path) -> None:
     (tmp_path / "lists").mkdir()
-    (tmp_path / "lists" / "drop.netset").write_text(
-        "# from the SPEC\n192.0.2.0/24\n2001:db8:dead::/48 # v6\n"
-    )
-    rs = load(write_rules(tmp_path, SPEC_EXAMPLE))
+    (tmp_path / "lists" / "drop.netset").write_text("# example list\n192.0.2.0/24\n2001:db8:dead::/48 # v6\n")
+    rs = load(write_rules(tmp_path, FULL_EXAMPLE))
 
     assert (rs.version, rs.mode, rs.non_ip, rs.ndp) == (1, Mode.ENFORCE, Action.ALLOW, "allow")
     bogons, blocklist = rs.sets

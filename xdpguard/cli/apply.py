@@ -1,4 +1,6 @@
-"""`apply`, `plan` and `detach`: the commands that change (or preview) the kernel."""
+"""The commands that change (or preview) the rule set on an interface:
+`apply`, `plan`, `detach`, `rollback`, `confirm`, and the hidden `watchdog`
+that a `--confirm` apply leaves running until it is confirmed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""`status` and `stats`: read what is live, never change it."""
+"""The commands that look at a live interface: `status`, `stats`, `events`,
+plus `unblock`, which releases one source blocked by a rate limit's
+block_for (a map delete; the rule set stays as it is)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ checks every size and offset here against it; keep the two in step.
 from __future__ import annotations
 
 import ctypes as C
-from pathlib import Path
 
+from xdpguard import resources
 from xdpguard.rules import nodes
 
 ABI_VERSION = 2
@@ -70,7 +70,7 @@ FLOW_DEFAULT_SIZE = 65536
 FLOW_REFRESH_NS = 1_000_000_000
 NSEC_PER_SEC = 1_000_000_000
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+BPF_DIR = resources.BPF_DIR  # the header this module mirrors lives there
 
 
 class Config(C.Structure):

@@ -137,7 +137,7 @@ class Bench:
     # ---- life cycle
 
     def __enter__(self) -> Bench:
-        if os.geteuid() != 0:
+        if not B.privileged():
             raise KernelError(
                 "--kernel and --wire run the cases through the real BPF programs: run as root "
                 "(CAP_BPF, CAP_NET_ADMIN, network namespaces); without them the compiled plan checks cases"

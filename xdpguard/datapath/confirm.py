@@ -85,10 +85,6 @@ def confirm(ifname: str) -> dict[str, Any] | None:
     return pending
 
 
-def pending(ifname: str) -> dict[str, Any] | None:
-    return Iface(ifname).load_confirm()
-
-
 def run_watchdog(ifname: str, token: str) -> None:
     """Sleep until the deadline; revert unless confirmed (or re-armed) meanwhile."""
     from xdpguard.datapath.dataplane import Dataplane
@@ -112,7 +108,7 @@ def run_watchdog(ifname: str, token: str) -> None:
             removed = dp.detach_locked()
             msg = f"not confirmed in time: detached ({len(removed)} pinned objects removed)"
         else:
-            res, snap = dp.rollback_locked(target, note="confirm timeout")
+            _, snap = dp.rollback_locked(target, note="confirm timeout")
             msg = f"not confirmed in time: restored version {snap.applied.seq} ({snap.applied.file})"
         st.clear_confirm()
     print(time.strftime("%Y-%m-%dT%H:%M:%S"), ifname, msg, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ct
 
 def _libbpf() -> ctypes.CDLL:
     try:
-        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    except OSError as e:
-        raise KernelError(f"libbpf.so.1 is needed to read events (Debian package libbpf1): {e}") from e
+        lib = B.libbpf()
+    except B.BpfError as e:
+        raise KernelError(f"reading events: {e.sentence}") from e
     lib.ring_buffer__new.restype = ctypes.c_void_p
     lib.ring_buffer__new.argtypes = [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]
     lib.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -106,6 +107,4 @@ def stream(
                 yield pending.pop(0)
     finally:
         lib.ring_buffer__free(rb)
-        import os
-
         os.close(fd)

@@ -17,7 +17,6 @@ from xdpguard.net.links import (
     link_exists,
     neigh_add,
     set_gro,
-    set_mac,
     set_up,
 )
 from xdpguard.net.netns import (
@@ -31,12 +30,11 @@ from xdpguard.net.netns import (
     netns_exists,
     netns_path,
 )
-from xdpguard.net.tc import attach_egress, detach_egress, egress_filter_present
+from xdpguard.net.tc import attach_egress, detach_egress
 
 __all__ = [
     "attach_egress",
     "detach_egress",
-    "egress_filter_present",
     "NetError",
     "NoSuchInterface",
     "NoSuchNetns",
@@ -57,6 +55,5 @@ __all__ = [
     "netns_exists",
     "netns_path",
     "set_gro",
-    "set_mac",
     "set_up",
 ]

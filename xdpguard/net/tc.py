@@ -9,10 +9,7 @@ refuses a tcx link (or a test forces it with XDPGUARD_FORCE_TC_NETLINK=1).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 from xdpguard.net.netns import NetError
 
@@ -73,15 +70,3 @@ def detach_egress(ifindex: int) -> bool:
                 return False
             raise NetError(f"remove the egress filter on ifindex {ifindex}: {e}") from e
     return True
-
-
-def egress_filter_present(ifindex: int) -> bool:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        try:
-            filters = ipr.get_filters(ifindex, parent=CLSACT_EGRESS)
-        except NetlinkError:
-            return False
-    return any(f.get_attr("TCA_KIND") == "bpf" for f in filters)

@@ -6,7 +6,7 @@ no root.  The datapath writes a plan into maps; `classify.py` runs a plan
 the way the BPF program does, so the compiler is checked against the
 reference semantics without a kernel.
 
-Bit-vector scheme (SPEC §3): rule i is bit i of a bitmap (file order, so
+Bit-vector scheme (docs/design.md): rule i is bit i of a bitmap (file order, so
 the lowest set bit is the first matching rule).  Each match field maps a
 packet value to the bitmap of rules that value satisfies; bitmaps are
 deduplicated per field into a sorted table and maps store the table index.
@@ -47,7 +47,7 @@ PORT_SPACE = 65536
 ICMP_SPACE = 2 * 65536  # (is_icmpv6 << 16) | (type << 8) | code
 ICMP_V6_BASE = 65536
 
-# Limits on the plan itself, beyond the rule language's (SPEC "limits exceeded").
+# Limits on the plan itself, beyond the rule language's; exceeding one is a rule error too.
 MAX_BITMAPS = 262144
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.
@@ -223,8 +223,14 @@ class Plan:
 
     @property
     def hash64(self) -> int:
-        """First 8 bytes of the digest: what the kernel config records."""
-        return int.from_bytes(bytes.fromhex(self.digest[:16]), "little")
+        """What the kernel config records of the plan (see digest_hash64)."""
+        return digest_hash64(self.digest)
+
+
+def digest_hash64(digest: str) -> int:
+    """First 8 bytes of a plan digest, as a little-endian u64: the plan hash
+    the kernel config holds.  Works from a recorded digest, no plan needed."""
+    return int.from_bytes(bytes.fromhex(digest[:16]), "little")
 
 
 # --------------------------------------------------------------------------
@@ -672,7 +678,10 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # --------------------------------------------------------------------------
 # figures for `check`
 
+# sizeof(struct xg_bitmap) and sizeof(struct xg_rule): rules/ stays free of the
+# ctypes mirror, so tests/unit/test_abi.py holds these two to it.
 BITMAP_VALUE_SIZE = 8 + 8 * MAX_WORDS
+RULE_VALUE_SIZE = 48
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
@@ -706,5 +715,5 @@ def memory_estimate(plan: Plan) -> int:
             for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
         )
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
-        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * 24)
+        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * RULE_VALUE_SIZE)
     return total

@@ -32,7 +32,7 @@ TCP_FLAG_BITS = {
     "cwr": 0x80,
 }
 
-# SPEC limits (§1): rules per direction, prefixes across all sets.
+# The rule language's limits (docs/rules.md): rules per direction, prefixes across all sets.
 MAX_RULES = 4096
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
 

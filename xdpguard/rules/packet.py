@@ -1,6 +1,6 @@
 """What the classifiers see of a frame, and a frame parser that mirrors the BPF one.
 
-`parse_frame` follows bpf/include/xdpguard_parse.h step for step (same
+`parse_frame` follows bpf/lib/parse.h (`xg_parse`) step for step (same
 bounds, same notion of malformed), so a differential test can hand the
 same bytes to the kernel and to the Python classifiers.
 """

@@ -1,4 +1,4 @@
-"""Rule file (YAML, SPEC §1) -> validated `RuleSet`, or a `file:line:` error.
+"""Rule file (YAML, docs/rules.md) -> validated `RuleSet`, or a `file:line:` error.
 
 Every value is checked here, once, and normalised into the frozen model, so
 compile.py and reference.py never see user syntax.  Errors are `RuleError`s
@@ -29,6 +29,7 @@ import math
 import operator
 import re
 import socket
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -177,6 +178,11 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 _U128 = (1 << 128) - 1
 
+# No setting takes a number of more digits than a u64 has.  Longer ones are
+# refused up front, at their line: Python's int() raises on decimal strings
+# of over 4,300 digits, and huge values overflow floats further on.
+_MAX_DIGITS = 20
+
 
 # --------------------------------------------------------------------------
 # YAML with line numbers
@@ -237,6 +243,14 @@ def _construct_map(loader: _Loader, node: Any) -> _Map:
     return result
 
 
+def _construct_int(loader: _Loader, node: Any) -> int:
+    digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS:
+        line = node.start_mark.line + 1
+        raise RuleError(loader.path, line, f"a number of {len(digits)} digits is too large for any setting")
+    return int(loader.construct_yaml_int(node))
+
+
 def _construct_seq(loader: _Loader, node: Any) -> _Seq:
     result = _Seq(node.start_mark.line + 1)
     for child in node.value:
@@ -247,6 +261,7 @@ def _construct_seq(loader: _Loader, node: Any) -> _Seq:
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _load_yaml(text: str, path: str) -> Any:
@@ -364,7 +379,8 @@ def _parse_prefix(text: str) -> Prefix:
         raise _bad_address(text, addr) from None
     plen = bits
     if slash:
-        if not (plen_text.isascii() and plen_text.isdigit()) or int(plen_text) > bits:
+        digits = plen_text.isascii() and plen_text.isdigit() and len(plen_text) <= _MAX_DIGITS
+        if not digits or int(plen_text) > bits:
             raise _BadPrefix(f"{_show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
         plen = int(plen_text)
     if value & ((1 << (bits - plen)) - 1):
@@ -435,6 +451,28 @@ def _scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
     return v4, v6
 
 
+# A set file holds at most MAX_PREFIXES useful lines; 128 MiB leaves over
+# 100 bytes a line for comments and still fits in memory a few times over.
+SET_FILE_MAX_BYTES = 128 * 2**20
+
+
+def _set_file_problem(path: Path) -> str | None:
+    """Why a set file is refused before it is read, or None.  Only regular
+    files are read (a device or FIFO such as /dev/zero never ends), and only
+    up to SET_FILE_MAX_BYTES."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # the read reports it, with the reason
+    if stat.S_ISDIR(st.st_mode):
+        return None  # so does it for a directory
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if st.st_size > SET_FILE_MAX_BYTES:
+        return f"is {st.st_size:,} bytes, more than the {SET_FILE_MAX_BYTES // 2**20} MiB a set file may have"
+    return None
+
+
 def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
     """Prefixes of a set file's text, sorted and deduplicated (v4 first).
 
@@ -454,15 +492,21 @@ def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tu
     if _is_int(value) or isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
-        return Decimal(value), ""
+        return _bounded(Decimal(value), value), ""
     if isinstance(value, str):
         m = pattern.fullmatch(value.strip())
         if m:
             try:
-                return Decimal(m.group(1)), (m.group(2) or "").lower()
+                return _bounded(Decimal(m.group(1)), value), (m.group(2) or "").lower()
             except InvalidOperation:
                 pass
     raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
+
+
+def _bounded(number: Decimal, value: Any) -> Decimal:
+    if number.adjusted() >= _MAX_DIGITS:
+        raise ValueError(f"{_show(value)} is too large")
+    return number
 
 
 def parse_duration(value: Any) -> float:
@@ -560,6 +604,14 @@ class _Parser:
         if not lo <= value <= hi:
             self.fail(line, f"{field}: {value} is out of range ({lo}-{hi})")
         return int(value)
+
+    def integer_or_text(self, value: int | str, line: int, field: str, lo: int, hi: int) -> int:
+        """integer(), also for a number written as a string of digits ("22")."""
+        if isinstance(value, str):
+            if len(value.strip()) > _MAX_DIGITS:
+                self.fail(line, f"{field}: {_show(value)} is out of range ({lo}-{hi})")
+            value = int(value)
+        return self.integer(value, line, field, lo, hi)
 
     def positive(self, value: Any, line: int, field: str, unit: str) -> int:
         if not _is_int(value) or value < 1:
@@ -683,6 +735,9 @@ class _Parser:
             self.fail(line, f"set {name}: file: {_show(rel)} is not a file path")
         path = self.base_dir / rel
         fname = str(path)
+        problem = _set_file_problem(path)
+        if problem:
+            self.fail(line, f"set {name}: {_show(fname)} {problem}")
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -907,7 +962,7 @@ class _Parser:
             if _is_int(item):
                 result.add(self.integer(item, iline, "proto", 0, 255))
             elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
-                result.add(self.integer(int(item), iline, "proto", 0, 255))
+                result.add(self.integer_or_text(item, iline, "proto", 0, 255))
             elif isinstance(item, str) and item.strip().lower() in PROTO_NAMES:
                 result.add(PROTO_NAMES[item.strip().lower()])
             else:
@@ -933,6 +988,8 @@ class _Parser:
             hi_text = hi_text.strip() if dash else lo_text
             if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
                 self.fail(iline, f'{key}: {_show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
+            if max(len(lo_text), len(hi_text)) > _MAX_DIGITS:
+                self.fail(iline, f"{key}: {_show(item)} is out of range (ports are 0-65535)")
             lo, hi = int(lo_text), int(hi_text)
             for port in (lo, hi):
                 if port > 65535:
@@ -1002,7 +1059,7 @@ class _Parser:
         types: set[tuple[int, int]] = set()
         for item, iline in _items(value, line):
             if _is_int(item) or (isinstance(item, str) and item.strip().isascii() and item.strip().isdigit()):
-                number = self.integer(int(item), iline, "icmp_type", 0, 255)
+                number = self.integer_or_text(item, iline, "icmp_type", 0, 255)
                 types.update((p, number) for p in allowed)
                 continue
             name = item.strip().lower() if isinstance(item, str) else None

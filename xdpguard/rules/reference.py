@@ -1,4 +1,4 @@
-"""The semantics: walk the rules of the model in file order (SPEC §1).
+"""The semantics: walk the rules of the model in file order (docs/rules.md).
 
 This is deliberately naive (a linear scan over rules and prefixes): it is
 the oracle that the compiled plan (classify.py) and the kernel programs are

@@ -1,0 +1,61 @@
+"""The egress attachment follows the one-time tcx probe.
+
+On a kernel with tcx (this one: the probe itself is checked in
+tests/unit/test_bpf_syscalls.py) the egress program gets a pinned tcx
+link.  When the probe says the kernel has none, it goes in as a clsact
+cls_bpf filter over netlink instead, without trying a tcx link first;
+both are removed by detach.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from xdpguard import net
+from xdpguard.datapath import bpf as B
+from xdpguard.datapath.dataplane import Dataplane
+from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.parse import parse_text
+
+RULES = """\
+version: 1
+egress:
+  default: allow
+  rules:
+    - {name: no-9999-out, match: {proto: udp, dport: 9999}, action: drop}
+"""
+
+
+def _tc_egress(lab) -> str:
+    cmd = ["tc", "-n", lab.b.ns, "filter", "show", "dev", lab.b.ifname, "egress"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("kernel_has_tcx", [True, False], ids=["tcx", "no-tcx"])
+def test_egress_attachment_follows_the_probe(lab, monkeypatch, kernel_has_tcx: bool) -> None:
+    monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
+    if not kernel_has_tcx:
+        monkeypatch.setattr(B, "have_tcx", lambda: False)
+
+        def no_tcx_link(prog_fd: int, ifindex: int, attach_type: int, *args: object, **kw: object) -> int:
+            assert attach_type != B.BPF_TCX_EGRESS, "tried a tcx link although the probe said no"
+            return real_link_create(prog_fd, ifindex, attach_type, *args, **kw)  # type: ignore[arg-type]
+
+        real_link_create = B.link_create
+        monkeypatch.setattr(B, "link_create", no_tcx_link)
+    plan = compile_ruleset(parse_text(RULES, "probe.yaml"))
+    with net.in_netns(lab.b.ns):
+        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+        dp.apply(plan, None)
+        try:
+            assert dp.egress_mode == ("tcx" if kernel_has_tcx else "netlink")
+            assert os.path.exists(dp.iface.pin("link_tcx")) is kernel_has_tcx
+            assert ("xg_egress" in _tc_egress(lab)) is not kernel_has_tcx
+            assert os.path.exists(dp.iface.pin("link_xdp"))  # XDP always uses a link
+        finally:
+            dp.detach()
+    assert "xg_egress" not in _tc_egress(lab)
+    assert not any(lab.bpffs.rglob("*"))
