@@ -161,6 +161,40 @@ def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
     return out
 
 
+def _dynset_diff(st: Iface, old: Plan | None, new: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Dynamic sets the apply would create, drop (with their elements) and keep.
+
+    Element counts come from the pinned maps, so only as root; else None.
+    """
+    counts: dict[str, dict[str, Any]] | None = None
+    if st.pin_dir.exists():
+        try:
+            from xdpguard.datapath import dynsets
+
+            counts = dynsets.status(str(st.pin_dir))
+        except OSError:  # not root: bpf(2) refuses
+            counts = None
+    before = {d.name: d for d in old.dynsets} if old is not None else {}
+    after = {d.name: d for d in new.dynsets}
+
+    def held(name: str) -> int | None:
+        return None if counts is None else int(counts.get(name, {}).get("elements", 0))
+
+    return {
+        "added": [{"name": n, "size": d.size} for n, d in after.items() if n not in before],
+        "removed": [{"name": n, "elements": held(n)} for n in before if n not in after],
+        "kept": [
+            {
+                "name": n,
+                "elements": held(n),
+                "size": d.size if before[n].size == d.size else {"from": before[n].size, "to": d.size},
+            }
+            for n, d in after.items()
+            if n in before
+        ],
+    }
+
+
 def plan(
     rules: Path = typer.Argument(..., help="rule file (YAML)"),
     iface: str = typer.Option(..., "--iface", "-i", help="interface to compare against"),
@@ -203,6 +237,7 @@ def plan(
         if ov is not None and ov != v:
             data["settings"].append({"setting": k, "from": ov, "to": v})
     data["prefixes"] = _prefix_diff(old_plan, new_plan)
+    data["dynamic_sets"] = _dynset_diff(st, old_plan, new_plan)
     if json_out:
         print_json(data)
         return
@@ -233,6 +268,17 @@ def plan(
     for dname, fields in data["prefixes"].items():
         for fam, f in fields.items():
             console.print(f"  prefixes {dname} {fam}: +{f['added']} -{f['removed']}")
+    ds = data["dynamic_sets"]
+    for d in ds["added"]:
+        console.print(f"  [green]+ dynamic set {d['name']}[/] (size {d['size']}, empty)")
+    for d in ds["removed"]:
+        held = "" if d["elements"] is None else f": its {d['elements']} elements are dropped"
+        console.print(f"  [red]- dynamic set {d['name']}[/]{held}")
+    for d in ds["kept"]:
+        held = "" if d["elements"] is None else f"{d['elements']} elements kept"
+        size = f"size {d['size']['from']} => {d['size']['to']}" if isinstance(d["size"], dict) else ""
+        extra = "; ".join(x for x in (held, size) if x)
+        console.print(f"  dynamic set {d['name']}" + (f": {extra}" if extra else ""))
 
 
 def detach(

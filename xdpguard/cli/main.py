@@ -17,6 +17,7 @@ from xdpguard.cli import apply as apply_cmds
 from xdpguard.cli import check as check_cmd
 from xdpguard.cli import exporter as exporter_cmd
 from xdpguard.cli import restore as restore_cmd
+from xdpguard.cli import sets as set_cmds
 from xdpguard.cli import show, testcmd
 from xdpguard.cli.common import CONTEXT
 from xdpguard.errors import RuleError, UsageError, XdpguardError
@@ -61,6 +62,7 @@ app.command("watchdog", hidden=True)(apply_cmds.watchdog)
 app.command("test")(testcmd.test)
 app.command("exporter")(exporter_cmd.exporter)
 app.command("restore")(restore_cmd.restore)
+app.add_typer(set_cmds.app, name="set")
 
 
 def main(argv: list[str] | None = None) -> None:

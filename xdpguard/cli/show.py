@@ -63,6 +63,10 @@ def status(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
         )
+        for name, ds in s.get("dynamic_sets", {}).items():
+            tmo = f", timeout {ds['timeout']:g}s" if ds["timeout"] else ""
+            count = f"{ds['elements']:,} element" + ("" if ds["elements"] == 1 else "s")
+            console.print(f"  dynamic set {name}: {count} (size {ds['size']:,}{tmo})")
         pc = s.get("pending_confirm")
         if pc:
             target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"

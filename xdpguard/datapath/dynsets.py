@@ -52,6 +52,7 @@ SPEC = {
     "p6": ("dynp6", B.BPF_MAP_TYPE_LPM_TRIE, 20, "xg_dynp6"),
 }
 OUTER_PINS = tuple(s[0] for s in SPEC.values())
+PLACEHOLDER = "xg_dyn_none"  # the empty map released slots point at
 ELEM = struct.Struct("<Q")  # struct xg_dyn_elem
 # set.NAME.meta: size, default timeout (ns), elements stored (expired ones
 # included until collected), earliest expiry among them (0: none known),
@@ -473,7 +474,7 @@ def dyncfg_bytes(plan: Plan, d: DirectionPlan) -> bytes:
 
 def slot_writes(dm: Maps, half: int, plan: Plan) -> dict[str, dict[int, int | None]]:
     """Per outer map, the slots of `half` that must change for `plan`: slot ->
-    the set map's fd, or None to empty a slot the plan does not use."""
+    the set map's fd, or None to release a slot the plan does not use."""
     sets = ensure(dm, plan)
     out: dict[str, dict[int, int | None]] = {}
     for kind in KINDS:
@@ -488,16 +489,16 @@ def slot_writes(dm: Maps, half: int, plan: Plan) -> dict[str, dict[int, int | No
                 sm = sets[plan.dynsets[k].name]
                 if have != sm.map_id(kind):
                     changes[slot] = sm.fds[kind]
-            elif have is not None:
-                changes[slot] = None
+            elif have is not None and not _is_placeholder(have):
+                changes[slot] = None  # it would keep a dropped set's maps alive
         if changes:
             out[outer_pin] = changes
     return out
 
 
 def commit_slots(dm: Maps, writes: Iterable[Mapping[str, Mapping[int, int | None]]]) -> None:
-    """Write the slot changes of several halves, one call per outer map and kind
-    of change: every map-in-map update call waits out an RCU grace period."""
+    """Write the slot changes of several halves with one call per outer map:
+    every map-in-map update call waits out an RCU grace period."""
     for outer_pin in OUTER_PINS:
         sets: dict[int, int] = {}
         clears: list[int] = []
@@ -507,15 +508,30 @@ def commit_slots(dm: Maps, writes: Iterable[Mapping[str, Mapping[int, int | None
                     clears.append(slot)
                 else:
                     sets[slot] = fd
-        if sets:
-            B.map_update_batch(
-                dm[outer_pin],
-                [struct.pack("<I", s) for s in sets],
-                [struct.pack("<I", fd) for fd in sets.values()],
-            )
-        if clears:
-            for s in clears:  # arrays of maps have no batch delete
-                B.map_delete(dm[outer_pin], struct.pack("<I", s))
+        if not clears:
+            if sets:
+                _update_slots(dm[outer_pin], sets)
+            continue
+        # Arrays of maps have no batch delete, and each delete waits out a
+        # grace period: released slots point at one empty map instead.
+        kind = next(k for k, v in SPEC.items() if v[0] == outer_pin)
+        _, mtype, ksize, _ = SPEC[kind]
+        with B.Fd(B.map_create(mtype, ksize, ELEM.size, 1, B.BPF_F_NO_PREALLOC, name=PLACEHOLDER)) as empty:
+            _update_slots(dm[outer_pin], sets | dict.fromkeys(clears, empty))
+
+
+def _update_slots(outer: int, sets: Mapping[int, int]) -> None:
+    B.map_update_batch(
+        outer, [struct.pack("<I", s) for s in sets], [struct.pack("<I", fd) for fd in sets.values()]
+    )
+
+
+def _is_placeholder(map_id: int) -> bool:
+    try:
+        with B.Fd(B.map_get_fd_by_id(map_id)) as fd:
+            return B.map_info(fd).name == PLACEHOLDER
+    except B.BpfError:
+        return True  # gone already: nothing to release
 
 
 def drop_undeclared(dm: Maps, plan: Plan) -> list[str]:
@@ -556,3 +572,43 @@ def status(pin_dir: str) -> dict[str, dict[str, object]]:
             "timeout": m.timeout_ns / 1e9 if m.timeout_ns else None,
         }
     return out
+
+
+# --------------------------------------------------------------------------
+# what `xdpguard set` does on each interface
+
+
+def targets(name: str, ifaces: list[str]) -> list[str]:
+    """The interfaces a `set` command acts on: those given, or every interface
+    whose applied rule file declares dynamic set `name`.  Everything wrong is
+    found here, before any element changes."""
+    from xdpguard.errors import UsageError
+    from xdpguard.state import Iface, known_ifaces
+
+    def static_on(ifname: str) -> bool:
+        summary = Iface(ifname).load_summary() or {}
+        return name in summary.get("sets", {}) and name not in pinned(str(Iface(ifname).pin_dir))
+
+    if ifaces:
+        for ifname in ifaces:
+            st = Iface(ifname)
+            if not (st.pin_dir / "link_xdp").exists():
+                raise KernelError(f"xdpguard is not attached to {ifname}")
+            if name not in pinned(str(st.pin_dir)):
+                if static_on(ifname):
+                    raise UsageError(
+                        f"{name} is a static set on {ifname}: its elements come from the rule file "
+                        "(edit it and apply)"
+                    )
+                raise UsageError(f"the rule file applied to {ifname} declares no dynamic set {name}")
+        return list(dict.fromkeys(ifaces))
+    found = [n for n in known_ifaces() if name in pinned(str(Iface(n).pin_dir))]
+    if found:
+        return found
+    static = [n for n in known_ifaces() if static_on(n)]
+    if static:
+        raise UsageError(
+            f"{name} is a static set (on {', '.join(static)}): its elements come from the rule file "
+            "(edit it and apply)"
+        )
+    raise UsageError(f"no interface's applied rule file declares a dynamic set {name}")
