@@ -59,8 +59,8 @@ def test_kernel_verdicts_with_dynamic_sets_equal_reference(lab):
                             want = reference.classify(rs, "ingress", pkt, contents)
                             got = B.prog_test_run(prog, frame).retval
                             assert VERDICT.get(got) == want.action, (
-                                f"seed {seed} set {n} contents {c} frame {i}: kernel {got}, reference {want}; "
-                                f"contents {contents}; frame {frame.hex()}"
+                                f"seed {seed} set {n} contents {c} frame {i}: kernel {got}, "
+                                f"reference {want}; contents {contents}; frame {frame.hex()}"
                             )
                             checked += 1
                             hits += want != reference.classify(rs, "ingress", pkt, {})
