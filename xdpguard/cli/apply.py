@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,8 +18,10 @@ from xdpguard.cli.common import (
     summary_of,
 )
 from xdpguard.errors import UsageError
-from xdpguard.rules.compile import Plan, plan_from_bytes
 from xdpguard.state import Iface
+
+if TYPE_CHECKING:
+    from xdpguard.rules.compile import Plan
 
 IFACE_HELP = "interface to act on (repeat for several)"
 
@@ -201,6 +203,8 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
+    from xdpguard.rules.compile import plan_from_bytes
+
     rs, new_plan, _ = load_rules(rules)
     st = Iface(iface)
     applied = st.load_applied()

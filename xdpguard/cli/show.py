@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from xdpguard.cli.common import console, print_json
 from xdpguard.errors import UsageError, XdpguardError
 from xdpguard.state import Iface, known_ifaces
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _targets(iface: list[str]) -> list[str]:
@@ -89,6 +90,8 @@ def status(
 
 
 def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=f"{st['interface']}", title_justify="left")
     for col in ("direction", "rule", "action", "packets", "bytes", "over limit"):
         t.add_column(col, justify="left" if col in ("direction", "rule", "action") else "right")
@@ -158,6 +161,9 @@ def stats(
                 )
         return
     prev: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    from rich.live import Live
+    from rich.table import Table
 
     def render() -> Table:
         outer = Table.grid()
