@@ -12,10 +12,8 @@ from xdpguard.cli.common import (
     CONTEXT,
     console,
     err_console,
-    load_rules,
     print_json,
     resolve_iface,
-    summary_of,
 )
 from xdpguard.errors import UsageError
 from xdpguard.state import Iface
@@ -59,7 +57,10 @@ def apply(
         except ValueError as e:
             raise UsageError(f"--confirm: {e}") from e
     # Everything that can be wrong with the input is found before the kernel is touched.
-    rs, plan, text = load_rules(rules)
+    from xdpguard import plancache
+
+    loaded = plancache.load(rules)  # unchanged files (and set files) are not parsed again
+    plan, text = loaded.plan, loaded.text
     targets = [(name, resolve_iface(name)) for name in iface]
     for name, _ in targets:
         live = Iface(name).load_applied()
@@ -75,7 +76,7 @@ def apply(
     for name, index in targets:
         before = Iface(name).load_applied()
         res = Dataplane(name, index, CONTEXT["netns"]).apply(
-            plan, text, xdp_mode or "auto", replace_program, summary_of(rs)
+            plan, text, xdp_mode or "auto", replace_program, loaded.summary
         )
         results.append((name, res))
         if window is None:
@@ -111,8 +112,9 @@ def apply(
             ]
         )
         return
-    nin, neg = plan.ingress.nrules, plan.egress.nrules
     for name, r in results:
+        if r.attached or r.changed:  # (decoding the plan's rules is only worth it then)
+            nin, neg = plan.ingress.nrules, plan.egress.nrules
         if r.attached:
             console.print(
                 f"{name}: attached, {nin} ingress and {neg} egress rules from {rules} ({r.seconds:.2f} s)"
@@ -203,15 +205,17 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
+    from xdpguard import plancache
     from xdpguard.rules.compile import plan_from_bytes
 
-    rs, new_plan, _ = load_rules(rules)
+    loaded = plancache.load(rules)
+    new_plan = loaded.plan
     st = Iface(iface)
     applied = st.load_applied()
     raw = st.load_plan_bytes()
     old_plan = plan_from_bytes(raw) if raw else None
     old_sum = st.load_summary() or {"rules": {"ingress": {}, "egress": {}}, "order": {}, "settings": {}}
-    new_sum = summary_of(rs)
+    new_sum = loaded.summary
     attached = (st.pin_dir / "link_xdp").exists()
     data: dict[str, Any] = {
         "interface": iface,

@@ -22,7 +22,8 @@ import math
 import struct
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from xdpguard.errors import RuleError
 from xdpguard.rules.model import (
@@ -711,6 +712,47 @@ def _unpack_lpm(data: bytes, bits: int) -> LpmEntries:
         plen, i = struct.unpack_from("<BI", data, off + nb)
         out.append((a, plen, i))
     return out
+
+
+class _LazyPlan(Plan):
+    """A plan whose directions are decoded from its bytes on first use.
+
+    The settings come from the header at once; an apply that changes
+    nothing needs no more, and decoding a million-prefix plan takes time.
+    """
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set yet
+        if name.startswith("__") or "_bytes" not in self.__dict__:
+            raise AttributeError(name)
+        full = plan_from_bytes(self.__dict__["_bytes"], self.__dict__.get("source", ""))
+        for f in fields(Plan):
+            self.__dict__.setdefault(f.name, getattr(full, f.name))
+        return self.__dict__[name]
+
+
+def lazy_plan(data: bytes, source: str = "") -> Plan:
+    """Like plan_from_bytes(), but the directions are decoded only when used."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("not an xdpguard plan")
+    (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
+    off = len(_MAGIC) + 8
+    head = json.loads(data[off : off + n])
+    tmo = head["timeouts"]
+    p = _LazyPlan.__new__(_LazyPlan)
+    p.__dict__.update(
+        mode=Mode(head["mode"]),
+        non_ip=Action(head["non_ip"]),
+        ndp=head["ndp"],
+        tmo_tcp=tmo[0],
+        tmo_udp=tmo[1],
+        tmo_icmp=tmo[2],
+        flow_table_size=head["flow_table_size"],
+        limit_table_size=head["limit_table_size"],
+        dynsets=tuple(DynSetPlan(n, size, t) for n, size, t in head.get("dynsets", ())),
+        source=source,
+        _bytes=data,
+    )
+    return p
 
 
 def plan_from_bytes(data: bytes, source: str = "") -> Plan:
