@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Literal
 
 import typer
 
@@ -22,14 +23,20 @@ from xdpguard.cli import show, testcmd
 from xdpguard.cli.common import CONTEXT
 from xdpguard.errors import RuleError, UsageError, XdpguardError
 
+
+def _root_markup_mode() -> Literal["rich"] | None:
+    """Plain text for the bare command list (`xdpguard`, `xdpguard --help`):
+    rich's help formatter alone costs more start-up time (~30 ms) than the
+    rest of it.  A command's own help keeps rich's layout."""
+    return None if sys.argv[1:] in ([], ["--help"]) else "rich"
+
+
 app = typer.Typer(
     name="xdpguard",
     help="XDP firewall: declarative YAML rules compiled into BPF maps.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    # Plain help and usage errors: rich's help formatting alone costs more
-    # start-up time (~30 ms) than the rest of `xdpguard --help`.
-    rich_markup_mode=None,
+    rich_markup_mode=_root_markup_mode(),
 )
 
 
