@@ -36,6 +36,9 @@ from bench.workload import Workload
 from xdpguard.datapath.dataplane import Dataplane
 
 TARGET_SMALL_CHANGE_S = 0.3
+TARGET_PREFIX_CHANGE_S = 1.5  # one prefix changed in the 1M-prefix set file
+TARGET_NO_CHANGE_LARGE_S = 0.6  # the same large file again
+TARGET_HELP_S = 0.1  # `xdpguard --help`
 # What measure() leaves attached: rule file attribute of Workload -> index into Lab.ifaces.
 LEFT_ON = {"large": 0, "small": 1}
 
@@ -145,6 +148,14 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
         _expect(apply_cli(lab, ifc, wl.large), "large no change", attached=False, changed=False)
         for _ in range(reps_large)
     ]
+    # One prefix of the 1M-prefix set file changed (and back): the set file is parsed
+    # again, the rule file's compiled plan comes from the cache otherwise.
+    prefix_change: list[ApplySample] = []
+    for _ in range(reps_large):
+        for p in (wl.large_prefix_changed, wl.large):
+            prefix_change.append(
+                _expect(apply_cli(lab, ifc, p), "large one-prefix", attached=False, changed=True)
+            )
 
     # The control attaches to the other, still bare, end of the pair.
     it_attach = _expect(
@@ -169,6 +180,7 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
             "rule_only_large_to_small": _case(to_small),
             "one_rule_change_large": _case(large_change),
             "no_change_large": _case(large_same),
+            "one_prefix_change_large": _case(prefix_change),
         },
         "bcc_import_lines": {
             "rule_only_small_change": it_small.bcc_import_lines,
@@ -181,6 +193,9 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
             "rule_only_small_to_large": max(s.maxrss_bytes for s in to_large),
         },
         "targets": {
+            "one_prefix_change_large_s": TARGET_PREFIX_CHANGE_S,
+            "no_change_large_s": TARGET_NO_CHANGE_LARGE_S,
+            "help_s": TARGET_HELP_S,
             "one_rule_change_small_s": TARGET_SMALL_CHANGE_S,
             "wall_ok": small_change_wall <= TARGET_SMALL_CHANGE_S,
             "internal_ok": small_change_internal <= TARGET_SMALL_CHANGE_S,

@@ -397,10 +397,19 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
     try:
         stage("xdpguard acl1_1k")
         apply_cli(lab, rx, wl.small)  # first attach (compiles); what follows is rule-only
-        acl_apply, bl_apply = [], []
+        acl_apply, bl_apply, acl_one_rule = [], [], []
         for _ in range(n.update_reps):
             apply_cli(lab, rx, wl.small)
             acl_apply.append(apply_cli(lab, rx, acl_yaml))
+        # One rule of acl1_1k changed (its action), forth and back: what an
+        # operator's edit costs, next to `nft -f` of the same chain.
+        acl_changed = d / "acl1_1k-changed.yaml"
+        text = acl_yaml.read_text()
+        acl_changed.write_text(text.replace("action: allow", "action: drop", 1))
+        acl_one_rule = []
+        for _ in range(n.update_reps):
+            for p in (acl_changed, acl_yaml):
+                acl_one_rule.append(apply_cli(lab, rx, p))
         rxc["xdpguard_acl1_1k"] = _rx(lab, tx, acl_frames, n)
         stage("xdpguard 100k blocklist")
         for _ in range(n.update_reps):
@@ -409,7 +418,11 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
         rxc["xdpguard_bl100k"] = _rx(lab, tx, bl_frames, n)
     finally:
         Dataplane(rx, 0).detach()
-    for label, samples in (("xdpguard_acl1_1k", acl_apply), ("xdpguard_bl100k", bl_apply)):
+    for label, samples in (
+        ("xdpguard_acl1_1k", acl_apply),
+        ("xdpguard_acl1_1k_one_rule", acl_one_rule),
+        ("xdpguard_bl100k", bl_apply),
+    ):
         upd[label] = {
             "rule_only": not any(s.replaced for s in samples),
             "wall_s": summary([s.wall_s for s in samples]),

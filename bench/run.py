@@ -28,7 +28,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import applytime, checktime, common, limitcost, peers, plot, progcost, report, updates, workload
+from bench import (
+    applytime,
+    checktime,
+    common,
+    dynsets,
+    limitcost,
+    peers,
+    plot,
+    progcost,
+    report,
+    updates,
+    workload,
+)
 from xdpguard.datapath import loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +184,16 @@ def run(quick: bool) -> dict[str, Any]:
             t = _stage("rate-limit cost (limited rule against a plain allow rule)")
             results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
             stages["limitcost"] = time.monotonic() - t
+
+            t = _stage("dynamic sets: set add, 100k from stdin, per-packet cost with 1M elements")
+            try:
+                results["dynsets"] = dynsets.measure(
+                    lab, (lab.ifaces[2], lab.ifaces[3]), Path(d), n.apply_reps_small, n.repeat, 64
+                )
+            except Exception as e:  # the other figures are still worth writing
+                print(f"bench: dynamic-set benchmark failed: {e}", file=sys.stderr)
+                results["dynsets"] = {"error": f"{type(e).__name__}: {e}"}
+            stages["dynsets"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:

@@ -3,7 +3,9 @@
 small.yaml is a realistic ten-rule host policy (a drop prefix, a handful of
 allowed services, ICMP); large.yaml is bench.gen's 4,096 rules whose first
 rule drops a 1,000,000-prefix blocklist.  Each has a "-changed" twin that
-differs in exactly one rule's port, for the one-rule-change timings.
+differs in exactly one rule's port, for the one-rule-change timings, and
+large-prefix-changed.yaml reads a copy of the blocklist with one prefix
+replaced (the one-prefix-change timing).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Workload:
     large: Path
     large_changed: Path
     blocklist: Path
+    large_prefix_changed: Path
 
 
 def change_one_port(text: str) -> str:
@@ -88,4 +91,23 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
     large = gen.write_large(d, rules=rules, prefixes=prefixes)
     large_changed = d / "large-changed.yaml"
     large_changed.write_text(change_one_port(large.read_text()))
-    return Workload(d, small, small_changed, large, large_changed, d / "lists" / "blocklist.netset")
+    blocklist = d / "lists" / "blocklist.netset"
+    prefix_changed = d / "large-prefix-changed.yaml"
+    if blocklist.exists():
+        changed_list = d / "lists" / "blocklist-changed.netset"
+        changed_list.write_text(change_one_prefix(blocklist.read_text()))
+        text = large.read_text().replace("lists/blocklist.netset", "lists/blocklist-changed.netset")
+        prefix_changed.write_text(text)
+    else:
+        prefix_changed.write_text(large.read_text())
+    return Workload(d, small, small_changed, large, large_changed, blocklist, prefix_changed)
+
+
+def change_one_prefix(text: str) -> str:
+    """The same set file with its last IPv4 prefix replaced by one no other line holds."""
+    lines = text.rstrip("\n").split("\n")
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i] and not lines[i].startswith("#") and ":" not in lines[i]:
+            lines[i] = "198.18.255.254/32"
+            return "\n".join(lines) + "\n"
+    raise ValueError("no IPv4 prefix to change")

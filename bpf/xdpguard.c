@@ -233,6 +233,125 @@ static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, _
 	return 0;
 }
 
+/* A dynamic-set element found by a lookup: a member unless it has expired.
+ * Expired elements stay until `xdpguard set`/`apply` collects them; the
+ * clock is read only for elements that have a timeout. */
+static __always_inline int xg_dyn_live(const struct xg_dyn_elem *e)
+{
+	return e && (!e->expires_ns || xg_now() < e->expires_ns);
+}
+
+/* Is addr (in di) in the set at outer slot di->slot?  Exact addresses first
+ * (a hash); the prefix trie only when that misses, and an empty trie
+ * answers at once.  The keys are built in the per-CPU scratch, not on the
+ * stack (see xg_dyn_members). */
+static __always_inline __u32 xg_dyn_member4(struct xg_dynidx *di, const __u8 *addr)
+{
+	void *h = xg_dyn4.lookup(&di->slot);
+	if (h && xg_dyn_live(bpf_map_lookup_elem(h, (void *)addr)))
+		return 1;
+	void *t = xg_dynp4.lookup(&di->slot);
+	if (!t)
+		return 0;
+	di->k4.plen = 32;
+	__builtin_memcpy(di->k4.addr, addr, 4);
+	return xg_dyn_live(bpf_map_lookup_elem(t, &di->k4));
+}
+
+static __always_inline __u32 xg_dyn_member6(struct xg_dynidx *di, const __u8 *addr)
+{
+	void *h = xg_dyn6.lookup(&di->slot);
+	if (h && xg_dyn_live(bpf_map_lookup_elem(h, (void *)addr)))
+		return 1;
+	void *t = xg_dynp6.lookup(&di->slot);
+	if (!t)
+		return 0;
+	di->k6.plen = 128;
+	__builtin_memcpy(di->k6.addr, addr, 16);
+	return xg_dyn_live(bpf_map_lookup_elem(t, &di->k6));
+}
+
+/* The membership mask of one address field (fi: 0 src, 1 dst): bit `group`
+ * of every reference whose set holds addr.  No branch on the outcome. */
+static __always_inline __u32 xg_dyn_mask(const struct xg_dyncfg *dc, struct xg_dynidx *di, __u32 fi,
+					 __u32 half, __u32 v6, const __u8 *addr)
+{
+	__u32 m = 0;
+
+	/* A constant bound and a 64-bit counter: clang then keeps a counter the
+	 * verifier can follow to the end, instead of a count-down whose range
+	 * it loses.  Only the counter indexes the array. */
+#pragma clang loop unroll(disable)
+	for (__u64 i = 0; i < XG_MAX_DYNREFS; i++) {
+		if (i >= *(volatile __u32 *)&dc->nrefs[fi & 1])
+			break;
+		/* The empty asm keeps clang from turning the index into a
+		 * running pointer the verifier cannot bound. */
+		__u64 j = i;
+
+		asm volatile("" : "+r"(j));
+		const struct xg_dynref *r = &dc->ref[fi & 1][j & (XG_MAX_DYNREFS - 1)];
+		di->slot = XG_DYN_SLOT(half, r->slot & (XG_MAX_DYNSETS - 1));
+		__u32 hit = v6 ? xg_dyn_member6(di, addr) : xg_dyn_member4(di, addr);
+
+		m |= (1U << (r->group & (XG_MAX_DYNGROUPS - 1))) & -hit;
+	}
+	return m;
+}
+
+/* Dynamic sets, step 1, first thing for a frame when the rule set refers to
+ * dynamic sets: which bitmap each address field's membership mask selects,
+ * into the per-CPU scratch `xg_dynidx`.  It runs before the full parse on
+ * purpose: the parse and the checks after it leave the verifier hundreds of
+ * distinct states, and code placed after them is verified once per state;
+ * here there are only a handful (VLAN tags, family), and since the results
+ * go to memory the verifier does not track, they all meet again after. */
+static __always_inline void xg_dyn_members(void *data, void *data_end, __u32 half, __u32 dir)
+{
+	struct xg_dyncfg *dc = xg_dyncfg.lookup(&half);
+	__u32 key = dir & 1;
+	struct xg_dynidx *di = xg_dynidx.lookup(&key);
+
+	if (!dc || !di)
+		return;
+	di->idx[0] = dc->base[0];
+	di->idx[1] = dc->base[1];
+	/* nrefs[0] >> 31 is 0 (at most XG_MAX_DYNREFS), but the verifier cannot
+	 * tell: the pointer it gives is tracked apart from `data`, so the
+	 * bounds checks below leave what the verifier knows of `data` as it
+	 * was, and the paths meet again. */
+	void *pkt = data + (dc->nrefs[0] >> 31);
+	__u32 family = xg_parse_addrs(pkt, data_end, di->src, di->dst);
+	if (!family)
+		return;
+	di->idx[0] += xg_dyn_mask(dc, di, 0, half, family == 6, di->src);
+	di->idx[1] += xg_dyn_mask(dc, di, 1, half, family == 6, di->dst);
+}
+
+/* Step 2, with the field bitmaps chosen: the selected bitmaps go into
+ * s->orbm[] for the fields rules refer to sets in.  The caller has set
+ * orbm to the fields' own bitmaps, which is right for the others. */
+static __always_inline int xg_dyn_select(__u32 half, __u32 dir, void *bms, struct xg_sel *s)
+{
+	struct xg_dyncfg *dc = xg_dyncfg.lookup(&half);
+	__u32 key = dir & 1;
+	struct xg_dynidx *di = xg_dynidx.lookup(&key);
+
+	if (!dc || !di)
+		return -1;
+	if (dc->nrefs[0]) {
+		s->orbm[0] = bpf_map_lookup_elem(bms, &di->idx[0]);
+		if (!s->orbm[0])
+			return -1;
+	}
+	if (dc->nrefs[1]) {
+		s->orbm[1] = bpf_map_lookup_elem(bms, &di->idx[1]);
+		if (!s->orbm[1])
+			return -1;
+	}
+	return 0;
+}
+
 /* Does a packet arriving from outside belong to a flow this host sent on? */
 static __always_inline int xg_established(const struct xg_pkt *p, const struct xg_config *cfg)
 {
@@ -316,6 +435,10 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 				return XG_RULE_ERROR;
 		}
 	}
+	s.orbm[0] = s.bm[0];
+	s.orbm[1] = s.bm[1];
+	if ((cfg->flags & XG_CFG_HAS_DYN) && xg_dyn_select(half, dir, bms, &s) < 0)
+		return XG_RULE_ERROR;
 	if (fm & (1U << XG_F_PROTO)) {
 		__u32 k = half * XG_PROTO_SIZE + p->proto;
 
@@ -425,6 +548,8 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		return XG_PASS;
 	int drop_ok = !(cfg->flags & XG_CFG_AUDIT);
 
+	if (cfg->flags & XG_CFG_HAS_DYN)
+		xg_dyn_members(data, data_end, half, dir);
 	struct xg_pkt p = {};
 	int kind = xg_parse(data, data_end, frame_len, &p);
 

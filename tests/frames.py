@@ -18,6 +18,7 @@ from xdpguard.rules.model import (
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    Prefix,
     RuleSet,
 )
 from xdpguard.rules.packet import MAX_EXT_HDRS
@@ -59,7 +60,8 @@ def _eth(rng: random.Random, etype: int) -> bytes:
     return out + struct.pack("!H", etype)
 
 
-def random_frame(rng: random.Random, rs: RuleSet) -> bytes:
+def random_frame(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = None) -> bytes:
+    """A random frame; its addresses are drawn near the rules' prefixes and `near`."""
     r = rng.random()
     if r < 0.04:
         return _eth(rng, rng.choice([0x0806, 0x88CC, 0x1234]))[: 14 + rng.randrange(0, 40)] + bytes(28)
@@ -78,7 +80,7 @@ def random_frame(rng: random.Random, rs: RuleSet) -> bytes:
         ]
     )
     payload = _l4(rng, proto) + bytes(rng.randrange(0, 24))
-    src, dst = _addr_near(rng, rs, fam), _addr_near(rng, rs, fam)
+    src, dst = _addr_near(rng, rs, fam, near), _addr_near(rng, rs, fam, near)
     if fam == 4:
         ihl = 5 if rng.random() < 0.85 else rng.choice([6, 8, 15, 4, 0])
         opts = bytes(max(0, ihl * 4 - 20))

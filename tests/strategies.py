@@ -29,6 +29,7 @@ from xdpguard.rules.model import (
     Prefix,
     Rule,
     RuleSet,
+    SetDef,
     State,
     TcpFlags,
 )
@@ -51,6 +52,10 @@ V6_POOL = [
     Prefix(6, (0x20010DB8 << 96) | 5, 128),
     Prefix(6, 0, 0),
 ]
+# Dynamic sets the generators may refer to (with dynamic=True), and the
+# elements random_dyn_contents() puts in them: exact addresses and prefixes
+# of both families, some inside the pools' prefixes.
+DYN_SETS = ("dynA", "dynB", "dynC")
 PROTOS = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, 47, 50]
 PORT_EDGES = [0, 1, 22, 53, 80, 443, 1023, 1024, 8080, 65535]
 
@@ -95,7 +100,7 @@ def gen_port_ranges(pk: Picker) -> tuple[PortRange, ...]:
     return tuple(PortRange(lo, hi) for lo, hi in merged)
 
 
-def gen_match(pk: Picker) -> Match:
+def gen_match(pk: Picker, dynamic: bool = False) -> Match:
     fam = pk.choice([4, 6, 0])  # 0: no address condition or mixed
     pool = V4_POOL if fam == 4 else V6_POOL if fam == 6 else V4_POOL + V6_POOL
 
@@ -104,6 +109,10 @@ def gen_match(pk: Picker) -> Match:
             return None
         if pk.integer(0, 2) == 0:
             return None
+        if dynamic and pk.integer(0, 2) == 0:
+            names = tuple(sorted(pk.subset(list(DYN_SETS), 1, 2)))
+            static = tuple(sorted(pk.subset(pool, 0, 2)))
+            return AddrMatch(static, sets=names, dynamic=names)
         return AddrMatch(tuple(sorted(pk.subset(pool, 1, 3))))
 
     src, dst = addr(), addr()
@@ -133,35 +142,55 @@ def gen_match(pk: Picker) -> Match:
     return Match(src, dst, protos, sport, dport, tflags, icmp, state)
 
 
-def gen_ruleset(pk: Picker, max_rules: int = 12) -> RuleSet:
+def gen_ruleset(pk: Picker, max_rules: int = 12, dynamic: bool = False) -> RuleSet:
     def direction(prefix: str) -> Direction:
         n = pk.integer(0, max_rules)
         rules = tuple(
-            Rule(f"{prefix}{i}", gen_match(pk), pk.choice(list(Action)), None, i + 1) for i in range(n)
+            Rule(f"{prefix}{i}", gen_match(pk, dynamic), pk.choice(list(Action)), None, i + 1)
+            for i in range(n)
         )
         return Direction(pk.choice(list(Action)), rules)
 
+    sets = tuple(SetDef(n, (), None, 1, dynamic=True, size=1024) for n in DYN_SETS) if dynamic else ()
     return RuleSet(
         version=1,
         mode=pk.choice([Mode.ENFORCE, Mode.ENFORCE, Mode.AUDIT]),
         non_ip=pk.choice(list(Action)),
         ndp=pk.choice(["allow", "rules"]),
-        sets=(),
+        sets=sets,
         ingress=direction("in"),
         egress=direction("eg"),
     )
 
 
 @st.composite
-def rulesets(draw: st.DrawFn, max_rules: int = 12) -> RuleSet:
-    return gen_ruleset(Picker(draw=draw), max_rules)
+def rulesets(draw: st.DrawFn, max_rules: int = 12, dynamic: bool = False) -> RuleSet:
+    return gen_ruleset(Picker(draw=draw), max_rules, dynamic)
 
 
-def random_ruleset(rng: random.Random, max_rules: int = 12) -> RuleSet:
-    return gen_ruleset(Picker(rng=rng), max_rules)
+def random_ruleset(rng: random.Random, max_rules: int = 12, dynamic: bool = False) -> RuleSet:
+    return gen_ruleset(Picker(rng=rng), max_rules, dynamic)
 
 
-def _addr_near(rng: random.Random, rs: RuleSet, fam: int) -> int:
+def random_dyn_contents(rng: random.Random) -> dict[str, list[Prefix]]:
+    """Elements for each of DYN_SETS: a few exact addresses and prefixes of both
+    families, drawn near the pools' prefixes so that packets hit them."""
+    out: dict[str, list[Prefix]] = {}
+    for name in DYN_SETS:
+        elems: set[Prefix] = set()
+        for _ in range(rng.randint(0, 5)):
+            fam = rng.choice([4, 6])
+            bits = 32 if fam == 4 else 128
+            base = rng.choice(V4_POOL if fam == 4 else V6_POOL)
+            plen = rng.choice([bits, bits, bits, rng.randint(max(base.plen, 1), bits)])
+            host = rng.getrandbits(bits - base.plen) if base.plen < bits else 0
+            addr = (base.addr | host) & ~((1 << (bits - plen)) - 1)
+            elems.add(Prefix(fam, addr, plen))
+        out[name] = sorted(elems)
+    return out
+
+
+def _addr_near(rng: random.Random, rs: RuleSet, fam: int, extra: list[Prefix] | None = None) -> int:
     prefixes = [
         p
         for d in (rs.ingress, rs.egress)
@@ -171,9 +200,10 @@ def _addr_near(rng: random.Random, rs: RuleSet, fam: int) -> int:
         for p in am.prefixes
         if p.family == fam
     ]
+    near = [p for p in extra or () if p.family == fam]
     pool = V4_POOL if fam == 4 else V6_POOL
     bits = 32 if fam == 4 else 128
-    p = rng.choice(prefixes or pool)
+    p = rng.choice(near) if near and rng.random() < 0.5 else rng.choice(prefixes or pool)
     host = rng.getrandbits(bits - p.plen) if p.plen < bits else 0
     a = p.addr | host
     if rng.random() < 0.2:
@@ -181,7 +211,8 @@ def _addr_near(rng: random.Random, rs: RuleSet, fam: int) -> int:
     return a
 
 
-def random_packet(rng: random.Random, rs: RuleSet) -> Packet:
+def random_packet(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = None) -> Packet:
+    """A random packet; addresses are drawn near the rules' prefixes and `near`."""
     r = rng.random()
     if r < 0.03:
         return Packet(MALFORMED, 60)
@@ -194,8 +225,8 @@ def random_packet(rng: random.Random, rs: RuleSet) -> Packet:
         kind=IP,
         length=rng.randrange(60, 1500),
         family=fam,
-        src=_addr_near(rng, rs, fam),
-        dst=_addr_near(rng, rs, fam),
+        src=_addr_near(rng, rs, fam, near),
+        dst=_addr_near(rng, rs, fam, near),
         proto=proto,
         later_fragment=later,
         established=rng.random() < 0.3,

@@ -307,9 +307,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def known_ifaces() -> list[str]:
-    """Interfaces with pins or state."""
+    """Interfaces with pins or state (dot-named entries, such as the plan cache, are not)."""
     names: set[str] = set()
     for root in (bpffs_root(), state_root()):
         if root.is_dir():
-            names.update(p.name for p in root.iterdir() if p.is_dir())
+            names.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return sorted(names)

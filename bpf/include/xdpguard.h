@@ -107,6 +107,7 @@ enum xg_field {
 #define XG_CFG_DEFAULT_DROP (1U << 3) /* direction default: drop */
 #define XG_CFG_HAS_STATE (1U << 4)    /* some rule tests state: look flows up */
 #define XG_CFG_HAS_BLOCK (1U << 5)    /* some rule has block_for: check blocked sources */
+#define XG_CFG_HAS_DYN (1U << 6)      /* some rule refers to a dynamic set: see xg_dyncfg */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -219,6 +220,58 @@ struct xg_block_key {
 struct xg_block {
 	__u64 until_ns;
 	__u64 rule_id; /* the limit that was exceeded */
+};
+
+/* Dynamic sets: elements added and removed at run time (`xdpguard set`),
+ * outside the double-buffered rule set, so a change applies to the next
+ * packet.  Each set is a hash per family for exact addresses (the key is
+ * the address in network order) and an LPM trie per family for prefixes,
+ * pinned under the set's name.  A half's slots in the dyn4/dyn6/dynp4/
+ * dynp6 outer maps (XG_DYN_SLOT) point at the sets its plan declares, in
+ * the plan's order.  Rules that refer to dynamic sets in one address field
+ * form groups (the rules referring to the same sets share one); a packet's
+ * address sets the bit of each group whose set holds it, and the bitmap
+ * precompiled for that mask is ORed into the field's bitmap. */
+#define XG_MAX_DYNSETS 16   /* dynamic sets per rule file (slots per half) */
+#define XG_MAX_DYNREFS 16   /* references to sets per direction and address field */
+#define XG_MAX_DYNGROUPS 8  /* groups per direction and address field */
+#define XG_DYN_SLOTS (XG_NHALVES * XG_MAX_DYNSETS)
+#define XG_DYN_SLOT(half, k) ((half) * XG_MAX_DYNSETS + (k))
+
+/* The value of every element: when it stops counting as a member. */
+struct xg_dyn_elem {
+	__u64 expires_ns; /* CLOCK_MONOTONIC (the test clock in test builds); 0: never */
+};
+
+struct xg_dyn_key6 {
+	__u8 addr[16];
+};
+
+struct xg_lpm_key4 {
+	__u32 plen;
+	__u8 addr[4];
+};
+
+struct xg_lpm_key6 {
+	__u32 plen;
+	__u8 addr[16];
+};
+
+struct xg_dynref {
+	__u8 field; /* XG_F_SRC or XG_F_DST */
+	__u8 slot;  /* the set's slot in the half: XG_DYN_SLOT(half, slot) */
+	__u8 group; /* bit of the membership mask */
+	__u8 pad;
+};
+
+/* Per half (array dyncfg, read only when the config has XG_CFG_HAS_DYN).
+ * For an address field f that rules refer to sets in, the bitmap of
+ * membership mask m is base[f] + m (mask 0's is all zeros, so a packet in
+ * no set needs no branch). */
+struct xg_dyncfg {
+	__u32 nrefs[2]; /* per address field: src, dst */
+	__u32 base[2];
+	struct xg_dynref ref[2][XG_MAX_DYNREFS];
 };
 
 /* Sampled drop events, through a ring buffer (xdpguard events). */

@@ -17,8 +17,14 @@
  * established/new bitmap, else all ones). */
 #define XG_NSEL 8
 
+/* orbm[0] and orbm[1] are ORed into bm[0] (src) and bm[1] (dst): the rules
+ * a dynamic set adds for this packet's address, or the field's own bitmap
+ * again when there is nothing to add (x | x = x). */
+#define XG_NOR 2
+
 struct xg_sel {
 	const struct xg_bitmap *bm[XG_NSEL];
+	const struct xg_bitmap *orbm[XG_NOR];
 };
 
 /* Count trailing zeros of a non-zero word without branches: BPF has no
@@ -41,7 +47,7 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 nwords)
 
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
-		summary &= s->bm[f]->summary;
+		summary &= s->bm[f]->summary | (f < XG_NOR ? s->orbm[f & 1]->summary : 0);
 
 	for (int i = 0; i < XG_MAX_WORDS; i++) {
 		if (!summary)
@@ -50,7 +56,7 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 nwords)
 		__u64 word = ~0ULL;
 #pragma unroll
 		for (int f = 0; f < XG_NSEL; f++)
-			word &= s->bm[f]->w[w];
+			word &= s->bm[f]->w[w] | (f < XG_NOR ? s->orbm[f & 1]->w[w] : 0);
 		if (word)
 			return (int)(w * 64 + xg_ctz64(word));
 		summary &= summary - 1;

@@ -55,6 +55,34 @@ BPF_TABLE_PINNED("lru_hash", struct xg_src_bucket_key, struct xg_bucket, xg_src_
 		 XG_PIN("src_buckets"));
 BPF_TABLE_PINNED("lru_hash", struct xg_block_key, struct xg_block, xg_blocked, XG_LIMIT_SIZE, XG_PIN("blocked"));
 
+/* Dynamic sets (see xdpguard.h): per half, the set maps its plan declares.
+ * The inner maps are created and pinned per set by `xdpguard apply`; the
+ * templates fix their type, key and value.  Hash and LPM inner maps may
+ * differ from the template in max_entries (the set's size). */
+BPF_F_TABLE("hash", __u32, struct xg_dyn_elem, xg_dyn4_tmpl, 1, BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array_of_maps$xg_dyn4_tmpl", __u32, __u32, xg_dyn4, XG_DYN_SLOTS, XG_PIN("dyn4"));
+BPF_F_TABLE("hash", struct xg_dyn_key6, struct xg_dyn_elem, xg_dyn6_tmpl, 1, BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array_of_maps$xg_dyn6_tmpl", __u32, __u32, xg_dyn6, XG_DYN_SLOTS, XG_PIN("dyn6"));
+BPF_F_TABLE("lpm_trie", struct xg_lpm_key4, struct xg_dyn_elem, xg_dynp4_tmpl, 1, BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array_of_maps$xg_dynp4_tmpl", __u32, __u32, xg_dynp4, XG_DYN_SLOTS, XG_PIN("dynp4"));
+BPF_F_TABLE("lpm_trie", struct xg_lpm_key6, struct xg_dyn_elem, xg_dynp6_tmpl, 1, BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array_of_maps$xg_dynp6_tmpl", __u32, __u32, xg_dynp6, XG_DYN_SLOTS, XG_PIN("dynp6"));
+BPF_TABLE_PINNED("array", __u32, struct xg_dyncfg, xg_dyncfg, XG_NHALVES, XG_PIN("dyncfg"));
+/* Per packet and direction: the addresses and the bitmap index each address
+ * field's membership mask selects (xg_dyn_members), read by xg_dyn_select.
+ * Scratch only, so not pinned. */
+struct xg_dynidx {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 idx[2]; /* src, dst */
+	/* Lookup keys live here too, not on the stack: see xg_dyn_members. */
+	__u32 slot;
+	__u32 pad;
+	struct xg_lpm_key4 k4;
+	struct xg_lpm_key6 k6;
+};
+BPF_PERCPU_ARRAY(xg_dynidx, struct xg_dynidx, XG_NDIRS);
+
 /* Drop events: a pinned ring buffer (bcc has no pinned variant of its
  * BPF_RINGBUF_OUTPUT, so the same declaration is spelled out here). */
 struct xg_events_table_t {

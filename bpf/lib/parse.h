@@ -181,13 +181,15 @@ static __always_inline int xg_parse_ipv6(void *cur, void *data_end, __u32 room, 
 	return xg_parse_l4(cur, end, data_end, p);
 }
 
-/* Parse a frame of frame_len bytes; on XG_KIND_IP `p` holds its fields. */
-static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len, struct xg_pkt *p)
+/* The ethertype after the Ethernet header and up to two VLAN tags, and in
+ * *l3 where that protocol's header starts; 0 when the frame is cut short
+ * or has a third tag (we cannot see what it carries). */
+static __always_inline __be16 xg_parse_l2(void *data, void *data_end, void **l3)
 {
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
-		return XG_KIND_MALFORMED;
+		return 0;
 	void *cur = eth + 1;
 	__be16 etype = eth->h_proto;
 
@@ -197,12 +199,23 @@ static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len,
 			break;
 		struct xg_vlan *vh = cur;
 		if ((void *)(vh + 1) > data_end)
-			return XG_KIND_MALFORMED;
+			return 0;
 		etype = vh->proto;
 		cur = vh + 1;
 	}
-	/* A third tag: we cannot see what it carries, so it is not let through. */
 	if (etype == bpf_htons(ETH_P_8021Q) || etype == bpf_htons(ETH_P_8021AD))
+		return 0;
+	*l3 = cur;
+	return etype;
+}
+
+/* Parse a frame of frame_len bytes; on XG_KIND_IP `p` holds its fields. */
+static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len, struct xg_pkt *p)
+{
+	void *cur = data;
+	__be16 etype = xg_parse_l2(data, data_end, &cur);
+
+	if (!etype)
 		return XG_KIND_MALFORMED;
 	/* Bytes the frame holds from the network header on. */
 	__u32 hdr = cur - data;
@@ -213,6 +226,36 @@ static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len,
 	if (etype == bpf_htons(ETH_P_IPV6))
 		return xg_parse_ipv6(cur, data_end, room, p);
 	return XG_KIND_NON_IP;
+}
+
+/* Only the addresses (for dynamic sets, see xdpguard.c): into src/dst, the
+ * family as the return value (0 when not IPv4/IPv6 or cut short).  A frame
+ * the full parser calls malformed never reaches the rules, whatever this
+ * read from it. */
+static __always_inline __u32 xg_parse_addrs(void *data, void *data_end, __u8 *src, __u8 *dst)
+{
+	void *l3 = data;
+	__be16 etype = xg_parse_l2(data, data_end, &l3);
+
+	if (etype == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		__builtin_memcpy(src, &ip->saddr, 4);
+		__builtin_memcpy(dst, &ip->daddr, 4);
+		return 4;
+	}
+	if (etype == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
+		return 6;
+	}
+	return 0;
 }
 
 static __always_inline int xg_is_ndp(const struct xg_pkt *p)

@@ -33,6 +33,8 @@ def c_layout(tmp_path_factory):
         for fld in (abi.F_SRC, abi.F_DST):
             for v6 in (0, 1):
                 lines.append(f'printf("table {half}.{fld}.{v6} %d\\n", XG_ADDR_TABLE({half}, {fld}, {v6}));')
+    for half in range(abi.NHALVES):
+        lines.append(f'printf("dynslot {half} %d\\n", XG_DYN_SLOT({half}, 5));')
     lines.append("return 0; }")
     src = d / "layout.c"
     src.write_text("\n".join(lines))
@@ -73,6 +75,18 @@ def test_compiler_field_numbers_match_abi():
     # memory_estimate's value sizes (check must not import the ctypes mirror)
     assert comp.RULE_VALUE_SIZE == __import__("ctypes").sizeof(abi.RuleEntry)
     assert comp.BITMAP_VALUE_SIZE == __import__("ctypes").sizeof(abi.Bitmap)
+
+
+def test_dynamic_set_limits_match_abi(c_layout):
+    from xdpguard.rules import model
+
+    assert (model.MAX_DYNSETS, model.MAX_DYNREFS, model.MAX_DYNGROUPS) == (
+        abi.MAX_DYNSETS,
+        abi.MAX_DYNREFS,
+        abi.MAX_DYNGROUPS,
+    )
+    for half in range(abi.NHALVES):
+        assert abi.dyn_slot(half, 5) == c_layout[f"dynslot {half}"]
 
 
 def test_address_table_slots_match_header(c_layout):

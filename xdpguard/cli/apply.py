@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,14 +14,14 @@ from xdpguard.cli.common import (
     CONTEXT,
     console,
     err_console,
-    load_rules,
     print_json,
     resolve_iface,
-    summary_of,
 )
 from xdpguard.errors import UsageError
-from xdpguard.rules.compile import Plan, plan_from_bytes
 from xdpguard.state import Iface
+
+if TYPE_CHECKING:
+    from xdpguard.rules.compile import Plan
 
 IFACE_HELP = "interface to act on (repeat for several)"
 
@@ -59,7 +59,10 @@ def apply(
         except ValueError as e:
             raise UsageError(f"--confirm: {e}") from e
     # Everything that can be wrong with the input is found before the kernel is touched.
-    rs, plan, text = load_rules(rules)
+    from xdpguard import plancache
+
+    loaded = plancache.load(rules)  # unchanged files (and set files) are not parsed again
+    plan, text = loaded.plan, loaded.text
     targets = [(name, resolve_iface(name)) for name in iface]
     for name, _ in targets:
         live = Iface(name).load_applied()
@@ -75,7 +78,7 @@ def apply(
     for name, index in targets:
         before = Iface(name).load_applied()
         res = Dataplane(name, index, CONTEXT["netns"]).apply(
-            plan, text, xdp_mode or "auto", replace_program, summary_of(rs)
+            plan, text, xdp_mode or "auto", replace_program, loaded.summary
         )
         results.append((name, res))
         if window is None:
@@ -111,8 +114,9 @@ def apply(
             ]
         )
         return
-    nin, neg = plan.ingress.nrules, plan.egress.nrules
     for name, r in results:
+        if r.attached or r.changed:  # (decoding the plan's rules is only worth it then)
+            nin, neg = plan.ingress.nrules, plan.egress.nrules
         if r.attached:
             console.print(
                 f"{name}: attached, {nin} ingress and {neg} egress rules from {rules} ({r.seconds:.2f} s)"
@@ -163,19 +167,57 @@ def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
     return out
 
 
+def _dynset_diff(st: Iface, old: Plan | None, new: Plan) -> dict[str, list[dict[str, Any]]]:
+    """Dynamic sets the apply would create, drop (with their elements) and keep.
+
+    Element counts come from the pinned maps, so only as root; else None.
+    """
+    counts: dict[str, dict[str, Any]] | None = None
+    if st.pin_dir.exists():
+        try:
+            from xdpguard.datapath import dynsets
+
+            counts = dynsets.status(str(st.pin_dir))
+        except OSError:  # not root: bpf(2) refuses
+            counts = None
+    before = {d.name: d for d in old.dynsets} if old is not None else {}
+    after = {d.name: d for d in new.dynsets}
+
+    def held(name: str) -> int | None:
+        return None if counts is None else int(counts.get(name, {}).get("elements", 0))
+
+    return {
+        "added": [{"name": n, "size": d.size} for n, d in after.items() if n not in before],
+        "removed": [{"name": n, "elements": held(n)} for n in before if n not in after],
+        "kept": [
+            {
+                "name": n,
+                "elements": held(n),
+                "size": d.size if before[n].size == d.size else {"from": before[n].size, "to": d.size},
+            }
+            for n, d in after.items()
+            if n in before
+        ],
+    }
+
+
 def plan(
     rules: Path = typer.Argument(..., help="rule file (YAML)"),
     iface: str = typer.Option(..., "--iface", "-i", help="interface to compare against"),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
-    rs, new_plan, _ = load_rules(rules)
+    from xdpguard import plancache
+    from xdpguard.rules.compile import plan_from_bytes
+
+    loaded = plancache.load(rules)
+    new_plan = loaded.plan
     st = Iface(iface)
     applied = st.load_applied()
     raw = st.load_plan_bytes()
     old_plan = plan_from_bytes(raw) if raw else None
     old_sum = st.load_summary() or {"rules": {"ingress": {}, "egress": {}}, "order": {}, "settings": {}}
-    new_sum = summary_of(rs)
+    new_sum = loaded.summary
     attached = (st.pin_dir / "link_xdp").exists()
     data: dict[str, Any] = {
         "interface": iface,
@@ -205,6 +247,7 @@ def plan(
         if ov is not None and ov != v:
             data["settings"].append({"setting": k, "from": ov, "to": v})
     data["prefixes"] = _prefix_diff(old_plan, new_plan)
+    data["dynamic_sets"] = _dynset_diff(st, old_plan, new_plan)
     if json_out:
         print_json(data)
         return
@@ -235,6 +278,17 @@ def plan(
     for dname, fields in data["prefixes"].items():
         for fam, f in fields.items():
             console.print(f"  prefixes {dname} {fam}: +{f['added']} -{f['removed']}")
+    ds = data["dynamic_sets"]
+    for d in ds["added"]:
+        console.print(f"  [green]+ dynamic set {d['name']}[/] (size {d['size']}, empty)")
+    for d in ds["removed"]:
+        held = "" if d["elements"] is None else f": its {d['elements']} elements are dropped"
+        console.print(f"  [red]- dynamic set {d['name']}[/]{held}")
+    for d in ds["kept"]:
+        held = "" if d["elements"] is None else f"{d['elements']} elements kept"
+        size = f"size {d['size']['from']} => {d['size']['to']}" if isinstance(d["size"], dict) else ""
+        extra = "; ".join(x for x in (held, size) if x)
+        console.print(f"  dynamic set {d['name']}" + (f": {extra}" if extra else ""))
 
 
 def detach(

@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from xdpguard.cli.common import console, human_bytes, load_rules, print_json
-from xdpguard.rules.compile import map_entries, memory_estimate
-from xdpguard.rules.describe import describe_rule, set_index
 
 
 def check(
@@ -18,6 +15,11 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Validate and compile RULES without root or kernel; print rules, sets and map sizes."""
+    from rich.table import Table
+
+    from xdpguard.rules.compile import map_entries, memory_estimate
+    from xdpguard.rules.describe import describe_rule, set_index
+
     rs, plan, _ = load_rules(rules)
     sets = (
         set_index(rs)

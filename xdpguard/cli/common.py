@@ -10,17 +10,35 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from xdpguard.errors import UsageError
-from xdpguard.rules.compile import Plan, compile_ruleset
-from xdpguard.rules.describe import rule_signatures
-from xdpguard.rules.model import RuleSet
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from xdpguard.rules.compile import Plan
+    from xdpguard.rules.model import RuleSet
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs every command
+    (`--help` included) tens of milliseconds, and most never print through it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+
+console: Console = _LazyConsole(highlight=False, soft_wrap=True)  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True, highlight=False)  # type: ignore[assignment]
 
 # The network namespace the global --netns option entered, for messages and state.
 CONTEXT: dict[str, str | None] = {"netns": None}
@@ -28,6 +46,7 @@ CONTEXT: dict[str, str | None] = {"netns": None}
 
 def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     """Parse and compile a rule file; returns the model, the plan and the file text."""
+    from xdpguard.rules.compile import compile_ruleset
     from xdpguard.rules.parse import load
 
     rs = load(path)  # reports unreadable files and bad encodings as path:line errors
@@ -36,6 +55,8 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
 
 def summary_of(rs: RuleSet) -> dict[str, Any]:
     """What the state dir keeps about an applied rule set, for `plan` and `status`."""
+    from xdpguard.rules.describe import rule_signatures
+
     return {
         "rules": rule_signatures(rs),
         "order": {

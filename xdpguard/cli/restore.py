@@ -9,7 +9,6 @@ rule set is restored in the namespace it was applied in.
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 
 from xdpguard.cli.common import console, err_console, print_json
 from xdpguard.errors import XdpguardError
@@ -25,6 +24,8 @@ def restore(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Re-attach recorded rule sets whose pins are gone (after a reboot); skip attached interfaces."""
+    from rich.markup import escape
+
     from xdpguard.restore import FAILED
     from xdpguard.restore import restore as do_restore
 

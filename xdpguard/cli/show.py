@@ -5,15 +5,16 @@ block_for (a map delete; the rule set stays as it is)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from xdpguard.cli.common import console, print_json
 from xdpguard.errors import UsageError, XdpguardError
 from xdpguard.state import Iface, known_ifaces
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _targets(iface: list[str]) -> list[str]:
@@ -65,6 +66,10 @@ def status(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
         )
+        for name, ds in s.get("dynamic_sets", {}).items():
+            tmo = f", timeout {ds['timeout']:g}s" if ds["timeout"] else ""
+            count = f"{ds['elements']:,} element" + ("" if ds["elements"] == 1 else "s")
+            console.print(f"  dynamic set {name}: {count} (size {ds['size']:,}{tmo})")
         pc = s.get("pending_confirm")
         if pc:
             target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
@@ -87,6 +92,8 @@ def status(
 
 
 def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=f"{st['interface']}", title_justify="left")
     for col in ("direction", "rule", "action", "packets", "bytes", "over limit"):
         t.add_column(col, justify="left" if col in ("direction", "rule", "action") else "right")
@@ -156,6 +163,9 @@ def stats(
                 )
         return
     prev: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    from rich.live import Live
+    from rich.table import Table
 
     def render() -> Table:
         outer = Table.grid()

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from xdpguard.casetest import Result
 
 from xdpguard.cli.common import console, load_rules, print_json
@@ -82,6 +82,9 @@ def test(
 
 
 def _print(results: list[Result], rules: str, cases: str, mode: str, failures_only: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     blocks: list[list[str] | Table] = []
     if not failures_only:
         t = Table(title=f"{cases} against {rules}, checked by {MODES[mode]}", title_justify="left")
@@ -110,6 +113,8 @@ def _print(results: list[Result], rules: str, cases: str, mode: str, failures_on
 
 
 def _styled(diff: list[str]) -> list[str]:
+    from rich.markup import escape
+
     """The diff with rich markup: what was expected in green, what came in red."""
     out = []
     for line in diff:

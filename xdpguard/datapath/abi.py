@@ -55,6 +55,12 @@ CFG_NDP_RULES = 1 << 2
 CFG_DEFAULT_DROP = 1 << 3
 CFG_HAS_STATE = 1 << 4
 CFG_HAS_BLOCK = 1 << 5
+CFG_HAS_DYN = 1 << 6
+
+MAX_DYNSETS = 16
+MAX_DYNREFS = 16
+MAX_DYNGROUPS = 8
+DYN_SLOTS = NHALVES * MAX_DYNSETS
 
 LIMIT_NONE = 0
 LIMIT_PPS = 1
@@ -159,6 +165,39 @@ def addr_table(half: int, fld: int, v6: bool) -> int:
     return half * 4 + (fld - 1) * 2 + int(v6)
 
 
+def dyn_slot(half: int, k: int) -> int:
+    """Slot of the dynamic-set outer maps (XG_DYN_SLOT): set k of the half's plan."""
+    return half * MAX_DYNSETS + k
+
+
+class DynElem(C.Structure):
+    _fields_ = [("expires_ns", C.c_uint64)]
+
+
+class DynKey6(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 16)]
+
+
+class LpmKey4(C.Structure):
+    _fields_ = [("plen", C.c_uint32), ("addr", C.c_uint8 * 4)]
+
+
+class LpmKey6(C.Structure):
+    _fields_ = [("plen", C.c_uint32), ("addr", C.c_uint8 * 16)]
+
+
+class DynRef(C.Structure):
+    _fields_ = [("field", C.c_uint8), ("slot", C.c_uint8), ("group", C.c_uint8), ("pad", C.c_uint8)]
+
+
+class DynCfg(C.Structure):
+    _fields_ = [
+        ("nrefs", C.c_uint32 * 2),
+        ("base", C.c_uint32 * 2),
+        ("ref", (DynRef * MAX_DYNREFS) * 2),
+    ]
+
+
 class FlowKey(C.Structure):
     _fields_ = [
         ("family", C.c_uint8),
@@ -225,6 +264,12 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_event_cfg": EventCfg,
     "xg_event_rate": EventRate,
     "xg_event": Event,
+    "xg_dyn_elem": DynElem,
+    "xg_dyn_key6": DynKey6,
+    "xg_lpm_key4": LpmKey4,
+    "xg_lpm_key6": LpmKey6,
+    "xg_dynref": DynRef,
+    "xg_dyncfg": DynCfg,
 }
 
 # Constants checked against the header: name in C -> value here.
@@ -292,6 +337,11 @@ CONSTANTS: dict[str, int] = {
     "XG_CFG_NDP_RULES": CFG_NDP_RULES,
     "XG_CFG_DEFAULT_DROP": CFG_DEFAULT_DROP,
     "XG_CFG_HAS_STATE": CFG_HAS_STATE,
+    "XG_CFG_HAS_DYN": CFG_HAS_DYN,
+    "XG_MAX_DYNSETS": MAX_DYNSETS,
+    "XG_MAX_DYNREFS": MAX_DYNREFS,
+    "XG_MAX_DYNGROUPS": MAX_DYNGROUPS,
+    "XG_DYN_SLOTS": DYN_SLOTS,
     "XG_ACT_ALLOW": ACT_ALLOW,
     "XG_ACT_DROP": ACT_DROP,
 }

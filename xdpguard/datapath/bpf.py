@@ -836,3 +836,35 @@ def rcu_barrier() -> None:
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, f"membarrier(MEMBARRIER_CMD_GLOBAL): {os.strerror(err)}")
     time.sleep(0.02)
+
+
+def map_update_batch_partial(
+    fd: int, keys: Sequence[bytes], values: Sequence[bytes], flags: int = BPF_ANY
+) -> tuple[int, int]:
+    """Write keys[i] -> values[i] in order until the kernel refuses one.
+
+    Returns (how many were written, the errno of the refused one or 0).
+    With BPF_NOEXIST an existing key stops the batch with EEXIST, and a full
+    map with E2BIG, so the caller learns exactly where, and can go on after it.
+    """
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys but {len(values)} values")
+    opts = ctypes.byref(_BatchOpts(elem_flags=flags))
+    done = 0
+    while done < len(keys):
+        part_k = keys[done : done + _BATCH_CHUNK]
+        part_v = values[done : done + _BATCH_CHUNK]
+        n = _u32(len(part_k))
+        ret = libbpf().bpf_map_update_batch(fd, b"".join(part_k), b"".join(part_v), ctypes.byref(n), opts)
+        if ret < 0:
+            if -ret in _BATCH_FALLBACK:  # no batch support: one element at a time
+                for k, v in zip(keys[done:], values[done:], strict=True):
+                    try:
+                        map_update(fd, k, v, flags)
+                    except BpfError as e:
+                        return done, e.errno or errno.EIO
+                    done += 1
+                return done, 0
+            return done + n.value, -ret
+        done += len(part_k)
+    return done, 0

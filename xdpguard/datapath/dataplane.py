@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi
+from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.errors import KernelError, UsageError
@@ -306,7 +306,7 @@ class Dataplane:
         if missing:
             # Pinned by an older xdpguard: the new programs create the maps
             # it lacked, which get the recorded plan before the swap.
-            if old is None or set(missing) != {"addrs"}:
+            if old is None or not set(missing) <= {"addrs", *M.DYN_PINS}:
                 raise KernelError(
                     f"the pinned maps in {self.pin_dir} lack {', '.join(missing)} and cannot be "
                     f"completed in place; run `xdpguard detach --iface {self.iface.ifname}` and apply again"
@@ -314,8 +314,9 @@ class Dataplane:
             self._replace_programs(plan, fill_for=old)
             gone = M.remove_retired_pins(self.pin_dir)
             res.replaced = True
+            added = "the address tables" if "addrs" in missing else "the dynamic-set maps"
             res.messages.append(
-                "the maps were pinned by an older xdpguard: added the address tables and "
+                f"the maps were pinned by an older xdpguard: added {added} and "
                 "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
             )
         with M.open_maps(self.pin_dir) as m:
@@ -332,6 +333,7 @@ class Dataplane:
                 if program_due:
                     self._replace_programs(plan, fill_for=old)
                     res.replaced = True
+                dynsets.collect(m, plan)
                 res.messages.append("no changes")
                 return res
             if old is not None and not all(holds.values()):
@@ -347,6 +349,13 @@ class Dataplane:
             res.changed = True
             res.writes = self._switch(m, plan, old, holds)
             M.prune_rule_buckets(m, {r.rule_id for d in plan.directions() for r in d.rules})
+            # No half refers to the sets the new plan dropped any more.
+            dropped = dynsets.drop_undeclared(m, plan)
+            if dropped:
+                res.messages.append(
+                    f"dropped the dynamic set{'s' if len(dropped) > 1 else ''} {', '.join(dropped)}"
+                )
+            dynsets.collect(m, plan)
         return res
 
     def _switch(
@@ -454,6 +463,7 @@ class Dataplane:
                         M.write_half(m, h_in, live, d, None, slots, inner)
                     finally:
                         inner.close()
+            dynsets.drop_undeclared(m, live)
         self._ensure_prog_pins()
         for direction in ("egress", "ingress"):
             if direction == "egress" and self.egress_mode == "netlink":
@@ -647,6 +657,7 @@ class Dataplane:
             active = M.read_active(self.pin_dir)
             with M.open_maps(self.pin_dir) as m:
                 kh = M.read_config(m, M.half_of("ingress", active)).plan_hash
+            out["dynamic_sets"] = dynsets.status(self.pin_dir)
             out["active_version"] = active
             out["kernel_plan_hash"] = f"{kh:016x}"
             if applied:

@@ -16,7 +16,7 @@ import struct
 from array import array
 from dataclasses import dataclass, field
 
-from xdpguard.datapath import abi
+from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
@@ -57,7 +57,16 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
     "event_cfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.EventCfg), 1),
     "event_rate": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.EventRate), 1),
+    # dynamic sets (xdpguard/datapath/dynsets.py): per half, the sets its plan declares
+    "dyn4": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
+    "dyn6": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
+    "dynp4": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
+    "dynp6": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
+    "dyncfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.DynCfg), abi.NHALVES),
 }
+# Pins a version before dynamic sets did not have: the new programs create them
+# (empty), and a plan without dynamic sets never reads them.
+DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dyncfg"})
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
     "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
@@ -121,9 +130,11 @@ def pinned_size(pin_dir: str, name: str) -> int | None:
 
 @dataclass
 class Maps:
-    """Open fds of an interface's pinned maps."""
+    """Open fds of an interface's pinned maps (and of the dynamic sets opened on the way)."""
 
     fds: dict[str, int] = field(default_factory=dict)
+    pin_dir: str = ""
+    sets: dict[str, dynsets.SetMaps] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> int:
         return self.fds[name]
@@ -132,6 +143,9 @@ class Maps:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+        for sm in self.sets.values():
+            sm.close()
+        self.sets.clear()
 
     def __enter__(self) -> Maps:
         return self
@@ -141,7 +155,7 @@ class Maps:
 
 
 def open_maps(pin_dir: str) -> Maps:
-    m = Maps()
+    m = Maps(pin_dir=pin_dir)
     try:
         for name in [*EXPECTED_MAPS, *SIZED_MAPS]:
             m.fds[name] = B.obj_get(os.path.join(pin_dir, name))
@@ -196,6 +210,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_HAS_STATE
     if d.uses_block:
         flags |= abi.CFG_HAS_BLOCK
+    if d.dyn_refs:
+        flags |= abi.CFG_HAS_DYN
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
@@ -271,6 +287,8 @@ class HalfWrite:
     bitmaps: int  # fd for the bitmap outer slot
     addrs: dict[int, int]  # address outer slot -> fd, only for tables that change
     config: bytes
+    dyncfg: bytes = b""  # the half's dynamic-set references
+    dyn_slots: dict[str, dict[int, int | None]] = field(default_factory=dict)  # dynsets.slot_writes()
 
 
 def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
@@ -386,7 +404,14 @@ def write_half(
             [_u32(base + r.index) for r in d.rules],
             [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
         )
-    hw = HalfWrite(half, inner.bitmaps, addrs, config_bytes(plan, d))
+    hw = HalfWrite(
+        half,
+        inner.bitmaps,
+        addrs,
+        config_bytes(plan, d),
+        dynsets.dyncfg_bytes(plan, d),
+        dynsets.slot_writes(dm, half, plan),
+    )
     if commit:
         commit_halves(dm, [hw])
     return st, hw
@@ -430,6 +455,9 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
     if slots:
         B.map_update_batch(dm["addrs"], [_u32(s) for s, _ in slots], [_u32(fd) for _, fd in slots])
     B.map_update_batch(dm["bitmaps"], [_u32(hw.half) for hw in halves], [_u32(hw.bitmaps) for hw in halves])
+    dynsets.commit_slots(dm, [hw.dyn_slots for hw in halves])
+    for hw in halves:
+        B.map_update(dm["dyncfg"], _u32(hw.half), hw.dyncfg)
     for hw in halves:
         B.map_update(dm["config"], _u32(hw.half), hw.config)
 

@@ -3,7 +3,9 @@
 Same lookups (the address tables' multibit tries, walked node by node as
 the program walks them, arrays, elementary intervals), same
 AND of bitmaps word by word guided by the summary word, same handling of
-fragments, malformed frames, non-IP and NDP.  Agreement with reference.py
+fragments, malformed frames, non-IP and NDP, and the same OR of a
+dynamic-set combination into the src or dst bitmap when the address is in
+some dynamic set (`dyn`: set name -> live elements).  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
 (BPF_PROG_TEST_RUN) proves the program.
 """
@@ -30,7 +32,7 @@ from xdpguard.rules.compile import (
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
-from xdpguard.rules.reference import DROP, PASS, Verdict
+from xdpguard.rules.reference import DROP, PASS, DynContents, Verdict
 
 
 class _Iv:
@@ -74,13 +76,13 @@ class PlanClassifier:
             _Iv(d.icmp),
         )
 
-    def classify(self, direction: str, pkt: Packet) -> Verdict:
-        v = self._decide(direction, pkt)
+    def classify(self, direction: str, pkt: Packet, dyn: DynContents | None = None) -> Verdict:
+        v = self._decide(direction, pkt, dyn or {})
         if self.plan.mode == Mode.AUDIT and v.action == DROP:
             return Verdict(PASS, v.reason, v.rule_index)
         return v
 
-    def _decide(self, direction: str, pkt: Packet) -> Verdict:
+    def _decide(self, direction: str, pkt: Packet, dyn: DynContents) -> Verdict:
         plan = self.plan
         if pkt.kind == MALFORMED:
             return Verdict(DROP, "malformed")
@@ -90,24 +92,29 @@ class PlanClassifier:
             return Verdict(PASS, "ndp")
         dd = self.dirs[direction]
         d = dd.plan
-        idx = self._match(dd, pkt)
+        idx = self._match(dd, pkt, dyn)
         if idx is None:
             return Verdict(DROP if d.default == Action.DROP else PASS, "default")
         r = d.rules[idx]
         return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx)
 
-    def _match(self, dd: _Dir, pkt: Packet) -> int | None:
+    def _match(self, dd: _Dir, pkt: Packet, dyn: DynContents) -> int | None:
         d = dd.plan
         if d.nwords == 0:
             return None
         bases = d.bases
         picked: list[int] = []  # global bitmap indexes to AND
+        ors: dict[int, int] = {}  # position in picked -> global index ORed into it
 
         def use(fld: int, local: int | None) -> bool:
             if local is None:
                 return False  # the BPF program counts an error and takes the default
             if d.field_mask & (1 << fld):
                 picked.append(bases[fld] + local)
+                if fld in (F_SRC, F_DST):
+                    combo = self._dyn_combo(d, fld, pkt, dyn)
+                    if combo is not None:
+                        ors[len(picked) - 1] = combo
             return True
 
         v4 = pkt.family == 4
@@ -133,7 +140,21 @@ class PlanClassifier:
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
                 picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))
-        return _first_rule(d.nwords, [dd.bitmaps[i] for i in picked])
+        return _first_rule(
+            d.nwords, [dd.bitmaps[g] | (dd.bitmaps[ors[i]] if i in ors else 0) for i, g in enumerate(picked)]
+        )
+
+    @staticmethod
+    def _dyn_combo(d: DirectionPlan, fld: int, pkt: Packet, dyn: DynContents) -> int | None:
+        """Global index of the combination to OR into field fld's bitmap, or None."""
+        addr = pkt.src if fld == F_SRC else pkt.dst
+        mask = 0
+        for ref in d.dyn_refs:
+            if ref.field == fld and any(p.contains(pkt.family, addr) for p in dyn.get(ref.set, ())):
+                mask |= 1 << ref.group
+        if not mask:
+            return None
+        return d.dyn_base(0 if fld == F_SRC else 1) + mask
 
 
 def _first_rule(nwords: int, bms: list[int]) -> int | None:

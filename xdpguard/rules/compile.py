@@ -22,11 +22,14 @@ import math
 import struct
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from xdpguard.errors import RuleError
 from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
+    MAX_DYNGROUPS,
+    MAX_DYNREFS,
     Action,
     AddrMatch,
     Direction,
@@ -125,6 +128,29 @@ class LimitPlan:
 
 
 @dataclass(frozen=True)
+class DynSetPlan:
+    """A dynamic set the rule file declares; its slot is its position in Plan.dynsets."""
+
+    name: str
+    size: int  # the most elements it holds
+    timeout_ns: int  # default lifetime of an element (0: none)
+
+
+@dataclass(frozen=True)
+class DynRef:
+    """Rules of a direction refer to dynamic set `set` in address field `field`.
+
+    `group` numbers the distinct bitmap of rules doing so in that field: a
+    packet whose address is in the set turns that group's bit on, and the
+    bitmap for the resulting mask of groups is ORed into the field's.
+    """
+
+    field: int  # F_SRC | F_DST
+    set: str
+    group: int
+
+
+@dataclass(frozen=True)
 class RulePlan:
     index: int
     name: str
@@ -159,10 +185,37 @@ class DirectionPlan:
     new_idx: int
     ones_idx: int
     field_mask: int
+    # Dynamic sets: which (field, set) pairs rules refer to, and per address
+    # field (src, dst) the distinct rule bitmaps of those references.
+    dyn_refs: tuple[DynRef, ...] = ()
+    dyn_groups: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
     @property
     def nrules(self) -> int:
         return len(self.rules)
+
+    def dyn_combos(self, fi: int) -> list[int]:
+        """For address field fi (0 src, 1 dst): the OR of the groups in every
+        membership mask, mask 0 (nothing to add) first; none when no rule
+        refers to a dynamic set in the field."""
+        groups = self.dyn_groups[fi]
+        if not groups:
+            return []
+        out = []
+        for mask in range(1 << len(groups)):
+            bm = 0
+            for g, v in enumerate(groups):
+                if mask >> g & 1:
+                    bm |= v
+            out.append(bm)
+        return out
+
+    def dyn_base(self, fi: int) -> int:
+        """Global bitmap index of field fi's mask-0 combination (they follow every table)."""
+        base = sum(len(t) for t in self.tables)
+        if fi == 1 and self.dyn_groups[0]:
+            base += 1 << len(self.dyn_groups[0])
+        return base
 
     @property
     def bases(self) -> tuple[int, ...]:
@@ -174,14 +227,14 @@ class DirectionPlan:
 
     @property
     def nbitmaps(self) -> int:
-        return sum(len(t) for t in self.tables)
+        return sum(len(t) for t in self.tables) + sum(1 << len(g) for g in self.dyn_groups if g)
 
     def global_index(self, fld: int, local: int) -> int:
         return self.bases[fld] + local
 
     def all_bitmaps(self) -> list[int]:
         """Every bitmap in global-index order (what the bitmap map holds)."""
-        return [b for t in self.tables for b in t]
+        return [b for t in self.tables for b in t] + self.dyn_combos(0) + self.dyn_combos(1)
 
     @property
     def uses_block(self) -> bool:
@@ -205,11 +258,15 @@ class Plan:
     tmo_icmp: int
     flow_table_size: int
     limit_table_size: int
+    dynsets: tuple[DynSetPlan, ...] = ()  # sorted by name: a set's slot is its index
     source: str = ""
     _bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     def directions(self) -> tuple[DirectionPlan, DirectionPlan]:
         return (self.ingress, self.egress)
+
+    def dynset_slot(self, name: str) -> int:
+        return [s.name for s in self.dynsets].index(name)
 
     def to_bytes(self) -> bytes:
         """Canonical serialisation: the plan's identity (the source path is not part of it)."""
@@ -240,7 +297,7 @@ def digest_hash64(digest: str) -> int:
 def compile_ruleset(rs: RuleSet) -> Plan:
     dirs = []
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
-        dp = _compile_direction(dname, d)
+        dp = _compile_direction(dname, d, rs.source)
         if dp.nbitmaps > MAX_BITMAPS:
             line = d.rules[0].line if d.rules else 1
             raise RuleError(
@@ -261,11 +318,15 @@ def compile_ruleset(rs: RuleSet) -> Plan:
         tmo_icmp=rs.state_timeouts.icmp,
         flow_table_size=rs.flow_table_size,
         limit_table_size=rs.limit_table_size,
+        dynsets=tuple(
+            DynSetPlan(s.name, s.size, round(s.timeout * NSEC) if s.timeout else 0)
+            for s in sorted((s for s in rs.sets if s.dynamic), key=lambda s: s.name)
+        ),
         source=rs.source,
     )
 
 
-def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
+def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> DirectionPlan:
     rules = d.rules
     n = len(rules)
     allones = (1 << n) - 1
@@ -345,6 +406,13 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         if fld != F_EXTRA and t != (allones,):
             field_mask |= 1 << fld
 
+    dyn_refs: list[DynRef] = []
+    dyn_groups: list[tuple[int, ...]] = []
+    for fld, get in ((F_SRC, _src), (F_DST, _dst)):
+        refs, groups = _dyn_field(rules, get, fld, dname, source)
+        dyn_refs += refs
+        dyn_groups.append(groups)
+
     return DirectionPlan(
         name=dname,
         default=d.default,
@@ -365,7 +433,56 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         new_idx=pos[F_EXTRA][new],
         ones_idx=pos[F_EXTRA][allones],
         field_mask=field_mask,
+        dyn_refs=tuple(dyn_refs),
+        dyn_groups=(dyn_groups[0], dyn_groups[1]),
     )
+
+
+def _src(r: Rule) -> AddrMatch | None:
+    return r.match.src
+
+
+def _dst(r: Rule) -> AddrMatch | None:
+    return r.match.dst
+
+
+def _dyn_field(
+    rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None], fld: int, dname: str, source: str
+) -> tuple[list[DynRef], tuple[int, ...]]:
+    """References to dynamic sets in one address field, and the field's groups.
+
+    The static tables treat a dynamic set as empty; the rules referring to
+    set S are then added per packet when the address is in S.  Sets that the
+    very same rules refer to share a group, so the number of groups (and of
+    precompiled combinations, 2**groups - 1) stays small.
+    """
+    by_set: dict[str, int] = {}
+    for i, r in enumerate(rules):
+        am = get(r)
+        for name in am.dynamic if am is not None else ():
+            by_set[name] = by_set.get(name, 0) | (1 << i)
+    groups = tuple(sorted(set(by_set.values())))
+    if len(groups) > MAX_DYNGROUPS:
+        # Point at the first rule of the first group past the limit, in file order.
+        firsts = sorted(min(r.line for i, r in enumerate(rules) if g >> i & 1) for g in groups)
+        line = firsts[MAX_DYNGROUPS]
+        raise RuleError(
+            source,
+            line,
+            f"{dname}: rules refer to dynamic sets in {FIELD_NAMES[fld]} in {len(groups)} different "
+            f"ways, more than the limit of {MAX_DYNGROUPS}; let rules that block the same feed share one set",
+        )
+    if len(by_set) > MAX_DYNREFS:  # (a rule file declares at most MAX_DYNSETS, the same number)
+        first = next(r for r in rules if (am := get(r)) is not None and am.dynamic)
+        raise RuleError(
+            source,
+            first.line,
+            f"{dname}: rules refer to {len(by_set)} dynamic sets in {FIELD_NAMES[fld]}, "
+            f"more than the limit of {MAX_DYNREFS}",
+        )
+    gid = {g: i for i, g in enumerate(groups)}
+    refs = [DynRef(fld, name, gid[bm]) for name, bm in sorted(by_set.items())]
+    return refs, groups
 
 
 def _lpm_field(
@@ -530,7 +647,7 @@ _MAGIC = b"XGPLAN1\n"
 
 
 def _serialise(plan: Plan) -> bytes:
-    head = {
+    head: dict[str, object] = {
         "mode": plan.mode.value,
         "non_ip": plan.non_ip.value,
         "ndp": plan.ndp,
@@ -539,6 +656,8 @@ def _serialise(plan: Plan) -> bytes:
         "limit_table_size": plan.limit_table_size,
         "dirs": [_dir_head(d) for d in plan.directions()],
     }
+    if plan.dynsets:  # only then: a rule set without dynamic sets keeps its digest
+        head["dynsets"] = [[s.name, s.size, s.timeout_ns] for s in plan.dynsets]
     parts = [_MAGIC, _blob(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())]
     for d in plan.directions():
         nbytes = d.nwords * 8
@@ -550,10 +669,21 @@ def _serialise(plan: Plan) -> bytes:
         parts.append(_blob(array("I", d.tflags).tobytes()))
         for iv in (d.sport, d.dport, d.icmp):
             parts.append(_blob(array("I", [x for t in iv for x in t]).tobytes()))
+        if d.dyn_refs:
+            for groups in d.dyn_groups:
+                parts.append(_blob(b"".join(b.to_bytes(nbytes, "little") for b in groups)))
     return b"".join(parts)
 
 
 def _dir_head(d: DirectionPlan) -> dict[str, object]:
+    head = _dir_head_static(d)
+    if d.dyn_refs:
+        head["dyn_refs"] = [[r.field, r.set, r.group] for r in d.dyn_refs]
+        head["dyn_groups"] = [len(g) for g in d.dyn_groups]
+    return head
+
+
+def _dir_head_static(d: DirectionPlan) -> dict[str, object]:
     return {
         "name": d.name,
         "default": d.default.value,
@@ -590,6 +720,47 @@ def _unpack_lpm(data: bytes, bits: int) -> LpmEntries:
     return out
 
 
+class _LazyPlan(Plan):
+    """A plan whose directions are decoded from its bytes on first use.
+
+    The settings come from the header at once; an apply that changes
+    nothing needs no more, and decoding a million-prefix plan takes time.
+    """
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set yet
+        if name.startswith("__") or "_bytes" not in self.__dict__:
+            raise AttributeError(name)
+        full = plan_from_bytes(self.__dict__["_bytes"], self.__dict__.get("source", ""))
+        for f in fields(Plan):
+            self.__dict__.setdefault(f.name, getattr(full, f.name))
+        return self.__dict__[name]
+
+
+def lazy_plan(data: bytes, source: str = "") -> Plan:
+    """Like plan_from_bytes(), but the directions are decoded only when used."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("not an xdpguard plan")
+    (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
+    off = len(_MAGIC) + 8
+    head = json.loads(data[off : off + n])
+    tmo = head["timeouts"]
+    p = _LazyPlan.__new__(_LazyPlan)
+    p.__dict__.update(
+        mode=Mode(head["mode"]),
+        non_ip=Action(head["non_ip"]),
+        ndp=head["ndp"],
+        tmo_tcp=tmo[0],
+        tmo_udp=tmo[1],
+        tmo_icmp=tmo[2],
+        flow_table_size=head["flow_table_size"],
+        limit_table_size=head["limit_table_size"],
+        dynsets=tuple(DynSetPlan(n, size, t) for n, size, t in head.get("dynsets", ())),
+        source=source,
+        _bytes=data,
+    )
+    return p
+
+
 def plan_from_bytes(data: bytes, source: str = "") -> Plan:
     """Inverse of Plan.to_bytes(): how the state dir keeps the applied plan."""
     if not data.startswith(_MAGIC):
@@ -624,6 +795,12 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
         for _ in range(3):
             flat = array("I", blob())
             ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
+        dyn_groups: list[tuple[int, ...]] = [(), ()]
+        for fi, n in enumerate(dh.get("dyn_groups", ())):
+            raw = blob()
+            dyn_groups[fi] = tuple(
+                int.from_bytes(raw[i * nbytes : (i + 1) * nbytes], "little") for i in range(n)
+            )
         rules = tuple(
             RulePlan(
                 i,
@@ -656,6 +833,8 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 new_idx=dh["new"],
                 ones_idx=dh["ones"],
                 field_mask=dh["field_mask"],
+                dyn_refs=tuple(DynRef(f, name, g) for f, name, g in dh.get("dyn_refs", ())),
+                dyn_groups=(dyn_groups[0], dyn_groups[1]),
             )
         )
     tmo = head["timeouts"]
@@ -670,6 +849,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
         tmo_icmp=tmo[2],
         flow_table_size=head["flow_table_size"],
         limit_table_size=head["limit_table_size"],
+        dynsets=tuple(DynSetPlan(n, size, tmo) for n, size, tmo in head.get("dynsets", ())),
         source=source,
         _bytes=data,
     )

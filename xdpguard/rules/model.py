@@ -36,6 +36,15 @@ TCP_FLAG_BITS = {
 MAX_RULES = 4096
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
 
+# Dynamic sets (elements added at run time): limits the data plane is built
+# for, mirrored by XG_MAX_DYNSETS, XG_MAX_DYNREFS and XG_MAX_DYNGROUPS in the
+# ABI header (tests/unit/test_abi.py holds them equal).
+MAX_DYNSETS = 16  # dynamic sets per rule file
+MAX_DYNREFS = 16  # sets that rules of one direction refer to in one address field
+MAX_DYNGROUPS = 8  # per direction and address field: distinct sets of rules referring to them
+DYNSET_DEFAULT_SIZE = 65536
+DYNSET_MAX_SIZE = 16 * 1024 * 1024
+
 
 class Action(StrEnum):
     ALLOW = "allow"
@@ -108,16 +117,20 @@ class TcpFlags:
 
 @dataclass(frozen=True)
 class AddrMatch:
-    """A src or dst condition: the union of `prefixes` (sets already expanded).
+    """A src or dst condition: the union of `prefixes` (static sets already
+    expanded) and of the elements the `dynamic` sets hold when a packet arrives.
 
-    `sets` keeps the set names referenced, for display only.
+    `sets` keeps every set name referenced, for display.
     """
 
     prefixes: tuple[Prefix, ...]
     sets: tuple[str, ...] = ()
+    dynamic: tuple[str, ...] = ()  # dynamic sets: membership is decided per packet
 
     @property
     def families(self) -> frozenset[int]:
+        if self.dynamic:  # a dynamic set can hold either family at any time
+            return frozenset({4, 6})
         return frozenset(p.family for p in self.prefixes)
 
 
@@ -186,6 +199,10 @@ class SetDef:
     prefixes: tuple[Prefix, ...]
     file: str | None  # the set file, when loaded from one
     line: int
+    # A dynamic set has no prefixes here: `xdpguard set` adds its elements at run time.
+    dynamic: bool = False
+    size: int = 0  # dynamic: the most elements it holds
+    timeout: float | None = None  # dynamic: default lifetime of an element, seconds
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,15 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from xdpguard.errors import RuleError
 from xdpguard.rules.model import (
+    DYNSET_DEFAULT_SIZE,
+    DYNSET_MAX_SIZE,
     ICMP_PROTOS,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    MAX_DYNSETS,
     MAX_PREFIXES,
     MAX_RULES,
     PORT_PROTOS,
@@ -73,6 +76,7 @@ __all__ = [
     "ICMP_TYPES",
     "PROTO_NAMES",
     "load",
+    "parse_address",
     "parse_duration",
     "parse_rate",
     "parse_set_file_text",
@@ -149,6 +153,7 @@ RULE_KEYS = ("name", "match", "action", "rate_limit")
 MATCH_KEYS = ("src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "state")
 RATE_LIMIT_KEYS = ("pps", "bps", "burst", "per", "block_for")
 SET_FILE_KEYS = ("file",)
+DYNAMIC_SET_KEYS = ("dynamic", "timeout", "size")
 TIMEOUT_KEYS = ("tcp", "udp", "icmp")
 
 TABLE_SIZE_MIN = 1024
@@ -367,6 +372,14 @@ def _bad_address(text: str, addr: str) -> _BadPrefix:
         reason = re.sub(r" in '[^']*'$", "", str(e))
         reason = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
     return _BadPrefix(f"{_show(text)} is not a valid {family} address{reason}")
+
+
+def parse_address(text: str) -> Prefix:
+    """One address or CIDR as an operator types it; ValueError says what is wrong."""
+    try:
+        return _parse_prefix(text.strip())
+    except _BadPrefix as e:
+        raise ValueError(str(e)) from None
 
 
 def _parse_prefix(text: str) -> Prefix:
@@ -717,7 +730,15 @@ class _Parser:
                 unique = tuple(sorted(set(prefixes), key=_prefix_key))
                 self.count_prefixes(len(unique), vline)
                 self.sets[name] = SetDef(name=name, prefixes=unique, file=None, line=line)
+            elif isinstance(value, _Map) and "dynamic" in value:
+                self.sets[name] = self.dynamic_set(name, value, line)
             elif isinstance(value, _Map):
+                for key in DYNAMIC_SET_KEYS:
+                    if key in value:
+                        self.fail(
+                            value.key_lines[key],
+                            f"set {name}: {key} is for dynamic sets (add dynamic: true, and no file)",
+                        )
                 self.check_keys(value, SET_FILE_KEYS, f"in set {name}")
                 if "file" not in value:
                     self.fail(
@@ -729,6 +750,37 @@ class _Parser:
                     vline,
                     f"set {name}: {_show(value)} must be a list of addresses/CIDRs or {{file: path}}",
                 )
+
+    def dynamic_set(self, name: str, mp: _Map, line: int) -> SetDef:
+        """`{dynamic: true, timeout: DUR, size: N}`: elements come from `xdpguard set` at run time."""
+        vl = mp.value_lines
+        if "file" in mp:
+            self.fail(
+                mp.key_lines["file"],
+                f"set {name}: a dynamic set gets its elements from `xdpguard set add`, not from a file",
+            )
+        self.check_keys(mp, DYNAMIC_SET_KEYS, f"in set {name}")
+        if mp["dynamic"] is not True:
+            self.fail(
+                vl["dynamic"],
+                f"set {name}: dynamic: {_show(mp['dynamic'])} must be true "
+                "(a static set is a list of addresses or {file: path})",
+            )
+        # The name becomes part of pinned map names: keep it as short as a rule name.
+        if not _NAME_RE.fullmatch(name):
+            self.fail(line, f"set {name}: a dynamic set's name is 1-64 letters, digits, '_', '.' or '-'")
+        if sum(1 for s in self.sets.values() if s.dynamic) >= MAX_DYNSETS:
+            self.fail(line, f"set {name}: more than {MAX_DYNSETS} dynamic sets in one rule file")
+        size = DYNSET_DEFAULT_SIZE
+        if "size" in mp:
+            size = self.integer(mp["size"], vl["size"], f"set {name}: size", 1, DYNSET_MAX_SIZE)
+        timeout = None
+        if "timeout" in mp:
+            try:
+                timeout = parse_duration(mp["timeout"])
+            except ValueError as e:
+                self.fail(vl["timeout"], f"set {name}: timeout: {e}")
+        return SetDef(name=name, prefixes=(), file=None, line=line, dynamic=True, size=size, timeout=timeout)
 
     def set_file(self, name: str, rel: Any, line: int, set_line: int) -> SetDef:
         if not isinstance(rel, str) or not rel.strip():
@@ -823,8 +875,8 @@ class _Parser:
         src = self.addr(mp, "src") if "src" in mp else None
         dst = self.addr(mp, "dst") if "dst" in mp else None
         # Empty sets say nothing about the family; they just never match.
-        src_fams = src.families if src is not None and src.prefixes else None
-        dst_fams = dst.families if dst is not None and dst.prefixes else None
+        src_fams = src.families if src is not None and (src.prefixes or src.dynamic) else None
+        dst_fams = dst.families if dst is not None and (dst.prefixes or dst.dynamic) else None
         if src_fams is not None and dst_fams is not None and not src_fams & dst_fams:
             self.fail(
                 vl["dst"],
@@ -922,6 +974,7 @@ class _Parser:
             self.fail(line, f"{key}: empty list (give an address, a CIDR, @set or a list of these)")
         inline: list[Prefix] = []
         set_names: list[str] = []
+        dynamic: list[str] = []
         for item, iline in _items(value, line):
             if not isinstance(item, str):
                 hint = " (quote IPv6 addresses)" if _is_int(item) else ""
@@ -937,6 +990,8 @@ class _Parser:
                     self.fail(iline, f"{key}: unknown set {_show(text)}{hint}")
                 if set_name not in set_names:
                     set_names.append(set_name)
+                    if self.sets[set_name].dynamic:
+                        dynamic.append(set_name)
                 continue
             try:
                 inline.append(_parse_prefix(text))
@@ -952,7 +1007,7 @@ class _Parser:
             for set_name in set_names:
                 union.update(self.sets[set_name].prefixes)
             prefixes = tuple(sorted(union, key=_prefix_key))
-        return AddrMatch(prefixes=prefixes, sets=tuple(set_names))
+        return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic))
 
     def protos(self, value: Any, line: int) -> frozenset[int]:
         if isinstance(value, _Seq) and not value:

@@ -4,15 +4,20 @@ This is deliberately naive (a linear scan over rules and prefixes): it is
 the oracle that the compiled plan (classify.py) and the kernel programs are
 checked against, so it must be obviously right rather than fast.
 Rate limits are not modelled here: a limited rule's verdict is its action
-for a packet within the limit.
+for a packet within the limit.  Dynamic sets hold what the caller says they
+hold at the moment the packet arrives (`dyn`: set name -> live elements).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from xdpguard.rules.model import Action, Mode, Rule, RuleSet, State
+from xdpguard.rules.model import Action, AddrMatch, Mode, Prefix, Rule, RuleSet, State
 from xdpguard.rules.packet import IP, MALFORMED, NON_IP, Packet
+
+# Dynamic set name -> the elements it holds (expired ones left out).
+DynContents = Mapping[str, Iterable[Prefix]]
 
 PASS = "pass"
 DROP = "drop"
@@ -29,11 +34,18 @@ def _act(a: Action) -> str:
     return DROP if a == Action.DROP else PASS
 
 
-def rule_matches(rule: Rule, pkt: Packet) -> bool:
+def _addr_matches(am: AddrMatch, family: int, addr: int, dyn: DynContents) -> bool:
+    if any(p.contains(family, addr) for p in am.prefixes):
+        return True
+    return any(p.contains(family, addr) for name in am.dynamic for p in dyn.get(name, ()))
+
+
+def rule_matches(rule: Rule, pkt: Packet, dyn: DynContents | None = None) -> bool:
     m = rule.match
-    if m.src is not None and not any(p.contains(pkt.family, pkt.src) for p in m.src.prefixes):
+    dyn = dyn or {}
+    if m.src is not None and not _addr_matches(m.src, pkt.family, pkt.src, dyn):
         return False
-    if m.dst is not None and not any(p.contains(pkt.family, pkt.dst) for p in m.dst.prefixes):
+    if m.dst is not None and not _addr_matches(m.dst, pkt.family, pkt.dst, dyn):
         return False
     if m.protos is not None and pkt.proto not in m.protos:
         return False
@@ -59,14 +71,14 @@ def rule_matches(rule: Rule, pkt: Packet) -> bool:
     return True
 
 
-def classify(rs: RuleSet, direction: str, pkt: Packet) -> Verdict:
-    v = _decide(rs, direction, pkt)
+def classify(rs: RuleSet, direction: str, pkt: Packet, dyn: DynContents | None = None) -> Verdict:
+    v = _decide(rs, direction, pkt, dyn or {})
     if rs.mode == Mode.AUDIT and v.action == DROP:
         return Verdict(PASS, v.reason, v.rule_index)
     return v
 
 
-def _decide(rs: RuleSet, direction: str, pkt: Packet) -> Verdict:
+def _decide(rs: RuleSet, direction: str, pkt: Packet, dyn: DynContents) -> Verdict:
     if pkt.kind == MALFORMED:
         return Verdict(DROP, "malformed")
     if pkt.kind == NON_IP:
@@ -76,6 +88,6 @@ def _decide(rs: RuleSet, direction: str, pkt: Packet) -> Verdict:
         return Verdict(PASS, "ndp")
     d = rs.ingress if direction == "ingress" else rs.egress
     for i, rule in enumerate(d.rules):
-        if rule_matches(rule, pkt):
+        if rule_matches(rule, pkt, dyn):
             return Verdict(_act(rule.action), rule.name, i)
     return Verdict(_act(d.default), "default")

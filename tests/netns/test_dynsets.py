@@ -1,0 +1,260 @@
+"""Dynamic sets on a real interface: `xdpguard set` changes verdicts on the wire.
+
+Each test applies a rule file that declares a dynamic set to the lab's B
+side and drives `python -m xdpguard set ...` as an operator (or a feed)
+would, then checks which frames from A still cross the veth pair, and the
+counters and listings the CLI reports.  No apply happens between a `set`
+command and the frames that show its effect.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netns.clihelp import Frames, Guard, describe, expect_ok, guarded, pins, send_and_see, write_rules
+from tests.netns.traffic import Lab, exchange, new_marker, udp_frame
+
+RULES = """\
+    version: 1
+    sets:
+      blk: {{dynamic: true{extra}}}
+      office: [192.0.2.0/24]
+    ingress:
+      default: allow
+      rules:
+        - name: drop-blk
+          match: {{src: "@blk", proto: udp}}
+          action: drop
+    egress:
+      default: allow
+      rules:
+        - name: no-blk-out
+          match: {{dst: "@blk", proto: udp, dport: 7777}}
+          action: drop
+"""
+
+
+def rules(tmp_path: Path, extra: str = "", name: str = "rules.yaml") -> Path:
+    return write_rules(tmp_path, RULES.format(extra=extra), name)
+
+
+@pytest.fixture
+def guard(lab: Lab) -> Iterator[Guard]:
+    with guarded(lab) as g:
+        yield g
+
+
+def probe(lab: Lab) -> set[str]:
+    """Which of A's UDP frames (IPv4 and IPv6, A's own addresses) cross to B."""
+    fx = Frames(lab.a, lab.b)
+    arrived, _ = send_and_see(lab, {"v4": fx.udp(dport=5353), "v6": fx.udp(dport=5353, v6=True)})
+    return arrived
+
+
+def setcmd(g: Guard, *args: str, stdin: str | None = None) -> Any:
+    import subprocess
+    import sys
+
+    from tests.netns.clihelp import REPO, lab_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "xdpguard", "set", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=lab_env(g.lab),
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def set_list(g: Guard, name: str = "blk") -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(expect_ok(setcmd(g, "list", name, "--json")).stdout)
+    return rows
+
+
+def elements(g: Guard, name: str = "blk") -> set[str]:
+    return {r["element"] for r in set_list(g, name)}
+
+
+def test_add_del_flush_change_verdicts_on_the_wire(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path))
+    assert probe(lab) == {"v4", "v6"}
+
+    r = expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))
+    assert "1 added" in r.stdout, describe(r)
+    assert probe(lab) == {"v6"}
+    assert guard.rule("drop-blk")["packets"] == 1
+
+    # an IPv6 prefix holding A's address
+    expect_ok(setcmd(guard, "add", "blk", "fd00:200::/64"))
+    assert probe(lab) == set()
+    assert elements(guard) == {lab.a.ip4, "fd00:200::/64"}
+    assert guard.rule("drop-blk")["packets"] == 3
+
+    r = expect_ok(setcmd(guard, "del", "blk", lab.a.ip4, "198.51.100.1"))
+    assert "1 removed" in r.stdout and "1 were not in it" in r.stdout, describe(r)
+    assert probe(lab) == {"v4"}
+
+    r = expect_ok(setcmd(guard, "flush", "blk"))
+    assert "1 element removed" in r.stdout, describe(r)
+    assert probe(lab) == {"v4", "v6"}
+    assert elements(guard) == set()
+    st = guard.status()
+    assert st["dynamic_sets"]["blk"] == {"elements": 0, "size": 65536, "timeout": None}
+
+
+def test_egress_dst_set(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """The egress program consults the same set, for the destination."""
+    guard.apply(rules(tmp_path))
+
+    def out() -> bool:
+        marker = new_marker()
+        frame = udp_frame(lab.b, lab.a, marker + b"out", dport=7777)
+        try:
+            return bool(exchange(lab, [frame], "b_to_a", marker=marker))
+        except OSError as e:  # a frame the egress program drops fails the send with ENOBUFS
+            assert e.errno == errno.ENOBUFS, e
+            return False
+
+    assert out()
+    expect_ok(setcmd(guard, "add", "blk", "10.200.0.0/24"))
+    assert not out()
+    st = guard.stats()
+    assert [r["packets"] for r in st["egress"]["rules"] if r["name"] == "no-blk-out"] == [1]
+
+
+def test_timeout_expires_without_a_command_and_is_collected(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path, ", timeout: 5s"))
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip6, "--timeout", "1h"))
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))  # the set's default: 5 s
+    rows = {r["element"]: r for r in set_list(guard)}
+    deadline = time.monotonic() + rows[lab.a.ip4]["expires"] + 0.2
+    assert 0 < rows[lab.a.ip4]["expires"] <= 5.0 and rows[lab.a.ip6]["expires"] > 3500
+    assert probe(lab) == set()
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    # No command ran: the program itself saw the element expire.
+    assert probe(lab) == {"v4"}
+    assert guard.status()["dynamic_sets"]["blk"]["elements"] == 2  # stored until collected
+    assert elements(guard) == {lab.a.ip6}
+    expect_ok(setcmd(guard, "add", "blk", "198.51.100.9", "--timeout", "0"))  # 0: never expires
+    assert guard.status()["dynamic_sets"]["blk"]["elements"] == 2  # the expired one was collected
+    rows = {r["element"]: r for r in set_list(guard)}
+    assert rows["198.51.100.9"]["expires"] is None
+
+
+def test_elements_survive_apply_rollback_and_program_replacement(
+    guard: Guard, lab: Lab, tmp_path: Path
+) -> None:
+    v1 = rules(tmp_path)
+    guard.apply(v1)
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))
+    assert probe(lab) == {"v6"}
+
+    # A changed rule file (a rule added in front, the set's size changed).
+    v2 = write_rules(
+        tmp_path,
+        RULES.format(extra=", size: 1000").replace(
+            "      rules:\n        - name: drop-blk",
+            "      rules:\n        - {name: ssh, match: {proto: tcp, dport: 22}, action: drop}\n"
+            "        - name: drop-blk",
+            1,
+        ),
+        "v2.yaml",
+    )
+    res = guard.apply_json(v2)
+    assert res["changed"] is True
+    assert probe(lab) == {"v6"}
+    assert guard.status()["dynamic_sets"]["blk"]["size"] == 1000
+
+    res = guard.apply_json(v2, "--replace-program")
+    assert res["replaced_program"] is True
+    assert probe(lab) == {"v6"}
+
+    expect_ok(guard.cli("rollback", "--iface", lab.b.ifname))
+    assert probe(lab) == {"v6"}
+    assert elements(guard) == {lab.a.ip4}
+
+    # A rule file without the set drops it, elements and all.
+    none = write_rules(tmp_path, "version: 1\ningress: {default: allow}\n", "none.yaml")
+    r = guard.apply(none)
+    assert "dropped the dynamic set blk" in r.stdout, describe(r)
+    assert not [p for p in pins(lab) if "set_" in p]
+    assert probe(lab) == {"v4", "v6"}
+    r = setcmd(guard, "add", "blk", lab.a.ip4)
+    assert r.returncode == 2 and "declares a dynamic set blk" in r.stderr, describe(r)
+    guard.apply(v1)
+    assert elements(guard) == set()
+    assert probe(lab) == {"v4", "v6"}
+
+
+def test_bad_input_exits_2_and_changes_nothing(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path))
+    expect_ok(setcmd(guard, "add", "blk", "198.51.100.1"))
+    cases = [
+        (("add", "nope", "1.2.3.4"), None, "no interface's applied rule file declares a dynamic set nope"),
+        (("add", "office", "1.2.3.4"), None, "office is a static set"),
+        (("add", "blk", "10.200.0.1", "300.1.1.1"), None, '"300.1.1.1" is not a valid IPv4 address'),
+        (("add", "blk", "10.200.0.1", "192.0.2.1/24"), None, "has host bits set (network is 192.0.2.0/24)"),
+        (("add", "blk", "-"), "10.200.0.1\n# fine\nnot-an-ip\n", '<stdin>:3: "not-an-ip" is not an address'),
+        (("add", "blk", "-", "10.200.0.1"), None, "`-` (read stdin) must be the only address"),
+        (("add", "blk", "10.200.0.1", "--timeout", "soon"), None, '--timeout: "soon" is not a duration'),
+        (("add", "blk", "10.200.0.1", "-i", "xb0", "-i", "nosuch0"), None, "not attached to nosuch0"),
+        (("del", "blk", "198.51.100.1", "1.2.3"), None, '"1.2.3" is not a valid IPv4 address'),
+        (("flush", "office"), None, "office is a static set"),
+        (("add", "blk"), None, "give at least one address"),
+    ]
+    for args, stdin, message in cases:
+        r = setcmd(guard, *args, stdin=stdin)
+        want = 1 if "not attached" in message else 2
+        assert r.returncode == want, describe(r)
+        assert message in r.stderr, describe(r)
+        assert "Traceback" not in r.stderr, describe(r)
+    assert elements(guard) == {"198.51.100.1"}
+    assert probe(lab) == {"v4", "v6"}
+    st = guard.status()
+    assert st["dynamic_sets"]["blk"]["elements"] == 1
+
+
+def test_full_set_exits_1_and_says_how_many_were_added(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path, ", size: 3"))
+    expect_ok(setcmd(guard, "add", "blk", "198.51.100.1"))
+    r = setcmd(guard, "add", "blk", "198.51.100.1", "198.51.100.2", lab.a.ip4, "198.51.100.4", "198.51.100.5")
+    assert r.returncode == 1, describe(r)
+    assert "xb0: blk: 2 added, 1 renewed" in r.stderr, describe(r)
+    assert "the set is full (size 3): 2 of 4 new elements were not added" in r.stderr, describe(r)
+    assert elements(guard) == {"198.51.100.1", "198.51.100.2", lab.a.ip4}
+    assert probe(lab) == {"v6"}  # what was added before the set filled works
+    # Renewing what is there still works on a full set; deleting makes room.
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4, "--timeout", "1h"))
+    expect_ok(setcmd(guard, "del", "blk", "198.51.100.1"))
+    expect_ok(setcmd(guard, "add", "blk", "198.51.100.4"))
+
+
+def test_bulk_from_stdin(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path))
+    lines = [f"198.18.{i // 256}.{i % 256}" for i in range(5000)] + ["2001:db8:77::/48", lab.a.ip4]
+    r = expect_ok(setcmd(guard, "add", "blk", "-", "--timeout", "10m", stdin="\n".join(lines) + "\n"))
+    assert "5002 added" in r.stdout, describe(r)
+    assert guard.status()["dynamic_sets"]["blk"]["elements"] == 5002
+    assert probe(lab) == {"v6"}
+    r = expect_ok(setcmd(guard, "del", "blk", "-", stdin="\n".join(lines[:4000]) + "\n"))
+    assert "4000 removed" in r.stdout
+    assert len(set_list(guard)) == 1002
+
+
+def test_detach_removes_the_sets(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    guard.apply(rules(tmp_path))
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))
+    assert [p for p in pins(lab) if "set_" in p]
+    guard.detach()
+    assert pins(lab) == []
+    r = setcmd(guard, "list", "blk")
+    assert r.returncode == 2 and "declares a dynamic set blk" in r.stderr, describe(r)

@@ -1,0 +1,100 @@
+"""The compiled-plan cache: reused only while nothing it was built from changed.
+
+No kernel: the cache is files in the state directory.  Each test checks
+what the cache returns (the same digest as a fresh compile) and whether it
+parsed again (`cached`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xdpguard import plancache
+from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.parse import load
+
+RULES = """\
+version: 1
+sets:
+  blk: {file: lists/blk.netset}
+  dyn: {dynamic: true}
+ingress:
+  rules:
+    - {name: drop-blk, match: {src: ["@blk", "@dyn"]}, action: drop}
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDPGUARD_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "blk.netset").write_text("192.0.2.0/24\n198.51.100.7\n")
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return path
+
+
+def fresh_digest(path: Path) -> str:
+    return compile_ruleset(load(path)).digest
+
+
+def test_second_load_comes_from_the_cache(files: Path) -> None:
+    first = plancache.load(files)
+    assert first.cached is False and first.plan.digest == fresh_digest(files)
+    second = plancache.load(files)
+    assert second.cached is True
+    assert second.plan.digest == first.plan.digest and second.summary == first.summary
+    assert second.text == files.read_text()
+    # settings come without decoding the directions; the directions when asked
+    assert second.plan.dynsets == first.plan.dynsets and "ingress" not in second.plan.__dict__
+    assert second.plan.ingress.nrules == 1
+
+
+def test_a_changed_set_file_is_parsed_again(files: Path) -> None:
+    plancache.load(files)
+    (files.parent / "lists" / "blk.netset").write_text("192.0.2.0/24\n198.51.100.8\n")
+    again = plancache.load(files)
+    assert again.cached is False and again.plan.digest == fresh_digest(files)
+    assert plancache.load(files).cached is True
+
+
+def test_a_changed_rule_file_is_parsed_again(files: Path) -> None:
+    plancache.load(files)
+    files.write_text(RULES.replace("action: drop", "action: allow"))
+    again = plancache.load(files)
+    assert again.cached is False and again.plan.digest == fresh_digest(files)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: (d / "plan.bin").write_bytes((d / "plan.bin").read_bytes()[:-7]),
+        lambda d: (d / "plan.bin").write_bytes(b"XGPLAN1\nnot a plan"),
+        lambda d: (d / "meta.json").write_text("{not json"),
+        lambda d: (d / "meta.json").write_text('{"set_files": 3}'),
+        lambda d: (d / "plan.bin").unlink(),
+    ],
+)
+def test_a_damaged_entry_is_ignored_and_rebuilt(files: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    plancache.load(files)
+    (entry,) = [p for p in plancache.root().iterdir() if not p.name.startswith(".")]
+    damage(entry)
+    again = plancache.load(files)
+    assert again.cached is False and again.plan.digest == fresh_digest(files)
+    assert plancache.load(files).cached is True
+
+
+def test_an_unwritable_cache_still_compiles(files: Path, tmp_path: Path) -> None:
+    plancache.root().parent.mkdir(parents=True)
+    plancache.root().write_text("a file where the cache directory would be")
+    first = plancache.load(files)
+    assert first.cached is False and first.plan.digest == fresh_digest(files)
+
+
+def test_only_the_last_entries_are_kept(files: Path) -> None:
+    for i in range(plancache.KEEP + 3):
+        files.write_text(RULES + f"# {i}\n")
+        plancache.load(files)
+    assert len([p for p in plancache.root().iterdir() if not p.name.startswith(".")]) == plancache.KEEP
