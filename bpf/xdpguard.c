@@ -94,57 +94,6 @@ static __always_inline __u32 xg_reduce(__u64 h32, __u64 n)
 	return (__u32)(((h32 & 0xffffffffULL) * n) >> 32);
 }
 
-/* Raise a TAT word to at least v (never lowers it, whoever writes at once). */
-static __always_inline void xg_raise(__u64 *w, __u64 v)
-{
-#pragma unroll
-	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
-		__u64 old = XG_READ(*w);
-
-		if (old >= v || __sync_val_compare_and_swap(w, old, v) == old)
-			return;
-	}
-}
-
-/* GCRA on one bucket, lock-free: every CPU draws from the same allowance
- * and none waits for another; a lost race re-reads and tries again. */
-static __always_inline int xg_gcra(__u64 *tat, __u64 now, __u64 cost, __u64 burst)
-{
-#pragma unroll
-	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
-		__u64 old = XG_READ(*tat);
-		__u64 next = (old > now ? old : now) + cost;
-
-		if (next - now > burst)
-			return XG_OVER;
-		if (__sync_val_compare_and_swap(tat, old, next) == old)
-			return XG_WITHIN;
-	}
-	return XG_OVER;
-}
-
-/* GCRA on a source's own slot.  The TAT is read before the tag is checked
- * again: whoever takes a slot over first parks its TAT at XG_SLOT_CLAIMING,
- * then writes its tag, then its TAT, so a TAT that belongs to someone else
- * is seen together with their tag. */
-static __always_inline int xg_slot_gcra(struct xg_src_slot *s, __u64 tag, __u64 now, __u64 cost, __u64 burst)
-{
-#pragma unroll
-	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
-		__u64 old = XG_READ(s->tat);
-
-		if (old == XG_SLOT_CLAIMING || ((XG_READ(s->tag) ^ tag) >> XG_TAG_GRACE_BITS))
-			return XG_SLOT_LOST;
-		__u64 next = (old > now ? old : now) + cost;
-
-		if (next - now > burst)
-			return XG_OVER;
-		if (__sync_val_compare_and_swap(&s->tat, old, next) == old)
-			return XG_WITHIN;
-	}
-	return XG_OVER;
-}
-
 /* A packet's source prefix of `plen` bits as two host-order words (an IPv4
  * address in the high half of hi), the bits past plen zero: the identity
  * of its bucket. */
@@ -187,6 +136,74 @@ static __always_inline __u64 xg_below(__u64 a, __u64 b) /* a < b, unsigned: the 
 	return ((~a & b) | (~(a ^ b) & diff)) >> 63;
 }
 
+/* What a packet costs in ns of allowance: q, plus one more with
+ * probability rem / rate.  For bps, len * 8e9 / rate rarely divides, and
+ * truncating would bias the rate up (by 0.4 % for 64-byte frames at 10
+ * Gbit/s); rounding up at random makes the long-run rate exact.  The draw
+ * comes from the bucket's TAT, not from a fresh random number: a packet
+ * over the limit and the next one then see the same draw, so a source
+ * cannot retry its way to the cheaper rounding. */
+static __always_inline __u64 xg_cost_at(const struct xg_rule *r, __u64 q, __u64 rem, __u64 tat)
+{
+	__u64 u = xg_mix(tat) & 0xffffffffULL;
+	/* rate * u / 2^32 in two halves: neither product overflows */
+	__u64 thr = (r->rate >> 32) * u + (((r->rate & 0xffffffffULL) * u) >> 32);
+
+	return q + xg_below(thr, rem);
+}
+
+/* Raise a TAT word to at least v (never lowers it, whoever writes at once). */
+static __always_inline void xg_raise(__u64 *w, __u64 v)
+{
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = XG_READ(*w);
+
+		if (old >= v || __sync_val_compare_and_swap(w, old, v) == old)
+			return;
+	}
+}
+
+/* GCRA on one bucket, lock-free: every CPU draws from the same allowance
+ * and none waits for another; a lost race re-reads and tries again. */
+static __always_inline int xg_gcra(__u64 *tat, __u64 now, const struct xg_rule *r, __u64 q, __u64 rem)
+{
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = XG_READ(*tat);
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
+
+		if (next - now > r->burst_ns)
+			return XG_OVER;
+		if (__sync_val_compare_and_swap(tat, old, next) == old)
+			return XG_WITHIN;
+	}
+	return XG_OVER;
+}
+
+/* GCRA on a source's own slot.  The TAT is read before the tag is checked
+ * again: whoever takes a slot over first parks its TAT at XG_SLOT_CLAIMING,
+ * then writes its tag, then its TAT, so a TAT that belongs to someone else
+ * is seen together with their tag. */
+static __always_inline int xg_slot_gcra(struct xg_src_slot *s, __u64 tag, __u64 now, const struct xg_rule *r,
+					__u64 q, __u64 rem)
+{
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = XG_READ(s->tat);
+
+		if (old == XG_SLOT_CLAIMING || ((XG_READ(s->tag) ^ tag) >> XG_TAG_GRACE_BITS))
+			return XG_SLOT_LOST;
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
+
+		if (next - now > r->burst_ns)
+			return XG_OVER;
+		if (__sync_val_compare_and_swap(&s->tat, old, next) == old)
+			return XG_WITHIN;
+	}
+	return XG_OVER;
+}
+
 /* May a slot with this tag and TAT be taken over at `now`?  Never used, or
  * its owner idle (TAT in the past) for at least the grace its tag names. */
 static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
@@ -204,7 +221,8 @@ static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
  * is lost: an idle owner's bucket is full, the same as a new one); else the
  * count-min sketch, which may over-count a source that shares both its
  * cells with busy ones but never under-counts anyone. */
-static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_pkt *p, __u64 cost, __u64 now)
+static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_pkt *p, __u64 q, __u64 rem,
+					 __u64 now)
 {
 	__u32 zero = 0;
 	struct xg_limiter *lk = xg_limiter.lookup(&zero);
@@ -238,7 +256,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	}
 	if (mine) {
 		__u32 w = (XG_LOWEST_OF_4 >> (mine * 2)) & (XG_SRC_WAYS - 1);
-		int res = xg_slot_gcra(&line->slot[w], tag, now, cost, burst);
+		int res = xg_slot_gcra(&line->slot[w], tag, now, r, q, rem);
 
 		if (res != XG_SLOT_LOST)
 			return res;
@@ -263,7 +281,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 			__u64 base = now < XG_READ(lk->sketch_until) ? xg_sketch_tat(c1, c2) : 0;
 
 			base = base > now ? base : now;
-			__u64 next = base + cost;
+			__u64 next = base + xg_cost_at(r, q, rem, base);
 			int ok = next - now <= burst;
 
 			XG_WRITE(s->tag, tag);
@@ -278,7 +296,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 		__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
 		struct xg_bucket *low = a <= b ? c1 : c2, *high = a <= b ? c2 : c1;
 		__u64 old = a <= b ? a : b;
-		__u64 next = (old > now ? old : now) + cost;
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
 
 		if (next - now > burst)
 			return XG_OVER;
@@ -292,42 +310,23 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	return XG_OVER;
 }
 
-/* What a packet costs in ns of the rule's allowance.  For bps, len * 8e9 /
- * rate rarely divides: the fraction is rounded up with that probability,
- * so the long-run rate is exact rather than biased by truncation. */
-static __always_inline __u64 xg_cost(const struct xg_rule *r, __u64 len)
-{
-	if (r->limit != XG_LIMIT_BPS)
-		return r->cost_ns;
-	__u64 rate = r->rate;
-
-	if (!rate)
-		return 0;
-	__u64 num = len * 8 * XG_NSEC_PER_SEC;
-	__u64 q = num / rate;
-	__u64 rem = num - q * rate;
-
-	if (rem) {
-		__u64 u = bpf_get_prandom_u32();
-		/* rate * u / 2^32 in two halves: neither product overflows */
-		__u64 thr = (rate >> 32) * u + (((rate & 0xffffffffULL) * u) >> 32);
-
-		q += rem > thr;
-	}
-	return q;
-}
-
 static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_pkt *p, __u32 dir, __u64 len,
 					   __u64 now)
 {
-	__u64 cost = xg_cost(r, len);
+	__u64 q = r->cost_ns, rem = 0;
 
+	if (r->limit == XG_LIMIT_BPS && r->rate) {
+		__u64 num = len * 8 * XG_NSEC_PER_SEC;
+
+		q = num / r->rate;
+		rem = num - q * r->rate;
+	}
 	if (r->per_source)
-		return xg_src_within(r, p, cost, now) == XG_WITHIN;
+		return xg_src_within(r, p, q, rem, now) == XG_WITHIN;
 	__u32 k = dir * XG_MAX_SLOTS + r->slot;
 	struct xg_bucket *b = xg_rule_tat.lookup(&k);
 
-	return b && xg_gcra(&b->tat, now, cost, r->burst_ns) == XG_WITHIN;
+	return b && xg_gcra(&b->tat, now, r, q, rem) == XG_WITHIN;
 }
 
 /* The blocked-sources key of a packet: IPv4 address or IPv6 /64 (an IPv4
@@ -353,16 +352,26 @@ static __always_inline __u64 *xg_block_cell(const struct xg_block_key *k)
 }
 
 /* Every ingress packet asks this while a rule uses block_for: one read of
- * the filter answers for nearly all of them, the exact table only when a
- * block may be in force in the packet's cell. */
-static __always_inline int xg_blocked_now(const struct xg_pkt *p, __u64 now)
+ * the filter answers for nearly all of them (not even the clock is read
+ * for an empty cell), the exact table only when a block may be in force
+ * in the packet's cell.  A cell whose blocks have all expired is emptied
+ * by the first packet that finds it so. */
+static __always_inline int xg_blocked_now(const struct xg_pkt *p)
 {
 	struct xg_block_key k = {};
 
 	xg_block_key_of(p, &k);
 	__u64 *cell = xg_block_cell(&k);
-	if (cell && now >= XG_READ(*cell))
+	__u64 until = cell ? XG_READ(*cell) : 1;
+
+	if (!until)
 		return 0;
+	__u64 now = xg_now();
+
+	if (cell && now >= until) {
+		__sync_val_compare_and_swap(cell, until, 0); /* lost to a new block: it stays */
+		return 0;
+	}
 	struct xg_block *b = xg_blocked.lookup(&k);
 	if (!b)
 		return 0;
@@ -679,7 +688,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		xg_count(dir, XG_SLOT_NDP, frame_len);
 		return XG_PASS;
 	}
-	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p, xg_now())) {
+	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p)) {
 		xg_count(dir, XG_SLOT_BLOCKED, frame_len);
 		xg_event(dir, XG_EV_BLOCKED, !drop_ok, &p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;

@@ -132,7 +132,9 @@ class LimitPlan:
             # Recorded by an xdpguard that kept block_for in seconds and had
             # no slot grace (plans in the history outlive an upgrade).
             cost = v[2] or math.ceil(limits.bps_cost_ns(limits.MTU_FRAME, v[1]))
-            return cls(v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7] * NSEC, limits.grace_log2(v[3], cost))
+            return cls(
+                v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7] * NSEC, limits.grace_log2(v[3], cost)
+            )
         return cls(v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7], v[8])
 
 
