@@ -61,7 +61,7 @@ LIMIT = "pps: 100, burst: 10"
 
 def _one_rule(body: str, extra: str = "") -> str:
     return (
-        f"version: 1\n{os.environ.get('XG_TOPLEVEL', '')}ingress:\n  default: drop\n  rules:\n"
+        "version: 1\ningress:\n  default: drop\n  rules:\n"
         + extra
         + f"    - name: web\n      {WEB}\n      action: allow\n{body}"
     )
