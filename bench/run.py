@@ -5,7 +5,9 @@ Writes the rule files once into a temp dir (bench.workload), times
 times `xdpguard apply` (bench.applytime), measures the program's cost
 per packet (bench.progcost) and compares with xdp-filter, nftables and
 iptables-legacy (bench.peers: program cost, receive cost on a veth,
-update cost); results go to bench/results/latest.json and
+update cost), the cost of hostile traffic (bench.hostile: a new source on
+every packet, and a random-source flood next to nft's per-source meter);
+results go to bench/results/latest.json and
 the generated section of docs/benchmarks.md (bench.report), and a plot to
 docs/img/bench-peers.png (bench.plot, matplotlib).  --quick runs
 the same measurements with fewer repetitions and a smaller frame pool
@@ -28,7 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import applytime, checktime, common, limitcost, peers, plot, progcost, report, updates, workload
+from bench import (
+    applytime,
+    checktime,
+    common,
+    hostile,
+    limitcost,
+    peers,
+    plot,
+    progcost,
+    report,
+    updates,
+    workload,
+)
 from xdpguard.datapath import loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +186,14 @@ def run(quick: bool) -> dict[str, Any]:
             t = _stage("rate-limit cost (limited rule against a plain allow rule)")
             results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
             stages["limitcost"] = time.monotonic() - t
+
+            t = _stage("hostile traffic: new sources, cold, and a random-source flood on the veth")
+            try:
+                results["hostile"] = hostile.measure(lab, quick)
+            except Exception as e:  # the other figures are still worth writing
+                print(f"bench: hostile-traffic benchmark failed: {e}", file=sys.stderr)
+                results["hostile"] = {"error": f"{type(e).__name__}: {e}"}
+            stages["hostile"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:

@@ -14,6 +14,7 @@ Pure: no I/O, no kernel, importable wherever `rules/` is.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -61,8 +62,10 @@ def grace_log2(burst_ns: int, cost_ns: int) -> int:
     return max(0, (burst_ns + cost_ns - 1).bit_length())
 
 
-def _fmt_rate(r: Fraction) -> str:
-    return f"{float(r):.6g}"
+def _fmt_rate(cost_ns: int) -> str:
+    r = Fraction(NSEC, cost_ns)
+    text = f"{r.numerator:,}" if r.denominator == 1 else f"{float(r):,.2f}"
+    return f"{text}/s ({cost_ns} ns)"
 
 
 def pps_problem(pps: int | float | Fraction | Decimal) -> str | None:
@@ -71,16 +74,15 @@ def pps_problem(pps: int | float | Fraction | Decimal) -> str | None:
     cost = pps_cost_ns(pps)
     if cost > MAX_WINDOW_NS:
         return f"{pps} packets/s is one packet in more than {MAX_WINDOW_TEXT}: the limiter cannot hold it"
-    got = Fraction(NSEC, cost)
-    if abs(got - want) > ROUNDING_TOLERANCE * want:
-        lo, hi = Fraction(NSEC, cost + 1), Fraction(NSEC, max(1, cost - 1))
-        near = sorted({_fmt_rate(x) for x in (lo, got, hi) if abs(x - want) <= ROUNDING_TOLERANCE * want})
-        alts = f"; rates it can enforce near it: {', '.join(near)}" if near else ""
-        return (
-            f"{pps} packets/s cannot be enforced within 1 %: the limiter counts whole nanoseconds per "
-            f"packet ({cost} ns is {_fmt_rate(got)}/s){alts}; rates up to {NSEC // 100:,}/s always are"
-        )
-    return None
+    if abs(Fraction(NSEC, cost) - want) <= ROUNDING_TOLERANCE * want:
+        return None
+    exact = Fraction(NSEC) / want
+    near = sorted({max(1, math.floor(exact)), max(1, math.ceil(exact))}, reverse=True)
+    return (
+        f"{pps} packets/s cannot be enforced within 1 %: the limiter counts whole nanoseconds per "
+        f"packet, and the nearest rates it can enforce are {' and '.join(map(_fmt_rate, near))}; "
+        f"every rate up to {NSEC // 100:,}/s is within 1 %"
+    )
 
 
 def pps_burst_problem(burst: int, pps: int | float | Fraction | Decimal) -> str | None:

@@ -455,7 +455,8 @@ def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tu
     if _is_int(value) or isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
-        return Decimal(value), ""
+        # A YAML float as written (0.1, not the binary 0.1000000000000000055...).
+        return Decimal(str(value)), ""
     if isinstance(value, str):
         m = pattern.fullmatch(value.strip())
         if m:
