@@ -158,7 +158,13 @@ def test_block_for_with_a_whole_family_bucket() -> None:
         ("{pps: 10, per: source, block_for: 40000d}", ['block_for: "40000d" is longer than']),
         ('{pps: 10, per: source, block_for: "0.0000000001"}', ["whole number of nanoseconds"]),
         ("{pps: 1, burst: 4294967295}", ["burst: 4294967295 packets at 1 packets/s", "2^60 ns"]),
-        ("{pps: 600000000}", ["pps: 600000000 packets/s cannot be enforced within 1 %", "500,000,000/s (2 ns) and 1,000,000,000/s (1 ns)"]),
+        (
+            "{pps: 600000000}",
+            [
+                "pps: 600000000 packets/s cannot be enforced within 1 %",
+                "500,000,000/s (2 ns) and 1,000,000,000/s",
+            ],
+        ),
         ("{pps: 4294967295}", ["pps: 4294967295 packets/s cannot be enforced within 1 %"]),
         ("{bps: 1000gbit, burst: 1522}", ["burst: 1522 bytes at 1000000000000 bit/s last", "too short"]),
     ],
@@ -193,9 +199,8 @@ def test_representable_limits_are_accepted(rate_limit: str) -> None:
 
 
 def test_one_ns_past_the_longest_block_is_an_error() -> None:
-    assert (
-        "is longer than" in error_of(rule('{pps: 10, per: source, block_for: "1152921504.606846977"}')).message
-    )
+    err = error_of(rule('{pps: 10, per: source, block_for: "1152921504.606846977"}'))
+    assert "is longer than" in err.message
 
 
 def test_state_timeouts_past_u32_seconds_are_errors() -> None:
