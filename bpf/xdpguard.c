@@ -184,7 +184,9 @@ static __always_inline int xg_gcra(__u64 *tat, __u64 now, const struct xg_rule *
 /* GCRA on a source's own slot.  The TAT is read before the tag is checked
  * again: whoever takes a slot over first parks its TAT at XG_SLOT_CLAIMING,
  * then writes its tag, then its TAT, so a TAT that belongs to someone else
- * is seen together with their tag. */
+ * is seen together with their tag.  (That needs stores, and loads, to stay
+ * in program order, as x86 keeps them; the volatile accesses keep the
+ * compiler from reordering them.) */
 static __always_inline int xg_slot_gcra(struct xg_src_slot *s, __u64 tag, __u64 now, const struct xg_rule *r,
 					__u64 q, __u64 rem)
 {

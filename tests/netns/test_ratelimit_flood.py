@@ -19,6 +19,7 @@ BPF_PROG_TEST_RUN.  What the limiter promises, each checked here:
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -33,6 +34,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from tests.netns.cli import xg
+from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 
 T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
@@ -274,3 +276,36 @@ def test_bps_is_exact_over_a_long_run_when_a_frame_costs_a_fraction_of_a_ns(lab,
     elapsed = (offered - 1) * step
     exact = (elapsed + 1522 * 8 / 10) / 51.2  # the rate over the run, plus the burst
     assert abs(admitted - exact) <= 0.0005 * exact, (admitted, exact)
+
+
+def test_apply_upgrades_hash_buckets_to_the_fixed_tables(lab, limited, tmp_path: Path) -> None:
+    """Maps pinned by an xdpguard that kept buckets in hash tables: the next
+    apply loads the programs, which make the fixed tables, gives the hash
+    its key, and removes the retired pins; the limit then holds."""
+    limited(rules("{pps: 10, burst: 2, per: source}"))
+    pins = lab.bpffs / lab.b.ifname
+    for name in ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch"):
+        (pins / name).unlink()
+    with B.Fd(B.map_create(B.BPF_MAP_TYPE_HASH, 8, 8, 16384, 0, "old_rule_bk")) as fd:
+        B.obj_pin(fd, str(pins / "rule_buckets"))
+    with B.Fd(B.map_create(B.BPF_MAP_TYPE_LRU_HASH, 32, 8, 65536, 0, "old_src_bk")) as fd:
+        B.obj_pin(fd, str(pins / "src_buckets"))
+
+    out = xg("--netns", lab.b.ns, "apply", str(tmp_path / "limits.yaml"), "--iface", lab.b.ifname, "--json")
+    (res,) = json.loads(out.stdout)
+    assert res["replaced_program"] is True, res
+    msg = " ".join(res["messages"])
+    assert "older xdpguard" in msg and "rule_tat" in msg and "src_buckets" in msg, msg
+    names = set(os.listdir(pins))
+    assert {"rule_tat", "limiter", "block_filter", "src_slots", "src_sketch"} <= names, names
+    assert not {"rule_buckets", "src_buckets"} & names, names
+    with B.Fd(B.obj_get(str(pins / "limiter"))) as fd:
+        raw = B.map_lookup(fd, struct.pack("<I", 0), ctypes.sizeof(abi.Limiter))
+    assert raw is not None and abi.Limiter.from_buffer_copy(raw).key[0] != 0
+
+    run = Runner(lab)  # the new program
+    try:
+        src = Frames().of("192.0.2.99")
+        assert [run.at(T0, src) for _ in range(3)] == [True, True, False]
+    finally:
+        run.close()
