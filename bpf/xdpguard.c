@@ -318,6 +318,8 @@ static __always_inline int xg_within_limit(const struct xg_rule *r, const struct
 	__u64 q = r->cost_ns, rem = 0;
 
 	if (r->limit == XG_LIMIT_BPS && r->rate) {
+		/* No overflow: a frame or skb is far below 2^31 bytes, so this
+		 * stays under 2^64; the parser keeps rate <= 10^15. */
 		__u64 num = len * 8 * XG_NSEC_PER_SEC;
 
 		q = num / r->rate;

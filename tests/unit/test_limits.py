@@ -167,6 +167,11 @@ def test_block_for_with_a_whole_family_bucket() -> None:
         ),
         ("{pps: 4294967295}", ["pps: 4294967295 packets/s cannot be enforced within 1 %"]),
         ("{bps: 1000gbit, burst: 1522}", ["burst: 1522 bytes at 1000000000000 bit/s last", "too short"]),
+        # a rate past a u64 would have wrapped to a small one
+        (
+            "{bps: 100000000000000gbit}",
+            ["bps: 100000000000000000000000 bit/s is more than the limiter handles"],
+        ),
     ],
 )
 def test_unrepresentable_limits_are_errors(rate_limit: str, fragments: list[str]) -> None:

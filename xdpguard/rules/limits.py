@@ -32,6 +32,11 @@ MAX_WINDOW_TEXT = "2^60 ns, about 36 years"
 # refused rather than silently enforcing another limit.
 ROUNDING_TOLERANCE = Fraction(1, 100)
 
+# bps rates are kept in a u64 and multiplied by 32-bit numbers in the data
+# plane; a petabit per second is far beyond any link and keeps all of that
+# (and every frame's cost) well inside 64 bits.
+MAX_BPS = 10**15
+
 # The largest frame a bps limit is computed for when it needs one figure
 # (the grace period): a full-size frame with the Ethernet header and two
 # VLAN tags, as the limiter counts it.
@@ -88,6 +93,12 @@ def pps_problem(pps: int | float | Fraction | Decimal) -> str | None:
 def pps_burst_problem(burst: int, pps: int | float | Fraction | Decimal) -> str | None:
     if burst * pps_cost_ns(pps) > MAX_WINDOW_NS:
         return f"{burst} packets at {pps} packets/s take longer than the limiter can hold ({MAX_WINDOW_TEXT})"
+    return None
+
+
+def bps_problem(bps: int) -> str | None:
+    if bps > MAX_BPS:
+        return f"{bps} bit/s is more than the limiter handles (at most {MAX_BPS} bit/s, 1000000gbit)"
     return None
 
 

@@ -1125,6 +1125,9 @@ class _Parser:
             problem = limits.pps_burst_problem(burst, pps)
         else:
             assert bps is not None
+            problem = limits.bps_problem(bps)
+            if problem:
+                self.fail(vl["bps"], f"bps: {problem}")
             problem = limits.bps_burst_problem(burst, bps)
         if problem:
             self.fail(vl.get("burst", vl.get("bps", vl.get("pps", mp.line))), f"burst: {problem}")
