@@ -67,7 +67,7 @@ TAG_GRACE_BITS = 6
 SLOT_CLAIMING = 2**64 - 1
 SKETCH_UNTIL_STEP = 1 << 24
 BLOCK_V6_PLEN = 64
-BLOCK_FILTER_CELLS = 8192
+BLOCK_FILTER_CELLS = 1024
 
 
 def src_lines(limit_table_size: int) -> int:
