@@ -273,6 +273,63 @@ def _limit_md(lc: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _hostile_md(h: dict[str, Any]) -> list[str]:
+    out = ["### Hostile traffic: a new source on every packet", ""]
+    if "error" in h:
+        return [*out, f"The run failed: {h['error']}", ""]
+    c = h["cold"]
+    out += [
+        f"Method: {c['method']}.",
+        "",
+        "| rule set | IPv4 median | IPv4 - floor | IPv4 ratio "
+        "| IPv6 median | IPv6 - floor | IPv6 ratio | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in c["ipv4"]["median_ns"]:
+        row = [case]
+        for fam in ("ipv4", "ipv6"):
+            f = c[fam]
+            row.append(_ns(f["median_ns"][case]))
+            if case in f["ratio_to_plain"]:
+                row += [_ns(f["minus_floor_ns"][case]), f"{f['ratio_to_plain'][case]:.2f}x"]
+            else:
+                row += ["-", "-"]
+        tgt = c["targets"]["ipv4"].get(case)
+        if tgt is not None:
+            ok = tgt["ok"] and c["targets"]["ipv6"][case]["ok"]
+            row.append(f"<= {tgt['target']}x ({_ok(ok)})")
+        else:
+            row.append("")
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    rx = h.get("receive")
+    if rx is None:
+        return out
+    out += ["#### Random-source flood on the veth (receive cost, ns per packet)", ""]
+    if "error" in rx:
+        return [*out, f"The run failed: {rx['error']}", ""]
+    labels = {
+        "xdp_drop": "bare XDP_DROP (floor)",
+        "xdpguard_drop": "xdpguard `tcp dport 443` drop",
+        "xdpguard_per_source_drop": "xdpguard, the same with a per-source limit",
+        "nft_drop": "nft netdev `tcp dport 443 drop`",
+        "nft_meter_drop": "nft, the same behind a per-source meter",
+    }
+    out += [f"Method: {rx['method']}.", "", "| configuration | ns/packet | - floor |", "|---|---:|---:|"]
+    for k, label in labels.items():
+        if k in rx["configs"]:
+            out.append(
+                f"| {label} | {_ns(rx['configs'][k]['ns_per_pkt'])} | {_ns(rx['minus_floor_ns'][k])} |"
+            )
+    out += [
+        "",
+        f"xdpguard's per-source limit against nft's meter: {rx['ratio_per_source_vs_nft_meter']:.2f}x "
+        f"(target <= 1.0, {_ok(rx['target']['ok'])}).",
+        "",
+    ]
+    return out
+
+
 def _updates_md(u: dict[str, Any]) -> list[str]:
     out = ["### Updates under traffic (zero loss, zero leak)", ""]
     if "error" in u:
@@ -317,6 +374,7 @@ def markdown(results: dict[str, Any]) -> str:
         *_apply_md(results["apply"]),
         *(_peers_md(results["peers"]) if "peers" in results else []),
         *(_limit_md(results["limitcost"]) if "limitcost" in results else []),
+        *(_hostile_md(results["hostile"]) if "hostile" in results else []),
         *(_updates_md(results["updates"]) if "updates" in results else []),
         END,
     ]

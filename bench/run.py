@@ -5,7 +5,9 @@ Writes the rule files once into a temp dir (bench.workload), times
 times `xdpguard apply` (bench.applytime), measures the program's cost
 per packet (bench.progcost) and compares with xdp-filter, nftables and
 iptables-legacy (bench.peers: program cost, receive cost on a veth,
-update cost); results go to bench/results/latest.json and
+update cost), the cost of hostile traffic (bench.hostile: a new source on
+every packet, and a random-source flood next to nft's per-source meter);
+results go to bench/results/latest.json and
 the generated section of docs/benchmarks.md (bench.report), and a plot to
 docs/img/bench-peers.png (bench.plot, matplotlib).  --quick runs
 the same measurements with fewer repetitions and a smaller frame pool
@@ -33,6 +35,7 @@ from bench import (
     checktime,
     common,
     dynsets,
+    hostile,
     limitcost,
     peers,
     plot,
@@ -194,6 +197,14 @@ def run(quick: bool) -> dict[str, Any]:
                 print(f"bench: dynamic-set benchmark failed: {e}", file=sys.stderr)
                 results["dynsets"] = {"error": f"{type(e).__name__}: {e}"}
             stages["dynsets"] = time.monotonic() - t
+
+            t = _stage("hostile traffic: new sources, cold, and a random-source flood on the veth")
+            try:
+                results["hostile"] = hostile.measure(lab, quick)
+            except Exception as e:  # the other figures are still worth writing
+                print(f"bench: hostile-traffic benchmark failed: {e}", file=sys.stderr)
+                results["hostile"] = {"error": f"{type(e).__name__}: {e}"}
+            stages["hostile"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:

@@ -63,75 +63,319 @@ static __always_inline __u64 xg_now(void)
 	return bpf_ktime_get_ns();
 }
 
-/* The packet's source masked to `plen` bits, for per-prefix buckets. */
-static __always_inline void xg_mask_addr(__u8 *out, const __u8 *addr, __u32 plen)
-{
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		int bits = (int)plen - 8 * i;
+/* ---- rate limits: fixed arrays only (see "Rate-limit state" in the header) ---- */
 
-		if (bits >= 8)
-			out[i] = addr[i];
-		else if (bits > 0)
-			out[i] = addr[i] & (__u8)(0xff << (8 - bits));
-		else
-			out[i] = 0;
-	}
+#define XG_READ(x) (*(volatile __typeof__(x) *)&(x))
+#define XG_WRITE(x, v) (*(volatile __typeof__(x) *)&(x) = (v))
+
+/* What one try at a bucket found. */
+enum xg_limit_res {
+	XG_OVER = 0,
+	XG_WITHIN = 1,
+	XG_SLOT_LOST = 2, /* the slot changed owner under us: look again */
+};
+
+/* Two multiply-xorshift rounds: every input bit reaches every output bit,
+ * so the line, the tag and the sketch cells drawn from one hash behave as
+ * independent. */
+static __always_inline __u64 xg_mix(__u64 x)
+{
+	x ^= x >> 32;
+	x *= 0xd6e8feb86659fd93ULL;
+	x ^= x >> 32;
+	x *= 0xd6e8feb86659fd93ULL;
+	x ^= x >> 32;
+	return x;
 }
 
-static __always_inline struct xg_bucket *xg_bucket_for(const struct xg_rule *r, const struct xg_pkt *p)
+/* A 32-bit hash onto 0..n-1 by multiply and shift (no division, no modulo bias to speak of). */
+static __always_inline __u32 xg_reduce(__u64 h32, __u64 n)
 {
-	struct xg_bucket fresh = {};
-
-	if (!r->per_source) {
-		__u64 id = r->rule_id;
-		struct xg_bucket *b = xg_rule_buckets.lookup(&id);
-
-		if (b)
-			return b;
-		xg_rule_buckets.insert(&id, &fresh);
-		return xg_rule_buckets.lookup(&id);
-	}
-	struct xg_src_bucket_key k = { .rule_id = r->rule_id, .family = p->family };
-
-	k.plen = p->family == 4 ? r->plen4 : r->plen6;
-	xg_mask_addr(k.addr, p->src, p->family == 4 ? (__u32)(k.plen < 32 ? k.plen : 32) : k.plen);
-	struct xg_bucket *b = xg_src_buckets.lookup(&k);
-	if (b)
-		return b;
-	xg_src_buckets.insert(&k, &fresh);
-	return xg_src_buckets.lookup(&k);
+	return (__u32)(((h32 & 0xffffffffULL) * n) >> 32);
 }
 
-/* GCRA, lock-free: the bucket is one u64 updated by compare-and-swap, so
- * every CPU draws from the same allowance and none waits for another. */
-static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_pkt *p, __u64 len, __u64 now)
+/* A packet's source prefix of `plen` bits as two host-order words (an IPv4
+ * address in the high half of hi), the bits past plen zero: the identity
+ * of its bucket. */
+static __always_inline void xg_src_words(const struct xg_pkt *p, __u32 plen, __u64 *hi, __u64 *lo)
 {
-	struct xg_bucket *b = xg_bucket_for(r, p);
+	__u64 a, b;
 
-	if (!b)
-		return 0;
-	__u64 cost = r->cost_ns;
-	if (r->limit == XG_LIMIT_BPS)
-		cost = r->rate ? len * 8 * XG_NSEC_PER_SEC / r->rate : 0;
+	__builtin_memcpy(&a, p->src, 8);
+	__builtin_memcpy(&b, p->src + 8, 8);
+	a = __builtin_bswap64(a);
+	b = __builtin_bswap64(b);
+	*hi = plen >= 64 ? a : plen ? a & (~0ULL << (64 - plen)) : 0;
+	*lo = plen >= 128 ? b : plen > 64 ? b & (~0ULL << (128 - plen)) : 0;
+}
+
+/* The least TAT the sketch holds for a source: never below its true TAT. */
+static __always_inline __u64 xg_sketch_tat(struct xg_bucket *c1, struct xg_bucket *c2)
+{
+	__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
+
+	return a < b ? a : b;
+}
+
+/* Branch-free tests, as in xg_addr_lookup: clang would turn a compare into
+ * a branch, and every branch doubles the paths the verifier walks. */
+static __always_inline __u64 xg_is_zero(__u64 x)
+{
+	__u64 neg = -x;
+
+	/* hide that neg is -x, or clang sees (x | -x) >> 63 as x != 0 */
+	asm volatile("" : "+r"(neg));
+	return ((x | neg) >> 63) ^ 1;
+}
+
+static __always_inline __u64 xg_below(__u64 a, __u64 b) /* a < b, unsigned: the borrow of a - b */
+{
+	__u64 diff = a - b;
+
+	asm volatile("" : "+r"(diff));
+	return ((~a & b) | (~(a ^ b) & diff)) >> 63;
+}
+
+/* What a packet costs in ns of allowance: q, plus one more with
+ * probability rem / rate.  For bps, len * 8e9 / rate rarely divides, and
+ * truncating would bias the rate up (by 0.4 % for 64-byte frames at 10
+ * Gbit/s); rounding up at random makes the long-run rate exact.  The draw
+ * comes from the bucket's TAT, not from a fresh random number: a packet
+ * over the limit and the next one then see the same draw, so a source
+ * cannot retry its way to the cheaper rounding. */
+static __always_inline __u64 xg_cost_at(const struct xg_rule *r, __u64 q, __u64 rem, __u64 tat)
+{
+	__u64 u = xg_mix(tat) & 0xffffffffULL;
+	/* rate * u / 2^32 in two halves: neither product overflows */
+	__u64 thr = (r->rate >> 32) * u + (((r->rate & 0xffffffffULL) * u) >> 32);
+
+	return q + xg_below(thr, rem);
+}
+
+/* Raise a TAT word to at least v (never lowers it, whoever writes at once). */
+static __always_inline void xg_raise(__u64 *w, __u64 v)
+{
 #pragma unroll
 	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
-		__u64 old = *(volatile __u64 *)&b->tat;
-		__u64 next = (old > now ? old : now) + cost;
+		__u64 old = XG_READ(*w);
 
-		if (next - now > r->burst_ns)
-			return 0;
-		if (__sync_val_compare_and_swap(&b->tat, old, next) == old)
-			return 1;
+		if (old >= v || __sync_val_compare_and_swap(w, old, v) == old)
+			return;
 	}
-	return 0;
 }
 
-static __always_inline int xg_blocked_now(const struct xg_pkt *p, __u64 now)
+/* GCRA on one bucket, lock-free: every CPU draws from the same allowance
+ * and none waits for another; a lost race re-reads and tries again. */
+static __always_inline int xg_gcra(__u64 *tat, __u64 now, const struct xg_rule *r, __u64 q, __u64 rem)
 {
-	struct xg_block_key k = { .family = p->family };
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = XG_READ(*tat);
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
 
-	__builtin_memcpy(k.addr, p->src, 16);
+		if (next - now > r->burst_ns)
+			return XG_OVER;
+		if (__sync_val_compare_and_swap(tat, old, next) == old)
+			return XG_WITHIN;
+	}
+	return XG_OVER;
+}
+
+/* GCRA on a source's own slot.  The TAT is read before the tag is checked
+ * again: whoever takes a slot over first parks its TAT at XG_SLOT_CLAIMING,
+ * then writes its tag, then its TAT, so a TAT that belongs to someone else
+ * is seen together with their tag.  (That needs stores, and loads, to stay
+ * in program order, as x86 keeps them; the volatile accesses keep the
+ * compiler from reordering them.) */
+static __always_inline int xg_slot_gcra(struct xg_src_slot *s, __u64 tag, __u64 now, const struct xg_rule *r,
+					__u64 q, __u64 rem)
+{
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 old = XG_READ(s->tat);
+
+		if (old == XG_SLOT_CLAIMING || ((XG_READ(s->tag) ^ tag) >> XG_TAG_GRACE_BITS))
+			return XG_SLOT_LOST;
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
+
+		if (next - now > r->burst_ns)
+			return XG_OVER;
+		if (__sync_val_compare_and_swap(&s->tat, old, next) == old)
+			return XG_WITHIN;
+	}
+	return XG_OVER;
+}
+
+/* May a slot with this tag and TAT be taken over at `now`?  Never used, or
+ * its owner idle (TAT in the past) for at least the grace its tag names. */
+static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
+{
+	__u64 grace = 1ULL << (tag & ((1U << XG_TAG_GRACE_BITS) - 1));
+
+	return xg_is_zero(tag) | ((xg_below(now, tat) | xg_below(now - tat, grace)) ^ 1);
+}
+
+/* Index of the lowest set bit of a 4-bit mask, two bits per mask value. */
+#define XG_LOWEST_OF_4 0x12131210U
+
+/* Per-source (and per-prefix) limits.  The source's slot in its line if it
+ * has one; else a slot whose owner has been idle past its grace (nothing
+ * is lost: an idle owner's bucket is full, the same as a new one); else the
+ * count-min sketch, which may over-count a source that shares both its
+ * cells with busy ones but never under-counts anyone. */
+static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_pkt *p, __u64 q, __u64 rem,
+					 __u64 now)
+{
+	__u32 zero = 0;
+	struct xg_limiter *lk = xg_limiter.lookup(&zero);
+
+	if (!lk)
+		return XG_OVER;
+	__u32 plen = p->family == 4 ? r->plen4 : r->plen6;
+	__u64 hi, lo;
+
+	xg_src_words(p, plen, &hi, &lo);
+	__u64 h = xg_mix(lk->key[0] ^ r->rule_id);
+	h = xg_mix(h ^ hi);
+	h = xg_mix(h ^ lo ^ lk->key[1] ^ ((__u64)p->family << 8 | plen));
+	__u64 tag = xg_mix(h ^ lk->key[0]);
+	tag = ((tag | (1ULL << XG_TAG_GRACE_BITS)) & ~((1ULL << XG_TAG_GRACE_BITS) - 1)) |
+	      (r->grace_log2 & ((1U << XG_TAG_GRACE_BITS) - 1));
+
+	__u32 li = xg_reduce(h >> 32, XG_SRC_LINES(XG_LIMIT_SIZE));
+	struct xg_src_line *line = xg_src_slots.lookup(&li);
+	if (!line)
+		return XG_OVER;
+	__u64 burst = r->burst_ns;
+	__u64 mine = 0, spare = 0;
+
+#pragma unroll
+	for (int w = 0; w < XG_SRC_WAYS; w++) {
+		__u64 t = XG_READ(line->slot[w].tag);
+
+		mine |= xg_is_zero((t ^ tag) >> XG_TAG_GRACE_BITS) << w;
+		spare |= xg_slot_free(t, XG_READ(line->slot[w].tat), now) << w;
+	}
+	if (mine) {
+		__u32 w = (XG_LOWEST_OF_4 >> (mine * 2)) & (XG_SRC_WAYS - 1);
+		int res = xg_slot_gcra(&line->slot[w], tag, now, r, q, rem);
+
+		if (res != XG_SLOT_LOST)
+			return res;
+	}
+
+	__u32 i1 = xg_reduce(h, XG_LIMIT_SIZE), i2 = xg_reduce(tag >> 32, XG_LIMIT_SIZE);
+	struct xg_bucket *c1 = xg_src_sketch.lookup(&i1);
+	struct xg_bucket *c2 = xg_src_sketch.lookup(&i2);
+	if (!c1 || !c2)
+		return XG_OVER;
+
+	if (spare) {
+		struct xg_src_slot *s = &line->slot[(XG_LOWEST_OF_4 >> (spare * 2)) & (XG_SRC_WAYS - 1)];
+		__u64 idle = XG_READ(s->tat);
+
+		/* Still free (read again: the scan is a moment old), and ours if the
+		 * compare-and-swap wins; the sketch decides otherwise. */
+		if (xg_slot_free(XG_READ(s->tag), idle, now) &&
+		    __sync_val_compare_and_swap(&s->tat, idle, XG_SLOT_CLAIMING) == idle) {
+			/* The sketch holds debt only while it has been written lately:
+			 * only then can a source bring debt into its new slot. */
+			__u64 base = now < XG_READ(lk->sketch_until) ? xg_sketch_tat(c1, c2) : 0;
+
+			base = base > now ? base : now;
+			__u64 next = base + xg_cost_at(r, q, rem, base);
+			int ok = next - now <= burst;
+
+			XG_WRITE(s->tag, tag);
+			XG_WRITE(s->tat, ok ? next : base);
+			return ok ? XG_WITHIN : XG_OVER;
+		}
+	}
+
+	/* No slot: the sketch decides, on its lesser cell, and raises both. */
+#pragma unroll
+	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
+		__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
+		struct xg_bucket *low = a <= b ? c1 : c2, *high = a <= b ? c2 : c1;
+		__u64 old = a <= b ? a : b;
+		__u64 next = (old > now ? old : now) + xg_cost_at(r, q, rem, old);
+
+		if (next - now > burst)
+			return XG_OVER;
+		if (__sync_val_compare_and_swap(&low->tat, old, next) == old) {
+			xg_raise(&high->tat, next);
+			if (next >= XG_READ(lk->sketch_until))
+				xg_raise(&lk->sketch_until, (next + XG_SKETCH_UNTIL_STEP) & ~(XG_SKETCH_UNTIL_STEP - 1));
+			return XG_WITHIN;
+		}
+	}
+	return XG_OVER;
+}
+
+static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_pkt *p, __u32 dir, __u64 len,
+					   __u64 now)
+{
+	__u64 q = r->cost_ns, rem = 0;
+
+	if (r->limit == XG_LIMIT_BPS && r->rate) {
+		/* No overflow: a frame or skb is far below 2^31 bytes, so this
+		 * stays under 2^64; the parser keeps rate <= 10^15. */
+		__u64 num = len * 8 * XG_NSEC_PER_SEC;
+
+		q = num / r->rate;
+		rem = num - q * r->rate;
+	}
+	if (r->per_source)
+		return xg_src_within(r, p, q, rem, now) == XG_WITHIN;
+	__u32 k = dir * XG_MAX_SLOTS + r->slot;
+	struct xg_bucket *b = xg_rule_tat.lookup(&k);
+
+	return b && xg_gcra(&b->tat, now, r, q, rem) == XG_WITHIN;
+}
+
+/* The blocked-sources key of a packet: IPv4 address or IPv6 /64 (an IPv4
+ * source fills only the first 4 of these bytes, the parser zeroes the rest). */
+static __always_inline void xg_block_key_of(const struct xg_pkt *p, struct xg_block_key *k)
+{
+	k->family = p->family;
+	__builtin_memcpy(k->addr, p->src, XG_BLOCK_V6_PLEN / 8);
+}
+
+static __always_inline __u64 *xg_block_cell(const struct xg_block_key *k)
+{
+	__u32 zero = 0;
+	struct xg_limiter *lk = xg_limiter.lookup(&zero);
+	__u64 a;
+
+	if (!lk)
+		return 0;
+	__builtin_memcpy(&a, k->addr, 8);
+	__u32 idx = xg_mix(lk->key[1] ^ a ^ k->family) & (XG_BLOCK_FILTER_CELLS - 1);
+
+	return xg_block_filter.lookup(&idx);
+}
+
+/* Every ingress packet asks this while a rule uses block_for: one read of
+ * the filter answers for nearly all of them (not even the clock is read
+ * for an empty cell), the exact table only when a block may be in force
+ * in the packet's cell.  A cell whose blocks have all expired is emptied
+ * by the first packet that finds it so. */
+static __always_inline int xg_blocked_now(const struct xg_pkt *p)
+{
+	struct xg_block_key k = {};
+
+	xg_block_key_of(p, &k);
+	__u64 *cell = xg_block_cell(&k);
+	__u64 until = cell ? XG_READ(*cell) : 1;
+
+	if (!until)
+		return 0;
+	__u64 now = xg_now();
+
+	if (cell && now >= until) {
+		__sync_val_compare_and_swap(cell, until, 0); /* lost to a new block: it stays */
+		return 0;
+	}
 	struct xg_block *b = xg_blocked.lookup(&k);
 	if (!b)
 		return 0;
@@ -143,11 +387,15 @@ static __always_inline int xg_blocked_now(const struct xg_pkt *p, __u64 now)
 
 static __always_inline void xg_block_source(const struct xg_pkt *p, const struct xg_rule *r, __u64 now)
 {
-	struct xg_block_key k = { .family = p->family };
-	struct xg_block v = { .until_ns = now + (__u64)r->block_s * XG_NSEC_PER_SEC, .rule_id = r->rule_id };
+	struct xg_block_key k = {};
+	struct xg_block v = { .until_ns = now + r->block_ns, .rule_id = r->rule_id };
 
-	__builtin_memcpy(k.addr, p->src, 16);
+	xg_block_key_of(p, &k);
 	xg_blocked.update(&k, &v);
+	/* After the entry: a reader that sees the raised cell finds the entry. */
+	__u64 *cell = xg_block_cell(&k);
+	if (cell)
+		xg_raise(cell, v.until_ns);
 }
 
 static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_config *cfg, __u32 fld,
@@ -569,7 +817,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		xg_count(dir, XG_SLOT_NDP, frame_len);
 		return XG_PASS;
 	}
-	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p, xg_now())) {
+	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p)) {
 		xg_count(dir, XG_SLOT_BLOCKED, frame_len);
 		xg_event(dir, XG_EV_BLOCKED, !drop_ok, &p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
@@ -586,9 +834,9 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			if (r->limit != XG_LIMIT_NONE) {
 				__u64 now = xg_now();
 
-				if (!xg_within_limit(r, &p, frame_len, now)) {
+				if (!xg_within_limit(r, &p, dir, frame_len, now)) {
 					xg_count2(dir, r->slot, frame_len, 1);
-					if (r->block_s && dir == XG_DIR_INGRESS)
+					if (r->block_ns && dir == XG_DIR_INGRESS)
 						xg_block_source(&p, r, now);
 					xg_event(dir, XG_EV_LIMIT, !drop_ok, &p, r->rule_id, frame_len, ifindex);
 					verdict = drop_ok ? XG_DROP : XG_PASS;

@@ -141,16 +141,18 @@ struct xg_config {
  * <= burst_ns, and then moves TAT there. */
 struct xg_rule {
 	__u64 rule_id;   /* stable id derived from direction and name */
-	__u32 slot;      /* counter slot */
+	__u32 slot;      /* counter slot; also indexes the per-rule bucket */
 	__u8 action;     /* XG_ACT_* */
 	__u8 limit;      /* XG_LIMIT_* */
-	__u8 plen4;      /* per source/N: bucket per IPv4 prefix of this length; */
-	__u8 plen6;      /*   both 0: one bucket for the rule */
+	__u8 plen4;      /* per source: bucket per IPv4 prefix of this length */
+	__u8 plen6;      /*   and per IPv6 prefix of this length */
 	__u64 rate;      /* packets or bits per second */
 	__u64 cost_ns;   /* pps: ns per packet (bps: computed from the length) */
 	__u64 burst_ns;  /* tolerance: the burst, in ns at the rate */
-	__u32 block_s;   /* block_for in seconds, 0 for none */
-	__u32 per_source; /* buckets keyed by source (else one per rule) */
+	__u64 block_ns;  /* block_for in ns, 0 for none */
+	__u8 per_source; /* buckets keyed by source prefix (else one per rule) */
+	__u8 grace_log2; /* a source's slot is kept 2^grace_log2 ns past its TAT */
+	__u8 pad[6];
 };
 
 /* A rule bitmap: bit r of word r/64 is rule r.  summary bit w is set when
@@ -191,26 +193,66 @@ struct xg_flow {
 #define XG_FLOW_REFRESH_NS 1000000000ULL
 #define XG_NSEC_PER_SEC 1000000000ULL
 
-/* Rate-limit buckets.  Per-rule ones in a hash keyed by rule id (room for
- * two full rule sets per direction); per-source ones in an LRU keyed by
- * rule id and masked source, sized by the rule file. */
-#define XG_RULE_BUCKETS (XG_NDIRS * 2 * XG_MAX_RULES)
+/* Rate-limit state.  Nothing here is ever inserted by a packet: every
+ * table is a fixed array, so a flood of new sources costs array reads and
+ * compare-and-swaps, never an allocation or an LRU list operation.
+ *
+ * Per-rule buckets: one xg_bucket per counter slot (dir * XG_MAX_SLOTS +
+ * slot), so a rule keeps its bucket exactly as long as its counters.
+ *
+ * Per-source buckets: `src_slots` is an array of 64-byte lines of
+ * XG_SRC_WAYS exact slots; a source prefix hashes (keyed, per interface)
+ * to one line and is told apart there by a 58-bit tag.  A slot is taken
+ * over only when its owner has been idle (TAT in the past) for the grace
+ * period its tag names, so a source that keeps within its limit never
+ * loses its slot.  A source that finds neither its slot nor a free one is
+ * counted in `src_sketch`, a count-min sketch of GCRA cells (XG_SKETCH_DEPTH
+ * cells per source, the least of them is its TAT, all are raised on
+ * admission): it can only over-estimate a source, so it never admits more
+ * than the source's own bucket would.  See docs/design.md for the bounds. */
 #define XG_LIMIT_DEFAULT_SIZE 65536
 #define XG_LIMIT_TRIES 4 /* compare-and-swap attempts before calling it over */
+#define XG_SRC_WAYS 4
+#define XG_SRC_LINES(size) (((size) + XG_SRC_WAYS - 1) / XG_SRC_WAYS)
+#define XG_SKETCH_DEPTH 2
+#define XG_TAG_GRACE_BITS 6 /* low bits of a slot's tag: log2 of its grace period */
+#define XG_SLOT_CLAIMING 0xffffffffffffffffULL /* a slot's TAT while it changes owner */
+/* Sketch cells hold no debt past limiter.sketch_until; it is raised in steps
+ * of this many ns so that a flood writes it rarely. */
+#define XG_SKETCH_UNTIL_STEP (1ULL << 24)
 
 struct xg_bucket {
 	__u64 tat; /* theoretical arrival time, ns */
 };
 
-struct xg_src_bucket_key {
-	__u64 rule_id;
-	__u8 family;
-	__u8 plen;
-	__u8 pad[6];
-	__u8 addr[16]; /* masked to plen */
+struct xg_src_slot {
+	__u64 tag; /* 0: never used; else hash tag | grace_log2 */
+	__u64 tat;
 };
 
-/* Sources blocked by block_for, until a CLOCK_MONOTONIC time. */
+struct xg_src_line {
+	struct xg_src_slot slot[XG_SRC_WAYS];
+};
+
+/* One per interface (map `limiter`).  The hash key is random, written once
+ * at the first attach, so nobody outside can aim sources at one line. */
+struct xg_limiter {
+	__u64 key[2];
+	__u64 pad[6];
+	__u64 sketch_until; /* own cache line: written under overflow, key read always */
+	__u64 pad2[7];
+};
+
+/* Sources blocked by block_for, until a CLOCK_MONOTONIC time.  An IPv4
+ * source is its address, an IPv6 source its /64 (the rest is zero): the
+ * host that owns a /64 can use any address in it.  In front of the exact
+ * LRU table, `block_filter` holds per hash cell the latest expiry of any
+ * block in that cell, so the check every ingress packet makes is one read
+ * of a small array (8 KiB, so it stays in cache; with B blocks in force,
+ * about B / 1024 of the packets go on to the exact table). */
+#define XG_BLOCK_V6_PLEN 64
+#define XG_BLOCK_FILTER_CELLS 1024
+
 struct xg_block_key {
 	__u8 family;
 	__u8 pad[3];

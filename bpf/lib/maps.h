@@ -48,12 +48,21 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS
  * traffic cannot fill it. */
 BPF_TABLE_PINNED("lru_hash", struct xg_flow_key, struct xg_flow, xg_flows, XG_FLOW_SIZE, XG_PIN("flows"));
 
-/* Rate-limit state, keyed by stable rule id so it survives updates that
- * keep the rule.  XG_LIMIT_SIZE comes from the rule file. */
-BPF_TABLE_PINNED("hash", __u64, struct xg_bucket, xg_rule_buckets, XG_RULE_BUCKETS, XG_PIN("rule_buckets"));
-BPF_TABLE_PINNED("lru_hash", struct xg_src_bucket_key, struct xg_bucket, xg_src_buckets, XG_LIMIT_SIZE,
-		 XG_PIN("src_buckets"));
+/* Rate-limit state: fixed arrays, so packets never insert (see the header).
+ * Per-rule buckets follow the counter slots, which follow stable rule ids,
+ * so a rule that keeps its name keeps its bucket across updates; per-source
+ * slots are tagged by rule id too.  XG_LIMIT_SIZE comes from the rule file. */
+BPF_TABLE_PINNED("array", __u32, struct xg_bucket, xg_rule_tat, XG_NDIRS * XG_MAX_SLOTS, XG_PIN("rule_tat"));
+BPF_TABLE_PINNED("array", __u32, struct xg_limiter, xg_limiter, 1, XG_PIN("limiter"));
+/* BPF_F_MMAPABLE only for its layout: such an array's values start on a page,
+ * so each 64-byte line of slots is one cache line (a plain array's values
+ * start 16 bytes into one, and every line would straddle two). */
+BPF_TABLE_PINNED("array", __u32, struct xg_src_line, xg_src_slots, XG_SRC_LINES(XG_LIMIT_SIZE), XG_PIN("src_slots"),
+		 BPF_F_MMAPABLE);
+BPF_TABLE_PINNED("array", __u32, struct xg_bucket, xg_src_sketch, XG_LIMIT_SIZE, XG_PIN("src_sketch"));
+/* Blocked sources: inserted only when a source goes over a block_for limit. */
 BPF_TABLE_PINNED("lru_hash", struct xg_block_key, struct xg_block, xg_blocked, XG_LIMIT_SIZE, XG_PIN("blocked"));
+BPF_TABLE_PINNED("array", __u32, __u64, xg_block_filter, XG_BLOCK_FILTER_CELLS, XG_PIN("block_filter"));
 
 /* Dynamic sets (see xdpguard.h): per half, the set maps its plan declares.
  * The inner maps are created and pinned per set by `xdpguard apply`; the

@@ -17,6 +17,10 @@ from xdpguard.datapath import abi
 CC = shutil.which("cc") or shutil.which("gcc")
 
 
+# limit_table_size values whose slot-table line count the header and abi.py must agree on.
+LIMIT_SIZES = (1024, 1025, 1027, 1028, 65536, 16 * 1024 * 1024)
+
+
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory):
     if CC is None:
@@ -28,7 +32,9 @@ def c_layout(tmp_path_factory):
         for fname, *_ in cls._fields_:
             lines.append(f'printf("off {cname}.{fname} %zu\\n", offsetof(struct {cname}, {fname}));')
     for const in abi.CONSTANTS:
-        lines.append(f'printf("const {const} %lld\\n", (long long)({const}));')
+        lines.append(f'printf("const {const} %llu\\n", (unsigned long long)({const}));')
+    for size in LIMIT_SIZES:
+        lines.append(f'printf("lines {size} %d\\n", (int)XG_SRC_LINES({size}));')
     for half in range(abi.NHALVES):
         for fld in (abi.F_SRC, abi.F_DST):
             for v6 in (0, 1):
@@ -109,3 +115,16 @@ def test_node_layout_is_what_the_table_builder_writes():
     assert ctypes.sizeof(abi.SNode) == stride.SPARSE_BYTES
     assert abi.SNode.bound.offset == stride.SPARSE_BOUND_OFF
     assert stride.SPARSE_PER_NODE * stride.SPARSE_BYTES == stride.NODE_BYTES
+
+
+@pytest.mark.parametrize("size", LIMIT_SIZES)
+def test_src_lines_match_header(c_layout, size):
+    assert c_layout[f"lines {size}"] == abi.src_lines(size)
+
+
+def test_a_slot_line_is_one_cache_line():
+    import ctypes
+
+    # One line is what a per-source lookup touches: it must not straddle two.
+    assert ctypes.sizeof(abi.SrcLine) == 64
+    assert abi.SRC_WAYS * ctypes.sizeof(abi.SrcSlot) == 64

@@ -702,7 +702,11 @@ def test_egress_accepts_every_other_match_field() -> None:
         ("{pps: 15}", dict(pps=15, burst=2)),
         ("{pps: 1000, burst: 200}", dict(burst=200)),
         ("{pps: 10, per: rule}", dict(per="rule", v4=0, v6=0)),
-        ("{pps: 10, per: source}", dict(per="source", v4=32, v6=128)),
+        # per source: one bucket per IPv4 address and per IPv6 /64 (one subscriber's block)
+        ("{pps: 10, per: source}", dict(per="source", v4=32, v6=64)),
+        ('{pps: 10, per: "source/24,48"}', dict(per="source/24,48", v4=24, v6=48)),
+        ('{pps: 10, per: "source/32, 128"}', dict(per="source/32,128", v4=32, v6=128)),
+        ('{pps: 10, per: "source/0,64"}', dict(per="source/0,64", v4=0, v6=64)),
         ("{pps: 10, per: source/24}", dict(per="source/24", v4=24, v6=24)),
         ("{pps: 10, per: source/64}", dict(per="source/64", v4=32, v6=64)),
         ("{pps: 10, per: source/0}", dict(per="source/0", v4=0, v6=0)),
@@ -1256,12 +1260,12 @@ def test_spec_example(tmp_path: Path) -> None:
     assert ing["ssh-rest"].match == Match(protos=frozenset({TCP}), dport=(PortRange(22, 22),))
     assert ing["dns"].match == Match(protos=frozenset({UDP}), dport=(PortRange(53, 53),))
     assert ing["dns"].rate_limit == RateLimit(
-        pps=1000, bps=None, burst=200, per="source", per_prefix_v4=32, per_prefix_v6=128, block_for=None
+        pps=1000, bps=None, burst=200, per="source", per_prefix_v4=32, per_prefix_v6=64, block_for=None
     )
     syn = ing["syn-guard"]
     assert syn.match.tcp_flags == TcpFlags(set_mask=TCP_FLAG_BITS["syn"], clear_mask=TCP_FLAG_BITS["ack"])
     assert syn.rate_limit == RateLimit(
-        pps=50, bps=None, burst=5, per="source", per_prefix_v4=32, per_prefix_v6=128, block_for=30.0
+        pps=50, bps=None, burst=5, per="source", per_prefix_v4=32, per_prefix_v6=64, block_for=30.0
     )
 
     no_smtp, backups = rs.egress.rules

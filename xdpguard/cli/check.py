@@ -44,6 +44,7 @@ def check(
             for s in rs.sets
         ],
         "memory_bytes": memory_estimate(plan),
+        "warnings": list(rs.warnings),
     }
     for dname, d, dp in (("ingress", rs.ingress, plan.ingress), ("egress", rs.egress, plan.egress)):
         data[dname] = {

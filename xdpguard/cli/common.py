@@ -50,6 +50,8 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     from xdpguard.rules.parse import load
 
     rs = load(path)  # reports unreadable files and bad encodings as path:line errors
+    for w in rs.warnings:  # valid but probably unintended: said, never refused
+        print(w, file=sys.stderr)
     return rs, compile_ruleset(rs), path.read_text()
 
 

@@ -65,9 +65,21 @@ DYN_SLOTS = NHALVES * MAX_DYNSETS
 LIMIT_NONE = 0
 LIMIT_PPS = 1
 LIMIT_BPS = 2
-RULE_BUCKETS = NDIRS * 2 * MAX_RULES
 LIMIT_DEFAULT_SIZE = 65536
 LIMIT_TRIES = 4
+SRC_WAYS = 4
+SKETCH_DEPTH = 2
+TAG_GRACE_BITS = 6
+SLOT_CLAIMING = 2**64 - 1
+SKETCH_UNTIL_STEP = 1 << 24
+BLOCK_V6_PLEN = 64
+BLOCK_FILTER_CELLS = 1024
+
+
+def src_lines(limit_table_size: int) -> int:
+    """Lines of the per-source slot table (XG_SRC_LINES): the size rounded up to whole lines."""
+    return (limit_table_size + SRC_WAYS - 1) // SRC_WAYS
+
 
 ACT_ALLOW = 0
 ACT_DROP = 1
@@ -108,8 +120,10 @@ class RuleEntry(C.Structure):
         ("rate", C.c_uint64),
         ("cost_ns", C.c_uint64),
         ("burst_ns", C.c_uint64),
-        ("block_s", C.c_uint32),
-        ("per_source", C.c_uint32),
+        ("block_ns", C.c_uint64),
+        ("per_source", C.c_uint8),
+        ("grace_log2", C.c_uint8),
+        ("pad", C.c_uint8 * 6),
     ]
 
 
@@ -130,13 +144,20 @@ class Bucket(C.Structure):
     _fields_ = [("tat", C.c_uint64)]
 
 
-class SrcBucketKey(C.Structure):
+class SrcSlot(C.Structure):
+    _fields_ = [("tag", C.c_uint64), ("tat", C.c_uint64)]
+
+
+class SrcLine(C.Structure):
+    _fields_ = [("slot", SrcSlot * SRC_WAYS)]
+
+
+class Limiter(C.Structure):
     _fields_ = [
-        ("rule_id", C.c_uint64),
-        ("family", C.c_uint8),
-        ("plen", C.c_uint8),
-        ("pad", C.c_uint8 * 6),
-        ("addr", C.c_uint8 * 16),
+        ("key", C.c_uint64 * 2),
+        ("pad", C.c_uint64 * 6),
+        ("sketch_until", C.c_uint64),
+        ("pad2", C.c_uint64 * 7),
     ]
 
 
@@ -258,7 +279,9 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_flow_key": FlowKey,
     "xg_flow": Flow,
     "xg_bucket": Bucket,
-    "xg_src_bucket_key": SrcBucketKey,
+    "xg_src_slot": SrcSlot,
+    "xg_src_line": SrcLine,
+    "xg_limiter": Limiter,
     "xg_block_key": BlockKey,
     "xg_block": Block,
     "xg_event_cfg": EventCfg,
@@ -288,9 +311,15 @@ CONSTANTS: dict[str, int] = {
     "XG_LIMIT_NONE": LIMIT_NONE,
     "XG_LIMIT_PPS": LIMIT_PPS,
     "XG_LIMIT_BPS": LIMIT_BPS,
-    "XG_RULE_BUCKETS": RULE_BUCKETS,
     "XG_LIMIT_DEFAULT_SIZE": LIMIT_DEFAULT_SIZE,
     "XG_LIMIT_TRIES": LIMIT_TRIES,
+    "XG_SRC_WAYS": SRC_WAYS,
+    "XG_SKETCH_DEPTH": SKETCH_DEPTH,
+    "XG_TAG_GRACE_BITS": TAG_GRACE_BITS,
+    "XG_SLOT_CLAIMING": SLOT_CLAIMING,
+    "XG_SKETCH_UNTIL_STEP": SKETCH_UNTIL_STEP,
+    "XG_BLOCK_V6_PLEN": BLOCK_V6_PLEN,
+    "XG_BLOCK_FILTER_CELLS": BLOCK_FILTER_CELLS,
     "XG_EVENTS_BYTES": EVENTS_BYTES,
     "XG_EVENTS_DEFAULT_SAMPLE": EVENTS_DEFAULT_SAMPLE,
     "XG_EVENTS_DEFAULT_MAX_RATE": EVENTS_DEFAULT_MAX_RATE,

@@ -79,13 +79,9 @@ COUNTER_WAIT = 2.0
 ARRIVAL_WAIT = 0.3
 ETH_P_ALL = 0x0003
 
-# Maps whose entries carry state from one packet to the next, emptied before each case.
-_STATE_MAPS = (
-    ("flows", M.C_SIZE["flow_key"], M.C_SIZE["flow"]),
-    ("src_buckets", M.C_SIZE["src_bucket_key"], M.C_SIZE["bucket"]),
-    ("rule_buckets", 8, M.C_SIZE["bucket"]),
-    ("blocked", M.C_SIZE["block_key"], M.C_SIZE["block"]),
-)
+# Hash maps whose entries carry state from one packet to the next, emptied
+# before each case (the rate limiter's state is reset by M.reset_limiter).
+_STATE_MAPS = (("flows", M.C_SIZE["flow_key"], M.C_SIZE["flow"]),)
 
 Counts = dict[str, tuple[int, int]]  # reason -> (packets, over-limit packets)
 
@@ -320,6 +316,7 @@ class Bench:
             keys = [k for k, _ in B.map_lookup_batch(fd, key_size, value_size, chunk=256)]
             if keys:
                 B.map_delete_batch(fd, keys)
+        M.reset_limiter(self.maps, self.plan.limit_table_size)
 
 
 def _reason(before: Counts, after: Counts) -> tuple[str, str]:

@@ -182,6 +182,7 @@ class Dataplane:
                     raise KernelError("; ".join(problems))
                 with M.open_maps(self.pin_dir) as m:
                     M.zero_counters_all(m)
+                    M.ensure_limiter_key(m)
                     M.write_event_cfg(m, abi.EVENTS_DEFAULT_SAMPLE, abi.EVENTS_DEFAULT_MAX_RATE)
                     for direction in DIRECTIONS:
                         d = _dir_plan(plan, direction)
@@ -292,7 +293,7 @@ class Dataplane:
             old = plan_from_bytes(raw) if raw is not None else None
         for name, setting, want in (
             ("flows", "flow_table_size", plan.flow_table_size),
-            ("src_buckets", "limit_table_size", plan.limit_table_size),
+            ("src_sketch", "limit_table_size", plan.limit_table_size),
         ):
             have = M.pinned_size(self.pin_dir, name)
             if have is not None and have != want:
@@ -306,7 +307,7 @@ class Dataplane:
         if missing:
             # Pinned by an older xdpguard: the new programs create the maps
             # it lacked, which get the recorded plan before the swap.
-            if old is None or not set(missing) <= {"addrs", *M.DYN_PINS}:
+            if old is None or not set(missing) <= {"addrs", *M.DYN_PINS, *M.LIMITER_MAPS}:
                 raise KernelError(
                     f"the pinned maps in {self.pin_dir} lack {', '.join(missing)} and cannot be "
                     f"completed in place; run `xdpguard detach --iface {self.iface.ifname}` and apply again"
@@ -314,9 +315,8 @@ class Dataplane:
             self._replace_programs(plan, fill_for=old)
             gone = M.remove_retired_pins(self.pin_dir)
             res.replaced = True
-            added = "the address tables" if "addrs" in missing else "the dynamic-set maps"
             res.messages.append(
-                f"the maps were pinned by an older xdpguard: added {added} and "
+                f"the maps were pinned by an older xdpguard: added {', '.join(sorted(missing))} and "
                 "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
             )
         with M.open_maps(self.pin_dir) as m:
@@ -348,7 +348,6 @@ class Dataplane:
                 fault("replaced")
             res.changed = True
             res.writes = self._switch(m, plan, old, holds)
-            M.prune_rule_buckets(m, {r.rule_id for d in plan.directions() for r in d.rules})
             # No half refers to the sets the new plan dropped any more.
             dropped = dynsets.drop_undeclared(m, plan)
             if dropped:
@@ -564,8 +563,9 @@ class Dataplane:
             )
         loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
         try:
-            if fill_for is not None:
-                with M.open_maps(self.pin_dir) as m:
+            with M.open_maps(self.pin_dir) as m:
+                M.ensure_limiter_key(m)  # maps an older xdpguard lacked are new and zero
+                if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))

@@ -34,7 +34,8 @@ C_SIZE = {
     "flow_key": ctypes.sizeof(abi.FlowKey),
     "flow": ctypes.sizeof(abi.Flow),
     "bucket": ctypes.sizeof(abi.Bucket),
-    "src_bucket_key": ctypes.sizeof(abi.SrcBucketKey),
+    "src_line": ctypes.sizeof(abi.SrcLine),
+    "limiter": ctypes.sizeof(abi.Limiter),
     "block_key": ctypes.sizeof(abi.BlockKey),
     "block": ctypes.sizeof(abi.Block),
 }
@@ -53,7 +54,9 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
-    "rule_buckets": (B.BPF_MAP_TYPE_HASH, 8, C_SIZE["bucket"], abi.RULE_BUCKETS),
+    "rule_tat": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"], abi.NDIRS * abi.MAX_SLOTS),
+    "limiter": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["limiter"], 1),
+    "block_filter": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.BLOCK_FILTER_CELLS),
     "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
     "event_cfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.EventCfg), 1),
     "event_rate": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.EventRate), 1),
@@ -70,13 +73,24 @@ DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dyncfg"})
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
     "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
-    "src_buckets": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["src_bucket_key"], C_SIZE["bucket"]),
+    "src_slots": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["src_line"]),
+    "src_sketch": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"]),
     "blocked": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["block_key"], C_SIZE["block"]),
 }
+# Rate-limiter state: all zero is a valid start (full buckets, no blocks;
+# the hash key is written right after the programs are loaded).
+LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch")
 
 
 # Pins of maps earlier xdpguard versions had and this one does not use.
-RETIRED_MAPS = ("src4", "dst4", "src6", "dst6")  # LPM tries, before the address tables
+RETIRED_MAPS = (
+    "src4",  # LPM tries, before the address tables
+    "dst4",
+    "src6",
+    "dst6",
+    "rule_buckets",  # hash and LRU rate-limit buckets, before the fixed arrays
+    "src_buckets",
+)
 
 
 def missing_pins(pin_dir: str) -> list[str]:
@@ -97,7 +111,8 @@ def remove_retired_pins(pin_dir: str) -> list[str]:
 def sized_maps(plan: Plan) -> dict[str, tuple[int, int, int, int]]:
     return {
         "flows": (*SIZED_MAPS["flows"], plan.flow_table_size),
-        "src_buckets": (*SIZED_MAPS["src_buckets"], plan.limit_table_size),
+        "src_slots": (*SIZED_MAPS["src_slots"], abi.src_lines(plan.limit_table_size)),
+        "src_sketch": (*SIZED_MAPS["src_sketch"], plan.limit_table_size),
         "blocked": (*SIZED_MAPS["blocked"], plan.limit_table_size),
     }
 
@@ -238,7 +253,8 @@ def rule_bytes(rp: RulePlan, slot: int) -> bytes:
         r.per_source = int(lim.per_source)
         r.plen4 = lim.plen4 if lim.per_source else 0
         r.plen6 = lim.plen6 if lim.per_source else 0
-        r.block_s = lim.block_s
+        r.block_ns = lim.block_ns
+        r.grace_log2 = lim.grace_log2
     return bytes(r)
 
 
@@ -519,31 +535,71 @@ def zero_counters_all(dm: Maps) -> None:
     B.map_update_batch(
         dm["counters"], [_u32(i) for i in range(n)], [bytes(B.percpu_value_size(C_SIZE["counter"]))] * n
     )
+    _zero_array(dm["rule_tat"], n, C_SIZE["bucket"])
 
 
 def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:
+    """Fresh counters for newly taken slots, and a full per-rule bucket (the slot indexes both)."""
     if not slots:
         return
+    keys = [_slot_key(direction, s) for s in slots]
     zero = bytes(B.percpu_value_size(C_SIZE["counter"]))
-    B.map_update_batch(dm["counters"], [_slot_key(direction, s) for s in slots], [zero] * len(slots))
+    B.map_update_batch(dm["counters"], keys, [zero] * len(slots))
+    B.map_update_batch(dm["rule_tat"], keys, [bytes(C_SIZE["bucket"])] * len(slots))
 
 
-def prune_rule_buckets(dm: Maps, live: set[int]) -> int:
-    keys = [k for k, _ in B.map_lookup_batch(dm["rule_buckets"], 8, C_SIZE["bucket"])]
-    stale = [k for k in keys if struct.unpack("<Q", k)[0] not in live]
-    return B.map_delete_batch(dm["rule_buckets"], stale) if stale else 0
+def _zero_array(fd: int, n: int, value_size: int, chunk: int = 65536) -> None:
+    zero = bytes(value_size)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        B.map_update_batch(fd, [_u32(i) for i in range(start, stop)], [zero] * (stop - start))
+
+
+def ensure_limiter_key(dm: Maps) -> None:
+    """Give the per-source hash its random key, once: a new key would orphan every slot."""
+    raw = B.map_lookup(dm["limiter"], _u32(0), C_SIZE["limiter"])
+    lim = abi.Limiter.from_buffer_copy(raw) if raw else abi.Limiter()
+    if lim.key[0] or lim.key[1]:
+        return
+    k0, k1 = struct.unpack("<QQ", os.urandom(16))
+    lim.key[0], lim.key[1] = k0 | 1, k1  # never all zero: zero means "not written yet"
+    B.map_update(dm["limiter"], _u32(0), bytes(lim))
+
+
+def reset_limiter(dm: Maps, limit_table_size: int) -> None:
+    """Forget all rate-limit state (full buckets, no blocks); the hash key stays."""
+    _zero_array(dm["rule_tat"], abi.NDIRS * abi.MAX_SLOTS, C_SIZE["bucket"])
+    _zero_array(dm["src_slots"], abi.src_lines(limit_table_size), C_SIZE["src_line"])
+    _zero_array(dm["src_sketch"], limit_table_size, C_SIZE["bucket"])
+    _zero_array(dm["block_filter"], abi.BLOCK_FILTER_CELLS, 8)
+    raw = B.map_lookup(dm["limiter"], _u32(0), C_SIZE["limiter"])
+    lim = abi.Limiter.from_buffer_copy(raw) if raw else abi.Limiter()
+    lim.sketch_until = 0
+    B.map_update(dm["limiter"], _u32(0), bytes(lim))
+    keys = [k for k, _ in B.map_lookup_batch(dm["blocked"], C_SIZE["block_key"], C_SIZE["block"])]
+    if keys:
+        B.map_delete_batch(dm["blocked"], keys)
+
+
+def block_prefix_len(family: int) -> int:
+    """What block_for blocks: an IPv4 address, or the /64 an IPv6 address is in."""
+    return 32 if family == 4 else abi.BLOCK_V6_PLEN
 
 
 def _block_key(family: int, addr: int) -> bytes:
     k = abi.BlockKey()
     k.family = family
-    raw = addr.to_bytes(4 if family == 4 else 16, "big")
+    bits = 32 if family == 4 else 128
+    keep = block_prefix_len(family)
+    addr &= ((1 << keep) - 1) << (bits - keep)
+    raw = addr.to_bytes(bits // 8, "big")
     for i, b in enumerate(raw):
         k.addr[i] = b
     return bytes(k)
 
 
 def unblock(dm: Maps, family: int, addr: int) -> bool:
+    """Lift the block on an address (for IPv6, on the /64 it is in)."""
     return B.map_delete(dm["blocked"], _block_key(family, addr))
 
 
@@ -561,10 +617,14 @@ def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
         if val.until_ns <= now:
             continue
         raw = bytes(key.addr)
-        addr = ipaddress.ip_address(raw[:4] if key.family == 4 else raw)
+        source = (
+            str(ipaddress.ip_address(raw[:4]))
+            if key.family == 4
+            else str(ipaddress.ip_network((raw, block_prefix_len(6))))
+        )
         out.append(
             {
-                "source": str(addr),
+                "source": source,
                 "seconds_left": round((val.until_ns - now) / 1e9, 1),
                 "rule": names.get(val.rule_id, f"{val.rule_id:016x}"),
             }

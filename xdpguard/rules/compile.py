@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from xdpguard.errors import RuleError
+from xdpguard.rules import limits
 from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
     MAX_DYNGROUPS,
@@ -66,12 +67,12 @@ def rule_id(direction: str, name: str) -> int:
 
 
 LIMIT_PPS, LIMIT_BPS = 1, 2  # enum values of xg_rule.limit
-NSEC = 1_000_000_000
+NSEC = limits.NSEC
 
 
 @dataclass(frozen=True)
 class LimitPlan:
-    """A rate limit in the units the program uses (GCRA in nanoseconds)."""
+    """A rate limit in the units the program uses (GCRA in nanoseconds, see rules/limits.py)."""
 
     kind: int  # LIMIT_PPS | LIMIT_BPS
     rate: int  # packets or bits per second
@@ -80,34 +81,39 @@ class LimitPlan:
     per_source: bool
     plen4: int
     plen6: int
-    block_s: int
+    block_ns: int  # block_for, 0 for none
+    grace_log2: int  # a source's slot outlives its TAT by 2^grace_log2 ns
 
     @classmethod
     def from_model(cls, rl: RateLimit) -> LimitPlan:
         per_source = rl.per != "rule"
-        block = math.ceil(rl.block_for) if rl.block_for else 0
+        block = limits.block_ns(rl.block_for) if rl.block_for else 0
         if rl.pps is not None:
-            cost = max(1, round(NSEC / rl.pps))
+            cost = limits.pps_cost_ns(rl.pps)
+            burst_ns = rl.burst * cost
             return cls(
                 LIMIT_PPS,
                 rl.pps,
                 cost,
-                rl.burst * cost,
+                burst_ns,
                 per_source,
                 rl.per_prefix_v4,
                 rl.per_prefix_v6,
                 block,
+                limits.grace_log2(burst_ns, cost),
             )
         assert rl.bps is not None
+        burst_ns = limits.bps_burst_ns(rl.burst, rl.bps)
         return cls(
             LIMIT_BPS,
             rl.bps,
             0,
-            rl.burst * 8 * NSEC // rl.bps,
+            burst_ns,
             per_source,
             rl.per_prefix_v4,
             rl.per_prefix_v6,
             block,
+            limits.grace_log2(burst_ns, math.ceil(limits.bps_cost_ns(limits.MTU_FRAME, rl.bps))),
         )
 
     def to_list(self) -> list[int]:
@@ -119,12 +125,20 @@ class LimitPlan:
             int(self.per_source),
             self.plen4,
             self.plen6,
-            self.block_s,
+            self.block_ns,
+            self.grace_log2,
         ]
 
     @classmethod
     def from_list(cls, v: list[int]) -> LimitPlan:
-        return cls(v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7])
+        if len(v) == 8:
+            # Recorded by an xdpguard that kept block_for in seconds and had
+            # no slot grace (plans in the history outlive an upgrade).
+            cost = v[2] or math.ceil(limits.bps_cost_ns(limits.MTU_FRAME, v[1]))
+            return cls(
+                v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7] * NSEC, limits.grace_log2(v[3], cost)
+            )
+        return cls(v[0], v[1], v[2], v[3], bool(v[4]), v[5], v[6], v[7], v[8])
 
 
 @dataclass(frozen=True)
@@ -238,7 +252,7 @@ class DirectionPlan:
 
     @property
     def uses_block(self) -> bool:
-        return any(r.limit is not None and r.limit.block_s for r in self.rules)
+        return any(r.limit is not None and r.limit.block_ns for r in self.rules)
 
     @property
     def uses_state(self) -> bool:
@@ -861,7 +875,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # sizeof(struct xg_bitmap) and sizeof(struct xg_rule): rules/ stays free of the
 # ctypes mirror, so tests/unit/test_abi.py holds these two to it.
 BITMAP_VALUE_SIZE = 8 + 8 * MAX_WORDS
-RULE_VALUE_SIZE = 48
+RULE_VALUE_SIZE = 56
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:

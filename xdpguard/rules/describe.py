@@ -16,6 +16,7 @@ from xdpguard.rules.model import (
     PORT_PROTOS,
     AddrMatch,
     Match,
+    RateLimit,
     Rule,
     RuleSet,
 )
@@ -68,11 +69,18 @@ def describe_rule(r: Rule, sets: dict[str, set[tuple[int, int, int]]] | None = N
     rl = r.rate_limit
     if rl is not None:
         rate = f"{rl.pps} pps" if rl.pps is not None else f"{rl.bps} bit/s"
-        text += f" (limit {rate} burst {rl.burst} per {rl.per}"
+        text += f" (limit {rate} burst {rl.burst} per {describe_per(rl)}"
         if rl.block_for:
             text += f" block_for {rl.block_for:g}s"
         text += ")"
     return text
+
+
+def describe_per(rl: RateLimit) -> str:
+    """What a limit's buckets are, as enforced: per source shows both prefix lengths."""
+    if rl.per == "rule":
+        return "rule"
+    return f"source/{rl.per_prefix_v4},{rl.per_prefix_v6}"
 
 
 def set_index(rs: RuleSet) -> dict[str, set[tuple[int, int, int]]]:

@@ -149,10 +149,12 @@ class RateLimit:
     pps: int | None
     bps: int | None  # bits per second
     burst: int
-    per: str  # "rule" | "source" | "source/N"
-    per_prefix_v4: int  # 32 for per source, N for source/N (capped to family), 0 for per rule
+    per: str  # as written: "rule" | "source" | "source/N" | "source/A,B"
+    # Bucket prefix lengths: per source 32 and 64; source/N min(N, 32) and N;
+    # source/A,B A and B; 0 and 0 for per rule.
+    per_prefix_v4: int
     per_prefix_v6: int
-    block_for: float | None  # seconds
+    block_for: float | None  # seconds, a whole number of ns (checked by the parser)
 
 
 @dataclass(frozen=True)
@@ -225,3 +227,5 @@ class RuleSet:
     state_timeouts: StateTimeouts = field(default_factory=StateTimeouts)
     flow_table_size: int = 65536
     limit_table_size: int = 65536
+    # "file:line: warning: ..." for valid input that is probably a mistake (`check` prints them).
+    warnings: tuple[str, ...] = ()

@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from xdpguard.errors import RuleError
+from xdpguard.rules import limits
 from xdpguard.rules.model import (
     DYNSET_DEFAULT_SIZE,
     DYNSET_MAX_SIZE,
@@ -166,7 +167,7 @@ U32_MAX = 2**32 - 1  # rates and bursts live in __u32 map fields
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_PER_RE = re.compile(r"source/([0-9]{1,3})")
+_PER_RE = re.compile(r"source/([0-9]{1,3})(?:\s*,\s*([0-9]{1,3}))?")
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _DURATION_RE = re.compile(_NUMBER + r"\s*(ms|s|m|h|d)?", re.IGNORECASE)
 _RATE_RE = re.compile(_NUMBER + r"\s*(kbit|mbit|gbit)?", re.IGNORECASE)
@@ -505,7 +506,8 @@ def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tu
     if _is_int(value) or isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
-        return _bounded(Decimal(value), value), ""
+        # A YAML float as written (0.1, not the binary 0.1000000000000000055...).
+        return _bounded(Decimal(str(value)), value), ""
     if isinstance(value, str):
         m = pattern.fullmatch(value.strip())
         if m:
@@ -522,13 +524,18 @@ def _bounded(number: Decimal, value: Any) -> Decimal:
     return number
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds in a duration: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
+def parse_duration_exact(value: Any) -> Decimal:
+    """Seconds in a duration, exactly as written: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
     number, unit = _number(value, _DURATION_RE, "duration", "30s, 5m, 1h, 1d")
     seconds = number * _DURATION_UNITS[unit or "s"]
     if seconds <= 0:
         raise ValueError(f"{_show(value)} must be a positive duration")
-    return float(seconds)
+    return seconds
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in a duration: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
+    return float(parse_duration_exact(value))
 
 
 def parse_rate(value: Any) -> int:
@@ -573,6 +580,22 @@ def _items(value: Any, line: int) -> list[tuple[Any, int]]:
     return [(value, line)]
 
 
+def _match_families(m: Match) -> frozenset[int]:
+    """The address families a rule's match leaves possible (4, 6 or both)."""
+    fams = frozenset({4, 6})
+    for am in (m.src, m.dst):
+        if am is not None and am.prefixes:
+            fams &= am.families
+    if m.protos is not None:
+        by_proto: set[int] = set()
+        for proto in m.protos:
+            by_proto |= {4} if proto == IPPROTO_ICMP else {6} if proto == IPPROTO_ICMPV6 else {4, 6}
+        fams &= by_proto
+    if m.icmp is not None:
+        fams &= {4 if proto == IPPROTO_ICMP else 6 for proto, _ in m.icmp.types}
+    return fams
+
+
 def _family_names(families: frozenset[int]) -> str:
     return " and ".join(f"IPv{f}" for f in sorted(families))
 
@@ -585,9 +608,14 @@ class _Parser:
         self.base_dir = base_dir
         self.sets: dict[str, SetDef] = {}
         self.prefix_count = 0
+        self.warnings: list[str] = []
 
     def fail(self, line: int | None, message: str) -> NoReturn:
         raise RuleError(self.path, line, message)
+
+    def warn(self, line: int, message: str) -> None:
+        """Valid, but probably not what was meant: `check` prints it, nothing refuses it."""
+        self.warnings.append(f"{self.path}:{line}: warning: {message}")
 
     # ---- generic field readers
 
@@ -685,6 +713,7 @@ class _Parser:
             state_timeouts=timeouts,
             flow_table_size=flow_size,
             limit_table_size=limit_size,
+            warnings=tuple(self.warnings),
         )
 
     def state_timeouts(self, doc: _Map) -> StateTimeouts:
@@ -701,6 +730,13 @@ class _Parser:
                     self.fail(mp.value_lines[key], f"state_timeouts.{key}: {e}")
                 # Flow entries are aged in whole seconds; round up so "0.5s" is not 0.
                 values[key] = max(1, math.ceil(seconds))
+                if values[key] > U32_MAX:
+                    # xg_config keeps timeouts as u32 seconds: more would wrap to a short one.
+                    self.fail(
+                        mp.value_lines[key],
+                        f"state_timeouts.{key}: {_show(mp[key])} is longer than the flow table keeps "
+                        f"({U32_MAX} s, about 136 years)",
+                    )
         return StateTimeouts(**values)
 
     def table_size(self, doc: _Map, key: str, default: int) -> int:
@@ -857,7 +893,7 @@ class _Parser:
         rate_limit = None
         if "rate_limit" in r:
             rl = self.mapping(r["rate_limit"], r.value_lines["rate_limit"], "rate_limit", " with pps or bps")
-            rate_limit = self.rate_limit(rl, direction)
+            rate_limit = self.rate_limit(rl, direction, _match_families(match))
         if "action" in r:
             action = Action(self.choice(r, "action", ("allow", "drop"), "allow"))
         elif rate_limit is not None:
@@ -1142,7 +1178,74 @@ class _Parser:
 
     # ---- rate limits
 
-    def rate_limit(self, mp: _Map, direction: str) -> RateLimit:
+    def unquoted_per(self, mp: _Map) -> None:
+        """`{per: source/24,48}` in flow style: YAML ends the value at the comma."""
+        per = mp.get("per")
+        if isinstance(per, str) and _PER_RE.fullmatch(per):
+            for key in mp:
+                if _is_int(key) and mp[key] is None:
+                    self.fail(
+                        mp.key_lines[key],
+                        f'per: {per},{key} must be quoted inside {{...}} (per: "{per},{key}"): '
+                        "YAML ends a value at a comma there",
+                    )
+
+    def per(self, mp: _Map, families: frozenset[int]) -> tuple[str, int, int]:
+        """(per as written, IPv4 prefix length, IPv6 prefix length); both 0 for per: rule."""
+        if "per" not in mp:
+            return "rule", 0, 0
+        value, line = mp["per"], mp.value_lines["per"]
+        if value == "rule":
+            return "rule", 0, 0
+        if value == "source":
+            # IPv6: one subscriber's /64, not one address: the owner of a /64
+            # can send from 2^64 of them.
+            return "source", 32, 64
+        m = _PER_RE.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            self.fail(
+                line,
+                f"per: {_show(value)} must be rule, source or source/N "
+                "(or source/A,B: A for IPv4, 0-32; B for IPv6, 0-128)",
+            )
+        if m.group(2) is None:
+            n = int(m.group(1))
+            if n > 128:
+                self.fail(line, f"per: {_show(value)}: N must be 0-128")
+            if n < 32 and 6 in families:
+                self.warn(
+                    line,
+                    f"per: {value} groups IPv6 sources by /{n}, coarser than /32 (a whole provider "
+                    f"shares one bucket); for IPv4 /{n} and IPv6 /64 write per: source/{n},64",
+                )
+            # An IPv4 source has only 32 bits: /33../128 is the whole address.
+            return value, min(n, 32), n
+        a, b = int(m.group(1)), int(m.group(2))
+        if a > 32:
+            self.fail(line, f"per: {_show(value)}: the IPv4 length A must be 0-32")
+        if b > 128:
+            self.fail(line, f"per: {_show(value)}: the IPv6 length B must be 0-128")
+        return f"source/{a},{b}", a, b
+
+    def representable(self, mp: _Map, pps: Any, bps: int | None, burst: int) -> None:
+        """Refuse what the limiter's nanosecond arithmetic cannot hold (xdpguard/rules/limits.py)."""
+        vl = mp.value_lines
+        if pps is not None:
+            problem = limits.pps_problem(pps)
+            if problem:
+                self.fail(vl["pps"], f"pps: {problem}")
+            problem = limits.pps_burst_problem(burst, pps)
+        else:
+            assert bps is not None
+            problem = limits.bps_problem(bps)
+            if problem:
+                self.fail(vl["bps"], f"bps: {problem}")
+            problem = limits.bps_burst_problem(burst, bps)
+        if problem:
+            self.fail(vl.get("burst", vl.get("bps", vl.get("pps", mp.line))), f"burst: {problem}")
+
+    def rate_limit(self, mp: _Map, direction: str, families: frozenset[int]) -> RateLimit:
+        self.unquoted_per(mp)
         self.check_keys(mp, RATE_LIMIT_KEYS, "in rate_limit")
         vl = mp.value_lines
         if ("pps" in mp) == ("bps" in mp):
@@ -1180,21 +1283,8 @@ class _Parser:
                         "with the Ethernet header and VLAN tags)",
                     )
 
-        per = "rule"
-        v4 = v6 = 0
-        if "per" in mp:
-            per_value = mp["per"]
-            m = _PER_RE.fullmatch(per_value) if isinstance(per_value, str) else None
-            if per_value == "rule":
-                per = "rule"
-            elif per_value == "source":
-                per, v4, v6 = "source", 32, 128
-            elif m is not None and int(m.group(1)) <= 128:
-                n = int(m.group(1))
-                # An IPv4 source has only 32 bits: /33../128 is the whole address.
-                per, v4, v6 = f"source/{n}", min(n, 32), n
-            else:
-                self.fail(vl["per"], f"per: {_show(per_value)} must be rule, source or source/N (N 0-128)")
+        per, v4, v6 = self.per(mp, families)
+        self.representable(mp, pps, bps, burst)
 
         block_for = None
         if "block_for" in mp:
@@ -1208,15 +1298,23 @@ class _Parser:
                     f"block_for: {_show(mp['block_for'])} needs per: source or source/N "
                     "(a per-rule bucket has no source to block)",
                 )
-            if v6 == 0:
+            # A family whose bucket is the whole family (length 0) would block
+            # each of its sources in turn, the first time anyone is over.
+            whole = [f for f, n in ((4, v4), (6, v6)) if n == 0 and f in families]
+            if whole:
                 self.fail(
                     vl["block_for"],
-                    f"block_for: {_show(mp['block_for'])} with per: {per} would block every source",
+                    f"block_for: {_show(mp['block_for'])} with per: {per} would block every source "
+                    f"(one bucket holds all {_family_names(frozenset(whole))} sources)",
                 )
             try:
-                block_for = parse_duration(mp["block_for"])
+                exact = parse_duration_exact(mp["block_for"])
             except ValueError as e:
                 self.fail(vl["block_for"], f"block_for: {e}")
+            problem = limits.block_problem(exact)
+            if problem:
+                self.fail(vl["block_for"], f"block_for: {_show(mp['block_for'])} {problem}")
+            block_for = float(exact)
 
         return RateLimit(
             pps=pps,

@@ -1,0 +1,377 @@
+"""Hostile traffic: what a flood of new, random sources costs xdpguard.
+
+A benchmark that repeats a frame measures warm caches; a spoofed flood is
+the opposite, every packet from a source nobody has seen.  Two figures:
+
+1. Cold cost (BPF_PROG_TEST_RUN, one run per frame, repeat=1): over N
+   distinct sources (a new IPv4 address, or a new IPv6 /64, on every
+   frame; N = 1,000,000 in the full run), each of these rule sets on its
+   own interface, the programs taking turns frame by frame (rotating order,
+   so drift hits all alike), process pinned to one CPU:
+   plain allow (`proto: tcp, dport: 443`), the same rule with a per-source
+   limit (`pps: 100, burst: 10, per: source`), with `block_for: 60s` too,
+   with a per-prefix limit (`per: "source/24,48"`), a `state: established`
+   rule in front of the plain one, and the benchmark's 10-rule edge set.
+   The trivial XDP_PASS program is run the same way: its figure is the
+   kernel's timer and test-run overhead inside every other one.  Frames are
+   TCP SYNs to port 443, so every set allows them.  Reported per family:
+   median ns, the median minus the floor, and each case's ratio to the
+   plain allow rule (raw medians, as the targets are written).
+2. Receive cost on a veth (bench.peers' method: AF_PACKET sender pinned to
+   one CPU, softirq time of that CPU per frame) of a flood of 64-byte SYNs
+   to port 443 from 600,000 distinct random IPv4 sources, everything
+   dropped: the bare XDP_DROP floor; xdpguard `tcp dport 443` drop, plain
+   and with a per-source limit (`pps: 100, per: source`); nftables netdev
+   ingress `tcp dport 443 drop`, plain and behind nft's per-source meter
+   (`update @m { ip saddr limit rate over 100/second }` on a 65,535-entry
+   dynamic set).  All in one run, so the ratios compare like with like.
+
+Targets (issue 13): cold per-source <= 1.3x plain, with block_for <= 1.4x;
+on the veth, xdpguard's per-source limit <= nft's per-source meter.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import sys
+import tempfile
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench import peers, progcost, workload
+from bench.common import Lab, median, percentile, tmp_prefix
+from xdpguard import net
+from xdpguard.datapath import bpf as B
+from xdpguard.datapath.dataplane import Dataplane
+from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.parse import parse_text
+from xdpguard.state import Iface
+
+TARGETS = {"per-source limit": 1.3, "per-source + block_for": 1.4}
+WEB = "match: {proto: tcp, dport: 443}"
+LIMIT = "pps: 100, burst: 10"
+
+
+def _one_rule(body: str, extra: str = "") -> str:
+    return (
+        "version: 1\ningress:\n  default: drop\n  rules:\n"
+        + extra
+        + f"    - name: web\n      {WEB}\n      action: allow\n{body}"
+    )
+
+
+# name -> rule file; "plain allow" first: the others are compared with it.
+CASES: dict[str, str] = {
+    "plain allow": _one_rule(""),
+    "per-source limit": _one_rule(f"      rate_limit: {{{LIMIT}, per: source}}\n"),
+    "per-source + block_for": _one_rule(f"      rate_limit: {{{LIMIT}, per: source, block_for: 60s}}\n"),
+    "per-prefix (source/24,48)": _one_rule(f'      rate_limit: {{{LIMIT}, per: "source/24,48"}}\n'),
+    "state: established rule": _one_rule(
+        "", "    - name: replies\n      match: {state: established}\n      action: allow\n"
+    ),
+    "10-rule edge set": workload.SMALL_RULES,
+}
+FLOOR = "trivial XDP program (floor)"
+
+RX_SOURCES = 600_000
+RX_LIMIT = "pps: 100, per: source"
+NFT_TABLE = "xgbench_hostile"
+
+
+@dataclass(frozen=True)
+class Counts:
+    sources: int  # distinct sources per family in the cold runs
+    rx_packets: int
+    rx_max_s: float
+    rx_runs: int
+
+
+FULL = Counts(sources=1_000_000, rx_packets=2_000_000, rx_max_s=6.0, rx_runs=3)
+QUICK = Counts(sources=50_000, rx_packets=600_000, rx_max_s=2.0, rx_runs=2)
+
+# --- frames ---------------------------------------------------------------------
+
+_MIX = 0x9E3779B97F4A7C15  # odd: i -> i * _MIX mod 2^64 is a bijection, so sources never repeat
+
+
+def source_v4(i: int) -> int:
+    return ((i + 1) * _MIX >> 32) & 0xFFFFFFFF
+
+
+def source_v6(i: int, rng: random.Random) -> int:
+    """A new /64 per i (the per-source bucket), a random interface id inside it."""
+    return (((i + 1) * _MIX) & 0xFFFFFFFFFFFFFFFF) << 64 | rng.getrandbits(64)
+
+
+def _csum(data: bytes) -> int:
+    s = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _syn(sport: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, 443, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+
+
+class V4Frames:
+    """64-byte TCP SYNs to 198.51.100.1:443; only the source (and the IP checksum) varies."""
+
+    def __init__(self) -> None:
+        base = progcost.ipv4_frame(0, progcost.DST_NET | 1, 6, 40000, 443)
+        self.head, self.tail = base[:26], base[30:]
+        self.hdr = bytearray(base[14:34])
+
+    def frame(self, src: int) -> bytes:
+        h = self.hdr
+        h[10:12] = b"\0\0"
+        h[12:16] = src.to_bytes(4, "big")
+        csum = _csum(bytes(h))
+        return self.head[:24] + csum.to_bytes(2, "big") + h[12:16] + self.tail
+
+
+class V6Frames:
+    """TCP SYNs to 2001:db8:443::1 port 443 from a given source (the program checks no L4 sum)."""
+
+    def __init__(self) -> None:
+        self.eth = progcost.MAC_DST + progcost.MAC_SRC + struct.pack("!H", 0x86DD)
+        l4 = _syn(40000)
+        self.ip_head = struct.pack("!IHBB", 6 << 28, len(l4), 6, 64)
+        self.dst = bytes.fromhex("20010db8044300000000000000000001")
+        self.l4 = l4
+
+    def frame(self, src: int) -> bytes:
+        return self.eth + self.ip_head + src.to_bytes(16, "big") + self.dst + self.l4
+
+
+# --- 1. cold cost --------------------------------------------------------------------
+
+
+@contextmanager
+def _extra_ifaces(lab: Lab, n: int) -> Iterator[list[str]]:
+    """n more interfaces in the lab (one end of a veth pair each), removed after."""
+    names = [f"xgh{i}" for i in range(n)]
+    made: list[str] = []
+    try:
+        for i, name in enumerate(names):
+            net.create_veth_pair(name, lab.ns, f"xgh{i}p", lab.ns)
+            made.append(name)
+        yield names
+    finally:
+        for name in made:
+            net.delete_link(name, lab.ns)
+
+
+def _apply(lab: Lab, ifname: str, text: str) -> int:
+    plan = compile_ruleset(parse_text(text, str(Path(lab.state_dir) / f"{ifname}-hostile.yaml")))
+    with net.in_netns(lab.ns):
+        Dataplane(ifname, net.ifindex(ifname), lab.ns).apply(plan, None)
+    return B.obj_get(Iface(ifname).pin(progcost.PROG_PIN))
+
+
+def _cold_family(
+    progs: dict[str, int], n: int, family: int
+) -> tuple[dict[str, array[float]], dict[str, Counter[str]]]:
+    rng = random.Random(13 + family)
+    v4, v6 = V4Frames(), V6Frames()
+    names = list(progs)
+    ns: dict[str, array[float]] = {k: array("d") for k in names}
+    verdicts: dict[str, Counter[str]] = {k: Counter() for k in names}
+    run = B.prog_test_run
+    for i in range(n):
+        frame = v4.frame(source_v4(i)) if family == 4 else v6.frame(source_v6(i, rng))
+        r0 = i % len(names)
+        for k in names[r0:] + names[:r0]:
+            r = run(progs[k], frame, repeat=1)
+            ns[k].append(float(r.duration_ns))
+            verdicts[k][progcost.VERDICTS.get(r.retval, str(r.retval))] += 1
+    return ns, verdicts
+
+
+def measure_cold(lab: Lab, n: Counts) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with ExitStack() as st:
+        ifaces = st.enter_context(_extra_ifaces(lab, len(CASES) + 1))
+        st.callback(lambda: [Dataplane(i, 0).detach() for i in ifaces[: len(CASES)]])
+        progs: dict[str, int] = {}
+        for (name, text), ifname in zip(CASES.items(), ifaces, strict=False):
+            progs[name] = _apply(lab, ifname, text)
+            st.callback(os.close, progs[name])
+        # Attached like the others so that it, too, runs from the XDP dispatcher.
+        progs[FLOOR] = st.enter_context(peers._xdp_link(lab, ifaces[-1], progcost.XDP_PASS_PROG, "xgh_floor"))
+        for family in (4, 6):
+            print(
+                f"bench:   hostile: cold cost, IPv{family}, {n.sources:,} sources",
+                file=sys.stderr,
+                flush=True,
+            )
+            with progcost._pinned_to_one_cpu():
+                ns, verdicts = _cold_family(progs, n.sources, family)
+            med = {k: median(v) for k, v in ns.items()}
+            floor, plain = med[FLOOR], med["plain allow"]
+            out[f"ipv{family}"] = {
+                "median_ns": med,
+                "p90_ns": {k: percentile(v, 90) for k, v in ns.items()},
+                "minus_floor_ns": {k: v - floor for k, v in med.items() if k != FLOOR},
+                "ratio_to_plain": {k: v / plain for k, v in med.items() if k != FLOOR},
+                "ratio_to_plain_minus_floor": {
+                    k: (v - floor) / (plain - floor) for k, v in med.items() if k != FLOOR
+                },
+                "verdicts": {k: dict(v) for k, v in verdicts.items()},
+            }
+    targets = {
+        f"ipv{f}": {
+            k: {"target": t, "ok": out[f"ipv{f}"]["ratio_to_plain"][k] <= t}
+            for k, t in TARGETS.items()
+            if k in CASES
+        }
+        for f in (4, 6)
+    }
+    return {
+        "method": "BPF_PROG_TEST_RUN, repeat=1, one frame per run; every frame a new IPv4 source or a new "
+        f"IPv6 /64 ({n.sources:,} per family); programs attached (XDP dispatcher) and taking turns frame "
+        "by frame; process pinned to one CPU; median over the frames; the floor (trivial program) shows "
+        "the timer overhead inside every figure",
+        "sources": n.sources,
+        "cases": {k: v.strip() for k, v in CASES.items()},
+        **out,
+        "targets": targets,
+    }
+
+
+# --- 2. receive cost on the veth ----------------------------------------------------
+
+
+def nft_meter(iface: str, table: str = NFT_TABLE) -> str:
+    """nft's per-source limit, as its docs write it, then a drop for everything it lets through."""
+    return (
+        f"table netdev {table}\ndelete table netdev {table}\n"
+        f"table netdev {table} {{\n"
+        "  set m { type ipv4_addr; size 65535; flags dynamic; }\n"
+        f'  chain ingress {{ type filter hook ingress device "{iface}" priority 0; policy accept;\n'
+        "    tcp dport 443 update @m { ip saddr limit rate over 100/second } drop\n"
+        "    tcp dport 443 drop\n"
+        "  }\n}\n"
+    )
+
+
+def nft_plain(iface: str, table: str = NFT_TABLE) -> str:
+    return (
+        f"table netdev {table}\ndelete table netdev {table}\n"
+        f"table netdev {table} {{\n"
+        f'  chain ingress {{ type filter hook ingress device "{iface}" priority 0; policy accept;\n'
+        "    tcp dport 443 drop\n  }\n}\n"
+    )
+
+
+def _flood_frames(n: int) -> list[bytes]:
+    v4 = V4Frames()
+    return [v4.frame(source_v4(i)) for i in range(n)]
+
+
+@contextmanager
+def _nft(lab: Lab, text: str, d: Path) -> Iterator[None]:
+    p = d / "hostile.nft"
+    p.write_text(text)
+    try:
+        peers._run([*peers._nsenter(lab), "nft", "-f", str(p)])
+        yield
+    finally:
+        peers._run(
+            [*peers._nsenter(lab), "nft", "-f", "-"],
+            stdin=f"table netdev {NFT_TABLE}\ndelete table netdev {NFT_TABLE}\n",
+            check=False,
+        )
+
+
+def measure_rx(lab: Lab, n: Counts, d: Path) -> dict[str, Any]:
+    tx, rx = lab.ifaces[0], lab.ifaces[1]
+    mac = bytes.fromhex(net.get_mac(lab.ns, rx).replace(":", ""))
+    frames = peers._frames_file(d, "hostile", _flood_frames(RX_SOURCES), mac)
+    pn = peers.Counts(0, 0, n.rx_packets, n.rx_max_s, n.rx_runs, 0)
+    rxc: dict[str, Any] = {}
+
+    def stage(msg: str) -> None:
+        print(f"bench:   hostile: receive cost: {msg}", file=sys.stderr, flush=True)
+
+    with peers._blackhole_default(lab):
+        stage("XDP_DROP floor")
+        with peers._xdp_link(lab, rx, peers.XDP_DROP_PROG, "xgh_drop"):
+            rxc["xdp_drop"] = peers._rx(lab, tx, frames, pn)
+        rule = f"    - name: web\n      {WEB}\n      action: drop\n"
+        for label, body in (
+            ("xdpguard_drop", ""),
+            ("xdpguard_per_source_drop", f"      rate_limit: {{{RX_LIMIT}}}\n"),
+        ):
+            stage(label)
+            text = "version: 1\ningress:\n  default: allow\n  rules:\n" + rule + body
+            try:
+                fd = _apply(lab, rx, text)
+                os.close(fd)
+                rxc[label] = peers._rx(lab, tx, frames, pn)
+            finally:
+                Dataplane(rx, 0).detach()
+        for label, text in (("nft_drop", nft_plain(rx)), ("nft_meter_drop", nft_meter(rx))):
+            stage(label)
+            with _nft(lab, text, d):
+                rxc[label] = peers._rx(lab, tx, frames, pn)
+    floor = rxc["xdp_drop"]["ns_per_pkt"]
+    per_src = rxc["xdpguard_per_source_drop"]["ns_per_pkt"]
+    meter = rxc["nft_meter_drop"]["ns_per_pkt"]
+    return {
+        "method": f"veth {tx} -> {rx}; bench.sender (AF_PACKET send(), linear 64-byte frames) pinned to CPU "
+        f"{peers.SENDER_CPU}, round-robin over {RX_SOURCES:,} SYNs to port 443 from distinct random IPv4 "
+        f"sources; softirq time of CPU {peers.SENDER_CPU} / frames sent; {n.rx_runs} runs, median; "
+        "every frame dropped; a blackhole default route in the namespace",
+        "configs": rxc,
+        "minus_floor_ns": {k: v["ns_per_pkt"] - floor for k, v in rxc.items()},
+        "ratio_per_source_vs_nft_meter": per_src / meter,
+        "target": {"per_source_vs_nft_meter": 1.0, "ok": per_src <= meter},
+    }
+
+
+def measure(lab: Lab, quick: bool, rx: bool = True, sources: int = 0) -> dict[str, Any]:
+    n = QUICK if quick else FULL
+    if sources:
+        n = replace(n, sources=sources)
+    res: dict[str, Any] = {"counts": asdict(n), "cold": measure_cold(lab, n)}
+    if rx:
+        with tempfile.TemporaryDirectory(prefix=tmp_prefix("hostile")) as td:
+            try:
+                res["receive"] = measure_rx(lab, n, Path(td))
+            except Exception as e:  # the cold figures are still worth writing
+                print(f"bench: hostile receive cost failed: {e}", file=sys.stderr)
+                res["receive"] = {"error": f"{type(e).__name__}: {e}"}
+    return res
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m bench.hostile [--quick] [--sources N] [--no-rx]`: this benchmark alone, JSON on stdout."""
+    import argparse
+    import json
+
+    from bench import common
+
+    ap = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sources and frames")
+    ap.add_argument("--sources", type=int, default=0, help="distinct sources per family (cold cost)")
+    ap.add_argument("--no-rx", action="store_true", help="skip the veth receive cost")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.hostile: needs root (network namespaces, bpf(2))", file=sys.stderr)
+        return 1
+    with common.lab() as lab:
+        res = measure(lab, args.quick, rx=not args.no_rx, sources=args.sources)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

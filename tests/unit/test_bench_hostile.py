@@ -1,0 +1,67 @@
+"""bench.hostile: the frames of the new-source benchmark and the peers' rules, without a kernel."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from bench import hostile
+from tests.netns.flood import flood_source, with_source
+from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.packet import parse_frame
+from xdpguard.rules.parse import parse_text
+
+
+def _ipv4_checksum_ok(frame: bytes) -> bool:
+    words = struct.unpack("!10H", frame[14:34])
+    s = sum(words)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s == 0xFFFF
+
+
+def test_v4_frames_are_syns_to_443_from_the_source_asked_for() -> None:
+    fr = hostile.V4Frames()
+    for i in (0, 1, 12345, 999_999):
+        src = hostile.source_v4(i)
+        f = fr.frame(src)
+        p = parse_frame(f)
+        assert (p.kind, p.family, p.src, p.proto, p.dport, p.tcp_flags) == ("ip", 4, src, 6, 443, 0x02)
+        assert len(f) == 64 and _ipv4_checksum_ok(f)
+
+
+def test_v6_frames_are_syns_to_443_from_the_source_asked_for() -> None:
+    fr = hostile.V6Frames()
+    rng = random.Random(1)
+    src = hostile.source_v6(7, rng)
+    p = parse_frame(fr.frame(src))
+    assert (p.kind, p.family, p.src, p.proto, p.dport, p.tcp_flags) == ("ip", 6, src, 6, 443, 0x02)
+
+
+def test_every_frame_is_a_new_source() -> None:
+    n = 200_000
+    assert len({hostile.source_v4(i) for i in range(n)}) == n
+    rng = random.Random(2)
+    assert len({hostile.source_v6(i, rng) >> 64 for i in range(n)}) == n  # a new /64 each
+
+
+def test_every_case_is_a_valid_rule_file_that_allows_the_frames() -> None:
+    for name, text in hostile.CASES.items():
+        plan = compile_ruleset(parse_text(text, f"<{name}>"))
+        assert plan.ingress.nrules >= 1, name
+
+
+def test_nft_meter_is_nfts_per_source_limit_then_a_drop() -> None:
+    text = hostile.nft_meter("xgb1")
+    assert 'device "xgb1"' in text
+    assert "set m { type ipv4_addr; size 65535; flags dynamic; }" in text
+    assert "tcp dport 443 update @m { ip saddr limit rate over 100/second } drop" in text
+    assert text.rstrip().endswith("}") and "tcp dport 443 drop" in hostile.nft_plain("xgb1")
+
+
+def test_wire_flood_frames_keep_a_valid_ipv4_header() -> None:
+    template = hostile.V4Frames().frame(1)[:42] + bytes(22)
+    template = template[:12] + b"\x08\x00" + template[14:23] + b"\x11" + template[24:]  # UDP
+    for i in (0, 99_999):
+        f = with_source(template, flood_source(i))
+        assert _ipv4_checksum_ok(f) and parse_frame(f).src == flood_source(i)
