@@ -181,15 +181,16 @@ static __always_inline int xg_parse_ipv6(void *cur, void *data_end, __u32 room, 
 	return xg_parse_l4(cur, end, data_end, p);
 }
 
-/* The ethertype after the Ethernet header and up to two VLAN tags, and in
- * *l3 where that protocol's header starts; 0 when the frame is cut short
- * or has a third tag (we cannot see what it carries). */
-static __always_inline __be16 xg_parse_l2(void *data, void *data_end, void **l3)
+/* The ethertype after the Ethernet header and up to two VLAN tags into
+ * *etype, and in *l3 where that protocol's header starts; -1 when the frame
+ * is cut short or has a third tag (we cannot see what it carries).  Any
+ * ethertype, 0 included, is a valid answer, so failure is not an ethertype. */
+static __always_inline int xg_parse_l2(void *data, void *data_end, void **l3, __be16 *etype_out)
 {
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
-		return 0;
+		return -1;
 	void *cur = eth + 1;
 	__be16 etype = eth->h_proto;
 
@@ -199,23 +200,24 @@ static __always_inline __be16 xg_parse_l2(void *data, void *data_end, void **l3)
 			break;
 		struct xg_vlan *vh = cur;
 		if ((void *)(vh + 1) > data_end)
-			return 0;
+			return -1;
 		etype = vh->proto;
 		cur = vh + 1;
 	}
 	if (etype == bpf_htons(ETH_P_8021Q) || etype == bpf_htons(ETH_P_8021AD))
-		return 0;
+		return -1;
 	*l3 = cur;
-	return etype;
+	*etype_out = etype;
+	return 0;
 }
 
 /* Parse a frame of frame_len bytes; on XG_KIND_IP `p` holds its fields. */
 static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len, struct xg_pkt *p)
 {
 	void *cur = data;
-	__be16 etype = xg_parse_l2(data, data_end, &cur);
+	__be16 etype = 0;
 
-	if (!etype)
+	if (xg_parse_l2(data, data_end, &cur, &etype) < 0)
 		return XG_KIND_MALFORMED;
 	/* Bytes the frame holds from the network header on. */
 	__u32 hdr = cur - data;
@@ -235,7 +237,10 @@ static __always_inline int xg_parse(void *data, void *data_end, __u32 frame_len,
 static __always_inline __u32 xg_parse_addrs(void *data, void *data_end, __u8 *src, __u8 *dst)
 {
 	void *l3 = data;
-	__be16 etype = xg_parse_l2(data, data_end, &l3);
+	__be16 etype = 0;
+
+	if (xg_parse_l2(data, data_end, &l3, &etype) < 0)
+		return 0;
 
 	if (etype == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
