@@ -21,9 +21,6 @@
 #include "tc/egress.h"
 #include "xdp/ingress.h"
 
-#define XG_RULE_NONE (-1)
-#define XG_RULE_ERROR (-2)
-
 /* What a packet gets, independent of the hook's return codes. */
 enum xg_verdict {
 	XG_PASS = 0,
@@ -150,12 +147,84 @@ static __always_inline void xg_block_source(const struct xg_pkt *p, const struct
 	xg_blocked.update(&k, &v);
 }
 
-static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_config *cfg, __u32 fld,
-						       __u32 local)
+/* A field's bitmap, as its global index in the half's table of top entries. */
+static __always_inline __u32 xg_bm(const struct xg_config *cfg, __u32 fld, __u32 local)
 {
-	__u32 idx = cfg->base[fld & (XG_NFIELDS - 1)] + local;
+	return cfg->base[fld & (XG_NFIELDS - 1)] + local;
+}
 
-	return bpf_map_lookup_elem(bms, &idx);
+/* The scan: the first rule at or after a->from that every selected bitmap
+ * holds, XG_RULE_NONE, or XG_RULE_ERROR (a table entry missing).  Groups
+ * are visited lowest first; in each, only the words the blocks' summaries
+ * allow.  See xg_scan_ingress for how it is called. */
+static __always_inline int xg_scan(struct xg_scan_args *a)
+{
+	if (!a)
+		return XG_RULE_ERROR;
+	__u32 half = a->half;
+	__u32 from = a->from;
+	__u32 ngroups = (a->nwords + XG_GROUP_WORDS - 1) / XG_GROUP_WORDS;
+	void *tops = xg_tops.lookup(&half);
+	void *blocks = xg_bitmaps.lookup(&half);
+	const struct xg_top *t[XG_NSEL];
+
+	if (!tops || !blocks)
+		return XG_RULE_ERROR;
+	if (from >= XG_MAX_RULES || ngroups > XG_MAX_GROUPS)
+		return XG_RULE_NONE;
+	__u64 groups = ((1ULL << ngroups) - 1) & (~0ULL << (from / XG_GROUP_RULES));
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 k = a->sel.idx[f];
+
+		t[f] = bpf_map_lookup_elem(tops, &k);
+		if (!t[f])
+			return XG_RULE_ERROR;
+		groups &= t[f]->groups;
+	}
+	for (int i = 0; i < XG_MAX_GROUPS; i++) {
+		if (!groups)
+			return XG_RULE_NONE;
+		__u32 g = xg_ctz64(groups) & (XG_MAX_GROUPS - 1);
+		const struct xg_bitmap *b[XG_NSEL];
+
+#pragma unroll
+		for (int f = 0; f < XG_NSEL; f++) {
+			__u32 k = t[f]->block[g];
+
+			b[f] = bpf_map_lookup_elem(blocks, &k);
+			if (!b[f])
+				return XG_RULE_ERROR;
+		}
+		__u32 base = g * XG_GROUP_RULES;
+		__u32 lo = from > base ? from - base : 0;
+		int r = xg_block_first(b, lo & (XG_GROUP_RULES - 1));
+
+		if (r >= 0)
+			return (int)base + r;
+		groups &= groups - 1;
+	}
+	return XG_RULE_NONE;
+}
+
+/* The scan as a function of its own, outside the programs: bcc compiles
+ * it into a section of its own (it is not static), and the loader appends
+ * it to each program, declared global in the program's BTF, so that the
+ * verifier checks the scan once, with its argument unknown, instead of
+ * once for every path of the program that reaches it (see
+ * xdpguard/datapath/loader.py).  bcc refuses a call to a function that is
+ * not static, hence the static alias the programs call. */
+__attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a);
+static int xg_scan_call(struct xg_scan_args *a) __attribute__((alias("xg_scan_fn")));
+
+/* The first rule at or after `from` that every bitmap in `s` holds (see
+ * xg_scan); `continue` rules scan again from the rule after themselves. */
+static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 dir, __u32 half,
+					 const struct xg_config *cfg, __u32 from)
+{
+	struct xg_scan_args a = { .sel = *s, .half = half, .nwords = cfg->nwords, .from = from };
+
+	return xg_scan_call(&a);
 }
 
 /* The leaf (field-local bitmap index) of an address in one address table:
@@ -285,17 +354,10 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 {
 	if (cfg->nwords == 0)
 		return XG_RULE_NONE;
-	void *bms = xg_bitmaps.lookup(&half);
-	if (!bms)
-		return XG_RULE_ERROR;
-
-	const struct xg_bitmap *ones = xg_bm(bms, cfg, XG_F_EXTRA, cfg->ones_idx);
-	if (!ones)
-		return XG_RULE_ERROR;
 	struct xg_sel s;
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
-		s.bm[f] = ones;
+		s.idx[f] = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
 
 	__u32 fm = cfg->field_mask;
 	__u32 *v;
@@ -305,51 +367,47 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 
 		if (xg_lookup_addrs(p, half, fm, &src, &dst) < 0)
 			return XG_RULE_ERROR;
-		if (fm & (1U << XG_F_SRC)) {
-			s.bm[0] = xg_bm(bms, cfg, XG_F_SRC, src);
-			if (!s.bm[0])
-				return XG_RULE_ERROR;
-		}
-		if (fm & (1U << XG_F_DST)) {
-			s.bm[1] = xg_bm(bms, cfg, XG_F_DST, dst);
-			if (!s.bm[1])
-				return XG_RULE_ERROR;
-		}
+		if (fm & (1U << XG_F_SRC))
+			s.idx[0] = xg_bm(cfg, XG_F_SRC, src);
+		if (fm & (1U << XG_F_DST))
+			s.idx[1] = xg_bm(cfg, XG_F_DST, dst);
 	}
 	if (fm & (1U << XG_F_PROTO)) {
 		__u32 k = half * XG_PROTO_SIZE + p->proto;
 
 		v = xg_proto.lookup(&k);
-		if (!v || !(s.bm[2] = xg_bm(bms, cfg, XG_F_PROTO, *v)))
+		if (!v)
 			return XG_RULE_ERROR;
+		s.idx[2] = xg_bm(cfg, XG_F_PROTO, *v);
 	}
 	if (p->later_frag) {
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
-		if (!s.bm[7])
-			return XG_RULE_ERROR;
-		return xg_first_rule(&s, cfg->nwords);
+		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
+		return xg_first_rule(&s, dir, half, cfg, 0);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
 			__u32 k = half * XG_PORT_SIZE + p->sport;
 
 			v = xg_sport.lookup(&k);
-			if (!v || !(s.bm[3] = xg_bm(bms, cfg, XG_F_SPORT, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[3] = xg_bm(cfg, XG_F_SPORT, *v);
 		}
 		if (fm & (1U << XG_F_DPORT)) {
 			__u32 k = half * XG_PORT_SIZE + p->dport;
 
 			v = xg_dport.lookup(&k);
-			if (!v || !(s.bm[4] = xg_bm(bms, cfg, XG_F_DPORT, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[4] = xg_bm(cfg, XG_F_DPORT, *v);
 		}
 		if (p->proto == IPPROTO_TCP && (fm & (1U << XG_F_TFLAGS))) {
 			__u32 k = half * XG_TFLAGS_SIZE + p->tflags;
 
 			v = xg_tflags.lookup(&k);
-			if (!v || !(s.bm[5] = xg_bm(bms, cfg, XG_F_TFLAGS, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[5] = xg_bm(cfg, XG_F_TFLAGS, *v);
 		}
 	}
 	if (p->has_icmp && (fm & (1U << XG_F_ICMP))) {
@@ -357,17 +415,16 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			  ((__u32)p->icmp_type << 8) + p->icmp_code;
 
 		v = xg_icmp.lookup(&k);
-		if (!v || !(s.bm[6] = xg_bm(bms, cfg, XG_F_ICMP, *v)))
-			return XG_RULE_ERROR;
+		if (!v)
+				return XG_RULE_ERROR;
+			s.idx[6] = xg_bm(cfg, XG_F_ICMP, *v);
 	}
 	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
 		int est = xg_established(p, cfg);
 
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
-		if (!s.bm[7])
-			return XG_RULE_ERROR;
+		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
 	}
-	return xg_first_rule(&s, cfg->nwords);
+	return xg_first_rule(&s, dir, half, cfg, 0);
 }
 
 /* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */
@@ -505,4 +562,9 @@ int xg_egress(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 
 	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex));
+}
+
+__attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a)
+{
+	return xg_scan(a);
 }

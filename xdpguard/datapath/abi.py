@@ -11,9 +11,12 @@ from pathlib import Path
 
 from xdpguard.rules import nodes
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
-MAX_RULES = 4096
+MAX_RULES = 65536
+GROUP_RULES = 4096
+GROUP_WORDS = GROUP_RULES // 64
+MAX_GROUPS = MAX_RULES // GROUP_RULES
 MAX_WORDS = MAX_RULES // 64
 NVERSIONS = 2
 NDIRS = 2
@@ -26,6 +29,8 @@ PORT_SIZE = 65536
 TFLAGS_SIZE = 256
 ICMP_SIZE = 2 * 65536
 MAX_BITMAPS = 262144
+MAX_BLOCKS = 1048576
+NSEL = 8
 ADDR_TABLES = NHALVES * 2 * 2
 
 SLOT_DEFAULT = 0
@@ -108,7 +113,29 @@ class RuleEntry(C.Structure):
 
 
 class Bitmap(C.Structure):
-    _fields_ = [("summary", C.c_uint64), ("w", C.c_uint64 * MAX_WORDS)]
+    """A block: one group of GROUP_RULES rules of a bitmap."""
+
+    _fields_ = [("summary", C.c_uint64), ("w", C.c_uint64 * GROUP_WORDS)]
+
+
+class Top(C.Structure):
+    """A bitmap's top entry: its non-empty groups and their blocks."""
+
+    _fields_ = [("groups", C.c_uint32), ("block", C.c_uint32 * MAX_GROUPS)]
+
+
+class Sel(C.Structure):
+    _fields_ = [("idx", C.c_uint32 * NSEL)]
+
+
+class ScanArgs(C.Structure):
+    _fields_ = [
+        ("sel", Sel),
+        ("half", C.c_uint32),
+        ("nwords", C.c_uint32),
+        ("from", C.c_uint32),  # a Python keyword: getattr(args, "from")
+        ("pad", C.c_uint32),
+    ]
 
 
 class Counter(C.Structure):
@@ -213,6 +240,9 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_config": Config,
     "xg_rule": RuleEntry,
     "xg_bitmap": Bitmap,
+    "xg_top": Top,
+    "xg_sel": Sel,
+    "xg_scan_args": ScanArgs,
     "xg_counter": Counter,
     "xg_node": Node,
     "xg_snode": SNode,
@@ -232,6 +262,11 @@ CONSTANTS: dict[str, int] = {
     "XG_ABI_VERSION": ABI_VERSION,
     "XG_MAX_RULES": MAX_RULES,
     "XG_MAX_WORDS": MAX_WORDS,
+    "XG_GROUP_RULES": GROUP_RULES,
+    "XG_GROUP_WORDS": GROUP_WORDS,
+    "XG_MAX_GROUPS": MAX_GROUPS,
+    "XG_MAX_BLOCKS": MAX_BLOCKS,
+    "XG_NSEL": NSEL,
     "XG_NVERSIONS": NVERSIONS,
     "XG_NDIRS": NDIRS,
     "XG_NHALVES": NHALVES,

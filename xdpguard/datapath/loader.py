@@ -9,6 +9,7 @@ pasted into the C text.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
@@ -76,8 +77,7 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     try:
         b = BPF(src_file=str(abi.BPF_DIR / SOURCE).encode(), cflags=cflags)
         for direction, (func, ptype) in PROGRAMS.items():
-            fn = b.load_func(func.encode(), getattr(BPF, ptype))
-            fds[direction] = os.dup(fn.fd)
+            fds[direction] = _load_linked(b, func, getattr(BPF, ptype))
     except Exception as e:  # bcc raises bare Exception for compile and verifier errors
         for fd in fds.values():
             os.close(fd)
@@ -88,3 +88,77 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     # bcc's BPF object owns its fds; drop it now that we hold our own.
     b.cleanup()
     return Loaded(fds, source_hash())
+
+
+
+
+
+# The function the programs call (xg_scan_fn in the C source, compiled by
+# bcc into a section of its own) and the size of the struct its one
+# argument points to.
+SCAN_FUNCTION = "xg_scan_fn"
+
+_CALL = 0x85
+BPF_PSEUDO_CALL = 1
+
+
+def _insns(b: object, func: str) -> bytes:
+    from bcc import lib
+
+    module = b.module  # type: ignore[attr-defined]
+    start = lib.bpf_function_start(module, func.encode())
+    size = lib.bpf_function_size(module, func.encode())
+    if not start or not size:
+        raise KernelError(f"the compiled program has no function {func}")
+    return ctypes.string_at(start, size)
+
+
+def link_function(main: bytes, func: bytes) -> tuple[bytes, int]:
+    """Append `func` to `main` and point main's calls at it.
+
+    bcc leaves a call to a function in another section unrelocated: a
+    BPF_PSEUDO_CALL with imm -1.  With the function appended, each such
+    call's imm becomes the distance from the next instruction to it, which
+    is what the kernel expects.  Returns the linked instructions and the
+    function's first instruction.  The unrelocated calls do not say which
+    function they meant, so only one can be linked, and it must not call
+    further functions itself.
+    """
+    out = bytearray(main)
+    start = len(main) // 8
+    calls = 0
+    for i in range(start):
+        if out[8 * i] != _CALL or out[8 * i + 1] >> 4 != BPF_PSEUDO_CALL:
+            continue
+        imm = int.from_bytes(out[8 * i + 4 : 8 * i + 8], "little", signed=True)
+        if imm != -1:
+            raise KernelError(f"call at instruction {i} is already relocated (imm {imm}); cannot link")
+        out[8 * i + 4 : 8 * i + 8] = (start - i - 1).to_bytes(4, "little", signed=True)
+        calls += 1
+    if not calls:
+        raise KernelError("the program does not call the scan function; cannot link")
+    for i in range(len(func) // 8):
+        if func[8 * i] == _CALL and func[8 * i + 1] >> 4 == BPF_PSEUDO_CALL:
+            raise KernelError("the scan function calls another function; cannot link")
+    return bytes(out + func), start
+
+
+def _load_linked(b: object, func: str, prog_type: int) -> int:
+    """Load `func` with the scan function linked in and declared global.
+
+    A global function is verified once, on its own; a static one again at
+    every call, for every path that reaches it.  bcc 0.26 neither links a
+    call to another section nor passes BTF for more than the program
+    function, so the program is linked and loaded here.
+    """
+    from bcc import lib
+
+    from xdpguard.datapath import bpf as B
+
+    code, start = link_function(_insns(b, func), _insns(b, SCAN_FUNCTION))
+    funcs = [(0, func, 0), (start, SCAN_FUNCTION, ctypes.sizeof(abi.ScanArgs))]
+    license = (lib.bpf_module_license(b.module) or b"GPL").decode()  # type: ignore[attr-defined]
+    try:
+        return B.prog_load_functions(prog_type, func[:15], code, funcs, license)
+    except B.BpfError as e:
+        raise KernelError(f"the kernel refused {func}: {e}") from e

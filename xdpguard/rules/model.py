@@ -33,7 +33,7 @@ TCP_FLAG_BITS = {
 }
 
 # SPEC limits (§1): rules per direction, prefixes across all sets.
-MAX_RULES = 4096
+MAX_RULES = 65536
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
 
 
