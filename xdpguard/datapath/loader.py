@@ -90,9 +90,6 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     return Loaded(fds, source_hash())
 
 
-
-
-
 # The function the programs call (xg_scan_fn in the C source, compiled by
 # bcc into a section of its own) and the size of the struct its one
 # argument points to.

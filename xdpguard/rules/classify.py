@@ -1,9 +1,10 @@
 """Classify a packet with a compiled plan, exactly as the BPF program does.
 
 Same lookups (the address tables' multibit tries, walked node by node as
-the program walks them, arrays, elementary intervals), same
-AND of bitmaps word by word guided by the summary word, same handling of
-fragments, malformed frames, non-IP and NDP.  Agreement with reference.py
+the program walks them, arrays, elementary intervals), same two-level scan
+(the top entries' group words, then the blocks' summary words, then the
+words, lowest first, from a starting rule on), same handling of fragments,
+malformed frames, non-IP and NDP.  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
 (BPF_PROG_TEST_RUN) proves the program.
 """
@@ -23,10 +24,14 @@ from xdpguard.rules.compile import (
     F_SPORT,
     F_SRC,
     F_TFLAGS,
+    GROUP_RULES,
+    GROUP_WORDS,
     ICMP_V6_BASE,
+    MAX_RULES,
     DirectionPlan,
     Intervals,
     Plan,
+    TwoLevel,
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
@@ -45,7 +50,7 @@ class _Iv:
 @dataclass
 class _Dir:
     plan: DirectionPlan
-    bitmaps: list[int]
+    scan: Scanner
     src4: stride.Table
     dst4: stride.Table
     src6: stride.Table
@@ -64,7 +69,7 @@ class PlanClassifier:
     def _prep(d: DirectionPlan) -> _Dir:
         return _Dir(
             d,
-            d.all_bitmaps(),
+            Scanner(d.two_level(), d.ngroups),
             stride.build(d.src4, 32),
             stride.build(d.dst4, 32),
             stride.build(d.src6, 128),
@@ -96,10 +101,23 @@ class PlanClassifier:
         r = d.rules[idx]
         return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx)
 
+    def select(self, direction: str, pkt: Packet) -> list[int] | None:
+        """The global bitmap indexes the program ANDs for an IP packet (None: a lookup failed)."""
+        return self._select(self.dirs[direction], pkt)
+
+    def first_rule(self, direction: str, picked: list[int], start: int = 0) -> int | None:
+        """The first rule at or after `start` in every picked bitmap (the program's xg_first_rule)."""
+        dd = self.dirs[direction]
+        return dd.scan.first_rule(picked, start) if dd.plan.nwords else None
+
     def _match(self, dd: _Dir, pkt: Packet) -> int | None:
-        d = dd.plan
-        if d.nwords == 0:
+        if dd.plan.nwords == 0:
             return None
+        picked = self._select(dd, pkt)
+        return None if picked is None else dd.scan.first_rule(picked, 0)
+
+    def _select(self, dd: _Dir, pkt: Packet) -> list[int] | None:
+        d = dd.plan
         bases = d.bases
         picked: list[int] = []  # global bitmap indexes to AND
 
@@ -116,6 +134,7 @@ class PlanClassifier:
         ok = ok and use(F_PROTO, d.proto[pkt.proto])
         if not ok:
             return None
+        picked.append(bases[F_EXTRA] + d.ones_idx)  # the program's stand-in for unused fields
         if pkt.later_fragment:
             picked.append(bases[F_EXTRA] + d.l4free_idx)
         else:
@@ -133,29 +152,68 @@ class PlanClassifier:
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
                 picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))
-        return _first_rule(d.nwords, [dd.bitmaps[i] for i in picked])
+        return picked
 
 
-def _first_rule(nwords: int, bms: list[int]) -> int | None:
-    """First set bit of the AND, scanning only words the summaries allow."""
-    mask64 = (1 << 64) - 1
-    summary = (1 << nwords) - 1
-    for bm in bms:
-        summary &= _summary(bm, nwords)
+_MASK64 = (1 << 64) - 1
+
+
+def _low(x: int) -> int:
+    return (x & -x).bit_length() - 1
+
+
+class Scanner:
+    """The program's scan (xg_scan) over one direction's two-level bitmaps."""
+
+    def __init__(self, tl: TwoLevel, ngroups: int) -> None:
+        self.tl = tl
+        self.ngroups = ngroups
+        self._blocks: dict[int, tuple[int, int]] = {}  # block id -> (bits, summary)
+
+    def _block(self, bid: int) -> tuple[int, int]:
+        got = self._blocks.get(bid)
+        if got is None:
+            bits = int.from_bytes(self.tl.blocks[bid], "little")
+            summary = 0
+            for w in range(GROUP_WORDS):
+                if (bits >> (64 * w)) & _MASK64:
+                    summary |= 1 << w
+            got = self._blocks[bid] = (bits, summary)
+        return got
+
+    def first_rule(self, picked: list[int], start: int = 0) -> int | None:
+        if start >= MAX_RULES:
+            return None
+        tops = [self.tl.tops[i] for i in picked]
+        groups = ((1 << self.ngroups) - 1) & ~((1 << (start // GROUP_RULES)) - 1)
+        for g, _ in tops:
+            groups &= g
+        while groups:
+            g = _low(groups)
+            below = (1 << g) - 1
+            blocks = [self._block(blk[(tg & below).bit_count()]) for tg, blk in tops]
+            base = g * GROUP_RULES
+            r = _block_first(blocks, max(0, start - base))
+            if r is not None:
+                return base + r
+            groups &= groups - 1
+        return None
+
+
+def _block_first(blocks: list[tuple[int, int]], lo: int) -> int | None:
+    """First rule at or after `lo` set in every block: summaries first, then words."""
+    lw = lo // 64
+    summary = _MASK64 & ~((1 << lw) - 1)
+    for _, sm in blocks:
+        summary &= sm
     while summary:
-        w = (summary & -summary).bit_length() - 1
-        word = mask64
-        for bm in bms:
-            word &= (bm >> (64 * w)) & mask64
+        w = _low(summary)
+        word = _MASK64
+        for bits, _ in blocks:
+            word &= (bits >> (64 * w)) & _MASK64
+        if w == lw:
+            word &= _MASK64 & ~((1 << (lo % 64)) - 1)
         if word:
-            return 64 * w + (word & -word).bit_length() - 1
+            return 64 * w + _low(word)
         summary &= summary - 1
     return None
-
-
-def _summary(bm: int, nwords: int) -> int:
-    s = 0
-    for w in range(nwords):
-        if (bm >> (64 * w)) & ((1 << 64) - 1):
-            s |= 1 << w
-    return s

@@ -6,12 +6,17 @@ no root.  The datapath writes a plan into maps; `classify.py` runs a plan
 the way the BPF program does, so the compiler is checked against the
 reference semantics without a kernel.
 
-Bit-vector scheme (SPEC §3): rule i is bit i of a bitmap (file order, so
-the lowest set bit is the first matching rule).  Each match field maps a
-packet value to the bitmap of rules that value satisfies; bitmaps are
-deduplicated per field into a sorted table and maps store the table index.
-Sorting by value keeps indexes stable when an edit does not touch a field,
-so an update rewrites only the entries whose bitmap really changed.
+Bit-vector scheme: rule i is bit i of a bitmap (file order, so the lowest
+set bit is the first matching rule).  Each match field maps a packet value
+to the bitmap of rules that value satisfies; bitmaps are deduplicated per
+field into a sorted table and maps store the table index.  Sorting by value
+keeps indexes stable when an edit does not touch a field, so an update
+rewrites only the entries whose bitmap really changed.
+
+A bitmap is cut into groups of GROUP_RULES rules (`blocks`): the kernel
+keeps each distinct block once and a top entry per bitmap naming its
+non-empty groups' blocks (`two_level`); the plan's canonical bytes use the
+same form, so a 65,536-rule plan is not a table of 8 KiB bitmaps.
 """
 
 from __future__ import annotations
@@ -42,13 +47,20 @@ F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
 NFIELDS = 8
 FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")
 
-MAX_WORDS = 64
+MAX_RULES = 65536  # per direction; the rule language's limit (model.MAX_RULES) is the same
+MAX_WORDS = MAX_RULES // 64
+GROUP_RULES = 4096  # rules per block: one summary word over 64 words
+GROUP_WORDS = GROUP_RULES // 64
+GROUP_BYTES = GROUP_RULES // 8
+MAX_GROUPS = MAX_RULES // GROUP_RULES
 PORT_SPACE = 65536
 ICMP_SPACE = 2 * 65536  # (is_icmpv6 << 16) | (type << 8) | code
 ICMP_V6_BASE = 65536
 
-# Limits on the plan itself, beyond the rule language's (SPEC "limits exceeded").
+# Limits on the plan itself, beyond the rule language's: distinct bitmaps
+# (top entries) and distinct blocks per direction.
 MAX_BITMAPS = 262144
+MAX_BLOCKS = 1048576
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.
 Intervals = tuple[tuple[int, int, int], ...]
@@ -138,6 +150,51 @@ class RulePlan:
         return self.limit is not None
 
 
+@dataclass(frozen=True)
+class TwoLevel:
+    """Bitmaps cut into groups of GROUP_RULES rules, each distinct block kept once.
+
+    `tops[i]` is bitmap i's (groups, block ids): bit g of groups is set when
+    group g has a rule, and the ids (one per set bit, lowest group first)
+    index `blocks`, each GROUP_BYTES of little-endian words.  Blocks are
+    numbered in order of first use, so the form is canonical.
+    """
+
+    tops: tuple[tuple[int, tuple[int, ...]], ...]
+    blocks: tuple[bytes, ...]
+
+    @classmethod
+    def build(cls, bitmaps: list[int], ngroups: int) -> TwoLevel:
+        ids: dict[bytes, int] = {}
+        tops = []
+        size = ngroups * GROUP_BYTES
+        zero = bytes(GROUP_BYTES)
+        for bm in bitmaps:
+            raw = bm.to_bytes(size, "little")
+            groups, blk = 0, []
+            for g in range(ngroups):
+                chunk = raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES]
+                if chunk == zero:
+                    continue
+                groups |= 1 << g
+                bid = ids.get(chunk)
+                if bid is None:
+                    bid = ids[chunk] = len(ids)
+                blk.append(bid)
+            tops.append((groups, tuple(blk)))
+        return cls(tuple(tops), tuple(ids))
+
+    def bitmap(self, i: int) -> int:
+        groups, blk = self.tops[i]
+        out, k = 0, 0
+        while groups:
+            g = (groups & -groups).bit_length() - 1
+            out |= int.from_bytes(self.blocks[blk[k]], "little") << (g * GROUP_RULES)
+            k += 1
+            groups &= groups - 1
+        return out
+
+
 @dataclass
 class DirectionPlan:
     name: str  # "ingress" | "egress"
@@ -159,6 +216,7 @@ class DirectionPlan:
     new_idx: int
     ones_idx: int
     field_mask: int
+    _two_level: TwoLevel | None = field(default=None, repr=False, compare=False)
 
     @property
     def nrules(self) -> int:
@@ -180,8 +238,18 @@ class DirectionPlan:
         return self.bases[fld] + local
 
     def all_bitmaps(self) -> list[int]:
-        """Every bitmap in global-index order (what the bitmap map holds)."""
+        """Every bitmap in global-index order (the order of the top entries)."""
         return [b for t in self.tables for b in t]
+
+    @property
+    def ngroups(self) -> int:
+        return (self.nwords + GROUP_WORDS - 1) // GROUP_WORDS
+
+    def two_level(self) -> TwoLevel:
+        """The bitmaps as the kernel holds them: distinct blocks and a top entry per bitmap."""
+        if self._two_level is None:
+            self._two_level = TwoLevel.build(self.all_bitmaps(), self.ngroups)
+        return self._two_level
 
     @property
     def uses_block(self) -> bool:
@@ -235,13 +303,21 @@ def compile_ruleset(rs: RuleSet) -> Plan:
     dirs = []
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         dp = _compile_direction(dname, d)
+        line = d.rules[0].line if d.rules else 1
         if dp.nbitmaps > MAX_BITMAPS:
-            line = d.rules[0].line if d.rules else 1
             raise RuleError(
                 rs.source,
                 line,
                 f"{dname}: the rules need {dp.nbitmaps} distinct rule bitmaps, more than the "
                 f"limit of {MAX_BITMAPS}; merge rules that share addresses into sets",
+            )
+        nblocks = len(dp.two_level().blocks)
+        if nblocks > MAX_BLOCKS:
+            raise RuleError(
+                rs.source,
+                line,
+                f"{dname}: the rules need {nblocks} distinct bitmap blocks, more than the "
+                f"limit of {MAX_BLOCKS}; merge rules that share addresses into sets",
             )
         dirs.append(dp)
     return Plan(
@@ -281,35 +357,44 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src)
     dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst)
 
-    proto_bm = []
-    for p in range(256):
-        bm = 0
-        for i, r in enumerate(rules):
-            if r.match.protos is None or p in r.match.protos:
-                bm |= 1 << i
-        proto_bm.append(bm)
+    # Per value, the rules naming it plus the rules with no condition: a
+    # value no rule names shares the wildcard bitmap (one big int, not 256).
+    proto_any: list[int] = []
+    proto_of: dict[int, list[int]] = {}
+    for i, r in enumerate(rules):
+        if r.match.protos is None:
+            proto_any.append(i)
+        else:
+            for p in r.match.protos:
+                proto_of.setdefault(p, []).append(i)
+    any_bm = _bits(proto_any)
+    proto_bm = [any_bm | _bits(proto_of[p]) if p in proto_of else any_bm for p in range(256)]
 
     sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"))
     dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"))
     icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges)
 
+    # The same for TCP flags, per distinct condition (rules share a few).
+    flags_any: list[int] = []
+    flags_of: dict[object, list[int]] = {}
+    for i, r in enumerate(rules):
+        if r.match.tcp_flags is None:
+            flags_any.append(i)
+        else:
+            flags_of.setdefault(r.match.tcp_flags, []).append(i)
+    flags_any_bm = _bits(flags_any)
+    conds = [(tf, _bits(idx)) for tf, idx in flags_of.items()]
     tflags_bm = []
     for f in range(256):
-        bm = 0
-        for i, r in enumerate(rules):
-            tf = r.match.tcp_flags
-            if tf is None or tf.matches(f):
-                bm |= 1 << i
+        bm = flags_any_bm
+        for tf, b in conds:
+            if tf.matches(f):  # type: ignore[attr-defined]
+                bm |= b
         tflags_bm.append(bm)
 
-    l4free = est = new = 0
-    for i, r in enumerate(rules):
-        if not r.match.has_l4:
-            l4free |= 1 << i
-        if r.match.state in (None, State.ESTABLISHED):
-            est |= 1 << i
-        if r.match.state in (None, State.NEW):
-            new |= 1 << i
+    l4free = _bits([i for i, r in enumerate(rules) if not r.match.has_l4])
+    est = _bits([i for i, r in enumerate(rules) if r.match.state in (None, State.ESTABLISHED)])
+    new = _bits([i for i, r in enumerate(rules) if r.match.state in (None, State.NEW)])
 
     # Deduplicate per field; sorted tables give stable indexes (see module doc).
     def table(values: list[int]) -> tuple[int, ...]:
@@ -362,6 +447,16 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     )
 
 
+def _bits(indexes: list[int]) -> int:
+    """The bitmap with these bits set: one big int built once, not one per bit."""
+    if not indexes:
+        return 0
+    raw = bytearray(max(indexes) // 8 + 1)
+    for i in indexes:
+        raw[i >> 3] |= 1 << (i & 7)
+    return int.from_bytes(raw, "little")
+
+
 def _lpm_field(
     rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None]
 ) -> tuple[LpmEntries, LpmEntries, list[int]]:
@@ -378,14 +473,14 @@ def _lpm_field(
     an entry's bitmap is determined by (parent's id, own id), and the few
     distinct pairs are computed once.
     """
-    wildcard = 0
+    wild: list[int] = []
     own_vals: list[int] = [0]  # interned "rules owning exactly this prefix"
     own_ids: dict[int, int] = {0: 0}
     owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
     for i, r in enumerate(rules):
         am = get(r)
         if am is None:
-            wildcard |= 1 << i
+            wild.append(i)
             continue
         bit = 1 << i
         for fi, fam in enumerate((4, 6)):
@@ -411,6 +506,7 @@ def _lpm_field(
                         own_vals.append(v)
                     trans[old] = new
                 d[k] = new
+    wildcard = _bits(wild)
     bitmaps: list[int] = [wildcard]  # id 0: the wildcard rules (no parent)
     combo: dict[tuple[int, int], int] = {}
     ids_of: dict[int, int] = {wildcard: 0}
@@ -490,17 +586,19 @@ def _interval_field(
     Each rule's ranges are merged (disjoint), so toggling its bit at lo and
     at hi + 1 with XOR gives the set of rules covering each point.
     """
-    wildcard = 0
-    toggles: dict[int, int] = {}
+    wild: list[int] = []
+    at: dict[int, list[int]] = {}  # point -> rules whose coverage starts or ends there
     for i, r in enumerate(rules):
         ranges = get(r)
-        bit = 1 << i
         if ranges is None:
-            wildcard |= bit
+            wild.append(i)
             continue
+        # Merged ranges are disjoint and not adjacent: a rule toggles a point once.
         for lo, hi in _merge(ranges):
-            toggles[lo] = toggles.get(lo, 0) ^ bit
-            toggles[hi + 1] = toggles.get(hi + 1, 0) ^ bit
+            at.setdefault(lo, []).append(i)
+            at.setdefault(hi + 1, []).append(i)
+    wildcard = _bits(wild)
+    toggles = {p: _bits(idx) for p, idx in at.items()}
     points = sorted(p for p in toggles if p < space)
     if not points or points[0] != 0:
         points.insert(0, 0)
@@ -520,7 +618,7 @@ def _interval_field(
 # --------------------------------------------------------------------------
 # serialisation (canonical bytes -> content hash; also the state-dir format)
 
-_MAGIC = b"XGPLAN1\n"
+_MAGIC = b"XGPLAN2\n"
 
 
 def _serialise(plan: Plan) -> bytes:
@@ -535,9 +633,9 @@ def _serialise(plan: Plan) -> bytes:
     }
     parts = [_MAGIC, _blob(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())]
     for d in plan.directions():
-        nbytes = d.nwords * 8
-        for t in d.tables:
-            parts.append(_blob(b"".join(b.to_bytes(nbytes, "little") for b in t)))
+        tl = d.two_level()
+        parts.append(_blob(b"".join(tl.blocks)))
+        parts.append(_blob(array("I", [x for groups, blk in tl.tops for x in (groups, *blk)]).tobytes()))
         for entries, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128)):
             parts.append(_blob(_pack_lpm(entries, bits)))
         parts.append(_blob(array("I", d.proto).tobytes()))
@@ -561,6 +659,7 @@ def _dir_head(d: DirectionPlan) -> dict[str, object]:
         "ones": d.ones_idx,
         "field_mask": d.field_mask,
         "table_sizes": [len(t) for t in d.tables],
+        "blocks": len(d.two_level().blocks),
     }
 
 
@@ -601,16 +700,22 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
     head = json.loads(blob())
     dirs = []
     for dh in head["dirs"]:
-        nbytes = dh["nwords"] * 8
+        raw = blob()
+        blocks = tuple(raw[i : i + GROUP_BYTES] for i in range(0, len(raw), GROUP_BYTES))
+        flat = array("I", blob())
+        tops: list[tuple[int, tuple[int, ...]]] = []
+        k = 0
+        while k < len(flat):
+            groups = flat[k]
+            n = groups.bit_count()
+            tops.append((groups, tuple(flat[k + 1 : k + 1 + n])))
+            k += 1 + n
+        tl = TwoLevel(tuple(tops), blocks)
         tables = []
+        at = 0
         for size in dh["table_sizes"]:
-            raw = blob()
-            if nbytes == 0:
-                tables.append(tuple(0 for _ in range(size)))
-            else:
-                tables.append(
-                    tuple(int.from_bytes(raw[i : i + nbytes], "little") for i in range(0, len(raw), nbytes))
-                )
+            tables.append(tuple(tl.bitmap(i) for i in range(at, at + size)))
+            at += size
         lpms = [_unpack_lpm(blob(), bits) for bits in (32, 32, 128, 128)]
         proto = tuple(array("I", blob()))
         tflags = tuple(array("I", blob()))
@@ -650,6 +755,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 new_idx=dh["new"],
                 ones_idx=dh["ones"],
                 field_mask=dh["field_mask"],
+                _two_level=tl,
             )
         )
     tmo = head["timeouts"]
@@ -672,7 +778,9 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # --------------------------------------------------------------------------
 # figures for `check`
 
-BITMAP_VALUE_SIZE = 8 + 8 * MAX_WORDS
+BLOCK_VALUE_SIZE = 8 + GROUP_BYTES  # struct xg_bitmap
+TOP_VALUE_SIZE = 4 + 4 * MAX_GROUPS  # struct xg_top
+RULE_VALUE_SIZE = 56  # struct xg_rule
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
@@ -687,6 +795,7 @@ def map_entries(d: DirectionPlan) -> dict[str, int]:
         "tcp_flags": 256,
         "icmp_intervals": len(d.icmp),
         "bitmaps": d.nbitmaps,
+        "bitmap_blocks": len(d.two_level().blocks),
         "rules": d.nrules,
     }
 
@@ -706,5 +815,6 @@ def memory_estimate(plan: Plan) -> int:
             for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
         )
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
-        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * 24)
+        bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
+        total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
     return total
