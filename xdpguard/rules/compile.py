@@ -40,6 +40,7 @@ from xdpguard.rules.model import (
     Rule,
     RuleSet,
     State,
+    TcpFlags,
 )
 
 # Field numbers: keep in step with enum xg_field in bpf/include/xdpguard.h.
@@ -150,6 +151,42 @@ class RulePlan:
         return self.limit is not None
 
 
+# A bitmap in two-level form: (groups, block ids), see TwoLevel.
+Key = tuple[int, tuple[int, ...]]
+
+
+class _Interner:
+    """Turns bitmaps (ints) into two-level keys as they are made, keeping each
+    distinct block once: a large rule set has many distinct bitmaps, and
+    keeping them as ints (8 KiB each at 65,536 rules) would take gigabytes."""
+
+    def __init__(self, ngroups: int) -> None:
+        self.ngroups = ngroups
+        self.ids: dict[bytes, int] = {}
+        self.blocks: list[bytes] = []
+
+    def key(self, bm: int) -> Key:
+        raw = bm.to_bytes(self.ngroups * GROUP_BYTES, "little")
+        groups, blk = 0, []
+        g = 0
+        # Skip empty groups a word at a time: most of a large set's bitmaps are sparse.
+        while g < self.ngroups:
+            chunk = raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES]
+            if chunk.count(0) != GROUP_BYTES:
+                groups |= 1 << g
+                bid = self.ids.get(chunk)
+                if bid is None:
+                    bid = self.ids[chunk] = len(self.blocks)
+                    self.blocks.append(chunk)
+                blk.append(bid)
+            g += 1
+        return groups, tuple(blk)
+
+    def order(self, k: Key) -> tuple[int, tuple[bytes, ...]]:
+        """A sort key that depends only on the bitmap's contents."""
+        return k[0], tuple(self.blocks[b] for b in k[1])
+
+
 @dataclass(frozen=True)
 class TwoLevel:
     """Bitmaps cut into groups of GROUP_RULES rules, each distinct block kept once.
@@ -164,25 +201,19 @@ class TwoLevel:
     blocks: tuple[bytes, ...]
 
     @classmethod
-    def build(cls, bitmaps: list[int], ngroups: int) -> TwoLevel:
-        ids: dict[bytes, int] = {}
+    def from_keys(cls, keys: list[Key], blocks: list[bytes]) -> TwoLevel:
+        """Renumber an interner's keys canonically: blocks in order of first use."""
+        ids: dict[int, int] = {}
         tops = []
-        size = ngroups * GROUP_BYTES
-        zero = bytes(GROUP_BYTES)
-        for bm in bitmaps:
-            raw = bm.to_bytes(size, "little")
-            groups, blk = 0, []
-            for g in range(ngroups):
-                chunk = raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES]
-                if chunk == zero:
-                    continue
-                groups |= 1 << g
-                bid = ids.get(chunk)
-                if bid is None:
-                    bid = ids[chunk] = len(ids)
-                blk.append(bid)
-            tops.append((groups, tuple(blk)))
-        return cls(tuple(tops), tuple(ids))
+        for groups, blk in keys:
+            out = []
+            for b in blk:
+                c = ids.get(b)
+                if c is None:
+                    c = ids[b] = len(ids)
+                out.append(c)
+            tops.append((groups, tuple(out)))
+        return cls(tuple(tops), tuple(blocks[b] for b in ids))
 
     def bitmap(self, i: int) -> int:
         groups, blk = self.tops[i]
@@ -201,7 +232,7 @@ class DirectionPlan:
     default: Action
     rules: tuple[RulePlan, ...]
     nwords: int
-    tables: tuple[tuple[int, ...], ...]  # per field: distinct bitmaps, ascending
+    tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
     src4: LpmEntries
     dst4: LpmEntries
     src6: LpmEntries
@@ -237,7 +268,7 @@ class DirectionPlan:
     def global_index(self, fld: int, local: int) -> int:
         return self.bases[fld] + local
 
-    def all_bitmaps(self) -> list[int]:
+    def all_bitmaps(self) -> list[Key]:
         """Every bitmap in global-index order (the order of the top entries)."""
         return [b for t in self.tables for b in t]
 
@@ -247,8 +278,7 @@ class DirectionPlan:
 
     def two_level(self) -> TwoLevel:
         """The bitmaps as the kernel holds them: distinct blocks and a top entry per bitmap."""
-        if self._two_level is None:
-            self._two_level = TwoLevel.build(self.all_bitmaps(), self.ngroups)
+        assert self._two_level is not None, "set when compiled or loaded"
         return self._two_level
 
     @property
@@ -340,6 +370,7 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     n = len(rules)
     allones = (1 << n) - 1
     nwords = (n + 63) // 64
+    bits = _Interner((nwords + GROUP_WORDS - 1) // GROUP_WORDS)
 
     rplans = tuple(
         RulePlan(
@@ -354,8 +385,8 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     )
 
     # Address fields: LPM entries with the bitmap of rules whose prefix contains them.
-    src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src)
-    dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst)
+    src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src, bits)
+    dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst, bits)
 
     # Per value, the rules naming it plus the rules with no condition: a
     # value no rule names shares the wildcard bitmap (one big int, not 256).
@@ -367,16 +398,18 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         else:
             for p in r.match.protos:
                 proto_of.setdefault(p, []).append(i)
-    any_bm = _bits(proto_any)
-    proto_bm = [any_bm | _bits(proto_of[p]) if p in proto_of else any_bm for p in range(256)]
+    any_bm = bits.key(_bits(proto_any))
+    proto_bm = [
+        bits.key(_bits(proto_any) | _bits(proto_of[p])) if p in proto_of else any_bm for p in range(256)
+    ]
 
-    sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"))
-    dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"))
-    icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges)
+    sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"), bits)
+    dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"), bits)
+    icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges, bits)
 
     # The same for TCP flags, per distinct condition (rules share a few).
     flags_any: list[int] = []
-    flags_of: dict[object, list[int]] = {}
+    flags_of: dict[TcpFlags, list[int]] = {}
     for i, r in enumerate(rules):
         if r.match.tcp_flags is None:
             flags_any.append(i)
@@ -384,23 +417,28 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
             flags_of.setdefault(r.match.tcp_flags, []).append(i)
     flags_any_bm = _bits(flags_any)
     conds = [(tf, _bits(idx)) for tf, idx in flags_of.items()]
-    tflags_bm = []
+    tflags_bm: list[Key] = []
+    seen: dict[int, Key] = {}  # by which conditions hold: 256 values, few distinct bitmaps
     for f in range(256):
-        bm = flags_any_bm
-        for tf, b in conds:
-            if tf.matches(f):  # type: ignore[attr-defined]
-                bm |= b
-        tflags_bm.append(bm)
+        which = sum(1 << k for k, (tf, _) in enumerate(conds) if tf.matches(f))
+        if which not in seen:
+            bm = flags_any_bm
+            for k, (_, b) in enumerate(conds):
+                if which >> k & 1:
+                    bm |= b
+            seen[which] = bits.key(bm)
+        tflags_bm.append(seen[which])
 
-    l4free = _bits([i for i, r in enumerate(rules) if not r.match.has_l4])
-    est = _bits([i for i, r in enumerate(rules) if r.match.state in (None, State.ESTABLISHED)])
-    new = _bits([i for i, r in enumerate(rules) if r.match.state in (None, State.NEW)])
+    l4free = bits.key(_bits([i for i, r in enumerate(rules) if not r.match.has_l4]))
+    est = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.ESTABLISHED)]))
+    new = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.NEW)]))
+    ones = bits.key(allones)
 
-    # Deduplicate per field; sorted tables give stable indexes (see module doc).
-    def table(values: list[int]) -> tuple[int, ...]:
-        return tuple(sorted(set(values)))
+    # Deduplicate per field; tables sorted by content give stable indexes (see module doc).
+    def table(values: list[Key]) -> tuple[Key, ...]:
+        return tuple(sorted(set(values), key=bits.order))
 
-    t_extra = table([l4free, est, new, allones])
+    t_extra = table([l4free, est, new, ones])
     t_src = table(src_bms)
     t_dst = table(dst_bms)
     t_proto = table(proto_bm)
@@ -411,25 +449,27 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     tables = (t_extra, t_src, t_dst, t_proto, t_sport, t_dport, t_tflags, t_icmp)
     pos = [{b: i for i, b in enumerate(t)} for t in tables]
 
-    def lpm(entries: LpmEntries, bitmaps: list[int], fld: int) -> LpmEntries:
+    def lpm(entries: LpmEntries, bitmaps: list[Key], fld: int) -> LpmEntries:
         rank = [pos[fld][b] for b in bitmaps]
         return [(a, plen, rank[i]) for a, plen, i in entries]
 
-    def ivs(entries: list[tuple[int, int, int]], fld: int) -> Intervals:
+    def ivs(entries: list[tuple[int, int, Key]], fld: int) -> Intervals:
         p = pos[fld]
         return tuple((lo, hi, p[b]) for lo, hi, b in entries)
 
     field_mask = 0
     for fld, t in enumerate(tables):
-        if fld != F_EXTRA and t != (allones,):
+        if fld != F_EXTRA and t != (ones,):
             field_mask |= 1 << fld
+    two = TwoLevel.from_keys([k for t in tables for k in t], bits.blocks)
+    canon = iter(two.tops)
 
     return DirectionPlan(
         name=dname,
         default=d.default,
         rules=rplans,
         nwords=nwords,
-        tables=tables,
+        tables=tuple(tuple(next(canon) for _ in t) for t in tables),
         src4=lpm(src4, src_bms, F_SRC),
         dst4=lpm(dst4, dst_bms, F_DST),
         src6=lpm(src6, src_bms, F_SRC),
@@ -442,8 +482,9 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         l4free_idx=pos[F_EXTRA][l4free],
         est_idx=pos[F_EXTRA][est],
         new_idx=pos[F_EXTRA][new],
-        ones_idx=pos[F_EXTRA][allones],
+        ones_idx=pos[F_EXTRA][ones],
         field_mask=field_mask,
+        _two_level=two,
     )
 
 
@@ -458,8 +499,8 @@ def _bits(indexes: list[int]) -> int:
 
 
 def _lpm_field(
-    rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None]
-) -> tuple[LpmEntries, LpmEntries, list[int]]:
+    rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None], bits: _Interner
+) -> tuple[LpmEntries, LpmEntries, list[Key]]:
     """(v4 entries, v6 entries, bitmaps) for one address field.
 
     Entries are (addr, plen, i) with bitmaps[i] the rules matching there.
@@ -507,11 +548,12 @@ def _lpm_field(
                     trans[old] = new
                 d[k] = new
     wildcard = _bits(wild)
-    bitmaps: list[int] = [wildcard]  # id 0: the wildcard rules (no parent)
+    wkey = bits.key(wildcard)
+    bitmaps: list[Key] = [wkey]  # id 0: the wildcard rules (no parent)
     combo: dict[tuple[int, int], int] = {}
-    ids_of: dict[int, int] = {wildcard: 0}
+    ids_of: dict[Key, int] = {wkey: 0}
     out: list[LpmEntries] = []
-    for fi, bits in enumerate((32, 128)):
+    for fi, width in enumerate((32, 128)):
         d = owns[fi]
         keys = sorted(d)
         if not keys or keys[0] != 0:
@@ -521,24 +563,28 @@ def _lpm_field(
         # before everything it contains, so a stack of open prefixes suffices.
         ends: list[int] = []  # last address each open prefix covers
         bms: list[int] = []  # bitmap id of each open prefix
+        vals: list[int] = []  # and its bitmap (only open prefixes keep theirs as an int)
         for k in keys:
             a, plen = k >> 8, k & 0xFF
             while ends and a > ends[-1]:
                 ends.pop()
                 bms.pop()
+                vals.pop()
             parent = bms[-1] if bms else 0
             oid = d.get(k, 0)
-            key = (parent, oid)
-            bid = combo.get(key)
+            v = (vals[-1] if vals else wildcard) | own_vals[oid]
+            ck = (parent, oid)
+            bid = combo.get(ck)
             if bid is None:
-                v = bitmaps[parent] | own_vals[oid]
-                bid = ids_of.get(v)
+                key = bits.key(v)
+                bid = ids_of.get(key)
                 if bid is None:
-                    bid = ids_of[v] = len(bitmaps)
-                    bitmaps.append(v)
-                combo[key] = bid
-            ends.append(a | ((1 << (bits - plen)) - 1))
+                    bid = ids_of[key] = len(bitmaps)
+                    bitmaps.append(key)
+                combo[ck] = bid
+            ends.append(a | ((1 << (width - plen)) - 1))
             bms.append(bid)
+            vals.append(v)
             entries.append((a, plen, bid))
         out.append(entries)
     return out[0], out[1], bitmaps
@@ -579,8 +625,8 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _interval_field(
-    rules: tuple[Rule, ...], space: int, get: Callable[[Rule], list[tuple[int, int]] | None]
-) -> list[tuple[int, int, int]]:
+    rules: tuple[Rule, ...], space: int, get: Callable[[Rule], list[tuple[int, int]] | None], bits: _Interner
+) -> list[tuple[int, int, Key]]:
     """Elementary intervals over [0, space): (lo, hi, bitmap) in order.
 
     Each rule's ranges are merged (disjoint), so toggling its bit at lo and
@@ -597,17 +643,16 @@ def _interval_field(
         for lo, hi in _merge(ranges):
             at.setdefault(lo, []).append(i)
             at.setdefault(hi + 1, []).append(i)
-    wildcard = _bits(wild)
-    toggles = {p: _bits(idx) for p, idx in at.items()}
-    points = sorted(p for p in toggles if p < space)
+    cur = _bits(wild)  # the wildcard rules cover every point
+    points = sorted(p for p in at if p < space)
     if not points or points[0] != 0:
         points.insert(0, 0)
-    out: list[tuple[int, int, int]] = []
-    cur = 0
+    out: list[tuple[int, int, Key]] = []
     for j, p in enumerate(points):
-        cur ^= toggles.get(p, 0)
+        if p in at:
+            cur ^= _bits(at[p])
         hi = (points[j + 1] - 1) if j + 1 < len(points) else space - 1
-        bm = cur | wildcard
+        bm = bits.key(cur)
         if out and out[-1][2] == bm:
             out[-1] = (out[-1][0], hi, bm)
         else:
@@ -714,7 +759,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
         tables = []
         at = 0
         for size in dh["table_sizes"]:
-            tables.append(tuple(tl.bitmap(i) for i in range(at, at + size)))
+            tables.append(tl.tops[at : at + size])
             at += size
         lpms = [_unpack_lpm(blob(), bits) for bits in (32, 32, 128, 128)]
         proto = tuple(array("I", blob()))
