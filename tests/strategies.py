@@ -236,6 +236,8 @@ def _large_match(rng: random.Random, pool: list[int]) -> Match:
     src = AddrMatch((_large_prefix(rng, fam, pool),)) if not broad and rng.random() < 0.9 else None
     dst = AddrMatch((_large_prefix(rng, fam, pool),)) if not broad and rng.random() < 0.9 else None
     kind = rng.choices(["ports", "proto", "none", "flags", "icmp"], weights=[80, 6, 2, 6, 6])[0]
+    if broad or src is None or dst is None:
+        kind = "ports"  # an address wildcard with a narrow port: broad, not everything
     protos = sport = dport = tflags = icmp = None
     if kind == "ports":
         protos = frozenset({rng.choice([IPPROTO_TCP, IPPROTO_UDP])})
