@@ -1159,6 +1159,7 @@ def _libbpf() -> ctypes.CDLL:
         ("btf__load_into_kernel", i, [vp]),
         ("btf__fd", i, [vp]),
         ("bpf_prog_load", i, [i, cp, cp, cp, ctypes.c_size_t, vp]),
+        ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, ctypes.POINTER(_u32), vp]),
     ):
         fn = getattr(lib, name)
         fn.restype = res
@@ -1240,3 +1241,30 @@ def prog_load_functions(
         raise BpfError(err, op, log.value.decode(errors="replace"))
     finally:
         lib.btf__free(btf)
+
+
+def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[bytes]:
+    """Values of array elements start .. start + count - 1, in a few batch calls
+    (libbpf's bpf_map_lookup_batch): an array's batch cursor is the key the
+    next batch starts after."""
+    lib = _libbpf()
+    out: list[bytes] = []
+    cursor = _u32(start - 1)
+    nxt = _u32()
+    while len(out) < count:
+        n = _u32(min(_BATCH_CHUNK, count - len(out)))
+        keys = ctypes.create_string_buffer(4 * n.value)
+        values = ctypes.create_string_buffer(value_size * n.value)
+        in_batch = ctypes.byref(cursor) if start + len(out) > 0 else None
+        ret = lib.bpf_map_lookup_batch(fd, in_batch, ctypes.byref(nxt), keys, values, ctypes.byref(n), None)
+        err = ctypes.get_errno() if ret < 0 else 0
+        raw = values.raw
+        out.extend(raw[i * value_size : (i + 1) * value_size] for i in range(n.value))
+        if ret < 0 and err != errno.ENOENT:
+            raise BpfError(err, _label("BPF_MAP_LOOKUP_BATCH", fd))
+        if ret < 0 or n.value == 0:
+            break
+        cursor = _u32(start + len(out) - 1)
+    if len(out) < count:
+        raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
+    return out

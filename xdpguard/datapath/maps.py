@@ -327,15 +327,22 @@ def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
     return out
 
 
+def _u32s(values: array[int] | range | list[int]) -> list[bytes]:
+    """Many u32 keys or values: one pack, then slices (a struct call each is slow at 10^6)."""
+    raw = array("I", values).tobytes()
+    return [raw[i : i + 4] for i in range(0, len(raw), 4)]
+
+
 def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
     base = half * size
-    idx: range | list[int] = range(size) if old is None else _changed(new, old)
+    if old is None:
+        B.map_update_batch(fd, _u32s(range(base, base + size)), _u32s(new))
+        return size
+    idx = _changed(new, old)
     if not idx:
         return 0
-    keys = [_u32(base + i) for i in idx]
-    vals = [_u32(new[i]) for i in idx]
-    B.map_update_batch(fd, keys, vals)
-    return len(keys)
+    B.map_update_batch(fd, _u32s([base + i for i in idx]), _u32s([new[i] for i in idx]))
+    return len(idx)
 
 
 def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool) -> int:
@@ -539,11 +546,13 @@ def write_half(
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
     if d.rules:
         base = half * abi.MAX_RULES
-        B.map_update_batch(
-            dm["rules"],
-            [_u32(base + r.index) for r in d.rules],
-            [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
-        )
+        entries = [rule_bytes(r, slots[r.rule_id]) for r in d.rules]
+        idx: list[int] | range = range(len(entries))
+        if old is not None:  # what the half holds: only entries that differ are written
+            now = B.map_lookup_range(dm["rules"], base, len(entries), C_SIZE["rule"])
+            idx = [i for i, e in enumerate(entries) if now[i] != e]
+        if idx:
+            B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
     assert inner.blocks is not None
     hw = HalfWrite(half, inner.blocks, tops_fd, addrs, config_bytes(plan, d))
     if commit:
@@ -608,12 +617,8 @@ def read_config(dm: Maps, half: int) -> abi.Config:
 def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
     if nrules == 0:
         return []
-    base = half * abi.MAX_RULES
-    out = []
-    for i in range(nrules):
-        raw = B.map_lookup(dm["rules"], _u32(base + i), C_SIZE["rule"])
-        out.append(abi.RuleEntry.from_buffer_copy(raw) if raw else abi.RuleEntry())
-    return out
+    raw = B.map_lookup_range(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), C_SIZE["rule"])
+    return [abi.RuleEntry.from_buffer_copy(r) for r in raw]
 
 
 def _slot_key(direction: str, slot: int) -> bytes:
@@ -625,8 +630,19 @@ def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
+    span: dict[int, bytes] = {}
+    if len(slots) > 64:  # one range of batch reads rather than a syscall per slot
+        lo, hi = min(slots), max(slots)
+        base = abi.DIR_INDEX[direction] * abi.MAX_SLOTS
+        span = dict(
+            zip(
+                range(lo, hi + 1),
+                B.map_lookup_range(dm["counters"], base + lo, hi - lo + 1, psize),
+                strict=True,
+            )
+        )
     for s in slots:
-        raw = B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
+        raw = span[s] if span else B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
         pk = by = over = 0
         if raw:
             for v in B.split_percpu(raw, vsize):
