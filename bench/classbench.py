@@ -32,9 +32,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Where the ClassBench files are (their README gives sources and checksums); override with CLASSBENCH_DIR.
-DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR", "/work/shared/data/classbench"))
+
+
+def _data_dir() -> Path:
+    """Where the ClassBench files are (their README gives sources and checksums):
+    CLASSBENCH_DIR, else the shared data beside the repository, else /work/shared."""
+    if "CLASSBENCH_DIR" in os.environ:
+        return Path(os.environ["CLASSBENCH_DIR"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "classbench"
+    return beside if beside.is_dir() else Path("/work/shared/data/classbench")
+
+
+DATA_DIR = _data_dir()
 SETS = ("acl1_1k", "fw1_1k", "ipc1_1k")
+# The 10k sets; acl1_10k has no trace here, so its headers are drawn inside its rules.
+SETS_10K = ("acl1_10k", "fw1_10k", "ipc1_10k")
 FRAME_LEN = 64
 MAC_DST = bytes.fromhex("020000000002")
 MAC_SRC = bytes.fromhex("020000000001")
@@ -236,3 +248,43 @@ def distinct(headers: Iterable[Header], limit: int | None = None) -> list[Header
 def load_set(name: str, data_dir: Path = DATA_DIR) -> tuple[list[Rule], list[Header]]:
     """Rules and trace headers of one set (the trace file is `<name>_trace`)."""
     return parse_rules(data_dir / name), parse_trace(data_dir / f"{name}_trace")
+
+
+def drawn_headers(rules: Sequence[Rule], n: int, seed: int = 1) -> list[Header]:
+    """n headers, each drawn inside a random rule (for sets without a trace).
+
+    Addresses are random within the rule's prefixes and ports within its
+    ranges; the protocol is the rule's, or TCP/UDP when it has none.  An
+    earlier rule may match the header too: the oracle is first_match.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = rules[rng.randrange(len(rules))]
+
+        def addr(p: tuple[int, int]) -> int:
+            a, plen = p
+            return a | (rng.getrandbits(32 - plen) if plen < 32 else 0)
+
+        proto = r.proto if not r.any_proto else rng.choice([IPPROTO_TCP, IPPROTO_UDP])
+        out.append(
+            Header(
+                addr(r.src),
+                addr(r.dst),
+                rng.randint(*r.sport),
+                rng.randint(*r.dport),
+                proto,
+            )
+        )
+    return out
+
+
+def load_set_headers(name: str, n: int, data_dir: Path = DATA_DIR) -> tuple[list[Rule], list[Header], str]:
+    """Rules, up to n distinct headers, and where the headers come from ("trace" or "drawn")."""
+    rules = parse_rules(data_dir / name)
+    trace = data_dir / f"{name}_trace"
+    if trace.exists():
+        return rules, distinct(parse_trace(trace), n), "trace"
+    return rules, distinct(drawn_headers(rules, 2 * n), n), "drawn"
