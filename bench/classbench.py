@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 def _data_dir() -> Path:
     """Where the ClassBench files are (their README gives sources and checksums):
     CLASSBENCH_DIR, else the shared data beside the repository, else /work/shared."""

@@ -434,11 +434,15 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     new = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.NEW)]))
     ones = bits.key(allones)
 
-    # Deduplicate per field; tables sorted by content give stable indexes (see module doc).
-    def table(values: list[Key]) -> tuple[Key, ...]:
-        return tuple(sorted(set(values), key=bits.order))
+    # Deduplicate per field; each bitmap's index depends on its contents (see _place).
+    where: dict[int, dict[Key, int]] = {}  # id(table) -> where each bitmap is
 
-    t_extra = table([l4free, est, new, ones])
+    def table(values: list[Key]) -> tuple[Key, ...]:
+        t, at = _place(sorted(set(values), key=bits.order), bits)
+        where[id(t)] = at
+        return t
+
+    t_extra = tuple(sorted({l4free, est, new, ones}, key=bits.order))
     t_src = table(src_bms)
     t_dst = table(dst_bms)
     t_proto = table(proto_bm)
@@ -447,7 +451,7 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     t_tflags = table(tflags_bm)
     t_icmp = table([b for _, _, b in icmp_iv])
     tables = (t_extra, t_src, t_dst, t_proto, t_sport, t_dport, t_tflags, t_icmp)
-    pos = [{b: i for i, b in enumerate(t)} for t in tables]
+    pos = [where.get(id(t)) or {b: i for i, b in enumerate(t)} for t in tables]
 
     def lpm(entries: LpmEntries, bitmaps: list[Key], fld: int) -> LpmEntries:
         rank = [pos[fld][b] for b in bitmaps]
@@ -486,6 +490,45 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         field_mask=field_mask,
         _two_level=two,
     )
+
+
+# Tables up to this size are simply sorted; larger ones are hashed (see _place).
+_SMALL_TABLE = 8
+EMPTY: Key = (0, ())  # an unused slot of a hashed table (reads as the empty bitmap)
+
+
+def _place(keys: list[Key], bits: _Interner) -> tuple[tuple[Key, ...], dict[Key, int]]:
+    """A field's table: each distinct bitmap at an index that depends on its
+    contents, so that an edit moves few of them.
+
+    Sorted indexes would shift every bitmap after one that appears or goes,
+    and every top entry and map value naming them would be rewritten.
+    Instead the table is an open-addressed hash table (linear probing, at
+    most 3/4 full, a power of two in size): a bitmap sits at or just after
+    the slot its contents hash to, so an edit disturbs only its own probe
+    run, and the size changes only when the table doubles or halves.
+    Placement goes in (home slot, contents) order, so it depends only on
+    the set of bitmaps: the plan stays a pure function of the rules.
+    """
+    if len(keys) <= _SMALL_TABLE:
+        return tuple(keys), {k: i for i, k in enumerate(keys)}
+    cap = 16
+    while cap * 3 < len(keys) * 4:
+        cap *= 2
+    home = {}
+    for k in keys:
+        groups, blocks = bits.order(k)
+        digest = hashlib.blake2b(groups.to_bytes(4, "little") + b"".join(blocks), digest_size=8).digest()
+        home[k] = int.from_bytes(digest, "little") % cap
+    slots: list[Key | None] = [None] * cap
+    at: dict[Key, int] = {}
+    for k in sorted(keys, key=lambda k: (home[k], bits.order(k))):
+        i = home[k]
+        while slots[i] is not None:
+            i = (i + 1) % cap
+        slots[i] = k
+        at[k] = i
+    return tuple(EMPTY if k is None else k for k in slots), at
 
 
 def _bits(indexes: list[int]) -> int:
