@@ -98,7 +98,8 @@ def test_kernel_agrees_on_large_sets(lab):
                         want = reference.classify(rs, "ingress", parse_frame(frame))
                         got = B.prog_test_run(prog, frame).retval
                         assert VERDICT.get(got) == want.action, (
-                            f"seed {seed} size {n} frame {i}: kernel {got}, reference {want}; frame {frame.hex()}"
+                            f"seed {seed} size {n} frame {i}: kernel {got}, reference {want}; "
+                            f"frame {frame.hex()}"
                         )
                         expect[want.reason] += 1
                         if want.rule_index is not None:
