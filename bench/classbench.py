@@ -190,24 +190,30 @@ def rule_match(r: Rule) -> dict[str, str]:
     return m
 
 
-def to_yaml(rules: Sequence[Rule], name: str = "cb") -> str:
-    """An xdpguard rule file: the rules in file order, alternating allow/drop, default allow."""
+def to_yaml(rules: Sequence[Rule], name: str = "cb", all_drop: bool = False) -> str:
+    """An xdpguard rule file: the rules in file order, alternating allow/drop, default allow.
+
+    all_drop: every rule and the default drop, so that every frame ends in
+    XDP_DROP and a receive-cost figure measures classification alone.
+    """
+    verdicts = "every rule and the default drop" if all_drop else "rule i is allow when even, drop when odd"
     out = [
         f"# Converted from ClassBench {name} by bench/classbench.py: flags column ignored,",
-        "# rule i is allow when i is even and drop when odd, default allow.",
+        f"# {verdicts}.",
         "version: 1",
         "ingress:",
-        "  default: allow",
+        f"  default: {'drop' if all_drop else 'allow'}",
         "  rules:",
     ]
     for i, r in enumerate(rules):
         m = ", ".join(f"{k}: {v}" for k, v in rule_match(r).items())
-        out += [f"    - name: {name}-{i}", f"      match: {{{m}}}", f"      action: {action(i)}"]
+        act = "drop" if all_drop else action(i)
+        out += [f"    - name: {name}-{i}", f"      match: {{{m}}}", f"      action: {act}"]
     return "\n".join(out) + "\n"
 
 
-def write_yaml(rules: Sequence[Rule], path: Path, name: str = "cb") -> Path:
-    path.write_text(to_yaml(rules, name))
+def write_yaml(rules: Sequence[Rule], path: Path, name: str = "cb", all_drop: bool = False) -> Path:
+    path.write_text(to_yaml(rules, name, all_drop))
     return path
 
 
