@@ -71,6 +71,8 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
     hot, cold = p["hot_ns"], p["cold_ns"]
     hmf, cmf = p["hot_minus_floor_ns"], p["cold_minus_floor_ns"]
     rows = (("floor", "trivial XDP program (floor)"), ("small", "10 rules"), ("large", large_label))
+    if "xl" in hot:
+        rows += (("xl", f"{p['xl_rules']:,} rules (bench.gen, no prefix set)"),)
     out = [
         "### Program cost (BPF_PROG_TEST_RUN, ns per packet)",
         "",
@@ -94,7 +96,13 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
         "",
         f"Ratio large/small (hot medians): **{p['ratio_large_small_hot']:.2f}** (target <= "
         f"{p['targets']['ratio']:.1f}: {_ok(p['targets']['ratio_ok'])}); with the floor taken off both: "
-        f"{p['ratio_large_small_hot_minus_floor']:.2f}; cold medians: {p['ratio_large_small_cold']:.2f}.",
+        f"{p['ratio_large_small_hot_minus_floor']:.2f}; cold medians: {p['ratio_large_small_cold']:.2f}."
+        + (
+            f" Ratio {p['xl_rules']:,} rules/small: **{p['ratio_xl_small_hot']:.2f}** (target <= "
+            f"{p['targets']['ratio']:.1f}: {_ok(p['xl_ratio_ok'])})."
+            if "ratio_xl_small_hot" in p
+            else ""
+        ),
         "",
         f"Hot medians by source address: 10 rules {_ns(by['small']['blocklist'])} ns (blocklist half) / "
         f"{_ns(by['small']['random'])} ns (random half); large set {_ns(by['large']['blocklist'])} / "

@@ -4,6 +4,8 @@ small.yaml is a realistic ten-rule host policy (a drop prefix, a handful of
 allowed services, ICMP); large.yaml is bench.gen's 4,096 rules whose first
 rule drops a 1,000,000-prefix blocklist.  Each has a "-changed" twin that
 differs in exactly one rule's port, for the one-rule-change timings.
+rules65k.yaml is bench.gen's rules at the per-direction limit, 65,536, for
+the program cost of the largest rule set against the 10-rule one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bench import gen
 
 LARGE_RULES = 4096
 LARGE_PREFIXES = 1_000_000
+XL_RULES = 65_536
 
 SMALL_RULES = """\
 version: 1
@@ -67,6 +70,7 @@ class Workload:
     large: Path
     large_changed: Path
     blocklist: Path
+    xl: Path
 
 
 def change_one_port(text: str) -> str:
@@ -88,4 +92,6 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
     large = gen.write_large(d, rules=rules, prefixes=prefixes)
     large_changed = d / "large-changed.yaml"
     large_changed.write_text(change_one_port(large.read_text()))
-    return Workload(d, small, small_changed, large, large_changed, d / "lists" / "blocklist.netset")
+    xl = d / "rules65k.yaml"
+    xl.write_text(gen.rules_yaml(XL_RULES, set_file=None))
+    return Workload(d, small, small_changed, large, large_changed, d / "lists" / "blocklist.netset", xl)
