@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from xdpguard.errors import RuleError
 from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
+    MAX_RULES,
     Action,
     AddrMatch,
     Direction,
@@ -48,7 +49,6 @@ F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
 NFIELDS = 8
 FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")
 
-MAX_RULES = 65536  # per direction; the rule language's limit (model.MAX_RULES) is the same
 MAX_WORDS = MAX_RULES // 64
 GROUP_RULES = 4096  # rules per block: one summary word over 64 words
 GROUP_WORDS = GROUP_RULES // 64
