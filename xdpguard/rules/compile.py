@@ -868,7 +868,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 
 BLOCK_VALUE_SIZE = 8 + GROUP_BYTES  # struct xg_bitmap
 TOP_VALUE_SIZE = 4 + 4 * MAX_GROUPS  # struct xg_top
-RULE_VALUE_SIZE = 56  # struct xg_rule
+RULE_VALUE_SIZE = 48  # struct xg_rule
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
