@@ -14,6 +14,7 @@ VENV=.venv
 STAMP="$VENV/.installed"
 PACKAGES=(
     python3-bpfcc bpfcc-tools libbpfcc   # bcc 0.26: compiles and loads the BPF C
+    libbpf1                              # loads the programs with their BTF (loader.py)
     bpftool linux-headers-amd64          # headers bcc compiles against
     iproute2 ethtool                     # interfaces, namespaces, offloads
     python3-venv                         # the venv (pip via ensurepip)
