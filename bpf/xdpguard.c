@@ -163,20 +163,56 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 		return XG_RULE_ERROR;
 	__u32 half = a->half;
 	__u32 from = a->from;
+	__u32 kones = a->ones;
 	__u32 ngroups = (a->nwords + XG_GROUP_WORDS - 1) / XG_GROUP_WORDS;
+
+	if (from >= XG_MAX_RULES || ngroups > XG_MAX_GROUPS)
+		return XG_RULE_NONE;
+	/* The fields a packet does not test select the all-ones bitmap: it is
+	 * looked up once.  (These branches come before any loop, where they
+	 * cost the verifier nothing: inside the group loop they would.) */
+	if (ngroups <= 1) {
+		/* At most 4,096 rules: each bitmap is one block of the flat table. */
+		void *flat = xg_flat.lookup(&half);
+		const struct xg_bitmap *b[XG_NSEL];
+
+		if (!flat)
+			return XG_RULE_ERROR;
+		const struct xg_bitmap *bones = bpf_map_lookup_elem(flat, &kones);
+		if (!bones)
+			return XG_RULE_ERROR;
+#pragma unroll
+		for (int f = 0; f < XG_NSEL; f++) {
+			__u32 k = a->sel.idx[f];
+
+			b[f] = bones;
+			if (k == kones)
+				continue;
+			b[f] = bpf_map_lookup_elem(flat, &k);
+			if (!b[f])
+				return XG_RULE_ERROR;
+		}
+		if (from >= XG_GROUP_RULES)
+			return XG_RULE_NONE;
+		return xg_block_first(b, from);
+	}
 	void *tops = xg_tops.lookup(&half);
 	void *blocks = xg_bitmaps.lookup(&half);
 	const struct xg_top *t[XG_NSEL];
 
 	if (!tops || !blocks)
 		return XG_RULE_ERROR;
-	if (from >= XG_MAX_RULES || ngroups > XG_MAX_GROUPS)
-		return XG_RULE_NONE;
-	__u64 groups = ((1ULL << ngroups) - 1) & (~0ULL << (from / XG_GROUP_RULES));
+	const struct xg_top *tones = bpf_map_lookup_elem(tops, &kones);
+	if (!tones)
+		return XG_RULE_ERROR;
+	__u64 groups = ((1ULL << ngroups) - 1) & (~0ULL << (from / XG_GROUP_RULES)) & tones->groups;
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++) {
 		__u32 k = a->sel.idx[f];
 
+		t[f] = tones;
+		if (k == kones)
+			continue;
 		t[f] = bpf_map_lookup_elem(tops, &k);
 		if (!t[f])
 			return XG_RULE_ERROR;
@@ -218,11 +254,18 @@ __attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a);
 static int xg_scan_call(struct xg_scan_args *a) __attribute__((alias("xg_scan_fn")));
 
 /* The first rule at or after `from` that every bitmap in `s` holds (see
- * xg_scan); `continue` rules scan again from the rule after themselves. */
-static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 dir, __u32 half,
-					 const struct xg_config *cfg, __u32 from)
+ * xg_scan), in the rule set of `half`; `continue` rules scan again from the
+ * rule after themselves, with the same selection. */
+static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, const struct xg_config *cfg,
+					 __u32 from)
 {
-	struct xg_scan_args a = { .sel = *s, .half = half, .nwords = cfg->nwords, .from = from };
+	struct xg_scan_args a = {
+		.sel = *s,
+		.half = half,
+		.nwords = cfg->nwords,
+		.from = from,
+		.ones = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx),
+	};
 
 	return xg_scan_call(&a);
 }
@@ -382,7 +425,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	}
 	if (p->later_frag) {
 		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
-		return xg_first_rule(&s, dir, half, cfg, 0);
+		return xg_first_rule(&s, half, cfg, 0);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
@@ -424,7 +467,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 
 		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
 	}
-	return xg_first_rule(&s, dir, half, cfg, 0);
+	return xg_first_rule(&s, half, cfg, 0);
 }
 
 /* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */

@@ -199,7 +199,7 @@ struct xg_scan_args {
 	__u32 half;
 	__u32 nwords;
 	__u32 from; /* rules below this one do not count */
-	__u32 pad;
+	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
 };
 
 struct xg_counter {

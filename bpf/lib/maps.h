@@ -42,6 +42,10 @@ BPF_F_TABLE("array", __u32, struct xg_top, xg_top_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_top_tmpl", __u32, __u32, xg_tops, XG_NHALVES, XG_PIN("tops"));
 BPF_F_TABLE("array", __u32, struct xg_bitmap, xg_bm_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVES, XG_PIN("bitmaps"));
+/* A rule set of at most XG_GROUP_RULES rules also gets its bitmaps as one
+ * block each, indexed like the top entries: one lookup per field instead of
+ * two.  Per half; both halves share one inner map per plan. */
+BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_flat, XG_NHALVES, XG_PIN("flat"));
 
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS * XG_MAX_SLOTS,
 		 XG_PIN("counters"));

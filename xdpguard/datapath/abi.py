@@ -134,7 +134,7 @@ class ScanArgs(C.Structure):
         ("half", C.c_uint32),
         ("nwords", C.c_uint32),
         ("from", C.c_uint32),  # a Python keyword: getattr(args, "from")
-        ("pad", C.c_uint32),
+        ("ones", C.c_uint32),
     ]
 
 

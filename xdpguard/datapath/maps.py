@@ -11,7 +11,10 @@ half's top entries, rewritten in place where they differ, and the blocks,
 shared by both halves of a direction.  A new plan's blocks go into slots
 no plan a packet may read refers to, and blocks that are already there
 are not written again, so a one-rule change writes a few blocks and top
-entries, not the whole table.
+entries, not the whole table.  A rule set of at most 4,096 rules (one
+group) also gets a flat table, one block per bitmap in top-entry order, so
+that a packet needs one lookup per field, not two; like the address
+tables it is built whole per plan and shared by both halves.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
     "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
     "rule_buckets": (B.BPF_MAP_TYPE_HASH, 8, C_SIZE["bucket"], abi.RULE_BUCKETS),
     "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
@@ -202,6 +206,13 @@ def top_bytes(groups: int, slots: list[int]) -> bytes:
     return _TOP.pack(groups, *block)
 
 
+def flat_blocks(d: DirectionPlan) -> list[bytes]:
+    """A one-group plan's bitmaps as struct xg_bitmap each, in top-entry order."""
+    tl = d.two_level()
+    zero = block_bytes(bytes(abi.GROUP_RULES // 8))
+    return [block_bytes(tl.blocks[blk[0]]) if groups & 1 else zero for groups, blk in tl.tops]
+
+
 def _top_slots(raw: bytes) -> list[int]:
     """The block slots a struct xg_top refers to, lowest group first."""
     v = _TOP.unpack(raw)
@@ -293,13 +304,14 @@ class Inner:
     slots: list[int] = field(default_factory=list)  # plan block id -> slot in it
     tops: list[bytes] = field(default_factory=list)  # the plan's top entries, for those slots
     addrs: dict[str, int] = field(default_factory=dict)
+    flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
 
     def close(self) -> None:
-        for fd in [self.blocks, *self.addrs.values(), *self.extra]:
+        for fd in [self.blocks, self.flat, *self.addrs.values(), *self.extra]:
             if fd is not None:
                 os.close(fd)
-        self.blocks = None
+        self.blocks = self.flat = None
         self.addrs.clear()
         self.extra.clear()
 
@@ -311,6 +323,7 @@ class HalfWrite:
     half: int
     bitmaps: int  # fd for the block table's outer slot
     tops: int | None  # fd for the top entries' outer slot, when the half gets a fresh table
+    flat: int | None  # fd for the flat table's outer slot (plans of one group)
     addrs: dict[int, int]  # address outer slot -> fd, only for tables that change
     config: bytes
 
@@ -544,6 +557,9 @@ def write_half(
         st.blocks = _place_blocks(dm, half, d, old, inner)
         inner.tops = [top_bytes(g, [inner.slots[b] for b in blk]) for g, blk in d.two_level().tops]
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
+    if d.ngroups == 1 and inner.flat is None:
+        inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
+        st.blocks += d.nbitmaps
     if d.rules:
         base = half * abi.MAX_RULES
         entries = [rule_bytes(r, slots[r.rule_id]) for r in d.rules]
@@ -554,7 +570,9 @@ def write_half(
         if idx:
             B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
     assert inner.blocks is not None
-    hw = HalfWrite(half, inner.blocks, tops_fd, addrs, config_bytes(plan, d))
+    hw = HalfWrite(
+        half, inner.blocks, tops_fd, inner.flat if d.ngroups == 1 else None, addrs, config_bytes(plan, d)
+    )
     if commit:
         commit_halves(dm, [hw])
     return st, hw
@@ -597,9 +615,12 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
     slots = [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]
     if slots:
         B.map_update_batch(dm["addrs"], [_u32(s) for s, _ in slots], [_u32(fd) for _, fd in slots])
-    fresh = [(hw.half, hw.tops) for hw in halves if hw.tops is not None]
-    if fresh:
-        B.map_update_batch(dm["tops"], [_u32(h) for h, _ in fresh], [_u32(fd) for _, fd in fresh])
+    for outer, new in (
+        ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None]),
+        ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None]),
+    ):
+        if new:
+            B.map_update_batch(dm[outer], [_u32(h) for h, _ in new], [_u32(fd) for _, fd in new])
     B.map_update_batch(dm["bitmaps"], [_u32(hw.half) for hw in halves], [_u32(hw.bitmaps) for hw in halves])
     for hw in halves:
         B.map_update(dm["config"], _u32(hw.half), hw.config)
