@@ -153,6 +153,18 @@ static __always_inline __u32 xg_bm(const struct xg_config *cfg, __u32 fld, __u32
 	return cfg->base[fld & (XG_NFIELDS - 1)] + local;
 }
 
+/* The scan as a function of its own, outside the programs: bcc compiles
+ * it into a section of its own (it is not static), and the loader appends
+ * it to each program, declared global in the program's BTF, so that the
+ * verifier checks the scan once, with its argument unknown, instead of
+ * once for every path of the program that reaches it (see
+ * xdpguard/datapath/loader.py).  bcc refuses a call to a function that is
+ * not static, hence the static alias the programs call. */
+__attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a);
+static int xg_scan_call(struct xg_scan_args *a) __attribute__((alias("xg_scan_fn")));
+__attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a);
+static int xg_group_call(struct xg_group_args *a) __attribute__((alias("xg_group_fn")));
+
 /* The scan: the first rule at or after a->from that every selected bitmap
  * holds, XG_RULE_NONE, or XG_RULE_ERROR (a table entry missing).  Groups
  * are visited lowest first; in each, only the words the blocks' summaries
@@ -206,6 +218,8 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 	if (!tones)
 		return XG_RULE_ERROR;
 	__u64 groups = ((1ULL << ngroups) - 1) & (~0ULL << (from / XG_GROUP_RULES)) & tones->groups;
+	struct xg_group_args ga = { .half = half };
+
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++) {
 		__u32 k = a->sel.idx[f];
@@ -213,45 +227,70 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 		t[f] = tones;
 		if (k == kones)
 			continue;
+		ga.own |= 1U << f;
 		t[f] = bpf_map_lookup_elem(tops, &k);
 		if (!t[f])
 			return XG_RULE_ERROR;
 		groups &= t[f]->groups;
 	}
+	/* Each group is a call: the block lookups skip the all-ones stand-ins
+	 * with a branch per field, which inside this loop would multiply the
+	 * verifier's work, and in a function of their own cost it nothing. */
 	for (int i = 0; i < XG_MAX_GROUPS; i++) {
 		if (!groups)
 			return XG_RULE_NONE;
 		__u32 g = xg_ctz64(groups) & (XG_MAX_GROUPS - 1);
-		const struct xg_bitmap *b[XG_NSEL];
+		__u32 base = g * XG_GROUP_RULES;
 
 #pragma unroll
-		for (int f = 0; f < XG_NSEL; f++) {
-			__u32 k = t[f]->block[g];
-
-			b[f] = bpf_map_lookup_elem(blocks, &k);
-			if (!b[f])
-				return XG_RULE_ERROR;
-		}
-		__u32 base = g * XG_GROUP_RULES;
-		__u32 lo = from > base ? from - base : 0;
-		int r = xg_block_first(b, lo & (XG_GROUP_RULES - 1));
+		for (int f = 0; f < XG_NSEL; f++)
+			ga.block[f] = t[f]->block[g];
+		ga.ones = tones->block[g];
+		ga.lo = from > base ? from - base : 0;
+		int r = xg_group_call(&ga);
 
 		if (r >= 0)
 			return (int)base + r;
+		if (r == XG_RULE_ERROR)
+			return r;
 		groups &= groups - 1;
 	}
 	return XG_RULE_NONE;
 }
 
-/* The scan as a function of its own, outside the programs: bcc compiles
- * it into a section of its own (it is not static), and the loader appends
- * it to each program, declared global in the program's BTF, so that the
- * verifier checks the scan once, with its argument unknown, instead of
- * once for every path of the program that reaches it (see
- * xdpguard/datapath/loader.py).  bcc refuses a call to a function that is
- * not static, hence the static alias the programs call. */
-__attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a);
-static int xg_scan_call(struct xg_scan_args *a) __attribute__((alias("xg_scan_fn")));
+/* One group of a two-level scan: the first rule at or after a->lo in all
+ * eight blocks (a->own says which fields have blocks of their own; the
+ * others take the all-ones block), -1, or XG_RULE_ERROR.  Global, like
+ * xg_scan_fn, and called by it (see the loader). */
+static __always_inline int xg_group(struct xg_group_args *a)
+{
+	if (!a)
+		return XG_RULE_ERROR;
+	__u32 half = a->half;
+	__u32 kones = a->ones;
+	__u32 own = a->own;
+	void *blocks = xg_bitmaps.lookup(&half);
+	const struct xg_bitmap *b[XG_NSEL];
+
+	if (!blocks)
+		return XG_RULE_ERROR;
+	const struct xg_bitmap *bones = bpf_map_lookup_elem(blocks, &kones);
+	if (!bones)
+		return XG_RULE_ERROR;
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 k = a->block[f];
+
+		b[f] = bones;
+		if (!(own & (1U << f)))
+			continue;
+		b[f] = bpf_map_lookup_elem(blocks, &k);
+		if (!b[f])
+			return XG_RULE_ERROR;
+	}
+	return xg_block_first(b, a->lo & (XG_GROUP_RULES - 1));
+}
+
 
 /* The first rule at or after `from` that every bitmap in `s` holds (see
  * xg_scan), in the rule set of `half`; `continue` rules scan again from the
@@ -610,4 +649,9 @@ int xg_egress(struct __sk_buff *skb)
 __attribute__((__noinline__)) int xg_scan_fn(struct xg_scan_args *a)
 {
 	return xg_scan(a);
+}
+
+__attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a)
+{
+	return xg_group(a);
 }

@@ -202,6 +202,17 @@ struct xg_scan_args {
 	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
 };
 
+/* One group of a two-level scan, the argument of the group function: the
+ * block of each selected bitmap in that group, the all-ones block, which
+ * fields have a bitmap of their own (bit f), the first group-local rule. */
+struct xg_group_args {
+	__u32 block[XG_NSEL];
+	__u32 ones;
+	__u32 own;
+	__u32 lo;
+	__u32 half;
+};
+
 struct xg_counter {
 	__u64 packets;   /* every packet the rule matched */
 	__u64 bytes;

@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from xdpguard.datapath import bpf
-from xdpguard.datapath.loader import link_function
+from xdpguard.datapath.loader import link_functions
 from xdpguard.errors import KernelError
 
 
@@ -41,32 +41,47 @@ def _needs_bpf() -> None:
         pytest.skip("needs root (bpf(2): CAP_BPF)")
 
 
-def test_link_function_points_the_call_at_the_appended_function():
-    code, start = link_function(MAIN, FUNC)
-    assert start == len(MAIN) // 8 and code[len(MAIN) :] == FUNC
-    op, regs, _, imm = struct.unpack_from("<BBhi", code, 4 * 8)
+# middle of a chain: pass the argument on to the next function
+RELAY = ins(0x85, src=1, imm=-1) + EXIT
+
+
+def _target(code: bytes, at: int) -> int:
+    op, regs, _, imm = struct.unpack_from("<BBhi", code, at * 8)
     assert (op, regs >> 4) == (0x85, 1)
-    assert 4 + 1 + imm == start  # the call's target: the function's first instruction
+    return at + 1 + imm
 
 
-def test_link_function_refuses_what_it_cannot_link():
+def test_link_functions_points_each_call_at_the_next_function():
+    code, starts = link_functions(MAIN, [FUNC])
+    assert starts == [len(MAIN) // 8] and code[len(MAIN) :] == FUNC
+    assert _target(code, 4) == starts[0]  # the call's target: the function's first instruction
+    code, starts = link_functions(MAIN, [RELAY, FUNC])
+    assert starts == [6, 8]
+    assert _target(code, 4) == 6 and _target(code, 6) == 8
+
+
+def test_link_functions_refuses_what_it_cannot_link():
     with pytest.raises(KernelError, match="does not call"):
-        link_function(MAIN[: 4 * 8] + EXIT, FUNC)
+        link_functions(MAIN[: 4 * 8] + EXIT, [FUNC])
     with pytest.raises(KernelError, match="calls another function"):
-        link_function(MAIN, ins(0x85, src=1, imm=-1) + EXIT)
+        link_functions(MAIN, [RELAY])
     relocated = MAIN[: 4 * 8] + ins(0x85, src=1, imm=3) + EXIT
     with pytest.raises(KernelError, match="already relocated"):
-        link_function(relocated, FUNC)
+        link_functions(relocated, [FUNC])
 
 
 def test_program_with_a_global_function_loads_and_runs():
     _needs_bpf()
-    code, start = link_function(MAIN, FUNC)
+    code, (relay, start) = link_functions(MAIN, [RELAY, FUNC])
     fd = bpf.prog_load_functions(
-        bpf.BPF_PROG_TYPE_XDP, "xgt_linked", code, [(0, "xgt_linked", 0), (start, "xgt_func", 4)]
+        bpf.BPF_PROG_TYPE_XDP,
+        "xgt_linked",
+        code,
+        [(0, "xgt_linked", 0), (relay, "xgt_relay", 4), (start, "xgt_func", 4)],
     )
     try:
-        # The function read the 2 (XDP_PASS) main stored: the call reached it, with its argument.
+        # The last function read the 2 (XDP_PASS) main stored: both calls
+        # reached their targets, with the argument.
         assert bpf.prog_test_run(fd, bytes(64)).retval == bpf.XDP_PASS
     finally:
         os.close(fd)
@@ -75,7 +90,7 @@ def test_program_with_a_global_function_loads_and_runs():
 def test_global_function_reading_past_its_argument_is_refused_with_the_log():
     _needs_bpf()
     reads_too_far = ins(0xB7, dst=0, imm=1) + ins(0x15, dst=1, off=1) + ins(0x61, dst=0, src=1, off=4) + EXIT
-    code, start = link_function(MAIN, reads_too_far)
+    code, (start,) = link_functions(MAIN, [reads_too_far])
     with pytest.raises(bpf.BpfError) as e:
         bpf.prog_load_functions(bpf.BPF_PROG_TYPE_XDP, "xgt_bad", code, [(0, "xgt_bad", 0), (start, "f", 4)])
     assert "processed" in e.value.log  # the verifier's log comes with the error

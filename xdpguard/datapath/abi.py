@@ -138,6 +138,16 @@ class ScanArgs(C.Structure):
     ]
 
 
+class GroupArgs(C.Structure):
+    _fields_ = [
+        ("block", C.c_uint32 * NSEL),
+        ("ones", C.c_uint32),
+        ("own", C.c_uint32),
+        ("lo", C.c_uint32),
+        ("half", C.c_uint32),
+    ]
+
+
 class Counter(C.Structure):
     _fields_ = [
         ("packets", C.c_uint64),
@@ -243,6 +253,7 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_top": Top,
     "xg_sel": Sel,
     "xg_scan_args": ScanArgs,
+    "xg_group_args": GroupArgs,
     "xg_counter": Counter,
     "xg_node": Node,
     "xg_snode": SNode,

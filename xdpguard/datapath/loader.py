@@ -90,10 +90,11 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     return Loaded(fds, source_hash())
 
 
-# The function the programs call (xg_scan_fn in the C source, compiled by
-# bcc into a section of its own) and the size of the struct its one
-# argument points to.
-SCAN_FUNCTION = "xg_scan_fn"
+# The functions the programs call, in call order: the program calls the
+# first, each function only the next (xg_scan_fn, then xg_group_fn per
+# group of rules), each compiled by bcc into a section of its own; with the
+# struct its one argument points to.
+FUNCTIONS = (("xg_scan_fn", "ScanArgs"), ("xg_group_fn", "GroupArgs"))
 
 _CALL = 0x85
 BPF_PSEUDO_CALL = 1
@@ -110,38 +111,46 @@ def _insns(b: object, func: str) -> bytes:
     return ctypes.string_at(start, size)
 
 
-def link_function(main: bytes, func: bytes) -> tuple[bytes, int]:
-    """Append `func` to `main` and point main's calls at it.
+def link_functions(main: bytes, funcs: list[bytes]) -> tuple[bytes, list[int]]:
+    """Append a chain of functions to `main` and point each one's calls at the next.
 
     bcc leaves a call to a function in another section unrelocated: a
-    BPF_PSEUDO_CALL with imm -1.  With the function appended, each such
-    call's imm becomes the distance from the next instruction to it, which
-    is what the kernel expects.  Returns the linked instructions and the
-    function's first instruction.  The unrelocated calls do not say which
-    function they meant, so only one can be linked, and it must not call
-    further functions itself.
+    BPF_PSEUDO_CALL with imm -1, which does not say which function it
+    meant.  So the functions form a chain: the calls of `main` go to
+    funcs[0], those of funcs[0] to funcs[1], and so on; the last calls
+    nothing.  A call's imm becomes the distance from the instruction after
+    it to its target, which is what the kernel expects.  Returns the linked
+    instructions and each function's first instruction.
     """
-    out = bytearray(main)
-    start = len(main) // 8
-    calls = 0
-    for i in range(start):
-        if out[8 * i] != _CALL or out[8 * i + 1] >> 4 != BPF_PSEUDO_CALL:
-            continue
-        imm = int.from_bytes(out[8 * i + 4 : 8 * i + 8], "little", signed=True)
-        if imm != -1:
-            raise KernelError(f"call at instruction {i} is already relocated (imm {imm}); cannot link")
-        out[8 * i + 4 : 8 * i + 8] = (start - i - 1).to_bytes(4, "little", signed=True)
-        calls += 1
-    if not calls:
-        raise KernelError("the program does not call the scan function; cannot link")
-    for i in range(len(func) // 8):
-        if func[8 * i] == _CALL and func[8 * i + 1] >> 4 == BPF_PSEUDO_CALL:
-            raise KernelError("the scan function calls another function; cannot link")
-    return bytes(out + func), start
+    parts = [main, *funcs]
+    starts: list[int] = []
+    at = 0
+    for p in parts:
+        starts.append(at)
+        at += len(p) // 8
+    out = bytearray()
+    for k, p in enumerate(parts):
+        code = bytearray(p)
+        calls = 0
+        for i in range(len(p) // 8):
+            if code[8 * i] != _CALL or code[8 * i + 1] >> 4 != BPF_PSEUDO_CALL:
+                continue
+            if k + 1 == len(parts):
+                raise KernelError(f"function {k} of the chain calls another function; cannot link")
+            imm = int.from_bytes(code[8 * i + 4 : 8 * i + 8], "little", signed=True)
+            if imm != -1:
+                raise KernelError(f"call at instruction {i} is already relocated (imm {imm}); cannot link")
+            here = starts[k] + i
+            code[8 * i + 4 : 8 * i + 8] = (starts[k + 1] - here - 1).to_bytes(4, "little", signed=True)
+            calls += 1
+        if k + 1 < len(parts) and not calls:
+            raise KernelError(f"function {k} of the chain does not call the next; cannot link")
+        out += code
+    return bytes(out), starts[1:]
 
 
 def _load_linked(b: object, func: str, prog_type: int) -> int:
-    """Load `func` with the scan function linked in and declared global.
+    """Load `func` with the scan functions linked in and declared global.
 
     A global function is verified once, on its own; a static one again at
     every call, for every path that reaches it.  bcc 0.26 neither links a
@@ -152,8 +161,11 @@ def _load_linked(b: object, func: str, prog_type: int) -> int:
 
     from xdpguard.datapath import bpf as B
 
-    code, start = link_function(_insns(b, func), _insns(b, SCAN_FUNCTION))
-    funcs = [(0, func, 0), (start, SCAN_FUNCTION, ctypes.sizeof(abi.ScanArgs))]
+    code, starts = link_functions(_insns(b, func), [_insns(b, name) for name, _ in FUNCTIONS])
+    funcs = [(0, func, 0)] + [
+        (start, name, ctypes.sizeof(getattr(abi, arg)))
+        for start, (name, arg) in zip(starts, FUNCTIONS, strict=True)
+    ]
     license = (lib.bpf_module_license(b.module) or b"GPL").decode()  # type: ignore[attr-defined]
     try:
         return B.prog_load_functions(prog_type, func[:15], code, funcs, license)
