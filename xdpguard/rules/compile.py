@@ -904,5 +904,7 @@ def memory_estimate(plan: Plan) -> int:
         )
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
         bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
+        if d.ngroups == 1:  # the flat table: one block per bitmap
+            bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE
         total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
     return total
