@@ -430,16 +430,20 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 }
 
 /* First matching rule's bit position, XG_RULE_NONE, or XG_RULE_ERROR when
- * the maps are inconsistent (never expected; counted). */
+ * the maps are inconsistent (never expected; counted).  *sel gets the
+ * bitmaps the packet selected: after a match, xg_first_rule(sel, half,
+ * cfg, rule + 1) finds the next matching rule with no new field lookup. */
 static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const struct xg_config *cfg,
-				       __u32 dir)
+				       __u32 dir, struct xg_sel *sel)
 {
-	if (cfg->nwords == 0)
-		return XG_RULE_NONE;
 	struct xg_sel s;
+
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
 		s.idx[f] = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
+	*sel = s;
+	if (cfg->nwords == 0)
+		return XG_RULE_NONE;
 
 	__u32 fm = cfg->field_mask;
 	__u32 *v;
@@ -464,6 +468,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	}
 	if (p->later_frag) {
 		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
+		*sel = s;
 		return xg_first_rule(&s, half, cfg, 0);
 	}
 	if (p->has_ports) {
@@ -506,6 +511,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 
 		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
 	}
+	*sel = s;
 	return xg_first_rule(&s, half, cfg, 0);
 }
 
@@ -590,7 +596,10 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	}
 
 	int verdict;
-	int rule = xg_classify(&p, half, cfg, dir);
+	/* What the packet selected, kept for a second scan from a later rule
+	 * (xg_first_rule(&sel, half, cfg, from)). */
+	struct xg_sel sel;
+	int rule = xg_classify(&p, half, cfg, dir, &sel);
 
 	if (rule >= 0) {
 		__u32 k = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
