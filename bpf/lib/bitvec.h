@@ -8,9 +8,10 @@
  * summary words names the words worth ANDing.  Groups are visited lowest
  * first and the scan stops at the first non-zero word, so a packet that
  * matches early, or matches nothing, costs a few summary ANDs, not
- * rules/64 words.  The scan itself is a global function in xdpguard.c
- * (xg_scan), so the verifier checks it once, not once per path that
- * reaches it.  xdpguard/rules/classify.py mirrors this.
+ * rules/64 words.  The scan and each group's part of it are global
+ * functions in xdpguard.c (xg_scan_fn, xg_group_fn), so the verifier checks
+ * them once, not once per path that reaches them.
+ * xdpguard/rules/classify.py mirrors this.
  */
 #ifndef XG_BITVEC_H
 #define XG_BITVEC_H
