@@ -37,6 +37,8 @@ from pathlib import Path
 _SEARCH = (Path(__file__).resolve().parent / "data" / "classbench", Path("/work/shared/data/classbench"))
 DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR") or next((d for d in _SEARCH if d.is_dir()), _SEARCH[0]))
 SETS = ("acl1_1k", "fw1_1k", "ipc1_1k")
+# The 10k sets; acl1_10k has no trace here, so its headers are drawn inside its rules.
+SETS_10K = ("acl1_10k", "fw1_10k", "ipc1_10k")
 FRAME_LEN = 64
 MAC_DST = bytes.fromhex("020000000002")
 MAC_SRC = bytes.fromhex("020000000001")
@@ -181,24 +183,30 @@ def rule_match(r: Rule) -> dict[str, str]:
     return m
 
 
-def to_yaml(rules: Sequence[Rule], name: str = "cb") -> str:
-    """An xdpguard rule file: the rules in file order, alternating allow/drop, default allow."""
+def to_yaml(rules: Sequence[Rule], name: str = "cb", all_drop: bool = False) -> str:
+    """An xdpguard rule file: the rules in file order, alternating allow/drop, default allow.
+
+    all_drop: every rule and the default drop, so that every frame ends in
+    XDP_DROP and a receive-cost figure measures classification alone.
+    """
+    verdicts = "every rule and the default drop" if all_drop else "rule i is allow when even, drop when odd"
     out = [
         f"# Converted from ClassBench {name} by bench/classbench.py: flags column ignored,",
-        "# rule i is allow when i is even and drop when odd, default allow.",
+        f"# {verdicts}.",
         "version: 1",
         "ingress:",
-        "  default: allow",
+        f"  default: {'drop' if all_drop else 'allow'}",
         "  rules:",
     ]
     for i, r in enumerate(rules):
         m = ", ".join(f"{k}: {v}" for k, v in rule_match(r).items())
-        out += [f"    - name: {name}-{i}", f"      match: {{{m}}}", f"      action: {action(i)}"]
+        act = "drop" if all_drop else action(i)
+        out += [f"    - name: {name}-{i}", f"      match: {{{m}}}", f"      action: {act}"]
     return "\n".join(out) + "\n"
 
 
-def write_yaml(rules: Sequence[Rule], path: Path, name: str = "cb") -> Path:
-    path.write_text(to_yaml(rules, name))
+def write_yaml(rules: Sequence[Rule], path: Path, name: str = "cb", all_drop: bool = False) -> Path:
+    path.write_text(to_yaml(rules, name, all_drop))
     return path
 
 
@@ -238,3 +246,43 @@ def distinct(headers: Iterable[Header], limit: int | None = None) -> list[Header
 def load_set(name: str, data_dir: Path = DATA_DIR) -> tuple[list[Rule], list[Header]]:
     """Rules and trace headers of one set (the trace file is `<name>_trace`)."""
     return parse_rules(data_dir / name), parse_trace(data_dir / f"{name}_trace")
+
+
+def drawn_headers(rules: Sequence[Rule], n: int, seed: int = 1) -> list[Header]:
+    """n headers, each drawn inside a random rule (for sets without a trace).
+
+    Addresses are random within the rule's prefixes and ports within its
+    ranges; the protocol is the rule's, or TCP/UDP when it has none.  An
+    earlier rule may match the header too: the oracle is first_match.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = rules[rng.randrange(len(rules))]
+
+        def addr(p: tuple[int, int]) -> int:
+            a, plen = p
+            return a | (rng.getrandbits(32 - plen) if plen < 32 else 0)
+
+        proto = r.proto if not r.any_proto else rng.choice([IPPROTO_TCP, IPPROTO_UDP])
+        out.append(
+            Header(
+                addr(r.src),
+                addr(r.dst),
+                rng.randint(*r.sport),
+                rng.randint(*r.dport),
+                proto,
+            )
+        )
+    return out
+
+
+def load_set_headers(name: str, n: int, data_dir: Path = DATA_DIR) -> tuple[list[Rule], list[Header], str]:
+    """Rules, up to n distinct headers, and where the headers come from ("trace" or "drawn")."""
+    rules = parse_rules(data_dir / name)
+    trace = data_dir / f"{name}_trace"
+    if trace.exists():
+        return rules, distinct(parse_trace(trace), n), "trace"
+    return rules, distinct(drawn_headers(rules, 2 * n), n), "drawn"

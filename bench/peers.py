@@ -53,8 +53,8 @@ from typing import Any
 from bench import classbench as cb
 from bench import gen, progcost, translate
 from bench.applytime import apply_cli
-from bench.common import Lab, median, percentile, run_measured, summary, tmp_prefix
-from bench.workload import Workload
+from bench.common import CLI, Lab, median, percentile, run_measured, summary, tmp_prefix
+from bench.workload import Workload, change_one_port
 from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.dataplane import Dataplane
@@ -67,7 +67,11 @@ XDP_FILTER_PINS = Path("/sys/fs/bpf/xdp-filter")
 BLOCKLIST_PREFIXES = 100_000
 SENDER_CPU = 0
 TARGET_SMALL_VS_XDPFILTER = 1.0
-TARGET_ACL_VS_XDPFILTER = 1.5
+TARGET_ACL_VS_XDPFILTER = 1.5  # acl1_1k and acl1_10k alike
+TARGET_ALLDROP_VS_FLOOR = 1.3  # acl1_1k, every rule drop: classification alone over XDP_DROP
+TARGET_ACL10K_VS_NFT = 20.0  # acl1_10k: at least this many times cheaper than nft's linear chain
+# Every ClassBench set in the program-cost round; the 10k ones on the veth too.
+PC_SETS = (*cb.SETS, *cb.SETS_10K)
 # xdp-filter's job: 5 destination ports (tcp and udp) and 5 source addresses, all denied.
 XF_PORTS = (23, 135, 139, 445, 3389)
 XF_SRCS = ("198.18.0.1", "198.18.0.2", "203.0.113.7", "192.0.2.99", "100.64.1.1")
@@ -180,10 +184,15 @@ def xdp_filter(lab: Lab, ifname: str) -> Iterator[int]:
 # --- 1. program cost ------------------------------------------------------------
 
 
-def _pool(headers: Sequence[cb.Header], n: int) -> list[progcost.Frame]:
+def _pool(headers: Sequence[cb.Header], n: int, kind: str = "trace") -> list[progcost.Frame]:
     hs = cb.distinct(headers)
     random.Random(11).shuffle(hs)
-    return [progcost.Frame(cb.frame(h), "trace") for h in hs[:n]]
+    return [progcost.Frame(cb.frame(h), kind) for h in hs[:n]]
+
+
+def _headers(name: str, n: int) -> tuple[list[cb.Rule], list[cb.Header], str]:
+    """A set's rules and up to n distinct headers: its trace's, or drawn inside its rules."""
+    return cb.load_set_headers(name, max(n, 8192))
 
 
 def _round(progs: dict[str, int], pool: list[progcost.Frame], repeat: int) -> dict[str, dict[str, float]]:
@@ -198,8 +207,8 @@ def _round(progs: dict[str, int], pool: list[progcost.Frame], repeat: int) -> di
 
 def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]:
     x0, x1, x2, x3 = lab.ifaces
-    sets = {name: cb.load_set(name) for name in cb.SETS}
-    yamls = {name: cb.write_yaml(rules, d / f"{name}.yaml", name) for name, (rules, _) in sets.items()}
+    sets = {name: _headers(name, n.pool_frames) for name in PC_SETS}
+    yamls = {name: cb.write_yaml(rules, d / f"{name}.yaml", name) for name, (rules, _, _) in sets.items()}
     xf = d / "xf10.yaml"
     xf.write_text(xf10_yaml())
     rounds: dict[str, dict[str, dict[str, float]]] = {}
@@ -217,10 +226,10 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
             acl_pool,
             n.repeat,
         )
-        for i, name in enumerate(cb.SETS):
+        for i, name in enumerate(PC_SETS):
             fd = _apply_inproc(lab, (x0, x1)[i % 2], yamls[name])
             try:
-                pool = acl_pool if name == "acl1_1k" else _pool(sets[name][1], n.pool_frames)
+                pool = acl_pool if name == "acl1_1k" else _pool(sets[name][1], n.pool_frames, sets[name][2])
                 progs = {"floor": floor, "xdp-filter": xdpf, f"xdpguard-{name}": fd}
                 rounds[name] = _round(progs, pool, n.repeat)
             finally:
@@ -229,11 +238,16 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
     xf_med = r10["xdp-filter"]["median"]
     ratio_small = r10["xdpguard-10"]["median"] / xf_med
     ratio_acl = rounds["acl1_1k"]["xdpguard-acl1_1k"]["median"] / rounds["acl1_1k"]["xdp-filter"]["median"]
+    ratio_acl10k = (
+        rounds["acl1_10k"]["xdpguard-acl1_10k"]["median"] / rounds["acl1_10k"]["xdp-filter"]["median"]
+    )
     return {
         "method": "BPF_PROG_TEST_RUN as bench.progcost (all programs attached, hot = per-frame average of "
         "`repeat` runs, median/p90 over a pool of distinct frames, programs taking turns); pools: "
-        "distinct ClassBench trace headers of the set (the 10-rule round uses acl1_1k's)",
+        "distinct ClassBench headers of the set, from its trace, or drawn inside random rules of a set "
+        "without one (the 10-rule round uses acl1_1k's)",
         "pool_frames": {k: len(_pool(v[1], n.pool_frames)) for k, v in sets.items()},
+        "pool_source": {k: v[2] for k, v in sets.items()},
         "repeat": n.repeat,
         "rules": {k: len(v[0]) for k, v in sets.items()},
         "xdp_filter_entries": {"dst_ports_tcp_udp": list(XF_PORTS), "src_addrs": list(XF_SRCS)},
@@ -241,11 +255,13 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
         "ratio_xdpguard10_vs_xdpfilter": ratio_small,
         "ratio_xdpguard_xf10_vs_xdpfilter": r10["xdpguard-xf10"]["median"] / xf_med,
         "ratio_acl1_1k_vs_xdpfilter": ratio_acl,
+        "ratio_acl1_10k_vs_xdpfilter": ratio_acl10k,
         "targets": {
             "small_vs_xdpfilter": TARGET_SMALL_VS_XDPFILTER,
             "small_ok": ratio_small <= TARGET_SMALL_VS_XDPFILTER,
             "acl_vs_xdpfilter": TARGET_ACL_VS_XDPFILTER,
             "acl_ok": ratio_acl <= TARGET_ACL_VS_XDPFILTER,
+            "acl10k_ok": ratio_acl10k <= TARGET_ACL_VS_XDPFILTER,
         },
     }
 
@@ -364,6 +380,56 @@ def _nft_set_load(lab: Lab, d: Path, name: str, text: str, reps: int) -> list[fl
     return walls
 
 
+TARGET_ACL10K_CHECK_S = 1.5
+TARGET_ACL10K_FIRST_APPLY_S = 5.0
+TARGET_ACL10K_ONE_RULE_S = 0.5
+
+
+def _acl10k_cli(lab: Lab, iface: str, d: Path, rules: list[cb.Rule], n: Counts) -> dict[str, Any]:
+    """acl1_10k through the CLI: `check --json`, a first apply (attach, compiles), a one-rule
+    change (one port moved: rule-only); wall time and peak RSS of each process."""
+    path = cb.write_yaml(rules, d / "acl1_10k-cli.yaml", "acl1_10k")
+    changed = d / "acl1_10k-cli-changed.yaml"
+    changed.write_text(change_one_port(path.read_text()))
+    checks = [
+        run_measured([*CLI, "check", "--json", str(path)]).check() for _ in range(max(1, n.update_reps))
+    ]
+    first, one = [], []
+    for _ in range(max(1, n.update_reps)):
+        Dataplane(iface, 0).detach()
+        try:
+            first.append(apply_cli(lab, iface, path))
+            one.append(apply_cli(lab, iface, changed))
+        finally:
+            Dataplane(iface, 0).detach()
+    if not all(s.attached for s in first) or any(s.attached or s.replaced for s in one):
+        raise RuntimeError("acl1_10k: the first apply did not attach, or the change was not rule-only")
+    out: dict[str, Any] = {
+        "check_acl1_10k": {
+            "wall_s": summary([r.wall_s for r in checks]),
+            "peak_rss_bytes": max(r.maxrss_kib * 1024 for r in checks),
+        }
+    }
+    for key, samples in (("xdpguard_acl1_10k_first", first), ("xdpguard_acl1_10k_one_rule", one)):
+        out[key] = {
+            "rule_only": key.endswith("one_rule"),
+            "wall_s": summary([s.wall_s for s in samples]),
+            "internal_s": summary([s.seconds for s in samples]),
+            "peak_rss_bytes": max(s.maxrss_bytes for s in samples),
+            "writes_first_sample": samples[0].writes,
+        }
+    walls = {k: median([x.wall_s for x in v]) for k, v in (("check", checks), ("first", first), ("one", one))}
+    out["acl1_10k_targets"] = {
+        "check_s": TARGET_ACL10K_CHECK_S,
+        "check_ok": walls["check"] <= TARGET_ACL10K_CHECK_S,
+        "first_apply_s": TARGET_ACL10K_FIRST_APPLY_S,
+        "first_apply_ok": walls["first"] <= TARGET_ACL10K_FIRST_APPLY_S,
+        "one_rule_change_s": TARGET_ACL10K_ONE_RULE_S,
+        "one_rule_change_ok": walls["one"] <= TARGET_ACL10K_ONE_RULE_S,
+    }
+    return out
+
+
 def measure_rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]:
     with _blackhole_default(lab):
         return _rx_and_update(lab, wl, d, n)
@@ -373,6 +439,7 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
     tx, rx = lab.ifaces[0], lab.ifaces[1]
     rules, headers = cb.load_set("acl1_1k")
     acl_yaml = cb.write_yaml(rules, d / "acl1_1k.yaml", "acl1_1k")
+    big = {name: _headers(name, 8192) for name in cb.SETS_10K}
     (d / "lists").mkdir(exist_ok=True)
     gen.write_blocklist(d / "lists" / "bl100k.netset", BLOCKLIST_PREFIXES)
     bl_yaml = d / "bl100k.yaml"
@@ -380,6 +447,10 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
     prefixes = progcost._blocklist_prefixes(d / "lists" / "bl100k.netset")
     mac = bytes.fromhex(net.get_mac(lab.ns, rx).replace(":", ""))
     acl_frames = _frames_file(d, "acl", [cb.frame(h) for h in cb.distinct(headers)], mac)
+    big_frames = {
+        name: _frames_file(d, name, [cb.frame(h) for h in hs[:8192]], mac) for name, (_, hs, _) in big.items()
+    }
+    frames_of: dict[str, str] = {}  # configuration -> the frames it was measured with
     bl_frames = _frames_file(d, "bl", _blocklist_frames(prefixes, 8192), mac)
     nft_acl = translate.nft_linear(rules, rx)
     nft_bl = translate.nft_blocklist(prefixes, rx)
@@ -411,6 +482,16 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
             for p in (acl_changed, acl_yaml):
                 acl_one_rule.append(apply_cli(lab, rx, p))
         rxc["xdpguard_acl1_1k"] = _rx(lab, tx, acl_frames, n)
+        stage("xdpguard acl1_1k, every rule drop")
+        apply_cli(lab, rx, cb.write_yaml(rules, d / "acl1_1k-drop.yaml", "acl1_1k", all_drop=True))
+        rxc["xdpguard_alldrop_acl1_1k"] = _rx(lab, tx, acl_frames, n)
+        for name, (brules, _, _) in big.items():
+            stage(f"xdpguard {name}, and every rule drop")
+            apply_cli(lab, rx, cb.write_yaml(brules, d / f"{name}.yaml", name))
+            rxc[f"xdpguard_{name}"] = _rx(lab, tx, big_frames[name], n)
+            apply_cli(lab, rx, cb.write_yaml(brules, d / f"{name}-drop.yaml", name, all_drop=True))
+            rxc[f"xdpguard_alldrop_{name}"] = _rx(lab, tx, big_frames[name], n)
+            frames_of[f"xdpguard_{name}"] = frames_of[f"xdpguard_alldrop_{name}"] = name
         stage("xdpguard 100k blocklist")
         for _ in range(n.update_reps):
             apply_cli(lab, rx, wl.small)
@@ -418,6 +499,8 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
         rxc["xdpguard_bl100k"] = _rx(lab, tx, bl_frames, n)
     finally:
         Dataplane(rx, 0).detach()
+    stage("xdpguard acl1_10k: check, first apply, one-rule change")
+    upd.update(_acl10k_cli(lab, rx, d, big["acl1_10k"][0], n))
     for label, samples in (
         ("xdpguard_acl1_1k", acl_apply),
         ("xdpguard_acl1_1k_one_rule", acl_one_rule),
@@ -436,23 +519,41 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
     upd["nft_bl100k"] = {"wall_s": summary(_nft_set_load(lab, d, "bl", nft_bl, n.update_reps))}
     with _nft(lab, nft_bl, d, "bl"):
         rxc["nft_set_bl100k"] = _rx(lab, tx, bl_frames, n)
+    for name, (brules, _, _) in big.items():
+        stage(f"nft linear chain {name}")
+        nft_big = translate.nft_linear(brules, rx)
+        upd[f"nft_{name}"] = {"wall_s": summary(_nft_set_load(lab, d, name, nft_big, 1))}
+        with _nft(lab, nft_big, d, name):
+            rxc[f"nft_linear_{name}"] = _rx(lab, tx, big_frames[name], n)
+        frames_of[f"nft_linear_{name}"] = name
     if shutil.which("iptables-legacy-restore"):
         stage("iptables-legacy raw acl1_1k")
         with _iptables(lab, translate.iptables_linear(rules, rx)) as t:
             upd["iptables_acl1_1k"] = {"wall_s": summary([t])}
             rxc["iptables_linear_acl1_1k"] = _rx(lab, tx, acl_frames, n)
+        for name, (brules, _, _) in big.items():
+            stage(f"iptables-legacy raw {name}")
+            with _iptables(lab, translate.iptables_linear(brules, rx)) as t:
+                upd[f"iptables_{name}"] = {"wall_s": summary([t])}
+                rxc[f"iptables_linear_{name}"] = _rx(lab, tx, big_frames[name], n)
+            frames_of[f"iptables_linear_{name}"] = name
     floor = rxc["xdp_drop"]["ns_per_pkt"]
     nft_best = {
         "acl1_1k": rxc["nft_linear_acl1_1k"]["ns_per_pkt"],
         "bl100k": rxc["nft_set_bl100k"]["ns_per_pkt"],
+        **{name: rxc[f"nft_linear_{name}"]["ns_per_pkt"] for name in big},
     }
+    for k in rxc:
+        frames_of.setdefault(k, "bl100k" if k.endswith("bl100k") else "acl1_1k")
     ratios = {
         k: {
             "vs_xdp_drop": v["ns_per_pkt"] / floor,
-            "vs_nft_best": v["ns_per_pkt"] / nft_best["bl100k" if k.endswith("bl100k") else "acl1_1k"],
+            "vs_nft_best": v["ns_per_pkt"] / nft_best[frames_of[k]],
         }
         for k, v in rxc.items()
     }
+    alldrop = ratios["xdpguard_alldrop_acl1_1k"]["vs_xdp_drop"]
+    nft_over_acl10k = 1 / ratios["xdpguard_acl1_10k"]["vs_nft_best"]
     return {
         "receive": {
             "method": f"veth {tx} -> {rx}; sender bench.sender (AF_PACKET send(), linear 64-byte frames) "
@@ -461,10 +562,25 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
             "frames": {
                 "acl1_1k": f"{len(cb.distinct(headers)):,} distinct acl1_1k trace headers, round-robin",
                 "bl100k": "8,192 frames, half sourced inside a blocklist prefix, half random",
+                **{
+                    name: f"{min(len(hs), 8192):,} distinct {name} "
+                    + ("trace headers" if src == "trace" else "headers drawn inside random rules")
+                    + ", round-robin"
+                    for name, (_, hs, src) in big.items()
+                },
             },
+            "frames_of": frames_of,
             "clk_tck": os.sysconf("SC_CLK_TCK"),
             "configs": rxc,
             "ratios": ratios,
+            "all_drop": "xdpguard_alldrop_*: the same rules, every rule and the default drop, so every frame "
+            "ends in XDP_DROP: against the bare XDP_DROP program this is classification alone",
+            "targets": {
+                "alldrop_acl1_1k_vs_xdp_drop": TARGET_ALLDROP_VS_FLOOR,
+                "alldrop_ok": alldrop <= TARGET_ALLDROP_VS_FLOOR,
+                "nft_linear_over_xdpguard_acl1_10k": TARGET_ACL10K_VS_NFT,
+                "acl10k_vs_nft_ok": nft_over_acl10k >= TARGET_ACL10K_VS_NFT,
+            },
         },
         "update": {
             "method": "wall time of `nft -f FILE` (table replaced) and of `xdpguard --netns NS apply FILE "

@@ -18,6 +18,9 @@ RX_LABELS = {
     "xdpguard_acl1_1k": "xdpguard acl1_1k",
     "nft_linear_acl1_1k": "nft linear acl1_1k",
     "iptables_linear_acl1_1k": "iptables-legacy raw acl1_1k",
+    "xdpguard_acl1_10k": "xdpguard acl1_10k",
+    "nft_linear_acl1_10k": "nft linear acl1_10k",
+    "iptables_linear_acl1_10k": "iptables-legacy raw acl1_10k",
     "xdpguard_bl100k": "xdpguard 100k blocklist",
     "nft_set_bl100k": "nft interval set 100k",
 }

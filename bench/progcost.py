@@ -55,7 +55,7 @@ from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.parse import load
 from xdpguard.state import Iface
 
-TARGET_RATIO = 2.0
+TARGET_RATIO = 2.0  # large set / 10-rule set, and the 65,536-rule set / 10-rule set
 PROG_PIN = "prog_ingress"  # $XDPGUARD_BPFFS/<ifname>/prog_ingress
 XDP_PASS_PROG = bytes.fromhex("b700000002000000") + bytes.fromhex("9500000000000000")  # r0 = 2; exit
 FRAME_LEN = 64
@@ -192,12 +192,16 @@ def measure(
     pool_size: int,
     repeat: int,
     single_repeat: int,
+    xl_if: str | None = None,
 ) -> dict[str, object]:
     """Program cost of the 10-rule set on small_if and the large set on large_if
     (applied here unless they are there already) against the trivial program,
-    attached to floor_if; detaches all three at the end."""
+    attached to floor_if, and of the 65,536-rule set on xl_if when given;
+    detaches them all at the end."""
     ensure_applied(lab, small_if, wl.small)
     ensure_applied(lab, large_if, wl.large)
+    if xl_if is not None:
+        ensure_applied(lab, xl_if, wl.xl)
     pool = build_pool(wl.blocklist, pool_size)
     fds = {
         "floor": B.prog_load(
@@ -206,6 +210,8 @@ def measure(
         "small": B.obj_get(Iface(small_if).pin(PROG_PIN)),
         "large": B.obj_get(Iface(large_if).pin(PROG_PIN)),
     }
+    if xl_if is not None:
+        fds["xl"] = B.obj_get(Iface(xl_if).pin(PROG_PIN))
     # Attached like the others, so it too sits in the XDP dispatcher (see the module doc).
     with net.in_netns(lab.ns):
         floor_link = B.link_create(fds["floor"], net.ifindex(floor_if), B.BPF_XDP)
@@ -225,7 +231,7 @@ def measure(
         os.close(floor_link)  # the link has no pin: closing it detaches the floor program
         for fd in fds.values():
             os.close(fd)
-        for ifname in (small_if, large_if):
+        for ifname in (small_if, large_if, *([xl_if] if xl_if else [])):
             Dataplane(ifname, 0).detach()
 
     def minus_floor(d: dict[str, list[float]], k: str) -> list[float]:
@@ -240,6 +246,14 @@ def measure(
         for k in ("small", "large")
     }
     hot_med = {k: median(v) for k, v in hot.items()}
+    xl: dict[str, object] = {}
+    if "xl" in hot:
+        r_xl = hot_med["xl"] / hot_med["small"]
+        xl = {
+            "ratio_xl_small_hot": r_xl,
+            "xl_rules": sum(1 for ln in wl.xl.read_text().splitlines() if ln.startswith("    - name:")),
+            "xl_ratio_ok": r_xl <= TARGET_RATIO,
+        }
     cold_med = {k: median(v) for k, v in cold.items()}
     ratio = hot_med["large"] / hot_med["small"]
     blocked = verdicts["large"]["blocklist:drop"]
@@ -263,10 +277,10 @@ def measure(
             "involuntary_context_switches": preempted,
         },
         "hot_ns": {k: _dist(v) for k, v in hot.items()},
-        "hot_minus_floor_ns": {k: _dist(minus_floor(hot, k)) for k in ("small", "large")},
+        "hot_minus_floor_ns": {k: _dist(minus_floor(hot, k)) for k in hot if k != "floor"},
         "hot_median_by_source_ns": by_kind,
         "cold_ns": {k: _dist(v) for k, v in cold.items()},
-        "cold_minus_floor_ns": {k: cold_med[k] - cold_med["floor"] for k in ("small", "large")},
+        "cold_minus_floor_ns": {k: cold_med[k] - cold_med["floor"] for k in cold if k != "floor"},
         "single_frame_hot_ns": {"repeat": single_repeat, **single},
         "ratio_large_small_hot": ratio,
         "ratio_large_small_hot_minus_floor": (hot_med["large"] - hot_med["floor"])
@@ -275,4 +289,5 @@ def measure(
         "verdicts": {k: dict(sorted(v.items())) for k, v in verdicts.items()},
         "blocklist_frames_dropped_by_large": f"{blocked}/{nblock}",
         "targets": {"ratio": TARGET_RATIO, "ratio_ok": ratio <= TARGET_RATIO},
+        **xl,
     }

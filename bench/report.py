@@ -71,6 +71,8 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
     hot, cold = p["hot_ns"], p["cold_ns"]
     hmf, cmf = p["hot_minus_floor_ns"], p["cold_minus_floor_ns"]
     rows = (("floor", "trivial XDP program (floor)"), ("small", "10 rules"), ("large", large_label))
+    if "xl" in hot:
+        rows += (("xl", f"{p['xl_rules']:,} rules (bench.gen, no prefix set)"),)
     out = [
         "### Program cost (BPF_PROG_TEST_RUN, ns per packet)",
         "",
@@ -94,7 +96,13 @@ def _progcost_md(p: dict[str, Any], large_label: str) -> list[str]:
         "",
         f"Ratio large/small (hot medians): **{p['ratio_large_small_hot']:.2f}** (target <= "
         f"{p['targets']['ratio']:.1f}: {_ok(p['targets']['ratio_ok'])}); with the floor taken off both: "
-        f"{p['ratio_large_small_hot_minus_floor']:.2f}; cold medians: {p['ratio_large_small_cold']:.2f}.",
+        f"{p['ratio_large_small_hot_minus_floor']:.2f}; cold medians: {p['ratio_large_small_cold']:.2f}."
+        + (
+            f" Ratio {p['xl_rules']:,} rules/small: **{p['ratio_xl_small_hot']:.2f}** (target <= "
+            f"{p['targets']['ratio']:.1f}: {_ok(p['xl_ratio_ok'])})."
+            if "ratio_xl_small_hot" in p
+            else ""
+        ),
         "",
         f"Hot medians by source address: 10 rules {_ns(by['small']['blocklist'])} ns (blocklist half) / "
         f"{_ns(by['small']['random'])} ns (random half); large set {_ns(by['large']['blocklist'])} / "
@@ -160,12 +168,24 @@ def _apply_md(a: dict[str, Any]) -> list[str]:
     return out
 
 
+_SETS_10K = ("acl1_10k", "fw1_10k", "ipc1_10k")
 _RX_ROWS = (
     ("none", "nothing attached (stack drops at routing)", "acl1_1k"),
     ("xdp_drop", "bare XDP_DROP program (floor)", "acl1_1k"),
     ("xdpguard_acl1_1k", "xdpguard, acl1_1k", "acl1_1k"),
+    ("xdpguard_alldrop_acl1_1k", "xdpguard, acl1_1k, every rule drop", "acl1_1k"),
     ("nft_linear_acl1_1k", "nft netdev ingress, acl1_1k linear chain", "acl1_1k"),
     ("iptables_linear_acl1_1k", "iptables-legacy raw PREROUTING, acl1_1k linear", "acl1_1k"),
+    *(
+        row
+        for name in _SETS_10K
+        for row in (
+            (f"xdpguard_{name}", f"xdpguard, {name}", name),
+            (f"xdpguard_alldrop_{name}", f"xdpguard, {name}, every rule drop", name),
+            (f"nft_linear_{name}", f"nft netdev ingress, {name} linear chain", name),
+            (f"iptables_linear_{name}", f"iptables-legacy raw PREROUTING, {name} linear", name),
+        )
+    ),
     ("xdpguard_bl100k", "xdpguard, 100k blocklist (prefix set)", "bl100k"),
     ("nft_set_bl100k", "nft netdev ingress, 100k interval set", "bl100k"),
 )
@@ -173,6 +193,11 @@ _UPD_ROWS = (
     ("xdpguard_acl1_1k", "xdpguard apply (rule-only), acl1_1k"),
     ("nft_acl1_1k", "nft -f, acl1_1k linear chain"),
     ("iptables_acl1_1k", "iptables-legacy-restore, acl1_1k"),
+    ("check_acl1_10k", "xdpguard check --json, acl1_10k"),
+    ("xdpguard_acl1_10k_first", "xdpguard apply, acl1_10k, first attach (compiles)"),
+    ("xdpguard_acl1_10k_one_rule", "xdpguard apply (rule-only), acl1_10k, one port moved"),
+    *((f"nft_{name}", f"nft -f, {name} linear chain") for name in _SETS_10K),
+    *((f"iptables_{name}", f"iptables-legacy-restore, {name}") for name in _SETS_10K),
     ("xdpguard_bl100k", "xdpguard apply (rule-only), 100k blocklist"),
     ("nft_bl100k", "nft -f, 100k interval set"),
 )
@@ -202,7 +227,8 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
     }
     for rnd, progs in pc["rounds"].items():
         pool = "acl1_1k" if rnd == "10rules" else rnd
-        where = f"{pool} trace, {pc['pool_frames'][pool]:,}"
+        source = pc.get("pool_source", {}).get(pool, "trace")
+        where = f"{pool} {'trace' if source == 'trace' else 'drawn'}, {pc['pool_frames'][pool]:,}"
         if rnd == "10rules":
             where += " (10-rule round)"
         fl = progs["floor"]["median"]
@@ -220,13 +246,23 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
         f"(target <= {t['small_vs_xdpfilter']:.1f}: {_ok(t['small_ok'])}); xdp-filter's own job as xdpguard "
         f"rules: {pc['ratio_xdpguard_xf10_vs_xdpfilter']:.2f}. xdpguard acl1_1k / xdp-filter: "
         f"**{pc['ratio_acl1_1k_vs_xdpfilter']:.2f}** (target <= {t['acl_vs_xdpfilter']:.1f}: "
-        f"{_ok(t['acl_ok'])}).",
+        f"{_ok(t['acl_ok'])})"
+        + (
+            f"; acl1_10k / xdp-filter: **{pc['ratio_acl1_10k_vs_xdpfilter']:.2f}** (target <= "
+            f'{t["acl_vs_xdpfilter"]:.1f}: {_ok(t["acl10k_ok"])}). "drawn" pools: headers drawn inside '
+            "random rules of a set that has no trace here."
+            if "ratio_acl1_10k_vs_xdpfilter" in pc
+            else "."
+        ),
         "",
         "### Peers: receive cost on a veth (softirq ns per packet)",
         "",
-        f"Method: {rx['method']}. Frames: acl1_1k = {rx['frames']['acl1_1k']}; bl100k = "
-        f"{rx['frames']['bl100k']} ({p['blocklist_prefixes']:,} prefixes). Rule actions alternate "
-        "allow/drop in ClassBench order (flags column ignored), default allow. "
+        f"Method: {rx['method']}. Frames: "
+        + "; ".join(f"{k} = {v}" for k, v in rx["frames"].items() if k != "bl100k")
+        + f"; bl100k = {rx['frames']['bl100k']} ({p['blocklist_prefixes']:,} prefixes). Rule actions "
+        "alternate allow/drop in ClassBench order (flags column ignored), default allow"
+        + (f"; {rx['all_drop']}" if "all_drop" in rx else "")
+        + ". "
         f"/proc/stat counts in 1/{rx['clk_tck']} s ticks: differences under ~60 ns are noise.",
         "",
         "| configuration | frames | ns/packet (median) | min-max | sent pps (median) "
@@ -241,6 +277,16 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
             f"| {label} | {frames} | {_ns(c['ns_per_pkt'])} | {_ns(c['min'])}-{_ns(c['max'])} "
             f"| {_ns(c['pps_median'])} | {r['vs_xdp_drop']:.2f} | {r['vs_nft_best']:.2f} |"
         )
+    if "targets" in rx:
+        rt, r = rx["targets"], rx["ratios"]
+        out += [
+            "",
+            f"acl1_1k with every rule drop / bare XDP_DROP: "
+            f"**{r['xdpguard_alldrop_acl1_1k']['vs_xdp_drop']:.2f}** "
+            f"(target <= {rt['alldrop_acl1_1k_vs_xdp_drop']}: {_ok(rt['alldrop_ok'])}); nft linear chain / "
+            f"xdpguard, acl1_10k: **{1 / r['xdpguard_acl1_10k']['vs_nft_best']:.1f}x** "
+            f"(target >= {rt['nft_linear_over_xdpguard_acl1_10k']:g}x: {_ok(rt['acl10k_vs_nft_ok'])}).",
+        ]
     out += [
         "",
         "nft's best encoding: the linear chain for acl1_1k (nft has no multi-field classifier: a "
@@ -259,8 +305,21 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
             continue
         c = up["cases"][k]
         internal = _s(c["internal_s"]["median"]) if "internal_s" in c else "-"
-        flag = "" if c.get("rule_only", True) else " (**program replaced**)"
+        flag = "" if c.get("rule_only", True) or k.endswith("_first") else " (**program replaced**)"
         out.append(f"| {label}{flag} | {_s(c['wall_s']['median'])} | {internal} | {c['wall_s']['n']} |")
+    if "acl1_10k_targets" in up["cases"]:
+        t10 = up["cases"]["acl1_10k_targets"]
+        rss = {
+            k: _mb(up["cases"][k]["peak_rss_bytes"]) for k in ("check_acl1_10k", "xdpguard_acl1_10k_first")
+        }
+        out += [
+            "",
+            f"acl1_10k targets: check <= {t10['check_s']} s {_ok(t10['check_ok'])}, first apply <= "
+            f"{t10['first_apply_s']} s {_ok(t10['first_apply_ok'])}, one-rule change <= "
+            f"{t10['one_rule_change_s']} s CLI wall {_ok(t10['one_rule_change_ok'])}. Peak RSS: check "
+            f"{rss['check_acl1_10k']}, first apply {rss['xdpguard_acl1_10k_first']}, one-rule change "
+            f"{_mb(up['cases']['xdpguard_acl1_10k_one_rule']['peak_rss_bytes'])}.",
+        ]
     out += ["", "![receive and program cost, xdpguard vs peers](img/bench-peers.png)", ""]
     return out
 

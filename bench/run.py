@@ -172,7 +172,15 @@ def run(quick: bool) -> dict[str, Any]:
             small_if = lab.ifaces[applytime.LEFT_ON["small"]]
             large_if = lab.ifaces[applytime.LEFT_ON["large"]]
             results["progcost"] = progcost.measure(
-                lab, wl, small_if, large_if, lab.ifaces[2], n.pool_frames, n.repeat, n.single_repeat
+                lab,
+                wl,
+                small_if,
+                large_if,
+                lab.ifaces[2],
+                n.pool_frames,
+                n.repeat,
+                n.single_repeat,
+                xl_if=lab.ifaces[3],
             )
             stages["progcost"] = time.monotonic() - t
 

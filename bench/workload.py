@@ -6,6 +6,8 @@ rule drops a 1,000,000-prefix blocklist.  Each has a "-changed" twin that
 differs in exactly one rule's port, for the one-rule-change timings, and
 large-prefix-changed.yaml reads a copy of the blocklist with one prefix
 replaced (the one-prefix-change timing).
+rules65k.yaml is bench.gen's rules at the per-direction limit, 65,536, for
+the program cost of the largest rule set against the 10-rule one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bench import gen
 
 LARGE_RULES = 4096
 LARGE_PREFIXES = 1_000_000
+XL_RULES = 65_536
 
 SMALL_RULES = """\
 version: 1
@@ -70,6 +73,7 @@ class Workload:
     large_changed: Path
     blocklist: Path
     large_prefix_changed: Path
+    xl: Path
 
 
 def change_one_port(text: str) -> str:
@@ -100,7 +104,9 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
         prefix_changed.write_text(text)
     else:
         prefix_changed.write_text(large.read_text())
-    return Workload(d, small, small_changed, large, large_changed, blocklist, prefix_changed)
+    xl = d / "rules65k.yaml"
+    xl.write_text(gen.rules_yaml(XL_RULES, set_file=None))
+    return Workload(d, small, small_changed, large, large_changed, blocklist, prefix_changed, xl)
 
 
 def change_one_prefix(text: str) -> str:

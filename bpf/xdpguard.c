@@ -21,8 +21,18 @@
 #include "tc/egress.h"
 #include "xdp/ingress.h"
 
-#define XG_RULE_NONE (-1)
-#define XG_RULE_ERROR (-2)
+/* Per direction and CPU: the parsed packet and the arguments of the global
+ * functions (xg_scan_fn and the group scan it calls).  The program and the
+ * functions it calls share 512 bytes of stack, so these live here.  XDP and
+ * tc programs do not preempt each other on a CPU, and each direction has
+ * its own entry.  Scratch only, not pinned. */
+struct xg_callbuf {
+	struct xg_pkt pkt;
+	struct xg_call_args call;
+	struct xg_group_args group;
+};
+BPF_PERCPU_ARRAY(xg_callbuf, struct xg_callbuf, XG_NDIRS);
+
 
 /* What a packet gets, independent of the hook's return codes. */
 enum xg_verdict {
@@ -97,12 +107,12 @@ static __always_inline __u32 xg_reduce(__u64 h32, __u64 n)
 /* A packet's source prefix of `plen` bits as two host-order words (an IPv4
  * address in the high half of hi), the bits past plen zero: the identity
  * of its bucket. */
-static __always_inline void xg_src_words(const struct xg_pkt *p, __u32 plen, __u64 *hi, __u64 *lo)
+static __always_inline void xg_src_words(const __u8 *src, __u32 plen, __u64 *hi, __u64 *lo)
 {
 	__u64 a, b;
 
-	__builtin_memcpy(&a, p->src, 8);
-	__builtin_memcpy(&b, p->src + 8, 8);
+	__builtin_memcpy(&a, src, 8);
+	__builtin_memcpy(&b, src + 8, 8);
 	a = __builtin_bswap64(a);
 	b = __builtin_bswap64(b);
 	*hi = plen >= 64 ? a : plen ? a & (~0ULL << (64 - plen)) : 0;
@@ -223,7 +233,7 @@ static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
  * is lost: an idle owner's bucket is full, the same as a new one); else the
  * count-min sketch, which may over-count a source that shares both its
  * cells with busy ones but never under-counts anyone. */
-static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_pkt *p, __u64 q, __u64 rem,
+static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_limit_args *p, __u64 q, __u64 rem,
 					 __u64 now)
 {
 	__u32 zero = 0;
@@ -234,7 +244,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	__u32 plen = p->family == 4 ? r->plen4 : r->plen6;
 	__u64 hi, lo;
 
-	xg_src_words(p, plen, &hi, &lo);
+	xg_src_words(p->src, plen, &hi, &lo);
 	__u64 h = xg_mix(lk->key[0] ^ r->rule_id);
 	h = xg_mix(h ^ hi);
 	h = xg_mix(h ^ lo ^ lk->key[1] ^ ((__u64)p->family << 8 | plen));
@@ -249,7 +259,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	__u64 burst = r->burst_ns;
 	__u64 mine = 0, spare = 0;
 
-#pragma unroll
+#pragma clang loop unroll(disable)
 	for (int w = 0; w < XG_SRC_WAYS; w++) {
 		__u64 t = XG_READ(line->slot[w].tag);
 
@@ -293,7 +303,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	}
 
 	/* No slot: the sketch decides, on its lesser cell, and raises both. */
-#pragma unroll
+#pragma clang loop unroll(disable)
 	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
 		__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
 		struct xg_bucket *low = a <= b ? c1 : c2, *high = a <= b ? c2 : c1;
@@ -312,7 +322,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	return XG_OVER;
 }
 
-static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_pkt *p, __u32 dir, __u64 len,
+static __always_inline int xg_within_limit(const struct xg_rule *r, const struct xg_limit_args *p, __u32 dir, __u64 len,
 					   __u64 now)
 {
 	__u64 q = r->cost_ns, rem = 0;
@@ -335,10 +345,10 @@ static __always_inline int xg_within_limit(const struct xg_rule *r, const struct
 
 /* The blocked-sources key of a packet: IPv4 address or IPv6 /64 (an IPv4
  * source fills only the first 4 of these bytes, the parser zeroes the rest). */
-static __always_inline void xg_block_key_of(const struct xg_pkt *p, struct xg_block_key *k)
+static __always_inline void xg_block_key_of(__u32 family, const __u8 *src, struct xg_block_key *k)
 {
-	k->family = p->family;
-	__builtin_memcpy(k->addr, p->src, XG_BLOCK_V6_PLEN / 8);
+	k->family = family;
+	__builtin_memcpy(k->addr, src, XG_BLOCK_V6_PLEN / 8);
 }
 
 static __always_inline __u64 *xg_block_cell(const struct xg_block_key *k)
@@ -364,7 +374,7 @@ static __always_inline int xg_blocked_now(const struct xg_pkt *p)
 {
 	struct xg_block_key k = {};
 
-	xg_block_key_of(p, &k);
+	xg_block_key_of(p->family, p->src, &k);
 	__u64 *cell = xg_block_cell(&k);
 	__u64 until = cell ? XG_READ(*cell) : 1;
 
@@ -385,12 +395,12 @@ static __always_inline int xg_blocked_now(const struct xg_pkt *p)
 	return 0;
 }
 
-static __always_inline void xg_block_source(const struct xg_pkt *p, const struct xg_rule *r, __u64 now)
+static __always_inline void xg_block_source(const struct xg_limit_args *p, const struct xg_rule *r, __u64 now)
 {
 	struct xg_block_key k = {};
 	struct xg_block v = { .until_ns = now + r->block_ns, .rule_id = r->rule_id };
 
-	xg_block_key_of(p, &k);
+	xg_block_key_of(p->family, p->src, &k);
 	xg_blocked.update(&k, &v);
 	/* After the entry: a reader that sees the raised cell finds the entry. */
 	__u64 *cell = xg_block_cell(&k);
@@ -398,12 +408,287 @@ static __always_inline void xg_block_source(const struct xg_pkt *p, const struct
 		xg_raise(cell, v.until_ns);
 }
 
-static __always_inline const struct xg_bitmap *xg_bm(void *bms, const struct xg_config *cfg, __u32 fld,
-						       __u32 local)
+/* The rate-limit check of a matched rule, run in the global function
+ * (xg_scan_fn, op XG_CALL_LIMIT): the limiter's many live values then
+ * spill into that function's stack frame, not the program's.  1 within the
+ * limit; 0 over it, and then a `block_for` rule has blocked the source. */
+static __always_inline int xg_limit(struct xg_limit_args *a)
 {
-	__u32 idx = cfg->base[fld & (XG_NFIELDS - 1)] + local;
+	__u32 k = a->rule_key;
+	struct xg_rule *r = xg_rules.lookup(&k);
 
-	return bpf_map_lookup_elem(bms, &idx);
+	if (!r)
+		return 0;
+	if (xg_within_limit(r, a, a->dir, a->len, a->now))
+		return 1;
+	if (r->block_ns && a->dir == XG_DIR_INGRESS)
+		xg_block_source(a, r, a->now);
+	return 0;
+}
+
+__attribute__((__noinline__)) int xg_scan_fn(struct xg_call_args *a);
+static int xg_call(struct xg_call_args *a) __attribute__((alias("xg_scan_fn")));
+
+static __always_inline int xg_limit_call(const struct xg_pkt *p, __u32 rule_key, __u32 dir, __u64 len, __u64 now)
+{
+	__u32 key = dir & 1;
+	struct xg_callbuf *cb = xg_callbuf.lookup(&key);
+
+	if (!cb)
+		return 0;
+	cb->call.op = XG_CALL_LIMIT;
+	cb->call.u.limit.rule_key = rule_key;
+	cb->call.u.limit.dir = dir;
+	cb->call.u.limit.len = len;
+	cb->call.u.limit.now = now;
+	cb->call.u.limit.family = p->family;
+	__builtin_memcpy(cb->call.u.limit.src, p->src, 16);
+	return xg_call(&cb->call) == 1;
+}
+
+/* A field's bitmap, as its global index in the half's table of top entries. */
+static __always_inline __u32 xg_bm(const struct xg_config *cfg, __u32 fld, __u32 local)
+{
+	return cfg->base[fld & (XG_NFIELDS - 1)] + local;
+}
+
+/* The scan as a function of its own, outside the programs: bcc compiles
+ * it into a section of its own (it is not static), and the loader appends
+ * it to each program, declared global in the program's BTF, so that the
+ * verifier checks the scan once, with its argument unknown, instead of
+ * once for every path of the program that reaches it (see
+ * xdpguard/datapath/loader.py).  bcc refuses a call to a function that is
+ * not static, hence the static alias the programs call. */
+__attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a);
+static int xg_group_call(struct xg_group_args *a) __attribute__((alias("xg_group_fn")));
+
+/* The scan: the first rule at or after a->from that every selected bitmap
+ * holds, XG_RULE_NONE, or XG_RULE_ERROR (a table entry missing).  Groups
+ * are visited lowest first; in each, only the words the blocks' summaries
+ * allow.  See xg_scan_ingress for how it is called. */
+static __always_inline int xg_scan(struct xg_scan_args *a)
+{
+	if (!a)
+		return XG_RULE_ERROR;
+	__u32 half = a->half;
+	__u32 from = a->from;
+	__u32 kones = a->ones;
+	__u32 ngroups = (a->nwords + XG_GROUP_WORDS - 1) / XG_GROUP_WORDS;
+
+	if (from >= XG_MAX_RULES || ngroups > XG_MAX_GROUPS)
+		return XG_RULE_NONE;
+	/* The fields a packet does not test select the all-ones bitmap: it is
+	 * looked up once.  (These branches come before any loop, where they
+	 * cost the verifier nothing: inside the group loop they would.) */
+	if (ngroups <= 1) {
+		/* At most 4,096 rules: each bitmap is one block of the flat table. */
+		void *flat = xg_flat.lookup(&half);
+		const struct xg_bitmap *b[XG_NSEL];
+
+		if (!flat)
+			return XG_RULE_ERROR;
+		const struct xg_bitmap *o[XG_NOR];
+		const struct xg_bitmap *bones = bpf_map_lookup_elem(flat, &kones);
+		if (!bones)
+			return XG_RULE_ERROR;
+#pragma unroll
+		for (int f = 0; f < XG_NSEL; f++) {
+			__u32 k = a->sel.idx[f];
+
+			b[f] = bones;
+			if (f < XG_NOR)
+				o[f & 1] = bones;
+			if (k == kones)
+				continue;
+			b[f] = bpf_map_lookup_elem(flat, &k);
+			if (!b[f])
+				return XG_RULE_ERROR;
+			if (f < XG_NOR) {
+				__u32 ko = a->sel.oridx[f & 1];
+
+				o[f & 1] = b[f];
+				if (ko != k) {
+					o[f & 1] = bpf_map_lookup_elem(flat, &ko);
+					if (!o[f & 1])
+						return XG_RULE_ERROR;
+				}
+			}
+		}
+		if (from >= XG_GROUP_RULES)
+			return XG_RULE_NONE;
+		return xg_block_first(b, o, from);
+	}
+	void *tops = xg_tops.lookup(&half);
+	void *blocks = xg_bitmaps.lookup(&half);
+	const struct xg_top *t[XG_NSEL];
+	const struct xg_top *ot[XG_NOR];
+
+	if (!tops || !blocks)
+		return XG_RULE_ERROR;
+	const struct xg_top *tones = bpf_map_lookup_elem(tops, &kones);
+	if (!tones)
+		return XG_RULE_ERROR;
+	__u64 groups = ((1ULL << ngroups) - 1) & (~0ULL << (from / XG_GROUP_RULES)) & tones->groups;
+	/* The group function's argument lives in the per-CPU scratch, not on
+	 * the stack (see struct xg_callbuf). */
+	__u32 cbkey = (half / XG_NVERSIONS) & 1;
+	struct xg_callbuf *cb = xg_callbuf.lookup(&cbkey);
+
+	if (!cb)
+		return XG_RULE_ERROR;
+	struct xg_group_args *ga = &cb->group;
+
+	ga->half = half;
+	ga->own = 0;
+	ga->hasor = 0;
+
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 k = a->sel.idx[f];
+
+		t[f] = tones;
+		if (f < XG_NOR)
+			ot[f & 1] = tones;
+		if (k == kones)
+			continue;
+		ga->own |= 1U << f;
+		t[f] = bpf_map_lookup_elem(tops, &k);
+		if (!t[f])
+			return XG_RULE_ERROR;
+		__u32 gw = t[f]->groups;
+
+		if (f < XG_NOR) {
+			__u32 ko = a->sel.oridx[f & 1];
+
+			ot[f & 1] = t[f];
+			if (ko != k) {
+				/* A dynamic-set combination ORed in: its groups count too. */
+				ot[f & 1] = bpf_map_lookup_elem(tops, &ko);
+				if (!ot[f & 1])
+					return XG_RULE_ERROR;
+				ga->hasor |= 1U << f;
+				gw |= ot[f & 1]->groups;
+			}
+		}
+		groups &= gw;
+	}
+	/* Each group is a call: the block lookups skip the all-ones stand-ins
+	 * with a branch per field, which inside this loop would multiply the
+	 * verifier's work, and in a function of their own cost it nothing. */
+	for (int i = 0; i < XG_MAX_GROUPS; i++) {
+		if (!groups)
+			return XG_RULE_NONE;
+		__u32 g = xg_ctz64(groups) & (XG_MAX_GROUPS - 1);
+		__u32 base = g * XG_GROUP_RULES;
+
+#pragma unroll
+		for (int f = 0; f < XG_NSEL; f++)
+			ga->block[f] = t[f]->block[g];
+		/* Which of the ORed pair has a block here, computed without a
+		 * branch (a branch in this loop multiplies the verifier's work). */
+		ga->pres = 0;
+#pragma unroll
+		for (int f = 0; f < XG_NOR; f++) {
+			ga->orblock[f] = ot[f]->block[g];
+			ga->pres |= ((t[f]->groups >> g) & 1) << f | ((ot[f]->groups >> g) & 1) << (8 + f);
+		}
+		ga->ones = tones->block[g];
+		ga->lo = from > base ? from - base : 0;
+		int r = xg_group_call(ga);
+
+		if (r >= 0)
+			return (int)base + r;
+		if (r == XG_RULE_ERROR)
+			return r;
+		groups &= groups - 1;
+	}
+	return XG_RULE_NONE;
+}
+
+/* One group of a two-level scan: the first rule at or after a->lo in all
+ * eight blocks (a->own says which fields have blocks of their own; the
+ * others take the all-ones block), -1, or XG_RULE_ERROR.  Global, like
+ * xg_scan_fn, and called by it (see the loader). */
+static __always_inline int xg_group(struct xg_group_args *a)
+{
+	if (!a)
+		return XG_RULE_ERROR;
+	__u32 half = a->half;
+	__u32 kones = a->ones;
+	__u32 own = a->own;
+	void *blocks = xg_bitmaps.lookup(&half);
+	const struct xg_bitmap *b[XG_NSEL];
+
+	if (!blocks)
+		return XG_RULE_ERROR;
+	const struct xg_bitmap *o[XG_NOR];
+	const struct xg_bitmap *bones = bpf_map_lookup_elem(blocks, &kones);
+	if (!bones)
+		return XG_RULE_ERROR;
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 k = a->block[f];
+
+		b[f] = bones;
+		if (f < XG_NOR)
+			o[f & 1] = bones;
+		if (!(own & (1U << f)))
+			continue;
+		if (f < XG_NOR && (a->hasor & (1U << f))) {
+			/* A field with a dynamic-set combination ORed in: either of
+			 * the pair may lack a block in this group (it is empty there);
+			 * the other then stands in for it (x | x = x). */
+			__u32 ko = a->orblock[f & 1];
+			const struct xg_bitmap *x = 0, *y = 0;
+
+			if (a->pres & (1U << f)) {
+				x = bpf_map_lookup_elem(blocks, &k);
+				if (!x)
+					return XG_RULE_ERROR;
+			}
+			if (a->pres & (1U << (8 + f))) {
+				y = bpf_map_lookup_elem(blocks, &ko);
+				if (!y)
+					return XG_RULE_ERROR;
+			}
+			if (!x)
+				x = y;
+			if (!y)
+				y = x;
+			if (!x)
+				return -1;
+			b[f] = x;
+			o[f & 1] = y;
+			continue;
+		}
+		b[f] = bpf_map_lookup_elem(blocks, &k);
+		if (!b[f])
+			return XG_RULE_ERROR;
+		if (f < XG_NOR)
+			o[f & 1] = b[f];
+	}
+	return xg_block_first(b, o, a->lo & (XG_GROUP_RULES - 1));
+}
+
+
+/* The first rule at or after `from` that every bitmap in `s` holds (see
+ * xg_scan), in the rule set of `half`; `continue` rules scan again from the
+ * rule after themselves, with the same selection. */
+static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, const struct xg_config *cfg,
+					 __u32 from)
+{
+	__u32 key = (half / XG_NVERSIONS) & 1;
+	struct xg_callbuf *cb = xg_callbuf.lookup(&key);
+
+	if (!cb)
+		return XG_RULE_ERROR;
+	cb->call.op = XG_CALL_SCAN;
+	cb->call.u.scan.sel = *s;
+	cb->call.u.scan.half = half;
+	cb->call.u.scan.nwords = cfg->nwords;
+	cb->call.u.scan.from = from;
+	cb->call.u.scan.ones = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
+	return xg_call(&cb->call);
 }
 
 /* The leaf (field-local bitmap index) of an address in one address table:
@@ -576,10 +861,11 @@ static __always_inline void xg_dyn_members(void *data, void *data_end, __u32 hal
 	di->idx[1] += xg_dyn_mask(dc, di, 1, half, family == 6, di->dst);
 }
 
-/* Step 2, with the field bitmaps chosen: the selected bitmaps go into
- * s->orbm[] for the fields rules refer to sets in.  The caller has set
- * orbm to the fields' own bitmaps, which is right for the others. */
-static __always_inline int xg_dyn_select(__u32 half, __u32 dir, void *bms, struct xg_sel *s)
+/* Step 2, with the field bitmaps chosen: the combinations the membership
+ * masks selected become s->oridx[] for the fields rules refer to sets in.
+ * The caller has set oridx to the fields' own bitmaps (nothing to add),
+ * which is right for the others. */
+static __always_inline int xg_dyn_select(__u32 half, __u32 dir, struct xg_sel *s)
 {
 	struct xg_dyncfg *dc = xg_dyncfg.lookup(&half);
 	__u32 key = dir & 1;
@@ -587,16 +873,10 @@ static __always_inline int xg_dyn_select(__u32 half, __u32 dir, void *bms, struc
 
 	if (!dc || !di)
 		return -1;
-	if (dc->nrefs[0]) {
-		s->orbm[0] = bpf_map_lookup_elem(bms, &di->idx[0]);
-		if (!s->orbm[0])
-			return -1;
-	}
-	if (dc->nrefs[1]) {
-		s->orbm[1] = bpf_map_lookup_elem(bms, &di->idx[1]);
-		if (!s->orbm[1])
-			return -1;
-	}
+	if (dc->nrefs[0])
+		s->oridx[0] = di->idx[0];
+	if (dc->nrefs[1])
+		s->oridx[1] = di->idx[1];
 	return 0;
 }
 
@@ -646,23 +926,22 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 }
 
 /* First matching rule's bit position, XG_RULE_NONE, or XG_RULE_ERROR when
- * the maps are inconsistent (never expected; counted). */
+ * the maps are inconsistent (never expected; counted).  *sel gets the
+ * bitmaps the packet selected: after a match, xg_first_rule(sel, half,
+ * cfg, rule + 1) finds the next matching rule with no new field lookup. */
 static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const struct xg_config *cfg,
-				       __u32 dir)
+				       __u32 dir, struct xg_sel *sel)
 {
-	if (cfg->nwords == 0)
-		return XG_RULE_NONE;
-	void *bms = xg_bitmaps.lookup(&half);
-	if (!bms)
-		return XG_RULE_ERROR;
-
-	const struct xg_bitmap *ones = xg_bm(bms, cfg, XG_F_EXTRA, cfg->ones_idx);
-	if (!ones)
-		return XG_RULE_ERROR;
 	struct xg_sel s;
+
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
-		s.bm[f] = ones;
+		s.idx[f] = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
+	s.oridx[0] = s.idx[0];
+	s.oridx[1] = s.idx[1];
+	*sel = s;
+	if (cfg->nwords == 0)
+		return XG_RULE_NONE;
 
 	__u32 fm = cfg->field_mask;
 	__u32 *v;
@@ -672,55 +951,52 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 
 		if (xg_lookup_addrs(p, half, fm, &src, &dst) < 0)
 			return XG_RULE_ERROR;
-		if (fm & (1U << XG_F_SRC)) {
-			s.bm[0] = xg_bm(bms, cfg, XG_F_SRC, src);
-			if (!s.bm[0])
-				return XG_RULE_ERROR;
-		}
-		if (fm & (1U << XG_F_DST)) {
-			s.bm[1] = xg_bm(bms, cfg, XG_F_DST, dst);
-			if (!s.bm[1])
-				return XG_RULE_ERROR;
-		}
+		if (fm & (1U << XG_F_SRC))
+			s.idx[0] = xg_bm(cfg, XG_F_SRC, src);
+		if (fm & (1U << XG_F_DST))
+			s.idx[1] = xg_bm(cfg, XG_F_DST, dst);
 	}
-	s.orbm[0] = s.bm[0];
-	s.orbm[1] = s.bm[1];
-	if ((cfg->flags & XG_CFG_HAS_DYN) && xg_dyn_select(half, dir, bms, &s) < 0)
+	s.oridx[0] = s.idx[0];
+	s.oridx[1] = s.idx[1];
+	if ((cfg->flags & XG_CFG_HAS_DYN) && xg_dyn_select(half, dir, &s) < 0)
 		return XG_RULE_ERROR;
 	if (fm & (1U << XG_F_PROTO)) {
 		__u32 k = half * XG_PROTO_SIZE + p->proto;
 
 		v = xg_proto.lookup(&k);
-		if (!v || !(s.bm[2] = xg_bm(bms, cfg, XG_F_PROTO, *v)))
+		if (!v)
 			return XG_RULE_ERROR;
+		s.idx[2] = xg_bm(cfg, XG_F_PROTO, *v);
 	}
 	if (p->later_frag) {
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
-		if (!s.bm[7])
-			return XG_RULE_ERROR;
-		return xg_first_rule(&s, cfg->nwords);
+		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
+		*sel = s;
+		return xg_first_rule(&s, half, cfg, 0);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
 			__u32 k = half * XG_PORT_SIZE + p->sport;
 
 			v = xg_sport.lookup(&k);
-			if (!v || !(s.bm[3] = xg_bm(bms, cfg, XG_F_SPORT, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[3] = xg_bm(cfg, XG_F_SPORT, *v);
 		}
 		if (fm & (1U << XG_F_DPORT)) {
 			__u32 k = half * XG_PORT_SIZE + p->dport;
 
 			v = xg_dport.lookup(&k);
-			if (!v || !(s.bm[4] = xg_bm(bms, cfg, XG_F_DPORT, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[4] = xg_bm(cfg, XG_F_DPORT, *v);
 		}
 		if (p->proto == IPPROTO_TCP && (fm & (1U << XG_F_TFLAGS))) {
 			__u32 k = half * XG_TFLAGS_SIZE + p->tflags;
 
 			v = xg_tflags.lookup(&k);
-			if (!v || !(s.bm[5] = xg_bm(bms, cfg, XG_F_TFLAGS, *v)))
+			if (!v)
 				return XG_RULE_ERROR;
+			s.idx[5] = xg_bm(cfg, XG_F_TFLAGS, *v);
 		}
 	}
 	if (p->has_icmp && (fm & (1U << XG_F_ICMP))) {
@@ -728,17 +1004,17 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			  ((__u32)p->icmp_type << 8) + p->icmp_code;
 
 		v = xg_icmp.lookup(&k);
-		if (!v || !(s.bm[6] = xg_bm(bms, cfg, XG_F_ICMP, *v)))
+		if (!v)
 			return XG_RULE_ERROR;
+		s.idx[6] = xg_bm(cfg, XG_F_ICMP, *v);
 	}
 	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
 		int est = xg_established(p, cfg);
 
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
-		if (!s.bm[7])
-			return XG_RULE_ERROR;
+		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
 	}
-	return xg_first_rule(&s, cfg->nwords);
+	*sel = s;
+	return xg_first_rule(&s, half, cfg, 0);
 }
 
 /* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */
@@ -764,22 +1040,27 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 		return;
 	rate->count++;
 
-	struct xg_event ev = {
-		.ts_ns = now,
-		.rule_id = rule_id,
-		.ifindex = ifindex,
-		.len = len,
-		.dir = dir,
-		.reason = reason,
-		.audit = audit,
-		.family = p->family,
-		.proto = p->proto,
-		.sport = p->sport,
-		.dport = p->dport,
-	};
-	__builtin_memcpy(ev.src, p->src, 16);
-	__builtin_memcpy(ev.dst, p->dst, 16);
-	xg_events.ringbuf_output(&ev, sizeof(ev), 0);
+	/* Written in place in the ring buffer: no copy on the stack, whose 512
+	 * bytes the program shares with the functions it calls. */
+	struct xg_event *ev = xg_events.ringbuf_reserve(sizeof(*ev));
+	if (!ev)
+		return; /* the buffer is full: the event is lost, the counters are not */
+	ev->ts_ns = now;
+	ev->rule_id = rule_id;
+	ev->ifindex = ifindex;
+	ev->len = len;
+	ev->dir = dir;
+	ev->reason = reason;
+	ev->audit = audit;
+	ev->family = p->family;
+	ev->proto = p->proto;
+	ev->pad = 0;
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->pad2 = 0;
+	__builtin_memcpy(ev->src, p->src, 16);
+	__builtin_memcpy(ev->dst, p->dst, 16);
+	xg_events.ringbuf_submit(ev, 0);
 }
 
 /* The whole decision for one frame in one direction. */
@@ -798,33 +1079,45 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 
 	if (cfg->flags & XG_CFG_HAS_DYN)
 		xg_dyn_members(data, data_end, half, dir);
-	struct xg_pkt p = {};
-	int kind = xg_parse(data, data_end, frame_len, &p);
+	/* The parsed packet lives in the per-CPU scratch: the program and the
+	 * functions it calls share 512 bytes of stack. */
+	__u32 cbkey = dir & 1;
+	struct xg_callbuf *cb = xg_callbuf.lookup(&cbkey);
+
+	if (!cb)
+		return XG_PASS;
+	struct xg_pkt *p = &cb->pkt;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	int kind = xg_parse(data, data_end, frame_len, p);
 
 	if (kind == XG_KIND_MALFORMED) {
 		xg_count(dir, XG_SLOT_MALFORMED, frame_len);
-		xg_event(dir, XG_EV_MALFORMED, !drop_ok, &p, 0, frame_len, ifindex);
+		xg_event(dir, XG_EV_MALFORMED, !drop_ok, p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
 	}
 	if (kind == XG_KIND_NON_IP) {
 		xg_count(dir, XG_SLOT_NON_IP, frame_len);
 		if (!(cfg->flags & XG_CFG_NON_IP_DROP))
 			return XG_PASS;
-		xg_event(dir, XG_EV_NON_IP, !drop_ok, &p, 0, frame_len, ifindex);
+		xg_event(dir, XG_EV_NON_IP, !drop_ok, p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
 	}
-	if (!(cfg->flags & XG_CFG_NDP_RULES) && xg_is_ndp(&p)) {
+	if (!(cfg->flags & XG_CFG_NDP_RULES) && xg_is_ndp(p)) {
 		xg_count(dir, XG_SLOT_NDP, frame_len);
 		return XG_PASS;
 	}
-	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(&p)) {
+	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_BLOCK) && xg_blocked_now(p)) {
 		xg_count(dir, XG_SLOT_BLOCKED, frame_len);
-		xg_event(dir, XG_EV_BLOCKED, !drop_ok, &p, 0, frame_len, ifindex);
+		xg_event(dir, XG_EV_BLOCKED, !drop_ok, p, 0, frame_len, ifindex);
 		return drop_ok ? XG_DROP : XG_PASS;
 	}
 
 	int verdict;
-	int rule = xg_classify(&p, half, cfg, dir);
+	/* What the packet selected, kept for a second scan from a later rule
+	 * (xg_first_rule(&sel, half, cfg, from)). */
+	struct xg_sel sel;
+	int rule = xg_classify(p, half, cfg, dir, &sel);
 
 	if (rule >= 0) {
 		__u32 k = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
@@ -834,18 +1127,16 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			if (r->limit != XG_LIMIT_NONE) {
 				__u64 now = xg_now();
 
-				if (!xg_within_limit(r, &p, dir, frame_len, now)) {
+				if (!xg_limit_call(p, k, dir, frame_len, now)) {
 					xg_count2(dir, r->slot, frame_len, 1);
-					if (r->block_ns && dir == XG_DIR_INGRESS)
-						xg_block_source(&p, r, now);
-					xg_event(dir, XG_EV_LIMIT, !drop_ok, &p, r->rule_id, frame_len, ifindex);
+					xg_event(dir, XG_EV_LIMIT, !drop_ok, p, r->rule_id, frame_len, ifindex);
 					verdict = drop_ok ? XG_DROP : XG_PASS;
 					goto out;
 				}
 			}
 			xg_count(dir, r->slot, frame_len);
 			if (r->action == XG_ACT_DROP)
-				xg_event(dir, XG_EV_RULE, !drop_ok, &p, r->rule_id, frame_len, ifindex);
+				xg_event(dir, XG_EV_RULE, !drop_ok, p, r->rule_id, frame_len, ifindex);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
 			goto out;
 		}
@@ -855,11 +1146,11 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 		xg_count(dir, XG_SLOT_ERROR, frame_len);
 	xg_count(dir, XG_SLOT_DEFAULT, frame_len);
 	if (cfg->flags & XG_CFG_DEFAULT_DROP)
-		xg_event(dir, XG_EV_DEFAULT, !drop_ok, &p, 0, frame_len, ifindex);
+		xg_event(dir, XG_EV_DEFAULT, !drop_ok, p, 0, frame_len, ifindex);
 	verdict = (drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
 out:
 	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
-		xg_record_flow(&p, frame_len);
+		xg_record_flow(p, frame_len);
 	return verdict;
 }
 
@@ -878,4 +1169,18 @@ int xg_egress(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 
 	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex));
+}
+
+__attribute__((__noinline__)) int xg_scan_fn(struct xg_call_args *a)
+{
+	if (!a)
+		return XG_RULE_ERROR;
+	if (a->op == XG_CALL_LIMIT)
+		return xg_limit(&a->u.limit);
+	return xg_scan(&a->u.scan);
+}
+
+__attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a)
+{
+	return xg_group(a);
 }

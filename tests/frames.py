@@ -21,7 +21,7 @@ from xdpguard.rules.model import (
     Prefix,
     RuleSet,
 )
-from xdpguard.rules.packet import MAX_EXT_HDRS
+from xdpguard.rules.packet import MAX_EXT_HDRS, Packet
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
@@ -134,3 +134,26 @@ def random_frame(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = No
         # and BPF_PROG_TEST_RUN refuses such input for XDP.
         frame = frame[: rng.randrange(14, len(frame))]
     return frame
+
+
+def frame_of(pkt: Packet) -> bytes:
+    """A well-formed Ethernet frame carrying an IP packet's header fields (no fragments)."""
+    if pkt.proto in (IPPROTO_TCP,):
+        l4 = struct.pack("!HHIIBBHHH", pkt.sport, pkt.dport, 1, 0, 5 << 4, pkt.tcp_flags or 0, 1024, 0, 0)
+    elif pkt.proto in (IPPROTO_UDP,):
+        l4 = struct.pack("!HHHH", pkt.sport, pkt.dport, 8, 0)
+    elif pkt.proto == IPPROTO_SCTP:
+        l4 = struct.pack("!HHII", pkt.sport, pkt.dport, 0, 0)
+    elif pkt.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        l4 = struct.pack("!BBHHH", pkt.icmp_type, pkt.icmp_code, 0, 1, 1)
+    else:
+        l4 = bytes(8)
+    if pkt.family == 4:
+        hdr = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(l4), 1, 0, 64, pkt.proto, 0, pkt.src, pkt.dst)
+        return MAC_B + MAC_A + struct.pack("!H", 0x0800) + hdr + l4
+    hdr = (
+        struct.pack("!IHBB", 6 << 28, len(l4), pkt.proto, 64)
+        + pkt.src.to_bytes(16, "big")
+        + pkt.dst.to_bytes(16, "big")
+    )
+    return MAC_B + MAC_A + struct.pack("!H", 0x86DD) + hdr + l4

@@ -241,3 +241,128 @@ def random_packet(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = N
             pkt["icmp_type"] = rng.choice([0, 3, 8, 11, 128, 129, 133, 135, 137, rng.randrange(256)])
             pkt["icmp_code"] = rng.choice([0, 1, 3, rng.randrange(256)])
     return Packet(**pkt)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Large rule sets (thousands to 65,536 rules)
+#
+# Drawn from a wide value space so that most rules are narrow and a packet
+# drawn inside rule k is first matched at or near k: the scan then has to
+# reach every group of 4,096 rules, not stop in the first words.
+
+
+def _large_prefix(rng: random.Random, fam: int, pool: list[int]) -> Prefix:
+    bits = 32 if fam == 4 else 128
+    plen = rng.choice([16, 24, 24, 28, 32, 32, 32, 32] if fam == 4 else [48, 64, 64, 128])
+    # Networks from a pool: sets large enough to need every group, with
+    # prefixes that nest and repeat as real ones do.
+    base = rng.choice(pool) << (bits - 32)
+    addr = (base | rng.getrandbits(bits - 24)) & (((1 << plen) - 1) << (bits - plen))
+    return Prefix(fam, addr, plen)
+
+
+def _large_match(rng: random.Random, pool: list[int]) -> Match:
+    fam = rng.choice([4, 4, 4, 6])
+    broad = rng.random() < 0.01  # a few rules match much more than the rest
+    src = AddrMatch((_large_prefix(rng, fam, pool),)) if not broad and rng.random() < 0.9 else None
+    dst = AddrMatch((_large_prefix(rng, fam, pool),)) if not broad and rng.random() < 0.9 else None
+    kind = rng.choices(["ports", "proto", "none", "flags", "icmp"], weights=[80, 6, 2, 6, 6])[0]
+    if broad or src is None or dst is None:
+        kind = "ports"  # an address wildcard with a narrow port: broad, not everything
+    protos = sport = dport = tflags = icmp = None
+    if kind == "ports":
+        protos = frozenset({rng.choice([IPPROTO_TCP, IPPROTO_UDP])})
+        if rng.random() < 0.5:
+            lo = rng.choice(PORT_EDGES + [1024 * rng.randrange(64)])
+            sport = (PortRange(lo, min(65535, lo + rng.choice([0, 0, 10, 1000]))),)
+        lo = rng.randrange(0, 65536, 37)
+        dport = (PortRange(lo, min(65535, lo + rng.choice([0, 0, 0, 5, 500]))),)
+    elif kind == "proto":
+        protos = frozenset({rng.choice(PROTOS)})
+    elif kind == "flags":
+        s = rng.randrange(256)
+        tflags = TcpFlags(s, rng.randrange(256) & ~s)
+        protos = frozenset({IPPROTO_TCP})
+    elif kind == "icmp":
+        p = IPPROTO_ICMP if fam == 4 else IPPROTO_ICMPV6
+        icmp = IcmpMatch(frozenset({(p, rng.choice([0, 3, 8, 11, 128, 129]))}), None)
+        protos = frozenset({p})
+    state = rng.choices([None, State.ESTABLISHED, State.NEW], weights=[90, 5, 5])[0]
+    return Match(src, dst, protos, sport, dport, tflags, icmp, state)
+
+
+def large_ruleset(rng: random.Random, n: int, egress: int = 0) -> RuleSet:
+    """n ingress rules (and `egress` egress rules), mostly narrow, in random order."""
+
+    pool = [rng.getrandbits(24) << 8 for _ in range(max(16, n // 16))]
+
+    def direction(prefix: str, count: int) -> Direction:
+        rules = tuple(
+            Rule(f"{prefix}{i}", _large_match(rng, pool), rng.choice(list(Action)), None, i + 1)
+            for i in range(count)
+        )
+        return Direction(rng.choice(list(Action)), rules)
+
+    return RuleSet(
+        version=1,
+        mode=Mode.ENFORCE,
+        non_ip=Action.ALLOW,
+        ndp="allow",
+        sets=(),
+        ingress=direction("in", n),
+        egress=direction("eg", egress),
+    )
+
+
+def _inside(rng: random.Random, am: AddrMatch | None, fam: int) -> int:
+    bits = 32 if fam == 4 else 128
+    if am is None:
+        return rng.getrandbits(bits)
+    p = rng.choice([p for p in am.prefixes if p.family == fam])
+    return p.addr | (rng.getrandbits(bits - p.plen) if p.plen < bits else 0)
+
+
+def packet_in_rule(rng: random.Random, r: Rule) -> Packet:
+    """A packet that rule r matches (an earlier rule may match it too)."""
+    m = r.match
+    fams = {p.family for am in (m.src, m.dst) if am is not None for p in am.prefixes} or {4, 6}
+    if m.src is not None:
+        fams &= {p.family for p in m.src.prefixes}
+    if m.dst is not None:
+        fams &= {p.family for p in m.dst.prefixes}
+    if m.icmp is not None:
+        fams &= {4 if p == IPPROTO_ICMP else 6 for p, _ in m.icmp.types}
+    fam = rng.choice(sorted(fams))
+    protos = sorted(m.protos) if m.protos is not None else [IPPROTO_TCP, IPPROTO_UDP, 47]
+    if m.icmp is not None:
+        protos = [p for p, _ in m.icmp.types if (p == IPPROTO_ICMP) == (fam == 4)]
+    proto = rng.choice(protos)
+    pkt: dict[str, object] = dict(
+        kind=IP,
+        length=rng.randrange(60, 200),
+        family=fam,
+        src=_inside(rng, m.src, fam),
+        dst=_inside(rng, m.dst, fam),
+        proto=proto,
+        later_fragment=False,
+        established=m.state == State.ESTABLISHED,
+    )
+    if proto in PORT_PROTOS:
+
+        def port(pr: tuple[PortRange, ...] | None) -> int:
+            if pr is None:
+                return rng.randrange(65536)
+            x = rng.choice(pr)
+            return rng.randint(x.lo, x.hi)
+
+        pkt["sport"], pkt["dport"] = port(m.sport), port(m.dport)
+        if proto == IPPROTO_TCP:
+            f = rng.randrange(256)
+            if m.tcp_flags is not None:
+                f = (f | m.tcp_flags.set_mask) & ~m.tcp_flags.clear_mask
+            pkt["tcp_flags"] = f
+    elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        types = [t for p, t in m.icmp.types if p == proto] if m.icmp is not None else [8]
+        pkt["icmp_type"] = rng.choice(types)
+        pkt["icmp_code"] = rng.choice(sorted(m.icmp.codes)) if m.icmp and m.icmp.codes else 0
+    return Packet(**pkt)  # type: ignore[arg-type]

@@ -20,9 +20,17 @@
 
 #include <linux/types.h>
 
-#define XG_ABI_VERSION 2
+#define XG_ABI_VERSION 3
 
-#define XG_MAX_RULES 4096
+/* Rules per direction.  A rule bitmap is two-level: XG_MAX_GROUPS groups of
+ * XG_GROUP_RULES rules; each non-empty group is a block (struct xg_bitmap,
+ * a summary word over 64 words) in a deduplicated block table, and a top
+ * entry (struct xg_top) per distinct bitmap says which groups are non-empty
+ * and where their blocks are. */
+#define XG_MAX_RULES 65536
+#define XG_GROUP_RULES 4096
+#define XG_GROUP_WORDS (XG_GROUP_RULES / 64)
+#define XG_MAX_GROUPS (XG_MAX_RULES / XG_GROUP_RULES)
 #define XG_MAX_WORDS (XG_MAX_RULES / 64)
 #define XG_NVERSIONS 2
 #define XG_NDIRS 2
@@ -69,8 +77,11 @@ struct xg_snode {
 #define XG_TFLAGS_SIZE 256
 #define XG_ICMP_SIZE (2 * 65536) /* (is_icmpv6 << 16) | (type << 8) | code */
 
-/* Bitmap table: an inner array per version, sized by the rule set. */
+/* Bitmap tables, inner arrays sized by the rule set: the top entries (one
+ * per distinct bitmap of every field, per half) and the blocks they point
+ * to (shared by both halves of a direction, see xdpguard/datapath/maps.py). */
 #define XG_MAX_BITMAPS 262144
+#define XG_MAX_BLOCKS 1048576
 
 /* Counter slots (per-CPU array).  Reserved slots first, then one slot per
  * live rule; old and new rule sets coexist during an update, hence 2x. */
@@ -155,12 +166,91 @@ struct xg_rule {
 	__u8 pad[6];
 };
 
-/* A rule bitmap: bit r of word r/64 is rule r.  summary bit w is set when
- * word w is non-zero, so the AND of the summaries names the only words
- * worth looking at. */
+/* A block: rules g * XG_GROUP_RULES .. + 4095 of a bitmap (group g).  Bit
+ * r of word r/64 is the group's rule r; summary bit w is set when word w is
+ * non-zero, so the AND of the summaries names the only words worth looking
+ * at. */
 struct xg_bitmap {
 	__u64 summary;
-	__u64 w[XG_MAX_WORDS];
+	__u64 w[XG_GROUP_WORDS];
+};
+
+/* A rule bitmap: bit g of `groups` is set when group g has a rule in it,
+ * and block[g] is then that group's block.  The AND of the `groups` of the
+ * selected bitmaps names the only groups worth looking at. */
+struct xg_top {
+	__u32 groups;
+	__u32 block[XG_MAX_GROUPS];
+};
+
+/* Bitmaps ANDed per packet: src, dst, proto, sport, dport, tcp flags,
+ * icmp, and one "extra" (l4-free rules for later fragments, else the
+ * established/new bitmap, else all ones). */
+#define XG_NSEL 8
+
+/* The bitmaps one packet selected: per field, the global index of a top
+ * entry in the half's table.  Only scalars, because it is the argument of
+ * the scan function, which the verifier checks on its own (the loader
+ * gives the kernel this struct's size).  The caller keeps it, so that a
+ * second scan starting after a rule needs no new field lookups. */
+/* Dynamic sets: oridx[0] and oridx[1] name the bitmaps ORed into the src
+ * and dst bitmaps (the combination of rules the packet's address adds), or
+ * equal idx[0] and idx[1] when there is nothing to add. */
+#define XG_NOR 2
+
+struct xg_sel {
+	__u32 idx[XG_NSEL];
+	__u32 oridx[XG_NOR];
+};
+
+struct xg_scan_args {
+	struct xg_sel sel;
+	__u32 half;
+	__u32 nwords;
+	__u32 from; /* rules below this one do not count */
+	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
+};
+
+/* A rate-limit check done in the global function (see struct xg_call_args):
+ * the rule entry's key, the packet's family and source, its length, now. */
+struct xg_limit_args {
+	__u32 rule_key; /* half * XG_MAX_RULES + bit */
+	__u32 dir;
+	__u64 len;
+	__u64 now;
+	__u32 family;
+	__u32 pad;
+	__u8 src[16];
+};
+
+/* The argument of the one global function the programs call (xg_scan_fn):
+ * `op` says which job.  Work done there is verified once, on its own, and
+ * its locals live in its own stack frame, not in the program's (the two
+ * together may hold at most 512 bytes). */
+#define XG_CALL_SCAN 0
+#define XG_CALL_LIMIT 1
+
+struct xg_call_args {
+	__u32 op;
+	__u32 pad;
+	union {
+		struct xg_scan_args scan;
+		struct xg_limit_args limit;
+	} u;
+};
+
+/* One group of a two-level scan, the argument of the group function: the
+ * block of each selected bitmap in that group, the all-ones block, which
+ * fields have a bitmap of their own (bit f), the first group-local rule. */
+struct xg_group_args {
+	__u32 block[XG_NSEL];
+	__u32 orblock[XG_NOR]; /* the OR operands' blocks (see struct xg_sel) */
+	__u32 ones;
+	__u32 own;
+	__u32 hasor; /* bit f: field f has an OR operand */
+	__u32 pres;  /* bit f: field f's bitmap has a block in this group; bit 8 + f: its OR operand has */
+	__u32 lo;
+	__u32 half;
 };
 
 struct xg_counter {

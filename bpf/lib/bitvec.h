@@ -2,9 +2,15 @@
 /*
  * Bit-vector matching: AND the per-field rule bitmaps, first set bit wins.
  *
- * Pure code over bitmap pointers the caller looked up; the summary word of
- * each bitmap limits the scan to words that can be non-zero, so a packet
- * that matches nothing costs a few summary ANDs, not rules/64 words.
+ * Pure code over pointers the caller looked up.  A bitmap is two-level
+ * (see struct xg_top): the AND of the top entries' group words names the
+ * groups of 4,096 rules worth visiting; in each, the AND of the blocks'
+ * summary words names the words worth ANDing.  Groups are visited lowest
+ * first and the scan stops at the first non-zero word, so a packet that
+ * matches early, or matches nothing, costs a few summary ANDs, not
+ * rules/64 words.  The scan and each group's part of it are global
+ * functions in xdpguard.c (xg_scan_fn, xg_group_fn), so the verifier checks
+ * them once, not once per path that reaches them.
  * xdpguard/rules/classify.py mirrors this.
  */
 #ifndef XG_BITVEC_H
@@ -12,20 +18,8 @@
 
 #include "include/xdpguard.h"
 
-/* Bitmaps ANDed per packet: src, dst, proto, sport, dport, tcp flags,
- * icmp, and one "extra" (l4-free rules for later fragments, else the
- * established/new bitmap, else all ones). */
-#define XG_NSEL 8
-
-/* orbm[0] and orbm[1] are ORed into bm[0] (src) and bm[1] (dst): the rules
- * a dynamic set adds for this packet's address, or the field's own bitmap
- * again when there is nothing to add (x | x = x). */
-#define XG_NOR 2
-
-struct xg_sel {
-	const struct xg_bitmap *bm[XG_NSEL];
-	const struct xg_bitmap *orbm[XG_NOR];
-};
+#define XG_RULE_NONE (-1)
+#define XG_RULE_ERROR (-2)
 
 /* Count trailing zeros of a non-zero word without branches: BPF has no
  * ctz instruction, and a branchy version multiplies verifier states in
@@ -40,23 +34,34 @@ static __always_inline __u32 xg_ctz64(__u64 x)
 	return (__u32)((v * 0x0101010101010101ULL) >> 56);
 }
 
-/* Index of the first rule set in every bitmap, or -1. */
-static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 nwords)
+/* First rule at or after `lo` (group-local) set in all eight blocks, or -1.
+ * o[0] and o[1] are ORed into b[0] (src) and b[1] (dst): the block of the
+ * rules a dynamic set adds for this packet's address, or the field's own
+ * block again when there is nothing to add (x | x = x). */
+static __always_inline int xg_block_first(const struct xg_bitmap *const b[XG_NSEL],
+					  const struct xg_bitmap *const o[XG_NOR], __u32 lo)
 {
-	__u64 summary = nwords >= XG_MAX_WORDS ? ~0ULL : ((1ULL << nwords) - 1);
+	__u32 lw = (lo / 64) & (XG_GROUP_WORDS - 1);
+	__u64 lbits = lo & 63;
+	__u64 summary = ~0ULL << lw;
 
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
-		summary &= s->bm[f]->summary | (f < XG_NOR ? s->orbm[f & 1]->summary : 0);
+		summary &= b[f]->summary | (f < XG_NOR ? o[f & 1]->summary : 0);
 
-	for (int i = 0; i < XG_MAX_WORDS; i++) {
+	for (int i = 0; i < XG_GROUP_WORDS; i++) {
 		if (!summary)
 			return -1;
-		__u32 w = xg_ctz64(summary) & (XG_MAX_WORDS - 1);
+		__u32 w = xg_ctz64(summary) & (XG_GROUP_WORDS - 1);
 		__u64 word = ~0ULL;
 #pragma unroll
 		for (int f = 0; f < XG_NSEL; f++)
-			word &= s->bm[f]->w[w] | (f < XG_NOR ? s->orbm[f & 1]->w[w] : 0);
+			word &= b[f]->w[w] | (f < XG_NOR ? o[f & 1]->w[w] : 0);
+		/* Only word lw can hold rules below lo: first is 1 there, else 0
+		 * (computed, not branched on: a branch doubles verifier states). */
+		__u64 first = ((__u64)(w ^ lw) - 1) >> 63;
+		asm volatile("" : "+r"(first));
+		word &= ~0ULL << (lbits * first);
 		if (word)
 			return (int)(w * 64 + xg_ctz64(word));
 		summary &= summary - 1;

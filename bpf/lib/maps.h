@@ -35,10 +35,17 @@ BPF_TABLE_PINNED("array", __u32, __u32, xg_icmp, XG_NHALVES * XG_ICMP_SIZE, XG_P
 
 BPF_TABLE_PINNED("array", __u32, struct xg_rule, xg_rules, XG_NHALVES * XG_MAX_RULES, XG_PIN("rules"));
 
-/* Bitmap tables are sized per rule set, so each half's is an inner map
- * created by the loader; the template only fixes type and value size. */
+/* Bitmap tables are sized per rule set, so they are inner maps created by
+ * the loader; the templates only fix type and value size.  Per half: the
+ * top entries (`tops`) and the blocks they point to (`bitmaps`). */
+BPF_F_TABLE("array", __u32, struct xg_top, xg_top_tmpl, 1, BPF_F_INNER_MAP);
+BPF_TABLE_PINNED("array_of_maps$xg_top_tmpl", __u32, __u32, xg_tops, XG_NHALVES, XG_PIN("tops"));
 BPF_F_TABLE("array", __u32, struct xg_bitmap, xg_bm_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVES, XG_PIN("bitmaps"));
+/* A rule set of at most XG_GROUP_RULES rules also gets its bitmaps as one
+ * block each, indexed like the top entries: one lookup per field instead of
+ * two.  Per half; both halves share one inner map per plan. */
+BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_flat, XG_NHALVES, XG_PIN("flat"));
 
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS * XG_MAX_SLOTS,
 		 XG_PIN("counters"));

@@ -4,7 +4,9 @@ Random rule sets are applied to a real interface (the first one attaches
 and compiles, the rest are rule-only updates), then >= 2,000 random raw
 frames per set, malformed ones included, go through the pinned XDP
 program with BPF_PROG_TEST_RUN.  Each verdict must equal the reference
-classifier's, and so must the counters the program kept.
+classifier's, and so must the counters the program kept.  Large sets
+(5,000 to 65,536 rules) get frames drawn inside random rules, so that
+every group of 4,096 rules is reached.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import os
 import random
 import subprocess
 
-from tests.frames import random_frame
-from tests.strategies import random_ruleset
+from tests.frames import frame_of, random_frame
+from tests.strategies import large_ruleset, packet_in_rule, random_ruleset
 from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.dataplane import Dataplane
@@ -64,5 +66,52 @@ def test_kernel_verdicts_equal_reference(lab):
                     assert after[k]["packets"] - before[k]["packets"] == expect_counts[k], k
                 assert after["error"]["packets"] == 0
             assert total >= RULE_SETS * FRAMES_PER_SET
+        finally:
+            dp.detach()
+
+
+LARGE_SIZES = [int(x) for x in os.environ.get("XDPGUARD_ORACLE_LARGE", "5000,65536,20000").split(",")]
+LARGE_FRAMES = 400
+
+
+def test_kernel_agrees_on_large_sets(lab):
+    """First attach with 5,000 rules, then updates to 65,536 and back to 20,000."""
+    seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261204"))
+    rng = random.Random(seed)
+    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
+    with net.in_netns(lab.b.ns):
+        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+        try:
+            for n in LARGE_SIZES:
+                rs = large_ruleset(rng, n)
+                dp.apply(compile_ruleset(rs), None)
+                prog = B.obj_get(dp.iface.pin("prog_ingress"))
+                expect: collections.Counter[str] = collections.Counter()
+                groups = set()
+                try:
+                    before = dp.stats()["ingress"]
+                    for i in range(LARGE_FRAMES):
+                        if i % 8 == 7:
+                            frame = random_frame(rng, rs)
+                        else:
+                            frame = frame_of(packet_in_rule(rng, rs.ingress.rules[rng.randrange(n)]))
+                        want = reference.classify(rs, "ingress", parse_frame(frame))
+                        got = B.prog_test_run(prog, frame).retval
+                        assert VERDICT.get(got) == want.action, (
+                            f"seed {seed} size {n} frame {i}: kernel {got}, reference {want}; "
+                            f"frame {frame.hex()}"
+                        )
+                        expect[want.reason] += 1
+                        if want.rule_index is not None:
+                            groups.add(want.rule_index // 4096)
+                finally:
+                    os.close(prog)
+                after = dp.stats()["ingress"]
+                # The counters say which rule decided, not only the verdict.
+                for r0, r1 in zip(before["rules"], after["rules"], strict=True):
+                    assert r1["packets"] - r0["packets"] == expect[r1["name"]], r1["name"]
+                assert after["default"]["packets"] - before["default"]["packets"] == expect["default"]
+                assert after["error"]["packets"] == 0
+                assert len(groups) >= min(8, (n + 4095) // 4096), (n, sorted(groups))
         finally:
             dp.detach()

@@ -7,6 +7,7 @@ with xdpguard/datapath/abi.py.  No kernel needed, only a host compiler.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import subprocess
 
@@ -78,9 +79,17 @@ def test_compiler_field_numbers_match_abi():
     ) == (abi.F_EXTRA, abi.F_SRC, abi.F_DST, abi.F_PROTO, abi.F_SPORT, abi.F_DPORT, abi.F_TFLAGS, abi.F_ICMP)
     assert comp.MAX_WORDS == abi.MAX_WORDS
     assert comp.MAX_BITMAPS == abi.MAX_BITMAPS
-    # memory_estimate's value sizes (check must not import the ctypes mirror)
-    assert comp.RULE_VALUE_SIZE == __import__("ctypes").sizeof(abi.RuleEntry)
-    assert comp.BITMAP_VALUE_SIZE == __import__("ctypes").sizeof(abi.Bitmap)
+    # The rule language's limit is the data plane's: rules, groups, blocks.
+    assert comp.MAX_RULES == abi.MAX_RULES
+    assert (comp.GROUP_RULES, comp.GROUP_WORDS, comp.MAX_GROUPS) == (
+        abi.GROUP_RULES,
+        abi.GROUP_WORDS,
+        abi.MAX_GROUPS,
+    )
+    assert comp.MAX_BLOCKS == abi.MAX_BLOCKS
+    assert comp.BLOCK_VALUE_SIZE == ctypes.sizeof(abi.Bitmap)
+    assert comp.TOP_VALUE_SIZE == ctypes.sizeof(abi.Top)
+    assert comp.RULE_VALUE_SIZE == ctypes.sizeof(abi.RuleEntry)
 
 
 def test_dynamic_set_limits_match_abi(c_layout):

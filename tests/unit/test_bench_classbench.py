@@ -95,3 +95,20 @@ def test_plan_first_match_equals_linear_scan(name):
         v = pc.classify("ingress", parse_frame(cb.frame(h)))
         assert v.rule_index == want, (h, want, v)
         assert v.action == ("drop" if want is not None and want % 2 else "pass")
+
+
+def test_drawn_headers_fall_inside_their_rules():
+    rules = [cb.parse_rule_line(x) for x in (ACL_LINE, RANGE_LINE, GRE_LINE)]
+    hs = cb.drawn_headers(rules, 200, seed=3)
+    assert len(hs) == 200
+    # Every header matches some rule (the one it was drawn in, or an earlier one).
+    assert all(cb.first_match(rules, h) is not None for h in hs)
+    assert {cb.first_match(rules, h) for h in hs} == {0, 1, 2}
+    assert hs == cb.drawn_headers(rules, 200, seed=3)  # deterministic
+
+
+def test_all_drop_yaml_drops_every_rule_and_by_default():
+    rules = [cb.parse_rule_line(x) for x in (ACL_LINE, RANGE_LINE, GRE_LINE)]
+    rs = parse_text(cb.to_yaml(rules, "t", all_drop=True))
+    assert {r.action.value for r in rs.ingress.rules} == {"drop"}
+    assert rs.ingress.default.value == "drop"

@@ -127,7 +127,7 @@ def apply(
                 f"{name}: updated to {rules} ({nin} ingress, {neg} egress rules; "
                 f"{w.addr_tables} address table{'' if w.addr_tables == 1 else 's'} ({w.addr_nodes} nodes), "
                 f"{w.array_updates} array entries and "
-                f"{w.bitmaps} rule bitmaps written, "
+                f"{w.bitmaps} rule bitmaps ({w.blocks} blocks) written, "
                 f"{r.seconds:.2f} s)" + (" with a new program" if r.replaced else "")
             )
         else:

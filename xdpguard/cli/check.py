@@ -9,6 +9,11 @@ import typer
 
 from xdpguard.cli.common import console, human_bytes, load_rules, print_json
 
+# A rule table longer than this shows its head and tail only: ten thousand
+# rows help nobody on a terminal (and take rich seconds to lay out); --json
+# lists every rule.
+TABLE_HEAD, TABLE_TAIL = 100, 20
+
 
 def check(
     rules: Path = typer.Argument(..., help="rule file (YAML)"),
@@ -70,8 +75,15 @@ def check(
         t = Table(title=f"{dname} (default {dd['default']})", title_justify="left")
         for col in ("#", "name", "line", "rule"):
             t.add_column(col)
-        for r in dd["rules"]:
-            t.add_row(str(r["index"]), r["name"], str(r["line"]), r["match"])
+        rows = dd["rules"]
+        if len(rows) > TABLE_HEAD + TABLE_TAIL:
+            hidden = len(rows) - TABLE_HEAD - TABLE_TAIL
+            rows = [*rows[:TABLE_HEAD], None, *rows[-TABLE_TAIL:]]
+        for r in rows:
+            if r is None:
+                t.add_row("...", f"{hidden:,} more rules", "", "(`check --json` lists them all)")
+            else:
+                t.add_row(str(r["index"]), r["name"], str(r["line"]), r["match"])
         console.print(t)
     if data["sets"]:
         t = Table(title="sets", title_justify="left")

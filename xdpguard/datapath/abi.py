@@ -11,9 +11,12 @@ import ctypes as C
 from xdpguard import resources
 from xdpguard.rules import nodes
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
-MAX_RULES = 4096
+MAX_RULES = 65536
+GROUP_RULES = 4096
+GROUP_WORDS = GROUP_RULES // 64
+MAX_GROUPS = MAX_RULES // GROUP_RULES
 MAX_WORDS = MAX_RULES // 64
 NVERSIONS = 2
 NDIRS = 2
@@ -26,6 +29,9 @@ PORT_SIZE = 65536
 TFLAGS_SIZE = 256
 ICMP_SIZE = 2 * 65536
 MAX_BITMAPS = 262144
+MAX_BLOCKS = 1048576
+NSEL = 8
+NOR = 2  # XG_NOR: address fields a dynamic-set combination may be ORed into
 ADDR_TABLES = NHALVES * 2 * 2
 
 SLOT_DEFAULT = 0
@@ -128,7 +134,63 @@ class RuleEntry(C.Structure):
 
 
 class Bitmap(C.Structure):
-    _fields_ = [("summary", C.c_uint64), ("w", C.c_uint64 * MAX_WORDS)]
+    """A block: one group of GROUP_RULES rules of a bitmap."""
+
+    _fields_ = [("summary", C.c_uint64), ("w", C.c_uint64 * GROUP_WORDS)]
+
+
+class Top(C.Structure):
+    """A bitmap's top entry: its non-empty groups and their blocks."""
+
+    _fields_ = [("groups", C.c_uint32), ("block", C.c_uint32 * MAX_GROUPS)]
+
+
+class Sel(C.Structure):
+    _fields_ = [("idx", C.c_uint32 * NSEL), ("oridx", C.c_uint32 * NOR)]
+
+
+class ScanArgs(C.Structure):
+    _fields_ = [
+        ("sel", Sel),
+        ("half", C.c_uint32),
+        ("nwords", C.c_uint32),
+        ("from", C.c_uint32),  # a Python keyword: getattr(args, "from")
+        ("ones", C.c_uint32),
+    ]
+
+
+class LimitArgs(C.Structure):
+    _fields_ = [
+        ("rule_key", C.c_uint32),
+        ("dir", C.c_uint32),
+        ("len", C.c_uint64),
+        ("now", C.c_uint64),
+        ("family", C.c_uint32),
+        ("pad", C.c_uint32),
+        ("src", C.c_uint8 * 16),
+    ]
+
+
+class _CallArgsUnion(C.Union):
+    _fields_ = [("scan", ScanArgs), ("limit", LimitArgs)]
+
+
+class CallArgs(C.Structure):
+    _anonymous_ = ("u",)
+    _fields_ = [("op", C.c_uint32), ("pad", C.c_uint32), ("u", _CallArgsUnion)]
+
+
+class GroupArgs(C.Structure):
+    _fields_ = [
+        ("block", C.c_uint32 * NSEL),
+        ("orblock", C.c_uint32 * NOR),
+        ("ones", C.c_uint32),
+        ("own", C.c_uint32),
+        ("hasor", C.c_uint32),
+        ("pres", C.c_uint32),
+        ("lo", C.c_uint32),
+        ("half", C.c_uint32),
+    ]
 
 
 class Counter(C.Structure):
@@ -273,6 +335,12 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_config": Config,
     "xg_rule": RuleEntry,
     "xg_bitmap": Bitmap,
+    "xg_top": Top,
+    "xg_sel": Sel,
+    "xg_scan_args": ScanArgs,
+    "xg_limit_args": LimitArgs,
+    "xg_call_args": CallArgs,
+    "xg_group_args": GroupArgs,
     "xg_counter": Counter,
     "xg_node": Node,
     "xg_snode": SNode,
@@ -300,6 +368,11 @@ CONSTANTS: dict[str, int] = {
     "XG_ABI_VERSION": ABI_VERSION,
     "XG_MAX_RULES": MAX_RULES,
     "XG_MAX_WORDS": MAX_WORDS,
+    "XG_GROUP_RULES": GROUP_RULES,
+    "XG_GROUP_WORDS": GROUP_WORDS,
+    "XG_MAX_GROUPS": MAX_GROUPS,
+    "XG_MAX_BLOCKS": MAX_BLOCKS,
+    "XG_NSEL": NSEL,
     "XG_NVERSIONS": NVERSIONS,
     "XG_NDIRS": NDIRS,
     "XG_NHALVES": NHALVES,

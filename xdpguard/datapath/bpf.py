@@ -868,3 +868,172 @@ def map_update_batch_partial(
             return done + n.value, -ret
         done += len(part_k)
     return done, 0
+
+
+# --- programs with global functions (libbpf) ------------------------------
+#
+# The verifier checks a *global* function once, on its own, instead of at
+# every call for every path that reaches it.  Which functions are global,
+# and where each starts, is said by the program's BTF (func_info); bcc 0.26
+# only passes BTF for the program function itself, so a program with a
+# second function is loaded here: the BTF is built with libbpf's btf__ API
+# and the program loaded with libbpf's bpf_prog_load(), so no attribute
+# layout is written by hand.
+
+
+class _BpfProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts of libbpf 1.1 (<bpf/bpf.h>); `sz` makes it forward compatible."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", _u32),
+        ("prog_btf_fd", _u32),
+        ("prog_flags", _u32),
+        ("prog_ifindex", _u32),
+        ("kern_version", _u32),
+        ("attach_btf_id", _u32),
+        ("attach_prog_fd", _u32),
+        ("attach_btf_obj_fd", _u32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", _u32),
+        ("func_info_rec_size", _u32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", _u32),
+        ("line_info_rec_size", _u32),
+        ("log_level", _u32),
+        ("log_size", _u32),
+        ("log_buf", ctypes.c_void_p),
+    ]
+
+
+BTF_INT_SIGNED = 1
+BTF_FUNC_STATIC = 0
+BTF_FUNC_GLOBAL = 1
+
+
+@functools.cache
+def _btf_lib() -> ctypes.CDLL:
+    """libbpf() with the btf__ calls declared too (they return pointers, not ints)."""
+    lib = libbpf()
+    vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+    for name, res, args in (
+        ("btf__new_empty", vp, []),
+        ("btf__free", None, [vp]),
+        ("btf__add_int", i, [vp, cp, ctypes.c_size_t, i]),
+        ("btf__add_ptr", i, [vp, i]),
+        ("btf__add_struct", i, [vp, cp, _u32]),
+        ("btf__add_func_proto", i, [vp, i]),
+        ("btf__add_func_param", i, [vp, cp, i]),
+        ("btf__add_func", i, [vp, cp, i, i]),
+        ("btf__load_into_kernel", i, [vp]),
+        ("btf__fd", i, [vp]),
+    ):
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    return lib
+
+
+def _libbpf_check(ret: int, op: str) -> int:
+    if ret < 0:
+        raise BpfError(-ret if ret < -1 else ctypes.get_errno() or errno.EINVAL, op)
+    return ret
+
+
+def prog_load_functions(
+    prog_type: int,
+    name: str,
+    insns: bytes,
+    funcs: Sequence[tuple[int, str, int]],
+    license: str = "GPL",
+    expected_attach_type: int = 0,
+) -> int:
+    """Load a program made of several functions, all but the first global.
+
+    `funcs` gives each function's first instruction, its name and the size
+    of the struct its one pointer argument points to (0: the program's
+    context, typed `void *`); the first is the program.  A global function's
+    argument must point to plain data (the verifier lets it read that many
+    bytes, and it must check the pointer for NULL).  On rejection the error
+    carries the verifier log.
+    """
+    if len(insns) % 8:
+        raise ValueError("BPF instructions are 8 bytes each")
+    lib = _btf_lib()
+    btf = lib.btf__new_empty()
+    if not btf:
+        raise BpfError(ctypes.get_errno() or errno.ENOMEM, "btf__new_empty")
+    try:
+        t_int = _libbpf_check(lib.btf__add_int(btf, b"int", 4, BTF_INT_SIGNED), "btf__add_int")
+        info = (_u32 * (2 * len(funcs)))()
+        for k, (off, fname, arg_size) in enumerate(funcs):
+            pointee = 0
+            if arg_size:
+                pointee = _libbpf_check(
+                    lib.btf__add_struct(btf, f"{fname}_arg".encode(), arg_size), "btf__add_struct"
+                )
+            t_arg = _libbpf_check(lib.btf__add_ptr(btf, pointee), "btf__add_ptr")
+            proto = _libbpf_check(lib.btf__add_func_proto(btf, t_int), "btf__add_func_proto")
+            _libbpf_check(lib.btf__add_func_param(btf, b"arg", t_arg), "btf__add_func_param")
+            linkage = BTF_FUNC_STATIC if k == 0 else BTF_FUNC_GLOBAL
+            fid = _libbpf_check(lib.btf__add_func(btf, fname.encode(), linkage, proto), "btf__add_func")
+            info[2 * k], info[2 * k + 1] = off, fid
+        _libbpf_check(lib.btf__load_into_kernel(btf), f"BPF_BTF_LOAD for {name}")
+        ibuf = _buf(insns)
+
+        def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
+            o = _BpfProgLoadOpts(sz=ctypes.sizeof(_BpfProgLoadOpts))
+            o.expected_attach_type = expected_attach_type
+            o.prog_btf_fd = lib.btf__fd(btf)
+            o.func_info = ctypes.addressof(info)
+            o.func_info_cnt = len(funcs)
+            o.func_info_rec_size = 8
+            if log is not None:
+                o.log_level, o.log_size, o.log_buf = 1, len(log), ctypes.addressof(log)
+            return int(
+                lib.bpf_prog_load(
+                    prog_type, name.encode(), license.encode(), ibuf, len(insns) // 8, ctypes.byref(o)
+                )
+            )
+
+        op = f"BPF_PROG_LOAD {name}"
+        fd = attempt(None)
+        if fd >= 0:
+            return fd
+        err = -fd if fd < -1 else ctypes.get_errno()
+        log = ctypes.create_string_buffer(1 << 22)
+        fd = attempt(log)
+        if fd >= 0:  # passed with logging on: keep it, the program is fine
+            return fd
+        raise BpfError(err, op, log.value.decode(errors="replace"))
+    finally:
+        lib.btf__free(btf)
+
+
+def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[bytes]:
+    """Values of array elements start .. start + count - 1, in a few batch calls
+    (libbpf's bpf_map_lookup_batch): an array's batch cursor is the key the
+    next batch starts after."""
+    lib = libbpf()
+    out: list[bytes] = []
+    cursor = _u32(start - 1)
+    nxt = _u32()
+    while len(out) < count:
+        n = _u32(min(_BATCH_CHUNK, count - len(out)))
+        keys = ctypes.create_string_buffer(4 * n.value)
+        values = ctypes.create_string_buffer(value_size * n.value)
+        in_batch = ctypes.byref(cursor) if start + len(out) > 0 else None
+        ret = lib.bpf_map_lookup_batch(fd, in_batch, ctypes.byref(nxt), keys, values, ctypes.byref(n), None)
+        err = ctypes.get_errno() if ret < 0 else 0
+        raw = values.raw
+        out.extend(raw[i * value_size : (i + 1) * value_size] for i in range(n.value))
+        if ret < 0 and err != errno.ENOENT:
+            raise BpfError(err, _label("BPF_MAP_LOOKUP_BATCH", fd))
+        if ret < 0 or n.value == 0:
+            break
+        cursor = _u32(start + len(out) - 1)
+    if len(out) < count:
+        raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
+    return out

@@ -9,6 +9,7 @@ pasted into the C text.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
@@ -76,8 +77,7 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     try:
         b = BPF(src_file=str(abi.BPF_DIR / SOURCE).encode(), cflags=cflags)
         for direction, (func, ptype) in PROGRAMS.items():
-            fn = b.load_func(func.encode(), getattr(BPF, ptype))
-            fds[direction] = os.dup(fn.fd)
+            fds[direction] = _load_linked(b, func, getattr(BPF, ptype))
     except Exception as e:  # bcc raises bare Exception for compile and verifier errors
         for fd in fds.values():
             os.close(fd)
@@ -88,3 +88,86 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
     # bcc's BPF object owns its fds; drop it now that we hold our own.
     b.cleanup()
     return Loaded(fds, source_hash())
+
+
+# The functions the programs call, in call order: the program calls the
+# first, each function only the next (xg_scan_fn, for a scan or a rate-limit
+# check, then xg_group_fn per group of rules), each compiled by bcc into a
+# section of its own; with the struct its one argument points to.
+FUNCTIONS = (("xg_scan_fn", "CallArgs"), ("xg_group_fn", "GroupArgs"))
+
+_CALL = 0x85
+BPF_PSEUDO_CALL = 1
+
+
+def _insns(b: object, func: str) -> bytes:
+    from bcc import lib
+
+    module = b.module  # type: ignore[attr-defined]
+    start = lib.bpf_function_start(module, func.encode())
+    size = lib.bpf_function_size(module, func.encode())
+    if not start or not size:
+        raise KernelError(f"the compiled program has no function {func}")
+    return ctypes.string_at(start, size)
+
+
+def link_functions(main: bytes, funcs: list[bytes]) -> tuple[bytes, list[int]]:
+    """Append a chain of functions to `main` and point each one's calls at the next.
+
+    bcc leaves a call to a function in another section unrelocated: a
+    BPF_PSEUDO_CALL with imm -1, which does not say which function it
+    meant.  So the functions form a chain: the calls of `main` go to
+    funcs[0], those of funcs[0] to funcs[1], and so on; the last calls
+    nothing.  A call's imm becomes the distance from the instruction after
+    it to its target, which is what the kernel expects.  Returns the linked
+    instructions and each function's first instruction.
+    """
+    parts = [main, *funcs]
+    starts: list[int] = []
+    at = 0
+    for p in parts:
+        starts.append(at)
+        at += len(p) // 8
+    out = bytearray()
+    for k, p in enumerate(parts):
+        code = bytearray(p)
+        calls = 0
+        for i in range(len(p) // 8):
+            if code[8 * i] != _CALL or code[8 * i + 1] >> 4 != BPF_PSEUDO_CALL:
+                continue
+            if k + 1 == len(parts):
+                raise KernelError(f"function {k} of the chain calls another function; cannot link")
+            imm = int.from_bytes(code[8 * i + 4 : 8 * i + 8], "little", signed=True)
+            if imm != -1:
+                raise KernelError(f"call at instruction {i} is already relocated (imm {imm}); cannot link")
+            here = starts[k] + i
+            code[8 * i + 4 : 8 * i + 8] = (starts[k + 1] - here - 1).to_bytes(4, "little", signed=True)
+            calls += 1
+        if k + 1 < len(parts) and not calls:
+            raise KernelError(f"function {k} of the chain does not call the next; cannot link")
+        out += code
+    return bytes(out), starts[1:]
+
+
+def _load_linked(b: object, func: str, prog_type: int) -> int:
+    """Load `func` with the scan functions linked in and declared global.
+
+    A global function is verified once, on its own; a static one again at
+    every call, for every path that reaches it.  bcc 0.26 neither links a
+    call to another section nor passes BTF for more than the program
+    function, so the program is linked and loaded here.
+    """
+    from bcc import lib
+
+    from xdpguard.datapath import bpf as B
+
+    code, starts = link_functions(_insns(b, func), [_insns(b, name) for name, _ in FUNCTIONS])
+    funcs = [(0, func, 0)] + [
+        (start, name, ctypes.sizeof(getattr(abi, arg)))
+        for start, (name, arg) in zip(starts, FUNCTIONS, strict=True)
+    ]
+    license = (lib.bpf_module_license(b.module) or b"GPL").decode()  # type: ignore[attr-defined]
+    try:
+        return B.prog_load_functions(prog_type, func[:15], code, funcs, license)
+    except B.BpfError as e:
+        raise KernelError(f"the kernel refused {func}: {e}") from e

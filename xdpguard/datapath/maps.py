@@ -2,10 +2,19 @@
 
 No bcc here: a rule-only apply opens the pinned maps (BPF_OBJ_GET) and
 writes only the entries whose value changes between the plan a half holds
-and the plan it must hold.  Bitmap tables and address tables are inner
-maps sized to the plan: a table that changes is built whole into a fresh
-inner map and swapped into its outer slot; one that does not change is
-left as it is (no write at all).
+and the plan it must hold.  Address tables are inner maps sized to the
+plan: a table that changes is built whole into a fresh inner map and
+swapped into its outer slot; one that does not change is left as it is.
+
+Rule bitmaps are two inner maps (see TwoLevel in rules/compile.py): each
+half's top entries, rewritten in place where they differ, and the blocks,
+shared by both halves of a direction.  A new plan's blocks go into slots
+no plan a packet may read refers to, and blocks that are already there
+are not written again, so a one-rule change writes a few blocks and top
+entries, not the whole table.  A rule set of at most 4,096 rules (one
+group) also gets a flat table, one block per bitmap in top-entry order, so
+that a packet needs one lookup per field, not two; like the address
+tables it is built whole per plan and shared by both halves.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ C_SIZE = {
     "rule": ctypes.sizeof(abi.RuleEntry),
     "counter": ctypes.sizeof(abi.Counter),
     "bitmap": ctypes.sizeof(abi.Bitmap),
+    "top": ctypes.sizeof(abi.Top),
     "node": ctypes.sizeof(abi.Node),
     "flow_key": ctypes.sizeof(abi.FlowKey),
     "flow": ctypes.sizeof(abi.Flow),
@@ -52,7 +62,9 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "tflags": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.TFLAGS_SIZE),
     "icmp": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.ICMP_SIZE),
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
+    "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
     "rule_tat": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"], abi.NDIRS * abi.MAX_SLOTS),
     "limiter": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["limiter"], 1),
@@ -199,12 +211,45 @@ def expand(iv: Intervals, size: int) -> array[int]:
     return out
 
 
-def bitmap_bytes(bm: int, nwords: int) -> bytes:
+_WORDS = struct.Struct(f"<{abi.GROUP_WORDS}Q")
+_TOP = struct.Struct(f"<{1 + abi.MAX_GROUPS}I")
+
+
+def block_bytes(block: bytes) -> bytes:
+    """struct xg_bitmap for one block (GROUP_RULES bits): the summary word, then the words."""
     summary = 0
-    for w in range(nwords):
-        if (bm >> (64 * w)) & 0xFFFFFFFFFFFFFFFF:
+    for w, word in enumerate(_WORDS.unpack(block)):
+        if word:
             summary |= 1 << w
-    return struct.pack("<Q", summary) + bm.to_bytes(8 * abi.MAX_WORDS, "little")
+    return struct.pack("<Q", summary) + block
+
+
+def top_bytes(groups: int, slots: list[int]) -> bytes:
+    """struct xg_top: `slots` are the block slots of the set groups, lowest group first."""
+    block = [0] * abi.MAX_GROUPS
+    g, k = groups, 0
+    while g:
+        block[(g & -g).bit_length() - 1] = slots[k]
+        k += 1
+        g &= g - 1
+    return _TOP.pack(groups, *block)
+
+
+def flat_blocks(d: DirectionPlan) -> list[bytes]:
+    """A one-group plan's bitmaps as struct xg_bitmap each, in top-entry order."""
+    tl = d.two_level()
+    zero = block_bytes(bytes(abi.GROUP_RULES // 8))
+    return [block_bytes(tl.blocks[blk[0]]) if groups & 1 else zero for groups, blk in tl.tops]
+
+
+def _top_slots(raw: bytes) -> list[int]:
+    """The block slots a struct xg_top refers to, lowest group first."""
+    v = _TOP.unpack(raw)
+    g, out = v[0], []
+    while g:
+        out.append(v[1 + (g & -g).bit_length() - 1])
+        g &= g - 1
+    return out
 
 
 def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
@@ -267,13 +312,15 @@ class WriteStats:
     addr_tables: int = 0  # address tables built (src/dst, v4/v6)
     addr_nodes: int = 0  # 1 KiB node elements written into them
     array_updates: int = 0
-    bitmaps: int = 0
+    bitmaps: int = 0  # top entries (one per rule bitmap) written
+    blocks: int = 0  # bitmap blocks written
 
     def add(self, o: WriteStats) -> None:
         self.addr_tables += o.addr_tables
         self.addr_nodes += o.addr_nodes
         self.array_updates += o.array_updates
         self.bitmaps += o.bitmaps
+        self.blocks += o.blocks
 
 
 # (plan attribute, field, IPv6): the four address tables of a direction.
@@ -282,17 +329,23 @@ ADDR_FIELDS = (("src4", F_SRC, False), ("dst4", F_DST, False), ("src6", F_SRC, T
 
 @dataclass
 class Inner:
-    """Inner maps built for one direction's plan; both halves share them.  The caller closes."""
+    """Inner maps for one direction's plan during one apply; both halves share
+    the block table and the address tables.  The caller closes."""
 
-    bitmaps: int | None = None
+    blocks: int | None = None  # fd of the block table
+    slots: list[int] = field(default_factory=list)  # plan block id -> slot in it
+    tops: list[bytes] = field(default_factory=list)  # the plan's top entries, for those slots
     addrs: dict[str, int] = field(default_factory=dict)
+    flat: int | None = None  # fd of the flat table (plans of one group)
+    extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
 
     def close(self) -> None:
-        for fd in [self.bitmaps, *self.addrs.values()]:
+        for fd in [self.blocks, self.flat, *self.addrs.values(), *self.extra]:
             if fd is not None:
                 os.close(fd)
-        self.bitmaps = None
+        self.blocks = self.flat = None
         self.addrs.clear()
+        self.extra.clear()
 
 
 @dataclass
@@ -300,7 +353,9 @@ class HalfWrite:
     """What commit_halves() still has to do for one half."""
 
     half: int
-    bitmaps: int  # fd for the bitmap outer slot
+    bitmaps: int  # fd for the block table's outer slot
+    tops: int | None  # fd for the top entries' outer slot, when the half gets a fresh table
+    flat: int | None  # fd for the flat table's outer slot (plans of one group)
     addrs: dict[int, int]  # address outer slot -> fd, only for tables that change
     config: bytes
     dyncfg: bytes = b""  # the half's dynamic-set references
@@ -319,15 +374,22 @@ def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
     return out
 
 
+def _u32s(values: array[int] | range | list[int]) -> list[bytes]:
+    """Many u32 keys or values: one pack, then slices (a struct call each is slow at 10^6)."""
+    raw = array("I", values).tobytes()
+    return [raw[i : i + 4] for i in range(0, len(raw), 4)]
+
+
 def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
     base = half * size
-    idx: range | list[int] = range(size) if old is None else _changed(new, old)
+    if old is None:
+        B.map_update_batch(fd, _u32s(range(base, base + size)), _u32s(new))
+        return size
+    idx = _changed(new, old)
     if not idx:
         return 0
-    keys = [_u32(base + i) for i in idx]
-    vals = [_u32(new[i]) for i in idx]
-    B.map_update_batch(fd, keys, vals)
-    return len(keys)
+    B.map_update_batch(fd, _u32s([base + i for i in idx]), _u32s([new[i] for i in idx]))
+    return len(idx)
 
 
 def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool) -> int:
@@ -344,8 +406,9 @@ def _slot_filled(outer_fd: int, slot: int) -> bool:
     return B.map_lookup(outer_fd, _u32(slot), 4) is not None
 
 
-def _inner_map(name: str, value_size: int, values: list[bytes]) -> int:
-    fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, max(1, len(values)), B.BPF_F_INNER_MAP, name=name)
+def _inner_map(name: str, value_size: int, values: list[bytes], capacity: int = 0) -> int:
+    entries = max(1, len(values), capacity)
+    fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, entries, B.BPF_F_INNER_MAP, name=name)
     try:
         if values:
             B.map_update_batch(fd, [_u32(i) for i in range(len(values))], values)
@@ -353,6 +416,121 @@ def _inner_map(name: str, value_size: int, values: list[bytes]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _half_inner(dm: Maps, outer: str, half: int) -> tuple[int, int] | None:
+    """(map id, fd) of the inner map in a half's slot of an outer map, or None."""
+    raw = B.map_lookup(dm[outer], _u32(half), 4)
+    if raw is None:
+        return None
+    mid = struct.unpack("<I", raw)[0]
+    return mid, B.map_get_fd_by_id(mid)
+
+
+def _read_all(fd: int, value_size: int) -> list[bytes]:
+    """Every value of an array map, in index order."""
+    pairs = B.map_lookup_batch(fd, 4, value_size)
+    out = [b""] * len(pairs)
+    for k, v in pairs:
+        out[struct.unpack("<I", k)[0]] = v
+    return out
+
+
+# A fresh table has room for this many times the plan's entries (plus a
+# few), so that the next plans' new blocks and top entries fit beside the
+# live ones and an update writes only what changed.
+_HEADROOM = 2
+
+
+def _place_blocks(dm: Maps, half: int, d: DirectionPlan, old: DirectionPlan | None, inner: Inner) -> int:
+    """Decide where d's blocks live (inner.blocks, inner.slots); returns blocks written.
+
+    The half's block table is shared with the other half of the direction,
+    which packets may be reading.  It is reused when the half holds `old`
+    (so the blocks its top entries point to are old's, known by content)
+    and the blocks d lacks fit into slots the other half does not refer
+    to; otherwise d gets a fresh table, written whole.
+    """
+    tl = d.two_level()
+    mine = _half_inner(dm, "bitmaps", half) if old is not None else None
+    if mine is not None:
+        mid, fd = mine
+        try:
+            placed = _reuse_blocks(dm, half, fd, mid, tl.blocks, old)  # type: ignore[arg-type]
+        except BaseException:
+            os.close(fd)
+            raise
+        if placed is not None:
+            slots, writes = placed
+            if writes:
+                B.map_update_batch(fd, [_u32(s) for s, _ in writes], [block_bytes(b) for _, b in writes])
+            inner.blocks, inner.slots = fd, slots
+            return len(writes)
+        os.close(fd)
+    values = [block_bytes(b) for b in tl.blocks]
+    cap = min(abi.MAX_BLOCKS, _HEADROOM * len(values) + 64)
+    inner.blocks = _inner_map("xg_blocks", C_SIZE["bitmap"], values, cap)
+    inner.slots = list(range(len(values)))
+    return len(values)
+
+
+def _reuse_blocks(
+    dm: Maps, half: int, fd: int, mid: int, blocks: tuple[bytes, ...], old: DirectionPlan
+) -> tuple[list[int], list[tuple[int, bytes]]] | None:
+    """(slot per block, blocks to write) in the table `fd`, or None when they do not fit."""
+    tops = _half_inner(dm, "tops", half)
+    if tops is None:
+        return None
+    with B.Fd(tops[1]):
+        now = _read_all(tops[1], C_SIZE["top"])
+    otl = old.two_level()
+    if len(now) < len(otl.tops):
+        return None
+    have: dict[bytes, int] = {}  # content -> slot, for what this half's entries point to
+    for i, (_, blk) in enumerate(otl.tops):
+        for bid, slot in zip(blk, _top_slots(now[i]), strict=True):
+            have[otl.blocks[bid]] = slot
+    busy: set[int] = set()  # slots the other half may read
+    other = _half_inner(dm, "bitmaps", half ^ 1)
+    if other is not None:
+        os.close(other[1])
+        if other[0] == mid:
+            otops = _half_inner(dm, "tops", half ^ 1)
+            if otops is not None:
+                with B.Fd(otops[1]):
+                    for raw in _read_all(otops[1], C_SIZE["top"]):
+                        busy.update(_top_slots(raw))
+    slots: list[int] = []
+    writes: list[tuple[int, bytes]] = []
+    kept = {have[b] for b in blocks if b in have}
+    cap = B.map_info(fd).max_entries
+    free = (s for s in range(cap) if s not in busy and s not in kept)
+    for b in blocks:
+        at = have.get(b)
+        if at is None:
+            at = next(free, None)
+            if at is None:
+                return None
+            writes.append((at, b))
+        slots.append(at)
+    return slots, writes
+
+
+def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) -> tuple[int | None, int]:
+    """Make the half's top entries inner.tops: (fd of a fresh table or None, entries written)."""
+    new = inner.tops
+    cur = _half_inner(dm, "tops", half) if old is not None else None
+    if cur is not None:
+        with B.Fd(cur[1]) as fd:
+            if B.map_info(fd).max_entries >= len(new):
+                now = _read_all(fd, C_SIZE["top"])
+                idx = [i for i, v in enumerate(new) if now[i] != v]
+                if idx:
+                    B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
+                return None, len(idx)
+    fresh = _inner_map("xg_tops", C_SIZE["top"], new, _HEADROOM * len(new) + 16)
+    inner.extra.append(fresh)
+    return fresh, len(new)
 
 
 def write_half(
@@ -408,21 +586,29 @@ def write_half(
             dm[name], half, size, expand(new_iv, size), expand(old_iv, size) if old_iv is not None else None
         )
 
-    # Bitmaps: a new inner map per plan, shared by both halves once synced.
-    if inner.bitmaps is None:
-        bms = d.all_bitmaps()
-        inner.bitmaps = _inner_map("xg_bitmap", C_SIZE["bitmap"], [bitmap_bytes(b, d.nwords) for b in bms])
-        st.bitmaps = len(bms)
+    # Bitmaps: blocks placed once per plan (shared), top entries per half.
+    if inner.blocks is None:
+        st.blocks = _place_blocks(dm, half, d, old, inner)
+        inner.tops = [top_bytes(g, [inner.slots[b] for b in blk]) for g, blk in d.two_level().tops]
+    tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
+    if d.ngroups == 1 and inner.flat is None:
+        inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
+        st.blocks += d.nbitmaps
     if d.rules:
         base = half * abi.MAX_RULES
-        B.map_update_batch(
-            dm["rules"],
-            [_u32(base + r.index) for r in d.rules],
-            [rule_bytes(r, slots[r.rule_id]) for r in d.rules],
-        )
+        entries = [rule_bytes(r, slots[r.rule_id]) for r in d.rules]
+        idx: list[int] | range = range(len(entries))
+        if old is not None:  # what the half holds: only entries that differ are written
+            now = B.map_lookup_range(dm["rules"], base, len(entries), C_SIZE["rule"])
+            idx = [i for i, e in enumerate(entries) if now[i] != e]
+        if idx:
+            B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
+    assert inner.blocks is not None
     hw = HalfWrite(
         half,
-        inner.bitmaps,
+        inner.blocks,
+        tops_fd,
+        inner.flat if d.ngroups == 1 else None,
         addrs,
         config_bytes(plan, d),
         dynsets.dyncfg_bytes(plan, d),
@@ -470,6 +656,12 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
     slots = [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]
     if slots:
         B.map_update_batch(dm["addrs"], [_u32(s) for s, _ in slots], [_u32(fd) for _, fd in slots])
+    for outer, new in (
+        ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None]),
+        ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None]),
+    ):
+        if new:
+            B.map_update_batch(dm[outer], [_u32(h) for h, _ in new], [_u32(fd) for _, fd in new])
     B.map_update_batch(dm["bitmaps"], [_u32(hw.half) for hw in halves], [_u32(hw.bitmaps) for hw in halves])
     dynsets.commit_slots(dm, [hw.dyn_slots for hw in halves])
     for hw in halves:
@@ -490,12 +682,8 @@ def read_config(dm: Maps, half: int) -> abi.Config:
 def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
     if nrules == 0:
         return []
-    base = half * abi.MAX_RULES
-    out = []
-    for i in range(nrules):
-        raw = B.map_lookup(dm["rules"], _u32(base + i), C_SIZE["rule"])
-        out.append(abi.RuleEntry.from_buffer_copy(raw) if raw else abi.RuleEntry())
-    return out
+    raw = B.map_lookup_range(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), C_SIZE["rule"])
+    return [abi.RuleEntry.from_buffer_copy(r) for r in raw]
 
 
 def _slot_key(direction: str, slot: int) -> bytes:
@@ -507,8 +695,19 @@ def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
+    span: dict[int, bytes] = {}
+    if len(slots) > 64:  # one range of batch reads rather than a syscall per slot
+        lo, hi = min(slots), max(slots)
+        base = abi.DIR_INDEX[direction] * abi.MAX_SLOTS
+        span = dict(
+            zip(
+                range(lo, hi + 1),
+                B.map_lookup_range(dm["counters"], base + lo, hi - lo + 1, psize),
+                strict=True,
+            )
+        )
     for s in slots:
-        raw = B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
+        raw = span[s] if span else B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
         pk = by = over = 0
         if raw:
             for v in B.split_percpu(raw, vsize):

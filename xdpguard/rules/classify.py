@@ -1,11 +1,12 @@
 """Classify a packet with a compiled plan, exactly as the BPF program does.
 
 Same lookups (the address tables' multibit tries, walked node by node as
-the program walks them, arrays, elementary intervals), same
-AND of bitmaps word by word guided by the summary word, same handling of
-fragments, malformed frames, non-IP and NDP, and the same OR of a
-dynamic-set combination into the src or dst bitmap when the address is in
-some dynamic set (`dyn`: set name -> live elements).  Agreement with reference.py
+the program walks them, arrays, elementary intervals), same two-level scan
+(the top entries' group words, then the blocks' summary words, then the
+words, lowest first, from a starting rule on), same handling of fragments,
+malformed frames, non-IP and NDP, and the same OR of a dynamic-set
+combination into the src or dst bitmap when the address is in some dynamic
+set (`dyn`: set name -> live elements).  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
 (BPF_PROG_TEST_RUN) proves the program.
 """
@@ -25,10 +26,14 @@ from xdpguard.rules.compile import (
     F_SPORT,
     F_SRC,
     F_TFLAGS,
+    GROUP_RULES,
+    GROUP_WORDS,
     ICMP_V6_BASE,
+    MAX_RULES,
     DirectionPlan,
     Intervals,
     Plan,
+    TwoLevel,
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
@@ -47,7 +52,7 @@ class _Iv:
 @dataclass
 class _Dir:
     plan: DirectionPlan
-    bitmaps: list[int]
+    scan: Scanner
     src4: stride.Table
     dst4: stride.Table
     src6: stride.Table
@@ -66,7 +71,7 @@ class PlanClassifier:
     def _prep(d: DirectionPlan) -> _Dir:
         return _Dir(
             d,
-            d.all_bitmaps(),
+            Scanner(d.two_level(), d.ngroups),
             stride.build(d.src4, 32),
             stride.build(d.dst4, 32),
             stride.build(d.src6, 128),
@@ -98,23 +103,33 @@ class PlanClassifier:
         r = d.rules[idx]
         return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx)
 
+    def select(self, direction: str, pkt: Packet, dyn: DynContents | None = None) -> list[Pick] | None:
+        """The global bitmap indexes the program ANDs for an IP packet (None: a lookup failed);
+        an (index, or-index) pair where a dynamic-set combination is ORed into the field."""
+        return self._select(self.dirs[direction], pkt, dyn or {})
+
+    def first_rule(self, direction: str, picked: list[Pick], start: int = 0) -> int | None:
+        """The first rule at or after `start` in every picked bitmap (the program's xg_first_rule)."""
+        dd = self.dirs[direction]
+        return dd.scan.first_rule(picked, start) if dd.plan.nwords else None
+
     def _match(self, dd: _Dir, pkt: Packet, dyn: DynContents) -> int | None:
-        d = dd.plan
-        if d.nwords == 0:
+        if dd.plan.nwords == 0:
             return None
+        picked = self._select(dd, pkt, dyn)
+        return None if picked is None else dd.scan.first_rule(picked, 0)
+
+    def _select(self, dd: _Dir, pkt: Packet, dyn: DynContents) -> list[Pick] | None:
+        d = dd.plan
         bases = d.bases
-        picked: list[int] = []  # global bitmap indexes to AND
-        ors: dict[int, int] = {}  # position in picked -> global index ORed into it
+        picked: list[Pick] = []  # global bitmap indexes to AND
 
         def use(fld: int, local: int | None) -> bool:
             if local is None:
                 return False  # the BPF program counts an error and takes the default
             if d.field_mask & (1 << fld):
-                picked.append(bases[fld] + local)
-                if fld in (F_SRC, F_DST):
-                    combo = self._dyn_combo(d, fld, pkt, dyn)
-                    if combo is not None:
-                        ors[len(picked) - 1] = combo
+                combo = self._dyn_combo(d, fld, pkt, dyn) if fld in (F_SRC, F_DST) else None
+                picked.append(bases[fld] + local if combo is None else (bases[fld] + local, combo))
             return True
 
         v4 = pkt.family == 4
@@ -123,6 +138,7 @@ class PlanClassifier:
         ok = ok and use(F_PROTO, d.proto[pkt.proto])
         if not ok:
             return None
+        picked.append(bases[F_EXTRA] + d.ones_idx)  # the program's stand-in for unused fields
         if pkt.later_fragment:
             picked.append(bases[F_EXTRA] + d.l4free_idx)
         else:
@@ -140,9 +156,7 @@ class PlanClassifier:
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
                 picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))
-        return _first_rule(
-            d.nwords, [dd.bitmaps[g] | (dd.bitmaps[ors[i]] if i in ors else 0) for i, g in enumerate(picked)]
-        )
+        return picked
 
     @staticmethod
     def _dyn_combo(d: DirectionPlan, fld: int, pkt: Packet, dyn: DynContents) -> int | None:
@@ -157,26 +171,88 @@ class PlanClassifier:
         return d.dyn_base(0 if fld == F_SRC else 1) + mask
 
 
-def _first_rule(nwords: int, bms: list[int]) -> int | None:
-    """First set bit of the AND, scanning only words the summaries allow."""
-    mask64 = (1 << 64) - 1
-    summary = (1 << nwords) - 1
-    for bm in bms:
-        summary &= _summary(bm, nwords)
+_MASK64 = (1 << 64) - 1
+
+# A bitmap the scan ANDs: a global top-entry index, or (index, or-index) when
+# a dynamic-set combination is ORed into an address field's bitmap.
+Pick = int | tuple[int, int]
+
+
+def _low(x: int) -> int:
+    return (x & -x).bit_length() - 1
+
+
+class Scanner:
+    """The program's scan (xg_scan) over one direction's two-level bitmaps."""
+
+    def __init__(self, tl: TwoLevel, ngroups: int) -> None:
+        self.tl = tl
+        self.ngroups = ngroups
+        self._blocks: dict[int, tuple[int, int]] = {}  # block id -> (bits, summary)
+
+    def _block(self, bid: int) -> tuple[int, int]:
+        got = self._blocks.get(bid)
+        if got is None:
+            bits = int.from_bytes(self.tl.blocks[bid], "little")
+            summary = 0
+            for w in range(GROUP_WORDS):
+                if (bits >> (64 * w)) & _MASK64:
+                    summary |= 1 << w
+            got = self._blocks[bid] = (bits, summary)
+        return got
+
+    def _group_block(self, top: tuple[int, tuple[int, ...]], g: int) -> tuple[int, int]:
+        """Bitmap `top`'s block in group g as (bits, summary); empty when it has none there."""
+        groups, blk = top
+        if not groups >> g & 1:
+            return (0, 0)
+        return self._block(blk[(groups & ((1 << g) - 1)).bit_count()])
+
+    def first_rule(self, picked: list[Pick], start: int = 0) -> int | None:
+        if start >= MAX_RULES:
+            return None
+        # Each pick is one top entry, or two ORed (a dynamic-set combination
+        # added to an address field's bitmap): their groups, blocks, summaries
+        # and words are ORed, as the program does.
+        tl = self.tl
+        tops = [(tl.tops[p],) if isinstance(p, int) else (tl.tops[p[0]], tl.tops[p[1]]) for p in picked]
+        groups = ((1 << self.ngroups) - 1) & ~((1 << (start // GROUP_RULES)) - 1)
+        for t in tops:
+            union = 0
+            for tg, _ in t:
+                union |= tg
+            groups &= union
+        while groups:
+            g = _low(groups)
+            blocks = []
+            for t in tops:
+                bits = summary = 0
+                for top in t:
+                    b, sm = self._group_block(top, g)
+                    bits, summary = bits | b, summary | sm
+                blocks.append((bits, summary))
+            base = g * GROUP_RULES
+            r = _block_first(blocks, max(0, start - base))
+            if r is not None:
+                return base + r
+            groups &= groups - 1
+        return None
+
+
+def _block_first(blocks: list[tuple[int, int]], lo: int) -> int | None:
+    """First rule at or after `lo` set in every block: summaries first, then words."""
+    lw = lo // 64
+    summary = _MASK64 & ~((1 << lw) - 1)
+    for _, sm in blocks:
+        summary &= sm
     while summary:
-        w = (summary & -summary).bit_length() - 1
-        word = mask64
-        for bm in bms:
-            word &= (bm >> (64 * w)) & mask64
+        w = _low(summary)
+        word = _MASK64
+        for bits, _ in blocks:
+            word &= (bits >> (64 * w)) & _MASK64
+        if w == lw:
+            word &= _MASK64 & ~((1 << (lo % 64)) - 1)
         if word:
-            return 64 * w + (word & -word).bit_length() - 1
+            return 64 * w + _low(word)
         summary &= summary - 1
     return None
-
-
-def _summary(bm: int, nwords: int) -> int:
-    s = 0
-    for w in range(nwords):
-        if (bm >> (64 * w)) & ((1 << 64) - 1):
-            s |= 1 << w
-    return s

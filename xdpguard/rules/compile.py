@@ -6,12 +6,17 @@ no root.  The datapath writes a plan into maps; `classify.py` runs a plan
 the way the BPF program does, so the compiler is checked against the
 reference semantics without a kernel.
 
-Bit-vector scheme (docs/design.md): rule i is bit i of a bitmap (file order, so
-the lowest set bit is the first matching rule).  Each match field maps a
-packet value to the bitmap of rules that value satisfies; bitmaps are
-deduplicated per field into a sorted table and maps store the table index.
-Sorting by value keeps indexes stable when an edit does not touch a field,
-so an update rewrites only the entries whose bitmap really changed.
+Bit-vector scheme: rule i is bit i of a bitmap (file order, so the lowest
+set bit is the first matching rule).  Each match field maps a packet value
+to the bitmap of rules that value satisfies; bitmaps are deduplicated per
+field into a sorted table and maps store the table index.  Sorting by value
+keeps indexes stable when an edit does not touch a field, so an update
+rewrites only the entries whose bitmap really changed.
+
+A bitmap is cut into groups of GROUP_RULES rules (`blocks`): the kernel
+keeps each distinct block once and a top entry per bitmap naming its
+non-empty groups' blocks (`two_level`); the plan's canonical bytes use the
+same form, so a 65,536-rule plan is not a table of 8 KiB bitmaps.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
     MAX_DYNGROUPS,
     MAX_DYNREFS,
+    MAX_RULES,
     Action,
     AddrMatch,
     Direction,
@@ -39,6 +45,7 @@ from xdpguard.rules.model import (
     Rule,
     RuleSet,
     State,
+    TcpFlags,
 )
 
 # Field numbers: keep in step with enum xg_field in bpf/include/xdpguard.h.
@@ -46,13 +53,19 @@ F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
 NFIELDS = 8
 FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")
 
-MAX_WORDS = 64
+MAX_WORDS = MAX_RULES // 64
+GROUP_RULES = 4096  # rules per block: one summary word over 64 words
+GROUP_WORDS = GROUP_RULES // 64
+GROUP_BYTES = GROUP_RULES // 8
+MAX_GROUPS = MAX_RULES // GROUP_RULES
 PORT_SPACE = 65536
 ICMP_SPACE = 2 * 65536  # (is_icmpv6 << 16) | (type << 8) | code
 ICMP_V6_BASE = 65536
 
-# Limits on the plan itself, beyond the rule language's; exceeding one is a rule error too.
+# Limits on the plan itself, beyond the rule language's: distinct bitmaps
+# (top entries) and distinct blocks per direction.
 MAX_BITMAPS = 262144
+MAX_BLOCKS = 1048576
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.
 Intervals = tuple[tuple[int, int, int], ...]
@@ -178,13 +191,88 @@ class RulePlan:
         return self.limit is not None
 
 
+# A bitmap in two-level form: (groups, block ids), see TwoLevel.
+Key = tuple[int, tuple[int, ...]]
+
+
+class _Interner:
+    """Turns bitmaps (ints) into two-level keys as they are made, keeping each
+    distinct block once: a large rule set has many distinct bitmaps, and
+    keeping them as ints (8 KiB each at 65,536 rules) would take gigabytes."""
+
+    def __init__(self, ngroups: int) -> None:
+        self.ngroups = ngroups
+        self.ids: dict[bytes, int] = {}
+        self.blocks: list[bytes] = []
+
+    def key(self, bm: int) -> Key:
+        raw = bm.to_bytes(self.ngroups * GROUP_BYTES, "little")
+        groups, blk = 0, []
+        g = 0
+        # Skip empty groups a word at a time: most of a large set's bitmaps are sparse.
+        while g < self.ngroups:
+            chunk = raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES]
+            if chunk.count(0) != GROUP_BYTES:
+                groups |= 1 << g
+                bid = self.ids.get(chunk)
+                if bid is None:
+                    bid = self.ids[chunk] = len(self.blocks)
+                    self.blocks.append(chunk)
+                blk.append(bid)
+            g += 1
+        return groups, tuple(blk)
+
+    def order(self, k: Key) -> tuple[int, tuple[bytes, ...]]:
+        """A sort key that depends only on the bitmap's contents."""
+        return k[0], tuple(self.blocks[b] for b in k[1])
+
+
+@dataclass(frozen=True)
+class TwoLevel:
+    """Bitmaps cut into groups of GROUP_RULES rules, each distinct block kept once.
+
+    `tops[i]` is bitmap i's (groups, block ids): bit g of groups is set when
+    group g has a rule, and the ids (one per set bit, lowest group first)
+    index `blocks`, each GROUP_BYTES of little-endian words.  Blocks are
+    numbered in order of first use, so the form is canonical.
+    """
+
+    tops: tuple[tuple[int, tuple[int, ...]], ...]
+    blocks: tuple[bytes, ...]
+
+    @classmethod
+    def from_keys(cls, keys: list[Key], blocks: list[bytes]) -> TwoLevel:
+        """Renumber an interner's keys canonically: blocks in order of first use."""
+        ids: dict[int, int] = {}
+        tops = []
+        for groups, blk in keys:
+            out = []
+            for b in blk:
+                c = ids.get(b)
+                if c is None:
+                    c = ids[b] = len(ids)
+                out.append(c)
+            tops.append((groups, tuple(out)))
+        return cls(tuple(tops), tuple(blocks[b] for b in ids))
+
+    def bitmap(self, i: int) -> int:
+        groups, blk = self.tops[i]
+        out, k = 0, 0
+        while groups:
+            g = (groups & -groups).bit_length() - 1
+            out |= int.from_bytes(self.blocks[blk[k]], "little") << (g * GROUP_RULES)
+            k += 1
+            groups &= groups - 1
+        return out
+
+
 @dataclass
 class DirectionPlan:
     name: str  # "ingress" | "egress"
     default: Action
     rules: tuple[RulePlan, ...]
     nwords: int
-    tables: tuple[tuple[int, ...], ...]  # per field: distinct bitmaps, ascending
+    tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
     src4: LpmEntries
     dst4: LpmEntries
     src6: LpmEntries
@@ -203,6 +291,7 @@ class DirectionPlan:
     # field (src, dst) the distinct rule bitmaps of those references.
     dyn_refs: tuple[DynRef, ...] = ()
     dyn_groups: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    _two_level: TwoLevel | None = field(default=None, repr=False, compare=False)
 
     @property
     def nrules(self) -> int:
@@ -212,17 +301,7 @@ class DirectionPlan:
         """For address field fi (0 src, 1 dst): the OR of the groups in every
         membership mask, mask 0 (nothing to add) first; none when no rule
         refers to a dynamic set in the field."""
-        groups = self.dyn_groups[fi]
-        if not groups:
-            return []
-        out = []
-        for mask in range(1 << len(groups)):
-            bm = 0
-            for g, v in enumerate(groups):
-                if mask >> g & 1:
-                    bm |= v
-            out.append(bm)
-        return out
+        return _dyn_combos(self.dyn_groups[fi])
 
     def dyn_base(self, fi: int) -> int:
         """Global bitmap index of field fi's mask-0 combination (they follow every table)."""
@@ -247,8 +326,19 @@ class DirectionPlan:
         return self.bases[fld] + local
 
     def all_bitmaps(self) -> list[int]:
-        """Every bitmap in global-index order (what the bitmap map holds)."""
-        return [b for t in self.tables for b in t] + self.dyn_combos(0) + self.dyn_combos(1)
+        """Every bitmap in global-index order (the order of the top entries),
+        the dynamic-set combinations last, as ints."""
+        tl = self.two_level()
+        return [tl.bitmap(i) for i in range(len(tl.tops))]
+
+    @property
+    def ngroups(self) -> int:
+        return (self.nwords + GROUP_WORDS - 1) // GROUP_WORDS
+
+    def two_level(self) -> TwoLevel:
+        """The bitmaps as the kernel holds them: distinct blocks and a top entry per bitmap."""
+        assert self._two_level is not None, "set when compiled or loaded"
+        return self._two_level
 
     @property
     def uses_block(self) -> bool:
@@ -312,13 +402,21 @@ def compile_ruleset(rs: RuleSet) -> Plan:
     dirs = []
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         dp = _compile_direction(dname, d, rs.source)
+        line = d.rules[0].line if d.rules else 1
         if dp.nbitmaps > MAX_BITMAPS:
-            line = d.rules[0].line if d.rules else 1
             raise RuleError(
                 rs.source,
                 line,
                 f"{dname}: the rules need {dp.nbitmaps} distinct rule bitmaps, more than the "
                 f"limit of {MAX_BITMAPS}; merge rules that share addresses into sets",
+            )
+        nblocks = len(dp.two_level().blocks)
+        if nblocks > MAX_BLOCKS:
+            raise RuleError(
+                rs.source,
+                line,
+                f"{dname}: the rules need {nblocks} distinct bitmap blocks, more than the "
+                f"limit of {MAX_BLOCKS}; merge rules that share addresses into sets",
             )
         dirs.append(dp)
     return Plan(
@@ -345,6 +443,7 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
     n = len(rules)
     allones = (1 << n) - 1
     nwords = (n + 63) // 64
+    bits = _Interner((nwords + GROUP_WORDS - 1) // GROUP_WORDS)
 
     rplans = tuple(
         RulePlan(
@@ -359,44 +458,64 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
     )
 
     # Address fields: LPM entries with the bitmap of rules whose prefix contains them.
-    src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src)
-    dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst)
+    src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src, bits)
+    dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst, bits)
 
-    proto_bm = []
-    for p in range(256):
-        bm = 0
-        for i, r in enumerate(rules):
-            if r.match.protos is None or p in r.match.protos:
-                bm |= 1 << i
-        proto_bm.append(bm)
-
-    sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"))
-    dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"))
-    icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges)
-
-    tflags_bm = []
-    for f in range(256):
-        bm = 0
-        for i, r in enumerate(rules):
-            tf = r.match.tcp_flags
-            if tf is None or tf.matches(f):
-                bm |= 1 << i
-        tflags_bm.append(bm)
-
-    l4free = est = new = 0
+    # Per value, the rules naming it plus the rules with no condition: a
+    # value no rule names shares the wildcard bitmap (one big int, not 256).
+    proto_any: list[int] = []
+    proto_of: dict[int, list[int]] = {}
     for i, r in enumerate(rules):
-        if not r.match.has_l4:
-            l4free |= 1 << i
-        if r.match.state in (None, State.ESTABLISHED):
-            est |= 1 << i
-        if r.match.state in (None, State.NEW):
-            new |= 1 << i
+        if r.match.protos is None:
+            proto_any.append(i)
+        else:
+            for p in r.match.protos:
+                proto_of.setdefault(p, []).append(i)
+    any_bm = bits.key(_bits(proto_any))
+    proto_bm = [
+        bits.key(_bits(proto_any) | _bits(proto_of[p])) if p in proto_of else any_bm for p in range(256)
+    ]
 
-    # Deduplicate per field; sorted tables give stable indexes (see module doc).
-    def table(values: list[int]) -> tuple[int, ...]:
-        return tuple(sorted(set(values)))
+    sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"), bits)
+    dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"), bits)
+    icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges, bits)
 
-    t_extra = table([l4free, est, new, allones])
+    # The same for TCP flags, per distinct condition (rules share a few).
+    flags_any: list[int] = []
+    flags_of: dict[TcpFlags, list[int]] = {}
+    for i, r in enumerate(rules):
+        if r.match.tcp_flags is None:
+            flags_any.append(i)
+        else:
+            flags_of.setdefault(r.match.tcp_flags, []).append(i)
+    flags_any_bm = _bits(flags_any)
+    conds = [(tf, _bits(idx)) for tf, idx in flags_of.items()]
+    tflags_bm: list[Key] = []
+    seen: dict[int, Key] = {}  # by which conditions hold: 256 values, few distinct bitmaps
+    for f in range(256):
+        which = sum(1 << k for k, (tf, _) in enumerate(conds) if tf.matches(f))
+        if which not in seen:
+            bm = flags_any_bm
+            for k, (_, b) in enumerate(conds):
+                if which >> k & 1:
+                    bm |= b
+            seen[which] = bits.key(bm)
+        tflags_bm.append(seen[which])
+
+    l4free = bits.key(_bits([i for i, r in enumerate(rules) if not r.match.has_l4]))
+    est = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.ESTABLISHED)]))
+    new = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.NEW)]))
+    ones = bits.key(allones)
+
+    # Deduplicate per field; each bitmap's index depends on its contents (see _place).
+    where: dict[int, dict[Key, int]] = {}  # id(table) -> where each bitmap is
+
+    def table(values: list[Key]) -> tuple[Key, ...]:
+        t, at = _place(sorted(set(values), key=bits.order), bits)
+        where[id(t)] = at
+        return t
+
+    t_extra = tuple(sorted({l4free, est, new, ones}, key=bits.order))
     t_src = table(src_bms)
     t_dst = table(dst_bms)
     t_proto = table(proto_bm)
@@ -405,34 +524,37 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
     t_tflags = table(tflags_bm)
     t_icmp = table([b for _, _, b in icmp_iv])
     tables = (t_extra, t_src, t_dst, t_proto, t_sport, t_dport, t_tflags, t_icmp)
-    pos = [{b: i for i, b in enumerate(t)} for t in tables]
+    pos = [where.get(id(t)) or {b: i for i, b in enumerate(t)} for t in tables]
 
-    def lpm(entries: LpmEntries, bitmaps: list[int], fld: int) -> LpmEntries:
+    def lpm(entries: LpmEntries, bitmaps: list[Key], fld: int) -> LpmEntries:
         rank = [pos[fld][b] for b in bitmaps]
         return [(a, plen, rank[i]) for a, plen, i in entries]
 
-    def ivs(entries: list[tuple[int, int, int]], fld: int) -> Intervals:
+    def ivs(entries: list[tuple[int, int, Key]], fld: int) -> Intervals:
         p = pos[fld]
         return tuple((lo, hi, p[b]) for lo, hi, b in entries)
 
     field_mask = 0
     for fld, t in enumerate(tables):
-        if fld != F_EXTRA and t != (allones,):
+        if fld != F_EXTRA and t != (ones,):
             field_mask |= 1 << fld
-
     dyn_refs: list[DynRef] = []
     dyn_groups: list[tuple[int, ...]] = []
     for fld, get in ((F_SRC, _src), (F_DST, _dst)):
         refs, groups = _dyn_field(rules, get, fld, dname, source)
         dyn_refs += refs
         dyn_groups.append(groups)
+    # The dynamic-set combinations are top entries after every table's.
+    combos = [bits.key(c) for groups in dyn_groups for c in _dyn_combos(groups)]
+    two = TwoLevel.from_keys([k for t in tables for k in t] + combos, bits.blocks)
+    canon = iter(two.tops)
 
     return DirectionPlan(
         name=dname,
         default=d.default,
         rules=rplans,
         nwords=nwords,
-        tables=tables,
+        tables=tuple(tuple(next(canon) for _ in t) for t in tables),
         src4=lpm(src4, src_bms, F_SRC),
         dst4=lpm(dst4, dst_bms, F_DST),
         src6=lpm(src6, src_bms, F_SRC),
@@ -445,11 +567,24 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         l4free_idx=pos[F_EXTRA][l4free],
         est_idx=pos[F_EXTRA][est],
         new_idx=pos[F_EXTRA][new],
-        ones_idx=pos[F_EXTRA][allones],
+        ones_idx=pos[F_EXTRA][ones],
         field_mask=field_mask,
         dyn_refs=tuple(dyn_refs),
         dyn_groups=(dyn_groups[0], dyn_groups[1]),
+        _two_level=two,
     )
+
+
+def _dyn_combos(groups: tuple[int, ...]) -> list[int]:
+    """The OR of the groups in every membership mask, mask 0 first; [] for no groups."""
+    out = []
+    for mask in range(1 << len(groups)) if groups else ():
+        bm = 0
+        for g, v in enumerate(groups):
+            if mask >> g & 1:
+                bm |= v
+        out.append(bm)
+    return out
 
 
 def _src(r: Rule) -> AddrMatch | None:
@@ -499,9 +634,58 @@ def _dyn_field(
     return refs, groups
 
 
+# Tables up to this size are simply sorted; larger ones are hashed (see _place).
+_SMALL_TABLE = 8
+EMPTY: Key = (0, ())  # an unused slot of a hashed table (reads as the empty bitmap)
+
+
+def _place(keys: list[Key], bits: _Interner) -> tuple[tuple[Key, ...], dict[Key, int]]:
+    """A field's table: each distinct bitmap at an index that depends on its
+    contents, so that an edit moves few of them.
+
+    Sorted indexes would shift every bitmap after one that appears or goes,
+    and every top entry and map value naming them would be rewritten.
+    Instead the table is an open-addressed hash table (linear probing, at
+    most 3/4 full, a power of two in size): a bitmap sits at or just after
+    the slot its contents hash to, so an edit disturbs only its own probe
+    run, and the size changes only when the table doubles or halves.
+    Placement goes in (home slot, contents) order, so it depends only on
+    the set of bitmaps: the plan stays a pure function of the rules.
+    """
+    if len(keys) <= _SMALL_TABLE:
+        return tuple(keys), {k: i for i, k in enumerate(keys)}
+    cap = 16
+    while cap * 3 < len(keys) * 4:
+        cap *= 2
+    home = {}
+    for k in keys:
+        groups, blocks = bits.order(k)
+        digest = hashlib.blake2b(groups.to_bytes(4, "little") + b"".join(blocks), digest_size=8).digest()
+        home[k] = int.from_bytes(digest, "little") % cap
+    slots: list[Key | None] = [None] * cap
+    at: dict[Key, int] = {}
+    for k in sorted(keys, key=lambda k: (home[k], bits.order(k))):
+        i = home[k]
+        while slots[i] is not None:
+            i = (i + 1) % cap
+        slots[i] = k
+        at[k] = i
+    return tuple(EMPTY if k is None else k for k in slots), at
+
+
+def _bits(indexes: list[int]) -> int:
+    """The bitmap with these bits set: one big int built once, not one per bit."""
+    if not indexes:
+        return 0
+    raw = bytearray(max(indexes) // 8 + 1)
+    for i in indexes:
+        raw[i >> 3] |= 1 << (i & 7)
+    return int.from_bytes(raw, "little")
+
+
 def _lpm_field(
-    rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None]
-) -> tuple[LpmEntries, LpmEntries, list[int]]:
+    rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None], bits: _Interner
+) -> tuple[LpmEntries, LpmEntries, list[Key]]:
     """(v4 entries, v6 entries, bitmaps) for one address field.
 
     Entries are (addr, plen, i) with bitmaps[i] the rules matching there.
@@ -515,14 +699,14 @@ def _lpm_field(
     an entry's bitmap is determined by (parent's id, own id), and the few
     distinct pairs are computed once.
     """
-    wildcard = 0
+    wild: list[int] = []
     own_vals: list[int] = [0]  # interned "rules owning exactly this prefix"
     own_ids: dict[int, int] = {0: 0}
     owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
     for i, r in enumerate(rules):
         am = get(r)
         if am is None:
-            wildcard |= 1 << i
+            wild.append(i)
             continue
         bit = 1 << i
         for fi, fam in enumerate((4, 6)):
@@ -548,11 +732,13 @@ def _lpm_field(
                         own_vals.append(v)
                     trans[old] = new
                 d[k] = new
-    bitmaps: list[int] = [wildcard]  # id 0: the wildcard rules (no parent)
+    wildcard = _bits(wild)
+    wkey = bits.key(wildcard)
+    bitmaps: list[Key] = [wkey]  # id 0: the wildcard rules (no parent)
     combo: dict[tuple[int, int], int] = {}
-    ids_of: dict[int, int] = {wildcard: 0}
+    ids_of: dict[Key, int] = {wkey: 0}
     out: list[LpmEntries] = []
-    for fi, bits in enumerate((32, 128)):
+    for fi, width in enumerate((32, 128)):
         d = owns[fi]
         keys = sorted(d)
         if not keys or keys[0] != 0:
@@ -562,24 +748,28 @@ def _lpm_field(
         # before everything it contains, so a stack of open prefixes suffices.
         ends: list[int] = []  # last address each open prefix covers
         bms: list[int] = []  # bitmap id of each open prefix
+        vals: list[int] = []  # and its bitmap (only open prefixes keep theirs as an int)
         for k in keys:
             a, plen = k >> 8, k & 0xFF
             while ends and a > ends[-1]:
                 ends.pop()
                 bms.pop()
+                vals.pop()
             parent = bms[-1] if bms else 0
             oid = d.get(k, 0)
-            key = (parent, oid)
-            bid = combo.get(key)
+            v = (vals[-1] if vals else wildcard) | own_vals[oid]
+            ck = (parent, oid)
+            bid = combo.get(ck)
             if bid is None:
-                v = bitmaps[parent] | own_vals[oid]
-                bid = ids_of.get(v)
+                key = bits.key(v)
+                bid = ids_of.get(key)
                 if bid is None:
-                    bid = ids_of[v] = len(bitmaps)
-                    bitmaps.append(v)
-                combo[key] = bid
-            ends.append(a | ((1 << (bits - plen)) - 1))
+                    bid = ids_of[key] = len(bitmaps)
+                    bitmaps.append(key)
+                combo[ck] = bid
+            ends.append(a | ((1 << (width - plen)) - 1))
             bms.append(bid)
+            vals.append(v)
             entries.append((a, plen, bid))
         out.append(entries)
     return out[0], out[1], bitmaps
@@ -620,33 +810,34 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _interval_field(
-    rules: tuple[Rule, ...], space: int, get: Callable[[Rule], list[tuple[int, int]] | None]
-) -> list[tuple[int, int, int]]:
+    rules: tuple[Rule, ...], space: int, get: Callable[[Rule], list[tuple[int, int]] | None], bits: _Interner
+) -> list[tuple[int, int, Key]]:
     """Elementary intervals over [0, space): (lo, hi, bitmap) in order.
 
     Each rule's ranges are merged (disjoint), so toggling its bit at lo and
     at hi + 1 with XOR gives the set of rules covering each point.
     """
-    wildcard = 0
-    toggles: dict[int, int] = {}
+    wild: list[int] = []
+    at: dict[int, list[int]] = {}  # point -> rules whose coverage starts or ends there
     for i, r in enumerate(rules):
         ranges = get(r)
-        bit = 1 << i
         if ranges is None:
-            wildcard |= bit
+            wild.append(i)
             continue
+        # Merged ranges are disjoint and not adjacent: a rule toggles a point once.
         for lo, hi in _merge(ranges):
-            toggles[lo] = toggles.get(lo, 0) ^ bit
-            toggles[hi + 1] = toggles.get(hi + 1, 0) ^ bit
-    points = sorted(p for p in toggles if p < space)
+            at.setdefault(lo, []).append(i)
+            at.setdefault(hi + 1, []).append(i)
+    cur = _bits(wild)  # the wildcard rules cover every point
+    points = sorted(p for p in at if p < space)
     if not points or points[0] != 0:
         points.insert(0, 0)
-    out: list[tuple[int, int, int]] = []
-    cur = 0
+    out: list[tuple[int, int, Key]] = []
     for j, p in enumerate(points):
-        cur ^= toggles.get(p, 0)
+        if p in at:
+            cur ^= _bits(at[p])
         hi = (points[j + 1] - 1) if j + 1 < len(points) else space - 1
-        bm = cur | wildcard
+        bm = bits.key(cur)
         if out and out[-1][2] == bm:
             out[-1] = (out[-1][0], hi, bm)
         else:
@@ -657,7 +848,7 @@ def _interval_field(
 # --------------------------------------------------------------------------
 # serialisation (canonical bytes -> content hash; also the state-dir format)
 
-_MAGIC = b"XGPLAN1\n"
+_MAGIC = b"XGPLAN2\n"
 
 
 def _serialise(plan: Plan) -> bytes:
@@ -674,9 +865,9 @@ def _serialise(plan: Plan) -> bytes:
         head["dynsets"] = [[s.name, s.size, s.timeout_ns] for s in plan.dynsets]
     parts = [_MAGIC, _blob(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())]
     for d in plan.directions():
-        nbytes = d.nwords * 8
-        for t in d.tables:
-            parts.append(_blob(b"".join(b.to_bytes(nbytes, "little") for b in t)))
+        tl = d.two_level()
+        parts.append(_blob(b"".join(tl.blocks)))
+        parts.append(_blob(array("I", [x for groups, blk in tl.tops for x in (groups, *blk)]).tobytes()))
         for entries, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128)):
             parts.append(_blob(_pack_lpm(entries, bits)))
         parts.append(_blob(array("I", d.proto).tobytes()))
@@ -685,7 +876,7 @@ def _serialise(plan: Plan) -> bytes:
             parts.append(_blob(array("I", [x for t in iv for x in t]).tobytes()))
         if d.dyn_refs:
             for groups in d.dyn_groups:
-                parts.append(_blob(b"".join(b.to_bytes(nbytes, "little") for b in groups)))
+                parts.append(_blob(b"".join(b.to_bytes(d.nwords * 8, "little") for b in groups)))
     return b"".join(parts)
 
 
@@ -711,6 +902,7 @@ def _dir_head_static(d: DirectionPlan) -> dict[str, object]:
         "ones": d.ones_idx,
         "field_mask": d.field_mask,
         "table_sizes": [len(t) for t in d.tables],
+        "blocks": len(d.two_level().blocks),
     }
 
 
@@ -792,16 +984,22 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
     head = json.loads(blob())
     dirs = []
     for dh in head["dirs"]:
-        nbytes = dh["nwords"] * 8
+        raw = blob()
+        blocks = tuple(raw[i : i + GROUP_BYTES] for i in range(0, len(raw), GROUP_BYTES))
+        flat = array("I", blob())
+        tops: list[tuple[int, tuple[int, ...]]] = []
+        k = 0
+        while k < len(flat):
+            groups = flat[k]
+            n = groups.bit_count()
+            tops.append((groups, tuple(flat[k + 1 : k + 1 + n])))
+            k += 1 + n
+        tl = TwoLevel(tuple(tops), blocks)
         tables = []
+        at = 0
         for size in dh["table_sizes"]:
-            raw = blob()
-            if nbytes == 0:
-                tables.append(tuple(0 for _ in range(size)))
-            else:
-                tables.append(
-                    tuple(int.from_bytes(raw[i : i + nbytes], "little") for i in range(0, len(raw), nbytes))
-                )
+            tables.append(tl.tops[at : at + size])
+            at += size
         lpms = [_unpack_lpm(blob(), bits) for bits in (32, 32, 128, 128)]
         proto = tuple(array("I", blob()))
         tflags = tuple(array("I", blob()))
@@ -810,6 +1008,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
             flat = array("I", blob())
             ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
         dyn_groups: list[tuple[int, ...]] = [(), ()]
+        nbytes = dh["nwords"] * 8
         for fi, n in enumerate(dh.get("dyn_groups", ())):
             raw = blob()
             dyn_groups[fi] = tuple(
@@ -849,6 +1048,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 field_mask=dh["field_mask"],
                 dyn_refs=tuple(DynRef(f, name, g) for f, name, g in dh.get("dyn_refs", ())),
                 dyn_groups=(dyn_groups[0], dyn_groups[1]),
+                _two_level=tl,
             )
         )
     tmo = head["timeouts"]
@@ -872,10 +1072,11 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # --------------------------------------------------------------------------
 # figures for `check`
 
-# sizeof(struct xg_bitmap) and sizeof(struct xg_rule): rules/ stays free of the
-# ctypes mirror, so tests/unit/test_abi.py holds these two to it.
-BITMAP_VALUE_SIZE = 8 + 8 * MAX_WORDS
-RULE_VALUE_SIZE = 56
+# Value sizes (struct xg_bitmap, xg_top, xg_rule): rules/ stays free of the
+# ctypes mirror, so tests/unit/test_abi.py holds these to it.
+BLOCK_VALUE_SIZE = 8 + GROUP_BYTES  # struct xg_bitmap
+TOP_VALUE_SIZE = 4 + 4 * MAX_GROUPS  # struct xg_top
+RULE_VALUE_SIZE = 56  # struct xg_rule
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
@@ -890,6 +1091,7 @@ def map_entries(d: DirectionPlan) -> dict[str, int]:
         "tcp_flags": 256,
         "icmp_intervals": len(d.icmp),
         "bitmaps": d.nbitmaps,
+        "bitmap_blocks": len(d.two_level().blocks),
         "rules": d.nrules,
     }
 
@@ -909,5 +1111,8 @@ def memory_estimate(plan: Plan) -> int:
             for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
         )
         arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
-        total += 2 * (addr + arrays + d.nbitmaps * BITMAP_VALUE_SIZE + d.nrules * RULE_VALUE_SIZE)
+        bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
+        if d.ngroups == 1:  # the flat table: one block per bitmap
+            bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE
+        total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
     return total

@@ -33,7 +33,7 @@ TCP_FLAG_BITS = {
 }
 
 # The rule language's limits (docs/rules.md): rules per direction, prefixes across all sets.
-MAX_RULES = 4096
+MAX_RULES = 65536
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
 
 # Dynamic sets (elements added at run time): limits the data plane is built
