@@ -16,8 +16,10 @@
 
 #include "include/xdpguard.h"
 #include "lib/bitvec.h"
+#include "lib/event.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/syncookie.h"
 #include "tc/egress.h"
 #include "xdp/ingress.h"
 
@@ -28,6 +30,7 @@
 enum xg_verdict {
 	XG_PASS = 0,
 	XG_DROP = 1,
+	XG_SYNCOOKIE = 2, /* ingress: allowed, and the rule's SYN cookies take it from here */
 };
 
 static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int over)
@@ -376,22 +379,13 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 {
 	__u32 zero = 0;
 	struct xg_event_cfg *cfg = xg_event_cfg.lookup(&zero);
-	__u32 sample = cfg ? cfg->sample : XG_EVENTS_DEFAULT_SAMPLE;
-	__u32 max_rate = cfg ? cfg->max_rate : XG_EVENTS_DEFAULT_MAX_RATE;
+	__u32 sample = xg_event_sample(cfg);
 
 	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
 		return;
-	struct xg_event_rate *rate = xg_event_rate.lookup(&zero);
-	if (!rate)
-		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (now - rate->window_ns >= XG_NSEC_PER_SEC) {
-		rate->window_ns = now;
-		rate->count = 0;
-	}
-	if (rate->count >= max_rate)
+	if (!xg_event_rate_ok(cfg, xg_event_rate.lookup(&zero), now))
 		return;
-	rate->count++;
 
 	struct xg_event ev = {
 		.ts_ns = now,
@@ -409,6 +403,28 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	__builtin_memcpy(ev.src, p->src, 16);
 	__builtin_memcpy(ev.dst, p->dst, 16);
 	xg_events.ringbuf_output(&ev, sizeof(ev), 0);
+}
+
+/* A SYN, or an ACK that may complete a handshake: what SYN cookies look at. */
+static __always_inline int xg_syn_candidate(const struct xg_pkt *p)
+{
+	__u8 f = p->tflags & (XG_TCP_FLAG_SYN | XG_TCP_FLAG_RST | XG_TCP_FLAG_ACK);
+
+	return p->proto == IPPROTO_TCP && p->has_ports && !p->later_frag &&
+	       (f == XG_TCP_FLAG_SYN || f == XG_TCP_FLAG_ACK);
+}
+
+/* Hand the rule to the SYN-cookie program, which the caller tail-calls. */
+static __always_inline int xg_syn_stage(const struct xg_rule *r)
+{
+	__u32 zero = 0;
+	struct xg_syn_scratch *sc = xg_syn_scratch.lookup(&zero);
+
+	if (!sc)
+		return XG_PASS;
+	sc->rule_id = r->rule_id;
+	sc->slot = r->slot;
+	return XG_SYNCOOKIE;
 }
 
 /* The whole decision for one frame in one direction. */
@@ -474,6 +490,8 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			if (r->action == XG_ACT_DROP)
 				xg_event(dir, XG_EV_RULE, !drop_ok, &p, r->rule_id, frame_len, ifindex);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+			if (dir == XG_DIR_INGRESS && (r->flags & XG_RULE_SYNCOOKIE) && drop_ok && xg_syn_candidate(&p))
+				verdict = xg_syn_stage(r);
 			goto out;
 		}
 		rule = XG_RULE_ERROR;
@@ -494,8 +512,13 @@ int xg_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	int v = xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex);
 
-	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex));
+	if (v == XG_SYNCOOKIE) {
+		xg_syn_prog.call(ctx, 0);
+		v = XG_PASS; /* no SYN-cookie program loaded (yet): the stack answers */
+	}
+	return xg_xdp_action(v);
 }
 
 int xg_egress(struct __sk_buff *skb)

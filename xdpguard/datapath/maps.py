@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
 from xdpguard.rules.compile import F_DST, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
@@ -57,7 +58,11 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
     "event_cfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.EventCfg), 1),
     "event_rate": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.EventRate), 1),
+    "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
+    "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
+# Pinned maps an older xdpguard lacked that a program replacement adds in place.
+ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch"})
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
     "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
@@ -223,6 +228,8 @@ def rule_bytes(rp: RulePlan, slot: int) -> bytes:
         r.plen4 = lim.plen4 if lim.per_source else 0
         r.plen6 = lim.plen6 if lim.per_source else 0
         r.block_s = lim.block_s
+    if rp.syn_cookies:
+        r.flags |= abi.RULE_SYNCOOKIE
     return bytes(r)
 
 
