@@ -110,7 +110,7 @@ enum xg_syn_result {
 	XG_SYN_INVALID = 3, /* an ACK with a bad cookie for no connection: drop */
 };
 
-#define XG_SYNACK_TCP_LEN 40 /* 20 bytes of header, 20 of options */
+#define XG_SYNACK_OPT_WORDS 5 /* at most 20 bytes of options */
 #define XG_SYNACK_TTL 64
 #define XG_IPV4_DF 0x4000
 #define XG_SYN_WINDOW 65535
@@ -320,7 +320,7 @@ static __always_inline __u16 xg_csum_fold(__u64 s)
 /* Our SYN-ACK's TCP header and options, in network order. */
 struct xg_synack {
 	struct tcphdr th;
-	__be32 opt[5];
+	__be32 opt[XG_SYNACK_OPT_WORDS];
 };
 
 struct xg_pseudo4 {
@@ -339,11 +339,18 @@ struct xg_pseudo6 {
 	__u8 nexthdr;
 };
 
-/* MSS, then SACK-permitted and timestamps, then window scale; NOPs where
- * the client offered nothing, so the header is always 40 bytes long. */
-static __always_inline void xg_synack_options(struct xg_synack *h, __u16 mss, const struct xg_syn_opts *o,
-					      __u32 tsval)
+/* MSS, then SACK-permitted and timestamps, then window scale, each only
+ * where the client offered it; returns the number of 4-byte option words.
+ * Every option we send is one the client sent (MSS aside), in no more
+ * room than it took, so the SYN-ACK is never longer than a SYN with an
+ * MSS option: the frame only shrinks, which every driver can do. */
+static __always_inline __u32 xg_synack_options(struct xg_synack *h, __u16 mss, const struct xg_syn_opts *o,
+					       __u32 tsval)
 {
+	__be32 ws = bpf_htonl((XG_TCPOPT_NOP << 24) | (XG_TCPOPT_WINDOW << 16) | (XG_TCPOLEN_WINDOW << 8) |
+			      XG_SYN_RCV_WSCALE);
+	int has_ws = o->wscale != XG_SYN_WSCALE_NONE;
+
 	h->opt[0] = bpf_htonl((XG_TCPOPT_MSS << 24) | (XG_TCPOLEN_MSS << 16) | mss);
 	if (o->ts) {
 		__u32 lead = o->sack ? (XG_TCPOPT_SACK_PERM << 8) | XG_TCPOLEN_SACK_PERM
@@ -352,21 +359,46 @@ static __always_inline void xg_synack_options(struct xg_synack *h, __u16 mss, co
 		h->opt[1] = bpf_htonl((lead << 16) | (XG_TCPOPT_TIMESTAMP << 8) | XG_TCPOLEN_TIMESTAMP);
 		h->opt[2] = bpf_htonl(tsval);
 		h->opt[3] = bpf_htonl(o->tsval);
-	} else {
-		__u32 nops = 0x01010101;
-
-		h->opt[1] = bpf_htonl(o->sack ? (nops & 0xffff0000) | (XG_TCPOPT_SACK_PERM << 8) | XG_TCPOLEN_SACK_PERM
-					      : nops);
-		h->opt[2] = bpf_htonl(nops);
-		h->opt[3] = bpf_htonl(nops);
+		if (has_ws) {
+			h->opt[4] = ws;
+			return 5;
+		}
+		return 4;
 	}
-	h->opt[4] = bpf_htonl(o->wscale != XG_SYN_WSCALE_NONE ? (XG_TCPOPT_NOP << 24) | (XG_TCPOPT_WINDOW << 16) |
-									 (XG_TCPOLEN_WINDOW << 8) | XG_SYN_RCV_WSCALE
-							       : 0x01010101);
+	if (o->sack) {
+		h->opt[1] = bpf_htonl((XG_TCPOPT_NOP << 24) | (XG_TCPOPT_NOP << 16) | (XG_TCPOPT_SACK_PERM << 8) |
+				      XG_TCPOLEN_SACK_PERM);
+		if (has_ws) {
+			h->opt[2] = ws;
+			return 3;
+		}
+		return 2;
+	}
+	if (has_ws) {
+		h->opt[1] = ws;
+		return 2;
+	}
+	return 1;
+}
+
+/* Our TCP header and its nw option words, into the packet. */
+static __always_inline int xg_synack_write(struct tcphdr *tp, void *data_end, const struct xg_synack *h, __u32 nw)
+{
+	__be32 *w = (void *)(tp + 1);
+
+	__builtin_memcpy(tp, &h->th, sizeof(*tp));
+	for (__u32 i = 0; i < XG_SYNACK_OPT_WORDS; i++) {
+		if (i >= nw)
+			break;
+		if ((void *)(w + i + 1) > data_end)
+			return -1;
+		w[i] = h->opt[i];
+	}
+	return 0;
 }
 
 /* Turn the SYN into our SYN-ACK in place: same frame, addresses and ports
- * swapped, 40 bytes of TCP header, the cookie as our ISN. */
+ * swapped, the cookie as our ISN. */
 static __noinline int xg_syn_answer(struct xdp_md *ctx, const struct xg_pkt *p,
 					 const struct xg_syn_secret *key)
 {
@@ -409,34 +441,36 @@ static __noinline int xg_syn_answer(struct xdp_md *ctx, const struct xg_pkt *p,
 	h.th.dest = bpf_htons(p->sport);
 	h.th.seq = bpf_htonl(cookie);
 	h.th.ack_seq = bpf_htonl(isn + 1);
-	h.th.doff = XG_SYNACK_TCP_LEN / 4;
+
 	h.th.syn = 1;
 	h.th.ack = 1;
 	/* Linux's initial window: 64 KiB less, rounded to whole segments. */
 	h.th.window = bpf_htons(XG_SYN_WINDOW - XG_SYN_WINDOW % mss);
-	xg_synack_options(&h, mss, &o, tsval);
+	__u32 nw = xg_synack_options(&h, mss, &o, tsval);
+	__u32 tlen = sizeof(struct tcphdr) + 4 * nw;
+	h.th.doff = tlen / 4;
 
 	__s64 sum;
 	if (p->family == 4) {
-		struct xg_pseudo4 ph = { .proto = IPPROTO_TCP, .len = bpf_htons(XG_SYNACK_TCP_LEN) };
+		struct xg_pseudo4 ph = { .proto = IPPROTO_TCP, .len = bpf_htons(tlen) };
 		__builtin_memcpy(&ph.saddr, p->dst, 4);
 		__builtin_memcpy(&ph.daddr, p->src, 4);
 		sum = bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
 	} else {
-		struct xg_pseudo6 ph = { .len = bpf_htonl(XG_SYNACK_TCP_LEN), .nexthdr = IPPROTO_TCP };
+		struct xg_pseudo6 ph = { .len = bpf_htonl(tlen), .nexthdr = IPPROTO_TCP };
 		__builtin_memcpy(ph.saddr, p->dst, 16);
 		__builtin_memcpy(ph.daddr, p->src, 16);
 		sum = bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
 	}
 	if (sum < 0)
 		return XG_SYN_PASS;
-	sum = bpf_csum_diff(0, 0, (void *)&h, sizeof(h), (__u32)sum);
+	sum = bpf_csum_diff(0, 0, (void *)&h, tlen, (__u32)sum);
 	if (sum < 0)
 		return XG_SYN_PASS;
 	h.th.check = xg_csum_fold((__u32)sum);
 
 	/* The frame ends right after our header (a SYN's payload, if any, goes). */
-	int delta = (int)(l4 + sizeof(h)) - (int)(data_end - data);
+	int delta = (int)(l4 + tlen) - (int)(data_end - data);
 	if (delta && bpf_xdp_adjust_tail(ctx, delta))
 		return XG_SYN_PASS;
 	data = (void *)(long)ctx->data;
@@ -451,13 +485,13 @@ static __noinline int xg_syn_answer(struct xdp_md *ctx, const struct xg_pkt *p,
 
 	if (p->family == 4) {
 		struct iphdr *ipp = data + l3;
-		struct xg_synack *tp = (void *)(ipp + 1);
+		struct tcphdr *tp = (void *)(ipp + 1);
 		if ((void *)(tp + 1) > data_end)
 			return XG_SYN_PASS;
 		struct iphdr ip = {
 			.version = 4,
 			.ihl = 5,
-			.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(h)),
+			.tot_len = bpf_htons(sizeof(struct iphdr) + tlen),
 			.frag_off = bpf_htons(XG_IPV4_DF),
 			.ttl = XG_SYNACK_TTL,
 			.protocol = IPPROTO_TCP,
@@ -467,22 +501,24 @@ static __noinline int xg_syn_answer(struct xdp_md *ctx, const struct xg_pkt *p,
 		sum = bpf_csum_diff(0, 0, (void *)&ip, sizeof(ip), 0);
 		ip.check = xg_csum_fold((__u32)sum);
 		__builtin_memcpy(ipp, &ip, sizeof(ip));
-		__builtin_memcpy(tp, &h, sizeof(h));
+		if (xg_synack_write(tp, data_end, &h, nw) < 0)
+			return XG_SYN_PASS;
 	} else {
 		struct ipv6hdr *ipp = data + l3;
-		struct xg_synack *tp = (void *)(ipp + 1);
+		struct tcphdr *tp = (void *)(ipp + 1);
 		if ((void *)(tp + 1) > data_end)
 			return XG_SYN_PASS;
 		struct ipv6hdr ip6 = {
 			.version = 6,
-			.payload_len = bpf_htons(sizeof(h)),
+			.payload_len = bpf_htons(tlen),
 			.nexthdr = IPPROTO_TCP,
 			.hop_limit = XG_SYNACK_TTL,
 		};
 		__builtin_memcpy(&ip6.saddr, p->dst, 16);
 		__builtin_memcpy(&ip6.daddr, p->src, 16);
 		__builtin_memcpy(ipp, &ip6, sizeof(ip6));
-		__builtin_memcpy(tp, &h, sizeof(h));
+		if (xg_synack_write(tp, data_end, &h, nw) < 0)
+			return XG_SYN_PASS;
 	}
 	return XG_SYN_SENT;
 }

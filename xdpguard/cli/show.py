@@ -146,6 +146,18 @@ def stats(
             console.print(_table(st))
             for b in st.get("blocked", []):
                 console.print(f"blocked: {b['source']} for {b['seconds_left']} s more (rule {b['rule']})")
+            for r in st.get("ingress", {}).get("rules", []):
+                sc = r.get("syn_cookies")
+                if sc is not None:
+                    console.print(
+                        f"syn cookies (rule {r['name']}): {sc['sent']:,} sent, {sc['valid']:,} valid, "
+                        f"{sc['invalid']:,} invalid (dropped)"
+                        + (
+                            f", {sc['handoff_errors']:,} not taken by the listener"
+                            if sc["handoff_errors"]
+                            else ""
+                        )
+                    )
             fl = st.get("flows")
             if fl:
                 console.print(

@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi
+from xdpguard.datapath import abi, syncookie
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
-from xdpguard.datapath import syncookie
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.compile import DirectionPlan, Plan, plan_from_bytes
 from xdpguard.state import Applied, Iface, LockTimeout, Snapshot, bpffs_root, fault, state_root

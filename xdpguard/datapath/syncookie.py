@@ -337,7 +337,9 @@ def ensure(pin_dir: str, state_dir: Path, ifindex: int, ifname: str) -> bool:
             try:
                 link_fd = B.link_create(tc, ifindex, B.BPF_TCX_INGRESS)
             except B.BpfError as e:
-                raise KernelError(f"syn_cookies: attach the tcx ingress program to {ifname}: {e.sentence}") from e
+                raise KernelError(
+                    f"syn_cookies: attach the tcx ingress program to {ifname}: {e.sentence}"
+                ) from e
             try:
                 _unlink(_pin(pin_dir, PIN_LINK))
                 B.obj_pin(link_fd, _pin(pin_dir, PIN_LINK))
@@ -347,7 +349,9 @@ def ensure(pin_dir: str, state_dir: Path, ifindex: int, ifname: str) -> bool:
             try:
                 B.map_update(table, b"\0\0\0\0", xdp.to_bytes(4, "little"))
             except B.BpfError as e:
-                raise KernelError(f"syn_cookies: put the XDP program in the tail-call table: {e.sentence}") from e
+                raise KernelError(
+                    f"syn_cookies: put the XDP program in the tail-call table: {e.sentence}"
+                ) from e
         for prog, pin in ((xdp, PIN_PROG_XDP), (tc, PIN_PROG_TC)):
             _unlink(_pin(pin_dir, pin))
             B.obj_pin(prog, _pin(pin_dir, pin))
