@@ -334,14 +334,16 @@ def test_real_clients_get_through_a_spoofed_syn_flood(
             if done % 25 == 0:
                 syn_recv.append(syn_recv_count(lab.b.ns))
         assert proc.poll() is None, "the flood ended before the clients were done"
+        seconds = time.monotonic() - (deadline - 45)
         proc.terminate()
-        out, _ = proc.communicate(30)
+        proc.communicate(30)
     assert done >= 100, f"only {done} connections during the flood"
     assert srv.served == done
     assert syn_recv and max(syn_recv) == 0, syn_recv
     row = stats_row(lab)
-    sent = json.loads(out)["sent"] if out.strip() else None
-    print(f"flood: {row['syn_cookies']['sent']} cookies sent, sender reported {sent}, {done} clients")
+    rate = row["syn_cookies"]["sent"] / seconds
+    sent = row["syn_cookies"]["sent"]
+    print(f"flood: {sent} cookies in {seconds:.1f} s ({rate:,.0f}/s), {done} clients served")
     # Every spoofed SYN got its cookie too (the clients' own are `done` of them).
     assert row["syn_cookies"]["sent"] >= done + 1000, row
     assert row["syn_cookies"]["valid"] == done, row
