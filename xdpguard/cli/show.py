@@ -59,6 +59,12 @@ def status(
             )
         else:
             console.print("  [red]no egress program attached[/]")
+        sc: dict[str, Any] | None = s.get("syn_cookies")
+        if sc:
+            console.print(
+                f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} prog {sc.get('prog_id')}, "
+                f"xdp prog {sc.get('xdp_prog_id')}"
+            )
         console.print(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
