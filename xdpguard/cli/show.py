@@ -62,8 +62,8 @@ def status(
         sc: dict[str, Any] | None = s.get("syn_cookies")
         if sc:
             console.print(
-                f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} prog {sc.get('prog_id')}, "
-                f"xdp prog {sc.get('xdp_prog_id')}"
+                f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} "
+                f"prog {sc.get('prog_id')}, xdp prog {sc.get('xdp_prog_id')}"
             )
         console.print(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
