@@ -259,6 +259,35 @@ static long xg_opt_step(__u32 step, void *arg)
 	return 0;
 }
 
+/* The layouts Linux sends, at fixed offsets: a SYN's MSS, SACK-permitted,
+ * timestamps, NOP, window scale (20 bytes), and an ACK's NOP, NOP,
+ * timestamps (12 bytes).  Most clients are Linux (or send the same); the
+ * walk, about 100 ns more, is for the others.  1 when it matched. */
+static __always_inline int xg_syn_fast_opts(struct xg_opt_walk *w, int syn)
+{
+	const __u8 *b = w->buf;
+
+	if (syn && w->len == 20 && b[0] == XG_TCPOPT_MSS && b[1] == XG_TCPOLEN_MSS && b[4] == XG_TCPOPT_SACK_PERM &&
+	    b[5] == XG_TCPOLEN_SACK_PERM && b[6] == XG_TCPOPT_TIMESTAMP && b[7] == XG_TCPOLEN_TIMESTAMP &&
+	    b[16] == XG_TCPOPT_NOP && b[17] == XG_TCPOPT_WINDOW && b[18] == XG_TCPOLEN_WINDOW) {
+		w->o.mss = ((__u16)b[2] << 8) | b[3];
+		w->o.sack = 1;
+		w->o.ts = 1;
+		w->o.tsval = xg_opt_be32(w, 8);
+		w->o.tsecr = xg_opt_be32(w, 12);
+		w->o.wscale = b[19] > XG_SYN_WSCALE_MAX ? XG_SYN_WSCALE_MAX : b[19];
+		return 1;
+	}
+	if (!syn && w->len == 12 && b[0] == XG_TCPOPT_NOP && b[1] == XG_TCPOPT_NOP && b[2] == XG_TCPOPT_TIMESTAMP &&
+	    b[3] == XG_TCPOLEN_TIMESTAMP) {
+		w->o.ts = 1;
+		w->o.tsval = xg_opt_be32(w, 4);
+		w->o.tsecr = xg_opt_be32(w, 8);
+		return 1;
+	}
+	return 0;
+}
+
 /* The walk over w->buf[0, w->len), which the caller filled. */
 static __always_inline void xg_syn_parse_opts(struct xg_opt_walk *w, int syn)
 {
@@ -270,7 +299,7 @@ static __always_inline void xg_syn_parse_opts(struct xg_opt_walk *w, int syn)
 	w->o.ts = 0;
 	w->o.tsval = 0;
 	w->o.tsecr = 0;
-	if (w->len)
+	if (w->len && !xg_syn_fast_opts(w, syn))
 		bpf_loop(XG_SYN_OPT_STEPS, xg_opt_step, w, 0);
 }
 
