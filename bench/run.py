@@ -28,7 +28,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import applytime, checktime, common, limitcost, peers, plot, progcost, report, updates, workload
+from bench import (
+    applytime,
+    checktime,
+    common,
+    limitcost,
+    peers,
+    plot,
+    progcost,
+    report,
+    syncookie,
+    updates,
+    workload,
+)
 from xdpguard.datapath import loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +184,14 @@ def run(quick: bool) -> dict[str, Any]:
             t = _stage("rate-limit cost (limited rule against a plain allow rule)")
             results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
             stages["limitcost"] = time.monotonic() - t
+
+    t = _stage("SYN cookies: cost per SYN in XDP, the stack and nft synproxy")
+    try:
+        results["syncookies"] = syncookie.measure(quick)
+    except Exception as e:  # the other figures are still worth writing
+        print(f"bench: SYN-cookie benchmark failed: {e}", file=sys.stderr)
+        results["syncookies"] = {"error": f"{type(e).__name__}: {e}"}
+    stages["syncookies"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:

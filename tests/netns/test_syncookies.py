@@ -157,6 +157,13 @@ class Server:
             finally:
                 c.close()
 
+    def wait_served(self, n: int, timeout: float = 5.0) -> int:
+        """The server counts a connection after its answer went out: the client may see it first."""
+        deadline = time.monotonic() + timeout
+        while self.served < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.served
+
     def close(self) -> None:
         self._stop = True
         self.sock.close()
@@ -299,11 +306,14 @@ def test_cookie_handshake_reaches_the_listener(lab: Lab, protected: str, family:
     with server(lab, family) as srv:
         for i in range(20):
             assert client_round(lab, family, i, info=client_infos) == b"re:req%d" % i
-        assert srv.served == 20
+        assert srv.wait_served(20) == 20
         info = _tcp_info(srv.infos[0])
     client = _tcp_info(client_infos[0])
     row = stats_row(lab)
-    assert row["syn_cookies"] == {"sent": 20, "valid": 20, "invalid": 0, "handoff_errors": 0}, row
+    sc = row["syn_cookies"]
+    # valid: each handshake ACK, and a first data segment that came in the same burst (see the flood test).
+    assert sc["sent"] == 20 and 20 <= sc["valid"] <= 40, sc
+    assert sc["invalid"] == 0 and sc["handoff_errors"] == 0, sc
     # Linux clients offer every option: all of them reach the server's socket,
     # with the client's window scale and ours (7) as the cookie carried them.
     want = TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE
@@ -326,6 +336,7 @@ def test_real_clients_get_through_a_spoofed_syn_flood(
     done = 0
     syn_recv: list[int] = []
     with server(lab, family) as srv, flood(lab, family, tmp_path, seconds=60) as proc:
+        started = time.monotonic()
         time.sleep(0.5)  # the flood is running before the first client
         deadline = time.monotonic() + 45
         while done < 150 and time.monotonic() < deadline and proc.poll() is None:
@@ -334,11 +345,11 @@ def test_real_clients_get_through_a_spoofed_syn_flood(
             if done % 25 == 0:
                 syn_recv.append(syn_recv_count(lab.b.ns))
         assert proc.poll() is None, "the flood ended before the clients were done"
-        seconds = time.monotonic() - (deadline - 45)
+        seconds = time.monotonic() - started
         proc.terminate()
         proc.communicate(30)
     assert done >= 100, f"only {done} connections during the flood"
-    assert srv.served == done
+    assert srv.wait_served(done) == done
     assert syn_recv and max(syn_recv) == 0, syn_recv
     row = stats_row(lab)
     rate = row["syn_cookies"]["sent"] / seconds
@@ -346,8 +357,12 @@ def test_real_clients_get_through_a_spoofed_syn_flood(
     print(f"flood: {sent} cookies in {seconds:.1f} s ({rate:,.0f}/s), {done} clients served")
     # Every spoofed SYN got its cookie too (the clients' own are `done` of them).
     assert row["syn_cookies"]["sent"] >= done + 1000, row
-    assert row["syn_cookies"]["valid"] == done, row
-    assert row["syn_cookies"]["handoff_errors"] == 0, row
+    # A client's first data segment may arrive in the same burst as its ACK,
+    # before the stack made the connection: it carries the cookie too and is
+    # counted (the tc program then finds the connection and leaves it be).
+    assert done <= row["syn_cookies"]["valid"] <= 2 * done, row["syn_cookies"]
+    assert row["syn_cookies"]["invalid"] == 0, row["syn_cookies"]
+    assert row["syn_cookies"]["handoff_errors"] == 0, row["syn_cookies"]
 
 
 def ack_frame(lab: Lab, family: int, sport: int, seq: int, ack: int) -> bytes:
@@ -463,7 +478,7 @@ def test_established_connections_survive_enabling(lab: Lab, tmp_path: Path, fami
             assert client_round(lab, family, 7) == b"re:req7"
         row = stats_row(lab)
         assert row["syn_cookies"]["invalid"] == 0, row
-        assert row["syn_cookies"]["valid"] == 1, row
+        assert 1 <= row["syn_cookies"]["valid"] <= 2, row
     finally:
         xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname, check=False)
 
@@ -484,7 +499,7 @@ def test_client_without_options_gets_none(lab: Lab, protected: str, family: int)
     assert info["options"] & (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE) == 0, info
     assert info["snd_mss"] == (1460 if family == 4 else 1440), info
     row = stats_row(lab)
-    assert row["syn_cookies"]["valid"] == 3, row["syn_cookies"]
+    assert row["syn_cookies"]["sent"] == 3 and 3 <= row["syn_cookies"]["valid"] <= 6, row["syn_cookies"]
 
 
 def test_apply_refuses_when_the_stack_would_refuse_cookies(lab: Lab, tmp_path: Path) -> None:
