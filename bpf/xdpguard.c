@@ -383,8 +383,11 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 
 	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
 		return;
+	struct xg_event_rate *rate = xg_event_rate.lookup(&zero);
+	if (!rate)
+		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (!xg_event_rate_ok(cfg, xg_event_rate.lookup(&zero), now))
+	if (!xg_event_rate_ok(cfg, rate, now))
 		return;
 
 	struct xg_event ev = {

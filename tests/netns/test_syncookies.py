@@ -525,3 +525,21 @@ def test_detach_removes_the_syncookie_objects(lab: Lab, protected: str) -> None:
         with capture(lab.a.ns, lab.a.ifname, duration=3, until_count=1, match=_is_rst_to(40300)) as cap:
             send_frames(lab.a.ns, lab.a.ifname, [frame])
             assert len(cap.wait()) == 1
+
+
+def test_apply_completes_pins_of_an_xdpguard_without_syn_cookies(lab: Lab, tmp_path: Path) -> None:
+    """An interface attached by a version without SYN cookies (no syn_prog, no
+    syn_scratch pins): the apply that enables them replaces the programs,
+    which add the maps, and the cookies work."""
+    apply(lab, _write(tmp_path, "plain.yaml", PLAIN))
+    try:
+        for name in ("syn_prog", "syn_scratch"):
+            (lab.bpffs / lab.b.ifname / name).unlink()
+        out = apply(lab, _write(tmp_path, "r.yaml", RULES))
+        assert "older xdpguard" in out.stdout and "syn_prog" in out.stdout, out.stdout
+        with server(lab, 4) as srv:
+            assert client_round(lab, 4, 1) == b"re:req1"
+            assert srv.wait_served(1) == 1
+        assert stats_row(lab)["syn_cookies"]["sent"] == 1
+    finally:
+        xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname, check=False)

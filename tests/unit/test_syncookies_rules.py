@@ -112,3 +112,18 @@ def test_check_shows_the_flag_and_refuses_bad_input(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "xdpguard", "check", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert f"{bad}:7: syn_cookies:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_kernel_without_the_kfunc_gets_a_sentence() -> None:
+    """What libbpf says when the kernel lacks bpf_sk_assign_tcp_reqsk becomes an operator's sentence."""
+    from xdpguard.datapath import syncookie
+
+    syncookie._log[:] = [
+        "libbpf: extern (func ksym) 'bpf_sk_assign_tcp_reqsk': not found in kernel or module BTFs",
+        "libbpf: failed to load object 'syncookie.o'",
+    ]
+    err = syncookie._explain("loading the programs", 22)
+    assert "kernel 6.9 or later" in str(err) and "nothing was changed" in str(err), str(err)
+    syncookie._log[:] = ["libbpf: prog 'xg_syn_xdp': BPF program load failed: Permission denied"]
+    err = syncookie._explain("loading the programs", 13)
+    assert "Permission denied" in str(err) and "6.9" not in str(err), str(err)
