@@ -127,3 +127,32 @@ def test_a_kernel_without_the_kfunc_gets_a_sentence() -> None:
     syncookie._log[:] = ["libbpf: prog 'xg_syn_xdp': BPF program load failed: Permission denied"]
     err = syncookie._explain("loading the programs", 13)
     assert "Permission denied" in str(err) and "6.9" not in str(err), str(err)
+
+
+def test_metrics_carry_the_cookie_counters() -> None:
+    from xdpguard import metrics
+
+    fam = metrics._Families()
+    stats = {
+        "ingress": {
+            "rules": [
+                {"name": "web", "action": "allow", "packets": 9, "bytes": 900,
+                 "syn_cookies": {"sent": 5, "valid": 3, "invalid": 2, "handoff_errors": 0}},
+                {"name": "ssh", "action": "allow", "packets": 1, "bytes": 60},
+            ],
+            "default": {"action": "allow", "packets": 0, "bytes": 0},
+        }
+    }  # fmt: skip
+    metrics._add_stats(fam, "eth0", stats)
+    got = {
+        (f.name, s.labels["rule"]): s.value
+        for f in fam.syn.values()
+        for s in f.samples
+        if s.name.endswith("_total")
+    }
+    assert got == {
+        ("xdpguard_syncookies_sent", "web"): 5,
+        ("xdpguard_syncookies_valid", "web"): 3,
+        ("xdpguard_syncookies_invalid", "web"): 2,
+        ("xdpguard_syncookies_handoff_errors", "web"): 0,
+    }
