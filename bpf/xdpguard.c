@@ -417,12 +417,20 @@ static __always_inline int xg_syn_candidate(const struct xg_pkt *p)
 	       (f == XG_TCP_FLAG_SYN || f == XG_TCP_FLAG_ACK);
 }
 
-/* Hand the rule to the SYN-cookie program, which the caller tail-calls. */
-static __always_inline int xg_syn_stage(const struct xg_rule *r)
+/* Hand the rule to the SYN-cookie program, which the caller tail-calls.
+ * An ACK of a flow this host has sent on (the flow table, written by
+ * egress) belongs to an existing connection: it skips the tail call and
+ * its socket lookup, so the steady traffic of a protected port costs one
+ * hash lookup.  A cookie handshake's ACK never has a flow yet: our SYN-ACK
+ * left by XDP_TX, not through egress. */
+static __always_inline int xg_syn_stage(const struct xg_rule *r, const struct xg_pkt *p,
+					const struct xg_config *cfg)
 {
 	__u32 zero = 0;
-	struct xg_syn_scratch *sc = xg_syn_scratch.lookup(&zero);
 
+	if ((p->tflags & XG_TCP_FLAG_ACK) && xg_established(p, cfg))
+		return XG_PASS;
+	struct xg_syn_scratch *sc = xg_syn_scratch.lookup(&zero);
 	if (!sc)
 		return XG_PASS;
 	sc->rule_id = r->rule_id;
@@ -494,7 +502,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 				xg_event(dir, XG_EV_RULE, !drop_ok, &p, r->rule_id, frame_len, ifindex);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
 			if (dir == XG_DIR_INGRESS && (r->flags & XG_RULE_SYNCOOKIE) && drop_ok && xg_syn_candidate(&p))
-				verdict = xg_syn_stage(r);
+				verdict = xg_syn_stage(r, &p, cfg);
 			goto out;
 		}
 		rule = XG_RULE_ERROR;
