@@ -118,11 +118,6 @@ struct xg_syn_attrs {
 	__u8 reserved[3];
 };
 
-static __always_inline __u32 xg_syn_be32(const __u8 *b)
-{
-	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
-}
-
 #define XG_ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 #define XG_SIPROUND                                                                                          \
 	do {                                                                                                 \
