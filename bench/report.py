@@ -389,6 +389,33 @@ def _hostile_md(h: dict[str, Any]) -> list[str]:
     return out
 
 
+def _syncookie_md(sc: dict[str, Any]) -> list[str]:
+    out = ["### SYN cookies: cost per SYN (`syn_cookies: true` against the stack)", ""]
+    if "error" in sc:
+        return [*out, f"The run failed: {sc['error']}", ""]
+    out += [f"Method: {sc['method']}", "", "| what | ns per SYN (median) |", "|---|---:|"]
+    rows = [
+        ("xdpguard, plain allow rule (PROG_TEST_RUN: verdict only, the stack's work still to come)",
+         "prog_plain_allow"),
+        ("xdpguard, syn_cookies: SYN-ACK made in XDP (PROG_TEST_RUN)", "prog_syn_cookies"),
+        ("xdpguard, syn_cookies (veth receive softirq)", "rx_xdpguard_syn_cookies"),
+        ("stack, tcp_syncookies=1 (veth receive softirq)", "rx_stack_tcp_syncookies_1"),
+        ("stack, tcp_syncookies=2 (veth receive softirq)", "rx_stack_tcp_syncookies_2"),
+        ("nftables synproxy (veth receive softirq)", "rx_nft_synproxy"),
+    ]  # fmt: skip
+    for label, key in rows:
+        v = sc.get(key)
+        if isinstance(v, dict) and "ns_per_syn" in v:
+            out.append(f"| {label} | {_ns(v['ns_per_syn'])} |")
+        elif isinstance(v, dict):
+            out.append(f"| {label} | {v.get('error', '-')} |")
+    ratio = sc.get("ratio_stack_vs_xdp")
+    if ratio:
+        out += ["", f"Stack / XDP (receive cost): {ratio:.1f}x; target {sc['target_ratio']:.0f}x "
+                f"{_ok(sc['target_ok'])}."]  # fmt: skip
+    return [*out, ""]
+
+
 def _updates_md(u: dict[str, Any]) -> list[str]:
     out = ["### Updates under traffic (zero loss, zero leak)", ""]
     if "error" in u:
@@ -434,6 +461,7 @@ def markdown(results: dict[str, Any]) -> str:
         *(_peers_md(results["peers"]) if "peers" in results else []),
         *(_limit_md(results["limitcost"]) if "limitcost" in results else []),
         *(_hostile_md(results["hostile"]) if "hostile" in results else []),
+        *(_syncookie_md(results["syncookies"]) if "syncookies" in results else []),
         *(_updates_md(results["updates"]) if "updates" in results else []),
         END,
     ]

@@ -41,6 +41,7 @@ from bench import (
     plot,
     progcost,
     report,
+    syncookie,
     updates,
     workload,
 )
@@ -213,6 +214,13 @@ def run(quick: bool) -> dict[str, Any]:
                 print(f"bench: hostile-traffic benchmark failed: {e}", file=sys.stderr)
                 results["hostile"] = {"error": f"{type(e).__name__}: {e}"}
             stages["hostile"] = time.monotonic() - t
+    t = _stage("SYN cookies: cost per SYN in XDP, the stack and nft synproxy")
+    try:
+        results["syncookies"] = syncookie.measure(quick)
+    except Exception as e:  # the other figures are still worth writing
+        print(f"bench: SYN-cookie benchmark failed: {e}", file=sys.stderr)
+        results["syncookies"] = {"error": f"{type(e).__name__}: {e}"}
+    stages["syncookies"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:

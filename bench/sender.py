@@ -1,8 +1,8 @@
 """A plain AF_PACKET frame sender for the receive-cost benchmark (bench.peers).
 
-    python -m bench.sender IFACE FRAMES_FILE COUNT MAX_SECONDS
+    python -m bench.sender IFACE FRAMES_FILE COUNT MAX_SECONDS [FRAME_LEN]
 
-FRAMES_FILE holds FRAME_LEN-byte frames back to back; they are sent round-robin with
+FRAMES_FILE holds FRAME_LEN-byte frames (default 64) back to back; they are sent round-robin with
 one send() each (linear skbs: trafgen leaves the IP header outside the
 skb's linear part, which makes nftables copy it for every rule) until
 COUNT frames went out or MAX_SECONDS passed, whichever comes first.
@@ -13,6 +13,7 @@ veth's work runs inline as softirq on that CPU.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import sys
@@ -40,6 +41,9 @@ def send(iface: str, frames: list[bytes], count: int, max_s: float) -> tuple[int
                     snd(frames[i % nf])
                 except BlockingIOError:  # rare: the peer's ring is full
                     pass
+                except OSError as e:  # ENOBUFS: the same, seen when a flood outruns the receiver
+                    if e.errno != errno.ENOBUFS:
+                        raise
             n += chunk
             if time.monotonic() > deadline:
                 break
@@ -50,9 +54,10 @@ def send(iface: str, frames: list[bytes], count: int, max_s: float) -> tuple[int
 
 def main(argv: list[str]) -> int:
     iface, path, count, max_s = argv[0], argv[1], int(argv[2]), float(argv[3])
+    flen = int(argv[4]) if len(argv) > 4 else FRAME_LEN
     with open(path, "rb") as f:
         data = f.read()
-    frames = [data[i : i + FRAME_LEN] for i in range(0, len(data), FRAME_LEN)]
+    frames = [data[i : i + flen] for i in range(0, len(data), flen)]
     n, secs = send(iface, frames, count, max_s)
     print(json.dumps({"sent": n, "seconds": secs}))
     return 0

@@ -16,8 +16,10 @@
 
 #include "include/xdpguard.h"
 #include "lib/bitvec.h"
+#include "lib/event.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/syncookie.h"
 #include "tc/egress.h"
 #include "xdp/ingress.h"
 
@@ -38,6 +40,7 @@ BPF_PERCPU_ARRAY(xg_callbuf, struct xg_callbuf, XG_NDIRS);
 enum xg_verdict {
 	XG_PASS = 0,
 	XG_DROP = 1,
+	XG_SYNCOOKIE = 2, /* ingress: allowed, and the rule's SYN cookies take it from here */
 };
 
 static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int over)
@@ -1023,8 +1026,7 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 {
 	__u32 zero = 0;
 	struct xg_event_cfg *cfg = xg_event_cfg.lookup(&zero);
-	__u32 sample = cfg ? cfg->sample : XG_EVENTS_DEFAULT_SAMPLE;
-	__u32 max_rate = cfg ? cfg->max_rate : XG_EVENTS_DEFAULT_MAX_RATE;
+	__u32 sample = xg_event_sample(cfg);
 
 	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
 		return;
@@ -1032,13 +1034,8 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	if (!rate)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (now - rate->window_ns >= XG_NSEC_PER_SEC) {
-		rate->window_ns = now;
-		rate->count = 0;
-	}
-	if (rate->count >= max_rate)
+	if (!xg_event_rate_ok(cfg, rate, now))
 		return;
-	rate->count++;
 
 	/* Written in place in the ring buffer: no copy on the stack, whose 512
 	 * bytes the program shares with the functions it calls. */
@@ -1061,6 +1058,36 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	__builtin_memcpy(ev->src, p->src, 16);
 	__builtin_memcpy(ev->dst, p->dst, 16);
 	xg_events.ringbuf_submit(ev, 0);
+}
+
+/* A SYN, or an ACK that may complete a handshake: what SYN cookies look at. */
+static __always_inline int xg_syn_candidate(const struct xg_pkt *p)
+{
+	__u8 f = p->tflags & (XG_TCP_FLAG_SYN | XG_TCP_FLAG_RST | XG_TCP_FLAG_ACK);
+
+	return p->proto == IPPROTO_TCP && p->has_ports && !p->later_frag &&
+	       (f == XG_TCP_FLAG_SYN || f == XG_TCP_FLAG_ACK);
+}
+
+/* Hand the rule to the SYN-cookie program, which the caller tail-calls.
+ * An ACK of a flow this host has sent on (the flow table, written by
+ * egress) belongs to an existing connection: it skips the tail call and
+ * its socket lookup, so the steady traffic of a protected port costs one
+ * hash lookup.  A cookie handshake's ACK never has a flow yet: our SYN-ACK
+ * left by XDP_TX, not through egress. */
+static __always_inline int xg_syn_stage(const struct xg_rule *r, const struct xg_pkt *p,
+					const struct xg_config *cfg)
+{
+	__u32 zero = 0;
+
+	if ((p->tflags & XG_TCP_FLAG_ACK) && xg_established(p, cfg))
+		return XG_PASS;
+	struct xg_syn_scratch *sc = xg_syn_scratch.lookup(&zero);
+	if (!sc)
+		return XG_PASS;
+	sc->rule_id = r->rule_id;
+	sc->slot = r->slot;
+	return XG_SYNCOOKIE;
 }
 
 /* The whole decision for one frame in one direction. */
@@ -1138,6 +1165,8 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			if (r->action == XG_ACT_DROP)
 				xg_event(dir, XG_EV_RULE, !drop_ok, p, r->rule_id, frame_len, ifindex);
 			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+			if (dir == XG_DIR_INGRESS && (r->flags & XG_RULE_SYNCOOKIE) && drop_ok && xg_syn_candidate(p))
+				verdict = xg_syn_stage(r, p, cfg);
 			goto out;
 		}
 		rule = XG_RULE_ERROR;
@@ -1158,8 +1187,13 @@ int xg_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	int v = xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex);
 
-	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex));
+	if (v == XG_SYNCOOKIE) {
+		xg_syn_prog.call(ctx, 0);
+		v = XG_PASS; /* no SYN-cookie program loaded (yet): the stack answers */
+	}
+	return xg_xdp_action(v);
 }
 
 int xg_egress(struct __sk_buff *skb)

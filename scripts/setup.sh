@@ -21,6 +21,7 @@ PACKAGES=(
     gcc libc6-dev linux-libc-dev         # tests check ctypes layouts against linux/bpf.h
     netsniff-ng xdp-tools nftables       # benchmark traffic and peers
     iptables util-linux                  # peers (iptables-legacy); taskset pins the bench sender
+    clang libbpf-dev libbpf1             # syn_cookies: its programs need kfuncs, which bcc cannot call
 )
 
 say() { printf 'setup: %s\n' "$*"; }

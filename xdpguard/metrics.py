@@ -63,6 +63,16 @@ class _Families:
             "Packets of a rate-limited rule dropped over its limit (part of xdpguard_rule_packets_total).",
             labels=RULE_LABELS,
         )
+        # SYN cookies (rules with syn_cookies: true): stats key -> family.
+        self.syn = {
+            key: c(f"xdpguard_syncookies_{key}", help_, labels=RULE_LABELS)
+            for key, help_ in (
+                ("sent", "SYNs the data plane answered with a SYN cookie."),
+                ("valid", "ACKs whose SYN cookie checked out (handed to the listener)."),
+                ("invalid", "ACKs with a bad SYN cookie for no existing connection (dropped)."),
+                ("handoff_errors", "Valid cookie ACKs the listener could not take."),
+            )
+        }
         self.default_packets = c(
             "xdpguard_default_packets", "Packets no rule matched (given the direction's default).",
             labels=[*DIR_LABELS, "action"],
@@ -126,6 +136,7 @@ class _Families:
             self.rule_packets,
             self.rule_bytes,
             self.rule_over,
+            *self.syn.values(),
             self.default_packets,
             self.default_bytes,
         )
@@ -243,6 +254,9 @@ def _add_stats(fam: _Families, ifname: str, s: dict[str, Any]) -> None:
             fam.rule_bytes.add_metric(labels, r["bytes"])
             if "limit" in r:
                 fam.rule_over.add_metric(labels, r["limit"]["over_limit"])
+            for key, family in fam.syn.items():
+                if "syn_cookies" in r:
+                    family.add_metric(labels, r["syn_cookies"][key])
         dflt = d["default"]
         fam.default_packets.add_metric([ifname, direction, dflt["action"]], dflt["packets"])
         fam.default_bytes.add_metric([ifname, direction, dflt["action"]], dflt["bytes"])

@@ -163,8 +163,12 @@ struct xg_rule {
 	__u64 block_ns;  /* block_for in ns, 0 for none */
 	__u8 per_source; /* buckets keyed by source prefix (else one per rule) */
 	__u8 grace_log2; /* a source's slot is kept 2^grace_log2 ns past its TAT */
-	__u8 pad[6];
+	__u8 flags;      /* XG_RULE_* */
+	__u8 pad[5];
 };
+
+/* xg_rule.flags */
+#define XG_RULE_SYNCOOKIE (1U << 0) /* ingress allow: answer SYNs with SYN cookies */
 
 /* A block: rules g * XG_GROUP_RULES .. + 4095 of a bitmap (group g).  Bit
  * r of word r/64 is the group's rule r; summary bit w is set when word w is
@@ -418,6 +422,7 @@ enum xg_event_reason {
 	XG_EV_MALFORMED = 4,
 	XG_EV_NON_IP = 5,
 	XG_EV_BLOCKED = 6,   /* source blocked by block_for */
+	XG_EV_SYNCOOKIE = 7, /* an ACK with a bad SYN cookie, for no connection */
 };
 
 struct xg_event_cfg {
@@ -446,6 +451,30 @@ struct xg_event {
 	__u16 pad2;
 	__u8 src[16];
 	__u8 dst[16];
+};
+
+/* SYN cookies (syn_cookies: true), see bpf/syncookie.c.  Per-rule
+ * counters in their own per-CPU array (pin syn_counters), indexed by the
+ * rule's ingress counter slot.  The cookie secret (a SipHash key) is made
+ * by the loader from the system's random source and kept in a pinned
+ * array (syn_secret) that only root can open. */
+struct xg_syn_counter {
+	__u64 sent;        /* SYNs answered with a cookie SYN-ACK */
+	__u64 valid;       /* ACKs whose cookie checked out */
+	__u64 invalid;     /* ACKs with a bad cookie for no connection: dropped */
+	__u64 handoff_err; /* valid, but the listener could not take the connection */
+};
+
+struct xg_syn_secret {
+	__u64 k0;
+	__u64 k1;
+};
+
+/* What the ingress program tells the tail-called SYN-cookie program. */
+struct xg_syn_scratch {
+	__u64 rule_id;
+	__u32 slot;
+	__u32 pad;
 };
 
 #endif /* XDPGUARD_H */

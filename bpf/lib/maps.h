@@ -116,6 +116,15 @@ __attribute__((section("maps/ringbuf:" XG_PIN("events")))) struct xg_events_tabl
 BPF_TABLE_PINNED("array", __u32, struct xg_event_cfg, xg_event_cfg, 1, XG_PIN("event_cfg"));
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_event_rate, xg_event_rate, 1, XG_PIN("event_rate"));
 
+/* SYN cookies (syn_cookies: true).  For the TCP packets such a rule
+ * allows, the ingress program tail-calls the XDP program of
+ * bpf/syncookie.c through syn_prog, with the rule in the per-CPU
+ * syn_scratch.  That program is built by clang and loaded through libbpf
+ * only once some rule asks for SYN cookies; until then syn_prog is empty
+ * and the tail call falls through to XDP_PASS. */
+BPF_TABLE_PINNED("prog", __u32, __u32, xg_syn_prog, 1, XG_PIN("syn_prog"));
+BPF_TABLE_PINNED("percpu_array", __u32, struct xg_syn_scratch, xg_syn_scratch, 1, XG_PIN("syn_scratch"));
+
 #ifdef XG_TEST_CLOCK
 /* Test builds only (the loader sets XG_TEST_CLOCK when XDPGUARD_TEST_CLOCK=1):
  * a clock the tests set, so limiter accuracy can be checked exactly. */

@@ -61,6 +61,7 @@ def check(
                     "line": r.line,
                     "action": r.action.value,
                     "match": describe_rule(r, sets),
+                    "syn_cookies": r.syn_cookies,
                 }
                 for i, r in enumerate(d.rules)
             ],

@@ -62,6 +62,12 @@ def status(
             )
         else:
             console.print("  [red]no egress program attached[/]")
+        sc: dict[str, Any] | None = s.get("syn_cookies")
+        if sc:
+            console.print(
+                f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} "
+                f"prog {sc.get('prog_id')}, xdp prog {sc.get('xdp_prog_id')}"
+            )
         console.print(
             f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
             f"applied {s.get('applied_at')}"
@@ -155,6 +161,18 @@ def stats(
             console.print(_table(st))
             for b in st.get("blocked", []):
                 console.print(f"blocked: {b['source']} for {b['seconds_left']} s more (rule {b['rule']})")
+            for r in st.get("ingress", {}).get("rules", []):
+                sc = r.get("syn_cookies")
+                if sc is not None:
+                    console.print(
+                        f"syn cookies (rule {r['name']}): {sc['sent']:,} sent, {sc['valid']:,} valid, "
+                        f"{sc['invalid']:,} invalid (dropped)"
+                        + (
+                            f", {sc['handoff_errors']:,} not taken by the listener"
+                            if sc["handoff_errors"]
+                            else ""
+                        )
+                    )
             fl = st.get("flows")
             if fl:
                 console.print(

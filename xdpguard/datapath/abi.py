@@ -90,6 +90,8 @@ def src_lines(limit_table_size: int) -> int:
 ACT_ALLOW = 0
 ACT_DROP = 1
 
+RULE_SYNCOOKIE = 1 << 0
+
 FLOW_DEFAULT_SIZE = 65536
 FLOW_REFRESH_NS = 1_000_000_000
 NSEC_PER_SEC = 1_000_000_000
@@ -129,7 +131,8 @@ class RuleEntry(C.Structure):
         ("block_ns", C.c_uint64),
         ("per_source", C.c_uint8),
         ("grace_log2", C.c_uint8),
-        ("pad", C.c_uint8 * 6),
+        ("flags", C.c_uint8),
+        ("pad", C.c_uint8 * 5),
     ]
 
 
@@ -328,7 +331,34 @@ class Event(C.Structure):
 EVENTS_BYTES = 256 * 1024
 EVENTS_DEFAULT_SAMPLE = 64
 EVENTS_DEFAULT_MAX_RATE = 1000
-EVENT_REASONS = {1: "rule", 2: "rate_limit", 3: "default", 4: "malformed", 5: "non_ip", 6: "blocked"}
+EV_SYNCOOKIE = 7
+EVENT_REASONS = {
+    1: "rule",
+    2: "rate_limit",
+    3: "default",
+    4: "malformed",
+    5: "non_ip",
+    6: "blocked",
+    EV_SYNCOOKIE: "syn_cookie",
+}
+
+
+class SynCounter(C.Structure):
+    _fields_ = [
+        ("sent", C.c_uint64),
+        ("valid", C.c_uint64),
+        ("invalid", C.c_uint64),
+        ("handoff_err", C.c_uint64),
+    ]
+
+
+class SynSecret(C.Structure):
+    _fields_ = [("k0", C.c_uint64), ("k1", C.c_uint64)]
+
+
+class SynScratch(C.Structure):
+    _fields_ = [("rule_id", C.c_uint64), ("slot", C.c_uint32), ("pad", C.c_uint32)]
+
 
 # Structures checked against the header: name in C -> ctypes class.
 MIRRORS: dict[str, type[C.Structure]] = {
@@ -361,6 +391,9 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_lpm_key6": LpmKey6,
     "xg_dynref": DynRef,
     "xg_dyncfg": DynCfg,
+    "xg_syn_counter": SynCounter,
+    "xg_syn_secret": SynSecret,
+    "xg_syn_scratch": SynScratch,
 }
 
 # Constants checked against the header: name in C -> value here.
@@ -402,6 +435,8 @@ CONSTANTS: dict[str, int] = {
     "XG_EV_MALFORMED": 4,
     "XG_EV_NON_IP": 5,
     "XG_EV_BLOCKED": 6,
+    "XG_EV_SYNCOOKIE": EV_SYNCOOKIE,
+    "XG_RULE_SYNCOOKIE": RULE_SYNCOOKIE,
     "XG_FLOW_DEFAULT_SIZE": FLOW_DEFAULT_SIZE,
     "XG_FLOW_REFRESH_NS": FLOW_REFRESH_NS,
     "XG_NSEC_PER_SEC": NSEC_PER_SEC,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi, dynsets
+from xdpguard.datapath import abi, dynsets, syncookie
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.errors import KernelError, UsageError
@@ -136,11 +136,20 @@ class Dataplane:
             note=note,
         )
         snap = Snapshot(new, plan.to_bytes(), rules_text, summary)
+        syn_due = plan.ingress.uses_syn_cookies and not (
+            self.attached and syncookie.current(self.pin_dir, self.iface.state_dir)
+        )
+        if syn_due:
+            syncookie.check_kernel()  # refuse before anything changes
         if not self.attached:
             self._begin("attach", snap)
             res = self._attach(plan, xdp_mode)
         else:
             res = self._update(plan, applied, replace_program, snap)
+        if syn_due and syncookie.ensure(
+            self.pin_dir, self.iface.state_dir, self.ifindex or self._lookup_ifindex(), self.iface.ifname
+        ):
+            res.messages.append("loaded the SYN-cookie programs (XDP, and tcx ingress for the hand-off)")
         if res.changed or res.attached:
             self.iface.commit(snap)
             fault("committed")
@@ -307,7 +316,7 @@ class Dataplane:
         if missing:
             # Pinned by an older xdpguard: the new programs create the maps
             # it lacked, which get the recorded plan before the swap.
-            if old is None or not set(missing) <= {"addrs", *M.DYN_PINS, *M.LIMITER_MAPS}:
+            if old is None or not set(missing) <= M.ADDED_MAPS:
                 raise KernelError(
                     f"the pinned maps in {self.pin_dir} lack {', '.join(missing)} and cannot be "
                     f"completed in place; run `xdpguard detach --iface {self.iface.ifname}` and apply again"
@@ -376,6 +385,8 @@ class Dataplane:
                 rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
                 slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
                 M.zero_counters(m, direction, fresh)
+                if direction == "ingress":
+                    syncookie.zero_counters(self.pin_dir, fresh)
                 od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
                 st, hw = M.write_half(m, h_in, plan, d, od, slots[direction], inner[direction], commit=False)
                 writes.add(st)
@@ -654,6 +665,9 @@ class Dataplane:
                 }
             elif os.path.exists(self.iface.pin(LINKS["egress"][0])):
                 out["tc"] = self._link_status("egress")
+            syn = syncookie.status(self.pin_dir)
+            if syn is not None:
+                out["syn_cookies"] = syn
             active = M.read_active(self.pin_dir)
             with M.open_maps(self.pin_dir) as m:
                 kh = M.read_config(m, M.half_of("ingress", active)).plan_hash
@@ -683,6 +697,9 @@ class Dataplane:
                     names = {r.rule_id: (r.name, r.action.value) for r in _dir_plan(plan, direction).rules}
                 slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values())
                 counts = M.read_counters(m, direction, slots)
+                syn = syncookie.read_counters(
+                    self.pin_dir, [e.slot for e in entries if e.flags & abi.RULE_SYNCOOKIE]
+                )
                 rules = []
                 for i, e in enumerate(entries):
                     fallback = (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow")
@@ -691,6 +708,8 @@ class Dataplane:
                     row: dict[str, Any] = {"name": name, "action": action, "packets": pk, "bytes": by}
                     if e.limit != abi.LIMIT_NONE:
                         row["limit"] = {"admitted": pk - over, "over_limit": over}
+                    if e.slot in syn:
+                        row["syn_cookies"] = syn[e.slot]
                     rules.append(row)
                 special = {
                     k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()
@@ -754,7 +773,7 @@ class Dataplane:
                 pass  # the interface is gone, and the filter with it
             with contextlib.suppress(FileNotFoundError):
                 (self.iface.state_dir / "egress_attach").unlink()
-        for pin_name, _ in LINKS.values():
+        for pin_name in [syncookie.PIN_LINK, *(name for name, _ in LINKS.values())]:
             link = pin_dir / pin_name
             if not link.exists():
                 continue

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
 from xdpguard.rules.compile import F_DST, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
@@ -78,6 +79,8 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "dynp4": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
     "dynp6": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
     "dyncfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.DynCfg), abi.NHALVES),
+    "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
+    "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
 # Pins a version before dynamic sets did not have: the new programs create them
 # (empty), and a plan without dynamic sets never reads them.
@@ -92,6 +95,8 @@ SIZED_MAPS = {
 # Rate-limiter state: all zero is a valid start (full buckets, no blocks;
 # the hash key is written right after the programs are loaded).
 LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch")
+# Pinned maps an older xdpguard lacked that a program replacement adds in place.
+ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", *DYN_PINS, *LIMITER_MAPS})
 
 
 # Pins of maps earlier xdpguard versions had and this one does not use.
@@ -300,6 +305,8 @@ def rule_bytes(rp: RulePlan, slot: int) -> bytes:
         r.plen6 = lim.plen6 if lim.per_source else 0
         r.block_ns = lim.block_ns
         r.grace_log2 = lim.grace_log2
+    if rp.syn_cookies:
+        r.flags |= abi.RULE_SYNCOOKIE
     return bytes(r)
 
 

@@ -185,6 +185,7 @@ class RulePlan:
     action: Action
     line: int
     limit: LimitPlan | None
+    syn_cookies: bool = False
 
     @property
     def has_limit(self) -> bool:
@@ -349,6 +350,10 @@ class DirectionPlan:
         tbl = self.tables[F_EXTRA]
         return tbl[self.est_idx] != tbl[self.new_idx]
 
+    @property
+    def uses_syn_cookies(self) -> bool:
+        return any(r.syn_cookies for r in self.rules)
+
 
 @dataclass
 class Plan:
@@ -453,6 +458,7 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
             r.action,
             r.line,
             LimitPlan.from_model(r.rate_limit) if r.rate_limit is not None else None,
+            r.syn_cookies,
         )
         for i, r in enumerate(rules)
     )
@@ -895,7 +901,12 @@ def _dir_head_static(d: DirectionPlan) -> dict[str, object]:
         "nwords": d.nwords,
         # Line numbers are for messages only: moving a rule within the file
         # without changing it is no change to the plan.
-        "rules": [[r.name, r.action.value, r.limit.to_list() if r.limit else None] for r in d.rules],
+        # Options (a 4th element) only when set: plans without them keep their identity.
+        "rules": [
+            [r.name, r.action.value, r.limit.to_list() if r.limit else None]
+            + ([{"syn_cookies": True}] if r.syn_cookies else [])
+            for r in d.rules
+        ],
         "l4free": d.l4free_idx,
         "est": d.est_idx,
         "new": d.new_idx,
@@ -1022,8 +1033,9 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 Action(act),
                 0,  # not recorded: line numbers are not part of a plan's identity
                 LimitPlan.from_list(lim) if lim else None,
+                bool(opts and opts[0].get("syn_cookies")),
             )
-            for i, (name, act, lim) in enumerate(dh["rules"])
+            for i, (name, act, lim, *opts) in enumerate(dh["rules"])
         )
         dirs.append(
             DirectionPlan(

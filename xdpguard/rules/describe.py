@@ -73,6 +73,8 @@ def describe_rule(r: Rule, sets: dict[str, set[tuple[int, int, int]]] | None = N
         if rl.block_for:
             text += f" block_for {rl.block_for:g}s"
         text += ")"
+    if r.syn_cookies:
+        text += " syn_cookies"
     return text
 
 

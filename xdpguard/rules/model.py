@@ -187,6 +187,7 @@ class Rule:
     action: Action
     rate_limit: RateLimit | None
     line: int  # line of the rule in the rule file, for messages
+    syn_cookies: bool = False  # ingress allow on TCP: the data plane answers SYNs with SYN cookies
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ TOP_KEYS = (
     "limit_table_size",
 )
 DIRECTION_KEYS = ("default", "rules")
-RULE_KEYS = ("name", "match", "action", "rate_limit")
+RULE_KEYS = ("name", "match", "action", "rate_limit", "syn_cookies")
 MATCH_KEYS = ("src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "state")
 RATE_LIMIT_KEYS = ("pps", "bps", "burst", "per", "block_for")
 SET_FILE_KEYS = ("file",)
@@ -900,7 +900,39 @@ class _Parser:
             action = Action.ALLOW
         else:
             self.fail(r.line, f'rule {_show(name)} has no "action" (allow or drop)')
-        return Rule(name=name, match=match, action=action, rate_limit=rate_limit, line=r.line)
+        syn_cookies = self.syn_cookies(r, name, direction, action, match) if "syn_cookies" in r else False
+        return Rule(
+            name=name, match=match, action=action, rate_limit=rate_limit, line=r.line, syn_cookies=syn_cookies
+        )
+
+    def syn_cookies(self, r: _Map, name: str, direction: str, action: Action, match: Match) -> bool:
+        """syn_cookies: true answers SYNs in the data plane: ingress, allow, TCP only."""
+        line = r.value_lines["syn_cookies"]
+        value = r["syn_cookies"]
+        if not isinstance(value, bool):
+            self.fail(line, f"syn_cookies: expected true or false, got {_show(value)}")
+        if not value:
+            return False
+        if direction != "ingress":
+            self.fail(
+                line,
+                f"syn_cookies: rule {_show(name)} is an {direction} rule; SYN cookies answer "
+                "SYNs that arrive, so they are for ingress rules only",
+            )
+        if action != Action.ALLOW:
+            self.fail(
+                line,
+                f"syn_cookies: rule {_show(name)} has action {action.value}; SYN cookies "
+                "admit connections, so they need action: allow",
+            )
+        if match.protos != frozenset({IPPROTO_TCP}):
+            got = "any protocol" if match.protos is None else f"proto {_proto_list(match.protos)}"
+            self.fail(
+                line,
+                f"syn_cookies: rule {_show(name)} matches {got}; SYN cookies need a match "
+                "on TCP only (proto: tcp, or tcp_flags)",
+            )
+        return True
 
     # ---- match
 
