@@ -16,6 +16,7 @@
 
 #include "include/xdpguard.h"
 #include "lib/bitvec.h"
+#include "lib/flow.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "tc/egress.h"
@@ -233,15 +234,26 @@ static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, _
 	return 0;
 }
 
-/* Does a packet arriving from outside belong to a flow this host sent on? */
+/* Does a packet arriving from outside belong to a flow this host opened?
+ * IPv4 flows are in flows4 (a compact key), IPv6 ones in flows. */
 static __always_inline int xg_established(const struct xg_pkt *p, const struct xg_config *cfg)
 {
-	struct xg_flow_key k = {};
+	struct xg_flow *f;
 	__u64 tmo;
 
-	if (xg_flow_key(p, XG_DIR_INGRESS, &k) < 0)
-		return 0;
-	struct xg_flow *f = xg_flows.lookup(&k);
+	if (p->family == 4) {
+		struct xg_flow4_key k = {};
+
+		if (xg_flow4_key(p, XG_DIR_INGRESS, &k) < 0)
+			return 0;
+		f = xg_flows4.lookup(&k);
+	} else {
+		struct xg_flow_key k = {};
+
+		if (xg_flow6_key(p, XG_DIR_INGRESS, &k) < 0)
+			return 0;
+		f = xg_flows.lookup(&k);
+	}
 	if (!f)
 		return 0;
 	if (p->proto == IPPROTO_TCP)
@@ -253,19 +265,25 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
 	return xg_now() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
 }
 
-/* Record an outbound packet's flow (egress only, so only this host creates flows). */
-static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
+/* Record an outbound packet's flow (egress only, so only this host creates
+ * flows, and only with what opens a connection: see lib/flow.h).  Any
+ * outbound packet of a flow refreshes it. */
+static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, int udp_connected)
 {
-	struct xg_flow_key k = {};
+	struct xg_flow4_key k4 = {};
+	struct xg_flow_key k6 = {};
+	struct xg_flow *f;
 
-	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
-		return;
-	/* A RST answers a packet to a closed port: it must not turn the
-	 * sender's next packets into an "established" flow. */
-	if (p->proto == IPPROTO_TCP && (p->tflags & XG_TCP_RST))
-		return;
+	if (p->family == 4) {
+		if (xg_flow4_key(p, XG_DIR_EGRESS, &k4) < 0)
+			return;
+		f = xg_flows4.lookup(&k4);
+	} else {
+		if (xg_flow6_key(p, XG_DIR_EGRESS, &k6) < 0)
+			return;
+		f = xg_flows.lookup(&k6);
+	}
 	__u64 now = xg_now();
-	struct xg_flow *f = xg_flows.lookup(&k);
 	if (f) {
 		/* Refresh rarely: a busy flow would otherwise write a shared
 		 * cache line on every packet. */
@@ -273,8 +291,13 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 			f->last_seen_ns = now;
 		return;
 	}
+	if (!xg_opens_flow(p, udp_connected))
+		return;
 	struct xg_flow nf = { .last_seen_ns = now };
-	xg_flows.update(&k, &nf);
+	if (p->family == 4)
+		xg_flows4.update(&k4, &nf);
+	else
+		xg_flows.update(&k6, &nf);
 	xg_count(XG_DIR_EGRESS, XG_SLOT_FLOW_NEW, bytes);
 }
 
@@ -323,11 +346,12 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 		if (!v || !(s.bm[2] = xg_bm(bms, cfg, XG_F_PROTO, *v)))
 			return XG_RULE_ERROR;
 	}
+	/* A later fragment has no L4 header (has_ports and has_icmp are 0, so
+	 * the L4 lookups below are skipped): only rules without L4 conditions. */
 	if (p->later_frag) {
 		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
 		if (!s.bm[7])
 			return XG_RULE_ERROR;
-		return xg_first_rule(&s, cfg->nwords);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
@@ -360,13 +384,40 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 		if (!v || !(s.bm[6] = xg_bm(bms, cfg, XG_F_ICMP, *v)))
 			return XG_RULE_ERROR;
 	}
-	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
-		int est = xg_established(p, cfg);
+	/* State: the flow lookup is the costly part, so it is made only when
+	 * its answer can change the first matching rule.  A packet that cannot
+	 * belong to a flow (an inbound SYN without ACK, a later fragment, ICMP
+	 * other than an echo reply) is new without asking.  Otherwise the first
+	 * candidate is found ignoring state; only if that rule tests state is
+	 * the flow table asked, and only if the rule then does not fit the
+	 * packet's state is the scan made again with the state's bitmap. */
+	const struct xg_bitmap *est = 0, *nw = 0;
+	int stateful = dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE) && !p->later_frag;
 
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
-		if (!s.bm[7])
+	if (stateful) {
+		nw = xg_bm(bms, cfg, XG_F_EXTRA, cfg->new_idx);
+		est = xg_bm(bms, cfg, XG_F_EXTRA, cfg->est_idx);
+		if (!nw || !est)
 			return XG_RULE_ERROR;
+		if (!xg_flow_possible(p)) {
+			s.bm[7] = nw;
+			stateful = 0;
+		}
 	}
+	int rule = xg_first_rule(&s, cfg->nwords);
+
+	if (!stateful || rule < 0)
+		return rule;
+	int in_est = xg_bitmap_has(est, rule), in_new = xg_bitmap_has(nw, rule);
+	if (in_est && in_new)
+		return rule; /* the first candidate ignores state: no lookup */
+	int e = xg_established(p, cfg);
+	if (e ? in_est : in_new)
+		return rule; /* it fits the packet's state */
+	/* Scan again with the state's bitmap; `rule` is not used past here,
+	 * which keeps the verifier from walking this scan once per way the
+	 * first one ended. */
+	s.bm[7] = e ? est : nw;
 	return xg_first_rule(&s, cfg->nwords);
 }
 
@@ -412,7 +463,8 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 }
 
 /* The whole decision for one frame in one direction. */
-static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex)
+static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex,
+				      struct bpf_sock *sk)
 {
 	__u32 zero = 0;
 	__u32 *active = xg_active.lookup(&zero);
@@ -486,7 +538,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	verdict = (drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
 out:
 	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
-		xg_record_flow(&p, frame_len);
+		xg_record_flow(&p, frame_len, xg_udp_sock_connected(sk, &p));
 	return verdict;
 }
 
@@ -495,7 +547,8 @@ int xg_ingress(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	return xg_xdp_action(xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex));
+	return xg_xdp_action(
+		xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex, 0));
 }
 
 int xg_egress(struct __sk_buff *skb)
@@ -504,5 +557,5 @@ int xg_egress(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex));
+	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex, skb->sk));
 }

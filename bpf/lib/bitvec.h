@@ -58,4 +58,10 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 nwords)
 	return -1;
 }
 
+/* Is rule `bit` (0 <= bit) set in the bitmap? */
+static __always_inline int xg_bitmap_has(const struct xg_bitmap *bm, int bit)
+{
+	return (bm->w[((__u32)bit >> 6) & (XG_MAX_WORDS - 1)] >> (bit & 63)) & 1;
+}
+
 #endif /* XG_BITVEC_H */

@@ -311,7 +311,7 @@ class Dataplane:
         if missing:
             # Pinned by an older xdpguard: the new programs create the maps
             # it lacked, which get the recorded plan before the swap.
-            if old is None or set(missing) != {"addrs"}:
+            if old is None or not set(missing) <= M.UPGRADE_CREATES:
                 raise KernelError(
                     f"the pinned maps in {self.pin_dir} lack {', '.join(missing)} and cannot be "
                     f"completed in place; run `xdpguard detach --iface {self.iface.ifname}` and apply again"
@@ -320,7 +320,7 @@ class Dataplane:
             gone = M.remove_retired_pins(self.pin_dir)
             res.replaced = True
             res.messages.append(
-                "the maps were pinned by an older xdpguard: added the address tables and "
+                f"the maps were pinned by an older xdpguard: added {', '.join(sorted(missing))} and "
                 "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
             )
         with M.open_maps(self.pin_dir) as m:
@@ -557,11 +557,16 @@ class Dataplane:
                 "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
+        # Programs older than the IPv4 flow table kept IPv4 flows in `flows`.
+        migrate = not os.path.exists(self.iface.pin("flows4"))
         loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
         try:
-            if fill_for is not None:
+            if fill_for is not None or migrate:
                 with M.open_maps(self.pin_dir) as m:
-                    M.fill_empty_addr_tables(m, fill_for)
+                    if fill_for is not None:
+                        M.fill_empty_addr_tables(m, fill_for)
+                    if migrate:
+                        M.migrate_v4_flows(m)
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
                 new_fd = loaded.prog_fds[direction]
@@ -581,6 +586,9 @@ class Dataplane:
                 # program pin, which _ensure_prog_pins restores from the link.
                 _unlink(prog_pin)
                 B.obj_pin(new_fd, prog_pin)
+            if migrate:
+                with M.open_maps(self.pin_dir) as m:
+                    M.migrate_v4_flows(m)  # flows the old egress program made during the swap
         finally:
             loaded.close()
 
@@ -697,7 +705,7 @@ class Dataplane:
                 }
             created = M.read_counters(m, "egress", [abi.SLOT_FLOW_NEW])[abi.SLOT_FLOW_NEW][0]
             fill = M.flow_table_fill(m)
-            size = B.map_info(m["flows"]).max_entries
+            size = sum(B.map_info(m[t]).max_entries for t in M.FLOW_TABLES)
             # Entries are never deleted, only reused by the LRU: what was
             # created and is no longer there was evicted.
             out["flows"] = {

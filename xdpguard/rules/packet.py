@@ -1,8 +1,10 @@
 """What the classifiers see of a frame, and a frame parser that mirrors the BPF one.
 
-`parse_frame` follows bpf/include/xdpguard_parse.h step for step (same
-bounds, same notion of malformed), so a differential test can hand the
-same bytes to the kernel and to the Python classifiers.
+`parse_frame` follows bpf/lib/parse.h step for step (same bounds, same
+notion of malformed), so a differential test can hand the same bytes to
+the kernel and to the Python classifiers.  (The parser also notes an SCTP
+packet's first chunk, which only decides whether egress records a flow;
+classification never looks at it, so it has no field here.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ ETH_P_8021AD = 0x88A8
 MAX_VLAN_TAGS = 2
 # IPv6 extension headers the parser walks through before giving up (malformed).
 MAX_EXT_HDRS = 6
+# IPv6 extension headers; AH (51) is walked in IPv4 too.
 IPV6_EXT_HOP, IPV6_EXT_ROUTING, IPV6_EXT_FRAG, IPV6_EXT_AH, IPV6_EXT_DSTOPTS = 0, 43, 44, 51, 60
 NDP_TYPES = range(133, 138)
 
@@ -102,7 +105,22 @@ def _parse_ipv4(data: bytes, off: int) -> Packet:
     base = Packet(IP, n, 4, src, dst, proto, later)
     if later:
         return base
-    return _parse_l4(data, off + ihl, off + tot_len, base)
+    # AH is walked as in IPv6: the rules see the protocol and ports it carries.
+    end = off + tot_len
+    cur = off + ihl
+    for _ in range(MAX_EXT_HDRS):
+        if proto != IPV6_EXT_AH:
+            break
+        if cur + 8 > end:
+            return bad
+        hlen = (data[cur + 1] + 2) * 4
+        if cur + hlen > end:
+            return bad
+        proto = data[cur]
+        cur += hlen
+    if proto == IPV6_EXT_AH:
+        return bad  # deeper chain than the parser follows
+    return _parse_l4(data, cur, end, Packet(IP, n, 4, src, dst, proto, False))
 
 
 def _parse_ipv6(data: bytes, off: int) -> Packet:
