@@ -390,34 +390,39 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	 * other than an echo reply) is new without asking.  Otherwise the first
 	 * candidate is found ignoring state; only if that rule tests state is
 	 * the flow table asked, and only if the rule then does not fit the
-	 * packet's state is the scan made again with the state's bitmap. */
-	const struct xg_bitmap *est = 0, *nw = 0;
-	int stateful = dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE) && !p->later_frag;
+	 * packet's state is the scan made again with the state's bitmap.  When
+	 * rule 0 tests state alone (XG_CFG_STATE_FIRST) it is every packet's
+	 * first candidate: the table is asked first and the scan made once.
+	 * Two scan sites, one lookup site: each extra copy costs the verifier
+	 * far more than the branches do. */
+	int has_state = dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE) && !p->later_frag;
+	int stateful = has_state && xg_flow_possible(p);
+	int rule = XG_RULE_NONE, in_est = 0, in_new = 0;
 
-	if (stateful) {
-		nw = xg_bm(bms, cfg, XG_F_EXTRA, cfg->new_idx);
-		est = xg_bm(bms, cfg, XG_F_EXTRA, cfg->est_idx);
-		if (!nw || !est)
+	if (has_state && !stateful) {
+		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->new_idx);
+		if (!s.bm[7])
 			return XG_RULE_ERROR;
-		if (!xg_flow_possible(p)) {
-			s.bm[7] = nw;
-			stateful = 0;
-		}
 	}
-	int rule = xg_first_rule(&s, cfg->nwords);
-
-	if (!stateful || rule < 0)
-		return rule;
-	int in_est = xg_bitmap_has(est, rule), in_new = xg_bitmap_has(nw, rule);
-	if (in_est && in_new)
-		return rule; /* the first candidate ignores state: no lookup */
-	int e = xg_established(p, cfg);
-	if (e ? in_est : in_new)
-		return rule; /* it fits the packet's state */
-	/* Scan again with the state's bitmap; `rule` is not used past here,
-	 * which keeps the verifier from walking this scan once per way the
-	 * first one ended. */
-	s.bm[7] = e ? est : nw;
+	if (!stateful || !(cfg->flags & XG_CFG_STATE_FIRST)) {
+		rule = xg_first_rule(&s, cfg->nwords);
+		if (!stateful || rule < 0)
+			return rule;
+		const struct xg_bitmap *est = xg_bm(bms, cfg, XG_F_EXTRA, cfg->est_idx);
+		const struct xg_bitmap *nw = xg_bm(bms, cfg, XG_F_EXTRA, cfg->new_idx);
+		if (!est || !nw)
+			return XG_RULE_ERROR;
+		in_est = xg_bitmap_has(est, rule);
+		in_new = xg_bitmap_has(nw, rule);
+		if (in_est && in_new)
+			return rule; /* the first candidate ignores state: no lookup */
+	}
+	int est_now = xg_established(p, cfg);
+	if (rule >= 0 && (est_now ? in_est : in_new))
+		return rule; /* the first candidate fits the packet's state */
+	s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est_now ? cfg->est_idx : cfg->new_idx);
+	if (!s.bm[7])
+		return XG_RULE_ERROR;
 	return xg_first_rule(&s, cfg->nwords);
 }
 

@@ -107,6 +107,7 @@ enum xg_field {
 #define XG_CFG_DEFAULT_DROP (1U << 3) /* direction default: drop */
 #define XG_CFG_HAS_STATE (1U << 4)    /* some rule tests state: look flows up */
 #define XG_CFG_HAS_BLOCK (1U << 5)    /* some rule has block_for: check blocked sources */
+#define XG_CFG_STATE_FIRST (1U << 6)  /* rule 0 tests state only: ask the flow table before the scan */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0

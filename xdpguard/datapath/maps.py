@@ -204,6 +204,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_HAS_STATE
     if d.uses_block:
         flags |= abi.CFG_HAS_BLOCK
+    if d.uses_state and d.state_first:
+        flags |= abi.CFG_STATE_FIRST
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):

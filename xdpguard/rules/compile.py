@@ -192,6 +192,17 @@ class DirectionPlan:
         tbl = self.tables[F_EXTRA]
         return tbl[self.est_idx] != tbl[self.new_idx]
 
+    @property
+    def state_first(self) -> bool:
+        """Rule 0 tests state and nothing else (`{state: established}` first, as
+        most edge rule files start): it is every packet's first candidate, so
+        the data plane asks the flow table before the scan instead of after."""
+        if not self.rules:
+            return False
+        extra = self.tables[F_EXTRA]
+        stateful = not (extra[self.est_idx] & extra[self.new_idx] & 1)
+        return stateful and all(bm & 1 for f in range(F_EXTRA + 1, len(self.tables)) for bm in self.tables[f])
+
 
 @dataclass
 class Plan:
