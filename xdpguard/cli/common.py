@@ -8,13 +8,14 @@ XdpguardError subclass; main.py turns those into messages and exit codes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from xdpguard.errors import UsageError
+from xdpguard.errors import UsageError, XdpguardError
 from xdpguard.rules.compile import Plan, compile_ruleset
 from xdpguard.rules.describe import rule_signatures
 from xdpguard.rules.model import RuleSet
@@ -73,3 +74,12 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def require_root(command: str) -> None:
+    """Commands that read pinned BPF objects and the state directory need root: say so first."""
+    if os.geteuid() != 0:
+        raise XdpguardError(
+            f"`xdpguard {command}` needs root: it reads the pinned BPF objects and the state directory "
+            f"(run it with sudo)"
+        )

@@ -1098,3 +1098,25 @@ def rcu_barrier() -> None:
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, f"membarrier(MEMBARRIER_CMD_GLOBAL): {os.strerror(err)}")
         time.sleep(0.02)
+
+
+# --- what a loaded program uses (added for the protection check) ------------
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """Ids of the maps a loaded program uses (bpf_prog_info.map_ids).
+
+    These are the maps it really reads and writes, whatever is pinned under
+    their names now; inner maps reached through a map-in-map are not listed.
+    """
+    info = _ProgInfoStruct()
+    _get_info(fd, info, "program")
+    count = info.nr_map_ids
+    if not count:
+        return []
+    ids = (ctypes.c_uint32 * count)()
+    again = _ProgInfoStruct()
+    again.nr_map_ids = count
+    again.map_ids = ctypes.addressof(ids)
+    _get_info(fd, again, "program")
+    return list(ids[: min(count, again.nr_map_ids)])

@@ -68,6 +68,15 @@ SIZED_MAPS = {
 }
 
 
+# Every map pin the programs may use (test_clock only in test builds), and
+# the name bcc gives each map: its C variable in bpf/lib/maps.h (the kernel
+# keeps 15 characters), "xg_" and the pin name except for the test clock.
+PROG_MAP_NAMES = (*EXPECTED_MAPS, *SIZED_MAPS, "test_clock")
+PIN_OF_PROG_MAP = {
+    ("xg_clock" if pin == "test_clock" else f"xg_{pin}")[: B.BPF_OBJ_NAME_LEN - 1]: pin
+    for pin in PROG_MAP_NAMES
+}
+
 # Pins of maps earlier xdpguard versions had and this one does not use.
 RETIRED_MAPS = ("src4", "dst4", "src6", "dst6")  # LPM tries, before the address tables
 # Maps an older xdpguard did not pin that the new programs create when they
