@@ -266,6 +266,8 @@ class Dataplane:
                 for direction in ("egress", "ingress"):
                     self._link(direction, loaded.prog_fds[direction], xdp_mode)
                     fault(f"attach-linked-{direction}")
+                    if direction == "egress":
+                        res.messages += self._record_open_connections()
                 linked = True
             finally:
                 loaded.close()
@@ -731,31 +733,52 @@ class Dataplane:
         assert prot.ifindex is not None
         self.ifindex = prot.ifindex
         for direction in ("egress", "ingress"):
-            pin_name, _ = LINKS[direction]
             with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as prog:
-                if direction == "egress" and self.egress_mode == "netlink":
-                    if prot.xdp_ifindex and prot.xdp_ifname:
-                        from xdpguard.net import NetError, detach_egress
-
-                        with contextlib.suppress(NetError):
-                            detach_egress(prot.xdp_ifindex)  # off the renamed interface
-                    self._attach_egress_netlink(prog)
-                    continue
-                old = self.iface.pin(pin_name)
-                if os.path.exists(old):
-                    with B.Fd(B.obj_get(old)) as lfd:
-                        if B.link_info(lfd).ifindex == prot.ifindex:
-                            continue  # this one is where it belongs
-                        with contextlib.suppress(B.BpfError):
-                            B.link_detach(lfd)
-                    _unlink(old)
-                self._link(direction, prog, xdp_mode)
+                self._relink(direction, prog, prot, xdp_mode)
+            if direction == "egress":
+                # Connections opened while the interface had no program.
+                self._record_open_connections()
         moved = ""
         if prot.xdp_ifname:
             moved = f"; {prot.xdp_ifname} (ifindex {prot.xdp_ifindex}) had them and no longer has"
         return (
             f"{prot.message()}: attached the programs to {self.iface.ifname} (ifindex {prot.ifindex}){moved}"
         )
+
+    def _relink(self, direction: str, prog: int, prot: P.Protection, xdp_mode: str) -> None:
+        if direction == "egress" and self.egress_mode == "netlink":
+            if prot.xdp_ifindex and prot.xdp_ifname:
+                from xdpguard.net import NetError, detach_egress
+
+                with contextlib.suppress(NetError):
+                    detach_egress(prot.xdp_ifindex)  # off the renamed interface
+            self._attach_egress_netlink(prog)
+            return
+        old = self.iface.pin(LINKS[direction][0])
+        if os.path.exists(old):
+            with B.Fd(B.obj_get(old)) as lfd:
+                if B.link_info(lfd).ifindex == prot.ifindex:
+                    return  # this one is where it belongs
+                with contextlib.suppress(B.BpfError):
+                    B.link_detach(lfd)
+            _unlink(old)
+        self._link(direction, prog, xdp_mode)
+
+    def _record_open_connections(self) -> list[str]:
+        """Record the connections this host opened before egress could see them
+        (net/sockets.py); call it once the egress program is attached, so
+        that what opens after the socket table is read is seen by egress."""
+        from xdpguard.net import NetError, opened_connections
+
+        try:
+            conns = opened_connections()
+            flows = [M.FlowEntry(c.proto, c.local, c.remote, c.lport, c.rport) for c in conns]
+            if flows:
+                with M.open_maps(self.pin_dir) as m:
+                    M.add_flows(m, flows, time.monotonic_ns())
+        except (NetError, B.BpfError, KernelError) as e:
+            return [f"could not record the connections opened before the attach ({e}); their replies are new"]
+        return []
 
     def _repin(self, prot: P.Protection) -> str:
         """Pin the programs and maps in use again where another object took their place."""
