@@ -5,7 +5,8 @@ Writes the rule files once into a temp dir (bench.workload), times
 times `xdpguard apply` (bench.applytime), measures the program's cost
 per packet (bench.progcost) and compares with xdp-filter, nftables and
 iptables-legacy (bench.peers: program cost, receive cost on a veth,
-update cost); results go to bench/results/latest.json and
+update cost), the cost of a rate limit (bench.limitcost) and of a
+`state: established` rule (bench.statecost); results go to bench/results/latest.json and
 the generated section of docs/benchmarks.md (bench.report), and a plot to
 docs/img/bench-peers.png (bench.plot, matplotlib).  --quick runs
 the same measurements with fewer repetitions and a smaller frame pool
@@ -28,7 +29,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import applytime, checktime, common, limitcost, peers, plot, progcost, report, updates, workload
+from bench import (
+    applytime,
+    checktime,
+    common,
+    limitcost,
+    peers,
+    plot,
+    progcost,
+    report,
+    statecost,
+    updates,
+    workload,
+)
 from xdpguard.datapath import loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +58,7 @@ class Counts:
     pool_frames: int
     repeat: int
     single_repeat: int
+    state_frames: int  # distinct sources per case in the state-cost run
 
 
 FULL = Counts(
@@ -54,9 +68,16 @@ FULL = Counts(
     pool_frames=4096,
     repeat=2000,
     single_repeat=1_000_000,
+    state_frames=50_000,
 )
 QUICK = Counts(
-    check_reps=1, apply_reps_small=3, apply_reps_large=1, pool_frames=1000, repeat=500, single_repeat=100_000
+    check_reps=1,
+    apply_reps_small=3,
+    apply_reps_large=1,
+    pool_frames=1000,
+    repeat=500,
+    single_repeat=100_000,
+    state_frames=5000,
 )
 
 
@@ -172,6 +193,10 @@ def run(quick: bool) -> dict[str, Any]:
             t = _stage("rate-limit cost (limited rule against a plain allow rule)")
             results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
             stages["limitcost"] = time.monotonic() - t
+
+            t = _stage("state cost (a state: established rule in front of a plain rule, cold and hot)")
+            results["statecost"] = statecost.measure(lab, lab.ifaces[1:], n.state_frames, n.repeat)
+            stages["statecost"] = time.monotonic() - t
 
     t = _stage("updates under traffic: 100 applies, loss and leak, apply latency")
     try:
