@@ -63,6 +63,7 @@ class Armed:
     target: int
     netns: str | None
     earlier: dict[str, Any] | None  # the pending confirm this one replaces
+    window: float = 0.0  # seconds from the end of the apply
 
 
 def prepare(ifname: str, window: float, netns: str | None, previous_seq: int) -> Armed:
@@ -75,7 +76,7 @@ def prepare(ifname: str, window: float, netns: str | None, previous_seq: int) ->
     st = Iface(ifname)
     earlier = st.load_confirm()
     target = int(earlier["target_seq"]) if earlier else previous_seq
-    armed = Armed(ifname, secrets.token_hex(8), time.time() + window, target, netns, earlier)
+    armed = Armed(ifname, secrets.token_hex(8), time.time() + window, target, netns, earlier, window)
     st.save_confirm(_record(armed, None))
     return armed
 
@@ -85,8 +86,15 @@ def _record(a: Armed, pid: int | None) -> dict[str, Any]:
 
 
 def start(a: Armed) -> float:
-    """Start the watchdog for a prepared window once the apply is done; returns the deadline."""
-    _spawn(a)
+    """Start the watchdog for a prepared window once the apply is done; returns the deadline.
+
+    The window counts from here, the end of the apply (a first attach may
+    take seconds to compile); if the record cannot be rewritten, the
+    earlier deadline written by `prepare` stands.
+    """
+    prepared, a.deadline = a.deadline, time.time() + a.window
+    if not _spawn(a):
+        a.deadline = prepared
     if a.earlier:
         _stop(a.earlier.get("pid"))  # its token no longer matches in any case
     return a.deadline
@@ -105,7 +113,8 @@ def abandon(a: Armed) -> None:
         _spawn(Armed(a.ifname, e["token"], float(e["deadline"]), int(e["target_seq"]), e.get("netns"), None))
 
 
-def _spawn(a: Armed) -> None:
+def _spawn(a: Armed) -> bool:
+    """Start a watchdog for `a`; False when its record (pid, deadline) could not be written."""
     cmd = [sys.executable, "-m", "xdpguard"]
     if a.netns:
         cmd += ["--netns", a.netns]
@@ -122,10 +131,14 @@ def _spawn(a: Armed) -> None:
         )
     finally:
         os.close(log)
-    # The pid only lets a later confirm stop the watchdog early; the token is
-    # what it obeys, so a full disk here costs nothing but that.
-    with contextlib.suppress(XdpguardError):
+    # The pid only lets a later confirm stop the watchdog early and the new
+    # deadline is later than the one on disk; the token is what it obeys, so
+    # a full disk here costs nothing but those.
+    try:
         Iface(a.ifname).save_confirm(_record(a, proc.pid))
+    except XdpguardError:
+        return False
+    return True
 
 
 def confirm(ifname: str) -> dict[str, Any] | None:
