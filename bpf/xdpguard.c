@@ -234,26 +234,15 @@ static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, _
 	return 0;
 }
 
-/* Does a packet arriving from outside belong to a flow this host opened?
- * IPv4 flows are in flows4 (a compact key), IPv6 ones in flows. */
+/* Does a packet arriving from outside belong to a flow this host opened? */
 static __always_inline int xg_established(const struct xg_pkt *p, const struct xg_config *cfg)
 {
-	struct xg_flow *f;
+	struct xg_flow_key k = {};
 	__u64 tmo;
 
-	if (p->family == 4) {
-		struct xg_flow4_key k = {};
-
-		if (xg_flow4_key(p, XG_DIR_INGRESS, &k) < 0)
-			return 0;
-		f = xg_flows4.lookup(&k);
-	} else {
-		struct xg_flow_key k = {};
-
-		if (xg_flow6_key(p, XG_DIR_INGRESS, &k) < 0)
-			return 0;
-		f = xg_flows.lookup(&k);
-	}
+	if (xg_flow_key(p, XG_DIR_INGRESS, &k) < 0)
+		return 0;
+	struct xg_flow *f = xg_flows.lookup(&k);
 	if (!f)
 		return 0;
 	if (p->proto == IPPROTO_TCP)
@@ -270,20 +259,12 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
  * outbound packet of a flow refreshes it. */
 static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, int udp_connected)
 {
-	struct xg_flow4_key k4 = {};
-	struct xg_flow_key k6 = {};
-	struct xg_flow *f;
+	struct xg_flow_key k = {};
 
-	if (p->family == 4) {
-		if (xg_flow4_key(p, XG_DIR_EGRESS, &k4) < 0)
-			return;
-		f = xg_flows4.lookup(&k4);
-	} else {
-		if (xg_flow6_key(p, XG_DIR_EGRESS, &k6) < 0)
-			return;
-		f = xg_flows.lookup(&k6);
-	}
+	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
+		return;
 	__u64 now = xg_now();
+	struct xg_flow *f = xg_flows.lookup(&k);
 	if (f) {
 		/* Refresh rarely: a busy flow would otherwise write a shared
 		 * cache line on every packet. */
@@ -294,10 +275,7 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, 
 	if (!xg_opens_flow(p, udp_connected))
 		return;
 	struct xg_flow nf = { .last_seen_ns = now };
-	if (p->family == 4)
-		xg_flows4.update(&k4, &nf);
-	else
-		xg_flows.update(&k6, &nf);
+	xg_flows.update(&k, &nf);
 	xg_count(XG_DIR_EGRESS, XG_SLOT_FLOW_NEW, bytes);
 }
 

@@ -168,11 +168,10 @@ struct xg_counter {
 	__u64 over_bytes;
 };
 
-/* Flow tables (state: established): written by egress, read by ingress with
+/* Flow table (state: established): written by egress, read by ingress with
  * the tuple reversed.  "local" is this host's side.  Ports in host order;
- * for ICMP echo, lport is the echo identifier and rport 0.  IPv6 flows (and
- * IPv4 ones recorded by an xdpguard before flows4 existed) use this key in
- * `flows`. */
+ * for ICMP echo, lport is the echo identifier and rport 0.  IPv4 addresses
+ * take the first 4 bytes of laddr/raddr, the rest is zero. */
 struct xg_flow_key {
 	__u8 family;
 	__u8 proto;
@@ -181,18 +180,6 @@ struct xg_flow_key {
 	__u16 pad;
 	__u8 laddr[16];
 	__u8 raddr[16];
-};
-
-/* IPv4 flows, in `flows4`: 16 bytes instead of 40 are cheaper to hash and
- * compare on every inbound packet a `state` rule looks at. */
-struct xg_flow4_key {
-	__u8 proto;
-	__u8 pad;
-	__u16 lport;
-	__u16 rport;
-	__u16 pad2;
-	__u8 laddr[4];
-	__u8 raddr[4];
 };
 
 struct xg_flow {

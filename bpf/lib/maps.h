@@ -43,13 +43,11 @@ BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVE
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS * XG_MAX_SLOTS,
 		 XG_PIN("counters"));
 
-/* Outbound flows, for `state: established` on ingress: IPv6 in flows, IPv4
- * in flows4 (a shorter key, cheaper per lookup), each of XG_FLOW_SIZE
- * entries.  LRU: a full table forgets the flows idle longest; only egress
- * inserts, and only for connections this host opens (lib/flow.h), so
- * inbound traffic, spoofed or not, cannot fill them. */
+/* Flows this host opened, for `state: established` on ingress.  LRU: a
+ * full table forgets the flows idle longest; only egress inserts, and only
+ * for connections this host opens (lib/flow.h), so inbound traffic,
+ * spoofed or not, cannot fill it. */
 BPF_TABLE_PINNED("lru_hash", struct xg_flow_key, struct xg_flow, xg_flows, XG_FLOW_SIZE, XG_PIN("flows"));
-BPF_TABLE_PINNED("lru_hash", struct xg_flow4_key, struct xg_flow, xg_flows4, XG_FLOW_SIZE, XG_PIN("flows4"));
 
 /* Rate-limit state, keyed by stable rule id so it survives updates that
  * keep the rule.  XG_LIMIT_SIZE comes from the rule file. */

@@ -47,20 +47,21 @@ def _sock(ns: str, family: int, kind: int) -> socket.socket:
 
 
 def flows4(lab: Lab) -> set[tuple[int, str, int, str, int]]:
-    """The IPv4 flow table of B: (proto, local, lport, remote, rport)."""
+    """B's IPv4 flows: (proto, local, lport, remote, rport)."""
     out = set()
     with M.open_maps(str(lab.bpffs / lab.b.ifname)) as m:
-        for k, _ in bpf.map_lookup_batch(m["flows4"], M.C_SIZE["flow4_key"], M.C_SIZE["flow"]):
-            key = abi.Flow4Key.from_buffer_copy(k)
-            out.add(
-                (
-                    key.proto,
-                    socket.inet_ntoa(bytes(key.laddr)),
-                    key.lport,
-                    socket.inet_ntoa(bytes(key.raddr)),
-                    key.rport,
+        for k, _ in bpf.map_lookup_batch(m["flows"], M.C_SIZE["flow_key"], M.C_SIZE["flow"]):
+            key = abi.FlowKey.from_buffer_copy(k)
+            if key.family == 4:
+                out.add(
+                    (
+                        key.proto,
+                        socket.inet_ntoa(bytes(key.laddr[:4])),
+                        key.lport,
+                        socket.inet_ntoa(bytes(key.raddr[:4])),
+                        key.rport,
+                    )
                 )
-            )
     return out
 
 

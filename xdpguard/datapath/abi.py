@@ -172,18 +172,6 @@ class FlowKey(C.Structure):
     ]
 
 
-class Flow4Key(C.Structure):
-    _fields_ = [
-        ("proto", C.c_uint8),
-        ("pad", C.c_uint8),
-        ("lport", C.c_uint16),
-        ("rport", C.c_uint16),
-        ("pad2", C.c_uint16),
-        ("laddr", C.c_uint8 * 4),
-        ("raddr", C.c_uint8 * 4),
-    ]
-
-
 class Flow(C.Structure):
     _fields_ = [("last_seen_ns", C.c_uint64)]
 
@@ -230,7 +218,6 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_node": Node,
     "xg_snode": SNode,
     "xg_flow_key": FlowKey,
-    "xg_flow4_key": Flow4Key,
     "xg_flow": Flow,
     "xg_bucket": Bucket,
     "xg_src_bucket_key": SrcBucketKey,

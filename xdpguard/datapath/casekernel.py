@@ -86,7 +86,6 @@ ETH_P_ALL = 0x0003
 # Maps whose entries carry state from one packet to the next, emptied before each case.
 _STATE_MAPS = (
     ("flows", M.C_SIZE["flow_key"], M.C_SIZE["flow"]),
-    ("flows4", M.C_SIZE["flow4_key"], M.C_SIZE["flow"]),
     ("src_buckets", M.C_SIZE["src_bucket_key"], M.C_SIZE["bucket"]),
     ("rule_buckets", 8, M.C_SIZE["bucket"]),
     ("blocked", M.C_SIZE["block_key"], M.C_SIZE["block"]),

@@ -641,16 +641,11 @@ class Dataplane:
                 "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
-        # Programs older than the IPv4 flow table kept IPv4 flows in `flows`.
-        migrate = not os.path.exists(self.iface.pin("flows4"))
         loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
         try:
-            if fill_for is not None or migrate:
+            if fill_for is not None:
                 with M.open_maps(self.pin_dir) as m:
-                    if fill_for is not None:
-                        M.fill_empty_addr_tables(m, fill_for)
-                    if migrate:
-                        M.migrate_v4_flows(m)
+                    M.fill_empty_addr_tables(m, fill_for)
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
                 new_fd = loaded.prog_fds[direction]
@@ -670,9 +665,6 @@ class Dataplane:
                 # program pin, which _ensure_prog_pins restores from the link.
                 _unlink(prog_pin)
                 B.obj_pin(new_fd, prog_pin)
-            if migrate:
-                with M.open_maps(self.pin_dir) as m:
-                    M.migrate_v4_flows(m)  # flows the old egress program made during the swap
         finally:
             loaded.close()
 
@@ -933,7 +925,7 @@ class Dataplane:
                 }
             created = M.read_counters(m, "egress", [abi.SLOT_FLOW_NEW])[abi.SLOT_FLOW_NEW][0]
             fill = M.flow_table_fill(m)
-            size = sum(B.map_info(m[t]).max_entries for t in M.FLOW_TABLES)
+            size = B.map_info(m["flows"]).max_entries
             # Entries are never deleted, only reused by the LRU: what was
             # created and is no longer there was evicted.
             out["flows"] = {

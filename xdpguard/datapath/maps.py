@@ -32,7 +32,6 @@ C_SIZE = {
     "bitmap": ctypes.sizeof(abi.Bitmap),
     "node": ctypes.sizeof(abi.Node),
     "flow_key": ctypes.sizeof(abi.FlowKey),
-    "flow4_key": ctypes.sizeof(abi.Flow4Key),
     "flow": ctypes.sizeof(abi.Flow),
     "bucket": ctypes.sizeof(abi.Bucket),
     "src_bucket_key": ctypes.sizeof(abi.SrcBucketKey),
@@ -62,7 +61,6 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
     "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
-    "flows4": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow4_key"], C_SIZE["flow"]),
     "src_buckets": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["src_bucket_key"], C_SIZE["bucket"]),
     "blocked": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["block_key"], C_SIZE["block"]),
 }
@@ -80,10 +78,9 @@ PIN_OF_PROG_MAP = {
 # Pins of maps earlier xdpguard versions had and this one does not use.
 RETIRED_MAPS = ("src4", "dst4", "src6", "dst6")  # LPM tries, before the address tables
 # Maps an older xdpguard did not pin that the new programs create when they
-# are loaded, so an upgrade completes them in place: the address tables
-# (filled from the recorded plan before the swap) and the IPv4 flow table
-# (filled from the IPv4 entries of `flows`, see migrate_v4_flows).
-UPGRADE_CREATES = frozenset({"addrs", "flows4"})
+# are loaded, so an upgrade completes them in place: the address tables,
+# filled from the recorded plan before the swap.
+UPGRADE_CREATES = frozenset({"addrs"})
 
 
 def missing_pins(pin_dir: str) -> list[str]:
@@ -104,7 +101,6 @@ def remove_retired_pins(pin_dir: str) -> list[str]:
 def sized_maps(plan: Plan) -> dict[str, tuple[int, int, int, int]]:
     return {
         "flows": (*SIZED_MAPS["flows"], plan.flow_table_size),
-        "flows4": (*SIZED_MAPS["flows4"], plan.flow_table_size),
         "src_buckets": (*SIZED_MAPS["src_buckets"], plan.limit_table_size),
         "blocked": (*SIZED_MAPS["blocked"], plan.limit_table_size),
     }
@@ -563,12 +559,9 @@ def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
     return sorted(out, key=lambda b: str(b["source"]))
 
 
-FLOW_TABLES = {"flows4": "flow4_key", "flows": "flow_key"}  # pin -> C_SIZE key of its key
-
-
 def flow_table_fill(dm: Maps) -> int:
-    """Entries in the flow tables (expired ones included until the LRU reuses them)."""
-    return sum(len(B.map_lookup_batch(dm[t], C_SIZE[k], C_SIZE["flow"])) for t, k in FLOW_TABLES.items())
+    """Entries in the flow table (expired ones included until the LRU reuses them)."""
+    return len(B.map_lookup_batch(dm["flows"], C_SIZE["flow_key"], C_SIZE["flow"]))
 
 
 @dataclass(frozen=True)
@@ -582,16 +575,12 @@ class FlowEntry:
     rport: int
 
 
-def _flow_key(fl: FlowEntry) -> tuple[str, bytes]:
-    if len(fl.local) == 4:
-        k4 = abi.Flow4Key(proto=fl.proto, lport=fl.lport, rport=fl.rport)
-        k4.laddr[:] = list(fl.local)
-        k4.raddr[:] = list(fl.remote)
-        return "flows4", bytes(k4)
-    k = abi.FlowKey(family=6, proto=fl.proto, lport=fl.lport, rport=fl.rport)
-    k.laddr[:] = list(fl.local)
-    k.raddr[:] = list(fl.remote)
-    return "flows", bytes(k)
+def flow_key(fl: FlowEntry) -> bytes:
+    """The flow table key the egress program builds (xg_flow_key in bpf/lib/flow.h)."""
+    k = abi.FlowKey(family=4 if len(fl.local) == 4 else 6, proto=fl.proto, lport=fl.lport, rport=fl.rport)
+    k.laddr[: len(fl.local)] = list(fl.local)
+    k.raddr[: len(fl.remote)] = list(fl.remote)
+    return bytes(k)
 
 
 def add_flows(dm: Maps, flows: list[FlowEntry], now_ns: int) -> int:
@@ -600,38 +589,10 @@ def add_flows(dm: Maps, flows: list[FlowEntry], now_ns: int) -> int:
     Used for connections opened before the programs were attached (their
     first packets went out unseen) and by the test harness.
     """
-    by_table: dict[str, list[bytes]] = {}
-    for fl in flows:
-        table, key = _flow_key(fl)
-        by_table.setdefault(table, []).append(key)
-    value = bytes(abi.Flow(last_seen_ns=now_ns))
-    for table, keys in by_table.items():
-        B.map_update_batch(dm[table], keys, [value] * len(keys))
+    if flows:
+        keys = [flow_key(fl) for fl in flows]
+        B.map_update_batch(dm["flows"], keys, [bytes(abi.Flow(last_seen_ns=now_ns))] * len(keys))
     return len(flows)
-
-
-def migrate_v4_flows(dm: Maps) -> int:
-    """Copy IPv4 flows that an older xdpguard kept in `flows` into `flows4`.
-
-    Called around the program swap of an upgrade (before it, so that the new
-    program finds them; after it, for flows the old one created meanwhile).
-    The copies in `flows` are left to age out: no program reads them.
-    """
-    have = {k for k, _ in B.map_lookup_batch(dm["flows4"], C_SIZE["flow4_key"], C_SIZE["flow"])}
-    keys, values = [], []
-    for k, v in B.map_lookup_batch(dm["flows"], C_SIZE["flow_key"], C_SIZE["flow"]):
-        old = abi.FlowKey.from_buffer_copy(k)
-        if old.family != 4:
-            continue
-        k4 = abi.Flow4Key(proto=old.proto, lport=old.lport, rport=old.rport)
-        k4.laddr[:] = list(old.laddr[:4])
-        k4.raddr[:] = list(old.raddr[:4])
-        if bytes(k4) not in have:  # the new program's own entry is the fresher one
-            keys.append(bytes(k4))
-            values.append(v)
-    if keys:
-        B.map_update_batch(dm["flows4"], keys, values)
-    return len(keys)
 
 
 def read_active(pin_dir: str) -> int:
