@@ -21,6 +21,12 @@ Ethernet + IPv4 frames with a TCP or UDP header for protocols 6 and 17 and
 zero bytes after the IPv4 header for every other protocol (ports are then
 meaningless, and no rule can look at them).  The trace's flags and rule id
 columns are ignored; the oracle is a linear scan (`first_match`).
+
+Protocol 51 (AH) is read as 253, a number reserved for experiments, in
+rules and traces alike: xdpguard (like ip6tables for IPv6) classifies an AH
+packet by the protocol AH carries, while ClassBench's AH packets carry no AH
+header at all.  Renumbered, they keep ClassBench's meaning: an opaque
+protocol matched by number (ipc1_1k has 2 such rules and 16 trace lines).
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ MAC_SRC = bytes.fromhex("020000000001")
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 PORT_ANY = (0, 65535)
+IPPROTO_AH = 51
+AH_STANDIN = 253  # see the module doc
+
+
+def _proto(n: int) -> int:
+    return AH_STANDIN if n == IPPROTO_AH else n
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def parse_rule_line(line: str) -> Rule:
         dst=_prefix(f[1]),
         sport=_range(f[2]),
         dport=_range(f[3]),
-        proto=int(pv, 16),
+        proto=_proto(int(pv, 16)),
         proto_mask=int(pm, 16),
         flags=f[5],
     )
@@ -111,7 +123,7 @@ def parse_trace_line(line: str) -> Header:
     f = line.split()
     if len(f) < 5:
         raise ValueError(f"not a ClassBench trace line: {line!r}")
-    return Header(int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]))
+    return Header(int(f[0]), int(f[1]), int(f[2]), int(f[3]), _proto(int(f[4])))
 
 
 def parse_trace(path: Path, limit: int | None = None) -> list[Header]:

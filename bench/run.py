@@ -5,9 +5,10 @@ Writes the rule files once into a temp dir (bench.workload), times
 times `xdpguard apply` (bench.applytime), measures the program's cost
 per packet (bench.progcost) and compares with xdp-filter, nftables and
 iptables-legacy (bench.peers: program cost, receive cost on a veth,
-update cost), the cost of hostile traffic (bench.hostile: a new source on
-every packet, and a random-source flood next to nft's per-source meter);
-results go to bench/results/latest.json and
+update cost), the cost of a rate limit (bench.limitcost) and of a
+`state: established` rule (bench.statecost), the cost of hostile traffic
+(bench.hostile: a new source on every packet, and a random-source flood
+next to nft's per-source meter); results go to bench/results/latest.json and
 the generated section of docs/benchmarks.md (bench.report), and a plot to
 docs/img/bench-peers.png (bench.plot, matplotlib).  --quick runs
 the same measurements with fewer repetitions and a smaller frame pool
@@ -41,6 +42,7 @@ from bench import (
     plot,
     progcost,
     report,
+    statecost,
     syncookie,
     updates,
     workload,
@@ -61,6 +63,7 @@ class Counts:
     pool_frames: int
     repeat: int
     single_repeat: int
+    state_frames: int  # distinct sources per case in the state-cost run
 
 
 FULL = Counts(
@@ -70,9 +73,16 @@ FULL = Counts(
     pool_frames=4096,
     repeat=2000,
     single_repeat=1_000_000,
+    state_frames=50_000,
 )
 QUICK = Counts(
-    check_reps=1, apply_reps_small=3, apply_reps_large=1, pool_frames=1000, repeat=500, single_repeat=100_000
+    check_reps=1,
+    apply_reps_small=3,
+    apply_reps_large=1,
+    pool_frames=1000,
+    repeat=500,
+    single_repeat=100_000,
+    state_frames=5000,
 )
 
 
@@ -196,6 +206,10 @@ def run(quick: bool) -> dict[str, Any]:
             t = _stage("rate-limit cost (limited rule against a plain allow rule)")
             results["limitcost"] = limitcost.measure(lab, lab.ifaces[1:], n.pool_frames // 4, n.repeat)
             stages["limitcost"] = time.monotonic() - t
+
+            t = _stage("state cost (a state: established rule in front of a plain rule, cold and hot)")
+            results["statecost"] = statecost.measure(lab, lab.ifaces[1:], n.state_frames, n.repeat)
+            stages["statecost"] = time.monotonic() - t
 
             t = _stage("dynamic sets: set add, 100k from stdin, per-packet cost with 1M elements")
             try:

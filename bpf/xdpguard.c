@@ -17,6 +17,7 @@
 #include "include/xdpguard.h"
 #include "lib/bitvec.h"
 #include "lib/event.h"
+#include "lib/flow.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/syncookie.h"
@@ -883,7 +884,7 @@ static __always_inline int xg_dyn_select(__u32 half, __u32 dir, struct xg_sel *s
 	return 0;
 }
 
-/* Does a packet arriving from outside belong to a flow this host sent on? */
+/* Does a packet arriving from outside belong to a flow this host opened? */
 static __always_inline int xg_established(const struct xg_pkt *p, const struct xg_config *cfg)
 {
 	struct xg_flow_key k = {};
@@ -903,16 +904,14 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
 	return xg_now() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
 }
 
-/* Record an outbound packet's flow (egress only, so only this host creates flows). */
-static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
+/* Record an outbound packet's flow (egress only, so only this host creates
+ * flows, and only with what opens a connection: see lib/flow.h).  Any
+ * outbound packet of a flow refreshes it. */
+static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, int udp_connected)
 {
 	struct xg_flow_key k = {};
 
 	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
-		return;
-	/* A RST answers a packet to a closed port: it must not turn the
-	 * sender's next packets into an "established" flow. */
-	if (p->proto == IPPROTO_TCP && (p->tflags & XG_TCP_RST))
 		return;
 	__u64 now = xg_now();
 	struct xg_flow *f = xg_flows.lookup(&k);
@@ -923,6 +922,8 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 			f->last_seen_ns = now;
 		return;
 	}
+	if (!xg_opens_flow(p, udp_connected))
+		return;
 	struct xg_flow nf = { .last_seen_ns = now };
 	xg_flows.update(&k, &nf);
 	xg_count(XG_DIR_EGRESS, XG_SLOT_FLOW_NEW, bytes);
@@ -971,10 +972,10 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			return XG_RULE_ERROR;
 		s.idx[2] = xg_bm(cfg, XG_F_PROTO, *v);
 	}
+	/* A later fragment has no L4 header (has_ports and has_icmp are 0, so
+	 * the L4 lookups below are skipped): only rules without L4 conditions. */
 	if (p->later_frag) {
 		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
-		*sel = s;
-		return xg_first_rule(&s, half, cfg, 0);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
@@ -1011,13 +1012,48 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			return XG_RULE_ERROR;
 		s.idx[6] = xg_bm(cfg, XG_F_ICMP, *v);
 	}
-	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
-		int est = xg_established(p, cfg);
+	/* State: the flow lookup is the costly part, so it is made only when
+	 * its answer can change the first matching rule.  A packet that cannot
+	 * belong to a flow (an inbound SYN without ACK, a later fragment, ICMP
+	 * other than an echo reply) is new without asking.  Otherwise the first
+	 * candidate is found ignoring state; only if that rule tests state is
+	 * the flow table asked, and only if the rule then does not fit the
+	 * packet's state is the scan made again with the state's bitmap.  When
+	 * rule 0 tests state alone (XG_CFG_STATE_FIRST) it is every packet's
+	 * first candidate: the table is asked first and the scan made once.
+	 * Two scan sites, one lookup site: each extra copy costs the verifier
+	 * far more than the branches do. */
+	int has_state = dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE) && !p->later_frag;
+	int stateful = has_state && xg_flow_possible(p);
+	int rule = XG_RULE_NONE, in_est = 0, in_new = 0;
 
-		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
-	}
+	if (has_state && !stateful)
+		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->new_idx);
 	*sel = s;
-	return xg_first_rule(&s, half, cfg, 0);
+	if (!stateful || !(cfg->flags & XG_CFG_STATE_FIRST)) {
+		rule = xg_first_rule(&s, half, cfg, 0);
+		if (!stateful || rule < 0)
+			return rule;
+		/* Does the candidate test state?  Its rule entry says so (a bit
+		 * test in two-level bitmaps would cost two lookups). */
+		__u32 rk = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
+		const struct xg_rule *cr = xg_rules.lookup(&rk);
+
+		if (!cr)
+			return XG_RULE_ERROR;
+		in_est = !(cr->flags & XG_RULE_NOT_EST);
+		in_new = !(cr->flags & XG_RULE_NOT_NEW);
+		if (in_est && in_new)
+			return rule; /* the first candidate ignores state: no lookup */
+	}
+	int est_now = xg_established(p, cfg);
+
+	s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est_now ? cfg->est_idx : cfg->new_idx);
+	*sel = s;
+	if (rule >= 0 && (est_now ? in_est : in_new))
+		return rule; /* the first candidate fits the packet's state */
+	/* Rules before the candidate did not match even ignoring state. */
+	return xg_first_rule(&s, half, cfg, rule >= 0 ? (__u32)rule + 1 : 0);
 }
 
 /* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */
@@ -1091,7 +1127,8 @@ static __always_inline int xg_syn_stage(const struct xg_rule *r, const struct xg
 }
 
 /* The whole decision for one frame in one direction. */
-static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex)
+static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex,
+				      struct bpf_sock *sk)
 {
 	__u32 zero = 0;
 	__u32 *active = xg_active.lookup(&zero);
@@ -1179,7 +1216,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	verdict = (drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
 out:
 	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
-		xg_record_flow(p, frame_len);
+		xg_record_flow(p, frame_len, xg_udp_sock_connected(sk, p));
 	return verdict;
 }
 
@@ -1187,7 +1224,7 @@ int xg_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	int v = xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex);
+	int v = xg_process(data, data_end, (__u32)(data_end - data), XG_DIR_INGRESS, ctx->ingress_ifindex, 0);
 
 	if (v == XG_SYNCOOKIE) {
 		xg_syn_prog.call(ctx, 0);
@@ -1202,7 +1239,7 @@ int xg_egress(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
-	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex));
+	return xg_tc_action(xg_process(data, data_end, skb->len, XG_DIR_EGRESS, skb->ifindex, skb->sk));
 }
 
 __attribute__((__noinline__)) int xg_scan_fn(struct xg_call_args *a)

@@ -2,7 +2,7 @@
 
 Built with struct (thousands per second) rather than scapy.  The frames
 aim at the parser's edges: VLAN tags (0-3), IPv4 options and fragments,
-IPv6 extension-header chains around the parser's depth limit, truncation
+IPv4 AH and IPv6 extension-header chains around the parser's depth limit, truncation
 at every header, lengths that lie, and non-IP ethertypes.
 """
 
@@ -90,12 +90,21 @@ def random_frame(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = No
             frag = rng.randrange(1, 0x1FFF)  # later fragment
         elif fr < 0.1:
             frag = 0x2000  # first fragment (MF set, offset 0)
+        # AH headers in front of the L4 header, around the parser's depth limit.
+        n_ah = rng.choices(range(MAX_EXT_HDRS + 2), weights=[80, 8, 2, 1, 1, 1, 3, 4])[0]
+        nh_first = proto
+        for _ in range(n_ah):
+            # AH is (words + 2) * 4 bytes; 60 claims more than the frame holds.
+            words = rng.choice([1, 1, 2, 4, 0, 60])
+            ah_len = (min(words, 4) + 2) * 4
+            payload = struct.pack("!BB", nh_first, words) + bytes(ah_len - 2) + payload
+            nh_first = 51
         tot = 20 + len(opts) + len(payload)
         if rng.random() < 0.04:
             tot = rng.choice([tot + rng.randrange(1, 60), rng.randrange(0, 20)])
         ver = 4 if rng.random() < 0.97 else 6
         hdr = struct.pack(
-            "!BBHHHBBHII", (ver << 4) | (ihl & 0xF), 0, tot & 0xFFFF, 1, frag, 64, proto, 0, src, dst
+            "!BBHHHBBHII", (ver << 4) | (ihl & 0xF), 0, tot & 0xFFFF, 1, frag, 64, nh_first, 0, src, dst
         )
         frame = _eth(rng, 0x0800) + hdr + opts + payload
     else:

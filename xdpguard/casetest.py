@@ -20,11 +20,11 @@ syn, or ack when established), `icmp_type`/`icmp_code` (0), `state` (new),
 non-IP frame, `ethertype` (arp, lldp or a number); `truncate: N` cuts an IP
 frame to N bytes, which makes it malformed.
 
-A case that says `state: established` means "the host sent the opening
-packet of this flow first": its opening packet (addresses and ports
-swapped, a SYN or an echo request) goes through the egress rules, and the
-flow exists only if egress lets it out, exactly as in the kernel, where
-only the egress program records flows.  Every case starts from an empty
+A case that says `state: established` means "the host opened this flow":
+its opening packet (addresses and ports swapped: a TCP SYN, an SCTP INIT,
+an echo request, or a UDP datagram from a connected socket) goes through
+the egress rules, and the flow exists only if egress lets it out, exactly
+as in the kernel, where only the egress program records flows.  Every case starts from an empty
 flow table and full rate-limit buckets, so cases never influence each other.
 """
 
@@ -122,6 +122,9 @@ ECHO = {IPPROTO_ICMP: (8, 0), IPPROTO_ICMPV6: (128, 129)}  # (request, reply)
 DEFAULT_SRC_MAC = "02:00:00:00:00:01"
 DEFAULT_DST_MAC = "02:00:00:00:00:02"
 _PAYLOAD = b"xdpguard test case "
+# An SCTP INIT chunk (RFC 9260 3.3.2): type 1, flags, length 20, initiate tag,
+# a_rwnd, outbound and inbound streams, initial TSN.
+SCTP_INIT_CHUNK = struct.pack("!BBHIIHHI", 1, 0, 20, 0x58470002, 65536, 1, 1, 1)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -149,6 +152,7 @@ class Case:
     length: int | None = None  # frame bytes before truncation; None: headers only
     ethertype: int | None = None  # a non-IP frame of this type
     truncate: int | None = None  # cut the frame to this many bytes (malformed)
+    opening: bool = False  # the opening packet of an established case (SCTP: carries an INIT)
 
     # ---- shape of the frame
 
@@ -169,6 +173,8 @@ class Case:
             n += 8
         if not self.later_fragment:
             n += L4_HEADER.get(self.proto, 0)
+            if self.opening and self.proto == IPPROTO_SCTP:
+                n += len(SCTP_INIT_CHUNK)
         return n
 
     def frame_length(self) -> int:
@@ -226,6 +232,7 @@ class Case:
             established=False,
             length=None,
             truncate=None,
+            opening=True,
         )
 
     def frame(self, src_mac: str = DEFAULT_SRC_MAC, dst_mac: str = DEFAULT_DST_MAC) -> bytes:
@@ -425,6 +432,8 @@ def _l4(case: Case, src: bytes, dst: bytes, payload: bytes) -> bytes:
         return seg[:6] + struct.pack("!H", csum) + seg[8:]
     if p == IPPROTO_SCTP:
         assert case.sport is not None and case.dport is not None
+        if case.opening:
+            payload = SCTP_INIT_CHUNK + payload  # what opens an association, and with it a flow
         seg = struct.pack("!HHII", case.sport, case.dport, 0x58470001, 0) + payload
         # RFC 9260 appendix A: the CRC32c goes into the packet least significant byte first.
         return seg[:8] + struct.pack("<I", _crc32c(seg)) + seg[12:]
@@ -765,6 +774,13 @@ class _CaseParser:
                 vl["state"],
                 "state: established: only TCP, UDP, SCTP and ICMP echo replies belong to flows "
                 "(the egress program records only those)",
+            )
+        syn, ack = TCP_FLAG_BITS["syn"], TCP_FLAG_BITS["ack"]
+        if established and flags is not None and flags & (syn | ack) == syn:
+            self.fail(
+                vl["tcp_flags"],
+                "state: established: a SYN without ACK starts a connection, it never answers one "
+                "this host opened (the answer to our SYN carries an ACK)",
             )
         return replace(
             base,

@@ -2,7 +2,8 @@
 
 Two network namespaces (A and B) are joined by a veth pair.  The example
 rule file rules/web-edge.yaml goes onto B's end with the real CLI; B sends
-one UDP query to A (so that A's reply is `state: established`), A sends one
+one UDP query to A from a connected socket (so that A's reply is `state:
+established`), A sends one
 frame per probe (built with scapy, sent on a raw AF_PACKET socket) and B's
 capture shows which survived XDP.  Then `stats`, `status` and `detach` run
 as an operator would run them.  The lab uses documentation addresses,
@@ -174,11 +175,14 @@ def run(ns_a: str, ns_b: str, env: dict[str, str]) -> bool:
     # which the IP layer ignores), to tell it apart from the lab's own traffic.
     marker = os.urandom(6).hex().encode()
     tags = [b"xgdemo-%s-%02d" % (marker, i) for i in range(len(plist))]
-    with net.in_netns(ns_b):  # B asks A something: B's egress program records the flow
+    # B asks A something from a connected socket, as a resolver does: B's
+    # egress program records the flow (an unconnected socket would not).
+    with net.in_netns(ns_b):
         query = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with query:
         query.bind((B4, REPLY_PORT))
-        query.sendto(b"query", (A4, 53))
+        query.connect((A4, 53))
+        query.send(b"query")
     before = counters(env, ns_b)
     arrived = send_and_capture(ns_a, ns_b, [p[3] + tag for p, tag in zip(plist, tags, strict=True)])
     after = counters(env, ns_b)

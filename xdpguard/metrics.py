@@ -117,7 +117,7 @@ class _Families:
         )  # fmt: skip
         self.attached = g(
             "xdpguard_attached",
-            "1 if the XDP program is attached to a live interface, else 0.",
+            "1 if xdpguard protects the interface as recorded (programs on it, pins in use), else 0.",
             labels=IF_LABELS,
         )
         self.consistent = g(
@@ -218,7 +218,12 @@ class XdpguardCollector(Collector):
     def _collect_one(self, fam: _Families, ifname: str) -> None:
         st = self._status(ifname)
         xdp = st.get("xdp") or {}
-        live = bool(st.get("attached")) and bool(xdp.get("live", True)) and "error" not in st
+        live = (
+            bool(st.get("attached"))
+            and bool(xdp.get("live", True))
+            and st.get("protected", True) is not False
+            and "error" not in st
+        )
         applied = Iface(ifname).load_applied()
         summary = Iface(ifname).load_summary() or {}
         if applied is not None:

@@ -5,7 +5,9 @@ bpffs pins live in memory and are gone after a reboot; the state dir
 Restoring attaches that plan again, compiled as it was recorded, so set
 files that moved or changed since do not matter, in the network namespace
 and XDP mode it was applied with.  An interface that is still attached is
-left alone.
+left alone, unless the kernel says otherwise: pins whose interface was
+re-created or renamed since are attached again to the interface that has
+the name.
 
 An apply awaiting `confirm` when the machine went down was never
 confirmed, and its watchdog died with the machine: restore brings back the
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdpguard.errors import XdpguardError
-from xdpguard.state import Iface, Snapshot, state_root
+from xdpguard.state import Iface, Snapshot, secure_state_root
 
 RESTORED = "restored"
 ATTACHED = "already attached"
@@ -38,8 +40,8 @@ class Outcome:
 
 
 def recorded_ifaces() -> list[str]:
-    """Interfaces whose state dir holds an applied rule set."""
-    root = state_root()
+    """Interfaces whose state dir holds an applied rule set (refused if anyone but root could write it)."""
+    root = secure_state_root()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "applied.json").is_file())
@@ -57,12 +59,11 @@ def restore_one(ifname: str) -> Outcome:
         return Outcome(ifname, FAILED, str(e))
     except OSError as e:  # bpf(2) and netlink failures not already worded for operators
         return Outcome(ifname, FAILED, str(e))
-    except ValueError as e:  # plan.bin that does not decode
-        return Outcome(ifname, FAILED, f"the recorded plan in {Iface(ifname).state_dir} is damaged ({e})")
 
 
 def _restore(ifname: str) -> Outcome:
     from xdpguard.datapath.dataplane import Dataplane
+    from xdpguard.datapath.protection import GONE
     from xdpguard.net import NetError, NoSuchInterface, NoSuchNetns, ifindex, in_netns
     from xdpguard.rules.compile import plan_from_bytes
 
@@ -71,22 +72,25 @@ def _restore(ifname: str) -> Outcome:
     raw = st.load_plan_bytes()
     if applied is None or raw is None:
         return Outcome(ifname, FAILED, f"no recorded rule set in {st.state_dir}")
-    if Dataplane(ifname, 0).attached:
-        if Dataplane(ifname, 0).status().get("xdp", {}).get("live", True):
+    st.load_plan()  # a damaged plan.bin is reported before anything is attached
+    snap = Snapshot(applied, raw, st.load_rules_text(), st.load_summary())
+    note = "restored"
+    pending = None
+    dp = Dataplane(ifname, 0, applied.netns)
+    if dp.attached:
+        prot = dp.protection()
+        if prot.ok:
             return Outcome(
                 ifname, ATTACHED, f"{ATTACHED} (version {applied.seq}, digest {applied.digest[:16]})"
             )
-        # Pins outlived the interface (deleted, or its namespace was): not a reboot.
-        return Outcome(
-            ifname,
-            FAILED,
-            f"pinned, but the interface it was attached to is gone; `xdpguard detach --iface {ifname}` "
-            f"frees the pins (and forgets the state), then apply {applied.file or 'the rule file'} again",
-        )
-
-    snap = Snapshot(applied, raw, st.load_rules_text(), st.load_summary())
-    note = "restored"
-    pending = st.load_confirm()
+        if prot.kind == GONE:
+            return Outcome(ifname, FAILED, f"{prot.message()}; {prot.fix()}")
+        # Not a reboot (the pins are there): the interface was re-created or
+        # renamed, or a pin replaced.  The live rule set goes back on; a
+        # pending confirm keeps its watchdog, which is still running.
+        note = "re-attached"
+    else:
+        pending = st.load_confirm()
     if pending is not None:
         target = int(pending.get("target_seq") or 0)
         if target == 0:
@@ -106,7 +110,7 @@ def _restore(ifname: str) -> Outcome:
     try:
         with in_netns(applied.netns):
             index = ifindex(ifname)
-            plan = plan_from_bytes(snap.plan_bytes, snap.applied.file)
+            plan = plan_from_bytes(snap.plan_bytes, snap.applied.file)  # digest checked by history()
             res = Dataplane(ifname, index, applied.netns).apply(
                 plan, snap.rules_text, applied.xdp_mode, summary=snap.summary, note=note
             )

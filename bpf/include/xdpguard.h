@@ -119,6 +119,7 @@ enum xg_field {
 #define XG_CFG_HAS_STATE (1U << 4)    /* some rule tests state: look flows up */
 #define XG_CFG_HAS_BLOCK (1U << 5)    /* some rule has block_for: check blocked sources */
 #define XG_CFG_HAS_DYN (1U << 6)      /* some rule refers to a dynamic set: see xg_dyncfg */
+#define XG_CFG_STATE_FIRST (1U << 7)  /* rule 0 tests state only: ask the flow table before the scan */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -169,6 +170,8 @@ struct xg_rule {
 
 /* xg_rule.flags */
 #define XG_RULE_SYNCOOKIE (1U << 0) /* ingress allow: answer SYNs with SYN cookies */
+#define XG_RULE_NOT_EST (1U << 1)   /* state: new: the rule never matches an established flow */
+#define XG_RULE_NOT_NEW (1U << 2)   /* state: established: the rule never matches a new packet */
 
 /* A block: rules g * XG_GROUP_RULES .. + 4095 of a bitmap (group g).  Bit
  * r of word r/64 is the group's rule r; summary bit w is set when word w is
@@ -266,7 +269,8 @@ struct xg_counter {
 
 /* Flow table (state: established): written by egress, read by ingress with
  * the tuple reversed.  "local" is this host's side.  Ports in host order;
- * for ICMP echo, lport is the echo identifier and rport 0. */
+ * for ICMP echo, lport is the echo identifier and rport 0.  IPv4 addresses
+ * take the first 4 bytes of laddr/raddr, the rest is zero. */
 struct xg_flow_key {
 	__u8 family;
 	__u8 proto;

@@ -50,9 +50,10 @@ BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_flat, XG_NHALVES, 
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS * XG_MAX_SLOTS,
 		 XG_PIN("counters"));
 
-/* Outbound flows, for `state: established` on ingress.  LRU: a full table
- * forgets the flows idle longest; only egress inserts, so spoofed inbound
- * traffic cannot fill it. */
+/* Flows this host opened, for `state: established` on ingress.  LRU: a
+ * full table forgets the flows idle longest; only egress inserts, and only
+ * for connections this host opens (lib/flow.h), so inbound traffic,
+ * spoofed or not, cannot fill it. */
 BPF_TABLE_PINNED("lru_hash", struct xg_flow_key, struct xg_flow, xg_flows, XG_FLOW_SIZE, XG_PIN("flows"));
 
 /* Rate-limit state: fixed arrays, so packets never insert (see the header).

@@ -31,6 +31,12 @@
 #define XG_SCTP_HLEN 12
 #define XG_ICMP_HLEN 8
 #define XG_IPV4_OFFMASK 0x1fff
+#define XG_AH_MIN_LEN 8
+
+#define XG_TCP_SYN 0x02
+#define XG_TCP_RST 0x04
+#define XG_TCP_ACK 0x10
+#define XG_SCTP_INIT 1 /* chunk type of an association's first packet */
 
 #define XG_NDP_FIRST 133 /* router solicitation */
 #define XG_NDP_LAST 137  /* redirect */
@@ -59,7 +65,8 @@ struct xg_pkt {
 	__u16 sport; /* host order */
 	__u16 dport;
 	__u16 icmp_id; /* echo identifier, network order */
-	__u16 pad;
+	__u8 sctp_chunk; /* type of the first chunk (flow creation only, not classified) */
+	__u8 pad;
 	__u8 src[16]; /* IPv4 uses the first 4 bytes */
 	__u8 dst[16];
 };
@@ -83,6 +90,8 @@ static __always_inline int xg_parse_l4(void *l4, void *end, void *data_end, stru
 	case IPPROTO_SCTP:
 		if (l4 + XG_SCTP_HLEN > end || l4 + XG_SCTP_HLEN > data_end)
 			return XG_KIND_MALFORMED;
+		if (l4 + XG_SCTP_HLEN + 1 <= end && l4 + XG_SCTP_HLEN + 1 <= data_end)
+			p->sctp_chunk = h[XG_SCTP_HLEN];
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
@@ -122,7 +131,29 @@ static __always_inline int xg_parse_ipv4(void *cur, void *data_end, __u32 room, 
 		p->later_frag = 1;
 		return XG_KIND_IP;
 	}
-	return xg_parse_l4(cur + ihl, cur + tot, data_end, p);
+	/* AH authenticates what follows without hiding it: walk it as the IPv6
+	 * chain is walked, so rules see the real protocol and ports (AH must
+	 * not be a way around a port rule). */
+	void *l4 = cur + ihl;
+	void *end = cur + tot;
+	__u8 nh = ip->protocol;
+#pragma unroll
+	for (int i = 0; i < XG_MAX_EXT_HDRS; i++) {
+		if (nh != IPPROTO_AH)
+			break;
+		__u8 *h = l4;
+		if (l4 + XG_AH_MIN_LEN > end || l4 + XG_AH_MIN_LEN > data_end)
+			return XG_KIND_MALFORMED;
+		__u32 hlen = ((__u32)h[1] + 2) * 4;
+		if (l4 + hlen > end)
+			return XG_KIND_MALFORMED;
+		nh = h[0];
+		l4 += hlen;
+	}
+	if (nh == IPPROTO_AH)
+		return XG_KIND_MALFORMED;
+	p->proto = nh;
+	return xg_parse_l4(l4, end, data_end, p);
 }
 
 static __always_inline int xg_is_ext_hdr(__u8 nh)

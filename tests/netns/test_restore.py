@@ -117,7 +117,11 @@ def test_restore_after_reboot(lab: Lab, guard: Guard, tmp_path: Path) -> None:
     reboot_bpffs(lab)
     assert pins(lab) == []
     assert wait_unfiltered(lab) == UNFILTERED, "traffic still filtered with every pin gone"
-    assert not guard.status()["attached"]
+    # Recorded but not in the kernel: status says so, and exits 1.
+    r = guard.cli("status", "--iface", lab.b.ifname, "--json")
+    assert r.returncode == 1, describe(r)
+    [row] = json.loads(r.stdout)
+    assert not row["attached"] and row["protected"] is False and "xdpguard restore" in row["fix"], row
 
     # The rule file may be gone or changed by boot time: restore uses the recorded plan.
     rules.write_text("this is not a rule file\n")

@@ -131,12 +131,13 @@ def test_tcp_udp_icmp_replies_arrive(stateful, family):
     t.join(5)
     srv.close()
 
-    # UDP request/response.
+    # UDP request/response, from a connected socket (as resolvers and NTP clients use).
     us = _sock(lab.a.ns, family, socket.SOCK_DGRAM)
     us.bind((a_addr, 0))
     uc = _sock(lab.b.ns, family, socket.SOCK_DGRAM)
     uc.settimeout(3)
-    uc.sendto(b"ping", us.getsockname()[:2])
+    uc.connect(us.getsockname()[:2])
+    uc.send(b"ping")
     data, peer = us.recvfrom(100)
     us.sendto(b"pong", peer)
     assert uc.recvfrom(100)[0] == b"pong"
@@ -187,7 +188,8 @@ def test_late_reply_dropped_after_timeout(stateful, v6):
     uc.settimeout(1)
     us = _sock(lab.a.ns, family, socket.SOCK_DGRAM)
     us.bind((a_addr, 0))
-    uc.sendto(b"request", us.getsockname()[:2])
+    uc.connect(us.getsockname()[:2])
+    uc.send(b"request")
     _, peer = us.recvfrom(100)
     us.sendto(b"in time", peer)
     assert uc.recvfrom(100)[0] == b"in time"

@@ -457,6 +457,11 @@ ERRORS = [
           - {{{V4}, icmp_type: dest-unreachable, expect: drop,
              state: established}}
         """),
+    E("state-syn", 3, "a SYN without ACK starts a connection, it never answers one", f"""
+        cases:
+          - {{{V4}, proto: tcp, dport: 443, state: established,
+             tcp_flags: "syn", expect: drop}}
+        """),
     E("bad-fragment", 2, 'fragment: "middle" must be first or later', f"""
         cases:
           - {{{V4}, proto: udp, dport: 53, fragment: middle, expect: drop}}

@@ -77,9 +77,21 @@ def apply(
     results = []
     for name, index in targets:
         before = Iface(name).load_applied()
-        res = Dataplane(name, index, CONTEXT["netns"]).apply(
-            plan, text, xdp_mode or "auto", replace_program, loaded.summary
-        )
+        armed = None
+        if window is not None:
+            from xdpguard.datapath import confirm as C
+
+            # The window is recorded first: a state directory that cannot be
+            # written stops the apply before the kernel changes.
+            armed = C.prepare(name, window, CONTEXT["netns"], before.seq if before else 0)
+        try:
+            res = Dataplane(name, index, CONTEXT["netns"]).apply(
+                plan, text, xdp_mode or "auto", replace_program, loaded.summary
+            )
+        except BaseException:
+            if armed is not None:
+                C.abandon(armed)
+            raise
         results.append((name, res))
         if window is None:
             pending = Iface(name).load_confirm()
@@ -89,10 +101,8 @@ def apply(
                     f"an earlier apply awaits confirmation: version {pending['target_seq']} comes back at "
                     f"{when} unless `xdpguard confirm --iface {name}`"
                 )
-        if window is not None:
-            from xdpguard.datapath.confirm import arm
-
-            deadline = arm(name, window, CONTEXT["netns"], before.seq if before else 0)
+        if armed is not None:
+            deadline = C.start(armed)
             res.messages.append(
                 f"confirm within {window:g} s (`xdpguard confirm --iface {name}`), or the previous rule set "
                 f"comes back at {time.strftime('%H:%M:%S', time.localtime(deadline))}"
@@ -208,25 +218,34 @@ def plan(
 ) -> None:
     """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
     from xdpguard import plancache
-    from xdpguard.rules.compile import plan_from_bytes
 
     loaded = plancache.load(rules)
     new_plan = loaded.plan
     st = Iface(iface)
     applied = st.load_applied()
-    raw = st.load_plan_bytes()
-    old_plan = plan_from_bytes(raw) if raw else None
+    old_plan = st.load_plan()
     old_sum = st.load_summary() or {"rules": {"ingress": {}, "egress": {}}, "order": {}, "settings": {}}
     new_sum = loaded.summary
     attached = (st.pin_dir / "link_xdp").exists()
+    problem = None
+    if attached:
+        from xdpguard.datapath.dataplane import Dataplane
+
+        prot = Dataplane(iface, 0, CONTEXT["netns"]).protection()
+        problem = None if prot.ok else prot.message()
     data: dict[str, Any] = {
         "interface": iface,
         "attached": attached,
+        # The kernel disagrees with the pins (interface re-created or renamed, pin replaced).
+        "protection_problem": problem,
         "current": applied.file if applied else None,
         "current_digest": applied.digest if applied else None,
         "new_digest": new_plan.digest,
         # Would apply change the kernel?  (Not attached: it would attach.)
-        "changes": not attached or applied is None or applied.digest != new_plan.digest,
+        "changes": not attached
+        or problem is not None
+        or applied is None
+        or applied.digest != new_plan.digest,
         # Does the rule file differ from the recorded one?  (What CI wants to review.)
         "differs_from_recorded": applied is None or applied.digest != new_plan.digest,
         "rules": {},
@@ -254,7 +273,11 @@ def plan(
     if not data["changes"]:
         console.print(f"{iface}: no changes ({rules} is what is applied)")
         return
-    if not attached and applied is not None:
+    if problem is not None:
+        console.print(f"{iface}: NOT PROTECTED: {problem}; apply would attach the programs to {iface} again")
+        if applied is not None and not data["differs_from_recorded"]:
+            console.print(f"{iface}: the rule set is the recorded one (version {applied.seq})")
+    elif not attached and applied is not None:
         same = "the same rule set as" if not data["differs_from_recorded"] else "these changes against"
         console.print(
             f"{iface}: not attached here (no pins: after a reboot, or a copied state dir); "
@@ -301,16 +324,22 @@ def detach(
     if all_ == bool(iface):
         raise UsageError("give --iface IF (one or more) or --all")
     if all_:
-        removed = detach_all()
+        warnings: list[str] = []
+        removed = detach_all(warnings)
         console.print(f"detached everywhere ({len(removed)} pinned objects removed)")
+        for w in warnings:
+            err_console.print(f"warning: {w}", markup=False, soft_wrap=True)
         return
     for name in iface:
         st = Iface(name)
         if not st.pin_dir.exists() and not st.state_dir.exists():
             console.print(f"{name}: xdpguard is not attached")
             continue
-        removed = Dataplane(name, 0).detach()
+        dp = Dataplane(name, 0)
+        removed = dp.detach()
         console.print(f"{name}: detached ({len(removed)} pinned objects removed)")
+        for w in dp.warnings:
+            err_console.print(f"{name}: warning: {w}", markup=False, soft_wrap=True)
 
 
 def rollback(
@@ -350,7 +379,13 @@ def confirm(
 
     late = []
     for name in iface:
+        Iface(name).load_plan()  # a damaged record is reported here too, before anything changes
         pending = do_confirm(name)
+        if pending is not None and pending.get("damaged"):
+            console.print(
+                f"{name}: {pending['damaged']} was damaged: removed it; the live rule set stays (no revert)"
+            )
+            continue
         if pending is None:
             applied = Iface(name).load_applied()
             if applied is not None and applied.note == "confirm timeout":

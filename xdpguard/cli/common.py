@@ -8,11 +8,12 @@ XdpguardError subclass; main.py turns those into messages and exit codes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xdpguard.errors import UsageError
+from xdpguard.errors import UsageError, XdpguardError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,3 +97,12 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def require_root(command: str) -> None:
+    """Commands that read pinned BPF objects and the state directory need root: say so first."""
+    if os.geteuid() != 0:
+        raise XdpguardError(
+            f"`xdpguard {command}` needs root: it reads the pinned BPF objects and the state directory "
+            f"(run it with sudo)"
+        )

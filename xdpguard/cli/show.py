@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from xdpguard.cli.common import console, print_json
+from xdpguard.cli.common import console, print_json, require_root
 from xdpguard.errors import UsageError, XdpguardError
-from xdpguard.state import Iface, known_ifaces
+from xdpguard.state import DamagedState, Iface, known_ifaces
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -25,76 +25,106 @@ def status(
     iface: list[str] = typer.Option([], "--iface", "-i", help="interface (default: all xdpguard knows)"),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Interfaces, link ids and modes, program tag, rule-set digest and version, applied-at, file."""
-    from xdpguard.datapath.dataplane import Dataplane
+    """Interfaces, link ids and modes, program tag, rule-set digest and version, applied-at, file.
 
-    rows = [Dataplane(n, 0).status() for n in _targets(iface)]
+    Exits 1 when an interface xdpguard has a record of is not protected as
+    recorded (not attached, its links severed or on another interface, a
+    pin replaced, the maps not holding the rule set).
+    """
+
+    require_root("status")
+    rows = [_status_row(n) for n in _targets(iface)]
+    unprotected = [s["interface"] for s in rows if s.get("protected") is False]
     if json_out:
         print_json(rows)
-        return
-    if not rows:
+    elif not rows:
         console.print("xdpguard is not attached to any interface")
+    else:
+        for s in rows:
+            _print_status(s)
+    if unprotected:
+        raise typer.Exit(1)
+
+
+def _status_row(name: str) -> dict[str, Any]:
+    """One interface's status; a damaged record is reported on its row, the others still shown."""
+    from xdpguard.datapath.dataplane import Dataplane
+
+    try:
+        return Dataplane(name, 0).status()
+    except DamagedState as e:
+        return {
+            "interface": name,
+            "attached": (Iface(name).pin_dir / "link_xdp").exists(),
+            "protected": False,
+            "problem": str(e),
+            "fix": "",
+        }
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    for m in s.get("recovered", []):
+        console.print(f"[yellow]{s['interface']}: {m}[/]")
+    problem = s.get("problem")
+    if not s["attached"]:
+        console.print(f"[bold]{s['interface']}[/]: not attached")
+        if problem:
+            fix = s.get("fix") or ""
+            console.print(f"  [red]NOT PROTECTED: {escape(problem)}[/]" + (f"; {escape(fix)}" if fix else ""))
         return
-    for s in rows:
-        for m in s.get("recovered", []):
-            console.print(f"[yellow]{s['interface']}: {m}[/]")
-        if not s["attached"]:
-            console.print(
-                f"[bold]{s['interface']}[/]: not attached" + (" (stale state found)" if "file" in s else "")
-            )
-            continue
-        x: dict[str, Any] = s.get("xdp", {})
-        if x and not x.get("live", True):
-            console.print(
-                f"[bold red]{s['interface']}[/]: pinned but detached from the interface (it was removed?); "
-                "`xdpguard detach` cleans up"
-            )
-            continue
+    x: dict[str, Any] = s.get("xdp", {})
+    if problem and not x:
+        console.print(f"[bold red]{s['interface']}[/]: NOT PROTECTED: {escape(problem)}")
+        return
+    if problem:
+        console.print(f"[bold red]{s['interface']}[/]: NOT PROTECTED: {escape(problem)}")
+        if s.get("fix"):
+            console.print(f"  {escape(s['fix'])}")
+    console.print(
+        f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} "
+        f"mode {x.get('mode')} prog {x.get('prog_id')} tag {x.get('tag')}"
+    )
+    tc: dict[str, Any] | None = s.get("tc")
+    if tc:
         console.print(
-            f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} "
-            f"mode {x.get('mode')} prog {x.get('prog_id')} tag {x.get('tag')}"
+            f"  tc egress {tc.get('attach')} id {tc.get('link_id')} "
+            f"prog {tc.get('prog_id')} tag {tc.get('tag')}"
         )
-        tc: dict[str, Any] | None = s.get("tc")
-        if tc:
-            console.print(
-                f"  tc egress {tc.get('attach')} id {tc.get('link_id')} "
-                f"prog {tc.get('prog_id')} tag {tc.get('tag')}"
-            )
-        else:
-            console.print("  [red]no egress program attached[/]")
-        sc: dict[str, Any] | None = s.get("syn_cookies")
-        if sc:
-            console.print(
-                f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} "
-                f"prog {sc.get('prog_id')}, xdp prog {sc.get('xdp_prog_id')}"
-            )
+    else:
+        console.print("  [red]no egress program attached[/]")
+    sc: dict[str, Any] | None = s.get("syn_cookies")
+    if sc:
         console.print(
-            f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
-            f"applied {s.get('applied_at')}"
+            f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} "
+            f"prog {sc.get('prog_id')}, xdp prog {sc.get('xdp_prog_id')}"
         )
-        for name, ds in s.get("dynamic_sets", {}).items():
-            tmo = f", timeout {ds['timeout']:g}s" if ds["timeout"] else ""
-            count = f"{ds['elements']:,} element" + ("" if ds["elements"] == 1 else "s")
-            console.print(f"  dynamic set {name}: {count} (size {ds['size']:,}{tmo})")
-        pc = s.get("pending_confirm")
-        if pc:
-            target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
-            console.print(
-                f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]"
+    console.print(
+        f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
+        f"applied {s.get('applied_at')}"
+    )
+    for name, ds in s.get("dynamic_sets", {}).items():
+        tmo = f", timeout {ds['timeout']:g}s" if ds["timeout"] else ""
+        count = f"{ds['elements']:,} element" + ("" if ds["elements"] == 1 else "s")
+        console.print(f"  dynamic set {name}: {count} (size {ds['size']:,}{tmo})")
+    pc = s.get("pending_confirm")
+    if pc:
+        target = f"version {pc['reverts_to']}" if pc["reverts_to"] else "no xdpguard (detach)"
+        console.print(
+            f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]"
+        )
+    hist = s.get("history", [])
+    if len(hist) > 1:
+        console.print(
+            "  history: "
+            + ", ".join(
+                f"v{h['version']} {h['digest'][:8]}" + (f" ({h['note']})" if h["note"] else "")
+                for h in hist[-5:]
             )
-        hist = s.get("history", [])
-        if len(hist) > 1:
-            console.print(
-                "  history: "
-                + ", ".join(
-                    f"v{h['version']} {h['digest'][:8]}" + (f" ({h['note']})" if h["note"] else "")
-                    for h in hist[-5:]
-                )
-            )
-        if s.get("consistent") is False:
-            console.print("  [red]the kernel maps do not hold the recorded rule set; run apply again[/]")
-        if "error" in s:
-            console.print(f"  [red]{s['error']}[/]")
+        )
+    if "error" in s and s["error"] != problem:
+        console.print(f"  [red]{s['error']}[/]")
 
 
 def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
@@ -147,11 +177,18 @@ def stats(
     """Per-rule packets and bytes, defaults, malformed and non-IP counts."""
     from xdpguard.datapath.dataplane import Dataplane
 
+    require_root("stats")
     names = _targets(iface)
     if not names:
         raise XdpguardError("xdpguard is not attached to any interface")
     if watch and json_out:
         raise UsageError("--watch and --json do not go together")
+    for n in names:
+        dp = Dataplane(n, 0)
+        if dp.attached:
+            prot = dp.protection()
+            if not prot.ok:
+                raise XdpguardError(f"{n} is not protected: {prot.message()}; {prot.fix()}")
     if not watch:
         data = [Dataplane(n, 0).stats() for n in names]
         if json_out:
@@ -254,7 +291,6 @@ def events(
     from xdpguard.datapath import maps as M
     from xdpguard.datapath.events import stream
     from xdpguard.errors import KernelError
-    from xdpguard.rules.compile import plan_from_bytes
     from xdpguard.state import Iface
 
     st = Iface(iface)
@@ -270,8 +306,8 @@ def events(
         console.print(
             f"{iface}: events for one drop in {cur.sample}, at most {cur.max_rate}/s per CPU", style="dim"
         )
-    raw = st.load_plan_bytes()
-    names = {r.rule_id: r.name for d in plan_from_bytes(raw).directions() for r in d.rules} if raw else {}
+    plan = st.load_plan()
+    names = {r.rule_id: r.name for d in plan.directions() for r in d.rules} if plan else {}
     end = time.monotonic() + duration if duration else None
     seen = 0
 

@@ -302,7 +302,8 @@ class _MapInfoStruct(ctypes.Structure):
 class _ProgInfoStruct(ctypes.Structure):
     _fields_ = [
         ("type", _u32), ("id", _u32), ("tag", ctypes.c_uint8 * 8), ("_lens_insns", ctypes.c_uint8 * 24),
-        ("load_time", _u64), ("_uid_maps", ctypes.c_uint8 * 16), ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("load_time", _u64), ("created_by_uid", _u32), ("nr_map_ids", _u32), ("map_ids", _u64),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
         ("_ifindex_to_prog_tags", ctypes.c_uint8 * 112), ("run_time_ns", _u64), ("run_cnt", _u64),
         ("recursion_misses", _u64), ("verified_insns", _u32),
     ]  # fmt: skip
@@ -1037,3 +1038,25 @@ def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[b
     if len(out) < count:
         raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
     return out
+
+
+# --- what a loaded program uses (added for the protection check) ------------
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """Ids of the maps a loaded program uses (bpf_prog_info.map_ids).
+
+    These are the maps it really reads and writes, whatever is pinned under
+    their names now; inner maps reached through a map-in-map are not listed.
+    """
+    info = _ProgInfoStruct()
+    _get_info(fd, info, "program")
+    count = info.nr_map_ids
+    if not count:
+        return []
+    ids = (ctypes.c_uint32 * count)()
+    again = _ProgInfoStruct()
+    again.nr_map_ids = count
+    again.map_ids = ctypes.addressof(ids)
+    _get_info(fd, again, "program")
+    return list(ids[: min(count, again.nr_map_ids)])

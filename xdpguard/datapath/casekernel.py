@@ -11,7 +11,10 @@ every case through it and take it down again, whatever happens:
 - per case: the flow table, rate-limit buckets and blocked sources are
   emptied (cases are independent), an established case first sends its
   opening packet through the egress program (that is how the program learns
-  flows), then the case's frame goes through `prog_ingress` or
+  flows; a UDP opening packet stands for a datagram from a connected
+  socket, which neither a test run nor a raw frame has, so its flow is
+  written into the table once egress lets the packet out), then the
+  case's frame goes through `prog_ingress` or
   `prog_egress`.  The verdict is the program's return code (--kernel) or
   whether the frame came out on the other side (--wire); the deciding rule
   is the one whose packet counter moved.
@@ -53,6 +56,7 @@ from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane, prog_pin_name
 from xdpguard.errors import KernelError, XdpguardError
 from xdpguard.rules.compile import Plan
+from xdpguard.rules.model import IPPROTO_UDP
 from xdpguard.rules.packet import parse_frame
 
 __all__ = ["Bench", "run_cases"]
@@ -259,10 +263,21 @@ class Bench:
             if opened.verdict != "allow":
                 by = "the egress default" if opened.rule == "default" else f"egress rule {opened.rule}"
                 note = f"no flow: {by} drops the opening packet, so the host never sent it"
+            elif opener.proto == IPPROTO_UDP:
+                # UDP opens a flow only from a socket connected to the peer;
+                # a test run (or a packet socket) has none, so the flow that
+                # socket's datagram would have recorded is written here.
+                self._add_flow(opener)
         got = self._decide(case)
         if note:
             got = Outcome(got.verdict, got.rule, f"{note}; {got.note}" if got.note else note)
         return got
+
+    def _add_flow(self, opener: Case) -> None:
+        assert self.maps is not None and opener.src is not None and opener.dst is not None
+        assert opener.sport is not None and opener.dport is not None
+        flow = M.FlowEntry(opener.proto, opener.src.packed, opener.dst.packed, opener.sport, opener.dport)
+        M.add_flows(self.maps, [flow], time.monotonic_ns())
 
     def _decide(self, case: Case) -> Outcome:
         before = self._counts(case.direction)

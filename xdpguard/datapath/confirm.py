@@ -10,22 +10,34 @@ act, so a re-armed confirm retires the previous watchdog.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from xdpguard.state import Iface, state_root
+from xdpguard.errors import XdpguardError
+from xdpguard.state import DamagedState, Iface, secure_state_root
 
 POLL = 0.25
 
 
-def _watchdog_log(ifname: str) -> str:
-    state_root().mkdir(parents=True, exist_ok=True)
-    return str(state_root() / f".{ifname}.watchdog.log")
+def _watchdog_log(ifname: str) -> int:
+    """The watchdog's log, opened for appending (mode 0600, never through a symbolic link)."""
+    root = secure_state_root()
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    path = root / f".{ifname}.watchdog.log"
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as e:
+        # The watchdog matters more than its log.
+        print(f"xdpguard: cannot open {path} ({e.strerror}): the watchdog logs nowhere", file=sys.stderr)
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def _stop(pid: int | None) -> None:
@@ -41,23 +53,74 @@ def _stop(pid: int | None) -> None:
         pass
 
 
-def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> float:
-    """Start (or restart) the countdown; returns the deadline (Unix time).
+@dataclass
+class Armed:
+    """A confirm window recorded before the apply it guards (see `prepare`)."""
+
+    ifname: str
+    token: str
+    deadline: float
+    target: int
+    netns: str | None
+    earlier: dict[str, Any] | None  # the pending confirm this one replaces
+    window: float = 0.0  # seconds from the end of the apply
+
+
+def prepare(ifname: str, window: float, netns: str | None, previous_seq: int) -> Armed:
+    """Record the confirm window before the apply: if the state directory cannot
+    be written, nothing has changed yet, and no unguarded rule set goes live.
 
     The revert target is the rule set live before the first unconfirmed
     apply: a second apply during the window does not move it.
     """
     st = Iface(ifname)
-    pending = st.load_confirm()
-    target = pending["target_seq"] if pending else previous_seq
-    token = secrets.token_hex(8)
-    deadline = time.time() + window
-    st.save_confirm({"token": token, "deadline": deadline, "target_seq": target, "netns": netns, "pid": None})
+    earlier = st.load_confirm()
+    target = int(earlier["target_seq"]) if earlier else previous_seq
+    armed = Armed(ifname, secrets.token_hex(8), time.time() + window, target, netns, earlier, window)
+    st.save_confirm(_record(armed, None))
+    return armed
+
+
+def _record(a: Armed, pid: int | None) -> dict[str, Any]:
+    return {"token": a.token, "deadline": a.deadline, "target_seq": a.target, "netns": a.netns, "pid": pid}
+
+
+def start(a: Armed) -> float:
+    """Start the watchdog for a prepared window once the apply is done; returns the deadline.
+
+    The window counts from here, the end of the apply (a first attach may
+    take seconds to compile); if the record cannot be rewritten, the
+    earlier deadline written by `prepare` stands.
+    """
+    prepared, a.deadline = a.deadline, time.time() + a.window
+    if not _spawn(a):
+        a.deadline = prepared
+    if a.earlier:
+        _stop(a.earlier.get("pid"))  # its token no longer matches in any case
+    return a.deadline
+
+
+def abandon(a: Armed) -> None:
+    """The apply failed: put back the confirm that was pending before, with its watchdog, or none."""
+    st = Iface(a.ifname)
+    with contextlib.suppress(XdpguardError):
+        if a.earlier is None:
+            st.clear_confirm()
+            return
+        st.save_confirm(a.earlier)
+        # Its watchdog saw our token and left: start one for its own token again.
+        e = a.earlier
+        _spawn(Armed(a.ifname, e["token"], float(e["deadline"]), int(e["target_seq"]), e.get("netns"), None))
+
+
+def _spawn(a: Armed) -> bool:
+    """Start a watchdog for `a`; False when its record (pid, deadline) could not be written."""
     cmd = [sys.executable, "-m", "xdpguard"]
-    if netns:
-        cmd += ["--netns", netns]
-    cmd += ["watchdog", "--iface", ifname, "--token", token]
-    with open(_watchdog_log(ifname), "ab") as log:
+    if a.netns:
+        cmd += ["--netns", a.netns]
+    cmd += ["watchdog", "--iface", a.ifname, "--token", a.token]
+    log = _watchdog_log(a.ifname)
+    try:
         proc = subprocess.Popen(
             cmd,
             start_new_session=True,
@@ -66,18 +129,28 @@ def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> flo
             stderr=subprocess.STDOUT,
             close_fds=True,
         )
-    st.save_confirm(
-        {"token": token, "deadline": deadline, "target_seq": target, "netns": netns, "pid": proc.pid}
-    )
-    if pending:
-        _stop(pending.get("pid"))
-    return deadline
+    finally:
+        os.close(log)
+    # The pid only lets a later confirm stop the watchdog early and the new
+    # deadline is later than the one on disk; the token is what it obeys, so
+    # a full disk here costs nothing but those.
+    try:
+        Iface(a.ifname).save_confirm(_record(a, proc.pid))
+    except XdpguardError:
+        return False
+    return True
 
 
 def confirm(ifname: str) -> dict[str, Any] | None:
     st = Iface(ifname)
     with st.lock():
-        pending = st.load_confirm()
+        try:
+            pending = st.load_confirm()
+        except DamagedState as e:
+            # Confirming keeps what is live, which needs nothing from the
+            # damaged record: drop it (its watchdog then finds it gone).
+            st.clear_confirm()
+            return {"target_seq": None, "damaged": str(e.path)}
         if pending is None:
             return None
         st.clear_confirm()
@@ -91,7 +164,12 @@ def run_watchdog(ifname: str, token: str) -> None:
 
     st = Iface(ifname)
     while True:
-        p = st.load_confirm()
+        try:
+            p = st.load_confirm()
+        except DamagedState as e:
+            # Without the record there is no target to revert to: say so where `status` shows it.
+            print(time.strftime("%Y-%m-%dT%H:%M:%S"), ifname, f"watchdog stopped: {e}", flush=True)
+            return
         if p is None or p.get("token") != token:
             return
         left = float(p["deadline"]) - time.time()

@@ -21,9 +21,21 @@ from typing import Any
 from xdpguard.datapath import abi, dynsets, syncookie
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
+from xdpguard.datapath import protection as P
 from xdpguard.errors import KernelError, UsageError
+from xdpguard.net import NoSuchNetns, in_netns
 from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_from_bytes
-from xdpguard.state import Applied, Iface, LockTimeout, Snapshot, bpffs_root, fault, state_root
+from xdpguard.state import (
+    Applied,
+    DamagedState,
+    Iface,
+    LockTimeout,
+    Snapshot,
+    StateError,
+    bpffs_root,
+    fault,
+    state_root,
+)
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
 # direction -> (pin of its link, attach type)
@@ -79,6 +91,7 @@ class Dataplane:
         self.iface = Iface(ifname)
         self.ifindex = ifindex
         self.netns = netns
+        self.warnings: list[str] = []  # said by the CLI after the command (e.g. state left behind)
 
     @property
     def pin_dir(self) -> str:
@@ -145,32 +158,81 @@ class Dataplane:
             self._begin("attach", snap)
             res = self._attach(plan, xdp_mode)
         else:
+            # Never "updated" while nothing is attached: the kernel, not the
+            # record, says where the programs are.
+            repaired = self.ensure_protected(new.xdp_mode)
             res = self._update(plan, applied, replace_program, snap)
+            res.messages[:0] = repaired
         if syn_due and syncookie.ensure(
             self.pin_dir, self.iface.state_dir, self.ifindex or self._lookup_ifindex(), self.iface.ifname
         ):
             res.messages.append("loaded the SYN-cookie programs (XDP, and tcx ingress for the hand-off)")
         if res.changed or res.attached:
-            self.iface.commit(snap)
+            try:
+                self.iface.commit(snap)
+            except StateError as e:
+                raise StateError(self._undo(res, plan, applied, e)) from e
             fault("committed")
             self.iface.end()
         elif res.replaced and applied is not None:
             applied.source_hash = new.source_hash
-            self.iface.commit(Snapshot(applied, plan.to_bytes(), rules_text, summary))
+            try:
+                self.iface.commit(Snapshot(applied, plan.to_bytes(), rules_text, summary))
+            except StateError as e:
+                # The programs are current and compatible; only the note of their version is stale.
+                res.messages.append(f"{e} (the new programs run; the next apply records them)")
         return res
+
+    def _undo(self, res: ApplyResult, plan: Plan, applied: Applied | None, err: StateError) -> str:
+        """The record of an apply could not be written: put the kernel back as recorded.
+
+        The journal was written before the kernel was touched, so the only
+        way the two can part is here, after the kernel took the new rule
+        set.  Rather than leave a kernel the state directory does not
+        describe (and every later command failing while it tries to record
+        it), the previous rule set goes back on.
+        """
+        where = f"free space in (or remount read-write) {state_root()} and apply again"
+        if res.attached:
+            self._remove_pins()
+            self.iface.end()
+            if self.iface.load_applied() is None:
+                self.iface.remove_state()
+            return f"{err}; nothing is attached to {self.iface.ifname}: {where}"
+        old = self.iface.load_plan()
+        if old is None or applied is None:
+            return (
+                f"{err}; {self.iface.ifname} runs the new rule set, which is not recorded: {where} "
+                "(the journal lets the next command record it)"
+            )
+        with M.open_maps(self.pin_dir) as m:
+            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
+            self._switch(m, old, plan, holds)
+        self.iface.end()
+        return (
+            f"{err}; the kernel was put back to version {applied.seq}, the rule set the state directory "
+            f"records, so nothing changed: {where}"
+        )
 
     def _begin(self, kind: str, snap: Snapshot) -> None:
         old = self.iface.load_applied()
-        self.iface.begin(
-            kind,
-            snap.plan_bytes,
-            {
-                "applied": json.loads(snap.applied.to_json()),
-                "old_digest": old.digest if old else None,
-                "rules_text": snap.rules_text,
-                "summary": snap.summary,
-            },
-        )
+        try:
+            self.iface.begin(
+                kind,
+                snap.plan_bytes,
+                {
+                    "applied": json.loads(snap.applied.to_json()),
+                    "old_digest": old.digest if old else None,
+                    "rules_text": snap.rules_text,
+                    "summary": snap.summary,
+                },
+            )
+        except StateError as e:
+            if old is None and not self.attached:
+                self.iface.remove_state()  # a first attach that never started leaves nothing
+            raise StateError(
+                f"{e}; nothing was changed: free space in (or remount read-write) {state_root()}, apply again"
+            ) from e
         fault("journal")
 
     def _attach(self, plan: Plan, xdp_mode: str) -> ApplyResult:
@@ -213,6 +275,8 @@ class Dataplane:
                 for direction in ("egress", "ingress"):
                     self._link(direction, loaded.prog_fds[direction], xdp_mode)
                     fault(f"attach-linked-{direction}")
+                    if direction == "egress":
+                        res.messages += self._record_open_connections()
                 linked = True
             finally:
                 loaded.close()
@@ -228,14 +292,10 @@ class Dataplane:
     @property
     def egress_mode(self) -> str:
         """How the egress program is attached: "tcx" (a pinned link) or "netlink" (clsact + cls_bpf)."""
-        try:
-            return (self.iface.state_dir / "egress_attach").read_text().strip() or "tcx"
-        except FileNotFoundError:
-            return "tcx"
+        return self.iface.read_note("egress_attach") or "tcx"
 
     def _set_egress_mode(self, mode: str) -> None:
-        self.iface.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.iface.state_dir / "egress_attach").write_text(mode + "\n")
+        self.iface.write_note("egress_attach", mode)
 
     def _link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
         pin_name, attach_type = LINKS[direction]
@@ -299,7 +359,7 @@ class Dataplane:
         if raw is not None and hashlib.sha256(raw).hexdigest() == plan.digest:
             old: Plan | None = plan  # the same plan: no need to decode the recorded one
         else:
-            old = plan_from_bytes(raw) if raw is not None else None
+            old = self.iface.load_plan()
         for name, setting, want in (
             ("flows", "flow_table_size", plan.flow_table_size),
             ("src_sketch", "limit_table_size", plan.limit_table_size),
@@ -429,15 +489,18 @@ class Dataplane:
             if self.iface.load_applied() is None:
                 self.iface.remove_state()
             return ["an interrupted first attach left objects behind: removed them"]
-        new = plan_from_bytes(plan_bytes)
-        journalled = Snapshot(
-            Applied.from_json(json.dumps(meta["applied"])),
-            plan_bytes,
-            meta.get("rules_text"),
-            meta.get("summary"),
-        )
-        raw = self.iface.load_plan_bytes()
-        old = plan_from_bytes(raw) if raw is not None else None
+        journal_path = self.iface.state_dir / "journal.plan.bin"
+        try:
+            new = plan_from_bytes(plan_bytes)
+            journalled = Snapshot(
+                Applied.from_json(json.dumps(meta["applied"])),
+                plan_bytes,
+                meta.get("rules_text"),
+                meta.get("summary"),
+            )
+        except Exception as e:  # not what xdpguard wrote
+            raise DamagedState(journal_path, f"{type(e).__name__}: {e}", self.iface.ifname) from e
+        old = self.iface.load_plan()
         with M.open_maps(self.pin_dir) as m:
             active = M.read_active(self.pin_dir)
             live_hashes = {M.read_config(m, M.half_of(d, active)).plan_hash for d in DIRECTIONS}
@@ -446,7 +509,7 @@ class Dataplane:
                     new,
                     f"an interrupted apply of {journalled.applied.file} had reached the kernel: recorded it",
                 )
-                self.iface.commit(journalled)
+                self._record_recovered(m, journalled, new, old)
             elif old is not None and live_hashes == {old.hash64}:
                 live, msg = (
                     old,
@@ -460,7 +523,7 @@ class Dataplane:
                 )
                 holds = {(d, v): False for d in DIRECTIONS for v in (0, 1)}
                 self._switch(m, new, None, holds)
-                self.iface.commit(journalled)
+                self._record_recovered(m, journalled, new, old)
             # The half packets do not read may be half-written: level it.
             for direction in DIRECTIONS:
                 h_in = M.half_of(direction, 1 - active)
@@ -485,6 +548,22 @@ class Dataplane:
                 msg += f"; re-attached the {direction} program"
         self.iface.end()
         return [msg]
+
+    def _record_recovered(self, m: M.Maps, journalled: Snapshot, new: Plan, old: Plan | None) -> None:
+        """Record what an interrupted apply made live, or, if the record cannot be
+        written, put the recorded rule set back so that kernel and record agree."""
+        try:
+            self.iface.commit(journalled)
+        except StateError as e:
+            if old is None:
+                raise
+            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
+            self._switch(m, old, new, holds)
+            self.iface.end()
+            raise StateError(
+                f"{e}; an interrupted apply had reached the kernel and could not be recorded: put the "
+                f"recorded rule set back; free space in (or remount read-write) {state_root()}, apply again"
+            ) from e
 
     def recover(self, wait: bool = True) -> list[str]:
         """Repair what an interrupted apply left (status and rollback call this).
@@ -515,7 +594,11 @@ class Dataplane:
         if current is None or not self.attached:
             raise KernelError(f"xdpguard is not attached to {self.iface.ifname}: nothing to roll back")
         target = self._rollback_target(current, to_seq)
-        plan = plan_from_bytes(target.plan_bytes, target.applied.file)
+        try:
+            plan = plan_from_bytes(target.plan_bytes, target.applied.file)
+        except Exception as e:  # the digest matched, so this is not expected: say which file
+            path = self.iface.state_dir / "history" / f"{target.applied.seq:08d}" / "plan.bin"
+            raise DamagedState(path, f"{type(e).__name__}: {e}", self.iface.ifname) from e
         t0 = time.monotonic()
         res = self._apply_locked(
             plan,
@@ -600,6 +683,132 @@ class Dataplane:
         finally:
             loaded.close()
 
+    # ------------------------------------------------------------------ protection
+
+    def recorded_netns(self) -> str | None:
+        """The namespace the interface lives in: the one given, else the recorded one."""
+        if self.netns is not None:
+            return self.netns
+        applied = self.iface.load_applied()
+        return applied.netns if applied else None
+
+    def protection(self) -> P.Protection:
+        """What the kernel says about this interface (see protection.py)."""
+        ns = self.recorded_netns()
+        try:
+            with in_netns(ns):
+                return P.check(self.pin_dir, self.iface.ifname, self.egress_mode == "netlink")
+        except NoSuchNetns:
+            prot = P.Protection(self.iface.ifname, kind=P.GONE)
+            prot.problems.append(f"network namespace {ns} is gone, and {self.iface.ifname} with it")
+            return prot
+
+    def ensure_protected(self, xdp_mode: str) -> list[str]:
+        """Repair what the kernel check finds, or refuse; returns what was done.
+
+        Called with the lock held by every command that changes protection
+        (apply, rollback, the confirm watchdog, restore) before it writes.
+        """
+        prot = self.protection()
+        if prot.ok:
+            return []
+        if prot.kind == P.GONE:
+            raise KernelError(f"{prot.message()}: nothing to protect; {prot.fix()}")
+        if prot.kind == P.NOT_ATTACHED:
+            raise KernelError(f"{prot.message()}; {prot.fix()}")
+        msgs = []
+        if prot.needs_attach:
+            with in_netns(self.recorded_netns()):
+                msgs.append(self._reattach(prot, xdp_mode))
+            prot = self.protection()
+        if prot.kind == P.PINS:
+            msgs.append(self._repin(prot))
+            prot = self.protection()
+        if not prot.ok:
+            raise KernelError(f"{self.iface.ifname}: {prot.message()}; {prot.fix()}")
+        return msgs
+
+    def _reattach(self, prot: P.Protection, xdp_mode: str) -> str:
+        """Attach the pinned programs to the interface that has the name now.
+
+        Egress first, as on a first attach: the pinned XDP link is what marks
+        xdpguard attached.  Each new link replaces the old one's pin; the old
+        link, if still attached to a renamed interface, is detached from it.
+        A crash between unpinning and pinning leaves no XDP link pin, and the
+        next apply then attaches from scratch.
+        """
+        assert prot.ifindex is not None
+        self.ifindex = prot.ifindex
+        for direction in ("egress", "ingress"):
+            with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as prog:
+                self._relink(direction, prog, prot, xdp_mode)
+            if direction == "egress":
+                # Connections opened while the interface had no program.
+                self._record_open_connections()
+        moved = ""
+        if prot.xdp_ifname:
+            moved = f"; {prot.xdp_ifname} (ifindex {prot.xdp_ifindex}) had them and no longer has"
+        return (
+            f"{prot.message()}: attached the programs to {self.iface.ifname} (ifindex {prot.ifindex}){moved}"
+        )
+
+    def _relink(self, direction: str, prog: int, prot: P.Protection, xdp_mode: str) -> None:
+        if direction == "egress" and self.egress_mode == "netlink":
+            if prot.xdp_ifindex and prot.xdp_ifname:
+                from xdpguard.net import NetError, detach_egress
+
+                with contextlib.suppress(NetError):
+                    detach_egress(prot.xdp_ifindex)  # off the renamed interface
+            self._attach_egress_netlink(prog)
+            return
+        old = self.iface.pin(LINKS[direction][0])
+        if os.path.exists(old):
+            with B.Fd(B.obj_get(old)) as lfd:
+                if B.link_info(lfd).ifindex == prot.ifindex:
+                    return  # this one is where it belongs
+                with contextlib.suppress(B.BpfError):
+                    B.link_detach(lfd)
+            _unlink(old)
+        self._link(direction, prog, xdp_mode)
+
+    def _record_open_connections(self) -> list[str]:
+        """Record the connections this host opened before egress could see them
+        (net/sockets.py); call it once the egress program is attached, so
+        that what opens after the socket table is read is seen by egress."""
+        from xdpguard.net import NetError, opened_connections
+
+        try:
+            conns = opened_connections()
+            flows = [M.FlowEntry(c.proto, c.local, c.remote, c.lport, c.rport) for c in conns]
+            if flows:
+                with M.open_maps(self.pin_dir) as m:
+                    M.add_flows(m, flows, time.monotonic_ns())
+        except (NetError, B.BpfError, KernelError) as e:
+            return [f"could not record the connections opened before the attach ({e}); their replies are new"]
+        return []
+
+    def _repin(self, prot: P.Protection) -> str:
+        """Pin the programs and maps in use again where another object took their place."""
+        done = []
+        for direction, (pin_name, _) in LINKS.items():
+            link_pin = self.iface.pin(pin_name)
+            if not os.path.exists(link_pin):
+                continue
+            with B.Fd(B.obj_get(link_pin)) as lfd:
+                prog_id = B.link_info(lfd).prog_id
+            prog_pin = self.iface.pin(prog_pin_name(direction))
+            with B.Fd(B.prog_get_fd_by_id(prog_id)) as fd:
+                if not os.path.exists(prog_pin) or B.prog_info(fd).id != _pinned_prog_id(prog_pin):
+                    _unlink(prog_pin)
+                    B.obj_pin(fd, prog_pin)
+                    done.append(prog_pin_name(direction))
+        for pin, map_id in prot.repin.items():
+            with B.Fd(B.map_get_fd_by_id(map_id)) as fd:
+                _unlink(self.iface.pin(pin))
+                B.obj_pin(fd, self.iface.pin(pin))
+            done.append(pin)
+        return f"{prot.message()}: pinned the objects in use again ({', '.join(done)})"
+
     # ------------------------------------------------------------------ read
 
     def _link_status(self, direction: str) -> dict[str, Any]:
@@ -626,6 +835,7 @@ class Dataplane:
                 out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"
         applied = self.iface.load_applied()
         if applied:
+            self.iface.check_plan(applied)
             out.update(
                 file=applied.file,
                 digest=applied.digest,
@@ -651,7 +861,19 @@ class Dataplane:
                 "reverts_to": pending["target_seq"],
             }
         if not self.attached:
+            if applied is not None:
+                out["protected"] = False
+                out["problem"] = (
+                    f"not attached: the recorded rule set (version {applied.seq}) is not in the kernel "
+                    "(after a reboot, or detached by hand)"
+                )
+                out["fix"] = f"`xdpguard restore --iface {self.iface.ifname}` attaches it again"
             return out
+        prot = self.protection()
+        out["protected"] = prot.ok
+        if not prot.ok:
+            out["problem"] = prot.message()
+            out["fix"] = prot.fix()
         try:
             out["xdp"] = {**self._link_status("ingress"), "mode": applied.xdp_mode if applied else "?"}
             if self.egress_mode == "netlink":
@@ -676,15 +898,20 @@ class Dataplane:
             out["kernel_plan_hash"] = f"{kh:016x}"
             if applied:
                 out["consistent"] = kh == digest_hash64(applied.digest)
+                if not out["consistent"] and prot.ok:
+                    out["protected"] = False
+                    out["problem"] = "the kernel maps do not hold the recorded rule set"
+                    out["fix"] = f"`xdpguard apply RULES --iface {self.iface.ifname}` writes it again"
         except (B.BpfError, KernelError) as e:
             out["error"] = e.sentence if isinstance(e, B.BpfError) else str(e)
+            out["protected"] = False
+            out.setdefault("problem", out["error"])
         return out
 
     def stats(self) -> dict[str, Any]:
         if not self.attached:
             raise KernelError(f"xdpguard is not attached to {self.iface.ifname}")
-        raw = self.iface.load_plan_bytes()
-        plan = plan_from_bytes(raw) if raw else None
+        plan = self.iface.load_plan()
         active = M.read_active(self.pin_dir)
         out: dict[str, Any] = {"interface": self.iface.ifname}
         with M.open_maps(self.pin_dir) as m:
@@ -749,11 +976,17 @@ class Dataplane:
     def detach_locked(self) -> list[str]:
         from xdpguard.datapath.confirm import _stop
 
-        pending = self.iface.load_confirm()
-        if pending:
-            _stop(pending.get("pid"))
+        # Detach must work whatever shape the records are in.
+        with contextlib.suppress(DamagedState):
+            pending = self.iface.load_confirm()
+            if pending:
+                _stop(pending.get("pid"))
         removed = self._remove_pins()
-        self.iface.remove_state()
+        if not self.iface.remove_state():
+            self.warnings.append(
+                f"the kernel objects are gone, but {self.iface.state_dir} could not be removed (read-only?): "
+                f"remove it when it can be written, or `xdpguard restore` will attach it again"
+            )
         return removed
 
     def _remove_pins(self) -> list[str]:
@@ -761,9 +994,12 @@ class Dataplane:
         pin_dir = self.iface.pin_dir
         removed = []
         if self.egress_mode == "netlink":
-            from xdpguard.net import NetError, detach_egress, in_netns
+            from xdpguard.net import NetError, detach_egress
 
-            applied = self.iface.load_applied()
+            try:
+                applied = self.iface.load_applied()
+            except DamagedState:
+                applied = None
             ns = self.netns if self.netns is not None else (applied.netns if applied else None)
             try:
                 with in_netns(ns):
@@ -771,8 +1007,7 @@ class Dataplane:
                         removed.append("cls_bpf egress filter")
             except (NetError, LookupError):
                 pass  # the interface is gone, and the filter with it
-            with contextlib.suppress(FileNotFoundError):
-                (self.iface.state_dir / "egress_attach").unlink()
+            self.iface.remove_note("egress_attach")
         for pin_name in [syncookie.PIN_LINK, *(name for name, _ in LINKS.values())]:
             link = pin_dir / pin_name
             if not link.exists():
@@ -793,6 +1028,14 @@ class Dataplane:
         return removed
 
 
+def _pinned_prog_id(path: str) -> int | None:
+    try:
+        with B.Fd(B.obj_get(path)) as fd:
+            return B.prog_info(fd).id
+    except B.BpfError:
+        return None
+
+
 def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
     try:
         os.rmdir(path)
@@ -800,11 +1043,14 @@ def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
         pass
 
 
-def detach_all() -> list[str]:
+def detach_all(warnings: list[str] | None = None) -> list[str]:
     from xdpguard.state import known_ifaces
 
     removed: list[str] = []
     for name in known_ifaces():
-        removed += Dataplane(name, 0).detach()
+        dp = Dataplane(name, 0)
+        removed += dp.detach()
+        if warnings is not None:
+            warnings += [f"{name}: {w}" for w in dp.warnings]
     _rmdir_if_empty(state_root())
     return removed

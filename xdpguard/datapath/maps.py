@@ -30,7 +30,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
-from xdpguard.rules.compile import F_DST, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
+from xdpguard.rules.compile import F_DST, F_EXTRA, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
 from xdpguard.rules.model import Action, Mode
 
 DIRECTIONS = ("ingress", "egress")
@@ -99,6 +99,15 @@ LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch"
 ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", *DYN_PINS, *LIMITER_MAPS})
 
 
+# Every map pin the programs may use (test_clock only in test builds), and
+# the name bcc gives each map: its C variable in bpf/lib/maps.h (the kernel
+# keeps 15 characters), "xg_" and the pin name except for the test clock.
+PROG_MAP_NAMES = (*EXPECTED_MAPS, *SIZED_MAPS, "test_clock")
+PIN_OF_PROG_MAP = {
+    ("xg_clock" if pin == "test_clock" else f"xg_{pin}")[: B.BPF_OBJ_NAME_LEN - 1]: pin
+    for pin in PROG_MAP_NAMES
+}
+
 # Pins of maps earlier xdpguard versions had and this one does not use.
 RETIRED_MAPS = (
     "src4",  # LPM tries, before the address tables
@@ -112,7 +121,7 @@ RETIRED_MAPS = (
 
 def missing_pins(pin_dir: str) -> list[str]:
     """Maps this version's programs declare that an older version did not pin."""
-    return [n for n in EXPECTED_MAPS if not os.path.exists(os.path.join(pin_dir, n))]
+    return [n for n in [*EXPECTED_MAPS, *SIZED_MAPS] if not os.path.exists(os.path.join(pin_dir, n))]
 
 
 def remove_retired_pins(pin_dir: str) -> list[str]:
@@ -277,6 +286,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_HAS_BLOCK
     if d.dyn_refs:
         flags |= abi.CFG_HAS_DYN
+    if d.uses_state and d.state_first:
+        flags |= abi.CFG_STATE_FIRST
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
@@ -289,7 +300,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     return bytes(cfg)
 
 
-def rule_bytes(rp: RulePlan, slot: int) -> bytes:
+def rule_bytes(rp: RulePlan, slot: int, state_flags: int = 0) -> bytes:
+    """The rule entry; state_flags: RULE_NOT_EST / RULE_NOT_NEW (see state_flags())."""
     r = abi.RuleEntry()
     r.rule_id = rp.rule_id
     r.slot = slot
@@ -307,7 +319,27 @@ def rule_bytes(rp: RulePlan, slot: int) -> bytes:
         r.grace_log2 = lim.grace_log2
     if rp.syn_cookies:
         r.flags |= abi.RULE_SYNCOOKIE
+    r.flags |= state_flags
     return bytes(r)
+
+
+def state_flags(d: DirectionPlan) -> list[int]:
+    """Per rule, which flow states it can never match, from the plan's
+    established and new bitmaps: the program asks the flow table only when
+    the first candidate rule has one of these flags."""
+    if not d.uses_state:
+        return [0] * d.nrules
+    tl, base = d.two_level(), d.bases[F_EXTRA]
+    nbytes = (d.nrules + 7) // 8
+    est = tl.bitmap(base + d.est_idx).to_bytes(nbytes, "little")
+    new = tl.bitmap(base + d.new_idx).to_bytes(nbytes, "little")
+    out = []
+    for i in range(d.nrules):
+        byte, bit = i >> 3, 1 << (i & 7)
+        out.append(
+            (0 if est[byte] & bit else abi.RULE_NOT_EST) | (0 if new[byte] & bit else abi.RULE_NOT_NEW)
+        )
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -603,7 +635,8 @@ def write_half(
         st.blocks += d.nbitmaps
     if d.rules:
         base = half * abi.MAX_RULES
-        entries = [rule_bytes(r, slots[r.rule_id]) for r in d.rules]
+        flags = state_flags(d)
+        entries = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
         idx: list[int] | range = range(len(entries))
         if old is not None:  # what the half holds: only entries that differ are written
             now = B.map_lookup_range(dm["rules"], base, len(entries), C_SIZE["rule"])
@@ -841,6 +874,37 @@ def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
 def flow_table_fill(dm: Maps) -> int:
     """Entries in the flow table (expired ones included until the LRU reuses them)."""
     return len(B.map_lookup_batch(dm["flows"], C_SIZE["flow_key"], C_SIZE["flow"]))
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One flow as this host sees it: `local` is this host's side (addresses packed)."""
+
+    proto: int
+    local: bytes  # 4 or 16 bytes
+    remote: bytes
+    lport: int  # for ICMP echo: the identifier as it is on the wire; rport 0
+    rport: int
+
+
+def flow_key(fl: FlowEntry) -> bytes:
+    """The flow table key the egress program builds (xg_flow_key in bpf/lib/flow.h)."""
+    k = abi.FlowKey(family=4 if len(fl.local) == 4 else 6, proto=fl.proto, lport=fl.lport, rport=fl.rport)
+    k.laddr[: len(fl.local)] = list(fl.local)
+    k.raddr[: len(fl.remote)] = list(fl.remote)
+    return bytes(k)
+
+
+def add_flows(dm: Maps, flows: list[FlowEntry], now_ns: int) -> int:
+    """Record flows as the egress program would have (last seen now_ns); returns how many.
+
+    Used for connections opened before the programs were attached (their
+    first packets went out unseen) and by the test harness.
+    """
+    if flows:
+        keys = [flow_key(fl) for fl in flows]
+        B.map_update_batch(dm["flows"], keys, [bytes(abi.Flow(last_seen_ns=now_ns))] * len(keys))
+    return len(flows)
 
 
 def read_active(pin_dir: str) -> int:

@@ -30,11 +30,15 @@ from xdpguard.net.netns import (
     netns_exists,
     netns_path,
 )
-from xdpguard.net.tc import attach_egress, detach_egress
+from xdpguard.net.sockets import Connection, opened_connections
+from xdpguard.net.tc import attach_egress, detach_egress, egress_filter_present
 
 __all__ = [
+    "Connection",
+    "opened_connections",
     "attach_egress",
     "detach_egress",
+    "egress_filter_present",
     "NetError",
     "NoSuchInterface",
     "NoSuchNetns",

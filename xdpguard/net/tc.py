@@ -70,3 +70,17 @@ def detach_egress(ifindex: int) -> bool:
                 return False
             raise NetError(f"remove the egress filter on ifindex {ifindex}: {e}") from e
     return True
+
+
+def egress_filter_present(ifindex: int) -> bool:
+    """Is a cls_bpf filter at our egress hook?  (The protection check asks;
+    pyroute2 does not decode the filter's program id, so only its presence.)"""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            filters = ipr.get_filters(ifindex, parent=CLSACT_EGRESS)
+        except NetlinkError:
+            return False
+    return any(f.get_attr("TCA_KIND") == "bpf" for f in filters)

@@ -155,7 +155,7 @@ class PlanClassifier:
                 )
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
-                picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))
+                picked.append(bases[F_EXTRA] + (d.est_idx if pkt.in_flow else d.new_idx))
         return picked
 
     @staticmethod

@@ -40,6 +40,7 @@ from xdpguard.rules.model import (
     Action,
     AddrMatch,
     Direction,
+    Match,
     Mode,
     RateLimit,
     Rule,
@@ -292,6 +293,10 @@ class DirectionPlan:
     # field (src, dst) the distinct rule bitmaps of those references.
     dyn_refs: tuple[DynRef, ...] = ()
     dyn_groups: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    # Rule 0 tests state and nothing else (`{state: established}` first, as
+    # most edge rule files start): it is every packet's first candidate, so
+    # the data plane asks the flow table before the scan instead of after.
+    state_first: bool = False
     _two_level: TwoLevel | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -577,6 +582,9 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         field_mask=field_mask,
         dyn_refs=tuple(dyn_refs),
         dyn_groups=(dyn_groups[0], dyn_groups[1]),
+        state_first=bool(rules)
+        and rules[0].match.state is not None
+        and rules[0].match == Match(state=rules[0].match.state),
         _two_level=two,
     )
 
@@ -888,6 +896,8 @@ def _serialise(plan: Plan) -> bytes:
 
 def _dir_head(d: DirectionPlan) -> dict[str, object]:
     head = _dir_head_static(d)
+    if d.state_first:
+        head["state_first"] = True
     if d.dyn_refs:
         head["dyn_refs"] = [[r.field, r.set, r.group] for r in d.dyn_refs]
         head["dyn_groups"] = [len(g) for g in d.dyn_groups]
@@ -1060,6 +1070,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 field_mask=dh["field_mask"],
                 dyn_refs=tuple(DynRef(f, name, g) for f, name, g in dh.get("dyn_refs", ())),
                 dyn_groups=(dyn_groups[0], dyn_groups[1]),
+                state_first=dh.get("state_first", False),
                 _two_level=tl,
             )
         )

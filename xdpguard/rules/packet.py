@@ -2,7 +2,9 @@
 
 `parse_frame` follows bpf/lib/parse.h (`xg_parse`) step for step (same
 bounds, same notion of malformed), so a differential test can hand the
-same bytes to the kernel and to the Python classifiers.
+same bytes to the kernel and to the Python classifiers.  (The parser also
+notes an SCTP packet's first chunk, which only decides whether egress
+records a flow; classification never looks at it, so it has no field here.)
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ ETH_P_8021AD = 0x88A8
 MAX_VLAN_TAGS = 2
 # IPv6 extension headers the parser walks through before giving up (malformed).
 MAX_EXT_HDRS = 6
+# IPv6 extension headers; AH (51) is walked in IPv4 too.
 IPV6_EXT_HOP, IPV6_EXT_ROUTING, IPV6_EXT_FRAG, IPV6_EXT_AH, IPV6_EXT_DSTOPTS = 0, 43, 44, 51, 60
 NDP_TYPES = range(133, 138)
+TCP_SYN, TCP_ACK = 0x02, 0x10
+ECHO_REPLIES = {(IPPROTO_ICMP, 0), (IPPROTO_ICMPV6, 129)}  # the only ICMP that answers our flows
 
 MALFORMED = "malformed"
 NON_IP = "non_ip"
@@ -41,11 +46,24 @@ class Packet:
     tcp_flags: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
-    established: bool = False  # result of the flow-table lookup (state: established)
+    established: bool = False  # a flow of this host's matches it (state: established)
 
     @property
     def has_l4(self) -> bool:
         return self.sport is not None or self.icmp_type is not None
+
+    @property
+    def in_flow(self) -> bool:
+        """`established` as the data plane sees it (bpf/lib/flow.h): only a
+        packet that can answer a connection this host opened is looked up,
+        so a TCP SYN without ACK, ICMP other than an echo reply and a later
+        fragment are new whatever flows exist."""
+        if not self.established or self.later_fragment:
+            return False
+        if self.sport is not None:
+            syn_only = self.proto == IPPROTO_TCP and (self.tcp_flags or 0) & (TCP_SYN | TCP_ACK) == TCP_SYN
+            return not syn_only
+        return (self.proto, self.icmp_type) in ECHO_REPLIES
 
     @property
     def is_ndp(self) -> bool:
@@ -102,7 +120,22 @@ def _parse_ipv4(data: bytes, off: int) -> Packet:
     base = Packet(IP, n, 4, src, dst, proto, later)
     if later:
         return base
-    return _parse_l4(data, off + ihl, off + tot_len, base)
+    # AH is walked as in IPv6: the rules see the protocol and ports it carries.
+    end = off + tot_len
+    cur = off + ihl
+    for _ in range(MAX_EXT_HDRS):
+        if proto != IPV6_EXT_AH:
+            break
+        if cur + 8 > end:
+            return bad
+        hlen = (data[cur + 1] + 2) * 4
+        if cur + hlen > end:
+            return bad
+        proto = data[cur]
+        cur += hlen
+    if proto == IPV6_EXT_AH:
+        return bad  # deeper chain than the parser follows
+    return _parse_l4(data, cur, end, Packet(IP, n, 4, src, dst, proto, False))
 
 
 def _parse_ipv6(data: bytes, off: int) -> Packet:

@@ -66,7 +66,7 @@ def rule_matches(rule: Rule, pkt: Packet, dyn: DynContents | None = None) -> boo
             return False
         if m.icmp.codes is not None and pkt.icmp_code not in m.icmp.codes:
             return False
-    if m.state is not None and (m.state == State.ESTABLISHED) != pkt.established:
+    if m.state is not None and (m.state == State.ESTABLISHED) != pkt.in_flow:
         return False
     return True
 
