@@ -23,6 +23,7 @@
 
 #define XG_RULE_NONE (-1)
 #define XG_RULE_ERROR (-2)
+#define XG_RULE_EMPTY (-3) /* the direction has no rules */
 
 /* What a packet gets, independent of the hook's return codes. */
 enum xg_verdict {
@@ -278,13 +279,36 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes)
 	xg_count(XG_DIR_EGRESS, XG_SLOT_FLOW_NEW, bytes);
 }
 
-/* First matching rule's bit position, XG_RULE_NONE, or XG_RULE_ERROR when
- * the maps are inconsistent (never expected; counted). */
+/* Bit i of the result: the packet matches continue rule cfg->cont[i] on
+ * every field.  Continue rules never decide (the scan leaves them out);
+ * the few there are get tested one bit each. */
+static __always_inline __u64 xg_continue_rules(const struct xg_sel *s, const struct xg_config *cfg)
+{
+	__u64 cand = 0;
+	__u64 n = cfg->ncont;
+
+	/* Without a branch, so that every path out of here is one verifier
+	 * state: the empty asm keeps clang from turning the sign test back
+	 * into a compare. */
+	asm volatile("" : "+r"(n));
+#pragma unroll
+	for (int i = 0; i < XG_MAX_CONTINUE; i++) {
+		__u64 used = ((__u64)i - n) >> 63; /* i < ncont */
+
+		cand |= ((__u64)xg_sel_has(s, cfg->cont[i]) & used) << i;
+	}
+	return cand;
+}
+
+/* First matching rule's bit position (continue rules left out),
+ * XG_RULE_NONE, XG_RULE_EMPTY when the direction has no rules, or
+ * XG_RULE_ERROR when the maps are inconsistent (never expected; counted).
+ * *cand: the continue rules the packet matches (xg_continue_rules). */
 static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const struct xg_config *cfg,
-				       __u32 dir)
+				       __u32 dir, volatile __u64 *cand)
 {
 	if (cfg->nwords == 0)
-		return XG_RULE_NONE;
+		return XG_RULE_EMPTY;
 	void *bms = xg_bitmaps.lookup(&half);
 	if (!bms)
 		return XG_RULE_ERROR;
@@ -296,6 +320,10 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
 		s.bm[f] = ones;
+	s.extra = ones;
+	s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->ones_nc_idx);
+	if (!s.bm[7])
+		return XG_RULE_ERROR;
 
 	__u32 fm = cfg->field_mask;
 	__u32 *v;
@@ -324,9 +352,11 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			return XG_RULE_ERROR;
 	}
 	if (p->later_frag) {
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
-		if (!s.bm[7])
+		s.extra = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_idx);
+		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, cfg->l4free_nc_idx);
+		if (!s.bm[7] || !s.extra)
 			return XG_RULE_ERROR;
+		*cand = xg_continue_rules(&s, cfg);
 		return xg_first_rule(&s, cfg->nwords);
 	}
 	if (p->has_ports) {
@@ -363,10 +393,12 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	if (dir == XG_DIR_INGRESS && (cfg->flags & XG_CFG_HAS_STATE)) {
 		int est = xg_established(p, cfg);
 
-		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
-		if (!s.bm[7])
+		s.extra = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_idx : cfg->new_idx);
+		s.bm[7] = xg_bm(bms, cfg, XG_F_EXTRA, est ? cfg->est_nc_idx : cfg->new_nc_idx);
+		if (!s.bm[7] || !s.extra)
 			return XG_RULE_ERROR;
 	}
+	*cand = xg_continue_rules(&s, cfg);
 	return xg_first_rule(&s, cfg->nwords);
 }
 
@@ -411,6 +443,119 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	xg_events.ringbuf_output(&ev, sizeof(ev), 0);
 }
 
+/* A packet over rule r's limit: dropped (in audit mode passed), counted
+ * as over, and with block_for its source is blocked from now on. */
+static __always_inline int xg_over_limit(const struct xg_rule *r, const struct xg_pkt *p, __u32 dir,
+					 __u32 frame_len, __u32 ifindex, int drop_ok, __u64 now)
+{
+	xg_count2(dir, r->slot, frame_len, 1);
+	if (r->block_s && dir == XG_DIR_INGRESS)
+		xg_block_source(p, r, now);
+	xg_event(dir, XG_EV_LIMIT, !drop_ok, p, r->rule_id, frame_len, ifindex);
+	return drop_ok ? XG_DROP : XG_PASS;
+}
+
+/* The deciding rule's action, for a packet within its limit. */
+static __always_inline int xg_rule_action(const struct xg_rule *r, const struct xg_pkt *p, __u32 dir,
+					  __u32 frame_len, __u32 ifindex, int drop_ok)
+{
+	xg_count(dir, r->slot, frame_len);
+	if (r->action == XG_ACT_DROP)
+		xg_event(dir, XG_EV_RULE, !drop_ok, p, r->rule_id, frame_len, ifindex);
+	return (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+}
+
+/* What xg_continue_path works on, in a per-CPU buffer. */
+struct xg_cont_scratch {
+	struct xg_pkt p;
+	__u64 cand;
+	__s32 rule;
+	__u32 half;
+	__u32 frame_len;
+	__u32 ifindex;
+	__u32 drop_ok;
+	__u32 pad;
+};
+BPF_PERCPU_ARRAY(xg_scratch, struct xg_cont_scratch, 1);
+
+/* The decision for a packet that matches continue rules (bit i of `cand`:
+ * cfg->cont[i]).  Those before the deciding rule `rule` apply in order,
+ * then `rule` (or the default).  Everything the loop needs is first copied
+ * to a per-CPU buffer and read back: the verifier then sees plain values
+ * instead of the constants each parsing path left, and checks the loop
+ * for a few states instead of once per kind of packet. */
+static __always_inline int xg_continue_path(const struct xg_pkt *pkt, __u32 half, const struct xg_config *cfg,
+					    __u32 dir, int rule, __u64 cand, __u32 frame_len, __u32 ifindex,
+					    int drop_ok)
+{
+	__u32 zero = 0;
+	struct xg_cont_scratch *x = xg_scratch.lookup(&zero);
+
+	if (!x)
+		return XG_PASS;
+	x->p = *pkt;
+	x->cand = cand;
+	x->rule = rule;
+	x->half = half;
+	x->frame_len = frame_len;
+	x->ifindex = ifindex;
+	x->drop_ok = drop_ok;
+	asm volatile("" ::: "memory"); /* read everything back from x */
+
+	const struct xg_pkt *p = &x->p;
+	struct xg_rule *r = 0;
+	int over = 0;
+	int verdict;
+
+	/* Find the rule that decides, passing through the continue rules
+	 * within their limits; the decision itself comes after the loop. */
+#pragma clang loop unroll(disable)
+	for (int hop = 0; hop <= XG_MAX_CONTINUE; hop++) {
+		int cur = x->rule;
+		__u64 c = x->cand;
+
+		if (c) {
+			__u32 bit = cfg->cont[xg_ctz64(c) & (XG_MAX_CONTINUE - 1)];
+
+			x->cand = c & (c - 1);
+			if (x->rule < 0 || bit < (__u32)x->rule)
+				cur = bit;
+			else
+				x->cand = 0;
+		}
+		r = 0;
+		if (cur < 0)
+			break;
+		__u32 k = x->half * XG_MAX_RULES + ((__u32)cur & (XG_MAX_RULES - 1));
+		r = xg_rules.lookup(&k);
+		if (!r)
+			break;
+		if (r->limit != XG_LIMIT_NONE && !xg_within_limit(r, p, x->frame_len, xg_now())) {
+			over = 1;
+			break;
+		}
+		if (r->action != XG_ACT_CONTINUE)
+			break;
+		xg_count(dir, r->slot, x->frame_len);
+		r = 0;
+	}
+	if (r && over)
+		verdict = xg_over_limit(r, p, dir, x->frame_len, x->ifindex, x->drop_ok, xg_now());
+	else if (r)
+		verdict = xg_rule_action(r, p, dir, x->frame_len, x->ifindex, x->drop_ok);
+	else {
+		if (x->rule != XG_RULE_NONE)
+			xg_count(dir, XG_SLOT_ERROR, x->frame_len);
+		xg_count(dir, XG_SLOT_DEFAULT, x->frame_len);
+		if (cfg->flags & XG_CFG_DEFAULT_DROP)
+			xg_event(dir, XG_EV_DEFAULT, !x->drop_ok, p, 0, x->frame_len, x->ifindex);
+		verdict = (x->drop_ok && (cfg->flags & XG_CFG_DEFAULT_DROP)) ? XG_DROP : XG_PASS;
+	}
+	if (dir == XG_DIR_EGRESS && verdict == XG_PASS)
+		xg_record_flow(p, x->frame_len);
+	return verdict;
+}
+
 /* The whole decision for one frame in one direction. */
 static __always_inline int xg_process(void *data, void *data_end, __u32 frame_len, __u32 dir, __u32 ifindex)
 {
@@ -451,8 +596,11 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	}
 
 	int verdict;
-	int rule = xg_classify(&p, half, cfg, dir);
+	volatile __u64 cand = 0;
+	int rule = xg_classify(&p, half, cfg, dir, &cand);
 
+	if (cand)
+		return xg_continue_path(&p, half, cfg, dir, rule, cand, frame_len, ifindex, drop_ok);
 	if (rule >= 0) {
 		__u32 k = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
 		struct xg_rule *r = xg_rules.lookup(&k);
@@ -462,18 +610,11 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 				__u64 now = xg_now();
 
 				if (!xg_within_limit(r, &p, frame_len, now)) {
-					xg_count2(dir, r->slot, frame_len, 1);
-					if (r->block_s && dir == XG_DIR_INGRESS)
-						xg_block_source(&p, r, now);
-					xg_event(dir, XG_EV_LIMIT, !drop_ok, &p, r->rule_id, frame_len, ifindex);
-					verdict = drop_ok ? XG_DROP : XG_PASS;
+					verdict = xg_over_limit(r, &p, dir, frame_len, ifindex, drop_ok, now);
 					goto out;
 				}
 			}
-			xg_count(dir, r->slot, frame_len);
-			if (r->action == XG_ACT_DROP)
-				xg_event(dir, XG_EV_RULE, !drop_ok, &p, r->rule_id, frame_len, ifindex);
-			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+			verdict = xg_rule_action(r, &p, dir, frame_len, ifindex, drop_ok);
 			goto out;
 		}
 		rule = XG_RULE_ERROR;

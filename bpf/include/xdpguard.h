@@ -111,6 +111,12 @@ enum xg_field {
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
 #define XG_ACT_DROP 1
+#define XG_ACT_CONTINUE 2 /* a rate-limit guard: within the limit, on to the next matching rule */
+
+/* Continue rules a direction may hold.  The program checks those a packet
+ * matches before its deciding rule one by one, in a loop the verifier
+ * must see bounded; the compiler refuses more. */
+#define XG_MAX_CONTINUE 4
 
 /* One direction's settings for one version of the rule set. */
 struct xg_config {
@@ -127,6 +133,14 @@ struct xg_config {
 	__u32 tmo_tcp;     /* flow timeouts, seconds */
 	__u32 tmo_udp;
 	__u32 tmo_icmp;
+	/* The four extra bitmaps above without continue rules: what the scan
+	 * ANDs, so that it finds the deciding rule. */
+	__u32 l4free_nc_idx;
+	__u32 est_nc_idx;
+	__u32 new_nc_idx;
+	__u32 ones_nc_idx;
+	__u32 ncont;       /* continue rules, */
+	__u16 cont[XG_MAX_CONTINUE]; /* their bit positions, ascending */
 };
 
 /* xg_rule.limit */

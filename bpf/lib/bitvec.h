@@ -14,11 +14,15 @@
 
 /* Bitmaps ANDed per packet: src, dst, proto, sport, dport, tcp flags,
  * icmp, and one "extra" (l4-free rules for later fragments, else the
- * established/new bitmap, else all ones). */
+ * established/new bitmap, else all ones).  The extra bitmap the scan ANDs
+ * leaves out `continue` rules, which never decide; `extra` is the same
+ * bitmap with them, to test the few continue rules one by one
+ * (xg_sel_has). */
 #define XG_NSEL 8
 
 struct xg_sel {
 	const struct xg_bitmap *bm[XG_NSEL];
+	const struct xg_bitmap *extra;
 };
 
 /* Count trailing zeros of a non-zero word without branches: BPF has no
@@ -56,6 +60,19 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 nwords)
 		summary &= summary - 1;
 	}
 	return -1;
+}
+
+/* Does the packet match rule `bit` on every field?  The AND of the field
+ * bitmaps at that one bit, with the extra bitmap that keeps continue rules. */
+static __always_inline int xg_sel_has(const struct xg_sel *s, __u32 bit)
+{
+	__u32 w = (bit / 64) & (XG_MAX_WORDS - 1);
+	__u64 word = s->extra->w[w];
+
+#pragma unroll
+	for (int f = 0; f < XG_NSEL - 1; f++)
+		word &= s->bm[f]->w[w];
+	return (word >> (bit & 63)) & 1;
 }
 
 #endif /* XG_BITVEC_H */

@@ -10,6 +10,7 @@ import ctypes as C
 from pathlib import Path
 
 from xdpguard.rules import nodes
+from xdpguard.rules.model import MAX_CONTINUE
 
 ABI_VERSION = 2
 
@@ -65,6 +66,7 @@ LIMIT_TRIES = 4
 
 ACT_ALLOW = 0
 ACT_DROP = 1
+ACT_CONTINUE = 2
 
 FLOW_DEFAULT_SIZE = 65536
 FLOW_REFRESH_NS = 1_000_000_000
@@ -88,6 +90,12 @@ class Config(C.Structure):
         ("tmo_tcp", C.c_uint32),
         ("tmo_udp", C.c_uint32),
         ("tmo_icmp", C.c_uint32),
+        ("l4free_nc_idx", C.c_uint32),
+        ("est_nc_idx", C.c_uint32),
+        ("new_nc_idx", C.c_uint32),
+        ("ones_nc_idx", C.c_uint32),
+        ("ncont", C.c_uint32),
+        ("cont", C.c_uint16 * MAX_CONTINUE),
     ]
 
 
@@ -294,6 +302,8 @@ CONSTANTS: dict[str, int] = {
     "XG_CFG_HAS_STATE": CFG_HAS_STATE,
     "XG_ACT_ALLOW": ACT_ALLOW,
     "XG_ACT_DROP": ACT_DROP,
+    "XG_ACT_CONTINUE": ACT_CONTINUE,
+    "XG_MAX_CONTINUE": MAX_CONTINUE,
 }
 
 

@@ -204,15 +204,25 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     cfg.est_idx = d.bases[0] + d.est_idx
     cfg.new_idx = d.bases[0] + d.new_idx
     cfg.ones_idx = d.bases[0] + d.ones_idx
+    cfg.l4free_nc_idx = d.bases[0] + d.l4free_nc_idx
+    cfg.est_nc_idx = d.bases[0] + d.est_nc_idx
+    cfg.new_nc_idx = d.bases[0] + d.new_nc_idx
+    cfg.ones_nc_idx = d.bases[0] + d.ones_nc_idx
+    cfg.ncont = len(d.cont)
+    for i, bit in enumerate(d.cont):
+        cfg.cont[i] = bit
     cfg.tmo_tcp, cfg.tmo_udp, cfg.tmo_icmp = plan.tmo_tcp, plan.tmo_udp, plan.tmo_icmp
     return bytes(cfg)
+
+
+ACTIONS = {Action.ALLOW: abi.ACT_ALLOW, Action.DROP: abi.ACT_DROP, Action.CONTINUE: abi.ACT_CONTINUE}
 
 
 def rule_bytes(rp: RulePlan, slot: int) -> bytes:
     r = abi.RuleEntry()
     r.rule_id = rp.rule_id
     r.slot = slot
-    r.action = abi.ACT_DROP if rp.action == Action.DROP else abi.ACT_ALLOW
+    r.action = ACTIONS[rp.action]
     lim = rp.limit
     if lim is not None:
         r.limit = lim.kind

@@ -6,12 +6,17 @@ AND of bitmaps word by word guided by the summary word, same handling of
 fragments, malformed frames, non-IP and NDP.  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
 (BPF_PROG_TEST_RUN) proves the program.
+
+`continue` rules: the scan ANDs an extra bitmap without them, so it finds
+the deciding rule directly; the continue rules the packet matches before
+it are then tested bit by bit and applied in order (their limits, with a
+`LimiterSim`), as the program's xg_continue_path does.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdpguard.rules import stride
 from xdpguard.rules.compile import (
@@ -30,6 +35,7 @@ from xdpguard.rules.compile import (
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
+from xdpguard.rules.ratesim import LimiterSim
 from xdpguard.rules.reference import DROP, PASS, Verdict
 
 
@@ -74,13 +80,13 @@ class PlanClassifier:
             _Iv(d.icmp),
         )
 
-    def classify(self, direction: str, pkt: Packet) -> Verdict:
-        v = self._decide(direction, pkt)
+    def classify(self, direction: str, pkt: Packet, limiter: LimiterSim | None = None) -> Verdict:
+        v = self._decide(direction, pkt, limiter)
         if self.plan.mode == Mode.AUDIT and v.action == DROP:
-            return Verdict(PASS, v.reason, v.rule_index)
+            return replace(v, action=PASS)
         return v
 
-    def _decide(self, direction: str, pkt: Packet) -> Verdict:
+    def _decide(self, direction: str, pkt: Packet, limiter: LimiterSim | None) -> Verdict:
         plan = self.plan
         if pkt.kind == MALFORMED:
             return Verdict(DROP, "malformed")
@@ -90,13 +96,38 @@ class PlanClassifier:
             return Verdict(PASS, "ndp")
         dd = self.dirs[direction]
         d = dd.plan
-        idx = self._match(dd, pkt)
+        default = DROP if d.default == Action.DROP else PASS
+        if direction == "ingress" and limiter is not None and d.uses_block and limiter.blocked_now(pkt):
+            return Verdict(DROP, "blocked")
+        found = self._match(dd, pkt)
+        if found is None:
+            return Verdict(default, "default")
+        idx, guards = found
+        passed: list[int] = []
+        for g in guards:
+            if not self._within(direction, g, d, pkt, limiter):
+                return Verdict(DROP, d.rules[g].name, g, tuple(passed), over=True)
+            passed.append(g)
         if idx is None:
-            return Verdict(DROP if d.default == Action.DROP else PASS, "default")
+            return Verdict(default, "default", None, tuple(passed))
         r = d.rules[idx]
-        return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx)
+        if not self._within(direction, idx, d, pkt, limiter):
+            return Verdict(DROP, r.name, idx, tuple(passed), over=True)
+        return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx, tuple(passed))
 
-    def _match(self, dd: _Dir, pkt: Packet) -> int | None:
+    @staticmethod
+    def _within(direction: str, idx: int, d: DirectionPlan, pkt: Packet, limiter: LimiterSim | None) -> bool:
+        r = d.rules[idx]
+        if r.limit is None or limiter is None:
+            return True
+        return limiter.admit(direction, r.rule_id, r.limit, pkt)
+
+    def _match(self, dd: _Dir, pkt: Packet) -> tuple[int | None, list[int]] | None:
+        """The deciding rule (or None) and the continue rules matched before it.
+
+        None when the direction has no rules or a lookup finds nothing (the
+        program counts an error and takes the default).
+        """
         d = dd.plan
         if d.nwords == 0:
             return None
@@ -116,8 +147,9 @@ class PlanClassifier:
         ok = ok and use(F_PROTO, d.proto[pkt.proto])
         if not ok:
             return None
+        extra, extra_nc = d.ones_idx, d.ones_nc_idx
         if pkt.later_fragment:
-            picked.append(bases[F_EXTRA] + d.l4free_idx)
+            extra, extra_nc = d.l4free_idx, d.l4free_nc_idx
         else:
             if pkt.sport is not None and pkt.dport is not None:
                 use(F_SPORT, dd.sport.lookup(pkt.sport))
@@ -132,8 +164,14 @@ class PlanClassifier:
                 )
                 use(F_ICMP, dd.icmp.lookup(key))
             if d.uses_state:
-                picked.append(bases[F_EXTRA] + (d.est_idx if pkt.established else d.new_idx))
-        return _first_rule(d.nwords, [dd.bitmaps[i] for i in picked])
+                extra, extra_nc = (d.est_idx, d.est_nc_idx) if pkt.established else (d.new_idx, d.new_nc_idx)
+        fields = [dd.bitmaps[i] for i in picked]
+        idx = _first_rule(d.nwords, [*fields, dd.bitmaps[bases[F_EXTRA] + extra_nc]])
+        matched = dd.bitmaps[bases[F_EXTRA] + extra]
+        for bm in fields:
+            matched &= bm
+        guards = [c for c in d.cont if (idx is None or c < idx) and (matched >> c) & 1]
+        return idx, guards
 
 
 def _first_rule(nwords: int, bms: list[int]) -> int | None:

@@ -71,7 +71,7 @@ class LimitPlan:
     """A rate limit in the units the program uses (GCRA in nanoseconds)."""
 
     kind: int  # LIMIT_PPS | LIMIT_BPS
-    rate: int  # packets or bits per second
+    rate: int  # bits per second; packets per second rounded up (pps limits run on cost_ns alone)
     cost_ns: int  # pps: ns per packet (bps: the program derives it from the length)
     burst_ns: int  # tolerance: the burst expressed in ns at the rate
     per_source: bool
@@ -87,7 +87,7 @@ class LimitPlan:
             cost = max(1, round(NSEC / rl.pps))
             return cls(
                 LIMIT_PPS,
-                rl.pps,
+                math.ceil(rl.pps),
                 cost,
                 rl.burst * cost,
                 per_source,
@@ -159,6 +159,17 @@ class DirectionPlan:
     new_idx: int
     ones_idx: int
     field_mask: int
+    # The same four without `continue` rules: what the scan ANDs, so that it
+    # finds the deciding rule (equal to the above when there are none).
+    l4free_nc_idx: int
+    est_nc_idx: int
+    new_nc_idx: int
+    ones_nc_idx: int
+
+    @property
+    def cont(self) -> tuple[int, ...]:
+        """Bit positions of the continue rules, ascending."""
+        return tuple(r.index for r in self.rules if r.action == Action.CONTINUE)
 
     @property
     def nrules(self) -> int:
@@ -315,7 +326,12 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
     def table(values: list[int]) -> tuple[int, ...]:
         return tuple(sorted(set(values)))
 
-    t_extra = table([l4free, est, new, allones])
+    cont = 0
+    for i, r in enumerate(rules):
+        if r.action == Action.CONTINUE:
+            cont |= 1 << i
+    nocont = [b & ~cont for b in (l4free, est, new, allones)]
+    t_extra = table([l4free, est, new, allones, *nocont])
     t_src = table(src_bms)
     t_dst = table(dst_bms)
     t_proto = table(proto_bm)
@@ -359,6 +375,10 @@ def _compile_direction(dname: str, d: Direction) -> DirectionPlan:
         new_idx=pos[F_EXTRA][new],
         ones_idx=pos[F_EXTRA][allones],
         field_mask=field_mask,
+        l4free_nc_idx=pos[F_EXTRA][nocont[0]],
+        est_nc_idx=pos[F_EXTRA][nocont[1]],
+        new_nc_idx=pos[F_EXTRA][nocont[2]],
+        ones_nc_idx=pos[F_EXTRA][nocont[3]],
     )
 
 
@@ -548,7 +568,7 @@ def _serialise(plan: Plan) -> bytes:
 
 
 def _dir_head(d: DirectionPlan) -> dict[str, object]:
-    return {
+    head: dict[str, object] = {
         "name": d.name,
         "default": d.default.value,
         "nwords": d.nwords,
@@ -562,6 +582,11 @@ def _dir_head(d: DirectionPlan) -> dict[str, object]:
         "field_mask": d.field_mask,
         "table_sizes": [len(t) for t in d.tables],
     }
+    if d.cont:
+        # Only with continue rules: a plan without them keeps the identity
+        # (digest) it had before continue existed.
+        head["nc"] = [d.l4free_nc_idx, d.est_nc_idx, d.new_nc_idx, d.ones_nc_idx]
+    return head
 
 
 def _blob(b: bytes) -> bytes:
@@ -618,6 +643,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
         for _ in range(3):
             flat = array("I", blob())
             ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
+        nc = dh.get("nc", [dh["l4free"], dh["est"], dh["new"], dh["ones"]])
         rules = tuple(
             RulePlan(
                 i,
@@ -650,6 +676,11 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 new_idx=dh["new"],
                 ones_idx=dh["ones"],
                 field_mask=dh["field_mask"],
+                # Absent for plans without continue rules: the scan's bitmaps are the same.
+                l4free_nc_idx=nc[0],
+                est_nc_idx=nc[1],
+                new_nc_idx=nc[2],
+                ones_nc_idx=nc[3],
             )
         )
     tmo = head["timeouts"]

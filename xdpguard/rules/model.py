@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -35,11 +36,17 @@ TCP_FLAG_BITS = {
 # SPEC limits (§1): rules per direction, prefixes across all sets.
 MAX_RULES = 4096
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
+# `continue` rules per direction: the data plane tests each one a packet
+# meets in a loop the BPF verifier must see bounded (XG_MAX_CONTINUE).
+MAX_CONTINUE = 4
 
 
 class Action(StrEnum):
     ALLOW = "allow"
     DROP = "drop"
+    # Rules only, with a rate limit: within the limit the packet goes on to
+    # the next matching rule; over it, it is dropped.
+    CONTINUE = "continue"
 
 
 class Mode(StrEnum):
@@ -131,9 +138,12 @@ class IcmpMatch:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """Exactly one of pps/bps is set.  burst: packets for pps, bytes for bps."""
+    """Exactly one of pps/bps is set.  burst: packets for pps, bytes for bps.
 
-    pps: int | None
+    `pps` is exact (`rate: 5/minute` is 1/12 packet per second).
+    """
+
+    pps: Fraction | None
     bps: int | None  # bits per second
     burst: int
     per: str  # "rule" | "source" | "source/N"
