@@ -13,14 +13,54 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from xdpguard.errors import UsageError
 from xdpguard.rules.compile import Plan, compile_ruleset
 from xdpguard.rules.describe import rule_signatures
 from xdpguard.rules.model import RuleSet
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+# Wide enough that no line of a table is ever wrapped in a log.
+PLAIN_WIDTH = 100_000
+
+
+class PlainWhenPiped(Console):
+    """rich's Console, but plain text when the output is not a terminal.
+
+    A CI log or a `| grep` gets tables without box drawing, one row per
+    line, never wrapped at 80 columns (rich's guess when it sees no
+    terminal) nor at $COLUMNS; colours are off there already.  Every table
+    any command prints through this console gets it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        stream = sys.stderr if kwargs.get("stderr") else sys.stdout
+        if not stream.isatty():
+            kwargs.setdefault("width", PLAIN_WIDTH)
+        super().__init__(**kwargs)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self.is_terminal or not any(isinstance(o, Table) for o in objects):
+            super().print(*objects, **kwargs)
+            return
+        for obj in objects:
+            if isinstance(obj, Table):
+                plain_table(obj)
+        with self.capture() as cap:
+            super().print(*objects, **kwargs)
+        # rich pads every cell to its column's width: not the last one in a log.
+        self.file.write("".join(line.rstrip() + "\n" for line in cap.get().splitlines()))
+
+
+def plain_table(t: Table) -> None:
+    """A table for a log: no box, no padding at the edges (columns still aligned)."""
+    t.box = None
+    t.show_edge = False
+    t.pad_edge = False
+
+
+console = PlainWhenPiped(highlight=False, soft_wrap=True)
+err_console = PlainWhenPiped(stderr=True, highlight=False)
 
 # The network namespace the global --netns option entered, for messages and state.
 CONTEXT: dict[str, str | None] = {"netns": None}

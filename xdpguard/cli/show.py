@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -155,8 +156,8 @@ def stats(
         return
     prev: dict[tuple[str, str, str], tuple[float, int]] = {}
 
-    def render() -> Table:
-        outer = Table.grid()
+    def tables() -> list[Table]:
+        out = []
         now = time.monotonic()
         for n in names:
             st = Dataplane(n, 0).stats()
@@ -171,9 +172,27 @@ def stats(
                         t0, p0 = prev[key]
                         rates[(dname, r["name"])] = (r["packets"] - p0) / max(now - t0, 1e-6)
                     prev[key] = (now, r["packets"])
-            outer.add_row(_table(st, rates))
+            out.append(_table(st, rates))
+        return out
+
+    def render() -> Table:
+        outer = Table.grid()
+        for t in tables():
+            outer.add_row(t)
         return outer
 
+    if not console.is_terminal:
+        # A log or a pipe: a plain snapshot every second, not a redrawn screen.
+        try:
+            while True:
+                for t in tables():
+                    console.print(t)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        return
     with Live(render(), console=console, refresh_per_second=2) as live:
         try:
             while True:
