@@ -237,7 +237,7 @@ struct xg_block {
 
 /* Sampled drop events, through a ring buffer (xdpguard events). */
 #define XG_EVENTS_BYTES (256 * 1024)
-#define XG_EVENTS_DEFAULT_SAMPLE 64     /* one drop in N becomes an event */
+#define XG_EVENTS_DEFAULT_SAMPLE 1      /* one drop in N becomes an event: every one */
 #define XG_EVENTS_DEFAULT_MAX_RATE 1000 /* events per second per CPU, at most */
 
 enum xg_event_reason {

@@ -99,8 +99,26 @@ def resolve_iface(name: str) -> int:
     try:
         return ifindex(name)
     except NoSuchInterface as e:
-        where = f" in network namespace {CONTEXT['netns']}" if CONTEXT["netns"] else ""
-        raise UsageError(f"no interface named {name!r}{where}") from e
+        here = CONTEXT["netns"]
+        where = f" in network namespace {here}" if here else ""
+        raise UsageError(f"no interface named {name!r}{where}{_elsewhere(name, here)}") from e
+
+
+def _elsewhere(name: str, here: str | None) -> str:
+    """`; network namespace edge has one: ...` when another namespace holds the interface."""
+    from xdpguard.net import netns_with_interface
+
+    try:
+        others = [ns for ns in netns_with_interface(name) if ns != here]
+    except OSError:  # not allowed to look (not root): say nothing rather than guess
+        return ""
+    if not others:
+        return ""
+    listed = ", ".join(others)
+    which = "network namespace " if len(others) == 1 else "network namespaces "
+    args = " ".join(sys.argv[1:]) if here is None else ""
+    hint = f"`xdpguard --netns {others[0]} {args}`" if args else f"--netns {others[0]}"
+    return f"; {which}{listed} {'has' if len(others) == 1 else 'have'} one: use {hint}"
 
 
 def print_json(data: Any) -> None:

@@ -212,7 +212,7 @@ class Event(C.Structure):
 
 
 EVENTS_BYTES = 256 * 1024
-EVENTS_DEFAULT_SAMPLE = 64
+EVENTS_DEFAULT_SAMPLE = 1
 EVENTS_DEFAULT_MAX_RATE = 1000
 EVENT_REASONS = {1: "rule", 2: "rate_limit", 3: "default", 4: "malformed", 5: "non_ip", 6: "blocked"}
 

@@ -25,7 +25,7 @@ POLL = 0.25
 
 def _watchdog_log(ifname: str) -> str:
     state_root().mkdir(parents=True, exist_ok=True)
-    return str(state_root() / f".{ifname}.watchdog.log")
+    return str(Iface(ifname).watchdog_log)
 
 
 def _stop(pid: int | None) -> None:
@@ -41,8 +41,9 @@ def _stop(pid: int | None) -> None:
         pass
 
 
-def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> float:
-    """Start (or restart) the countdown; returns the deadline (Unix time).
+def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> tuple[float, int]:
+    """Start (or restart) the countdown; returns the deadline (Unix time) and
+    the version that comes back then (0: xdpguard is detached instead).
 
     The revert target is the rule set live before the first unconfirmed
     apply: a second apply during the window does not move it.
@@ -71,7 +72,7 @@ def arm(ifname: str, window: float, netns: str | None, previous_seq: int) -> flo
     )
     if pending:
         _stop(pending.get("pid"))
-    return deadline
+    return deadline, int(target)
 
 
 def confirm(ifname: str) -> dict[str, Any] | None:

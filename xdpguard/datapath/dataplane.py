@@ -601,6 +601,19 @@ class Dataplane:
             "live": li.ifindex != 0,
         }
 
+    def _xdp_mode(self, index: int, applied: Applied | None) -> str | None:
+        """What the kernel says the XDP attachment is (native or generic), not what was asked
+        (`auto` lets the kernel choose); None when it cannot be asked (interface gone)."""
+        from xdpguard.net import NetError, xdp_mode
+
+        ns = self.netns if self.netns is not None else (applied.netns if applied else None)
+        if not index:
+            return None
+        try:
+            return xdp_mode(index, ns)
+        except (NetError, LookupError, OSError):
+            return None
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if self.iface.journal() is not None:
@@ -637,7 +650,13 @@ class Dataplane:
         if not self.attached:
             return out
         try:
-            out["xdp"] = {**self._link_status("ingress"), "mode": applied.xdp_mode if applied else "?"}
+            x = self._link_status("ingress")
+            requested = applied.xdp_mode if applied else "auto"
+            out["xdp"] = {
+                **x,
+                "mode": self._xdp_mode(x["ifindex"], applied) or requested,
+                "requested_mode": requested,
+            }
             if self.egress_mode == "netlink":
                 with B.Fd(B.obj_get(self.iface.pin(prog_pin_name("egress")))) as pfd:
                     pi = B.prog_info(pfd)
@@ -679,12 +698,19 @@ class Dataplane:
                 counts = M.read_counters(m, direction, slots)
                 rules = []
                 for i, e in enumerate(entries):
-                    fallback = (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow")
+                    fallback = (
+                        f"#{i}",
+                        {abi.ACT_DROP: "drop", abi.ACT_CONTINUE: "continue"}.get(e.action, "allow"),
+                    )
                     name, action = names.get(e.rule_id, fallback)
-                    pk, by, over = counts[e.slot]
+                    pk, by, over, over_by = counts[e.slot]
                     row: dict[str, Any] = {"name": name, "action": action, "packets": pk, "bytes": by}
                     if e.limit != abi.LIMIT_NONE:
-                        row["limit"] = {"admitted": pk - over, "over_limit": over}
+                        row["limit"] = {
+                            "admitted": pk - over,
+                            "over_limit": over,
+                            "over_limit_bytes": over_by,
+                        }
                     rules.append(row)
                 special = {
                     k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()
@@ -717,9 +743,18 @@ class Dataplane:
     # ------------------------------------------------------------------ detach
 
     def detach(self) -> list[str]:
+        """Everything of the interface goes: pins, state, the log of a --confirm watchdog.
+
+        (A watchdog that detaches by itself keeps its log, the record of why.)
+        """
         _require_root()
         with self.iface.lock():
-            return self.detach_locked()
+            removed = self.detach_locked()
+            with contextlib.suppress(FileNotFoundError):
+                self.iface.watchdog_log.unlink()
+        # The lock file went with the lock; the state directory too, once no interface uses it.
+        _rmdir_if_empty(state_root())
+        return removed
 
     def detach_locked(self) -> list[str]:
         from xdpguard.datapath.confirm import _stop
@@ -775,11 +810,20 @@ def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
         pass
 
 
+def forget_state_root() -> None:
+    """Remove $XDPGUARD_STATE_DIR once nothing of any interface is in it."""
+    _rmdir_if_empty(state_root())
+
+
 def detach_all() -> list[str]:
     from xdpguard.state import known_ifaces
 
     removed: list[str] = []
     for name in known_ifaces():
         removed += Dataplane(name, 0).detach()
+    # Logs of watchdogs that detached by themselves, with nothing else left.
+    if state_root().is_dir():
+        for log in state_root().glob(".*.watchdog.log"):
+            log.unlink(missing_ok=True)
     _rmdir_if_empty(state_root())
     return removed

@@ -468,21 +468,22 @@ def _slot_key(direction: str, slot: int) -> bytes:
     return _u32(abi.DIR_INDEX[direction] * abi.MAX_SLOTS + slot)
 
 
-def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int, int]]:
-    """Per slot (packets, bytes, over-limit packets) summed over CPUs."""
+def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """Per slot (packets, bytes, over-limit packets, over-limit bytes) summed over CPUs."""
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
     for s in slots:
         raw = B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
-        pk = by = over = 0
+        pk = by = over = over_by = 0
         if raw:
             for v in B.split_percpu(raw, vsize):
                 c = abi.Counter.from_buffer_copy(v)
                 pk += c.packets
                 by += c.bytes
                 over += c.over
-        out[s] = (pk, by, over)
+                over_by += c.over_bytes
+        out[s] = (pk, by, over, over_by)
     return out
 
 

@@ -16,9 +16,11 @@ from xdpguard.net.links import (
     ifname,
     link_exists,
     neigh_add,
+    netns_with_interface,
     set_gro,
     set_mac,
     set_up,
+    xdp_mode,
 )
 from xdpguard.net.netns import (
     NetError,
@@ -56,7 +58,9 @@ __all__ = [
     "neigh_add",
     "netns_exists",
     "netns_path",
+    "netns_with_interface",
     "set_gro",
     "set_mac",
     "set_up",
+    "xdp_mode",
 ]
