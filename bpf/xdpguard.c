@@ -1043,8 +1043,10 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			return XG_RULE_ERROR;
 		in_est = !(cr->flags & XG_RULE_NOT_EST);
 		in_new = !(cr->flags & XG_RULE_NOT_NEW);
-		if (in_est && in_new)
-			return rule; /* the first candidate ignores state: no lookup */
+		/* The first candidate ignores state: no lookup, unless it is a
+		 * `continue` rule, whose next scan needs the state's bitmap. */
+		if (in_est && in_new && cr->action != XG_ACT_CONTINUE)
+			return rule;
 	}
 	int est_now = xg_established(p, cfg);
 
@@ -1182,31 +1184,53 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	 * (xg_first_rule(&sel, half, cfg, from)). */
 	struct xg_sel sel;
 	int rule = xg_classify(p, half, cfg, dir, &sel);
+	struct xg_rule *r = 0;
+	int over = 0;
 
-	if (rule >= 0) {
+	/* The deciding rule.  A `continue` rule within its limit passes the
+	 * packet on to the next matching rule: a scan from the rule after it,
+	 * with the same selection (no field is looked up again).  A direction
+	 * holds at most XG_MAX_CONTINUE of them (the compiler refuses more),
+	 * so the hops are bounded. */
+#pragma clang loop unroll(disable)
+	for (int hop = 0; hop <= XG_MAX_CONTINUE; hop++) {
+		if (rule < 0)
+			break;
 		__u32 k = half * XG_MAX_RULES + ((__u32)rule & (XG_MAX_RULES - 1));
-		struct xg_rule *r = xg_rules.lookup(&k);
 
-		if (r) {
-			if (r->limit != XG_LIMIT_NONE) {
-				__u64 now = xg_now();
-
-				if (!xg_limit_call(p, k, dir, frame_len, now)) {
-					xg_count2(dir, r->slot, frame_len, 1);
-					xg_event(dir, XG_EV_LIMIT, !drop_ok, p, r->rule_id, frame_len, ifindex);
-					verdict = drop_ok ? XG_DROP : XG_PASS;
-					goto out;
-				}
-			}
-			xg_count(dir, r->slot, frame_len);
-			if (r->action == XG_ACT_DROP)
-				xg_event(dir, XG_EV_RULE, !drop_ok, p, r->rule_id, frame_len, ifindex);
-			verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
-			if (dir == XG_DIR_INGRESS && (r->flags & XG_RULE_SYNCOOKIE) && drop_ok && xg_syn_candidate(p))
-				verdict = xg_syn_stage(r, p, cfg);
+		r = xg_rules.lookup(&k);
+		if (!r) {
+			rule = XG_RULE_ERROR;
+			break;
+		}
+		if (r->limit != XG_LIMIT_NONE && !xg_limit_call(p, k, dir, frame_len, xg_now())) {
+			over = 1;
+			break;
+		}
+		if (r->action != XG_ACT_CONTINUE)
+			break;
+		xg_count(dir, r->slot, frame_len);
+		r = 0;
+		rule = xg_first_rule(&sel, half, cfg, (__u32)rule + 1);
+	}
+	if (rule >= 0 && !r)
+		rule = XG_RULE_ERROR; /* more continue hops than a rule set may hold: never expected */
+	if (rule >= 0 && r) {
+		if (over) {
+			/* Over the limit: dropped (passed in audit mode), counted as
+			 * over; with block_for the limiter has blocked the source. */
+			xg_count2(dir, r->slot, frame_len, 1);
+			xg_event(dir, XG_EV_LIMIT, !drop_ok, p, r->rule_id, frame_len, ifindex);
+			verdict = drop_ok ? XG_DROP : XG_PASS;
 			goto out;
 		}
-		rule = XG_RULE_ERROR;
+		xg_count(dir, r->slot, frame_len);
+		if (r->action == XG_ACT_DROP)
+			xg_event(dir, XG_EV_RULE, !drop_ok, p, r->rule_id, frame_len, ifindex);
+		verdict = (drop_ok && r->action == XG_ACT_DROP) ? XG_DROP : XG_PASS;
+		if (dir == XG_DIR_INGRESS && (r->flags & XG_RULE_SYNCOOKIE) && drop_ok && xg_syn_candidate(p))
+			verdict = xg_syn_stage(r, p, cfg);
+		goto out;
 	}
 	if (rule == XG_RULE_ERROR)
 		xg_count(dir, XG_SLOT_ERROR, frame_len);

@@ -60,8 +60,16 @@ def _eth(rng: random.Random, etype: int) -> bytes:
     return out + struct.pack("!H", etype)
 
 
-def random_frame(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = None) -> bytes:
-    """A random frame; its addresses are drawn near the rules' prefixes and `near`."""
+def random_frame(
+    rng: random.Random,
+    rs: RuleSet,
+    near: list[Prefix] | None = None,
+    sources: dict[int, list[int]] | None = None,
+) -> bytes:
+    """One random frame; its addresses are drawn near the rules' prefixes and
+    `near`; with `sources` (family -> recent addresses, kept up to date here)
+    the source often repeats, which per-source rate limits and block_for
+    need to show."""
     r = rng.random()
     if r < 0.04:
         return _eth(rng, rng.choice([0x0806, 0x88CC, 0x1234]))[: 14 + rng.randrange(0, 40)] + bytes(28)
@@ -81,6 +89,13 @@ def random_frame(rng: random.Random, rs: RuleSet, near: list[Prefix] | None = No
     )
     payload = _l4(rng, proto) + bytes(rng.randrange(0, 24))
     src, dst = _addr_near(rng, rs, fam, near), _addr_near(rng, rs, fam, near)
+    if sources is not None:
+        pool = sources.setdefault(fam, [])
+        if pool and rng.random() < 0.6:
+            src = rng.choice(pool)
+        else:
+            pool.append(src)
+            del pool[:-4]
     if fam == 4:
         ihl = 5 if rng.random() < 0.85 else rng.choice([6, 8, 15, 4, 0])
         opts = bytes(max(0, ihl * 4 - 20))

@@ -3,12 +3,16 @@ unit oracle test and the kernel differential test.
 
 Packets are drawn to hit the rules often: addresses are taken from (or
 just beside) the rules' prefixes, ports from range boundaries, so the
-interesting edges of the compiled plan get exercised.
+interesting edges of the compiled plan get exercised.  Some rules carry
+rate limits (small, so that a few thousand packets exceed them), and some
+are `continue` guards; the differential tests replay them on a simulated
+clock (xdpguard.rules.ratesim).
 """
 
 from __future__ import annotations
 
 import random
+from fractions import Fraction
 
 from hypothesis import strategies as st
 
@@ -18,6 +22,7 @@ from xdpguard.rules.model import (
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    MAX_CONTINUE,
     PORT_PROTOS,
     Action,
     AddrMatch,
@@ -27,6 +32,7 @@ from xdpguard.rules.model import (
     Mode,
     PortRange,
     Prefix,
+    RateLimit,
     Rule,
     RuleSet,
     SetDef,
@@ -142,20 +148,59 @@ def gen_match(pk: Picker, dynamic: bool = False) -> Match:
     return Match(src, dst, protos, sport, dport, tflags, icmp, state)
 
 
-def gen_ruleset(pk: Picker, max_rules: int = 12, dynamic: bool = False) -> RuleSet:
+# Packet rates and bursts small enough that a few thousand packets, a
+# fraction of a millisecond apart, run over them.
+PPS_CHOICES = [Fraction(1, 12), Fraction(1), Fraction(1, 2), Fraction(200), Fraction(100_000)]
+BPS_CHOICES = [64_000, 10_000_000]
+DEFAULTS = [Action.ALLOW, Action.DROP]
+
+
+def gen_limit(pk: Picker, direction: str) -> RateLimit:
+    per = pk.choice(["rule", "source", "source/24", "source/0"])
+    v4, v6 = {"rule": (0, 0), "source": (32, 64), "source/24": (24, 24), "source/0": (0, 0)}[per]
+    block_for = None
+    if direction == "ingress" and v6 and pk.boolean():
+        block_for = float(pk.choice([1, 30]))
+    if pk.integer(0, 4) == 0:
+        bps = pk.choice(BPS_CHOICES)
+        return RateLimit(None, bps, pk.choice([1522, 4000]), per, v4, v6, block_for)
+    return RateLimit(pk.choice(PPS_CHOICES), None, pk.choice([1, 3, 20]), per, v4, v6, block_for)
+
+
+def gen_rule(
+    pk: Picker, direction: str, name: str, line: int, guards_left: int, dynamic: bool = False
+) -> Rule:
+    action = pk.choice([Action.ALLOW, Action.DROP, Action.CONTINUE] if guards_left else DEFAULTS)
+    limited = action == Action.CONTINUE or pk.integer(0, 2) == 0
+    limit = gen_limit(pk, direction) if limited else None
+    return Rule(name, gen_match(pk, dynamic), action, limit, line)
+
+
+# A broad guard in front of the rules: most packets meet it, so its limit
+# runs over and it blocks sources (a random set rarely does either).
+LEAD_GUARD = Rule(
+    "guard",
+    Match(),
+    Action.CONTINUE,
+    RateLimit(Fraction(200), None, 3, "source", 32, 64, 1.0),
+    0,
+)
+
+
+def gen_ruleset(pk: Picker, max_rules: int = 12, dynamic: bool = False, lead_guard: bool = False) -> RuleSet:
     def direction(prefix: str) -> Direction:
-        n = pk.integer(0, max_rules)
-        rules = tuple(
-            Rule(f"{prefix}{i}", gen_match(pk, dynamic), pk.choice(list(Action)), None, i + 1)
-            for i in range(n)
-        )
-        return Direction(pk.choice(list(Action)), rules)
+        dname = "ingress" if prefix == "in" else "egress"
+        rules: list[Rule] = [LEAD_GUARD] if lead_guard and dname == "ingress" else []
+        for i in range(pk.integer(0, max_rules)):
+            left = MAX_CONTINUE - sum(r.action == Action.CONTINUE for r in rules)
+            rules.append(gen_rule(pk, dname, f"{prefix}{i}", i + 1, left, dynamic))
+        return Direction(pk.choice(DEFAULTS), tuple(rules))
 
     sets = tuple(SetDef(n, (), None, 1, dynamic=True, size=1024) for n in DYN_SETS) if dynamic else ()
     return RuleSet(
         version=1,
         mode=pk.choice([Mode.ENFORCE, Mode.ENFORCE, Mode.AUDIT]),
-        non_ip=pk.choice(list(Action)),
+        non_ip=pk.choice(DEFAULTS),
         ndp=pk.choice(["allow", "rules"]),
         sets=sets,
         ingress=direction("in"),
@@ -168,8 +213,10 @@ def rulesets(draw: st.DrawFn, max_rules: int = 12, dynamic: bool = False) -> Rul
     return gen_ruleset(Picker(draw=draw), max_rules, dynamic)
 
 
-def random_ruleset(rng: random.Random, max_rules: int = 12, dynamic: bool = False) -> RuleSet:
-    return gen_ruleset(Picker(rng=rng), max_rules, dynamic)
+def random_ruleset(
+    rng: random.Random, max_rules: int = 12, dynamic: bool = False, lead_guard: bool = False
+) -> RuleSet:
+    return gen_ruleset(Picker(rng=rng), max_rules, dynamic, lead_guard)
 
 
 def random_dyn_contents(rng: random.Random) -> dict[str, list[Prefix]]:
@@ -298,10 +345,10 @@ def large_ruleset(rng: random.Random, n: int, egress: int = 0) -> RuleSet:
 
     def direction(prefix: str, count: int) -> Direction:
         rules = tuple(
-            Rule(f"{prefix}{i}", _large_match(rng, pool), rng.choice(list(Action)), None, i + 1)
+            Rule(f"{prefix}{i}", _large_match(rng, pool), rng.choice(DEFAULTS), None, i + 1)
             for i in range(count)
         )
-        return Direction(rng.choice(list(Action)), rules)
+        return Direction(rng.choice(DEFAULTS), rules)
 
     return RuleSet(
         version=1,
@@ -366,3 +413,23 @@ def packet_in_rule(rng: random.Random, r: Rule) -> Packet:
         pkt["icmp_type"] = rng.choice(types)
         pkt["icmp_code"] = rng.choice(sorted(m.icmp.codes)) if m.icmp and m.icmp.codes else 0
     return Packet(**pkt)  # type: ignore[arg-type]
+
+
+def packet_stream(rng: random.Random, rs: RuleSet, n: int) -> list[Packet]:
+    """`n` random packets where sources often repeat: limits per source and
+    block_for only show when the same source comes back."""
+    from dataclasses import replace
+
+    recent: dict[int, list[int]] = {4: [], 6: []}
+    out = []
+    for _ in range(n):
+        pkt = random_packet(rng, rs)
+        if pkt.kind == IP:
+            pool = recent[pkt.family]
+            if pool and rng.random() < 0.6:
+                pkt = replace(pkt, src=rng.choice(pool))
+            else:
+                pool.append(pkt.src)
+                del pool[:-4]
+        out.append(pkt)
+    return out

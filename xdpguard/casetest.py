@@ -12,13 +12,23 @@ the same cases through the real programs.
 
 The file is `cases:` and a list of mappings with `expect: {verdict:
 allow|drop, rule: NAME}` (rule optional; besides rule names: default,
-malformed, non_ip, ndp; `expect: drop` is short for a verdict alone) and:
+malformed, non_ip, ndp, blocked; `expect: drop` is short for a verdict
+alone) and:
 `name`, `direction` (ingress), `src`, `dst`, `proto` (implied by tcp_flags
 or icmp_type), `sport` (40000), `dport`, `tcp_flags` ("syn,ack", "none";
 syn, or ack when established), `icmp_type`/`icmp_code` (0), `state` (new),
 `fragment` (first|later), `length` (frame bytes, at most 1514); or, for a
 non-IP frame, `ethertype` (arp, lldp or a number); `truncate: N` cuts an IP
 frame to N bytes, which makes it malformed.
+
+Rate limits and blocks need a packet more than once: `repeat: N` sends
+the packet N times, `interval` apart (a duration; default 0, back to
+back), and `expect` may then be a list with one expectation per packet:
+`[allow x5, drop by ssh-guard, wait 10m, allow]` ("VERDICT [by RULE]
+[xN]", or "wait DURATION" to let time pass before the next packet).  The
+time is simulated: the plan check runs the limits on a model of the
+programs' buckets and blocks (rules/ratesim.py), and --kernel/--wire set
+the programs' test clock to the same instants.
 
 A case that says `state: established` means "the host opened this flow":
 its opening packet (addresses and ports swapped: a TCP SYN, an SCTP INIT,
@@ -31,6 +41,7 @@ flow table and full rate-limit buckets, so cases never influence each other.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +49,7 @@ from typing import Any, NoReturn
 
 from xdpguard.errors import RuleError
 from xdpguard.rules.classify import PlanClassifier
-from xdpguard.rules.compile import Plan
+from xdpguard.rules.compile import NSEC, Plan
 from xdpguard.rules.model import (
     ICMP_PROTOS,
     IPPROTO_ICMP,
@@ -60,11 +71,14 @@ from xdpguard.rules.parse import (
     _Map,
     _Seq,
     _show,
+    parse_duration,
 )
+from xdpguard.rules.ratesim import LimiterSim
 from xdpguard.rules.reference import PASS
 
 __all__ = [
     "Case",
+    "Expect",
     "Outcome",
     "Result",
     "count",
@@ -73,11 +87,13 @@ __all__ = [
     "run_plan",
     "judge",
     "plan_outcomes",
+    "plan_runs",
+    "junit_xml",
 ]
 
 VERDICTS = ("allow", "drop")
 # Reasons that are not rule names: what the programs count besides rules.
-SPECIAL_REASONS = ("default", "malformed", "non_ip", "ndp")
+SPECIAL_REASONS = ("default", "malformed", "non_ip", "ndp", "blocked")
 DIRECTIONS = ("ingress", "egress")
 
 TOP_KEYS = ("cases",)
@@ -97,10 +113,20 @@ CASE_KEYS = (
     "length",
     "ethertype",
     "truncate",
+    "repeat",
+    "interval",
     "expect",
 )
 EXPECT_KEYS = ("verdict", "rule")
-NON_IP_KEYS = frozenset({"name", "direction", "ethertype", "length", "expect"})
+NON_IP_KEYS = frozenset({"name", "direction", "ethertype", "length", "expect", "repeat", "interval"})
+# Packets one case may send: enough for any burst a test needs, few enough
+# that --wire finishes in seconds.
+MAX_REPEAT = 10_000
+# The simulated clock's start (ns): the programs' test clock reads 0 as "no
+# test clock", so the cases run at an arbitrary later instant.
+CLOCK_START_NS = 10**12
+_EXPECT_ITEM_RE = re.compile(r"(allow|drop)(?:\s+by\s+(\S+))?(?:\s+x\s*([0-9]+))?")
+_WAIT_RE = re.compile(r"wait\s+(\S.*)")
 
 # The source port of a case that gives none: an ephemeral port, as a client uses.
 DEFAULT_SPORT = 40000
@@ -130,14 +156,29 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What one packet must get: a verdict, and the deciding rule if given."""
+
+    verdict: str  # "allow" | "drop"
+    rule: str | None  # a rule name or a SPECIAL_REASONS entry; None: any
+
+    def __str__(self) -> str:
+        return self.verdict + (f" by {self.rule}" if self.rule else "")
+
+    def met_by(self, got: Outcome) -> bool:
+        return got.verdict == self.verdict and (self.rule is None or got.rule == self.rule)
+
+
+@dataclass(frozen=True)
 class Case:
-    """One sample packet and what the operator expects for it."""
+    """One sample packet (sent `repeat` times) and what the operator expects for it."""
 
     name: str
     line: int  # of the case in the cases file
     direction: str  # "ingress" | "egress"
-    expect_verdict: str  # "allow" | "drop"
-    expect_rule: str | None  # a rule name or a SPECIAL_REASONS entry; None: any
+    expects: tuple[Expect, ...]  # one per packet sent
+    gaps: tuple[float, ...] = (0.0,)  # seconds before each packet (after the previous one)
+    interval: float = 0.0  # the usual gap; a longer one comes from a `wait`
     family: int = 0  # 4, 6, or 0 for a non-IP frame
     src: IPAddress | None = None
     dst: IPAddress | None = None
@@ -153,6 +194,27 @@ class Case:
     ethertype: int | None = None  # a non-IP frame of this type
     truncate: int | None = None  # cut the frame to this many bytes (malformed)
     opening: bool = False  # the opening packet of an established case (SCTP: carries an INIT)
+
+    @property
+    def repeat(self) -> int:
+        return len(self.expects)
+
+    @property
+    def expect_verdict(self) -> str:
+        """The first packet's verdict (all of them for a single-packet case)."""
+        return self.expects[0].verdict
+
+    @property
+    def expect_rule(self) -> str | None:
+        return self.expects[0].rule
+
+    def offsets_ns(self) -> list[int]:
+        """When each packet is sent, in ns after the case starts."""
+        out, t = [], 0
+        for gap in self.gaps:
+            t += round(gap * NSEC)
+            out.append(t)
+        return out
 
     # ---- shape of the frame
 
@@ -273,7 +335,8 @@ class Case:
         return text + (f" ({', '.join(extras)})" if extras else "")
 
     def expected(self) -> str:
-        return self.expect_verdict + (f" by {self.expect_rule}" if self.expect_rule else "")
+        """`allow by web`; for several packets the run, e.g. `allow x5, drop by ssh-guard`."""
+        return _runs([str(e) for e in self.expects], self.gaps, self.interval)
 
 
 @dataclass(frozen=True)
@@ -291,40 +354,91 @@ class Outcome:
 @dataclass(frozen=True)
 class Result:
     case: Case
-    got: Outcome
+    gots: tuple[Outcome, ...]  # one per packet sent
 
     @property
     def ok(self) -> bool:
-        c = self.case
-        return self.got.verdict == c.expect_verdict and (
-            c.expect_rule is None or self.got.rule == c.expect_rule
-        )
+        return self.first_miss is None
+
+    @property
+    def first_miss(self) -> int | None:
+        """Index of the first packet that did not get what was expected."""
+        for i, (e, g) in enumerate(zip(self.case.expects, self.gots, strict=True)):
+            if not e.met_by(g):
+                return i
+        return None
+
+    @property
+    def got(self) -> Outcome:
+        """The outcome to show: the first packet that went wrong, else the first."""
+        miss = self.first_miss
+        return self.gots[0 if miss is None else miss]
+
+    def got_text(self) -> str:
+        return _runs([str(g) for g in self.gots], self.case.gaps, self.case.interval)
 
     def to_json(self) -> dict[str, Any]:
         c = self.case
-        return {
+        i = self.first_miss or 0
+        out: dict[str, Any] = {
             "name": c.name,
             "line": c.line,
             "direction": c.direction,
             "packet": c.summary(),
-            "expect": {"verdict": c.expect_verdict, "rule": c.expect_rule},
-            "got": {"verdict": self.got.verdict, "rule": self.got.rule},
-            "note": self.got.note or None,
+            "expect": {"verdict": c.expects[i].verdict, "rule": c.expects[i].rule},
+            "got": {"verdict": self.gots[i].verdict, "rule": self.gots[i].rule},
+            "note": self.gots[i].note or None,
             "ok": self.ok,
         }
+        if c.repeat > 1:
+            out["repeat"] = c.repeat
+            out["first_failed_packet"] = None if self.first_miss is None else self.first_miss + 1
+            out["packets"] = [
+                {
+                    "at": t / NSEC,
+                    "expect": {"verdict": e.verdict, "rule": e.rule},
+                    "got": {"verdict": g.verdict, "rule": g.rule},
+                    "note": g.note or None,
+                    "ok": e.met_by(g),
+                }
+                for t, e, g in zip(c.offsets_ns(), c.expects, self.gots, strict=True)
+            ]
+        return out
 
     def diff(self, path: str) -> list[str]:
         """A failed case as a small diff: what was expected, what came."""
         c = self.case
-        lines = [
-            f"FAIL {c.name} ({path}:{c.line})",
-            f"     {c.direction} {c.summary()}",
-            f"  -  expected: {c.expected()}",
-            f"  +  got:      {self.got}",
-        ]
+        lines = [f"FAIL {c.name} ({path}:{c.line})", f"     {c.direction} {c.summary()}"]
+        if c.repeat > 1:
+            lines.append(f"     packet {(self.first_miss or 0) + 1} of {c.repeat} is the first that differs")
+            lines += [f"  -  expected: {c.expected()}", f"  +  got:      {self.got_text()}"]
+        else:
+            lines += [f"  -  expected: {c.expected()}", f"  +  got:      {self.got}"]
         if self.got.note:
             lines.append(f"     note: {self.got.note}")
         return lines
+
+
+def _runs(items: list[str], gaps: tuple[float, ...], interval: float) -> str:
+    """`allow by web x5, drop by guard, wait 10m, allow by web`: equal neighbours
+    counted, a gap longer than the interval shown as the wait it came from."""
+    parts: list[tuple[str, int]] = []
+    for i, item in enumerate(items):
+        extra = gaps[i] - interval if i else 0.0
+        if extra > 1e-9:
+            parts.append((f"wait {_duration(extra)}", 1))
+        elif parts and parts[-1][0] == item:
+            parts[-1] = (item, parts[-1][1] + 1)
+            continue
+        parts.append((item, 1))
+    return ", ".join(text if n == 1 else f"{text} x{n}" for text, n in parts)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 # --------------------------------------------------------------------------
@@ -336,22 +450,40 @@ def verdict_word(action: str) -> str:
     return "allow" if action == PASS else "drop"
 
 
-def plan_outcomes(plan: Plan, cases: list[Case]) -> list[Outcome]:
-    """Each case classified by the compiled plan, the way the BPF programs classify."""
+def plan_runs(plan: Plan, cases: list[Case]) -> list[tuple[Outcome, ...]]:
+    """Each case's packets classified by the compiled plan, the way the BPF programs classify.
+
+    Every case gets a fresh simulated limiter (full buckets, nothing
+    blocked) whose clock moves by the case's gaps.
+    """
     clf = PlanClassifier(plan)
     out = []
     for case in cases:
+        sim = LimiterSim(now_ns=CLOCK_START_NS)
         note = ""
         established = False
         opener = case.opener()
         if opener is not None:
-            ov = clf.classify("egress", opener.packet())
+            ov = clf.classify("egress", opener.packet(), sim)
             established = ov.action == PASS
             if not established:
                 note = _no_flow_note(ov.reason)
-        v = clf.classify(case.direction, case.packet(established))
-        out.append(Outcome(verdict_word(v.action), v.reason, note))
+        pkt = case.packet(established)
+        run = []
+        for t in case.offsets_ns():
+            sim.now_ns = CLOCK_START_NS + t
+            v = clf.classify(case.direction, pkt, sim)
+            run.append(Outcome(verdict_word(v.action), v.reason, OVER_NOTE if v.over else note))
+        out.append(tuple(run))
     return out
+
+
+def plan_outcomes(plan: Plan, cases: list[Case]) -> list[Outcome]:
+    """The first packet's outcome of each case (all there is for a single-packet case)."""
+    return [run[0] for run in plan_runs(plan, cases)]
+
+
+OVER_NOTE = "over its rate limit"
 
 
 def _no_flow_note(reason: str) -> str:
@@ -360,11 +492,63 @@ def _no_flow_note(reason: str) -> str:
 
 
 def run_plan(plan: Plan, cases: list[Case]) -> list[Result]:
-    return [Result(c, o) for c, o in zip(cases, plan_outcomes(plan, cases), strict=True)]
+    return judge(cases, plan_runs(plan, cases))
 
 
-def judge(cases: list[Case], outcomes: list[Outcome]) -> list[Result]:
-    return [Result(c, o) for c, o in zip(cases, outcomes, strict=True)]
+def judge(cases: list[Case], runs: list[tuple[Outcome, ...]]) -> list[Result]:
+    return [Result(c, tuple(r)) for c, r in zip(cases, runs, strict=True)]
+
+
+def junit_xml(results: list[Result], rules: str, cases: str, mode: str, seconds: float) -> bytes:
+    """The results as a JUnit XML report: one testsuite, one testcase per case.
+
+    The shape CI systems read (Jenkins, GitLab, the GitHub actions that
+    publish test reports): `<testsuites><testsuite name tests failures
+    errors skipped time><properties/><testcase classname name file line
+    time>[<failure message type>diff</failure>]</testcase></testsuite>`.
+    """
+    from xml.etree import ElementTree as ET
+
+    _, failed = count(results)
+    per_case = f"{seconds / max(1, len(results)):.6f}"
+    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failed), errors="0")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"xdpguard test {cases}",
+        tests=str(len(results)),
+        failures=str(failed),
+        errors="0",
+        skipped="0",
+        time=f"{seconds:.6f}",
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("rules", rules), ("cases", cases), ("mode", mode)):
+        ET.SubElement(props, "property", name=name, value=value)
+    for r in results:
+        c = r.case
+        tc = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{cases}:{c.direction}",
+            name=c.name,
+            file=cases,
+            line=str(c.line),
+            time=per_case,
+        )
+        if r.ok:
+            ET.SubElement(tc, "system-out").text = f"{c.direction} {c.summary()}: {r.got_text()}\n"
+            continue
+        i = r.first_miss or 0
+        where = f"packet {i + 1} of {c.repeat}: " if c.repeat > 1 else ""
+        got = r.gots[i]
+        note = f" ({got.note})" if got.note else ""
+        failure = ET.SubElement(
+            tc, "failure", type="VerdictMismatch", message=f"{where}expected {c.expects[i]}, got {got}{note}"
+        )
+        failure.text = "\n".join(r.diff(cases)) + "\n"
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
 # --------------------------------------------------------------------------
@@ -591,8 +775,10 @@ class _CaseParser:
             self.names[name] = vl["name"]
 
         direction = self.choice(mp, "direction", DIRECTIONS, "ingress")
-        verdict, rule = self.expect(mp, direction)
-        base = Case(name=name, line=mp.line, direction=direction, expect_verdict=verdict, expect_rule=rule)
+        expects, gaps, interval = self.expectations(mp, direction)
+        base = Case(
+            name=name, line=mp.line, direction=direction, expects=expects, gaps=gaps, interval=interval
+        )
 
         if "ethertype" in mp:
             case = self.non_ip(mp, base)
@@ -624,19 +810,86 @@ class _CaseParser:
             case = replace(case, truncate=cut)
         return case
 
-    def expect(self, mp: _Map, direction: str) -> tuple[str, str | None]:
+    def expectations(self, mp: _Map, direction: str) -> tuple[tuple[Expect, ...], tuple[float, ...], float]:
+        """Per packet: what it must get and the seconds before it; and the interval."""
         if "expect" not in mp:
             self.fail(mp.line, 'case has no "expect" (e.g. expect: {verdict: drop, rule: default})')
-        value = mp["expect"]
-        line = mp.value_lines["expect"]
+        vl = mp.value_lines
+        interval = 0.0
+        if "interval" in mp:
+            try:
+                interval = parse_duration(mp["interval"])
+            except ValueError as e:
+                self.fail(vl["interval"], f"interval: {e}")
+        repeat = None
+        if "repeat" in mp:
+            repeat = self.number(mp, "repeat", 1, MAX_REPEAT, "a number of packets")
+        value, line = mp["expect"], vl["expect"]
+        if not isinstance(value, _Seq):
+            one = self.expect(value, line, direction)
+            n = repeat or 1
+            return (one,) * n, (0.0,) + (interval,) * (n - 1), interval
+        expects: list[Expect] = []
+        gaps: list[float] = []
+        pending_wait = 0.0
+        for item, iline in zip(value, value.lines, strict=True):
+            if isinstance(item, str) and (m := _WAIT_RE.fullmatch(item.strip())):
+                try:
+                    pending_wait += parse_duration(m.group(1))
+                except ValueError as e:
+                    self.fail(iline, f"expect: {_show(item)}: {e}")
+                continue
+            one, times = self.expect_item(item, iline, direction)
+            for _ in range(times):
+                gaps.append((interval if expects else 0.0) + pending_wait)
+                expects.append(one)
+                pending_wait = 0.0
+        if not expects:
+            self.fail(line, "expect: the list names no packet (e.g. [allow x5, drop])")
+        if pending_wait:
+            self.fail(value.lines[-1], "expect: a wait at the end of the list waits for nothing")
+        if repeat is not None and repeat != len(expects):
+            self.fail(
+                vl["repeat"],
+                f"repeat: {repeat}, but the expect list names {len(expects)} packet"
+                f"{'' if len(expects) == 1 else 's'} (give one expectation per packet, or leave repeat out)",
+            )
+        if len(expects) > MAX_REPEAT:
+            self.fail(line, f"expect: {len(expects)} packets are more than {MAX_REPEAT} for one case")
+        return tuple(expects), tuple(gaps), interval
+
+    def expect_item(self, item: Any, line: int, direction: str) -> tuple[Expect, int]:
+        """One entry of an expect list: `allow`, `drop by RULE x3`, or a mapping; with its count."""
+        if isinstance(item, str):
+            m = _EXPECT_ITEM_RE.fullmatch(item.strip())
+            if m is None:
+                self.fail(
+                    line,
+                    f"expect: {_show(item)} is not VERDICT [by RULE] [xN] or wait DURATION "
+                    '(e.g. "allow x5", "drop by ssh-guard", "wait 10m")',
+                )
+            verdict, rule, times = m.group(1), m.group(2), int(m.group(3) or 1)
+            if not 1 <= times <= MAX_REPEAT:
+                self.fail(line, f"expect: {_show(item)}: x{times} is out of range (1-{MAX_REPEAT})")
+            if rule is not None:
+                self.check_rule(rule, line, direction)
+            return Expect(verdict, rule), times
+        if isinstance(item, _Map):
+            return self.expect(item, line, direction), 1
+        self.fail(line, f"expect: {_show(item)} is not an expectation (e.g. allow, drop by ssh-guard x3)")
+
+    def expect(self, value: Any, line: int, direction: str) -> Expect:
         if isinstance(value, str):
             if value not in VERDICTS:
                 self.fail(
                     line, f"expect: {_show(value)} must be allow or drop{_did_you_mean(value, VERDICTS)}"
                 )
-            return value, None
+            return Expect(value, None)
         if not isinstance(value, _Map):
-            self.fail(line, f"expect: expected {{verdict: allow|drop, rule: NAME}}, got {_show(value)}")
+            self.fail(
+                line,
+                f"expect: expected {{verdict: allow|drop, rule: NAME}} or a list of them, got {_show(value)}",
+            )
         self.check_keys(value, EXPECT_KEYS, "in expect")
         if "verdict" not in value:
             self.fail(value.line, 'expect has no "verdict" (allow or drop)')
@@ -645,19 +898,22 @@ class _CaseParser:
         if "rule" in value:
             rule = value["rule"]
             rline = value.value_lines["rule"]
-            known = [*self.rule_names[direction], *SPECIAL_REASONS]
             if not isinstance(rule, str):
                 self.fail(
                     rline, f"rule: {_show(rule)} must be a rule name or one of {', '.join(SPECIAL_REASONS)}"
                 )
-            if rule not in known:
-                other = "egress" if direction == "ingress" else "ingress"
-                if rule in self.rule_names[other]:
-                    hint = f" (it is an {other} rule: add `direction: {other}`?)"
-                else:
-                    hint = _did_you_mean(rule, known) or f" ({direction} rules: {', '.join(known)})"
-                self.fail(rline, f"rule: {_show(rule)} is not an {direction} rule of the rule file{hint}")
-        return verdict, rule
+            self.check_rule(rule, rline, direction)
+        return Expect(verdict, rule)
+
+    def check_rule(self, rule: str, line: int, direction: str) -> None:
+        known = [*self.rule_names[direction], *SPECIAL_REASONS]
+        if rule not in known:
+            other = "egress" if direction == "ingress" else "ingress"
+            if rule in self.rule_names[other]:
+                hint = f" (it is an {other} rule: add `direction: {other}`?)"
+            else:
+                hint = _did_you_mean(rule, known) or f" ({direction} rules: {', '.join(known)})"
+            self.fail(line, f"rule: {_show(rule)} is not an {direction} rule of the rule file{hint}")
 
     def non_ip(self, mp: _Map, base: Case) -> Case:
         for key in mp:

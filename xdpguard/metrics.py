@@ -9,7 +9,11 @@ management network serves interfaces that live in any namespace.
 
 Counters are the kernel's per-CPU counters summed; a rule that is new in an
 applied rule set starts from zero (Prometheus sees a counter reset), a rule
-that is unchanged keeps counting across applies.  An interface that cannot
+that is unchanged keeps counting across applies.  A rule's `action` label
+is what happened to the packets counted under it: packets a rate-limited
+rule dropped over its limit are not in its `action` series but in
+`xdpguard_rule_over_limit_packets_total`, and every drop, whatever its
+reason, is in `xdpguard_dropped_packets_total{reason}`.  An interface that cannot
 be read (not attached, pins damaged) gets `xdpguard_scrape_error 1` and no
 other series; the scrape itself never fails because of one interface.
 """
@@ -27,7 +31,10 @@ from xdpguard.errors import XdpguardError
 from xdpguard.state import Iface, known_ifaces
 
 RULE_LABELS = ["interface", "direction", "rule", "action"]
+LIMIT_LABELS = ["interface", "direction", "rule"]
 DIR_LABELS = ["interface", "direction"]
+# Why a packet was dropped: the reasons of the programs' drop events.
+DROP_REASONS = ("rule", "rate_limit", "default", "malformed", "non_ip", "blocked")
 IF_LABELS = ["interface"]
 
 # Counters every direction has, besides the rules: stats() key -> (metric stem, help).
@@ -54,14 +61,37 @@ class _Families:
 
     def __init__(self) -> None:
         c, g = CounterMetricFamily, GaugeMetricFamily
-        self.rule_packets = c("xdpguard_rule_packets", "Packets that matched the rule.", labels=RULE_LABELS)
+        self.rule_packets = c(
+            "xdpguard_rule_packets",
+            "Packets the rule matched and gave its action (allow, drop, or continue: passed on to the "
+            "next rule); a rate-limited rule's packets over its limit are not here but in "
+            "xdpguard_rule_over_limit_packets_total.",
+            labels=RULE_LABELS,
+        )
         self.rule_bytes = c(
-            "xdpguard_rule_bytes", "Bytes of the packets that matched the rule.", labels=RULE_LABELS
+            "xdpguard_rule_bytes", "Bytes of xdpguard_rule_packets_total.", labels=RULE_LABELS
         )
         self.rule_over = c(
             "xdpguard_rule_over_limit_packets",
-            "Packets of a rate-limited rule dropped over its limit (part of xdpguard_rule_packets_total).",
-            labels=RULE_LABELS,
+            "Packets a rate-limited rule matched and dropped because they were over its limit.",
+            labels=LIMIT_LABELS,
+        )
+        self.rule_over_bytes = c(
+            "xdpguard_rule_over_limit_bytes",
+            "Bytes of xdpguard_rule_over_limit_packets_total.",
+            labels=LIMIT_LABELS,
+        )
+        self.dropped = c(
+            "xdpguard_dropped_packets",
+            "Packets dropped, by reason: rule (a drop rule), rate_limit (over a rule's limit), default, "
+            "malformed, non_ip (non_ip: drop), blocked (a source under block_for).  In mode audit these "
+            "are the packets that would have been dropped; they were passed.",
+            labels=[*DIR_LABELS, "reason"],
+        )
+        self.dropped_bytes = c(
+            "xdpguard_dropped_bytes",
+            "Bytes of xdpguard_dropped_packets_total.",
+            labels=[*DIR_LABELS, "reason"],
         )
         # SYN cookies (rules with syn_cookies: true): stats key -> family.
         self.syn = {
@@ -137,6 +167,9 @@ class _Families:
             self.rule_bytes,
             self.rule_over,
             *self.syn.values(),
+            self.rule_over_bytes,
+            self.dropped,
+            self.dropped_bytes,
             self.default_packets,
             self.default_bytes,
         )
@@ -236,7 +269,8 @@ class XdpguardCollector(Collector):
                     "digest": applied.digest,
                     "file": applied.file,
                     "mode": mode,
-                    "xdp_mode": applied.xdp_mode,
+                    # What the kernel reports (native, generic), not what was asked (auto).
+                    "xdp_mode": str(xdp.get("mode") or applied.xdp_mode),
                     "netns": applied.netns or "",
                 },
             )
@@ -245,23 +279,30 @@ class XdpguardCollector(Collector):
         fam.attached.add_metric([ifname], 1 if live else 0)
         if not st.get("attached"):
             return  # nothing pinned: no counters to read
-        _add_stats(fam, ifname, self._stats(ifname))
+        non_ip_drop = summary.get("settings", {}).get("non_ip") == "drop"
+        _add_stats(fam, ifname, self._stats(ifname), non_ip_drop)
 
 
-def _add_stats(fam: _Families, ifname: str, s: dict[str, Any]) -> None:
+def _add_stats(fam: _Families, ifname: str, s: dict[str, Any], non_ip_drop: bool = False) -> None:
     for direction in ("ingress", "egress"):
         d = s.get(direction)
         if not d:
             continue
         for r in d["rules"]:
+            over = r.get("limit", {}).get("over_limit", 0)
+            over_bytes = r.get("limit", {}).get("over_limit_bytes", 0)
             labels = [ifname, direction, r["name"], r["action"]]
-            fam.rule_packets.add_metric(labels, r["packets"])
-            fam.rule_bytes.add_metric(labels, r["bytes"])
+            fam.rule_packets.add_metric(labels, r["packets"] - over)
+            fam.rule_bytes.add_metric(labels, r["bytes"] - over_bytes)
             if "limit" in r:
-                fam.rule_over.add_metric(labels, r["limit"]["over_limit"])
+                fam.rule_over.add_metric([ifname, direction, r["name"]], over)
+                fam.rule_over_bytes.add_metric([ifname, direction, r["name"]], over_bytes)
             for key, family in fam.syn.items():
                 if "syn_cookies" in r:
                     family.add_metric(labels, r["syn_cookies"][key])
+        for reason, (packets, nbytes) in drops_by_reason(d, non_ip_drop).items():
+            fam.dropped.add_metric([ifname, direction, reason], packets)
+            fam.dropped_bytes.add_metric([ifname, direction, reason], nbytes)
         dflt = d["default"]
         fam.default_packets.add_metric([ifname, direction, dflt["action"]], dflt["packets"])
         fam.default_bytes.add_metric([ifname, direction, dflt["action"]], dflt["bytes"])
@@ -276,3 +317,25 @@ def _add_stats(fam: _Families, ifname: str, s: dict[str, Any]) -> None:
         fam.flows_created.add_metric([ifname], flows["created"])
         fam.flows_evicted.add_metric([ifname], flows["evicted"])
     fam.blocked_sources.add_metric([ifname], len(s.get("blocked", [])))
+
+
+def drops_by_reason(d: dict[str, Any], non_ip_drop: bool) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) dropped in one direction of `Dataplane.stats()`, per reason."""
+    out = dict.fromkeys(DROP_REASONS, (0, 0))
+
+    def add(reason: str, packets: int, nbytes: int) -> None:
+        p, b = out[reason]
+        out[reason] = (p + packets, b + nbytes)
+
+    for r in d["rules"]:
+        over = r.get("limit", {}).get("over_limit", 0)
+        over_bytes = r.get("limit", {}).get("over_limit_bytes", 0)
+        add("rate_limit", over, over_bytes)
+        if r["action"] == "drop":
+            add("rule", r["packets"] - over, r["bytes"] - over_bytes)
+    if d["default"]["action"] == "drop":
+        add("default", d["default"]["packets"], d["default"]["bytes"])
+    for reason in ("malformed", "blocked") + (("non_ip",) if non_ip_drop else ()):
+        if reason in d:
+            add(reason, d[reason]["packets"], d[reason]["bytes"])
+    return out

@@ -318,6 +318,11 @@ class Iface:
     def state_dir(self) -> Path:
         return secure_state_root() / self.ifname
 
+    @property
+    def watchdog_log(self) -> Path:
+        """What a --confirm watchdog prints (beside the state dir, which a revert may remove)."""
+        return state_root() / f".{self.ifname}.watchdog.log"
+
     def pin(self, name: str) -> str:
         return str(self.pin_dir / name)
 

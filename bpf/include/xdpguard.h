@@ -124,6 +124,12 @@ enum xg_field {
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
 #define XG_ACT_DROP 1
+#define XG_ACT_CONTINUE 2 /* a rate-limit guard: within the limit, on to the next matching rule */
+
+/* Continue rules a direction may hold: a packet passes through at most
+ * this many before the rule that decides (a bounded loop of scans, each
+ * starting after the last continue rule); the compiler refuses more. */
+#define XG_MAX_CONTINUE 8
 
 /* One direction's settings for one version of the rule set. */
 struct xg_config {
@@ -416,7 +422,7 @@ struct xg_dyncfg {
 
 /* Sampled drop events, through a ring buffer (xdpguard events). */
 #define XG_EVENTS_BYTES (256 * 1024)
-#define XG_EVENTS_DEFAULT_SAMPLE 64     /* one drop in N becomes an event */
+#define XG_EVENTS_DEFAULT_SAMPLE 1      /* one drop in N becomes an event: every one */
 #define XG_EVENTS_DEFAULT_MAX_RATE 1000 /* events per second per CPU, at most */
 
 enum xg_event_reason {

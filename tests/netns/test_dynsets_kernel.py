@@ -56,14 +56,14 @@ def test_kernel_verdicts_with_dynamic_sets_equal_reference(lab):
                         for i in range(FRAMES):
                             frame = random_frame(rng, rs, near)
                             pkt = parse_frame(frame)
-                            want = reference.classify(rs, "ingress", pkt, contents)
+                            want = reference.classify(rs, "ingress", pkt, dyn=contents)
                             got = B.prog_test_run(prog, frame).retval
                             assert VERDICT.get(got) == want.action, (
                                 f"seed {seed} set {n} contents {c} frame {i}: kernel {got}, "
                                 f"reference {want}; contents {contents}; frame {frame.hex()}"
                             )
                             checked += 1
-                            hits += want != reference.classify(rs, "ingress", pkt, {})
+                            hits += want != reference.classify(rs, "ingress", pkt, dyn={})
                 finally:
                     os.close(prog)
             assert checked == RULE_SETS * CONTENTS_PER_SET * FRAMES

@@ -47,8 +47,8 @@ def frames(lab, n: int, marker: bytes) -> list[bytes]:
 
 
 def set_sampling(lab, sample: int, max_rate: int) -> None:
-    """Set the programs' event sampling through the CLI (a reader that stops at once)."""
-    args = ["--sample", str(sample), "--max-rate", str(max_rate), "--duration", "0.1"]
+    """Set the programs' event sampling through the CLI (setting is a command of its own)."""
+    args = ["--sample", str(sample), "--max-rate", str(max_rate)]
     xg("--netns", lab.b.ns, "events", "--iface", lab.b.ifname, *args)
 
 
@@ -102,3 +102,70 @@ def test_events_sampling_thins_a_flood(attached):
     evs = collect(lab, "--duration", "4", send=frames(lab, 2000, new_marker()))
     # One in 20 on average: 100 expected; bounds far outside random spread.
     assert 40 <= len(evs) <= 200, len(evs)
+
+
+def reader(lab, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "xdpguard", "--netns", lab.b.ns, "events", "--iface", lab.b.ifname, *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+
+
+def set_events(lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """`events` with a setting: it must set and exit (a stream would hit the timeout)."""
+    cmd = [sys.executable, "-m", "xdpguard", "--netns", lab.b.ns, "events", "--iface", lab.b.ifname, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ, timeout=20)
+
+
+def test_setting_the_sampling_returns_at_once(attached):
+    lab = attached
+    r = set_events(lab, "--sample", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{lab.b.ifname}: events for every drop, at most 1000/s per CPU"
+    r = set_events(lab, "--max-rate", "7")
+    assert r.stdout.strip() == f"{lab.b.ifname}: events for every drop, at most 7/s per CPU"
+    r = set_events(lab, "--sample", "0")
+    assert r.stdout.strip() == f"{lab.b.ifname}: no events (--sample 0)"
+    r = set_events(lab, "--sample", "20")
+    assert r.stdout.strip() == f"{lab.b.ifname}: events for one drop in 20, at most 7/s per CPU"
+
+
+def test_the_default_shows_every_one_of_a_few_drops(attached):
+    # A fresh attach: no sampling below the per-CPU cap, so ten drops make ten events.
+    lab = attached
+    evs = collect(lab, "--count", "10", "--duration", "8", send=frames(lab, 10, new_marker()))
+    assert sorted(e["sport"] for e in evs) == list(range(1000, 1010))
+
+
+def test_a_new_reader_shows_no_stale_event(attached):
+    lab = attached
+    # Drops while nobody reads: their events wait in the ring buffer.
+    send_frames(lab.a.ns, lab.a.ifname, frames(lab, 5, new_marker()))
+    time.sleep(0.5)
+    p = reader(lab, "--json", "--duration", "3")
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert [line for line in out.splitlines() if line.strip()] == []
+    # Asked for, they are there, and marked as older than the reader.
+    send_frames(lab.a.ns, lab.a.ifname, frames(lab, 3, new_marker()))
+    time.sleep(0.5)
+    p = reader(lab, "--json", "--duration", "3", "--backlog")
+    out, err = p.communicate(timeout=30)
+    evs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(evs) == 3 and all(e["backlog"] for e in evs)
+    # A fresh drop during the stream is shown, not marked.
+    evs = collect(lab, "--count", "1", "--duration", "8", send=frames(lab, 1, new_marker()))
+    assert len(evs) == 1 and evs[0]["backlog"] is False
+
+
+def test_event_text_lines_read_as_sentences(attached):
+    lab = attached
+    p = reader(lab, "--count", "1", "--duration", "8")
+    time.sleep(1.5)
+    send_frames(lab.a.ns, lab.a.ifname, frames(lab, 1, new_marker()))
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    [line] = out.splitlines()
+    when, rest = line.split(" ", 1)
+    assert len(when) == 12 and when[2] == ":" and when[8] == "."
+    head = f"{lab.b.ifname} ingress drop by rule no-9999: udp 198.51.100.3:1000 > {lab.b.ip4}:9999, "
+    assert rest.startswith(head), rest
+    assert rest.endswith(" bytes") and "rule rule" not in rest and "proto 17" not in rest

@@ -149,13 +149,48 @@ def test_metrics_match_the_wire(lab: Lab, guard: Guard, tmp_path: Path) -> None:
         assert rule("xdpguard_rule_bytes_total", "drop-discard", "drop") == sum(
             size[f"discard{i}"] for i in range(5)
         )
-        assert rule("xdpguard_rule_packets_total", "limit-echo", "allow") == 6
-        assert rule("xdpguard_rule_over_limit_packets_total", "limit-echo", "allow") == 6 - echo_passed
+        # What a label says happened did happen: the rate-limited rule allowed the packets
+        # within its limit; the others were dropped over it, and are counted as such.
+        assert rule("xdpguard_rule_packets_total", "limit-echo", "allow") == echo_passed
+        echo_bytes = {k: size[k] for k in size if k.startswith("echo")}
+        passed_bytes = sum(echo_bytes[k] for k in arrived if k.startswith("echo"))
+        assert rule("xdpguard_rule_bytes_total", "limit-echo", "allow") == passed_bytes
+        over = value(
+            s,
+            "xdpguard_rule_over_limit_packets_total",
+            interface=iface,
+            direction="ingress",
+            rule="limit-echo",
+        )
+        assert over == 6 - echo_passed
+        assert (
+            value(
+                s,
+                "xdpguard_rule_over_limit_bytes_total",
+                interface=iface,
+                direction="ingress",
+                rule="limit-echo",
+            )
+            == sum(echo_bytes.values()) - passed_bytes
+        )
         assert rule("xdpguard_rule_packets_total", "no-smtp-out", "drop", "egress") == 0
         # Only rate-limited rules have an over-limit series.
         assert ("xdpguard_rule_over_limit_packets_total", frozenset(
-            {"interface": iface, "direction": "ingress", "rule": "allow-mdns", "action": "allow"}.items()
+            {"interface": iface, "direction": "ingress", "rule": "allow-mdns"}.items()
         )) not in s  # fmt: skip
+
+        # One metric for every drop, by reason.
+        def dropped(reason: str, direction: str = "ingress") -> float:
+            return value(
+                s, "xdpguard_dropped_packets_total", interface=iface, direction=direction, reason=reason
+            )
+
+        assert dropped("rule") == 5 and dropped("rate_limit") == 6 - echo_passed
+        assert dropped("default") == 0 and dropped("malformed") == 0 and dropped("blocked") == 0
+        assert dropped("rule", "egress") == 0
+        assert value(
+            s, "xdpguard_dropped_bytes_total", interface=iface, direction="ingress", reason="rule"
+        ) == sum(size[f"discard{i}"] for i in range(5))
 
         for d in ("ingress", "egress"):
             for stem in ("malformed", "non_ip", "ndp", "blocked_source"):

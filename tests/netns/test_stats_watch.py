@@ -1,4 +1,4 @@
-"""stats --watch: a live table with per-rule rates that keeps refreshing until interrupted."""
+"""stats --watch: per-rule rates that keep refreshing until interrupted (plain snapshots in a pipe)."""
 
 from __future__ import annotations
 
@@ -40,11 +40,9 @@ def test_watch_shows_rates(lab, tmp_path: Path):
         out, err = p.communicate(timeout=10)
         assert p.returncode == 0, err
         assert "pkt/s" in out and "counted" in out
-        rates = [
-            float(line.split("│")[-2].replace(",", ""))
-            for line in out.splitlines()
-            if "counted" in line and line.count("│") >= 7
-        ]
+        # Not a terminal: a plain snapshot a second, the rate the last column.
+        rates = [float(line.split()[-1].replace(",", "")) for line in out.splitlines() if " counted " in line]
+        assert len(rates) >= 2 and "│" not in out
         assert rates and max(rates) > 20, out[-2000:]
     finally:
         subprocess.run([*base, "detach", "--iface", lab.b.ifname], env=env, capture_output=True)

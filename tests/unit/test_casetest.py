@@ -86,7 +86,7 @@ def write(d: Path, name: str, text: str) -> Path:
 def test_example_cases_pass_with_the_plan(name: str) -> None:
     rs = load(RULES_DIR / f"{name}.yaml")
     cs = load_cases(RULES_DIR / f"{name}.cases.yaml", rs)
-    assert 8 <= len(cs) <= 15
+    assert 8 <= len(cs) <= 20
     results = run_plan(compile_ruleset(rs), cs)
     assert [r.case.name for r in results if not r.ok] == []
     # Realistic means both verdicts, both directions, and rules named.
@@ -587,7 +587,7 @@ def test_passing_examples_exit_0_without_root() -> None:
         r = xdpguard("test", f"rules/{name}.yaml", f"rules/{name}.cases.yaml", unprivileged=True)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "FAIL" not in r.stdout
-        assert r.stdout.rstrip().endswith("15 passed, 0 failed")
+        assert re.search(r"\n\d+ passed, 0 failed$", r.stdout.rstrip())
         assert "checked by the compiled plan" in r.stdout
 
 
@@ -597,7 +597,8 @@ def test_failures_exit_1_with_a_diff(shared_dir: Path) -> None:
     r = xdpguard("test", rules, path, unprivileged=True)
     assert r.returncode == 1, r.stderr
     out = r.stdout
-    assert re.search(r"│ https .*│ OK", out) and re.search(r"│ ssh-from-anywhere .*│ FAIL", out)
+    # Not a terminal: plain rows, one per case.
+    assert re.search(r"^https .* OK$", out, re.M) and re.search(r"^ssh-from-anywhere .* FAIL$", out, re.M)
     diff = out[out.index(f"FAIL ssh-from-anywhere ({path}:8)") :]
     assert diff.splitlines()[:4] == [
         f"FAIL ssh-from-anywhere ({path}:8)",

@@ -97,7 +97,7 @@ def test_check_json_shape(path: Path) -> None:
         assert [r["name"] for r in d["rules"]] == rule_names(doc, direction)
         for i, r in enumerate(d["rules"]):
             assert r["index"] == i
-            assert r["action"] in ("allow", "drop")
+            assert r["action"] in ("allow", "drop", "continue")
             assert isinstance(r["match"], str)
             # The line is where the rule starts: its `- name:` line.
             assert re.search(rf"name:\s*{re.escape(r['name'])}\s*$", lines[r["line"] - 1]), (

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
@@ -331,6 +332,13 @@ def test_workflow_validates_pull_requests() -> None:
     assert uploads and "plan" in uploads[0]["with"]["path"]
     assert "secrets." not in yaml.safe_dump(validate), "pull-request jobs must not see secrets"
     assert "environment" not in validate
+    # xdpguard comes from a checkout pinned by the rules repository, not from a URL.
+    [install] = [r for r in runs(validate) if r.startswith("pip install")]
+    assert install == "pip install ./xdpguard"
+    checkout = validate["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout") and checkout["with"]["submodules"] is True
+    assert not re.search(r"https?://", yaml.safe_dump(wf)), "no download URL in the workflow"
+    assert "--junit" in runs(validate)[test]
 
 
 def test_workflow_gates_the_rollout() -> None:
@@ -389,6 +397,8 @@ def test_workflow_validate_steps_run(tmp_path: Path) -> None:
         assert r.returncode == 0, f"{step.get('name')}:\n{r.stdout}\n{r.stderr}"
         ran += 1
     assert ran == 3
+    report = ET.parse(repo / "test-results.xml").getroot()
+    assert report.tag == "testsuites" and report.attrib["failures"] == "0" and int(report.attrib["tests"]) > 5
     plan = json.loads((repo / "plan.json").read_text())
     assert plan["new_digest"] and plan["rules"]["ingress"]["added"], plan
     assert "ingress" in (repo / "plan.txt").read_text()

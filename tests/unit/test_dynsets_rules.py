@@ -247,8 +247,8 @@ def pkt(src: str, dst: str = "192.0.2.99", proto: int = 17, dport: int = 53) -> 
 )
 def test_examples_agree(packet: Packet, contents: dict[str, list[Prefix]], want: str) -> None:
     rs = parsed(BASE)
-    got_ref = reference.classify(rs, "ingress", packet, contents)
-    got_plan = PlanClassifier(compile_ruleset(rs)).classify("ingress", packet, contents)
+    got_ref = reference.classify(rs, "ingress", packet, dyn=contents)
+    got_plan = PlanClassifier(compile_ruleset(rs)).classify("ingress", packet, dyn=contents)
     assert got_ref.reason == want
     assert got_plan == got_ref
 
@@ -265,5 +265,5 @@ def test_plan_agrees_with_reference_with_dynamic_sets(rs, seed):  # type: ignore
         for _ in range(15):
             packet = random_packet(rng, rs, near)
             for direction in ("ingress", "egress"):
-                want = reference.classify(rs, direction, packet, contents)
-                assert pc.classify(direction, packet, contents) == want, (direction, packet, contents)
+                want = reference.classify(rs, direction, packet, dyn=contents)
+                assert pc.classify(direction, packet, dyn=contents) == want, (direction, packet, contents)

@@ -7,6 +7,7 @@ Operators copy these files; a broken or misleading example is a bug.  Every
 from __future__ import annotations
 
 import ipaddress
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -134,10 +135,19 @@ def test_bastion() -> None:
     assert rs.state_timeouts.tcp == 3600
 
     ingress = rules_by_name(rs.ingress.rules)
-    ssh_rules = [r for r in rs.ingress.rules if r.match.dport == (PortRange(22, 22),)]
-    assert ssh_rules and all(r.match.src is not None and r.match.src.sets == ("admins",) for r in ssh_rules)
-    guard = ingress["ssh-syn-guard"].rate_limit
-    assert guard is not None and guard.per == "source" and guard.block_for == 600.0
+    # The SSH guard of docs/rules.md: a limit only, in front of the one rule that allows SSH.
+    guard = ingress["ssh-guard"]
+    assert guard.action is Action.CONTINUE and guard.match.src is None
+    limit = guard.rate_limit
+    assert limit is not None and limit.per == "source" and limit.block_for == 600.0
+    assert (limit.pps, limit.burst) == (Fraction(5, 60), 5)
+    allows_ssh = [
+        r for r in rs.ingress.rules if r.action is Action.ALLOW and r.match.dport == (PortRange(22, 22),)
+    ]
+    assert [r.name for r in allows_ssh] == ["ssh-office"]
+    assert allows_ssh[0].match.src is not None and allows_ssh[0].match.src.sets == ("office",)
+    names = [r.name for r in rs.ingress.rules]
+    assert names.index("ssh-guard") < names.index("ssh-office")
 
     # With egress default drop, the bastion's own servers need their replies allowed.
     egress = rules_by_name(rs.egress.rules)

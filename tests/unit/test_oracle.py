@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.strategies import large_ruleset, packet_in_rule, random_packet, rulesets
+from tests.strategies import large_ruleset, packet_in_rule, packet_stream, random_packet, rulesets
 from xdpguard.rules import reference
 from xdpguard.rules.classify import PlanClassifier
 from xdpguard.rules.compile import compile_ruleset, plan_from_bytes
+from xdpguard.rules.ratesim import LimiterSim
 
 PACKETS_PER_SET = 60
 
@@ -43,6 +44,24 @@ def test_plan_agrees_with_reference():
 
     agrees()
     assert checked["sets"] >= 200 and checked["packets"] >= 10_000, checked
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rs=rulesets(), seed=st.integers(0, 2**32 - 1))
+def test_plan_agrees_with_reference_over_time(rs, seed):
+    """Rate limits, continue rules and block_for: one sequence of packets, one simulated clock each."""
+    pc = PlanClassifier(compile_ruleset(rs))
+    rng = random.Random(seed)
+    ref_clock, plan_clock = LimiterSim(now_ns=10**12), LimiterSim(now_ns=10**12)
+    for pkt in packet_stream(rng, rs, PACKETS_PER_SET * 2):
+        step = rng.choice([0, 0, 1_000, 2_000_000, 5 * 10**9])
+        ref_clock.now_ns += step
+        plan_clock.now_ns += step
+        for direction in ("ingress", "egress"):
+            want = reference.classify(rs, direction, pkt, ref_clock)
+            got = pc.classify(direction, pkt, plan_clock)
+            assert got == want, (direction, pkt)
+    assert ref_clock.buckets == plan_clock.buckets and ref_clock.blocked == plan_clock.blocked
 
 
 @settings(max_examples=60, deadline=None)

@@ -752,10 +752,10 @@ RATE_LIMIT_ERRORS = [
     ("{pps: 10, bps: 1000}", ["exactly one of pps"]),
     ("{burst: 10}", ["exactly one of pps"]),
     ("{}", ["exactly one of pps"]),
-    ("{pps: 0}", ["pps: 0 must be a positive integer"]),
+    ("{pps: 0}", ["pps: 0 must be a positive number"]),
     ("{pps: -3}", ["pps: -3"]),
     ("{pps: fast}", ['pps: "fast"']),
-    ("{pps: 1.5}", ["pps: 1.5"]),
+    ("{pps: 0.00001}", ["pps: 1e-05 is slower than the slowest rate, 1/day"]),
     ("{pps: 99999999999}", ["pps: 99999999999 is too large"]),
     ("{pps: 10, burst: 0}", ["burst: 0 must be a positive integer"]),
     ("{pps: 10, burst: 1kb}", ['burst: "1kb"']),
@@ -818,6 +818,9 @@ def test_rate_limit_errors_name_the_line_of_the_value_in_block_style() -> None:
         ("250ms", 0.25),
         ("1.5h", 5400.0),
         (" 10 S ", 10.0),
+        ("1m30s", 90.0),
+        ("1h 30m", 5400.0),
+        ("2d12h", 216000.0),
     ],
 )
 def test_parse_duration(value: object, seconds: float) -> None:
@@ -825,7 +828,7 @@ def test_parse_duration(value: object, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "s", "10x", "1h30m", "-1s", "0s", 0, -5, True, None, [1], float("inf"), "ten"]
+    "value", ["", "s", "10x", "1h30x", "30s1", "-1s", "0s", 0, -5, True, None, [1], float("inf"), "ten"]
 )
 def test_parse_duration_rejects(value: object) -> None:
     with pytest.raises(ValueError):

@@ -93,20 +93,34 @@ def apply(
                 C.abandon(armed)
             raise
         results.append((name, res))
-        if window is None:
-            pending = Iface(name).load_confirm()
-            if pending:
-                when = time.strftime("%H:%M:%S", time.localtime(float(pending["deadline"])))
-                res.messages.append(
-                    f"an earlier apply awaits confirmation: version {pending['target_seq']} comes back at "
-                    f"{when} unless `xdpguard confirm --iface {name}`"
-                )
+        if armed is not None and not (res.changed or res.attached):
+            # The live rule set is this one already: nothing to guard.
+            C.abandon(armed)
+            armed = None
+        pending = Iface(name).load_confirm()
         if armed is not None:
             deadline = C.start(armed)
-            res.messages.append(
-                f"confirm within {window:g} s (`xdpguard confirm --iface {name}`), or the previous rule set "
-                f"comes back at {time.strftime('%H:%M:%S', time.localtime(deadline))}"
+            when = time.strftime("%H:%M:%S", time.localtime(deadline))
+            then = (
+                f"version {armed.target} (the last confirmed rule set) comes back at {when}"
+                if armed.target
+                else f"xdpguard is detached from {name} at {when} (there was no rule set before this one)"
             )
+            res.messages.append(f"confirm within {window:g} s (`xdpguard confirm --iface {name}`), or {then}")
+        elif pending:
+            when = time.strftime("%H:%M:%S", time.localtime(float(pending["deadline"])))
+            back = (
+                f"version {pending['target_seq']} comes back"
+                if pending["target_seq"]
+                else f"xdpguard is detached from {name}"
+            )
+            res.messages.append(
+                f"an earlier apply awaits confirmation: {back} at {when} "
+                f"unless `xdpguard confirm --iface {name}`"
+            )
+        elif window is not None:
+            # The live rule set is this one already and nothing is pending: no risk to revert.
+            res.messages.append("nothing changed, so there is nothing to confirm (no watchdog started)")
     if json_out:
         print_json(
             [
@@ -300,7 +314,16 @@ def plan(
         console.print(f"  [yellow]~ {s['setting']}[/]: {s['from']} => {s['to']}")
     for dname, fields in data["prefixes"].items():
         for fam, f in fields.items():
-            console.print(f"  prefixes {dname} {fam}: +{f['added']} -{f['removed']}")
+            console.print(f"  {dname} {fam} prefixes: {f['added']} added, {f['removed']} removed")
+            for sign, style, key, total in (
+                ("+", "green", "added", f["added"]),
+                ("-", "red", "removed", f["removed"]),
+            ):
+                shown = f[f"examples_{key}"]
+                for p in shown:
+                    console.print(f"    [{style}]{sign} {p}[/]")
+                if total > len(shown):
+                    console.print(f"    ... and {total - len(shown)} more {key}")
     ds = data["dynamic_sets"]
     for d in ds["added"]:
         console.print(f"  [green]+ dynamic set {d['name']}[/] (size {d['size']}, empty)")
@@ -333,6 +356,11 @@ def detach(
     for name in iface:
         st = Iface(name)
         if not st.pin_dir.exists() and not st.state_dir.exists():
+            if st.watchdog_log.exists():  # a watchdog detached it by itself: its log is all that is left
+                st.watchdog_log.unlink()
+                from xdpguard.datapath.dataplane import forget_state_root
+
+                forget_state_root()
             console.print(f"{name}: xdpguard is not attached")
             continue
         dp = Dataplane(name, 0)

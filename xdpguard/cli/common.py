@@ -7,6 +7,7 @@ XdpguardError subclass; main.py turns those into messages and exit codes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -21,10 +22,55 @@ if TYPE_CHECKING:
     from xdpguard.rules.compile import Plan
     from xdpguard.rules.model import RuleSet
 
+# Wide enough that no line of a table is ever wrapped in a log.
+PLAIN_WIDTH = 100_000
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    """rich's Console, but plain text when the output is not a terminal.
+
+    A CI log or a `| grep` gets tables without box drawing, one row per
+    line, never wrapped at 80 columns (rich's guess when it sees no
+    terminal) nor at $COLUMNS; colours are off there already.  Every table
+    any command prints through this console gets it.  Made on first use:
+    importing rich costs every command (`--help` included) tens of
+    milliseconds, and most never print through it.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    class PlainWhenPiped(Console):
+        def __init__(self, **kwargs: Any) -> None:
+            stream = sys.stderr if kwargs.get("stderr") else sys.stdout
+            if not stream.isatty():
+                kwargs.setdefault("width", PLAIN_WIDTH)
+            super().__init__(**kwargs)
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            if self.is_terminal or not any(isinstance(o, Table) for o in objects):
+                super().print(*objects, **kwargs)
+                return
+            for obj in objects:
+                if isinstance(obj, Table):
+                    plain_table(obj)
+            with self.capture() as cap:
+                super().print(*objects, **kwargs)
+            # rich pads every cell to its column's width: not the last one in a log.
+            self.file.write("".join(line.rstrip() + "\n" for line in cap.get().splitlines()))
+
+    return PlainWhenPiped
+
+
+def plain_table(t: Any) -> None:
+    """A table for a log: no box, no padding at the edges (columns still aligned)."""
+    t.box = None
+    t.show_edge = False
+    t.pad_edge = False
+
 
 class _LazyConsole:
-    """A rich Console made on first use: importing rich costs every command
-    (`--help` included) tens of milliseconds, and most never print through it."""
+    """The console, made on first use (see _console_class)."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
@@ -32,9 +78,7 @@ class _LazyConsole:
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._kwargs)
+            self._console = _console_class()(**self._kwargs)
         return getattr(self._console, name)
 
 
@@ -83,8 +127,26 @@ def resolve_iface(name: str) -> int:
     try:
         return ifindex(name)
     except NoSuchInterface as e:
-        where = f" in network namespace {CONTEXT['netns']}" if CONTEXT["netns"] else ""
-        raise UsageError(f"no interface named {name!r}{where}") from e
+        here = CONTEXT["netns"]
+        where = f" in network namespace {here}" if here else ""
+        raise UsageError(f"no interface named {name!r}{where}{_elsewhere(name, here)}") from e
+
+
+def _elsewhere(name: str, here: str | None) -> str:
+    """`; network namespace edge has one: ...` when another namespace holds the interface."""
+    from xdpguard.net import netns_with_interface
+
+    try:
+        others = [ns for ns in netns_with_interface(name) if ns != here]
+    except OSError:  # not allowed to look (not root): say nothing rather than guess
+        return ""
+    if not others:
+        return ""
+    listed = ", ".join(others)
+    which = "network namespace " if len(others) == 1 else "network namespaces "
+    args = " ".join(sys.argv[1:]) if here is None else ""
+    hint = f"`xdpguard --netns {others[0]} {args}`" if args else f"--netns {others[0]}"
+    return f"; {which}{listed} {'has' if len(others) == 1 else 'have'} one: use {hint}"
 
 
 def print_json(data: Any) -> None:

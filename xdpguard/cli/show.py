@@ -4,6 +4,7 @@ block_for (a map delete; the rule set stays as it is)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +83,11 @@ def _print_status(s: dict[str, Any]) -> None:
         console.print(f"[bold red]{s['interface']}[/]: NOT PROTECTED: {escape(problem)}")
         if s.get("fix"):
             console.print(f"  {escape(s['fix'])}")
+    asked = x.get("requested_mode")
+    mode = f"{x.get('mode')}" + (f" (asked: {asked})" if asked and asked != x.get("mode") else "")
     console.print(
         f"[bold]{s['interface']}[/]: xdp {x.get('attach', '?')} id {x.get('link_id')} "
-        f"mode {x.get('mode')} prog {x.get('prog_id')} tag {x.get('tag')}"
+        f"mode {mode} prog {x.get('prog_id')} tag {x.get('tag')}"
     )
     tc: dict[str, Any] | None = s.get("tc")
     if tc:
@@ -222,8 +225,8 @@ def stats(
     from rich.live import Live
     from rich.table import Table
 
-    def render() -> Table:
-        outer = Table.grid()
+    def tables() -> list[Table]:
+        out = []
         now = time.monotonic()
         for n in names:
             st = Dataplane(n, 0).stats()
@@ -238,9 +241,27 @@ def stats(
                         t0, p0 = prev[key]
                         rates[(dname, r["name"])] = (r["packets"] - p0) / max(now - t0, 1e-6)
                     prev[key] = (now, r["packets"])
-            outer.add_row(_table(st, rates))
+            out.append(_table(st, rates))
+        return out
+
+    def render() -> Table:
+        outer = Table.grid()
+        for t in tables():
+            outer.add_row(t)
         return outer
 
+    if not console.is_terminal:
+        # A log or a pipe: a plain snapshot every second, not a redrawn screen.
+        try:
+            while True:
+                for t in tables():
+                    console.print(t)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        return
     with Live(render(), console=console, refresh_per_second=2) as live:
         try:
             while True:
@@ -281,12 +302,24 @@ def events(
     json_out: bool = typer.Option(False, "--json", help="one JSON object per line"),
     count: int = typer.Option(0, "--count", help="stop after this many events (0: no limit)"),
     duration: float = typer.Option(0.0, "--duration", help="stop after this many seconds (0: until Ctrl-C)"),
-    sample: int = typer.Option(None, "--sample", min=0, help="set: one drop in N becomes an event (0: none)"),
-    max_rate: int = typer.Option(None, "--max-rate", min=0, help="set: at most N events per second per CPU"),
+    sample: int = typer.Option(
+        None,
+        "--sample",
+        min=0,
+        help="set: one drop in N becomes an event (1: every drop, 0: none), then exit",
+    ),
+    max_rate: int = typer.Option(
+        None, "--max-rate", min=0, help="set: at most N events per second per CPU, then exit"
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="with --sample/--max-rate: go on streaming after setting"
+    ),
+    backlog: bool = typer.Option(
+        False, "--backlog", help="also show the events made before this reader started (marked as such)"
+    ),
 ) -> None:
-    """Stream sampled drop events (time, rule, verdict, addresses, ports)."""
+    """Stream drop events (time, rule, verdict, addresses, ports); --sample/--max-rate set and exit."""
     import json as _json
-    import sys
 
     from xdpguard.datapath import maps as M
     from xdpguard.datapath.events import stream
@@ -303,9 +336,10 @@ def events(
                 m, cur.sample if sample is None else sample, cur.max_rate if max_rate is None else max_rate
             )
             cur = M.read_event_cfg(m)
-        console.print(
-            f"{iface}: events for one drop in {cur.sample}, at most {cur.max_rate}/s per CPU", style="dim"
-        )
+        console.print(f"{iface}: {_event_setting(cur.sample, cur.max_rate)}", style="dim")
+        # Setting is a command of its own; streaming afterwards only when asked to.
+        if not (follow or count or duration):
+            return
     plan = st.load_plan()
     names = {r.rule_id: r.name for d in plan.directions() for r in d.rules} if plan else {}
     end = time.monotonic() + duration if duration else None
@@ -315,20 +349,21 @@ def events(
         return (end is not None and time.monotonic() >= end) or (count > 0 and seen >= count)
 
     try:
-        for ev in stream(str(st.pin_dir / "events"), iface, names, stop):
+        for ev in stream(str(st.pin_dir / "events"), iface, names, stop, backlog=backlog):
             seen += 1
             if json_out:
                 sys.stdout.write(_json.dumps(ev.as_dict()) + "\n")
-                sys.stdout.flush()
             else:
-                ports = f" {ev.sport}->{ev.dport}" if ev.sport is not None else ""
-                when = time.strftime("%H:%M:%S", time.localtime(ev.time)) + f".{int(ev.time % 1 * 1000):03d}"
-                console.print(
-                    f"{when} {ev.interface} {ev.direction} {ev.verdict} {ev.reason}"
-                    + (f" rule {ev.rule}" if ev.rule else "")
-                    + f" proto {ev.proto} {ev.src} -> {ev.dst}{ports} len {ev.length}"
-                )
+                sys.stdout.write(ev.text() + "\n")
+            sys.stdout.flush()
             if count and seen >= count:
                 break
     except KeyboardInterrupt:
         pass
+
+
+def _event_setting(sample: int, max_rate: int) -> str:
+    if sample == 0:
+        return "no events (--sample 0)"
+    which = "every drop" if sample == 1 else f"one drop in {sample}"
+    return f"events for {which}, at most {max_rate}/s per CPU"

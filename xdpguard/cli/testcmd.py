@@ -5,10 +5,12 @@ kernel); `--kernel` runs them through the real programs with
 BPF_PROG_TEST_RUN and `--wire` sends them across a veth pair, both in a
 throw-away namespace.  Exit code 0 when every case gets what it expects,
 1 when one does not, 2 when the rule or cases file is invalid.
+`--junit FILE` also writes the results as a JUnit XML report for CI.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from xdpguard.casetest import Result
 
 from xdpguard.cli.common import console, load_rules, print_json
+from xdpguard.errors import XdpguardError
 
 MODES = {
     "plan": "the compiled plan",
@@ -48,20 +51,40 @@ def test(
         False, "--failures", "-q", help="print only failed cases and the summary"
     ),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    junit: Path = typer.Option(
+        None,
+        "--junit",
+        metavar="FILE",
+        help="also write the results as a JUnit XML report to FILE (for CI test reports)",
+        dir_okay=False,
+    ),
 ) -> None:
     """Check that each packet in CASES gets the expected verdict (and rule) from RULES."""
     rs, plan, _ = load_rules(rules)
-    from xdpguard.casetest import count, judge, load_cases, run_plan  # only this command needs them
+    from xdpguard.casetest import (
+        count,
+        judge,
+        junit_xml,
+        load_cases,
+        run_plan,
+    )  # only this command needs them
 
     case_list = load_cases(cases, rs)
     wire = wire or netns_alias
     mode = "wire" if wire else "kernel" if kernel else "plan"
+    started = time.monotonic()
     if mode == "plan":
         results = run_plan(plan, case_list)
     else:
         from xdpguard.datapath.casekernel import run_cases
 
         results = judge(case_list, run_cases(plan, case_list, wire=wire))
+    if junit is not None:
+        report = junit_xml(results, str(rules), str(cases), mode, time.monotonic() - started)
+        try:
+            junit.write_bytes(report)
+        except OSError as e:
+            raise XdpguardError(f"cannot write the JUnit report {junit}: {e.strerror or e}") from e
 
     passed, failed = count(results)
     if json_out:
@@ -88,14 +111,19 @@ def _print(results: list[Result], rules: str, cases: str, mode: str, failures_on
     blocks: list[list[str] | Table] = []
     if not failures_only:
         t = Table(title=f"{cases} against {rules}, checked by {MODES[mode]}", title_justify="left")
-        for col in ("case", "line", "direction", "packet", "expected", "got", ""):
+        notes = any(r.got.note for r in results)
+        for col in ("case", "line", "direction", "packet", "expected", "got", "result", "note")[
+            : 8 if notes else 7
+        ]:
             t.add_column(col)
         for r in results:
             c = r.case
-            got = escape(str(r.got)) + (f"\n[dim]{escape(r.got.note)}[/]" if r.got.note else "")
             status = "[green]OK[/]" if r.ok else "[bold red]FAIL[/]"
-            cells = (c.name, str(c.line), c.direction, c.summary(), c.expected())
-            t.add_row(*map(escape, cells), got, status)
+            cells = [c.name, str(c.line), c.direction, c.summary(), c.expected(), r.got_text()]
+            row = [*map(escape, cells), status]
+            if notes:
+                row.append(f"[dim]{escape(r.got.note)}[/]")
+            t.add_row(*row)
         blocks.append(t)
     blocks += [_styled(r.diff(cases)) for r in results if not r.ok]
     from xdpguard.casetest import count

@@ -10,6 +10,7 @@ import ctypes as C
 
 from xdpguard import resources
 from xdpguard.rules import nodes
+from xdpguard.rules.model import MAX_CONTINUE
 
 ABI_VERSION = 3
 
@@ -90,6 +91,7 @@ def src_lines(limit_table_size: int) -> int:
 
 ACT_ALLOW = 0
 ACT_DROP = 1
+ACT_CONTINUE = 2
 
 RULE_SYNCOOKIE = 1 << 0
 RULE_NOT_EST = 1 << 1
@@ -332,7 +334,7 @@ class Event(C.Structure):
 
 
 EVENTS_BYTES = 256 * 1024
-EVENTS_DEFAULT_SAMPLE = 64
+EVENTS_DEFAULT_SAMPLE = 1
 EVENTS_DEFAULT_MAX_RATE = 1000
 EV_SYNCOOKIE = 7
 EVENT_REASONS = {
@@ -487,6 +489,8 @@ CONSTANTS: dict[str, int] = {
     "XG_DYN_SLOTS": DYN_SLOTS,
     "XG_ACT_ALLOW": ACT_ALLOW,
     "XG_ACT_DROP": ACT_DROP,
+    "XG_ACT_CONTINUE": ACT_CONTINUE,
+    "XG_MAX_CONTINUE": MAX_CONTINUE,
 }
 
 

@@ -8,16 +8,21 @@ every case through it and take it down again, whatever happens:
   XDPGUARD_STATE_DIR directories, so the operator's own xdpguard state is
   never touched;
 - xdpguard attached with `Dataplane.apply`, as `xdpguard apply` does;
+- the programs are built with the test clock (a pinned map they read the
+  time from), so that rate limits and blocks see the case's simulated
+  instants, the same the plan check uses;
 - per case: the flow table, rate-limit buckets and blocked sources are
   emptied (cases are independent), an established case first sends its
   opening packet through the egress program (that is how the program learns
   flows; a UDP opening packet stands for a datagram from a connected
   socket, which neither a test run nor a raw frame has, so its flow is
   written into the table once egress lets the packet out), then the
-  case's frame goes through `prog_ingress` or
-  `prog_egress`.  The verdict is the program's return code (--kernel) or
-  whether the frame came out on the other side (--wire); the deciding rule
-  is the one whose packet counter moved.
+  case's frame goes through `prog_ingress` or `prog_egress`, `repeat`
+  times, the clock set before each.  The verdict is the program's return
+  code (--kernel) or whether the frame came out on the other side
+  (--wire); the deciding rule is the one whose packet counter moved
+  (continue rules that passed the packet on count it too, and are told
+  apart by the plan).
 
 In --wire mode namespace A and B are joined by a veth pair and xdpguard
 runs on B's end.  Ingress cases are sent from A and looked for on B (a
@@ -40,6 +45,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -49,14 +55,22 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from xdpguard import net
-from xdpguard.casetest import DEFAULT_DST_MAC, DEFAULT_SRC_MAC, Case, Outcome, plan_outcomes
+from xdpguard.casetest import (
+    CLOCK_START_NS,
+    DEFAULT_DST_MAC,
+    DEFAULT_SRC_MAC,
+    OVER_NOTE,
+    Case,
+    Outcome,
+    plan_runs,
+)
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane, prog_pin_name
 from xdpguard.errors import KernelError, XdpguardError
 from xdpguard.rules.compile import Plan
-from xdpguard.rules.model import IPPROTO_UDP
+from xdpguard.rules.model import IPPROTO_UDP, Action
 from xdpguard.rules.packet import parse_frame
 
 __all__ = ["Bench", "run_cases"]
@@ -66,7 +80,7 @@ NS_PREFIX = "xgcase"
 PIN_PREFIX = "xdpguard-case-"
 _STALE_NS = re.compile(rf"^{NS_PREFIX}(\d+)-[0-9a-f]+[ab]$")
 _STALE_PINS = re.compile(rf"^{PIN_PREFIX}(\d+)-[0-9a-f]+$")
-ENV_KEYS = ("XDPGUARD_BPFFS", "XDPGUARD_STATE_DIR")
+ENV_KEYS = ("XDPGUARD_BPFFS", "XDPGUARD_STATE_DIR", "XDPGUARD_TEST_CLOCK")
 
 # Interface names inside the private namespaces (no clash with the host's).
 GUARD_IF = "xgcase0"  # where xdpguard runs
@@ -90,8 +104,8 @@ _STATE_MAPS = (("flows", M.C_SIZE["flow_key"], M.C_SIZE["flow"]),)
 Counts = dict[str, tuple[int, int]]  # reason -> (packets, over-limit packets)
 
 
-def run_cases(plan: Plan, cases: list[Case], wire: bool = False) -> list[Outcome]:
-    """Each case's outcome in the kernel; a note says where the compiled plan disagrees."""
+def run_cases(plan: Plan, cases: list[Case], wire: bool = False) -> list[tuple[Outcome, ...]]:
+    """Each case's outcomes in the kernel, one per packet; a note says where the compiled plan disagrees."""
     for case in cases:
         for c in (case, case.opener()):
             if c is None:
@@ -101,15 +115,18 @@ def run_cases(plan: Plan, cases: list[Case], wire: bool = False) -> list[Outcome
                 raise XdpguardError(
                     f"internal error: the frame built for case {c.name!r} parses as {parsed}, not {want}"
                 )
-    planned = plan_outcomes(plan, cases)
+    planned = plan_runs(plan, cases)
     with Bench(plan, wire) as bench:
-        outcomes = [bench.run(c) for c in cases]
+        runs = [bench.run(c) for c in cases]
     out = []
-    for got, want_out in zip(outcomes, planned, strict=True):
-        if (got.verdict, got.rule) != (want_out.verdict, want_out.rule):
-            extra = f"the compiled plan says {want_out}"
-            got = Outcome(got.verdict, got.rule, f"{got.note}; {extra}" if got.note else extra)
-        out.append(got)
+    for run, want_run in zip(runs, planned, strict=True):
+        checked = []
+        for got, want_out in zip(run, want_run, strict=True):
+            if (got.verdict, got.rule) != (want_out.verdict, want_out.rule):
+                extra = f"the compiled plan says {want_out}"
+                got = Outcome(got.verdict, got.rule, f"{got.note}; {extra}" if got.note else extra)
+            checked.append(got)
+        out.append(tuple(checked))
     return out
 
 
@@ -127,7 +144,13 @@ class Bench:
         self.dp: Dataplane | None = None
         self.maps: M.Maps | None = None
         self.progs: dict[str, int] = {}
+        self.clock: int | None = None
         self.slots: dict[str, dict[int, str]] = {}
+        # Continue rules count every packet they pass on: not the deciding rule.
+        self.guards = {
+            d.name: frozenset(r.name for r in d.rules if r.action == Action.CONTINUE)
+            for d in plan.directions()
+        }
         self.macs = {"a": DEFAULT_SRC_MAC, "b": DEFAULT_DST_MAC}
         self.socks: dict[str, socket.socket] = {}
         self._env: dict[str, str | None] = {}
@@ -178,6 +201,7 @@ class Bench:
         self._env = {k: os.environ.get(k) for k in ENV_KEYS}
         os.environ["XDPGUARD_BPFFS"] = str(self.bpffs)
         os.environ["XDPGUARD_STATE_DIR"] = str(self.state_dir)
+        os.environ["XDPGUARD_TEST_CLOCK"] = "1"  # a throw-away data plane: never production
         for ns in (self.ns_a, self.ns_b):
             if ns is not None:
                 net.create_netns(ns)
@@ -197,6 +221,7 @@ class Bench:
         self.maps = M.open_maps(pin_dir)
         for direction in M.DIRECTIONS:
             self.progs[direction] = B.obj_get(self.dp.iface.pin(prog_pin_name(direction)))
+        self.clock = B.obj_get(self.dp.iface.pin("test_clock"))
         active = M.read_active(pin_dir)
         for direction, dplan in (("ingress", self.plan.ingress), ("egress", self.plan.egress)):
             half = M.half_of(direction, active)
@@ -222,6 +247,9 @@ class Bench:
         for fd in self.progs.values():
             os.close(fd)
         self.progs.clear()
+        if self.clock is not None:
+            os.close(self.clock)
+            self.clock = None
         if self.maps is not None:
             self.maps.close()
             self.maps = None
@@ -254,10 +282,12 @@ class Bench:
 
     # ---- one case
 
-    def run(self, case: Case) -> Outcome:
+    def run(self, case: Case) -> tuple[Outcome, ...]:
+        """The case's packets, one outcome each, at the case's instants on the test clock."""
         self._reset_state()
         note = ""
         opener = case.opener()
+        self._set_clock(CLOCK_START_NS)
         if opener is not None:
             opened = self._decide(opener)
             if opened.verdict != "allow":
@@ -268,10 +298,18 @@ class Bench:
                 # a test run (or a packet socket) has none, so the flow that
                 # socket's datagram would have recorded is written here.
                 self._add_flow(opener)
-        got = self._decide(case)
-        if note:
-            got = Outcome(got.verdict, got.rule, f"{note}; {got.note}" if got.note else note)
-        return got
+        run = []
+        for t in case.offsets_ns():
+            self._set_clock(CLOCK_START_NS + t)
+            got = self._decide(case)
+            if note and got.note != OVER_NOTE:
+                got = Outcome(got.verdict, got.rule, f"{note}; {got.note}" if got.note else note)
+            run.append(got)
+        return tuple(run)
+
+    def _set_clock(self, t_ns: int) -> None:
+        assert self.clock is not None
+        B.map_update(self.clock, struct.pack("<I", 0), struct.pack("<Q", t_ns))
 
     def _add_flow(self, opener: Case) -> None:
         assert self.maps is not None and opener.src is not None and opener.dst is not None
@@ -286,7 +324,7 @@ class Bench:
         else:
             verdict = self._test_run(case)
             after = self._counts(case.direction)
-        rule, note = _reason(before, after)
+        rule, note = _reason(before, after, self.guards[case.direction])
         return Outcome(verdict, rule, note)
 
     def _test_run(self, case: Case) -> str:
@@ -334,15 +372,19 @@ class Bench:
         M.reset_limiter(self.maps, self.plan.limit_table_size)
 
 
-def _reason(before: Counts, after: Counts) -> tuple[str, str]:
-    """The rule (or special reason) whose counter moved, and a note when that is not one clean step."""
+def _reason(before: Counts, after: Counts, guards: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The rule (or special reason) whose counter moved, and a note when that is not one clean step.
+
+    Continue rules (`guards`) that passed the packet on count it as well;
+    one that dropped it over its limit moved its over-limit counter too.
+    """
     moved = [name for name in after if after[name][0] != before.get(name, (0, 0))[0]]
     over = [name for name in moved if after[name][1] != before.get(name, (0, 0))[1]]
     if "error" in moved:
         return "error", "the program found its maps inconsistent and took the default (counted as error)"
-    if len(moved) == 1:
-        note = "over its rate limit" if over else ""
-        return moved[0], note
+    deciding = [name for name in moved if name not in guards or name in over]
+    if len(deciding) == 1:
+        return deciding[0], OVER_NOTE if over else ""
     if not moved:
         return "?", "no counter moved: the program did not see the frame"
     return "?", f"several counters moved: {', '.join(moved)}"

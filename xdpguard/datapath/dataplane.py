@@ -826,6 +826,19 @@ class Dataplane:
             "live": li.ifindex != 0,
         }
 
+    def _xdp_mode(self, index: int, applied: Applied | None) -> str | None:
+        """What the kernel says the XDP attachment is (native or generic), not what was asked
+        (`auto` lets the kernel choose); None when it cannot be asked (interface gone)."""
+        from xdpguard.net import NetError, xdp_mode
+
+        ns = self.netns if self.netns is not None else (applied.netns if applied else None)
+        if not index:
+            return None
+        try:
+            return xdp_mode(index, ns)
+        except (NetError, LookupError, OSError):
+            return None
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if self.iface.journal() is not None:
@@ -875,7 +888,13 @@ class Dataplane:
             out["problem"] = prot.message()
             out["fix"] = prot.fix()
         try:
-            out["xdp"] = {**self._link_status("ingress"), "mode": applied.xdp_mode if applied else "?"}
+            x = self._link_status("ingress")
+            requested = applied.xdp_mode if applied else "auto"
+            out["xdp"] = {
+                **x,
+                "mode": self._xdp_mode(x["ifindex"], applied) or requested,
+                "requested_mode": requested,
+            }
             if self.egress_mode == "netlink":
                 with B.Fd(B.obj_get(self.iface.pin(prog_pin_name("egress")))) as pfd:
                     pi = B.prog_info(pfd)
@@ -929,12 +948,19 @@ class Dataplane:
                 )
                 rules = []
                 for i, e in enumerate(entries):
-                    fallback = (f"#{i}", "drop" if e.action == abi.ACT_DROP else "allow")
+                    fallback = (
+                        f"#{i}",
+                        {abi.ACT_DROP: "drop", abi.ACT_CONTINUE: "continue"}.get(e.action, "allow"),
+                    )
                     name, action = names.get(e.rule_id, fallback)
-                    pk, by, over = counts[e.slot]
+                    pk, by, over, over_by = counts[e.slot]
                     row: dict[str, Any] = {"name": name, "action": action, "packets": pk, "bytes": by}
                     if e.limit != abi.LIMIT_NONE:
-                        row["limit"] = {"admitted": pk - over, "over_limit": over}
+                        row["limit"] = {
+                            "admitted": pk - over,
+                            "over_limit": over,
+                            "over_limit_bytes": over_by,
+                        }
                     if e.slot in syn:
                         row["syn_cookies"] = syn[e.slot]
                     rules.append(row)
@@ -969,9 +995,18 @@ class Dataplane:
     # ------------------------------------------------------------------ detach
 
     def detach(self) -> list[str]:
+        """Everything of the interface goes: pins, state, the log of a --confirm watchdog.
+
+        (A watchdog that detaches by itself keeps its log, the record of why.)
+        """
         _require_root()
         with self.iface.lock():
-            return self.detach_locked()
+            removed = self.detach_locked()
+            with contextlib.suppress(FileNotFoundError):
+                self.iface.watchdog_log.unlink()
+        # The lock file went with the lock; the state directory too, once no interface uses it.
+        _rmdir_if_empty(state_root())
+        return removed
 
     def detach_locked(self) -> list[str]:
         from xdpguard.datapath.confirm import _stop
@@ -1043,6 +1078,11 @@ def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
         pass
 
 
+def forget_state_root() -> None:
+    """Remove $XDPGUARD_STATE_DIR once nothing of any interface is in it."""
+    _rmdir_if_empty(state_root())
+
+
 def detach_all(warnings: list[str] | None = None) -> list[str]:
     from xdpguard.state import known_ifaces
 
@@ -1052,5 +1092,9 @@ def detach_all(warnings: list[str] | None = None) -> list[str]:
         removed += dp.detach()
         if warnings is not None:
             warnings += [f"{name}: {w}" for w in dp.warnings]
+    # Logs of watchdogs that detached by themselves, with nothing else left.
+    if state_root().is_dir():
+        for log in state_root().glob(".*.watchdog.log"):
+            log.unlink(missing_ok=True)
     _rmdir_if_empty(state_root())
     return removed

@@ -300,12 +300,15 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     return bytes(cfg)
 
 
+ACTIONS = {Action.ALLOW: abi.ACT_ALLOW, Action.DROP: abi.ACT_DROP, Action.CONTINUE: abi.ACT_CONTINUE}
+
+
 def rule_bytes(rp: RulePlan, slot: int, state_flags: int = 0) -> bytes:
     """The rule entry; state_flags: RULE_NOT_EST / RULE_NOT_NEW (see state_flags())."""
     r = abi.RuleEntry()
     r.rule_id = rp.rule_id
     r.slot = slot
-    r.action = abi.ACT_DROP if rp.action == Action.DROP else abi.ACT_ALLOW
+    r.action = ACTIONS[rp.action]
     lim = rp.limit
     if lim is not None:
         r.limit = lim.kind
@@ -730,8 +733,8 @@ def _slot_key(direction: str, slot: int) -> bytes:
     return _u32(abi.DIR_INDEX[direction] * abi.MAX_SLOTS + slot)
 
 
-def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int, int]]:
-    """Per slot (packets, bytes, over-limit packets) summed over CPUs."""
+def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """Per slot (packets, bytes, over-limit packets, over-limit bytes) summed over CPUs."""
     vsize = C_SIZE["counter"]
     psize = B.percpu_value_size(vsize)
     out = {}
@@ -748,14 +751,15 @@ def read_counters(dm: Maps, direction: str, slots: list[int]) -> dict[int, tuple
         )
     for s in slots:
         raw = span[s] if span else B.map_lookup(dm["counters"], _slot_key(direction, s), psize)
-        pk = by = over = 0
+        pk = by = over = over_by = 0
         if raw:
             for v in B.split_percpu(raw, vsize):
                 c = abi.Counter.from_buffer_copy(v)
                 pk += c.packets
                 by += c.bytes
                 over += c.over
-        out[s] = (pk, by, over)
+                over_by += c.over_bytes
+        out[s] = (pk, by, over, over_by)
     return out
 
 

@@ -16,8 +16,10 @@ from xdpguard.net.links import (
     ifname,
     link_exists,
     neigh_add,
+    netns_with_interface,
     set_gro,
     set_up,
+    xdp_mode,
 )
 from xdpguard.net.netns import (
     NetError,
@@ -58,6 +60,8 @@ __all__ = [
     "neigh_add",
     "netns_exists",
     "netns_path",
+    "netns_with_interface",
     "set_gro",
     "set_up",
+    "xdp_mode",
 ]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyroute2.netlink.exceptions import NetlinkError
 
-from xdpguard.net.netns import NetError, NoSuchNetns, in_netns, netns_exists
+from xdpguard.net.netns import NetError, NoSuchNetns, in_netns, list_netns, netns_exists
 
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
@@ -234,3 +234,40 @@ def set_gro(ns: str | None, name: str, on: bool) -> None:
     end runs an XDP program or has GRO on: either gives it a NAPI context."""
     if get_gro(ns, name) != on:
         _ethtool_value(ns, name, ETHTOOL_SGRO, int(on))
+
+
+# IFLA_XDP_ATTACHED (linux/if_link.h: XDP_ATTACHED_DRV, _SKB, _HW, _MULTI),
+# as pyroute2 names the values, in the words `--xdp-mode` uses.
+XDP_ATTACHED_MODES = {
+    "xdp": "native",
+    "xdpgeneric": "generic",
+    "xdpoffload": "offload",
+    "xdpmulti": "multiple",
+}
+
+
+def xdp_mode(index: int, ns: str | None = None) -> str | None:
+    """How XDP is attached to the interface, as the kernel reports it: "native"
+    (in the driver), "generic" (in the stack), "offload", "multiple", or None."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr(ns) as ipr:
+        try:
+            links = ipr.get_links(index)
+        except NetlinkError as e:
+            raise NoSuchInterface(index, ns) from e
+        xdp = links[0].get_attr("IFLA_XDP")
+        attached = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp is not None else None
+        return XDP_ATTACHED_MODES.get(str(attached)) if attached else None
+
+
+def netns_with_interface(name: str) -> list[str]:
+    """The named network namespaces (ip netns) that hold an interface called `name`."""
+    found = []
+    for ns in list_netns():
+        try:
+            ifindex(name, ns)
+        except (NoSuchInterface, NetError, OSError):
+            continue
+        found.append(ns)
+    return found

@@ -9,12 +9,16 @@ combination into the src or dst bitmap when the address is in some dynamic
 set (`dyn`: set name -> live elements).  Agreement with reference.py
 (a property test) proves the compiler; agreement with the kernel
 (BPF_PROG_TEST_RUN) proves the program.
+
+`continue` rules: a packet within such a rule's limit (a `LimiterSim`)
+goes on to the next matching rule, found by a scan that starts after it,
+as the program's loop in xg_process does.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdpguard.rules import stride
 from xdpguard.rules.compile import (
@@ -37,6 +41,7 @@ from xdpguard.rules.compile import (
 )
 from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
+from xdpguard.rules.ratesim import LimiterSim
 from xdpguard.rules.reference import DROP, PASS, DynContents, Verdict
 
 
@@ -81,13 +86,15 @@ class PlanClassifier:
             _Iv(d.icmp),
         )
 
-    def classify(self, direction: str, pkt: Packet, dyn: DynContents | None = None) -> Verdict:
-        v = self._decide(direction, pkt, dyn or {})
+    def classify(
+        self, direction: str, pkt: Packet, limiter: LimiterSim | None = None, dyn: DynContents | None = None
+    ) -> Verdict:
+        v = self._decide(direction, pkt, limiter, dyn or {})
         if self.plan.mode == Mode.AUDIT and v.action == DROP:
-            return Verdict(PASS, v.reason, v.rule_index)
+            return replace(v, action=PASS)
         return v
 
-    def _decide(self, direction: str, pkt: Packet, dyn: DynContents) -> Verdict:
+    def _decide(self, direction: str, pkt: Packet, limiter: LimiterSim | None, dyn: DynContents) -> Verdict:
         plan = self.plan
         if pkt.kind == MALFORMED:
             return Verdict(DROP, "malformed")
@@ -97,11 +104,32 @@ class PlanClassifier:
             return Verdict(PASS, "ndp")
         dd = self.dirs[direction]
         d = dd.plan
-        idx = self._match(dd, pkt, dyn)
-        if idx is None:
-            return Verdict(DROP if d.default == Action.DROP else PASS, "default")
+        default = DROP if d.default == Action.DROP else PASS
+        if direction == "ingress" and limiter is not None and d.uses_block and limiter.blocked_now(pkt):
+            return Verdict(DROP, "blocked")
+        picked = self._select(dd, pkt, dyn) if d.nwords else None
+        if picked is None:
+            return Verdict(default, "default")
+        # The deciding rule: a `continue` rule within its limit passes the
+        # packet on, and the scan starts again after it (xg_process's loop).
+        passed: list[int] = []
+        idx = dd.scan.first_rule(picked, 0)
+        while idx is not None:
+            r = d.rules[idx]
+            if not self._within(direction, idx, d, pkt, limiter):
+                return Verdict(DROP, r.name, idx, tuple(passed), over=True)
+            if r.action != Action.CONTINUE:
+                return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx, tuple(passed))
+            passed.append(idx)
+            idx = dd.scan.first_rule(picked, idx + 1)
+        return Verdict(default, "default", None, tuple(passed))
+
+    @staticmethod
+    def _within(direction: str, idx: int, d: DirectionPlan, pkt: Packet, limiter: LimiterSim | None) -> bool:
         r = d.rules[idx]
-        return Verdict(DROP if r.action == Action.DROP else PASS, r.name, idx)
+        if r.limit is None or limiter is None:
+            return True
+        return limiter.admit(direction, r.rule_id, r.limit, pkt)
 
     def select(self, direction: str, pkt: Packet, dyn: DynContents | None = None) -> list[Pick] | None:
         """The global bitmap indexes the program ANDs for an IP packet (None: a lookup failed);
@@ -112,12 +140,6 @@ class PlanClassifier:
         """The first rule at or after `start` in every picked bitmap (the program's xg_first_rule)."""
         dd = self.dirs[direction]
         return dd.scan.first_rule(picked, start) if dd.plan.nwords else None
-
-    def _match(self, dd: _Dir, pkt: Packet, dyn: DynContents) -> int | None:
-        if dd.plan.nwords == 0:
-            return None
-        picked = self._select(dd, pkt, dyn)
-        return None if picked is None else dd.scan.first_rule(picked, 0)
 
     def _select(self, dd: _Dir, pkt: Packet, dyn: DynContents) -> list[Pick] | None:
         d = dd.plan

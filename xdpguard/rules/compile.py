@@ -89,7 +89,7 @@ class LimitPlan:
     """A rate limit in the units the program uses (GCRA in nanoseconds, see rules/limits.py)."""
 
     kind: int  # LIMIT_PPS | LIMIT_BPS
-    rate: int  # packets or bits per second
+    rate: int  # bits per second; packets per second rounded up (pps limits run on cost_ns alone)
     cost_ns: int  # pps: ns per packet (bps: the program derives it from the length)
     burst_ns: int  # tolerance: the burst expressed in ns at the rate
     per_source: bool
@@ -107,7 +107,7 @@ class LimitPlan:
             burst_ns = rl.burst * cost
             return cls(
                 LIMIT_PPS,
-                rl.pps,
+                math.ceil(rl.pps),
                 cost,
                 burst_ns,
                 per_source,
@@ -298,6 +298,11 @@ class DirectionPlan:
     # the data plane asks the flow table before the scan instead of after.
     state_first: bool = False
     _two_level: TwoLevel | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cont(self) -> tuple[int, ...]:
+        """Bit positions of the continue rules, ascending."""
+        return tuple(r.index for r in self.rules if r.action == Action.CONTINUE)
 
     @property
     def nrules(self) -> int:

@@ -20,6 +20,7 @@ from xdpguard.rules.model import (
     Rule,
     RuleSet,
 )
+from xdpguard.rules.parse import format_packet_rate
 
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmpv6",
                IPPROTO_SCTP: "sctp"}  # fmt: skip
@@ -68,7 +69,7 @@ def describe_rule(r: Rule, sets: dict[str, set[tuple[int, int, int]]] | None = N
     text = f"{describe_match(r.match, sets)} -> {r.action.value}"
     rl = r.rate_limit
     if rl is not None:
-        rate = f"{rl.pps} pps" if rl.pps is not None else f"{rl.bps} bit/s"
+        rate = format_packet_rate(rl.pps) if rl.pps is not None else f"{rl.bps} bit/s"
         text += f" (limit {rate} burst {rl.burst} per {describe_per(rl)}"
         if rl.block_for:
             text += f" block_for {rl.block_for:g}s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -35,6 +36,9 @@ TCP_FLAG_BITS = {
 # The rule language's limits (docs/rules.md): rules per direction, prefixes across all sets.
 MAX_RULES = 65536
 MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
+# `continue` rules per direction: the data plane tests each one a packet
+# meets in a loop the BPF verifier must see bounded (XG_MAX_CONTINUE).
+MAX_CONTINUE = 8
 
 # Dynamic sets (elements added at run time): limits the data plane is built
 # for, mirrored by XG_MAX_DYNSETS, XG_MAX_DYNREFS and XG_MAX_DYNGROUPS in the
@@ -49,6 +53,9 @@ DYNSET_MAX_SIZE = 16 * 1024 * 1024
 class Action(StrEnum):
     ALLOW = "allow"
     DROP = "drop"
+    # Rules only, with a rate limit: within the limit the packet goes on to
+    # the next matching rule; over it, it is dropped.
+    CONTINUE = "continue"
 
 
 class Mode(StrEnum):
@@ -144,9 +151,12 @@ class IcmpMatch:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """Exactly one of pps/bps is set.  burst: packets for pps, bytes for bps."""
+    """Exactly one of pps/bps is set.  burst: packets for pps, bytes for bps.
 
-    pps: int | None
+    `pps` is exact (`rate: 5/minute` is 1/12 packet per second).
+    """
+
+    pps: Fraction | None
     bps: int | None  # bits per second
     burst: int
     per: str  # as written: "rule" | "source" | "source/N" | "source/A,B"

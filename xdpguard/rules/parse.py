@@ -6,11 +6,14 @@ that name the line of the offending value and quote the value itself.
 
 Units accepted by the helpers (all case-insensitive):
 
-- durations (`block_for`, `state_timeouts`): a bare number of seconds, or a
-  number followed by `ms`, `s`, `m`, `h` or `d` ("30s", "1.5h");
+- durations (`block_for`, `state_timeouts`): a bare number of seconds, or
+  numbers followed by `ms`, `s`, `m`, `h` or `d`, also several in a row
+  ("30s", "1.5h", "1m30s");
 - rates (`bps`): a bare number of bits/s, or `kbit`, `mbit`, `gbit` with
   decimal multiples as in tc (1kbit = 1000 bit/s), decimals allowed
   ("1.5mbit" = 1500000);
+- packet rates (`rate`): a number of packets per second, minute, hour or
+  day ("5/minute", "0.5/second"); `pps` is the same as a plain number;
 - sizes (`burst` with bps): a bare number of bytes, or `b`, `kb`, `mb`, `gb`
   (powers of 1000) or `kib`, `mib`, `gib` (powers of 1024).
 
@@ -33,6 +36,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from functools import partial
 from itertools import chain, compress, repeat
 from pathlib import Path
@@ -51,6 +55,7 @@ from xdpguard.rules.model import (
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    MAX_CONTINUE,
     MAX_DYNSETS,
     MAX_PREFIXES,
     MAX_RULES,
@@ -77,8 +82,10 @@ __all__ = [
     "ICMP_TYPES",
     "PROTO_NAMES",
     "load",
+    "format_packet_rate",
     "parse_address",
     "parse_duration",
+    "parse_packet_rate",
     "parse_rate",
     "parse_set_file_text",
     "parse_size",
@@ -152,7 +159,8 @@ TOP_KEYS = (
 DIRECTION_KEYS = ("default", "rules")
 RULE_KEYS = ("name", "match", "action", "rate_limit", "syn_cookies")
 MATCH_KEYS = ("src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "state")
-RATE_LIMIT_KEYS = ("pps", "bps", "burst", "per", "block_for")
+RATE_LIMIT_KEYS = ("rate", "pps", "bps", "burst", "per", "block_for")
+RULE_ACTIONS = ("allow", "drop", "continue")
 SET_FILE_KEYS = ("file",)
 DYNAMIC_SET_KEYS = ("dynamic", "timeout", "size")
 TIMEOUT_KEYS = ("tcp", "udp", "icmp")
@@ -164,12 +172,23 @@ TABLE_SIZE_MAX = 16 * 1024 * 1024
 # tags).  A smaller bucket would drop every full-size frame even when idle.
 MTU_BYTES = 1522
 U32_MAX = 2**32 - 1  # rates and bursts live in __u32 map fields
+# Periods of a packet rate (`rate: 5/minute`), in seconds.
+RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# The slowest packet rate: one a day.  Slower would mean a GCRA tolerance
+# (burst x seconds per packet) of years for any useful burst.
+MIN_PPS = Fraction(1, RATE_PERIODS["day"])
+# A limit's tolerance in ns (burst x ns per packet) must leave room in the
+# program's u64 arithmetic (TAT = now + tolerance); 2^62 ns is 146 years.
+MAX_TOLERANCE_NS = 2**62
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _PER_RE = re.compile(r"source/([0-9]{1,3})(?:\s*,\s*([0-9]{1,3}))?")
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _DURATION_RE = re.compile(_NUMBER + r"\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_DURATION_PART_RE = re.compile(_NUMBER + r"\s*(ms|s|m|h|d)", re.IGNORECASE)
+_PLAIN_RE = re.compile(_NUMBER + r"()")  # a number, no unit
+_PACKET_RATE_RE = re.compile(_NUMBER + r"\s*/\s*([A-Za-z]*)")
 _RATE_RE = re.compile(_NUMBER + r"\s*(kbit|mbit|gbit)?", re.IGNORECASE)
 _SIZE_RE = re.compile(_NUMBER + r"\s*(b|kb|mb|gb|kib|mib|gib)?", re.IGNORECASE)
 _DURATION_UNITS = {
@@ -278,6 +297,9 @@ def _load_yaml(text: str, path: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
+        reserved = _reserved_start(text, e.problem_mark)
+        if reserved is not None:
+            raise RuleError(path, line, reserved) from None
         problem = e.problem or e.context or "invalid YAML"
         context = f" ({e.context})" if e.context and e.problem else ""
         raise RuleError(path, line, f"invalid YAML: {problem}{context}") from None
@@ -290,6 +312,24 @@ def _load_yaml(text: str, path: str) -> Any:
         raise RuleError(path, line, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+# YAML reserves these to start a plain value; "@set" references trip over it.
+_RESERVED_STARTS = "@`"
+
+
+def _reserved_start(text: str, mark: Any) -> str | None:
+    """The message for an unquoted value that starts with @ or `, or None."""
+    if mark is None:
+        return None
+    lines = text.split("\n")
+    if mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
+        return None
+    rest = lines[mark.line][mark.column :]
+    if rest[0] not in _RESERVED_STARTS:
+        return None
+    word = re.split(r"[\s,\]}]", rest, maxsplit=1)[0]
+    return f'{word} must be quoted: YAML cannot start a plain value with {rest[0]!r} (write "{word}")'
 
 
 # --------------------------------------------------------------------------
@@ -525,9 +565,14 @@ def _bounded(number: Decimal, value: Any) -> Decimal:
 
 
 def parse_duration_exact(value: Any) -> Decimal:
-    """Seconds in a duration, exactly as written: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
-    number, unit = _number(value, _DURATION_RE, "duration", "30s, 5m, 1h, 1d")
-    seconds = number * _DURATION_UNITS[unit or "s"]
+    """Seconds in a duration, exactly as written: 30, "30s", "5m", "1h", "1d", "250ms",
+    "1m30s"; must be > 0."""
+    example = "30s, 5m, 1h, 1m30s"
+    if isinstance(value, str) and len(parts := _duration_parts(value)) > 1:
+        seconds = sum((_bounded(n, value) * _DURATION_UNITS[u.lower()] for n, u in parts), Decimal(0))
+    else:
+        number, unit = _number(value, _DURATION_RE, "duration", example)
+        seconds = number * _DURATION_UNITS[unit or "s"]
     if seconds <= 0:
         raise ValueError(f"{_show(value)} must be a positive duration")
     return seconds
@@ -536,6 +581,75 @@ def parse_duration_exact(value: Any) -> Decimal:
 def parse_duration(value: Any) -> float:
     """Seconds in a duration: 30, "30s", "5m", "1h", "1d", "250ms"; must be > 0."""
     return float(parse_duration_exact(value))
+
+
+def _duration_parts(text: str) -> list[tuple[Decimal, str]]:
+    """ "1h30m" -> [(1, "h"), (30, "m")]; [] unless the whole text is such parts."""
+    compact = text.strip()
+    parts = []
+    pos = 0
+    while pos < len(compact):
+        m = _DURATION_PART_RE.match(compact, pos)
+        if m is None:
+            return []
+        try:
+            parts.append((Decimal(m.group(1)), m.group(2)))
+        except InvalidOperation:
+            return []
+        pos = m.end()
+        while pos < len(compact) and compact[pos] == " ":
+            pos += 1
+    return parts
+
+
+def parse_packet_rate(value: Any) -> Fraction:
+    """Packets per second in a `rate`: "5/minute", "100/second", "0.5/hour", "2/day"."""
+    periods = list(RATE_PERIODS)
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(
+            f"{_show(value)} is not a packet rate: write N/second, N/minute, N/hour or N/day "
+            "(e.g. 5/minute), or use pps for packets per second"
+        )
+    m = _PACKET_RATE_RE.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(f"{_show(value)} is not a packet rate (e.g. 5/minute, 100/second, 2/day)")
+    period = m.group(2).lower()
+    if period not in RATE_PERIODS:
+        raise ValueError(
+            f"{_show(value)}: the period must be {', '.join(periods)}{_did_you_mean(period, periods)}"
+        )
+    try:
+        count = Fraction(Decimal(m.group(1)))
+    except InvalidOperation:
+        raise ValueError(f"{_show(value)} is not a packet rate (e.g. 5/minute)") from None
+    return _check_pps(count / RATE_PERIODS[period], value)
+
+
+def _parse_pps(value: Any) -> Fraction:
+    """Packets per second in `pps`: a positive number, fractions allowed (0.5)."""
+    number, _ = _number(value, _PLAIN_RE, "number of packets per second", "50, 0.5")
+    return _check_pps(Fraction(number), value)
+
+
+def _check_pps(pps: Fraction, value: Any) -> Fraction:
+    if pps <= 0:
+        raise ValueError(f"{_show(value)} must be a positive number of packets")
+    if pps < MIN_PPS:
+        raise ValueError(f"{_show(value)} is slower than the slowest rate, 1/day")
+    if pps > U32_MAX:
+        raise ValueError(f"{_show(value)} is too large (at most {U32_MAX} packets per second)")
+    return pps
+
+
+def format_packet_rate(pps: Fraction) -> str:
+    """A packet rate as people write it: "50 pps", "5/minute", "0.5 pps"."""
+    if pps.denominator == 1:
+        return f"{pps.numerator} pps"
+    for period, seconds in list(RATE_PERIODS.items())[1:]:
+        n = pps * seconds
+        if n.denominator == 1:
+            return f"{n.numerator}/{period}"
+    return f"{float(pps):.6g} pps"
 
 
 def parse_rate(value: Any) -> int:
@@ -861,6 +975,14 @@ class _Parser:
         parsed = tuple(
             self.rule(item, line, key, names) for item, line in zip(rules, rules.lines, strict=True)
         )
+        guards = [r for r in parsed if r.action == Action.CONTINUE]
+        if len(guards) > MAX_CONTINUE:
+            extra = guards[MAX_CONTINUE]
+            self.fail(
+                extra.line,
+                f"rule {_show(extra.name)}: {key} has {len(guards)} rules with action continue; "
+                f"at most {MAX_CONTINUE} per direction (merge guards that share a limit)",
+            )
         return Direction(default=Action(default), rules=parsed)
 
     def rule(self, r: Any, line: int, direction: str, names: dict[str, int]) -> Rule:
@@ -892,14 +1014,24 @@ class _Parser:
 
         rate_limit = None
         if "rate_limit" in r:
-            rl = self.mapping(r["rate_limit"], r.value_lines["rate_limit"], "rate_limit", " with pps or bps")
+            rl = self.mapping(
+                r["rate_limit"], r.value_lines["rate_limit"], "rate_limit", " with rate, pps or bps"
+            )
             rate_limit = self.rate_limit(rl, direction, _match_families(match))
         if "action" in r:
-            action = Action(self.choice(r, "action", ("allow", "drop"), "allow"))
+            action = Action(self.choice(r, "action", RULE_ACTIONS, "allow"))
+            if action == Action.CONTINUE and rate_limit is None:
+                self.fail(
+                    r.value_lines["action"],
+                    f'rule {_show(name)}: action "continue" needs a rate_limit (packets within the '
+                    "limit go on to the next rule, packets over it are dropped)",
+                )
         elif rate_limit is not None:
             action = Action.ALLOW
         else:
-            self.fail(r.line, f'rule {_show(name)} has no "action" (allow or drop)')
+            self.fail(
+                r.line, f'rule {_show(name)} has no "action" (allow, drop, or continue with a rate_limit)'
+            )
         syn_cookies = self.syn_cookies(r, name, direction, action, match) if "syn_cookies" in r else False
         return Rule(
             name=name, match=match, action=action, rate_limit=rate_limit, line=r.line, syn_cookies=syn_cookies
@@ -1263,9 +1395,10 @@ class _Parser:
         """Refuse what the limiter's nanosecond arithmetic cannot hold (xdpguard/rules/limits.py)."""
         vl = mp.value_lines
         if pps is not None:
+            key = "rate" if "rate" in mp else "pps"
             problem = limits.pps_problem(pps)
             if problem:
-                self.fail(vl["pps"], f"pps: {problem}")
+                self.fail(vl[key], f"{key}: {problem}")
             problem = limits.pps_burst_problem(burst, pps)
         else:
             assert bps is not None
@@ -1274,20 +1407,31 @@ class _Parser:
                 self.fail(vl["bps"], f"bps: {problem}")
             problem = limits.bps_burst_problem(burst, bps)
         if problem:
-            self.fail(vl.get("burst", vl.get("bps", vl.get("pps", mp.line))), f"burst: {problem}")
+            self.fail(
+                vl.get("burst", vl.get("bps", vl.get("pps", vl.get("rate", mp.line)))), f"burst: {problem}"
+            )
 
     def rate_limit(self, mp: _Map, direction: str, families: frozenset[int]) -> RateLimit:
         self.unquoted_per(mp)
         self.check_keys(mp, RATE_LIMIT_KEYS, "in rate_limit")
         vl = mp.value_lines
-        if ("pps" in mp) == ("bps" in mp):
-            line = vl["bps"] if "bps" in mp else mp.line
-            self.fail(line, "rate_limit needs exactly one of pps (packets/s) or bps (bits/s)")
+        given = [k for k in ("rate", "pps", "bps") if k in mp]
+        if len(given) != 1:
+            line = vl[given[1]] if len(given) > 1 else mp.line
+            self.fail(
+                line,
+                "rate_limit needs exactly one of pps (packets/s), rate (e.g. 5/minute) or bps (bits/s)",
+            )
 
-        pps: int | None = None
+        pps: Fraction | None = None
         bps: int | None = None
-        if "pps" in mp:
-            pps = self.positive(mp["pps"], vl["pps"], "pps", "packets per second")
+        if "rate" in mp or "pps" in mp:
+            key = given[0]
+            try:
+                pps = parse_packet_rate(mp[key]) if key == "rate" else _parse_pps(mp[key])
+            except ValueError as e:
+                self.fail(vl[key], f"{key}: {e}")
+            # A tenth of a second at the rate, at least one packet.
             default_burst = max(1, math.ceil(pps / 10))
         else:
             try:
@@ -1302,6 +1446,14 @@ class _Parser:
             value = mp["burst"]
             if pps is not None:
                 burst = self.positive(value, vl["burst"], "burst", "packets")
+                # The tolerance (burst x ns per packet) must fit the program's arithmetic.
+                most = MAX_TOLERANCE_NS * pps // 1_000_000_000
+                if burst > most:
+                    self.fail(
+                        vl["burst"],
+                        f"burst: {burst} packets at {format_packet_rate(pps)} is more than the limiter "
+                        f"can hold (at most {most} at this rate)",
+                    )
             else:
                 try:
                     burst = parse_size(value)

@@ -1,0 +1,153 @@
+"""What the CLI tells an operator is true: each message the issue found wrong, checked.
+
+`status` shows the XDP mode the kernel reports, `apply --confirm` says what
+comes back (or that nothing needed confirming), compound durations work,
+`detach` leaves nothing in the state directory, a missing `--netns` is
+suggested, and `plan` names the prefixes it adds and removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.netns.clihelp import Guard, describe, expect_ok, guarded, lab_env, run_cli, write_rules
+from tests.netns.traffic import Lab
+
+RULES = """\
+    version: 1
+    sets:
+      blocked: [192.0.2.0/24]
+    ingress:
+      default: allow
+      rules:
+        - {name: drop-blocked, match: {src: "@blocked"}, action: drop}
+"""
+
+
+def _kill_watchdog(lab: Lab) -> None:
+    confirm = lab.state_dir / lab.b.ifname / "confirm.json"
+    if confirm.exists():
+        pid = json.loads(confirm.read_text()).get("pid")
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def test_status_shows_the_mode_the_kernel_reports(lab: Lab, tmp_path: Path) -> None:
+    with guarded(lab) as g:
+        g.apply(write_rules(tmp_path, RULES))  # --xdp-mode auto: the kernel chooses
+        x = g.status()["xdp"]
+        # veth has native XDP: that is what the link is, whatever was asked.
+        assert (x["mode"], x["requested_mode"]) == ("native", "auto")
+        out = expect_ok(g.cli("status", "--iface", lab.b.ifname)).stdout
+        assert "mode native (asked: auto)" in out and "mode auto" not in out
+        g.detach()
+        g.apply(write_rules(tmp_path, RULES), "--xdp-mode", "generic")
+        assert g.status()["xdp"]["mode"] == "generic"
+        out = expect_ok(g.cli("status", "--iface", lab.b.ifname)).stdout
+        assert "mode generic prog" in out and "asked" not in out
+
+
+def test_confirm_on_a_first_attach_says_it_detaches(lab: Lab, tmp_path: Path) -> None:
+    with guarded(lab) as g:
+        try:
+            r = g.apply(write_rules(tmp_path, RULES), "--confirm", "1m30s")
+            out = r.stdout
+            assert "confirm within 90 s" in out, out
+            assert f"or xdpguard is detached from {lab.b.ifname} at " in out
+            assert "(there was no rule set before this one)" in out
+            assert "previous rule set comes back" not in out
+            pending = g.status()["pending_confirm"]
+            assert pending["reverts_to"] == 0 and 80 < pending["seconds_left"] <= 90
+        finally:
+            _kill_watchdog(lab)
+
+
+def test_confirm_on_an_update_names_the_version_that_comes_back(lab: Lab, tmp_path: Path) -> None:
+    with guarded(lab) as g:
+        try:
+            g.apply(write_rules(tmp_path, RULES))
+            r = g.apply(
+                write_rules(tmp_path, RULES.replace("192.0.2.0/24", "198.51.100.0/24")), "--confirm", "1h"
+            )
+            assert "or version 1 (the last confirmed rule set) comes back at " in r.stdout, r.stdout
+        finally:
+            _kill_watchdog(lab)
+
+
+def test_confirm_with_no_changes_starts_no_watchdog(lab: Lab, tmp_path: Path) -> None:
+    with guarded(lab) as g:
+        rules = write_rules(tmp_path, RULES)
+        g.apply(rules)
+        r = g.apply(rules, "--confirm", "30s")
+        assert "no changes" in r.stdout
+        assert "nothing changed, so there is nothing to confirm (no watchdog started)" in r.stdout
+        assert "confirm within" not in r.stdout
+        assert "pending_confirm" not in g.status()
+        assert not (lab.state_dir / lab.b.ifname / "confirm.json").exists()
+        assert not (lab.state_dir / f".{lab.b.ifname}.watchdog.log").exists()
+
+
+def test_detach_removes_the_state_directory_and_the_watchdog_log(lab: Lab, tmp_path: Path) -> None:
+    g = Guard(lab)
+    rules = write_rules(tmp_path, RULES)
+    g.apply(rules)
+    try:
+        g.apply(write_rules(tmp_path, RULES.replace("192.0.2.0/24", "198.51.100.0/24")), "--confirm", "1h")
+        assert (lab.state_dir / f".{lab.b.ifname}.watchdog.log").exists()
+    finally:
+        r = expect_ok(g.cli("detach", "--iface", lab.b.ifname))
+    assert r.stdout.startswith(f"{lab.b.ifname}: detached (")
+    # Nothing of xdpguard is left: not the log, not the lock, not the directory.
+    assert not lab.state_dir.exists(), sorted(p.name for p in lab.state_dir.iterdir())
+    assert not lab.bpffs.exists()
+    # A second detach is harmless, and an apply afterwards starts afresh.
+    assert expect_ok(g.cli("detach", "--iface", lab.b.ifname)).stdout.strip().endswith("not attached")
+    g.apply(rules)
+    assert g.status()["version"] == 1
+    expect_ok(g.cli("detach", "--all"))
+    assert not lab.state_dir.exists() and not lab.bpffs.exists()
+
+
+def test_apply_suggests_the_namespace_that_has_the_interface(lab: Lab, tmp_path: Path) -> None:
+    # A name no other namespace on this (shared) machine has.
+    name = f"nub{os.getpid() % 100_000}"
+    subprocess.run(
+        ["ip", "-n", lab.b.ns, "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True
+    )
+    rules = write_rules(tmp_path, RULES)
+    r = run_cli("apply", rules, "--iface", name, env=lab_env(lab))
+    assert r.returncode == 2, describe(r)
+    assert r.stderr.strip() == (
+        f"xdpguard: no interface named {name!r}; network namespace {lab.b.ns} has one: use "
+        f"`xdpguard --netns {lab.b.ns} apply {rules} --iface {name}`"
+    )
+    # In the wrong namespace, the right one is named too.
+    r = run_cli("apply", rules, "--iface", name, netns=lab.a.ns, env=lab_env(lab))
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"xdpguard: no interface named {name!r} in network namespace {lab.a.ns}; "
+        f"network namespace {lab.b.ns} has one: use --netns {lab.b.ns}"
+    )
+    # No namespace has it: the plain message.
+    r = run_cli("apply", rules, "--iface", f"{name}x", env=lab_env(lab))
+    assert r.returncode == 2 and r.stderr.strip() == f"xdpguard: no interface named {name + 'x'!r}"
+
+
+def test_plan_lists_the_prefixes_it_adds_and_removes(lab: Lab, tmp_path: Path) -> None:
+    with guarded(lab) as g:
+        g.apply(write_rules(tmp_path, RULES))
+        new = write_rules(
+            tmp_path, RULES.replace("[192.0.2.0/24]", "[192.0.2.0/25, 198.51.100.7]"), "new.yaml"
+        )
+        out = expect_ok(g.cli("plan", new, "--iface", lab.b.ifname)).stdout
+        lines = [line.rstrip() for line in out.splitlines()]
+        i = lines.index("  ingress src prefixes: 2 added, 1 removed")
+        assert lines[i + 1 : i + 4] == ["    + 192.0.2.0/25", "    + 198.51.100.7/32", "    - 192.0.2.0/24"]
+        assert "+2 -1" not in out
