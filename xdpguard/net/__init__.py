@@ -17,6 +17,7 @@ from xdpguard.net.links import (
     link_exists,
     neigh_add,
     set_gro,
+    set_mac,
     set_up,
 )
 from xdpguard.net.netns import (
@@ -56,6 +57,7 @@ __all__ = [
     "link_exists",
     "list_netns",
     "neigh_add",
+    "set_mac",
     "netns_exists",
     "netns_path",
     "set_gro",
