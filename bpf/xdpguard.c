@@ -31,6 +31,7 @@
  * its own entry.  Scratch only, not pinned. */
 struct xg_callbuf {
 	struct xg_pkt pkt;
+	struct xg_sel sel; /* what the packet selected, for a scan from a later rule */
 	struct xg_call_args call;
 	struct xg_group_args group;
 };
@@ -936,14 +937,13 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, 
 static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const struct xg_config *cfg,
 				       __u32 dir, struct xg_sel *sel)
 {
-	struct xg_sel s;
+	struct xg_sel *s = sel; /* in the per-CPU scratch: no copy on the stack */
 
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++)
-		s.idx[f] = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
-	s.oridx[0] = s.idx[0];
-	s.oridx[1] = s.idx[1];
-	*sel = s;
+		s->idx[f] = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
+	s->oridx[0] = s->idx[0];
+	s->oridx[1] = s->idx[1];
 	if (cfg->nwords == 0)
 		return XG_RULE_NONE;
 
@@ -956,13 +956,13 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 		if (xg_lookup_addrs(p, half, fm, &src, &dst) < 0)
 			return XG_RULE_ERROR;
 		if (fm & (1U << XG_F_SRC))
-			s.idx[0] = xg_bm(cfg, XG_F_SRC, src);
+			s->idx[0] = xg_bm(cfg, XG_F_SRC, src);
 		if (fm & (1U << XG_F_DST))
-			s.idx[1] = xg_bm(cfg, XG_F_DST, dst);
+			s->idx[1] = xg_bm(cfg, XG_F_DST, dst);
 	}
-	s.oridx[0] = s.idx[0];
-	s.oridx[1] = s.idx[1];
-	if ((cfg->flags & XG_CFG_HAS_DYN) && xg_dyn_select(half, dir, &s) < 0)
+	s->oridx[0] = s->idx[0];
+	s->oridx[1] = s->idx[1];
+	if ((cfg->flags & XG_CFG_HAS_DYN) && xg_dyn_select(half, dir, s) < 0)
 		return XG_RULE_ERROR;
 	if (fm & (1U << XG_F_PROTO)) {
 		__u32 k = half * XG_PROTO_SIZE + p->proto;
@@ -970,12 +970,12 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 		v = xg_proto.lookup(&k);
 		if (!v)
 			return XG_RULE_ERROR;
-		s.idx[2] = xg_bm(cfg, XG_F_PROTO, *v);
+		s->idx[2] = xg_bm(cfg, XG_F_PROTO, *v);
 	}
 	/* A later fragment has no L4 header (has_ports and has_icmp are 0, so
 	 * the L4 lookups below are skipped): only rules without L4 conditions. */
 	if (p->later_frag) {
-		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
+		s->idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->l4free_idx);
 	}
 	if (p->has_ports) {
 		if (fm & (1U << XG_F_SPORT)) {
@@ -984,7 +984,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			v = xg_sport.lookup(&k);
 			if (!v)
 				return XG_RULE_ERROR;
-			s.idx[3] = xg_bm(cfg, XG_F_SPORT, *v);
+			s->idx[3] = xg_bm(cfg, XG_F_SPORT, *v);
 		}
 		if (fm & (1U << XG_F_DPORT)) {
 			__u32 k = half * XG_PORT_SIZE + p->dport;
@@ -992,7 +992,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			v = xg_dport.lookup(&k);
 			if (!v)
 				return XG_RULE_ERROR;
-			s.idx[4] = xg_bm(cfg, XG_F_DPORT, *v);
+			s->idx[4] = xg_bm(cfg, XG_F_DPORT, *v);
 		}
 		if (p->proto == IPPROTO_TCP && (fm & (1U << XG_F_TFLAGS))) {
 			__u32 k = half * XG_TFLAGS_SIZE + p->tflags;
@@ -1000,7 +1000,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 			v = xg_tflags.lookup(&k);
 			if (!v)
 				return XG_RULE_ERROR;
-			s.idx[5] = xg_bm(cfg, XG_F_TFLAGS, *v);
+			s->idx[5] = xg_bm(cfg, XG_F_TFLAGS, *v);
 		}
 	}
 	if (p->has_icmp && (fm & (1U << XG_F_ICMP))) {
@@ -1010,7 +1010,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 		v = xg_icmp.lookup(&k);
 		if (!v)
 			return XG_RULE_ERROR;
-		s.idx[6] = xg_bm(cfg, XG_F_ICMP, *v);
+		s->idx[6] = xg_bm(cfg, XG_F_ICMP, *v);
 	}
 	/* State: the flow lookup is the costly part, so it is made only when
 	 * its answer can change the first matching rule.  A packet that cannot
@@ -1028,10 +1028,9 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	int rule = XG_RULE_NONE, in_est = 0, in_new = 0;
 
 	if (has_state && !stateful)
-		s.idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->new_idx);
-	*sel = s;
+		s->idx[7] = xg_bm(cfg, XG_F_EXTRA, cfg->new_idx);
 	if (!stateful || !(cfg->flags & XG_CFG_STATE_FIRST)) {
-		rule = xg_first_rule(&s, half, cfg, 0);
+		rule = xg_first_rule(s, half, cfg, 0);
 		if (!stateful || rule < 0)
 			return rule;
 		/* Does the candidate test state?  Its rule entry says so (a bit
@@ -1050,12 +1049,11 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	}
 	int est_now = xg_established(p, cfg);
 
-	s.idx[7] = xg_bm(cfg, XG_F_EXTRA, est_now ? cfg->est_idx : cfg->new_idx);
-	*sel = s;
+	s->idx[7] = xg_bm(cfg, XG_F_EXTRA, est_now ? cfg->est_idx : cfg->new_idx);
 	if (rule >= 0 && (est_now ? in_est : in_new))
 		return rule; /* the first candidate fits the packet's state */
 	/* Rules before the candidate did not match even ignoring state. */
-	return xg_first_rule(&s, half, cfg, rule >= 0 ? (__u32)rule + 1 : 0);
+	return xg_first_rule(s, half, cfg, rule >= 0 ? (__u32)rule + 1 : 0);
 }
 
 /* A sampled, rate-capped event for a drop decision: a flood must not flood the log. */
@@ -1182,8 +1180,8 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 	int verdict;
 	/* What the packet selected, kept for a second scan from a later rule
 	 * (xg_first_rule(&sel, half, cfg, from)). */
-	struct xg_sel sel;
-	int rule = xg_classify(p, half, cfg, dir, &sel);
+	struct xg_sel *sel = &cb->sel;
+	int rule = xg_classify(p, half, cfg, dir, sel);
 	struct xg_rule *r = 0;
 	int over = 0;
 
@@ -1211,7 +1209,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			break;
 		xg_count(dir, r->slot, frame_len);
 		r = 0;
-		rule = xg_first_rule(&sel, half, cfg, (__u32)rule + 1);
+		rule = xg_first_rule(sel, half, cfg, (__u32)rule + 1);
 	}
 	if (rule >= 0 && !r)
 		rule = XG_RULE_ERROR; /* more continue hops than a rule set may hold: never expected */

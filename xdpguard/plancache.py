@@ -41,9 +41,13 @@ class Loaded:
 
 
 def root() -> Path:
-    from xdpguard.state import state_root
+    """The cache directory, under a state directory only root can change: a
+    planted entry would be applied.  (An untrusted state directory raises
+    StateError here; callers then go without the cache, and the command
+    itself refuses that directory with its reason.)"""
+    from xdpguard.state import secure_state_root
 
-    return state_root() / ".cache"
+    return secure_state_root() / ".cache"
 
 
 @cache
@@ -78,7 +82,12 @@ def load(path: Path) -> Loaded:
 
 
 def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
-    d = root() / key
+    from xdpguard.errors import XdpguardError
+
+    try:
+        d = root() / key
+    except XdpguardError:
+        return None
     try:
         meta = json.loads((d / "meta.json").read_text())
         for fname, digest in meta["set_files"]:
@@ -98,6 +107,7 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
 
 def _build(path: Path, key: str) -> Loaded:
     from xdpguard.cli.common import summary_of
+    from xdpguard.errors import XdpguardError
     from xdpguard.rules.compile import compile_ruleset
     from xdpguard.rules.parse import load as parse
 
@@ -108,8 +118,8 @@ def _build(path: Path, key: str) -> Loaded:
     set_files = sorted({s.file for s in rs.sets if s.file})
     try:
         _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
-    except OSError:
-        pass  # no cache (read-only or full state dir): the apply itself decides what that means
+    except (OSError, XdpguardError):
+        pass  # no cache (read-only, full or untrusted state dir): the apply itself decides what that means
     return Loaded(plan, text, summary, False)
 
 
@@ -118,9 +128,9 @@ def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
     try:
-        (tmp / "plan.bin").write_bytes(plan.to_bytes())
         meta = {"digest": plan.digest, "set_files": set_files, "summary": summary}
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        _write_private(tmp / "plan.bin", plan.to_bytes())
+        _write_private(tmp / "meta.json", json.dumps(meta).encode())
         final = base / key
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)  # an entry appears whole or not at all
@@ -128,6 +138,13 @@ def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _prune(base)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file, mode 0600: a compiled rule set may be as secret as its rule file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _prune(base: Path) -> None:

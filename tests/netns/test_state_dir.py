@@ -193,8 +193,11 @@ def test_files_are_private(lab: Lab, tmp_path: Path) -> None:
         for p in entries:
             mode = stat.S_IMODE(p.lstat().st_mode)
             assert mode == (0o700 if p.is_dir() else 0o600), f"{p}: {mode:04o}"
-        for p in lab.state_dir.glob(".*"):  # the lock and the watchdog's log
-            assert stat.S_IMODE(p.lstat().st_mode) == 0o600, p
+        # The lock, the watchdog's log, and the compiled-plan cache.
+        for top in lab.state_dir.glob(".*"):
+            for p in [top, *(top.rglob("*") if top.is_dir() else ())]:
+                mode = stat.S_IMODE(p.lstat().st_mode)
+                assert mode == (0o700 if p.is_dir() else 0o600), f"{p}: {mode:04o}"
 
 
 # ---- faults -----------------------------------------------------------------

@@ -244,7 +244,7 @@ def test_piped_output_is_plain_and_never_wrapped(tmp_path: Path) -> None:
         assert all(line == line.rstrip() for line in lines)
     r = run("check", rules)
     [row] = [line for line in r.stdout.splitlines() if " ssh-guard " in line]
-    assert "-> continue (limit 5/minute burst 5 per source block_for 600s)" in row
+    assert "-> continue (limit 5/minute burst 5 per source/32,64 block_for 600s)" in row
 
 
 def test_a_terminal_still_gets_the_table(tmp_path: Path) -> None:

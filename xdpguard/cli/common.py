@@ -76,10 +76,21 @@ class _LazyConsole:
         self._kwargs = kwargs
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _real(self) -> Console:
         if self._console is None:
             self._console = _console_class()(**self._kwargs)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    # Special methods are looked up on the type, not through __getattr__
+    # (rich's Live enters its console as a context manager).
+    def __enter__(self) -> Console:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._real().__exit__(*exc)
 
 
 console: Console = _LazyConsole(highlight=False, soft_wrap=True)  # type: ignore[assignment]

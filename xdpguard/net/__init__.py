@@ -18,6 +18,7 @@ from xdpguard.net.links import (
     neigh_add,
     netns_with_interface,
     set_gro,
+    set_mac,
     set_up,
     xdp_mode,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "link_exists",
     "list_netns",
     "neigh_add",
+    "set_mac",
     "netns_exists",
     "netns_path",
     "netns_with_interface",

@@ -187,6 +187,17 @@ def get_mac(ns: str | None, name: str) -> str:
         return str(link.get_attr("IFLA_ADDRESS"))
 
 
+def set_mac(ns: str | None, name: str, mac: str) -> None:
+    """Give an interface a MAC address (tests re-create interfaces with their old one)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr(ns) as ipr:
+        try:
+            ipr.link("set", index=_index(ipr, name, ns), address=mac)
+        except NetlinkError as e:
+            raise _fail(f"cannot set MAC {mac} on {name}", e) from e
+
+
 def neigh_add(ns: str | None, name: str, ip: str, mac: str) -> None:
     """Permanent neighbour entry, so traffic to `ip` needs no ARP/NDP round."""
     from pyroute2.netlink.exceptions import NetlinkError
