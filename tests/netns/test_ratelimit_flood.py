@@ -262,7 +262,7 @@ ingress:
     )
     assert [run.at(T0, src) for _ in range(2)] == [True, False]
     assert [run.at(T0, bytes(ntp)) for _ in range(2)] == [True, False]
-    assert rule_stats(lab, "per-src")["limit"] == {"admitted": 4, "over_limit": 1}
+    assert rule_stats(lab, "per-src")["limit"] == {"admitted": 4, "over_limit": 1, "over_limit_bytes": 100}
 
 
 def test_bps_is_exact_over_a_long_run_when_a_frame_costs_a_fraction_of_a_ns(lab, limited) -> None:

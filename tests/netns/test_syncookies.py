@@ -400,6 +400,7 @@ def test_forged_ack_is_dropped_and_counted(lab: Lab, protected: str, family: int
             "--iface",
             lab.b.ifname,
             "--json",
+            "--backlog",
             "--count",
             "1",
             "--duration",

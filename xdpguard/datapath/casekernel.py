@@ -315,7 +315,8 @@ class Bench:
         assert self.maps is not None and opener.src is not None and opener.dst is not None
         assert opener.sport is not None and opener.dport is not None
         flow = M.FlowEntry(opener.proto, opener.src.packed, opener.dst.packed, opener.sport, opener.dport)
-        M.add_flows(self.maps, [flow], time.monotonic_ns())
+        # Seen "now" on the clock the case runs on (the programs' test clock).
+        M.add_flows(self.maps, [flow], CLOCK_START_NS)
 
     def _decide(self, case: Case) -> Outcome:
         before = self._counts(case.direction)

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -1005,7 +1006,7 @@ class Dataplane:
             with contextlib.suppress(FileNotFoundError):
                 self.iface.watchdog_log.unlink()
         # The lock file went with the lock; the state directory too, once no interface uses it.
-        _rmdir_if_empty(state_root())
+        forget_state_root()
         return removed
 
     def detach_locked(self) -> list[str]:
@@ -1079,8 +1080,21 @@ def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
 
 
 def forget_state_root() -> None:
-    """Remove $XDPGUARD_STATE_DIR once nothing of any interface is in it."""
-    _rmdir_if_empty(state_root())
+    """Remove $XDPGUARD_STATE_DIR once nothing of any interface is in it.
+
+    The plan cache alone does not keep it: with no interface left, nothing of
+    xdpguard stays behind (a later apply compiles again and refills it).
+    """
+    root = state_root()
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return
+    if entries == [".cache"]:
+        cache = root / ".cache"
+        if cache.is_dir() and not cache.is_symlink():
+            shutil.rmtree(cache, ignore_errors=True)
+    _rmdir_if_empty(root)
 
 
 def detach_all(warnings: list[str] | None = None) -> list[str]:
@@ -1096,5 +1110,5 @@ def detach_all(warnings: list[str] | None = None) -> list[str]:
     if state_root().is_dir():
         for log in state_root().glob(".*.watchdog.log"):
             log.unlink(missing_ok=True)
-    _rmdir_if_empty(state_root())
+    forget_state_root()
     return removed
