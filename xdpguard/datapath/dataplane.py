@@ -1003,8 +1003,12 @@ class Dataplane:
         _require_root()
         with self.iface.lock():
             removed = self.detach_locked()
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self.iface.watchdog_log.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # a read-only state directory: the interface is detached all the same
+                self.warnings.append(f"could not remove {self.iface.watchdog_log}: {e.strerror or e}")
         # The lock file went with the lock; the state directory too, once no interface uses it.
         forget_state_root()
         return removed
