@@ -416,6 +416,56 @@ def _syncookie_md(sc: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _statecost_md(st: dict[str, Any]) -> list[str]:
+    out = ["### `state: established` cost (BPF_PROG_TEST_RUN, ns per packet)", ""]
+    if "error" in st:
+        return [*out, f"The run failed: {st['error']}", ""]
+    sets = list(next(iter(st["cold_ns"].values())))
+    out += [
+        f"Method: {st['method']}.",
+        "",
+        "| frames | "
+        + " | ".join(f"{k} cold" for k in sets)
+        + " | state / plain cold | "
+        + " | ".join(f"{k} hot" for k in sets)
+        + " | state / plain hot |",
+        "|---|" + "---:|" * (2 * len(sets) + 2),
+    ]
+    for case, cold in st["cold_ns"].items():
+        hot = st["hot_ns"][case]
+        row = [case, *(_ns(cold[k]) for k in sets), f"{st['cold_ratio_to_plain'][case]['state']:.2f}x"]
+        row += [*(_ns(hot[k]) for k in sets), f"{st['hot_ratio_to_plain'][case]['state']:.2f}x"]
+        out.append("| " + " | ".join(row) + " |")
+    return [*out, ""]
+
+
+def _dynsets_md(d: dict[str, Any]) -> list[str]:
+    out = ["### Dynamic sets (`xdpguard set`)", ""]
+    if "error" in d:
+        return [*out, f"The run failed: {d['error']}", ""]
+    t = d["targets"]
+    add = d["set_add_one_wall_s"]
+    out += [
+        "| what | figure | target |",
+        "|---|---:|---:|",
+        f"| filling a set with 1,000,100 elements (in process) | {_s(d['fill_1m_inprocess_s'])} | |",
+        f"| `set add` of one element, CLI wall (median of {add.get('n', '?')}) | {_s(add['median'])} "
+        f"| <= {_s(t['set_add_one_s'])} ({_ok(t['set_add_one_ok'])}) |",
+        f"| `set add -` of 100,000 elements from stdin, CLI wall | {_s(d['set_add_100k_stdin_wall_s'])} "
+        f"| <= {_s(t['stdin_100k_s'])} ({_ok(t['stdin_100k_ok'])}) |",
+    ]
+    for label in ("member", "non_member"):
+        h = d[f"hot_ns_{label}"]
+        out.append(
+            f"| hot ns/packet, {label.replace('_', '-')} source: the rule on a 1M-element dynamic set "
+            f"/ on a static /32 / difference | {_ns(h['with_dynamic_set'])} / {_ns(h['static_32_instead'])} "
+            f"/ {_ns(h['difference'])} | difference <= {_ns(t['member_cost_ns'])} "
+            f"({_ok(t['member_cost_ok'])}) |"
+        )
+    out += ["", f"An empty XDP program on the same frames: {_ns(d['floor_hot_ns'])} ns.", ""]
+    return out
+
+
 def _updates_md(u: dict[str, Any]) -> list[str]:
     out = ["### Updates under traffic (zero loss, zero leak)", ""]
     if "error" in u:
@@ -460,6 +510,8 @@ def markdown(results: dict[str, Any]) -> str:
         *_apply_md(results["apply"]),
         *(_peers_md(results["peers"]) if "peers" in results else []),
         *(_limit_md(results["limitcost"]) if "limitcost" in results else []),
+        *(_statecost_md(results["statecost"]) if "statecost" in results else []),
+        *(_dynsets_md(results["dynsets"]) if "dynsets" in results else []),
         *(_hostile_md(results["hostile"]) if "hostile" in results else []),
         *(_syncookie_md(results["syncookies"]) if "syncookies" in results else []),
         *(_updates_md(results["updates"]) if "updates" in results else []),
