@@ -200,11 +200,6 @@ class Case:
         return len(self.expects)
 
     @property
-    def expect_verdict(self) -> str:
-        """The first packet's verdict (all of them for a single-packet case)."""
-        return self.expects[0].verdict
-
-    @property
     def expect_rule(self) -> str | None:
         return self.expects[0].rule
 

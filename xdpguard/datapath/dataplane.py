@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.net import NoSuchNetns, in_netns
-from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_from_bytes
+from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_digest, plan_from_bytes
 from xdpguard.state import (
     Applied,
     DamagedState,
@@ -357,7 +356,7 @@ class Dataplane:
         self, plan: Plan, applied: Applied | None, replace_program: bool, snap: Snapshot | None
     ) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
-        if raw is not None and hashlib.sha256(raw).hexdigest() == plan.digest:
+        if raw is not None and plan_digest(raw) == plan.digest:
             old: Plan | None = plan  # the same plan: no need to decode the recorded one
         else:
             old = self.iface.load_plan()

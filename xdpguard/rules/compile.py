@@ -188,10 +188,6 @@ class RulePlan:
     limit: LimitPlan | None
     syn_cookies: bool = False
 
-    @property
-    def has_limit(self) -> bool:
-        return self.limit is not None
-
 
 # A bitmap in two-level form: (groups, block ids), see TwoLevel.
 Key = tuple[int, tuple[int, ...]]
@@ -333,9 +329,6 @@ class DirectionPlan:
     def nbitmaps(self) -> int:
         return sum(len(t) for t in self.tables) + sum(1 << len(g) for g in self.dyn_groups if g)
 
-    def global_index(self, fld: int, local: int) -> int:
-        return self.bases[fld] + local
-
     def all_bitmaps(self) -> list[int]:
         """Every bitmap in global-index order (the order of the top entries),
         the dynamic-set combinations last, as ints."""
@@ -395,12 +388,18 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return plan_digest(self.to_bytes())
 
     @property
     def hash64(self) -> int:
         """What the kernel config records of the plan (see digest_hash64)."""
         return digest_hash64(self.digest)
+
+
+def plan_digest(raw: bytes) -> str:
+    """The content hash of a plan's canonical bytes (`Plan.digest`): checks a
+    recorded plan.bin against the digest recorded with it, without decoding it."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def digest_hash64(digest: str) -> int:
