@@ -24,10 +24,7 @@ from xdpguard.rules.model import (
     TCP_FLAG_BITS,
 )
 from xdpguard.rules.packet import IP, MALFORMED, NON_IP, Packet
-from xdpguard.rules.parse import (
-    ICMP_TYPES,
-    PROTO_NAMES,
-)
+from xdpguard.rules.parse import ICMP_TYPES, PROTO_NAMES
 
 VERDICTS = ("allow", "drop")
 # Reasons that are not rule names: what the programs count besides rules.
