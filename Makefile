@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
-LINTED := xdpguard tests bench
+LINTED := xdpguard tests bench scripts
 
 .PHONY: setup test unit netns lint demo bench bench-quick clean install-systemd
 
@@ -28,6 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy xdpguard
+	$(PYTHON) scripts/import_cycles.py
 
 demo: setup
 	$(PYTHON) -m xdpguard.demo

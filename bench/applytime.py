@@ -80,7 +80,7 @@ def apply_cli(lab: Lab, iface: str, path: Path, importtime: bool = False) -> App
 
 def detach(iface: str) -> None:
     """Remove xdpguard from the interface (in-process: only the pins matter)."""
-    Dataplane(iface, 0).detach()
+    Dataplane(iface, None).detach()
 
 
 def _expect(s: ApplySample, case: str, *, attached: bool, changed: bool) -> ApplySample:

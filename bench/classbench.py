@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Where the ClassBench files are (bench/data/README.md lists them): $CLASSBENCH_DIR,
-# else bench/data/classbench in the checkout, else the benchmark machines' shared copy.
-_SEARCH = (Path(__file__).resolve().parent / "data" / "classbench", Path("/work/shared/data/classbench"))
-DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR") or next((d for d in _SEARCH if d.is_dir()), _SEARCH[0]))
+# else bench/data/classbench in the checkout (a copy, or a symlink to one).
+DATA_DIR = Path(os.environ.get("CLASSBENCH_DIR") or Path(__file__).resolve().parent / "data" / "classbench")
 SETS = ("acl1_1k", "fw1_1k", "ipc1_1k")
 # The 10k sets; acl1_10k has no trace here, so its headers are drawn inside its rules.
 SETS_10K = ("acl1_10k", "fw1_10k", "ipc1_10k")

@@ -199,7 +199,7 @@ def measure_cold(lab: Lab, n: Counts) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with ExitStack() as st:
         ifaces = st.enter_context(_extra_ifaces(lab, len(CASES) + 1))
-        st.callback(lambda: [Dataplane(i, 0).detach() for i in ifaces[: len(CASES)]])
+        st.callback(lambda: [Dataplane(i, None).detach() for i in ifaces[: len(CASES)]])
         progs: dict[str, int] = {}
         for (name, text), ifname in zip(CASES.items(), ifaces, strict=False):
             progs[name] = _apply(lab, ifname, text)
@@ -317,7 +317,7 @@ def measure_rx(lab: Lab, n: Counts, d: Path) -> dict[str, Any]:
                 os.close(fd)
                 rxc[label] = peers._rx(lab, tx, frames, pn)
             finally:
-                Dataplane(rx, 0).detach()
+                Dataplane(rx, None).detach()
         for label, text in (("nft_drop", nft_plain(rx)), ("nft_meter_drop", nft_meter(rx))):
             stage(label)
             with _nft(lab, text, d):

@@ -65,7 +65,7 @@ def measure(lab: Lab, ifnames: tuple[str, ...], pool_size: int, repeat: int) -> 
         for fd in fds.values():
             os.close(fd)
         for ifname in ifnames[: len(RULES)]:
-            Dataplane(ifname, 0).detach()
+            Dataplane(ifname, None).detach()
     med = {k: median(v) for k, v in ns.items()}
     base = med["plain allow"]
     return {

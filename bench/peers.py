@@ -213,7 +213,7 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
     xf.write_text(xf10_yaml())
     rounds: dict[str, dict[str, dict[str, float]]] = {}
     with ExitStack() as st:
-        st.callback(lambda: [Dataplane(i, 0).detach() for i in (x0, x1)])
+        st.callback(lambda: [Dataplane(i, None).detach() for i in (x0, x1)])
         floor = st.enter_context(_xdp_link(lab, x2, progcost.XDP_PASS_PROG, "xgb_floor"))
         xdpf = st.enter_context(xdp_filter(lab, x3))
         small = _apply_inproc(lab, x0, wl.small)
@@ -396,12 +396,12 @@ def _acl10k_cli(lab: Lab, iface: str, d: Path, rules: list[cb.Rule], n: Counts) 
     ]
     first, one = [], []
     for _ in range(max(1, n.update_reps)):
-        Dataplane(iface, 0).detach()
+        Dataplane(iface, None).detach()
         try:
             first.append(apply_cli(lab, iface, path))
             one.append(apply_cli(lab, iface, changed))
         finally:
-            Dataplane(iface, 0).detach()
+            Dataplane(iface, None).detach()
     if not all(s.attached for s in first) or any(s.attached or s.replaced for s in one):
         raise RuntimeError("acl1_10k: the first apply did not attach, or the change was not rule-only")
     out: dict[str, Any] = {
@@ -498,7 +498,7 @@ def _rx_and_update(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, Any]
             bl_apply.append(apply_cli(lab, rx, bl_yaml))
         rxc["xdpguard_bl100k"] = _rx(lab, tx, bl_frames, n)
     finally:
-        Dataplane(rx, 0).detach()
+        Dataplane(rx, None).detach()
     stage("xdpguard acl1_10k: check, first apply, one-rule change")
     upd.update(_acl10k_cli(lab, rx, d, big["acl1_10k"][0], n))
     for label, samples in (

@@ -176,7 +176,7 @@ def _one_pass(prog: int, pool: list[Frame]) -> list[float]:
 def ensure_applied(lab: Lab, ifname: str, path: Path) -> None:
     """Apply the rule file unless the interface's state says it holds it already."""
     applied = Iface(ifname).load_applied()
-    if applied is not None and applied.file == os.path.abspath(path) and Dataplane(ifname, 0).attached:
+    if applied is not None and applied.file == os.path.abspath(path) and Dataplane(ifname, None).attached:
         return
     plan = compile_ruleset(load(path))
     with net.in_netns(lab.ns):
@@ -232,7 +232,7 @@ def measure(
         for fd in fds.values():
             os.close(fd)
         for ifname in (small_if, large_if, *([xl_if] if xl_if else [])):
-            Dataplane(ifname, 0).detach()
+            Dataplane(ifname, None).detach()
 
     def minus_floor(d: dict[str, list[float]], k: str) -> list[float]:
         return [p - f for p, f in zip(d[k], d["floor"], strict=True)]

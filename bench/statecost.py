@@ -114,7 +114,7 @@ def measure(lab: Lab, ifnames: tuple[str, ...], pool_size: int, repeat: int) -> 
         for fd in fds.values():
             os.close(fd)
         for ifname in ifnames[: len(RULES)]:
-            Dataplane(ifname, 0).detach()
+            Dataplane(ifname, None).detach()
     return {
         "method": "BPF_PROG_TEST_RUN of a one-rule set (tcp dport 443 allow) and the same set behind a "
         f"`state: established` rule, attached; cold: {pool_size} frames from distinct random sources, "

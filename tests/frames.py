@@ -12,6 +12,7 @@ import random
 import struct
 
 from tests.strategies import PORT_EDGES, _addr_near
+from xdpguard.rules.abi_consts import MAX_EXT_HDRS
 from xdpguard.rules.model import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -21,7 +22,7 @@ from xdpguard.rules.model import (
     Prefix,
     RuleSet,
 )
-from xdpguard.rules.packet import MAX_EXT_HDRS, Packet
+from xdpguard.rules.packet import Packet
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")

@@ -202,7 +202,7 @@ def _status_of(ifname: str) -> dict[str, Any]:
     """
     from xdpguard.datapath.dataplane import Dataplane
 
-    dp = Dataplane(ifname, 0)
+    dp = Dataplane(ifname, None)
     if dp.iface.journal() is not None:
         return {"interface": ifname, "attached": dp.attached}
     return dp.status()
@@ -211,7 +211,7 @@ def _status_of(ifname: str) -> dict[str, Any]:
 def _stats_of(ifname: str) -> dict[str, Any]:
     from xdpguard.datapath.dataplane import Dataplane
 
-    return Dataplane(ifname, 0).stats()
+    return Dataplane(ifname, None).stats()
 
 
 class XdpguardCollector(Collector):

@@ -76,7 +76,7 @@ def _restore(ifname: str) -> Outcome:
     snap = Snapshot(applied, raw, st.load_rules_text(), st.load_summary())
     note = "restored"
     pending = None
-    dp = Dataplane(ifname, 0, applied.netns)
+    dp = Dataplane(ifname, None, applied.netns)
     if dp.attached:
         prot = dp.protection()
         if prot.ok:
@@ -95,7 +95,7 @@ def _restore(ifname: str) -> Outcome:
         target = int(pending.get("target_seq") or 0)
         if target == 0:
             # What the watchdog would have done: no confirmed rule set, no xdpguard.
-            Dataplane(ifname, 0, applied.netns).detach()
+            Dataplane(ifname, None, applied.netns).detach()
             return Outcome(
                 ifname, REVERTED, "an unconfirmed apply was pending and nothing came before it: left detached"
             )

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -363,7 +362,7 @@ class Iface:
         raw = _read_bytes(path)
         if raw is None:
             raise self._damaged(path, "missing next to applied.json")
-        if hashlib.sha256(raw).hexdigest() != applied.digest:
+        if not _digest_is(raw, applied.digest):
             raise self._damaged(path, "its digest is not the one applied.json records")
 
     def load_summary(self) -> dict[str, Any] | None:
@@ -584,10 +583,18 @@ def _read_applied(path: Path, ifname: str | None = None) -> Applied | None:
         raise DamagedState(path, str(e), ifname) from e
 
 
+def _digest_is(raw: bytes, digest: str) -> bool:
+    """Whether recorded plan bytes are the plan the recorded digest names."""
+    # Imported here: the compiler is heavy and most commands that read state never decode a plan.
+    from xdpguard.rules.compile import plan_digest
+
+    return plan_digest(raw) == digest
+
+
 def _decode_plan(path: Path, raw: bytes, digest: str | None, source: str, ifname: str | None) -> Any:
     from xdpguard.rules.compile import plan_from_bytes
 
-    if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+    if digest is not None and not _digest_is(raw, digest):
         raise DamagedState(path, "its digest is not the one applied.json records", ifname)
     try:
         return plan_from_bytes(raw, source)
@@ -617,7 +624,7 @@ def _read_snapshot(d: Path, ifname: str | None = None) -> Snapshot | None:
     plan = _read_bytes(d / "plan.bin")
     if plan is None:
         raise DamagedState(d / "plan.bin", "missing next to applied.json", ifname)
-    if hashlib.sha256(plan).hexdigest() != applied.digest:
+    if not _digest_is(plan, applied.digest):
         raise DamagedState(d / "plan.bin", "its digest is not the one applied.json records", ifname)
     raw = _read_bytes(d / "rules.yaml")
     text = raw.decode(errors="replace") if raw is not None else None

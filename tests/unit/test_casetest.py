@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from tests.unprivileged import without_privileges
-from xdpguard.casetest import Case, load_cases, parse_cases_text, plan_outcomes, run_plan
+from xdpguard.cases.case import Case
+from xdpguard.cases.parse import load_cases, parse_cases_text
+from xdpguard.cases.plan import plan_outcomes, run_plan
 from xdpguard.errors import RuleError
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.packet import MALFORMED, NON_IP, parse_frame

@@ -21,7 +21,9 @@ from xml.etree import ElementTree as ET
 import junitparser
 import pytest
 
-from xdpguard.casetest import Expect, parse_cases_text, run_plan
+from xdpguard.cases.case import Expect
+from xdpguard.cases.parse import parse_cases_text
+from xdpguard.cases.plan import run_plan
 from xdpguard.errors import RuleError
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.parse import parse_text

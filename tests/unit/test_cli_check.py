@@ -2,9 +2,9 @@
 
 The command runs as a subprocess, as an operator runs it: exit codes,
 stdout and stderr are the contract.  Invalid input must be reported as
-`path:line: message` with exit code 2 and never with a traceback (§1
-Errors, §4.3); a traceback is for internal errors only, and only with
-XDPGUARD_DEBUG=1.
+`path:line: message` with exit code 2 and never with a traceback
+(docs/cli.md, "Exit codes"); a traceback is for internal errors only, and
+only with XDPGUARD_DEBUG=1.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from tests.strategies import random_dyn_contents, random_packet, rulesets
 from xdpguard.errors import RuleError
 from xdpguard.rules import reference
+from xdpguard.rules.abi_consts import F_DST, F_SRC
 from xdpguard.rules.classify import PlanClassifier
-from xdpguard.rules.compile import F_DST, F_SRC, DynRef, DynSetPlan, compile_ruleset, plan_from_bytes
+from xdpguard.rules.compile import DynRef, DynSetPlan, compile_ruleset, plan_from_bytes
 from xdpguard.rules.model import DYNSET_DEFAULT_SIZE, MAX_DYNGROUPS, MAX_DYNSETS, Prefix
 from xdpguard.rules.packet import IP, Packet
 from xdpguard.rules.parse import parse_address, parse_text

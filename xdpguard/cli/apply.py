@@ -245,7 +245,7 @@ def plan(
     if attached:
         from xdpguard.datapath.dataplane import Dataplane
 
-        prot = Dataplane(iface, 0, CONTEXT["netns"]).protection()
+        prot = Dataplane(iface, None, CONTEXT["netns"]).protection()
         problem = None if prot.ok else prot.message()
     data: dict[str, Any] = {
         "interface": iface,
@@ -363,7 +363,7 @@ def detach(
                 forget_state_root()
             console.print(f"{name}: xdpguard is not attached")
             continue
-        dp = Dataplane(name, 0)
+        dp = Dataplane(name, None)
         removed = dp.detach()
         console.print(f"{name}: detached ({len(removed)} pinned objects removed)")
         for w in dp.warnings:
@@ -378,7 +378,7 @@ def rollback(
     """Re-apply the previously applied rule set (or version --to) on IFACE."""
     from xdpguard.datapath.dataplane import Dataplane
 
-    res, target = Dataplane(iface, 0, CONTEXT["netns"]).rollback(to)
+    res, target = Dataplane(iface, None, CONTEXT["netns"]).rollback(to)
     if json_out:
         print_json(
             {
@@ -442,6 +442,6 @@ def watchdog(
     token: str = typer.Option(..., "--token"),
 ) -> None:
     """(internal) Wait for a --confirm deadline and revert unless confirmed."""
-    from xdpguard.datapath.confirm import run_watchdog
+    from xdpguard.datapath.watchdog import run_watchdog
 
     run_watchdog(iface, token)

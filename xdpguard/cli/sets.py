@@ -79,7 +79,7 @@ def _locked(name: str, iface: list[str]) -> Iterator[list[str]]:
         if Iface(n).journal() is not None:
             from xdpguard.datapath.dataplane import Dataplane
 
-            Dataplane(n, 0).recover()
+            Dataplane(n, None).recover()
     names = D.targets(name, iface)
     with contextlib.ExitStack() as stack:
         for n in sorted(names):

@@ -52,7 +52,7 @@ def _status_row(name: str) -> dict[str, Any]:
     from xdpguard.datapath.dataplane import Dataplane
 
     try:
-        return Dataplane(name, 0).status()
+        return Dataplane(name, None).status()
     except DamagedState as e:
         return {
             "interface": name,
@@ -187,13 +187,13 @@ def stats(
     if watch and json_out:
         raise UsageError("--watch and --json do not go together")
     for n in names:
-        dp = Dataplane(n, 0)
+        dp = Dataplane(n, None)
         if dp.attached:
             prot = dp.protection()
             if not prot.ok:
                 raise XdpguardError(f"{n} is not protected: {prot.message()}; {prot.fix()}")
     if not watch:
-        data = [Dataplane(n, 0).stats() for n in names]
+        data = [Dataplane(n, None).stats() for n in names]
         if json_out:
             print_json(data if len(data) > 1 else data[0])
             return
@@ -229,7 +229,7 @@ def stats(
         out = []
         now = time.monotonic()
         for n in names:
-            st = Dataplane(n, 0).stats()
+            st = Dataplane(n, None).stats()
             rates = {}
             for dname in ("ingress", "egress"):
                 d = st.get(dname)
@@ -290,7 +290,7 @@ def unblock(
     for n in names:
         if not (Iface(n).pin_dir / "link_xdp").exists():
             raise XdpguardError(f"xdpguard is not attached to {n}")
-    released = [n for n in names if Dataplane(n, 0).unblock(ip.version, int(ip))]
+    released = [n for n in names if Dataplane(n, None).unblock(ip.version, int(ip))]
     if released:
         console.print(f"{ip}: unblocked on {', '.join(released)}")
     else:

@@ -19,7 +19,7 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from xdpguard.casetest import Result
+    from xdpguard.cases.case import Result
 
 from xdpguard.cli.common import console, load_rules, print_json
 from xdpguard.errors import XdpguardError
@@ -61,13 +61,9 @@ def test(
 ) -> None:
     """Check that each packet in CASES gets the expected verdict (and rule) from RULES."""
     rs, plan, _ = load_rules(rules)
-    from xdpguard.casetest import (
-        count,
-        judge,
-        junit_xml,
-        load_cases,
-        run_plan,
-    )  # only this command needs them
+    # Only this command needs them.
+    from xdpguard.cases.parse import load_cases
+    from xdpguard.cases.plan import count, judge, junit_xml, run_plan
 
     case_list = load_cases(cases, rs)
     wire = wire or netns_alias
@@ -76,7 +72,7 @@ def test(
     if mode == "plan":
         results = run_plan(plan, case_list)
     else:
-        from xdpguard.datapath.casekernel import run_cases
+        from xdpguard.cases.kernel import run_cases  # root, a kernel and pyroute2: --kernel/--wire only
 
         results = judge(case_list, run_cases(plan, case_list, wire=wire))
     if junit is not None:
@@ -126,7 +122,7 @@ def _print(results: list[Result], rules: str, cases: str, mode: str, failures_on
             t.add_row(*row)
         blocks.append(t)
     blocks += [_styled(r.diff(cases)) for r in results if not r.ok]
-    from xdpguard.casetest import count
+    from xdpguard.cases.plan import count
 
     passed, failed = count(results)
     blocks.append([f"{passed} passed, {failed} failed"])

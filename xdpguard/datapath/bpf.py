@@ -97,11 +97,6 @@ class BpfError(OSError):
         """What an operator should read: the operation and a plain reason."""
         return errno_sentence(self.errno or 0, self.op)
 
-    @property
-    def unsupported(self) -> bool:
-        """True when the kernel lacks the feature rather than rejecting our input."""
-        return self.errno in (errno.EOPNOTSUPP, ENOTSUPP)
-
 
 def _strerror(err: int) -> str:
     return "Operation not supported" if err == ENOTSUPP else os.strerror(err)
@@ -353,11 +348,6 @@ class Fd:
 
     def __int__(self) -> int:
         return self.fd
-
-    def release(self) -> int:
-        """Stop owning the descriptor and return it (the caller closes it)."""
-        fd, self._fd = self._fd, -1
-        return fd
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -3,9 +3,11 @@
 The operator who locks themselves out of a remote node cannot type
 `confirm`; a detached watchdog process then restores the last confirmed
 rule set (or detaches, if there was none).  The watchdog outlives the CLI
-and later applies: only `confirm` stops it.  Its state is confirm.json in
-the interface's state dir; a token ties it to the one watchdog allowed to
-act, so a re-armed confirm retires the previous watchdog.
+and later applies: only `confirm` (or a detach) stops it.  Its state is
+confirm.json in the interface's state dir; a token ties it to the one
+watchdog allowed to act, so a re-armed confirm retires the previous
+watchdog.  This module keeps the record and the watchdog process; what the
+watchdog does at the deadline is in watchdog.py, which needs the data plane.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from typing import Any
 from xdpguard.errors import XdpguardError
 from xdpguard.state import DamagedState, Iface, secure_state_root
 
-POLL = 0.25
-
 
 def _watchdog_log(ifname: str) -> int:
     """The watchdog's log, opened for appending (mode 0600, never through a symbolic link)."""
@@ -40,8 +40,8 @@ def _watchdog_log(ifname: str) -> int:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
-def _stop(pid: int | None) -> None:
-    """Stop an earlier watchdog, if the pid still is one (and is not this process)."""
+def stop(pid: int | None) -> None:
+    """Stop a watchdog, if the pid still is one (and is not this process)."""
     if not pid or pid == os.getpid():
         return
     try:
@@ -96,7 +96,7 @@ def start(a: Armed) -> float:
     if not _spawn(a):
         a.deadline = prepared
     if a.earlier:
-        _stop(a.earlier.get("pid"))  # its token no longer matches in any case
+        stop(a.earlier.get("pid"))  # its token no longer matches in any case
     return a.deadline
 
 
@@ -154,39 +154,5 @@ def confirm(ifname: str) -> dict[str, Any] | None:
         if pending is None:
             return None
         st.clear_confirm()
-    _stop(pending.get("pid"))
+    stop(pending.get("pid"))
     return pending
-
-
-def run_watchdog(ifname: str, token: str) -> None:
-    """Sleep until the deadline; revert unless confirmed (or re-armed) meanwhile."""
-    from xdpguard.datapath.dataplane import Dataplane
-
-    st = Iface(ifname)
-    while True:
-        try:
-            p = st.load_confirm()
-        except DamagedState as e:
-            # Without the record there is no target to revert to: say so where `status` shows it.
-            print(time.strftime("%Y-%m-%dT%H:%M:%S"), ifname, f"watchdog stopped: {e}", flush=True)
-            return
-        if p is None or p.get("token") != token:
-            return
-        left = float(p["deadline"]) - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, POLL))
-    dp = Dataplane(ifname, 0, p.get("netns"))
-    with st.lock(timeout=600):
-        p = st.load_confirm()
-        if p is None or p.get("token") != token:
-            return  # confirmed while we waited for the lock
-        target = int(p["target_seq"])
-        if target == 0:
-            removed = dp.detach_locked()
-            msg = f"not confirmed in time: detached ({len(removed)} pinned objects removed)"
-        else:
-            _, snap = dp.rollback_locked(target, note="confirm timeout")
-            msg = f"not confirmed in time: restored version {snap.applied.seq} ({snap.applied.file})"
-        st.clear_confirm()
-    print(time.strftime("%Y-%m-%dT%H:%M:%S"), ifname, msg, flush=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -19,13 +18,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi, dynsets, syncookie
+from xdpguard.datapath import abi, confirm, dynsets, syncookie
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.net import NoSuchNetns, in_netns
-from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_from_bytes
+from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_digest, plan_from_bytes
 from xdpguard.state import (
     Applied,
     DamagedState,
@@ -88,7 +87,10 @@ def prog_pin_name(direction: str) -> str:
 
 
 class Dataplane:
-    def __init__(self, ifname: str, ifindex: int, netns: str | None = None) -> None:
+    """xdpguard on one interface.  `ifindex` is None when the caller does not
+    know it: it is then looked up (once) if an attach or detach needs it."""
+
+    def __init__(self, ifname: str, ifindex: int | None, netns: str | None = None) -> None:
         self.iface = Iface(ifname)
         self.ifindex = ifindex
         self.netns = netns
@@ -137,7 +139,7 @@ class Dataplane:
         applied = self.iface.load_applied()
         new = Applied(
             ifname=self.iface.ifname,
-            ifindex=self.ifindex,
+            ifindex=self.ifindex or 0,  # 0: not known to the caller and not needed (an update)
             # A rollback or apply run without --netns keeps the recorded namespace.
             netns=self.netns if self.netns is not None else (applied.netns if applied else None),
             file=os.path.abspath(plan.source) if plan.source else "",
@@ -165,7 +167,7 @@ class Dataplane:
             res = self._update(plan, applied, replace_program, snap)
             res.messages[:0] = repaired
         if syn_due and syncookie.ensure(
-            self.pin_dir, self.iface.state_dir, self.ifindex or self._lookup_ifindex(), self.iface.ifname
+            self.pin_dir, self.iface.state_dir, self._ifindex(), self.iface.ifname
         ):
             res.messages.append("loaded the SYN-cookie programs (XDP, and tcx ingress for the hand-off)")
         if res.changed or res.attached:
@@ -308,7 +310,7 @@ class Dataplane:
                 return
             self._set_egress_mode("tcx")
         flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
-        ifindex = self.ifindex or self._lookup_ifindex()
+        ifindex = self._ifindex()
         try:
             link = B.link_create(prog_fd, ifindex, attach_type, flags)
         except B.BpfError as e:
@@ -323,14 +325,15 @@ class Dataplane:
 
         self._set_egress_mode("netlink")
         try:
-            attach_egress(self.ifindex or self._lookup_ifindex(), prog_fd)
+            attach_egress(self._ifindex(), prog_fd)
         except NetError as e:
             raise KernelError(str(e)) from e
 
-    def _lookup_ifindex(self) -> int:
-        from xdpguard.net import ifindex
+    def _ifindex(self) -> int:
+        if self.ifindex is None:
+            from xdpguard.net import ifindex
 
-        self.ifindex = ifindex(self.iface.ifname)
+            self.ifindex = ifindex(self.iface.ifname)
         return self.ifindex
 
     def _attach_error(self, e: B.BpfError, direction: str, xdp_mode: str) -> KernelError:
@@ -357,7 +360,7 @@ class Dataplane:
         self, plan: Plan, applied: Applied | None, replace_program: bool, snap: Snapshot | None
     ) -> ApplyResult:
         raw = self.iface.load_plan_bytes()
-        if raw is not None and hashlib.sha256(raw).hexdigest() == plan.digest:
+        if raw is not None and plan_digest(raw) == plan.digest:
             old: Plan | None = plan  # the same plan: no need to decode the recorded one
         else:
             old = self.iface.load_plan()
@@ -1014,13 +1017,11 @@ class Dataplane:
         return removed
 
     def detach_locked(self) -> list[str]:
-        from xdpguard.datapath.confirm import _stop
-
         # Detach must work whatever shape the records are in.
         with contextlib.suppress(DamagedState):
             pending = self.iface.load_confirm()
             if pending:
-                _stop(pending.get("pid"))
+                confirm.stop(pending.get("pid"))  # its revert would attach again
         removed = self._remove_pins()
         if not self.iface.remove_state():
             self.warnings.append(
@@ -1043,7 +1044,7 @@ class Dataplane:
             ns = self.netns if self.netns is not None else (applied.netns if applied else None)
             try:
                 with in_netns(ns):
-                    if detach_egress(self.ifindex or self._lookup_ifindex()):
+                    if detach_egress(self._ifindex()):
                         removed.append("cls_bpf egress filter")
             except (NetError, LookupError):
                 pass  # the interface is gone, and the filter with it
@@ -1106,7 +1107,7 @@ def detach_all(warnings: list[str] | None = None) -> list[str]:
 
     removed: list[str] = []
     for name in known_ifaces():
-        dp = Dataplane(name, 0)
+        dp = Dataplane(name, None)
         removed += dp.detach()
         if warnings is not None:
             warnings += [f"{name}: {w}" for w in dp.warnings]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
+from xdpguard.rules.abi_consts import F_DST, F_SRC
 from xdpguard.rules.model import Prefix
 
 if TYPE_CHECKING:
@@ -458,8 +459,6 @@ def _resize(dm: Maps, old: SetMaps, size: int, timeout_ns: int) -> SetMaps:
 
 def dyncfg_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     """struct xg_dyncfg for one half holding direction plan d."""
-    from xdpguard.rules.compile import F_DST, F_SRC
-
     cfg = abi.DynCfg()
     for fi, fld in enumerate((F_SRC, F_DST)):
         refs = [r for r in d.dyn_refs if r.field == fld]

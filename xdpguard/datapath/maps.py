@@ -30,7 +30,8 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
-from xdpguard.rules.compile import F_DST, F_EXTRA, F_SRC, DirectionPlan, Intervals, Plan, RulePlan
+from xdpguard.rules.abi_consts import F_DST, F_EXTRA, F_SRC
+from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, RulePlan
 from xdpguard.rules.model import Action, Mode
 
 DIRECTIONS = ("ingress", "egress")

@@ -21,7 +21,7 @@ import bisect
 from dataclasses import dataclass, replace
 
 from xdpguard.rules import stride
-from xdpguard.rules.compile import (
+from xdpguard.rules.abi_consts import (
     F_DPORT,
     F_DST,
     F_EXTRA,
@@ -32,8 +32,10 @@ from xdpguard.rules.compile import (
     F_TFLAGS,
     GROUP_RULES,
     GROUP_WORDS,
-    ICMP_V6_BASE,
     MAX_RULES,
+)
+from xdpguard.rules.compile import (
+    ICMP_V6_BASE,
     DirectionPlan,
     Intervals,
     Plan,

@@ -21,6 +21,7 @@ same form, so a 65,536-rule plan is not a table of 8 KiB bitmaps.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -32,11 +33,31 @@ from typing import Any
 
 from xdpguard.errors import RuleError
 from xdpguard.rules import limits
-from xdpguard.rules.model import (
-    IPPROTO_ICMPV6,
+from xdpguard.rules.abi_consts import (
+    F_DPORT,
+    F_DST,
+    F_EXTRA,
+    F_ICMP,
+    F_PROTO,
+    F_SPORT,
+    F_SRC,
+    F_TFLAGS,
+    GROUP_RULES,
+    GROUP_WORDS,
+    ICMP_SIZE,
+    LIMIT_BPS,
+    LIMIT_PPS,
+    MAX_BITMAPS,
+    MAX_BLOCKS,
     MAX_DYNGROUPS,
     MAX_DYNREFS,
-    MAX_RULES,
+    PORT_SIZE,
+    Bitmap,
+    RuleEntry,
+    Top,
+)
+from xdpguard.rules.model import (
+    IPPROTO_ICMPV6,
     Action,
     AddrMatch,
     Direction,
@@ -49,24 +70,9 @@ from xdpguard.rules.model import (
     TcpFlags,
 )
 
-# Field numbers: keep in step with enum xg_field in bpf/include/xdpguard.h.
-F_EXTRA, F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_TFLAGS, F_ICMP = range(8)
-NFIELDS = 8
-FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")
-
-MAX_WORDS = MAX_RULES // 64
-GROUP_RULES = 4096  # rules per block: one summary word over 64 words
-GROUP_WORDS = GROUP_RULES // 64
+FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")  # by F_* number
 GROUP_BYTES = GROUP_RULES // 8
-MAX_GROUPS = MAX_RULES // GROUP_RULES
-PORT_SPACE = 65536
-ICMP_SPACE = 2 * 65536  # (is_icmpv6 << 16) | (type << 8) | code
-ICMP_V6_BASE = 65536
-
-# Limits on the plan itself, beyond the rule language's: distinct bitmaps
-# (top entries) and distinct blocks per direction.
-MAX_BITMAPS = 262144
-MAX_BLOCKS = 1048576
+ICMP_V6_BASE = ICMP_SIZE // 2  # ICMP key: (is_icmpv6 << 16) | (type << 8) | code
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.
 Intervals = tuple[tuple[int, int, int], ...]
@@ -80,7 +86,6 @@ def rule_id(direction: str, name: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-LIMIT_PPS, LIMIT_BPS = 1, 2  # enum values of xg_rule.limit
 NSEC = limits.NSEC
 
 
@@ -187,10 +192,6 @@ class RulePlan:
     line: int
     limit: LimitPlan | None
     syn_cookies: bool = False
-
-    @property
-    def has_limit(self) -> bool:
-        return self.limit is not None
 
 
 # A bitmap in two-level form: (groups, block ids), see TwoLevel.
@@ -333,9 +334,6 @@ class DirectionPlan:
     def nbitmaps(self) -> int:
         return sum(len(t) for t in self.tables) + sum(1 << len(g) for g in self.dyn_groups if g)
 
-    def global_index(self, fld: int, local: int) -> int:
-        return self.bases[fld] + local
-
     def all_bitmaps(self) -> list[int]:
         """Every bitmap in global-index order (the order of the top entries),
         the dynamic-set combinations last, as ints."""
@@ -395,12 +393,18 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return plan_digest(self.to_bytes())
 
     @property
     def hash64(self) -> int:
         """What the kernel config records of the plan (see digest_hash64)."""
         return digest_hash64(self.digest)
+
+
+def plan_digest(raw: bytes) -> str:
+    """The content hash of a plan's canonical bytes (`Plan.digest`): checks a
+    recorded plan.bin against the digest recorded with it, without decoding it."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def digest_hash64(digest: str) -> int:
@@ -492,9 +496,9 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         bits.key(_bits(proto_any) | _bits(proto_of[p])) if p in proto_of else any_bm for p in range(256)
     ]
 
-    sport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("sport"), bits)
-    dport_iv = _interval_field(rules, PORT_SPACE, _port_ranges("dport"), bits)
-    icmp_iv = _interval_field(rules, ICMP_SPACE, _icmp_ranges, bits)
+    sport_iv = _interval_field(rules, PORT_SIZE, _port_ranges("sport"), bits)
+    dport_iv = _interval_field(rules, PORT_SIZE, _port_ranges("dport"), bits)
+    icmp_iv = _interval_field(rules, ICMP_SIZE, _icmp_ranges, bits)
 
     # The same for TCP flags, per distinct condition (rules share a few).
     flags_any: list[int] = []
@@ -1100,11 +1104,10 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
 # --------------------------------------------------------------------------
 # figures for `check`
 
-# Value sizes (struct xg_bitmap, xg_top, xg_rule): rules/ stays free of the
-# ctypes mirror, so tests/unit/test_abi.py holds these to it.
-BLOCK_VALUE_SIZE = 8 + GROUP_BYTES  # struct xg_bitmap
-TOP_VALUE_SIZE = 4 + 4 * MAX_GROUPS  # struct xg_top
-RULE_VALUE_SIZE = 56  # struct xg_rule
+# Value sizes of the plan's maps, from the structs the header checks them against.
+BLOCK_VALUE_SIZE = ctypes.sizeof(Bitmap)
+TOP_VALUE_SIZE = ctypes.sizeof(Top)
+RULE_VALUE_SIZE = ctypes.sizeof(RuleEntry)
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
@@ -1138,7 +1141,7 @@ def memory_estimate(plan: Plan) -> int:
             stride.build(e, bits).n_elems * stride.NODE_BYTES
             for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
         )
-        arrays = 4 * (256 + 2 * PORT_SPACE + 256 + ICMP_SPACE)
+        arrays = 4 * (256 + 2 * PORT_SIZE + 256 + ICMP_SIZE)
         bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
         if d.ngroups == 1:  # the flat table: one block per bitmap
             bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE

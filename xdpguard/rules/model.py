@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 
+from xdpguard.rules.abi_consts import MAX_CONTINUE as MAX_CONTINUE
+from xdpguard.rules.abi_consts import MAX_DYNGROUPS as MAX_DYNGROUPS
+from xdpguard.rules.abi_consts import MAX_DYNREFS as MAX_DYNREFS
+from xdpguard.rules.abi_consts import MAX_DYNSETS as MAX_DYNSETS
+from xdpguard.rules.abi_consts import MAX_RULES as MAX_RULES
+
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -33,19 +39,10 @@ TCP_FLAG_BITS = {
     "cwr": 0x80,
 }
 
-# The rule language's limits (docs/rules.md): rules per direction, prefixes across all sets.
-MAX_RULES = 65536
-MAX_PREFIXES = 1_000_000 + 65_536  # the contract is 1M; headroom for inline prefixes
-# `continue` rules per direction: the data plane tests each one a packet
-# meets in a loop the BPF verifier must see bounded (XG_MAX_CONTINUE).
-MAX_CONTINUE = 8
-
-# Dynamic sets (elements added at run time): limits the data plane is built
-# for, mirrored by XG_MAX_DYNSETS, XG_MAX_DYNREFS and XG_MAX_DYNGROUPS in the
-# ABI header (tests/unit/test_abi.py holds them equal).
-MAX_DYNSETS = 16  # dynamic sets per rule file
-MAX_DYNREFS = 16  # sets that rules of one direction refer to in one address field
-MAX_DYNGROUPS = 8  # per direction and address field: distinct sets of rules referring to them
+# The rule language's limits (docs/rules.md) are mostly the data plane's
+# (abi_consts.py): rules per direction, `continue` rules per direction,
+# dynamic sets per file, set references and groups per address field.
+MAX_PREFIXES = 1_000_000 + 65_536  # across all sets; the contract is 1M, headroom for inline prefixes
 DYNSET_DEFAULT_SIZE = 65536
 DYNSET_MAX_SIZE = 16 * 1024 * 1024
 

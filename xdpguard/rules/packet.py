@@ -12,19 +12,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from xdpguard.rules.abi_consts import MAX_EXT_HDRS, MAX_VLAN_TAGS, NDP_FIRST, NDP_LAST, TCP_ACK, TCP_SYN
 from xdpguard.rules.model import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
-MAX_VLAN_TAGS = 2
-# IPv6 extension headers the parser walks through before giving up (malformed).
-MAX_EXT_HDRS = 6
 # IPv6 extension headers; AH (51) is walked in IPv4 too.
 IPV6_EXT_HOP, IPV6_EXT_ROUTING, IPV6_EXT_FRAG, IPV6_EXT_AH, IPV6_EXT_DSTOPTS = 0, 43, 44, 51, 60
-NDP_TYPES = range(133, 138)
-TCP_SYN, TCP_ACK = 0x02, 0x10
+NDP_TYPES = range(NDP_FIRST, NDP_LAST + 1)
 ECHO_REPLIES = {(IPPROTO_ICMP, 0), (IPPROTO_ICMPV6, 129)}  # the only ICMP that answers our flows
 
 MALFORMED = "malformed"

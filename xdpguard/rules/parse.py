@@ -213,7 +213,7 @@ _MAX_DIGITS = 20
 # YAML with line numbers
 
 
-class _Map(dict[Any, Any]):
+class YamlMap(dict[Any, Any]):
     """A YAML mapping that remembers the line of itself, its keys and values."""
 
     def __init__(self, line: int) -> None:
@@ -223,7 +223,7 @@ class _Map(dict[Any, Any]):
         self.value_lines: dict[Any, int] = {}
 
 
-class _Seq(list[Any]):
+class YamlSeq(list[Any]):
     """A YAML sequence that remembers the line of itself and of each item."""
 
     def __init__(self, line: int) -> None:
@@ -240,7 +240,7 @@ class _Loader(_BaseLoader):
     path = "<string>"
 
 
-def _construct_map(loader: _Loader, node: Any) -> _Map:
+def _construct_map(loader: _Loader, node: Any) -> YamlMap:
     # PyYAML silently keeps the last of duplicate keys; in a firewall rule
     # that hides a mistake, so they are rejected (merge keys `<<` excepted).
     seen: dict[Any, int] = {}
@@ -256,10 +256,10 @@ def _construct_map(loader: _Loader, node: Any) -> _Map:
                 loader.path, line, "a mapping key must be a plain value, not a list or mapping"
             ) from None
         if key in seen:
-            raise RuleError(loader.path, line, f"duplicate key {_show(key)} (first at line {seen[key]})")
+            raise RuleError(loader.path, line, f"duplicate key {show(key)} (first at line {seen[key]})")
         seen[key] = line
     loader.flatten_mapping(node)
-    result = _Map(node.start_mark.line + 1)
+    result = YamlMap(node.start_mark.line + 1)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         result[key] = loader.construct_object(value_node, deep=True)
@@ -276,8 +276,8 @@ def _construct_int(loader: _Loader, node: Any) -> int:
     return int(loader.construct_yaml_int(node))
 
 
-def _construct_seq(loader: _Loader, node: Any) -> _Seq:
-    result = _Seq(node.start_mark.line + 1)
+def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
+    result = YamlSeq(node.start_mark.line + 1)
     for child in node.value:
         result.append(loader.construct_object(child, deep=True))
         result.lines.append(child.start_mark.line + 1)
@@ -289,7 +289,7 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
-def _load_yaml(text: str, path: str) -> Any:
+def load_yaml(text: str, path: str) -> Any:
     loader = _Loader(text)
     loader.path = path
     try:
@@ -336,7 +336,7 @@ def _reserved_start(text: str, mark: Any) -> str | None:
 # Message helpers
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """The value as the operator wrote it, quoted when it is a string."""
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
@@ -353,7 +353,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _did_you_mean(word: Any, choices: Sequence[str]) -> str:
+def did_you_mean(word: Any, choices: Sequence[str]) -> str:
     """` (did you mean "x"?)` for the closest choice, or "" when none is close."""
     text = str(word)
     # difflib scores "dprot" closer to "proto" than to "dport"; a wrong case
@@ -365,11 +365,11 @@ def _did_you_mean(word: Any, choices: Sequence[str]) -> str:
 
 
 def _suggest(word: Any, choices: Sequence[str]) -> str:
-    """Like _did_you_mean, but lists every choice when none is close."""
-    return _did_you_mean(word, choices) or f" (expected one of: {', '.join(choices)})"
+    """Like did_you_mean, but lists every choice when none is close."""
+    return did_you_mean(word, choices) or f" (expected one of: {', '.join(choices)})"
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     # YAML `true` is an int to Python; a port or a count is never a boolean.
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -401,7 +401,7 @@ def _prefix_key(p: Prefix) -> tuple[int, int, int]:
 def _bad_address(text: str, addr: str) -> _BadPrefix:
     is_v6 = ":" in addr
     if not is_v6 and not all(c.isdigit() or c == "." for c in addr):
-        return _BadPrefix(f"{_show(text)} is not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32, @set)")
+        return _BadPrefix(f"{show(text)} is not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32, @set)")
     family = "IPv6" if is_v6 else "IPv4"
     try:
         if is_v6:
@@ -412,7 +412,7 @@ def _bad_address(text: str, addr: str) -> _BadPrefix:
     except ValueError as e:
         reason = re.sub(r" in '[^']*'$", "", str(e))
         reason = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
-    return _BadPrefix(f"{_show(text)} is not a valid {family} address{reason}")
+    return _BadPrefix(f"{show(text)} is not a valid {family} address{reason}")
 
 
 def parse_address(text: str) -> Prefix:
@@ -435,11 +435,11 @@ def _parse_prefix(text: str) -> Prefix:
     if slash:
         digits = plen_text.isascii() and plen_text.isdigit() and len(plen_text) <= _MAX_DIGITS
         if not digits or int(plen_text) > bits:
-            raise _BadPrefix(f"{_show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
+            raise _BadPrefix(f"{show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
         plen = int(plen_text)
     if value & ((1 << (bits - plen)) - 1):
         network = Prefix(family, value & ~((1 << (bits - plen)) - 1), plen)
-        raise _BadPrefix(f"{_show(text)} has host bits set (network is {network})")
+        raise _BadPrefix(f"{show(text)} has host bits set (network is {network})")
     return Prefix(family, value, plen)
 
 
@@ -543,9 +543,9 @@ def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
 
 
 def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tuple[Decimal, str]:
-    if _is_int(value) or isinstance(value, float):
+    if is_int(value) or isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
+            raise ValueError(f"{show(value)} is not a {what} (e.g. {example})")
         # A YAML float as written (0.1, not the binary 0.1000000000000000055...).
         return _bounded(Decimal(str(value)), value), ""
     if isinstance(value, str):
@@ -555,12 +555,12 @@ def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tu
                 return _bounded(Decimal(m.group(1)), value), (m.group(2) or "").lower()
             except InvalidOperation:
                 pass
-    raise ValueError(f"{_show(value)} is not a {what} (e.g. {example})")
+    raise ValueError(f"{show(value)} is not a {what} (e.g. {example})")
 
 
 def _bounded(number: Decimal, value: Any) -> Decimal:
     if number.adjusted() >= _MAX_DIGITS:
-        raise ValueError(f"{_show(value)} is too large")
+        raise ValueError(f"{show(value)} is too large")
     return number
 
 
@@ -574,7 +574,7 @@ def parse_duration_exact(value: Any) -> Decimal:
         number, unit = _number(value, _DURATION_RE, "duration", example)
         seconds = number * _DURATION_UNITS[unit or "s"]
     if seconds <= 0:
-        raise ValueError(f"{_show(value)} must be a positive duration")
+        raise ValueError(f"{show(value)} must be a positive duration")
     return seconds
 
 
@@ -607,21 +607,21 @@ def parse_packet_rate(value: Any) -> Fraction:
     periods = list(RATE_PERIODS)
     if not isinstance(value, str) or "/" not in value:
         raise ValueError(
-            f"{_show(value)} is not a packet rate: write N/second, N/minute, N/hour or N/day "
+            f"{show(value)} is not a packet rate: write N/second, N/minute, N/hour or N/day "
             "(e.g. 5/minute), or use pps for packets per second"
         )
     m = _PACKET_RATE_RE.fullmatch(value.strip())
     if m is None:
-        raise ValueError(f"{_show(value)} is not a packet rate (e.g. 5/minute, 100/second, 2/day)")
+        raise ValueError(f"{show(value)} is not a packet rate (e.g. 5/minute, 100/second, 2/day)")
     period = m.group(2).lower()
     if period not in RATE_PERIODS:
         raise ValueError(
-            f"{_show(value)}: the period must be {', '.join(periods)}{_did_you_mean(period, periods)}"
+            f"{show(value)}: the period must be {', '.join(periods)}{did_you_mean(period, periods)}"
         )
     try:
         count = Fraction(Decimal(m.group(1)))
     except InvalidOperation:
-        raise ValueError(f"{_show(value)} is not a packet rate (e.g. 5/minute)") from None
+        raise ValueError(f"{show(value)} is not a packet rate (e.g. 5/minute)") from None
     return _check_pps(count / RATE_PERIODS[period], value)
 
 
@@ -633,11 +633,11 @@ def _parse_pps(value: Any) -> Fraction:
 
 def _check_pps(pps: Fraction, value: Any) -> Fraction:
     if pps <= 0:
-        raise ValueError(f"{_show(value)} must be a positive number of packets")
+        raise ValueError(f"{show(value)} must be a positive number of packets")
     if pps < MIN_PPS:
-        raise ValueError(f"{_show(value)} is slower than the slowest rate, 1/day")
+        raise ValueError(f"{show(value)} is slower than the slowest rate, 1/day")
     if pps > U32_MAX:
-        raise ValueError(f"{_show(value)} is too large (at most {U32_MAX} packets per second)")
+        raise ValueError(f"{show(value)} is too large (at most {U32_MAX} packets per second)")
     return pps
 
 
@@ -657,7 +657,7 @@ def parse_rate(value: Any) -> int:
     number, unit = _number(value, _RATE_RE, "rate", "100mbit, 1.5gbit, 500kbit")
     bits = int(number * _RATE_UNITS.get(unit, 1))
     if bits < 1:
-        raise ValueError(f"{_show(value)} must be a rate of at least 1 bit/s")
+        raise ValueError(f"{show(value)} must be a rate of at least 1 bit/s")
     return bits
 
 
@@ -666,7 +666,7 @@ def parse_size(value: Any) -> int:
     number, unit = _number(value, _SIZE_RE, "size in bytes", "1500, 64kb, 1mb, 1mib")
     size = int(number * _SIZE_UNITS.get(unit, 1))
     if size < 1:
-        raise ValueError(f"{_show(value)} must be a size of at least 1 byte")
+        raise ValueError(f"{show(value)} must be a size of at least 1 byte")
     return size
 
 
@@ -689,7 +689,7 @@ def _gc_paused() -> Iterator[None]:
 
 def _items(value: Any, line: int) -> list[tuple[Any, int]]:
     """A scalar or a list of them, each with its line."""
-    if isinstance(value, _Seq):
+    if isinstance(value, YamlSeq):
         return list(zip(value, value.lines, strict=True))
     return [(value, line)]
 
@@ -733,29 +733,29 @@ class _Parser:
 
     # ---- generic field readers
 
-    def check_keys(self, mp: _Map, allowed: Sequence[str], where: str) -> None:
+    def check_keys(self, mp: YamlMap, allowed: Sequence[str], where: str) -> None:
         for key in mp:
             if key not in allowed:
-                self.fail(mp.key_lines[key], f"unknown key {_show(key)} {where}{_suggest(key, allowed)}")
+                self.fail(mp.key_lines[key], f"unknown key {show(key)} {where}{_suggest(key, allowed)}")
 
-    def mapping(self, value: Any, line: int, field: str, hint: str = "") -> _Map:
-        if not isinstance(value, _Map):
-            self.fail(line, f"{field}: expected a mapping{hint}, got {_show(value)}")
+    def mapping(self, value: Any, line: int, field: str, hint: str = "") -> YamlMap:
+        if not isinstance(value, YamlMap):
+            self.fail(line, f"{field}: expected a mapping{hint}, got {show(value)}")
         return value
 
-    def choice(self, mp: _Map, key: str, choices: Sequence[str], default: str) -> str:
+    def choice(self, mp: YamlMap, key: str, choices: Sequence[str], default: str) -> str:
         if key not in mp:
             return default
         value = mp[key]
         if not isinstance(value, str) or value not in choices:
             alts = " or ".join(choices)
-            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
-            self.fail(mp.value_lines[key], f"{key}: {_show(value)} must be {alts}{hint}")
+            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+            self.fail(mp.value_lines[key], f"{key}: {show(value)} must be {alts}{hint}")
         return value
 
     def integer(self, value: Any, line: int, field: str, lo: int, hi: int) -> int:
-        if not _is_int(value):
-            self.fail(line, f"{field}: {_show(value)} is not an integer")
+        if not is_int(value):
+            self.fail(line, f"{field}: {show(value)} is not an integer")
         if not lo <= value <= hi:
             self.fail(line, f"{field}: {value} is out of range ({lo}-{hi})")
         return int(value)
@@ -764,13 +764,13 @@ class _Parser:
         """integer(), also for a number written as a string of digits ("22")."""
         if isinstance(value, str):
             if len(value.strip()) > _MAX_DIGITS:
-                self.fail(line, f"{field}: {_show(value)} is out of range ({lo}-{hi})")
+                self.fail(line, f"{field}: {show(value)} is out of range ({lo}-{hi})")
             value = int(value)
         return self.integer(value, line, field, lo, hi)
 
     def positive(self, value: Any, line: int, field: str, unit: str) -> int:
-        if not _is_int(value) or value < 1:
-            self.fail(line, f"{field}: {_show(value)} must be a positive integer ({unit})")
+        if not is_int(value) or value < 1:
+            self.fail(line, f"{field}: {show(value)} must be a positive integer ({unit})")
         if value > U32_MAX:
             self.fail(line, f"{field}: {value} is too large (at most {U32_MAX})")
         return int(value)
@@ -788,21 +788,21 @@ class _Parser:
     def ruleset(self, doc: Any) -> RuleSet:
         if doc is None:
             self.fail(1, "the rule file is empty (it needs at least version: 1)")
-        if not isinstance(doc, _Map):
-            line = doc.line if isinstance(doc, _Seq) else 1
+        if not isinstance(doc, YamlMap):
+            line = doc.line if isinstance(doc, YamlSeq) else 1
             self.fail(
                 line,
-                f"the rule file must be a mapping (version, sets, ingress, egress, ...), got {_show(doc)}",
+                f"the rule file must be a mapping (version, sets, ingress, egress, ...), got {show(doc)}",
             )
         self.check_keys(doc, TOP_KEYS, "at the top level")
 
         if "version" not in doc:
             self.fail(doc.line, 'missing "version" (this xdpguard reads version: 1)')
         version = doc["version"]
-        if not _is_int(version) or version != 1:
+        if not is_int(version) or version != 1:
             self.fail(
                 doc.value_lines["version"],
-                f"version: {_show(version)} is not supported (this xdpguard reads version: 1)",
+                f"version: {show(version)} is not supported (this xdpguard reads version: 1)",
             )
 
         mode = self.choice(doc, "mode", ("enforce", "audit"), "enforce")
@@ -830,7 +830,7 @@ class _Parser:
             warnings=tuple(self.warnings),
         )
 
-    def state_timeouts(self, doc: _Map) -> StateTimeouts:
+    def state_timeouts(self, doc: YamlMap) -> StateTimeouts:
         if "state_timeouts" not in doc:
             return StateTimeouts()
         mp = self.mapping(doc["state_timeouts"], doc.value_lines["state_timeouts"], "state_timeouts")
@@ -848,31 +848,31 @@ class _Parser:
                     # xg_config keeps timeouts as u32 seconds: more would wrap to a short one.
                     self.fail(
                         mp.value_lines[key],
-                        f"state_timeouts.{key}: {_show(mp[key])} is longer than the flow table keeps "
+                        f"state_timeouts.{key}: {show(mp[key])} is longer than the flow table keeps "
                         f"({U32_MAX} s, about 136 years)",
                     )
         return StateTimeouts(**values)
 
-    def table_size(self, doc: _Map, key: str, default: int) -> int:
+    def table_size(self, doc: YamlMap, key: str, default: int) -> int:
         if key not in doc:
             return default
         return self.integer(doc[key], doc.value_lines[key], key, TABLE_SIZE_MIN, TABLE_SIZE_MAX)
 
     # ---- sets
 
-    def parse_sets(self, sets: _Map) -> None:
+    def parse_sets(self, sets: YamlMap) -> None:
         for name, value in sets.items():
             line = sets.key_lines[name]
             if not isinstance(name, str) or not _SET_NAME_RE.fullmatch(name):
-                self.fail(line, f"set name {_show(name)} may only use letters, digits, '_', '.' and '-'")
+                self.fail(line, f"set name {show(name)} may only use letters, digits, '_', '.' and '-'")
             vline = sets.value_lines[name]
-            if isinstance(value, _Seq):
+            if isinstance(value, YamlSeq):
                 prefixes: list[Prefix] = []
                 for item, iline in zip(value, value.lines, strict=True):
                     if not isinstance(item, str):
-                        self.fail(iline, f"set {name}: {_show(item)} is not an address or CIDR")
+                        self.fail(iline, f"set {name}: {show(item)} is not an address or CIDR")
                     if item.strip().startswith("@"):
-                        self.fail(iline, f"set {name}: {_show(item)}: a set cannot refer to another set")
+                        self.fail(iline, f"set {name}: {show(item)}: a set cannot refer to another set")
                     try:
                         prefixes.append(_parse_prefix(item.strip()))
                     except _BadPrefix as e:
@@ -880,9 +880,9 @@ class _Parser:
                 unique = tuple(sorted(set(prefixes), key=_prefix_key))
                 self.count_prefixes(len(unique), vline)
                 self.sets[name] = SetDef(name=name, prefixes=unique, file=None, line=line)
-            elif isinstance(value, _Map) and "dynamic" in value:
+            elif isinstance(value, YamlMap) and "dynamic" in value:
                 self.sets[name] = self.dynamic_set(name, value, line)
-            elif isinstance(value, _Map):
+            elif isinstance(value, YamlMap):
                 for key in DYNAMIC_SET_KEYS:
                     if key in value:
                         self.fail(
@@ -898,10 +898,10 @@ class _Parser:
             else:
                 self.fail(
                     vline,
-                    f"set {name}: {_show(value)} must be a list of addresses/CIDRs or {{file: path}}",
+                    f"set {name}: {show(value)} must be a list of addresses/CIDRs or {{file: path}}",
                 )
 
-    def dynamic_set(self, name: str, mp: _Map, line: int) -> SetDef:
+    def dynamic_set(self, name: str, mp: YamlMap, line: int) -> SetDef:
         """`{dynamic: true, timeout: DUR, size: N}`: elements come from `xdpguard set` at run time."""
         vl = mp.value_lines
         if "file" in mp:
@@ -913,7 +913,7 @@ class _Parser:
         if mp["dynamic"] is not True:
             self.fail(
                 vl["dynamic"],
-                f"set {name}: dynamic: {_show(mp['dynamic'])} must be true "
+                f"set {name}: dynamic: {show(mp['dynamic'])} must be true "
                 "(a static set is a list of addresses or {file: path})",
             )
         # The name becomes part of pinned map names: keep it as short as a rule name.
@@ -934,16 +934,16 @@ class _Parser:
 
     def set_file(self, name: str, rel: Any, line: int, set_line: int) -> SetDef:
         if not isinstance(rel, str) or not rel.strip():
-            self.fail(line, f"set {name}: file: {_show(rel)} is not a file path")
+            self.fail(line, f"set {name}: file: {show(rel)} is not a file path")
         path = self.base_dir / rel
         fname = str(path)
         problem = _set_file_problem(path)
         if problem:
-            self.fail(line, f"set {name}: {_show(fname)} {problem}")
+            self.fail(line, f"set {name}: {show(fname)} {problem}")
         try:
             data = path.read_bytes()
         except OSError as e:
-            self.fail(line, f"set {name}: cannot read {_show(fname)}: {e.strerror or e}")
+            self.fail(line, f"set {name}: cannot read {show(fname)}: {e.strerror or e}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -955,7 +955,7 @@ class _Parser:
 
     # ---- directions and rules
 
-    def direction(self, doc: _Map, key: str) -> Direction:
+    def direction(self, doc: YamlMap, key: str) -> Direction:
         if key not in doc:
             return Direction(default=Action.ALLOW, rules=())
         mp = self.mapping(doc[key], doc.value_lines[key], key, " with default and rules")
@@ -964,8 +964,8 @@ class _Parser:
         if "rules" not in mp:
             return Direction(default=Action(default), rules=())
         rules = mp["rules"]
-        if not isinstance(rules, _Seq):
-            self.fail(mp.value_lines["rules"], f"{key}.rules: expected a list of rules, got {_show(rules)}")
+        if not isinstance(rules, YamlSeq):
+            self.fail(mp.value_lines["rules"], f"{key}.rules: expected a list of rules, got {show(rules)}")
         if len(rules) > MAX_RULES:
             self.fail(
                 mp.value_lines["rules"],
@@ -980,33 +980,33 @@ class _Parser:
             extra = guards[MAX_CONTINUE]
             self.fail(
                 extra.line,
-                f"rule {_show(extra.name)}: {key} has {len(guards)} rules with action continue; "
+                f"rule {show(extra.name)}: {key} has {len(guards)} rules with action continue; "
                 f"at most {MAX_CONTINUE} per direction (merge guards that share a limit)",
             )
         return Direction(default=Action(default), rules=parsed)
 
     def rule(self, r: Any, line: int, direction: str, names: dict[str, int]) -> Rule:
-        if not isinstance(r, _Map):
+        if not isinstance(r, YamlMap):
             self.fail(
-                line, f"{direction} rule: expected a mapping with name, match and action, got {_show(r)}"
+                line, f"{direction} rule: expected a mapping with name, match and action, got {show(r)}"
             )
-        label = f"rule {_show(r['name'])}" if isinstance(r.get("name"), str) else f"{direction} rule"
+        label = f"rule {show(r['name'])}" if isinstance(r.get("name"), str) else f"{direction} rule"
         self.check_keys(r, RULE_KEYS, f"in {label}")
         if "name" not in r:
             self.fail(r.line, f'{direction} rule has no "name"')
         name = r["name"]
         name_line = r.value_lines["name"]
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            self.fail(name_line, f"name: {_show(name)} must be 1-64 letters, digits, '_', '.' or '-'")
+            self.fail(name_line, f"name: {show(name)} must be 1-64 letters, digits, '_', '.' or '-'")
         if name in names:
             self.fail(
                 name_line,
-                f"name: {_show(name)} is already used by the {direction} rule at line {names[name]}",
+                f"name: {show(name)} is already used by the {direction} rule at line {names[name]}",
             )
         names[name] = name_line
 
         if "match" not in r:
-            self.fail(r.line, f'rule {_show(name)} has no "match" (use match: {{}} to match every IP packet)')
+            self.fail(r.line, f'rule {show(name)} has no "match" (use match: {{}} to match every IP packet)')
         match = self.match(
             self.mapping(r["match"], r.value_lines["match"], "match", " (use {} to match every IP packet)"),
             direction,
@@ -1023,52 +1023,52 @@ class _Parser:
             if action == Action.CONTINUE and rate_limit is None:
                 self.fail(
                     r.value_lines["action"],
-                    f'rule {_show(name)}: action "continue" needs a rate_limit (packets within the '
+                    f'rule {show(name)}: action "continue" needs a rate_limit (packets within the '
                     "limit go on to the next rule, packets over it are dropped)",
                 )
         elif rate_limit is not None:
             action = Action.ALLOW
         else:
             self.fail(
-                r.line, f'rule {_show(name)} has no "action" (allow, drop, or continue with a rate_limit)'
+                r.line, f'rule {show(name)} has no "action" (allow, drop, or continue with a rate_limit)'
             )
         syn_cookies = self.syn_cookies(r, name, direction, action, match) if "syn_cookies" in r else False
         return Rule(
             name=name, match=match, action=action, rate_limit=rate_limit, line=r.line, syn_cookies=syn_cookies
         )
 
-    def syn_cookies(self, r: _Map, name: str, direction: str, action: Action, match: Match) -> bool:
+    def syn_cookies(self, r: YamlMap, name: str, direction: str, action: Action, match: Match) -> bool:
         """syn_cookies: true answers SYNs in the data plane: ingress, allow, TCP only."""
         line = r.value_lines["syn_cookies"]
         value = r["syn_cookies"]
         if not isinstance(value, bool):
-            self.fail(line, f"syn_cookies: expected true or false, got {_show(value)}")
+            self.fail(line, f"syn_cookies: expected true or false, got {show(value)}")
         if not value:
             return False
         if direction != "ingress":
             self.fail(
                 line,
-                f"syn_cookies: rule {_show(name)} is an {direction} rule; SYN cookies answer "
+                f"syn_cookies: rule {show(name)} is an {direction} rule; SYN cookies answer "
                 "SYNs that arrive, so they are for ingress rules only",
             )
         if action != Action.ALLOW:
             self.fail(
                 line,
-                f"syn_cookies: rule {_show(name)} has action {action.value}; SYN cookies "
+                f"syn_cookies: rule {show(name)} has action {action.value}; SYN cookies "
                 "admit connections, so they need action: allow",
             )
         if match.protos != frozenset({IPPROTO_TCP}):
             got = "any protocol" if match.protos is None else f"proto {_proto_list(match.protos)}"
             self.fail(
                 line,
-                f"syn_cookies: rule {_show(name)} matches {got}; SYN cookies need a match "
+                f"syn_cookies: rule {show(name)} matches {got}; SYN cookies need a match "
                 "on TCP only (proto: tcp, or tcp_flags)",
             )
         return True
 
     # ---- match
 
-    def match(self, mp: _Map, direction: str) -> Match:
+    def match(self, mp: YamlMap, direction: str) -> Match:
         self.check_keys(mp, MATCH_KEYS, "in match")
         vl = mp.value_lines
 
@@ -1080,7 +1080,7 @@ class _Parser:
         if src_fams is not None and dst_fams is not None and not src_fams & dst_fams:
             self.fail(
                 vl["dst"],
-                f"dst: {_show(mp['dst'])} is {_family_names(dst_fams)} only but src is "
+                f"dst: {show(mp['dst'])} is {_family_names(dst_fams)} only but src is "
                 f"{_family_names(src_fams)} only: the rule can never match",
             )
         addr_fams = src_fams if dst_fams is None else dst_fams if src_fams is None else src_fams & dst_fams
@@ -1097,19 +1097,18 @@ class _Parser:
             if protos is not None and protos != {IPPROTO_TCP}:
                 self.fail(
                     vl["tcp_flags"],
-                    f"tcp_flags: {_show(mp['tcp_flags'])} needs proto tcp, "
-                    f"but proto is {_proto_list(protos)}",
+                    f"tcp_flags: {show(mp['tcp_flags'])} needs proto tcp, but proto is {_proto_list(protos)}",
                 )
             protos = frozenset({IPPROTO_TCP})
             proto_line = proto_line or vl["tcp_flags"]
 
         icmp = None
         if "icmp_code" in mp and "icmp_type" not in mp:
-            self.fail(vl["icmp_code"], f"icmp_code: {_show(mp['icmp_code'])} needs an icmp_type")
+            self.fail(vl["icmp_code"], f"icmp_code: {show(mp['icmp_code'])} needs an icmp_type")
         if "icmp_type" in mp:
             if tcp_flags is not None:
                 self.fail(
-                    vl["icmp_type"], f"icmp_type: {_show(mp['icmp_type'])} cannot be combined with tcp_flags"
+                    vl["icmp_type"], f"icmp_type: {show(mp['icmp_type'])} cannot be combined with tcp_flags"
                 )
             icmp = self.icmp(mp, protos, addr_fams)
             protos = frozenset(p for p, _ in icmp.types)
@@ -1127,7 +1126,7 @@ class _Parser:
                 verb = "has" if len(no_ports) == 1 else "have"
                 self.fail(
                     vl[key],
-                    f"{key}: {_show(mp[key])} needs proto tcp, udp or sctp; "
+                    f"{key}: {show(mp[key])} needs proto tcp, udp or sctp; "
                     f"{_proto_list(no_ports)} {verb} no ports",
                 )
             if key == "sport":
@@ -1151,8 +1150,7 @@ class _Parser:
             if direction != "ingress":
                 self.fail(
                     vl["state"],
-                    f"state: {_show(mp['state'])}: state is an ingress condition "
-                    "(egress rules cannot use it)",
+                    f"state: {show(mp['state'])}: state is an ingress condition (egress rules cannot use it)",
                 )
             state = State(self.choice(mp, "state", ("established", "new"), "new"))
 
@@ -1167,27 +1165,27 @@ class _Parser:
             state=state,
         )
 
-    def addr(self, mp: _Map, key: str) -> AddrMatch:
+    def addr(self, mp: YamlMap, key: str) -> AddrMatch:
         value = mp[key]
         line = mp.value_lines[key]
-        if isinstance(value, _Seq) and not value:
+        if isinstance(value, YamlSeq) and not value:
             self.fail(line, f"{key}: empty list (give an address, a CIDR, @set or a list of these)")
         inline: list[Prefix] = []
         set_names: list[str] = []
         dynamic: list[str] = []
         for item, iline in _items(value, line):
             if not isinstance(item, str):
-                hint = " (quote IPv6 addresses)" if _is_int(item) else ""
-                self.fail(iline, f"{key}: {_show(item)} is not an address, CIDR or @set{hint}")
+                hint = " (quote IPv6 addresses)" if is_int(item) else ""
+                self.fail(iline, f"{key}: {show(item)} is not an address, CIDR or @set{hint}")
             text = item.strip()
             if text.startswith("@"):
                 set_name = text[1:]
                 if set_name not in self.sets:
                     known = [f"@{n}" for n in self.sets]
-                    hint = _did_you_mean(text, known) or (
+                    hint = did_you_mean(text, known) or (
                         f" (defined sets: {', '.join(known)})" if known else " (no sets are defined)"
                     )
-                    self.fail(iline, f"{key}: unknown set {_show(text)}{hint}")
+                    self.fail(iline, f"{key}: unknown set {show(text)}{hint}")
                 if set_name not in set_names:
                     set_names.append(set_name)
                     if self.sets[set_name].dynamic:
@@ -1210,29 +1208,29 @@ class _Parser:
         return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic))
 
     def protos(self, value: Any, line: int) -> frozenset[int]:
-        if isinstance(value, _Seq) and not value:
+        if isinstance(value, YamlSeq) and not value:
             self.fail(line, "proto: empty list (give a protocol or a list of them)")
         result: set[int] = set()
         for item, iline in _items(value, line):
-            if _is_int(item):
+            if is_int(item):
                 result.add(self.integer(item, iline, "proto", 0, 255))
             elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
                 result.add(self.integer_or_text(item, iline, "proto", 0, 255))
             elif isinstance(item, str) and item.strip().lower() in PROTO_NAMES:
                 result.add(PROTO_NAMES[item.strip().lower()])
             else:
-                hint = _did_you_mean(item, list(PROTO_NAMES)) if isinstance(item, str) else ""
+                hint = did_you_mean(item, list(PROTO_NAMES)) if isinstance(item, str) else ""
                 self.fail(
-                    iline, f"proto: {_show(item)} is not tcp, udp, icmp, icmpv6, sctp or a number 0-255{hint}"
+                    iline, f"proto: {show(item)} is not tcp, udp, icmp, icmpv6, sctp or a number 0-255{hint}"
                 )
         return frozenset(result)
 
     def ports(self, value: Any, line: int, key: str) -> tuple[PortRange, ...]:
-        if isinstance(value, _Seq) and not value:
+        if isinstance(value, YamlSeq) and not value:
             self.fail(line, f"{key}: empty list (give a port, a range or a list of them)")
         ranges: list[PortRange] = []
         for item, iline in _items(value, line):
-            if _is_int(item):
+            if is_int(item):
                 if not 0 <= item <= 65535:
                     self.fail(iline, f"{key}: {item} is out of range (ports are 0-65535)")
                 ranges.append(PortRange(item, item))
@@ -1242,15 +1240,15 @@ class _Parser:
             lo_text = lo_text.strip()
             hi_text = hi_text.strip() if dash else lo_text
             if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
-                self.fail(iline, f'{key}: {_show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
+                self.fail(iline, f'{key}: {show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
             if max(len(lo_text), len(hi_text)) > _MAX_DIGITS:
-                self.fail(iline, f"{key}: {_show(item)} is out of range (ports are 0-65535)")
+                self.fail(iline, f"{key}: {show(item)} is out of range (ports are 0-65535)")
             lo, hi = int(lo_text), int(hi_text)
             for port in (lo, hi):
                 if port > 65535:
-                    self.fail(iline, f"{key}: {_show(item)}: {port} is out of range (ports are 0-65535)")
+                    self.fail(iline, f"{key}: {show(item)}: {port} is out of range (ports are 0-65535)")
             if lo > hi:
-                self.fail(iline, f"{key}: {_show(item)} is an empty range ({lo} > {hi})")
+                self.fail(iline, f"{key}: {show(item)} is an empty range ({lo} > {hi})")
             ranges.append(PortRange(lo, hi))
         ranges.sort()
         merged: list[PortRange] = []
@@ -1262,23 +1260,23 @@ class _Parser:
         return tuple(merged)
 
     def tcp_flags(self, value: Any, line: int) -> TcpFlags:
-        if isinstance(value, _Seq) and value and all(isinstance(v, str) for v in value):
+        if isinstance(value, YamlSeq) and value and all(isinstance(v, str) for v in value):
             tokens = [t for v in value for t in v.split(",")]
         elif isinstance(value, str):
             tokens = value.split(",")
         else:
-            self.fail(line, f'tcp_flags: {_show(value)} is not a list of flags (e.g. "syn,!ack")')
+            self.fail(line, f'tcp_flags: {show(value)} is not a list of flags (e.g. "syn,!ack")')
         set_mask = clear_mask = 0
         for token in tokens:
             token = token.strip()
             negate = token.startswith("!")
             flag = token[1:].strip().lower() if negate else token.lower()
             if flag not in TCP_FLAG_BITS:
-                what = "has an empty flag" if not flag else f"has an unknown flag {_show(flag)}"
+                what = "has an empty flag" if not flag else f"has an unknown flag {show(flag)}"
                 hint = (
                     _suggest(flag, list(TCP_FLAG_BITS)) if flag else f" (flags: {', '.join(TCP_FLAG_BITS)})"
                 )
-                self.fail(line, f"tcp_flags: {_show(value)} {what}{hint}")
+                self.fail(line, f"tcp_flags: {show(value)} {what}{hint}")
             if negate:
                 clear_mask |= TCP_FLAG_BITS[flag]
             else:
@@ -1286,17 +1284,17 @@ class _Parser:
         both = set_mask & clear_mask
         if both:
             names = ", ".join(n for n, b in TCP_FLAG_BITS.items() if both & b)
-            self.fail(line, f"tcp_flags: {_show(value)} both sets and clears {names}")
+            self.fail(line, f"tcp_flags: {show(value)} both sets and clears {names}")
         return TcpFlags(set_mask=set_mask, clear_mask=clear_mask)
 
-    def icmp(self, mp: _Map, protos: frozenset[int] | None, addr_fams: frozenset[int] | None) -> IcmpMatch:
+    def icmp(self, mp: YamlMap, protos: frozenset[int] | None, addr_fams: frozenset[int] | None) -> IcmpMatch:
         value = mp["icmp_type"]
         line = mp.value_lines["icmp_type"]
         if protos is not None:
             if not protos <= ICMP_PROTOS:
                 self.fail(
                     line,
-                    f"icmp_type: {_show(value)} needs proto icmp or icmpv6, "
+                    f"icmp_type: {show(value)} needs proto icmp or icmpv6, "
                     f"but proto is {_proto_list(protos)}",
                 )
             allowed = protos
@@ -1307,25 +1305,25 @@ class _Parser:
             allowed, why = frozenset({IPPROTO_ICMPV6}), "its addresses are IPv6 only"
         else:
             allowed, why = ICMP_PROTOS, ""
-        if isinstance(value, _Seq) and not value:
+        if isinstance(value, YamlSeq) and not value:
             self.fail(line, "icmp_type: empty list (give a type, a name or a list of them)")
 
         all_names = sorted(set(ICMP_TYPES[IPPROTO_ICMP]) | set(ICMP_TYPES[IPPROTO_ICMPV6]))
         types: set[tuple[int, int]] = set()
         for item, iline in _items(value, line):
-            if _is_int(item) or (isinstance(item, str) and item.strip().isascii() and item.strip().isdigit()):
+            if is_int(item) or (isinstance(item, str) and item.strip().isascii() and item.strip().isdigit()):
                 number = self.integer_or_text(item, iline, "icmp_type", 0, 255)
                 types.update((p, number) for p in allowed)
                 continue
             name = item.strip().lower() if isinstance(item, str) else None
             if name is None or name not in all_names:
-                hint = _did_you_mean(name, all_names) if name else ""
-                self.fail(iline, f"icmp_type: {_show(item)} is not an ICMP type number or name{hint}")
+                hint = did_you_mean(name, all_names) if name else ""
+                self.fail(iline, f"icmp_type: {show(item)} is not an ICMP type number or name{hint}")
             hits = [(p, ICMP_TYPES[p][name]) for p in sorted(allowed) if name in ICMP_TYPES[p]]
             if not hits:
                 only = "icmpv6" if name in ICMP_TYPES[IPPROTO_ICMPV6] else "icmp"
                 self.fail(
-                    iline, f"icmp_type: {_show(item)} exists only for {only}, but {why}: it can never match"
+                    iline, f"icmp_type: {show(item)} exists only for {only}, but {why}: it can never match"
                 )
             types.update(hits)
 
@@ -1333,7 +1331,7 @@ class _Parser:
         if "icmp_code" in mp:
             code_value = mp["icmp_code"]
             code_line = mp.value_lines["icmp_code"]
-            if isinstance(code_value, _Seq) and not code_value:
+            if isinstance(code_value, YamlSeq) and not code_value:
                 self.fail(code_line, "icmp_code: empty list (give a code or a list of them)")
             codes = frozenset(
                 self.integer(c, cl, "icmp_code", 0, 255) for c, cl in _items(code_value, code_line)
@@ -1342,19 +1340,19 @@ class _Parser:
 
     # ---- rate limits
 
-    def unquoted_per(self, mp: _Map) -> None:
+    def unquoted_per(self, mp: YamlMap) -> None:
         """`{per: source/24,48}` in flow style: YAML ends the value at the comma."""
         per = mp.get("per")
         if isinstance(per, str) and _PER_RE.fullmatch(per):
             for key in mp:
-                if _is_int(key) and mp[key] is None:
+                if is_int(key) and mp[key] is None:
                     self.fail(
                         mp.key_lines[key],
                         f'per: {per},{key} must be quoted inside {{...}} (per: "{per},{key}"): '
                         "YAML ends a value at a comma there",
                     )
 
-    def per(self, mp: _Map, families: frozenset[int]) -> tuple[str, int, int]:
+    def per(self, mp: YamlMap, families: frozenset[int]) -> tuple[str, int, int]:
         """(per as written, IPv4 prefix length, IPv6 prefix length); both 0 for per: rule."""
         if "per" not in mp:
             return "rule", 0, 0
@@ -1369,13 +1367,13 @@ class _Parser:
         if m is None:
             self.fail(
                 line,
-                f"per: {_show(value)} must be rule, source or source/N "
+                f"per: {show(value)} must be rule, source or source/N "
                 "(or source/A,B: A for IPv4, 0-32; B for IPv6, 0-128)",
             )
         if m.group(2) is None:
             n = int(m.group(1))
             if n > 128:
-                self.fail(line, f"per: {_show(value)}: N must be 0-128")
+                self.fail(line, f"per: {show(value)}: N must be 0-128")
             if n < 32 and 6 in families:
                 self.warn(
                     line,
@@ -1386,12 +1384,12 @@ class _Parser:
             return value, min(n, 32), n
         a, b = int(m.group(1)), int(m.group(2))
         if a > 32:
-            self.fail(line, f"per: {_show(value)}: the IPv4 length A must be 0-32")
+            self.fail(line, f"per: {show(value)}: the IPv4 length A must be 0-32")
         if b > 128:
-            self.fail(line, f"per: {_show(value)}: the IPv6 length B must be 0-128")
+            self.fail(line, f"per: {show(value)}: the IPv6 length B must be 0-128")
         return f"source/{a},{b}", a, b
 
-    def representable(self, mp: _Map, pps: Any, bps: int | None, burst: int) -> None:
+    def representable(self, mp: YamlMap, pps: Any, bps: int | None, burst: int) -> None:
         """Refuse what the limiter's nanosecond arithmetic cannot hold (xdpguard/rules/limits.py)."""
         vl = mp.value_lines
         if pps is not None:
@@ -1411,7 +1409,7 @@ class _Parser:
                 vl.get("burst", vl.get("bps", vl.get("pps", vl.get("rate", mp.line)))), f"burst: {problem}"
             )
 
-    def rate_limit(self, mp: _Map, direction: str, families: frozenset[int]) -> RateLimit:
+    def rate_limit(self, mp: YamlMap, direction: str, families: frozenset[int]) -> RateLimit:
         self.unquoted_per(mp)
         self.check_keys(mp, RATE_LIMIT_KEYS, "in rate_limit")
         vl = mp.value_lines
@@ -1463,7 +1461,7 @@ class _Parser:
                     # A bucket smaller than a packet would drop every full-size packet.
                     self.fail(
                         vl["burst"],
-                        f"burst: {_show(value)} is less than one full-size frame ({MTU_BYTES} bytes "
+                        f"burst: {show(value)} is less than one full-size frame ({MTU_BYTES} bytes "
                         "with the Ethernet header and VLAN tags)",
                     )
 
@@ -1474,12 +1472,12 @@ class _Parser:
         if "block_for" in mp:
             if direction != "ingress":
                 self.fail(
-                    vl["block_for"], f"block_for: {_show(mp['block_for'])}: blocking sources is ingress-only"
+                    vl["block_for"], f"block_for: {show(mp['block_for'])}: blocking sources is ingress-only"
                 )
             if per == "rule":
                 self.fail(
                     vl["block_for"],
-                    f"block_for: {_show(mp['block_for'])} needs per: source or source/N "
+                    f"block_for: {show(mp['block_for'])} needs per: source or source/N "
                     "(a per-rule bucket has no source to block)",
                 )
             # A family whose bucket is the whole family (length 0) would block
@@ -1488,7 +1486,7 @@ class _Parser:
             if whole:
                 self.fail(
                     vl["block_for"],
-                    f"block_for: {_show(mp['block_for'])} with per: {per} would block every source "
+                    f"block_for: {show(mp['block_for'])} with per: {per} would block every source "
                     f"(one bucket holds all {_family_names(frozenset(whole))} sources)",
                 )
             try:
@@ -1497,7 +1495,7 @@ class _Parser:
                 self.fail(vl["block_for"], f"block_for: {e}")
             problem = limits.block_problem(exact)
             if problem:
-                self.fail(vl["block_for"], f"block_for: {_show(mp['block_for'])} {problem}")
+                self.fail(vl["block_for"], f"block_for: {show(mp['block_for'])} {problem}")
             block_for = float(exact)
 
         return RateLimit(
@@ -1525,7 +1523,7 @@ def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) 
     if base_dir is None:
         base_dir = Path(".") if path.startswith("<") else Path(path).parent
     with _gc_paused():
-        doc = _load_yaml(text, path)
+        doc = load_yaml(text, path)
         return _Parser(path, base_dir).ruleset(doc)
 
 

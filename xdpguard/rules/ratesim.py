@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdpguard.rules.compile import LIMIT_BPS, NSEC, LimitPlan
+from xdpguard.rules.abi_consts import LIMIT_BPS
+from xdpguard.rules.compile import NSEC, LimitPlan
 from xdpguard.rules.packet import Packet
 
 _M64 = (1 << 64) - 1

@@ -55,15 +55,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from xdpguard import net
-from xdpguard.casetest import (
-    CLOCK_START_NS,
-    DEFAULT_DST_MAC,
-    DEFAULT_SRC_MAC,
-    OVER_NOTE,
-    Case,
-    Outcome,
-    plan_runs,
-)
+from xdpguard.cases.case import CLOCK_START_NS, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, Case, Outcome
+from xdpguard.cases.plan import OVER_NOTE, plan_runs
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
