@@ -8,6 +8,17 @@ PYTHON := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 LINTED := xdpguard tests bench scripts
 
+# The ClassBench rule sets and traces (bench/data/README.md says which files
+# and where they come from): $CLASSBENCH_DIR when set, else the checkout's
+# bench/data/classbench/, else a classbench/ data directory kept next to the
+# checkout (../shared/data/classbench) or at /work/shared/data/classbench,
+# where our build and CI machines keep it.  The
+# tests and benchmarks that use them skip, saying so, when none has the files.
+CLASSBENCH_DIR ?= $(firstword $(wildcard $(CURDIR)/bench/data/classbench/acl1_1k $(abspath $(CURDIR)/../shared/data/classbench)/acl1_1k $(abspath $(CURDIR)/../../shared/data/classbench)/acl1_1k /work/shared/data/classbench/acl1_1k))
+ifneq ($(CLASSBENCH_DIR),)
+export CLASSBENCH_DIR := $(patsubst %/acl1_1k,%,$(CLASSBENCH_DIR))
+endif
+
 .PHONY: setup test unit netns lint demo bench bench-quick clean install-systemd
 
 setup:
