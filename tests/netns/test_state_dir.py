@@ -48,6 +48,15 @@ from tests.netns.clihelp import (
 from tests.netns.traffic import Lab
 
 NOBODY = 65534
+AS_NOBODY = [
+    "setpriv",
+    f"--reuid={NOBODY}",
+    f"--regid={NOBODY}",
+    "--clear-groups",
+    "--inh-caps=-all,+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+    "--",
+]
 RULES_A = """\
     version: 1
     ingress:
@@ -339,12 +348,15 @@ def test_status_and_stats_need_root(lab: Lab, shared_dir: Path, tmp_path: Path) 
         g.apply(write_rules(tmp_path, RULES_A, "a.yaml"))
         env = lab_env(lab) | {"XDPGUARD_STATE_DIR": str(state), "HOME": "/tmp"}
         for cmd in ("status", "stats"):
+            # As uid nobody, holding only CAP_DAC_READ_SEARCH: enough to read
+            # the checkout and its virtualenv when they sit in a directory only
+            # root may enter (a 0700 CI workspace), and nothing that makes the
+            # process root or lets it use bpf(2).
             r = subprocess.run(
-                [sys.executable, "-m", "xdpguard", cmd],
+                [*AS_NOBODY, sys.executable, "-m", "xdpguard", cmd],
                 capture_output=True,
                 text=True,
                 env=env,
-                user=NOBODY,
                 timeout=60,
                 cwd=REPO,
             )
