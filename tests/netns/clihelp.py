@@ -394,3 +394,32 @@ def quiet_lab(tmp_dir: Path) -> Iterator[Lab]:
             bpffs.rmdir()
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"still pinned under {bpffs} after the tests: {left}"
+
+
+# Two one-rule sets whose verdicts tell them apart on the wire: A lets mdns
+# in and drops discard; B the other way round.  `seen` says which of the two
+# probes arrived, so a test reads which set (if any) protects the interface.
+RULES_A = """\
+    version: 1
+    ingress:
+      default: allow
+      rules:
+        - {name: drop-discard, match: {proto: udp, dport: 9}, action: drop}
+"""
+RULES_B = """\
+    version: 1
+    ingress:
+      default: allow
+      rules:
+        - {name: drop-mdns, match: {proto: udp, dport: 5353}, action: drop}
+"""
+UNFILTERED = {"mdns", "discard"}
+AS_A = {"mdns"}
+AS_B = {"discard"}
+
+
+def seen(lab: Lab, b: Side | None = None) -> set[str]:
+    """The probes (mdns, discard) that reach side b (default: the lab's b)."""
+    fx = Frames(lab.a, b or lab.b)
+    arrived, _ = send_and_see(lab, {"mdns": fx.udp(dport=5353), "discard": fx.udp(dport=9)})
+    return arrived

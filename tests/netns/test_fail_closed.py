@@ -29,7 +29,11 @@ from pathlib import Path
 import pytest
 
 from tests.netns.clihelp import (
-    Frames,
+    AS_A,
+    AS_B,
+    RULES_A,
+    RULES_B,
+    UNFILTERED,
     Guard,
     describe,
     expect_ok,
@@ -37,43 +41,18 @@ from tests.netns.clihelp import (
     ip_link_show,
     lab_env,
     run_cli,
-    send_and_see,
+    seen,
     write_rules,
 )
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
 from xdpguard.datapath import bpf
 
-# A lets mdns in and drops discard; B the other way round.
-RULES_A = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - {name: drop-discard, match: {proto: udp, dport: 9}, action: drop}
-"""
-RULES_B = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - {name: drop-mdns, match: {proto: udp, dport: 5353}, action: drop}
-"""
-UNFILTERED = {"mdns", "discard"}
-AS_A = {"mdns"}
-AS_B = {"discard"}
-
 
 @pytest.fixture
 def guard(lab: Lab) -> Iterator[Guard]:
     with guarded(lab) as g:
         yield g
-
-
-def seen(lab: Lab, b: Side | None = None) -> set[str]:
-    fx = Frames(lab.a, b or lab.b)
-    arrived, _ = send_and_see(lab, {"mdns": fx.udp(dport=5353), "discard": fx.udp(dport=9)})
-    return arrived
 
 
 def recreate(lab: Lab) -> None:

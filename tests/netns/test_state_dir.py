@@ -33,8 +33,12 @@ from pathlib import Path
 import pytest
 
 from tests.netns.clihelp import (
+    AS_A,
+    AS_B,
     REPO,
-    Frames,
+    RULES_A,
+    RULES_B,
+    UNFILTERED,
     Guard,
     describe,
     expect_ok,
@@ -42,7 +46,7 @@ from tests.netns.clihelp import (
     lab_env,
     pins,
     run_cli,
-    send_and_see,
+    seen,
     write_rules,
 )
 from tests.netns.traffic import Lab
@@ -57,27 +61,6 @@ AS_NOBODY = [
     "--ambient-caps=+dac_read_search",
     "--",
 ]
-RULES_A = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - {name: drop-discard, match: {proto: udp, dport: 9}, action: drop}
-"""
-RULES_B = """\
-    version: 1
-    ingress:
-      default: allow
-      rules:
-        - {name: drop-mdns, match: {proto: udp, dport: 5353}, action: drop}
-"""
-AS_A, AS_B = {"mdns"}, {"discard"}
-
-
-def seen(lab: Lab) -> set[str]:
-    fx = Frames(lab.a, lab.b)
-    arrived, _ = send_and_see(lab, {"mdns": fx.udp(dport=5353), "discard": fx.udp(dport=9)})
-    return arrived
 
 
 class StateGuard(Guard):
@@ -248,7 +231,7 @@ def test_full_file_system_on_first_attach(lab: Lab, tmp_path: Path) -> None:
         filler = fill(fs, 0)
         r = g.cli("apply", write_rules(tmp_path, RULES_A, "a.yaml"), "--iface", lab.b.ifname)
         assert r.returncode == 1 and "no space left" in r.stderr and "Traceback" not in r.stderr, describe(r)
-        assert pins(lab) == [] and seen(lab) == {"mdns", "discard"}
+        assert pins(lab) == [] and seen(lab) == UNFILTERED
         filler.unlink()
 
 
@@ -264,7 +247,7 @@ def test_read_only_file_system(lab: Lab, tmp_path: Path) -> None:
             r = expect_ok(g.cli("status"))
             r = expect_ok(g.cli("detach", "--iface", lab.b.ifname))
             assert "detached" in r.stdout and "could not be removed" in r.stderr, describe(r)
-            assert pins(lab) == [] and seen(lab) == {"mdns", "discard"}
+            assert pins(lab) == [] and seen(lab) == UNFILTERED
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
 
