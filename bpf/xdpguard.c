@@ -676,12 +676,56 @@ static __always_inline int xg_group(struct xg_group_args *a)
 }
 
 
+/* xg_first_rule for a rule set of at most 64 rules (XG_CFG_WORDS): each
+ * selected bitmap is one word of xg_words, ANDed. */
+static __always_inline int xg_first_rule_words(const struct xg_sel *s, __u32 half, __u32 from)
+{
+	__u64 word = ~0ULL;
+
+	if (from >= 64 || half >= XG_NHALVES)
+		return XG_RULE_NONE;
+#pragma unroll
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 i = s->idx[f];
+
+		if (i >= XG_WORDS_CAP)
+			return XG_RULE_ERROR;
+		__u32 k = half * XG_WORDS_CAP + i;
+		__u64 *w = xg_words.lookup(&k);
+
+		if (!w)
+			return XG_RULE_ERROR;
+		__u64 x = *w;
+
+		if (f < XG_NOR) {
+			/* The dynamic-set OR operand (the field's own index again
+			 * when there is none: x | x = x). */
+			__u32 o = s->oridx[f & 1];
+
+			if (o >= XG_WORDS_CAP)
+				return XG_RULE_ERROR;
+			k = half * XG_WORDS_CAP + o;
+			w = xg_words.lookup(&k);
+			if (!w)
+				return XG_RULE_ERROR;
+			x |= *w;
+		}
+		word &= x;
+	}
+	word &= ~0ULL << from;
+	return word ? (int)xg_ctz64(word) : XG_RULE_NONE;
+}
+
 /* The first rule at or after `from` that every bitmap in `s` holds (see
  * xg_scan), in the rule set of `half`; `continue` rules scan again from the
  * rule after themselves, with the same selection. */
 static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, const struct xg_config *cfg,
 					 __u32 from)
 {
+	/* At most 64 rules: the bitmaps are words of a plain array, scanned
+	 * here with no call (see XG_WORDS_CAP). */
+	if (cfg->flags & XG_CFG_WORDS)
+		return xg_first_rule_words(s, half, from);
 	__u32 key = (half / XG_NVERSIONS) & 1;
 	struct xg_callbuf *cb = xg_callbuf.lookup(&key);
 

@@ -35,6 +35,11 @@
 #define XG_NVERSIONS 2
 #define XG_NDIRS 2
 #define XG_NHALVES (XG_NDIRS * XG_NVERSIONS)
+/* A rule set of at most 64 rules (one bitmap word) whose bitmaps number at
+ * most XG_WORDS_CAP also has each bitmap as one word of the plain array
+ * xg_words (XG_CFG_WORDS): the scan is then a few loads the verifier
+ * inlines, with no call and no map-in-map lookup. */
+#define XG_WORDS_CAP 4096
 
 enum xg_dir {
 	XG_DIR_INGRESS = 0,
@@ -120,6 +125,7 @@ enum xg_field {
 #define XG_CFG_HAS_BLOCK (1U << 5)    /* some rule has block_for: check blocked sources */
 #define XG_CFG_HAS_DYN (1U << 6)      /* some rule refers to a dynamic set: see xg_dyncfg */
 #define XG_CFG_STATE_FIRST (1U << 7)  /* rule 0 tests state only: ask the flow table before the scan */
+#define XG_CFG_WORDS (1U << 8)        /* the half's bitmaps are words of xg_words: see XG_WORDS_CAP */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0

@@ -46,6 +46,10 @@ BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVE
  * block each, indexed like the top entries: one lookup per field instead of
  * two.  Per half; both halves share one inner map per plan. */
 BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_flat, XG_NHALVES, XG_PIN("flat"));
+/* A rule set of at most 64 rules: each bitmap as one word, XG_WORDS_CAP per
+ * half, at half * XG_WORDS_CAP + its index (see XG_CFG_WORDS).  A plain
+ * array, so the verifier inlines the lookups. */
+BPF_TABLE_PINNED("array", __u32, __u64, xg_words, XG_NHALVES * XG_WORDS_CAP, XG_PIN("words"));
 
 BPF_TABLE_PINNED("percpu_array", __u32, struct xg_counter, xg_counters, XG_NDIRS * XG_MAX_SLOTS,
 		 XG_PIN("counters"));

@@ -67,6 +67,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "words": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.NHALVES * abi.WORDS_CAP),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
     "rule_tat": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"], abi.NDIRS * abi.MAX_SLOTS),
     "limiter": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["limiter"], 1),
@@ -97,7 +98,7 @@ SIZED_MAPS = {
 # the hash key is written right after the programs are loaded).
 LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch")
 # Pinned maps an older xdpguard lacked that a program replacement adds in place.
-ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", *DYN_PINS, *LIMITER_MAPS})
+ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", "words", *DYN_PINS, *LIMITER_MAPS})
 
 
 # Every map pin the programs may use (test_clock only in test builds), and
@@ -257,6 +258,17 @@ def flat_blocks(d: DirectionPlan) -> list[bytes]:
     return [block_bytes(tl.blocks[blk[0]]) if groups & 1 else zero for groups, blk in tl.tops]
 
 
+def uses_words(d: DirectionPlan) -> bool:
+    """Whether `d` is small enough for the one-word bitmaps (abi.CFG_WORDS)."""
+    return d.nwords == 1 and d.nbitmaps <= abi.WORDS_CAP
+
+
+def bitmap_words(d: DirectionPlan) -> list[int]:
+    """A one-word plan's bitmaps as their word each, in top-entry order."""
+    tl = d.two_level()
+    return [int.from_bytes(tl.blocks[blk[0]][:8], "little") if groups & 1 else 0 for groups, blk in tl.tops]
+
+
 def _top_slots(raw: bytes) -> list[int]:
     """The block slots a struct xg_top refers to, lowest group first."""
     v = _TOP.unpack(raw)
@@ -289,6 +301,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_HAS_DYN
     if d.uses_state and d.state_first:
         flags |= abi.CFG_STATE_FIRST
+    if uses_words(d):
+        flags |= abi.CFG_WORDS
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
@@ -634,6 +648,17 @@ def write_half(
         st.blocks = _place_blocks(dm, half, d, old, inner)
         inner.tops = [top_bytes(g, [inner.slots[b] for b in blk]) for g, blk in d.two_level().tops]
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
+    if uses_words(d):
+        # This half's entries of a plain array, read once the config below
+        # names the plan.  Compared with what the map holds, not with `old`:
+        # maps pinned by a version without this array hold zeros.
+        base = half * abi.WORDS_CAP
+        words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
+        now = B.map_lookup_range(dm["words"], base, len(words), 8)
+        idx = [i for i, w in enumerate(words) if now[i] != w]
+        if idx:
+            B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
+            st.array_updates += len(idx)
     if d.ngroups == 1 and inner.flat is None:
         inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
         st.blocks += d.nbitmaps

@@ -24,6 +24,10 @@ MAX_WORDS = MAX_RULES // 64
 NVERSIONS = 2
 NDIRS = 2
 NHALVES = NDIRS * NVERSIONS
+# A rule set of at most 64 rules with at most this many bitmaps also has each
+# bitmap as one word of a plain array (the `words` map): its scan is a few
+# loads the verifier inlines, no call and no map-in-map lookup.
+WORDS_CAP = 4096
 DIR_INGRESS = 0
 DIR_EGRESS = 1
 DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}
@@ -68,6 +72,7 @@ CFG_HAS_STATE = 1 << 4
 CFG_HAS_BLOCK = 1 << 5
 CFG_HAS_DYN = 1 << 6
 CFG_STATE_FIRST = 1 << 7
+CFG_WORDS = 1 << 8
 
 MAX_DYNSETS = 16
 MAX_DYNREFS = 16
