@@ -14,7 +14,9 @@ are not written again, so a one-rule change writes a few blocks and top
 entries, not the whole table.  A rule set of at most 4,096 rules (one
 group) also gets a flat table, one block per bitmap in top-entry order, so
 that a packet needs one lookup per field, not two; like the address
-tables it is built whole per plan and shared by both halves.
+tables it is built whole per plan and shared by both halves.  A set of at
+most 64 rules also has its bitmaps as one word each in the plain array
+`words`, which the program reads with inlined loads and no call.
 """
 
 from __future__ import annotations
