@@ -493,3 +493,24 @@ def test_apply_completes_maps_pinned_by_an_older_xdpguard(guard: Guard, lab: Lab
     # and the next apply finds everything in place
     again = guard.apply_json(path)
     assert again["changed"] is False and again["replaced_program"] is False, again
+
+
+def test_a_new_words_map_is_filled_before_the_programs_that_read_it(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """A set of at most 64 rules is scanned from the `words` array.  Pinned
+    maps without it (an older xdpguard, or a lost pin) get a new, empty one
+    with the new programs: the halves' words must be in it before the swap,
+    or every packet would miss every rule (here: the drop rule)."""
+    path = write_rules(tmp_path, RULES_BY_SOURCE.format(a=lab.a.ip4))
+    guard.apply(path)
+    (lab.bpffs / lab.b.ifname / "words").unlink()
+
+    res = guard.apply_json(path)
+    assert res["replaced_program"] is True, res
+    assert any("older xdpguard" in m and "words" in m for m in res["messages"]), res["messages"]
+    assert f"{lab.b.ifname}/words" in pins(lab)
+    fx = Frames(lab.a, lab.b)
+    arrived, _ = send_and_see(lab, {"discard": fx.udp(dport=9), "other": fx.udp(dport=10)})
+    assert arrived == {"other"}
+    st = guard.stats()
+    assert guard.rule("drop-discard-from-a", st)["packets"] == 1
+    assert st["ingress"]["error"]["packets"] == 0, st["ingress"]

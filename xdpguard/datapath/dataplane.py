@@ -649,7 +649,8 @@ class Dataplane:
 
         With fill_for (the plan the halves hold), address-table slots the
         load left empty (a map the old programs did not have) get that
-        plan's tables before the swap, so no packet meets an empty table.
+        plan's tables, and a new `words` map its words, before the swap, so
+        no packet meets an empty table.
         """
         from xdpguard.datapath import loader
 
@@ -665,6 +666,7 @@ class Dataplane:
                 M.ensure_limiter_key(m)  # maps an older xdpguard lacked are new and zero
                 if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
+                    M.fill_words(m, fill_for)
             for direction, (pin_name, _) in LINKS.items():
                 prog_pin = self.iface.pin(prog_pin_name(direction))
                 new_fd = loaded.prog_fds[direction]

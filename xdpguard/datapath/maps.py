@@ -650,17 +650,8 @@ def write_half(
         st.blocks = _place_blocks(dm, half, d, old, inner)
         inner.tops = [top_bytes(g, [inner.slots[b] for b in blk]) for g, blk in d.two_level().tops]
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
-    if uses_words(d):
-        # This half's entries of a plain array, read once the config below
-        # names the plan.  Compared with what the map holds, not with `old`:
-        # maps pinned by a version without this array hold zeros.
-        base = half * abi.WORDS_CAP
-        words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
-        now = B.map_lookup_range(dm["words"], base, len(words), 8)
-        idx = [i for i, w in enumerate(words) if now[i] != w]
-        if idx:
-            B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
-            st.array_updates += len(idx)
+    # Read once the config below names the plan.
+    st.array_updates += write_words(dm, half, d)
     if d.ngroups == 1 and inner.flat is None:
         inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
         st.blocks += d.nbitmaps
@@ -688,6 +679,39 @@ def write_half(
     if commit:
         commit_halves(dm, [hw])
     return st, hw
+
+
+def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
+    """Give `half` the `words` entries of `d` (if it uses them); returns the writes.
+
+    Compared with what the map holds, not with the plan the half held
+    before: a map that the programs have just created holds zeros.
+    """
+    if not uses_words(d):
+        return 0
+    base = half * abi.WORDS_CAP
+    words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
+    now = B.map_lookup_range(dm["words"], base, len(words), 8)
+    idx = [i for i, w in enumerate(words) if now[i] != w]
+    if idx:
+        B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
+    return len(idx)
+
+
+def fill_words(dm: Maps, plan: Plan) -> int:
+    """Give every half that holds `plan` its `words` entries.
+
+    Before new programs replace old ones: if the `words` map is new (pinned
+    by a version without it), a half whose config says it uses the words
+    must find them there before any packet reads it.
+    """
+    n = 0
+    for d in plan.directions():
+        for ver in range(abi.NVERSIONS):
+            half = half_of(d.name, ver)
+            if read_config(dm, half).plan_hash == plan.hash64:
+                n += write_words(dm, half, d)
+    return n
 
 
 def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
