@@ -495,7 +495,7 @@ def test_apply_completes_maps_pinned_by_an_older_xdpguard(guard: Guard, lab: Lab
     assert again["changed"] is False and again["replaced_program"] is False, again
 
 
-def test_a_new_words_map_is_filled_before_the_programs_that_read_it(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+def test_a_new_words_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_path: Path) -> None:
     """A set of at most 64 rules is scanned from the `words` array.  Pinned
     maps without it (an older xdpguard, or a lost pin) get a new, empty one
     with the new programs: the halves' words must be in it before the swap,
