@@ -279,6 +279,7 @@ class DirectionPlan:
     rules: tuple[RulePlan, ...]
     nwords: int
     tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
+    # Each match field's entries (rules/fields.py), named by Field.plan_attr or Field.pin.
     src4: LpmEntries
     dst4: LpmEntries
     src6: LpmEntries
