@@ -32,8 +32,9 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
-from xdpguard.rules.abi_consts import F_DST, F_EXTRA, F_SRC
+from xdpguard.rules.abi_consts import F_EXTRA
 from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, RulePlan
+from xdpguard.rules.fields import ADDR_ENTRIES, ARRAY, KEYED_FIELDS, Field
 from xdpguard.rules.model import Action, Mode
 
 DIRECTIONS = ("ingress", "egress")
@@ -60,11 +61,8 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
     "config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NHALVES),
     "addrs": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.ADDR_TABLES),
-    "proto": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PROTO_SIZE),
-    "sport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
-    "dport": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.PORT_SIZE),
-    "tflags": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.TFLAGS_SIZE),
-    "icmp": (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * abi.ICMP_SIZE),
+    # the keyed match fields' arrays (rules/fields.py): a bitmap-table index per key and half
+    **{f.pin: (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * f.space) for f in KEYED_FIELDS},
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
     "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
@@ -229,6 +227,12 @@ def expand(iv: Intervals, size: int) -> array[int]:
     return out
 
 
+def keyed_array(f: Field, d: DirectionPlan) -> array[int]:
+    """What a keyed field's array map holds for d: the bitmap-table index of every key."""
+    kept = getattr(d, f.pin)
+    return array("I", kept) if f.layout == ARRAY else expand(kept, f.space)
+
+
 _WORDS = struct.Struct(f"<{abi.GROUP_WORDS}Q")
 _TOP = struct.Struct(f"<{1 + abi.MAX_GROUPS}I")
 
@@ -380,10 +384,6 @@ class WriteStats:
         self.array_updates += o.array_updates
         self.bitmaps += o.bitmaps
         self.blocks += o.blocks
-
-
-# (plan attribute, field, IPv6): the four address tables of a direction.
-ADDR_FIELDS = (("src4", F_SRC, False), ("dst4", F_DST, False), ("src6", F_SRC, True), ("dst6", F_DST, True))
 
 
 @dataclass
@@ -619,30 +619,20 @@ def write_half(
         B.map_update(dm["config"], _u32(half), bytes(cfg))
 
     addrs: dict[int, int] = {}
-    for name, fld, v6 in ADDR_FIELDS:
+    for name, f, v6 in ADDR_ENTRIES:
         if old is not None and getattr(old, name) == getattr(d, name):
             continue  # the half's table already holds these entries
         if name not in inner.addrs:
             n_elems = _build_addr_table(inner, d, name, v6)
             st.addr_tables += 1
             st.addr_nodes += n_elems
-        addrs[abi.addr_table(half, fld, v6)] = inner.addrs[name]
+        addrs[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
 
-    st.array_updates += _write_array(
-        dm["proto"], half, abi.PROTO_SIZE, array("I", d.proto), array("I", old.proto) if old else None
-    )
-    st.array_updates += _write_array(
-        dm["tflags"], half, abi.TFLAGS_SIZE, array("I", d.tflags), array("I", old.tflags) if old else None
-    )
-    for name, size, new_iv, old_iv in (
-        ("sport", abi.PORT_SIZE, d.sport, old.sport if old else None),
-        ("dport", abi.PORT_SIZE, d.dport, old.dport if old else None),
-        ("icmp", abi.ICMP_SIZE, d.icmp, old.icmp if old else None),
-    ):
-        if old_iv is not None and new_iv == old_iv:
-            continue
+    for f in KEYED_FIELDS:
+        if old is not None and getattr(old, f.pin) == getattr(d, f.pin):
+            continue  # the half's array already holds these indexes
         st.array_updates += _write_array(
-            dm[name], half, size, expand(new_iv, size), expand(old_iv, size) if old_iv is not None else None
+            dm[f.pin], half, f.space, keyed_array(f, d), keyed_array(f, old) if old is not None else None
         )
 
     # Bitmaps: blocks placed once per plan (shared), top entries per half.
@@ -726,8 +716,8 @@ def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
     try:
         for d in plan.directions():
             for ver in range(abi.NVERSIONS):
-                for name, fld, v6 in ADDR_FIELDS:
-                    slot = abi.addr_table(half_of(d.name, ver), fld, v6)
+                for name, f, v6 in ADDR_ENTRIES:
+                    slot = abi.addr_table(half_of(d.name, ver), f.num, v6)
                     if _slot_filled(dm["addrs"], slot):
                         continue
                     if name not in inner[d.name].addrs:

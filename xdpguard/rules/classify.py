@@ -21,27 +21,10 @@ import bisect
 from dataclasses import dataclass, replace
 
 from xdpguard.rules import stride
-from xdpguard.rules.abi_consts import (
-    F_DPORT,
-    F_DST,
-    F_EXTRA,
-    F_ICMP,
-    F_PROTO,
-    F_SPORT,
-    F_SRC,
-    F_TFLAGS,
-    GROUP_RULES,
-    GROUP_WORDS,
-    MAX_RULES,
-)
-from xdpguard.rules.compile import (
-    ICMP_V6_BASE,
-    DirectionPlan,
-    Intervals,
-    Plan,
-    TwoLevel,
-)
-from xdpguard.rules.model import IPPROTO_ICMPV6, IPPROTO_TCP, Action, Mode
+from xdpguard.rules.abi_consts import F_DST, F_EXTRA, F_SRC, GROUP_RULES, GROUP_WORDS, MAX_RULES
+from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, TwoLevel
+from xdpguard.rules.fields import ADDR, ADDR_ENTRIES, ARRAY, FIELDS, INTERVALS, Field
+from xdpguard.rules.model import Action, Mode
 from xdpguard.rules.packet import MALFORMED, NON_IP, Packet
 from xdpguard.rules.ratesim import LimiterSim
 from xdpguard.rules.reference import DROP, PASS, DynContents, Verdict
@@ -60,13 +43,17 @@ class _Iv:
 class _Dir:
     plan: DirectionPlan
     scan: Scanner
-    src4: stride.Table
-    dst4: stride.Table
-    src6: stride.Table
-    dst6: stride.Table
-    sport: _Iv
-    dport: _Iv
-    icmp: _Iv
+    addrs: dict[str, stride.Table]  # the address tables, by plan attribute (src4...)
+    ivs: dict[int, _Iv]  # the INTERVALS fields' tables, by field number
+
+    def lookup(self, f: Field, pkt: Packet) -> int | None:
+        """Field f's bitmap-table index for the packet (None: the lookup failed)."""
+        key = getattr(pkt, f.packet)
+        if f.layout == ADDR:
+            return self.addrs[f.plan_attr(pkt.family != 4)].lookup(key)
+        if f.layout == ARRAY:
+            return int(getattr(self.plan, f.pin)[key])
+        return self.ivs[f.num].lookup(key)
 
 
 class PlanClassifier:
@@ -79,13 +66,8 @@ class PlanClassifier:
         return _Dir(
             d,
             Scanner(d.two_level(), d.ngroups),
-            stride.build(d.src4, 32),
-            stride.build(d.dst4, 32),
-            stride.build(d.src6, 128),
-            stride.build(d.dst6, 128),
-            _Iv(d.sport),
-            _Iv(d.dport),
-            _Iv(d.icmp),
+            {name: stride.build(getattr(d, name), 128 if v6 else 32) for name, _, v6 in ADDR_ENTRIES},
+            {f.num: _Iv(getattr(d, f.pin)) for f in FIELDS if f.layout == INTERVALS},
         )
 
     def classify(
@@ -156,28 +138,16 @@ class PlanClassifier:
                 picked.append(bases[fld] + local if combo is None else (bases[fld] + local, combo))
             return True
 
-        v4 = pkt.family == 4
-        ok = use(F_SRC, (dd.src4 if v4 else dd.src6).lookup(pkt.src))
-        ok = ok and use(F_DST, (dd.dst4 if v4 else dd.dst6).lookup(pkt.dst))
-        ok = ok and use(F_PROTO, d.proto[pkt.proto])
-        if not ok:
-            return None
+        for f in FIELDS:  # the IP header's fields: a failed lookup takes the default
+            if not f.l4 and not use(f.num, dd.lookup(f, pkt)):
+                return None
         picked.append(bases[F_EXTRA] + d.ones_idx)  # the program's stand-in for unused fields
         if pkt.later_fragment:
             picked.append(bases[F_EXTRA] + d.l4free_idx)
         else:
-            if pkt.sport is not None and pkt.dport is not None:
-                use(F_SPORT, dd.sport.lookup(pkt.sport))
-                use(F_DPORT, dd.dport.lookup(pkt.dport))
-            if pkt.proto == IPPROTO_TCP and pkt.tcp_flags is not None:
-                use(F_TFLAGS, d.tflags[pkt.tcp_flags])
-            if pkt.icmp_type is not None and pkt.icmp_code is not None:
-                key = (
-                    (ICMP_V6_BASE if pkt.proto == IPPROTO_ICMPV6 else 0)
-                    + (pkt.icmp_type << 8)
-                    + pkt.icmp_code
-                )
-                use(F_ICMP, dd.icmp.lookup(key))
+            for f in FIELDS:  # the L4 header's: looked up when the packet has the key
+                if f.l4 and getattr(pkt, f.packet) is not None:
+                    use(f.num, dd.lookup(f, pkt))
             if d.uses_state:
                 picked.append(bases[F_EXTRA] + (d.est_idx if pkt.in_flow else d.new_idx))
         return picked

@@ -34,35 +34,40 @@ from typing import Any
 from xdpguard.errors import RuleError
 from xdpguard.rules import limits
 from xdpguard.rules.abi_consts import (
-    F_DPORT,
-    F_DST,
     F_EXTRA,
-    F_ICMP,
-    F_PROTO,
-    F_SPORT,
-    F_SRC,
-    F_TFLAGS,
     GROUP_RULES,
     GROUP_WORDS,
-    ICMP_SIZE,
     LIMIT_BPS,
     LIMIT_PPS,
     MAX_BITMAPS,
     MAX_BLOCKS,
     MAX_DYNGROUPS,
     MAX_DYNREFS,
-    PORT_SIZE,
+    TFLAGS_SIZE,
     Bitmap,
     RuleEntry,
     Top,
+)
+from xdpguard.rules.fields import (
+    ADDR,
+    ADDR_ENTRIES,
+    ADDR_FIELDS,
+    ARRAY,
+    FIELD_NAMES,
+    FIELDS,
+    KEYED_FIELDS,
+    Field,
+    icmp_key,
 )
 from xdpguard.rules.model import (
     IPPROTO_ICMPV6,
     Action,
     AddrMatch,
     Direction,
+    IcmpMatch,
     Match,
     Mode,
+    PortRange,
     RateLimit,
     Rule,
     RuleSet,
@@ -70,9 +75,7 @@ from xdpguard.rules.model import (
     TcpFlags,
 )
 
-FIELD_NAMES = ("extra", "src", "dst", "proto", "sport", "dport", "tcp_flags", "icmp")  # by F_* number
 GROUP_BYTES = GROUP_RULES // 8
-ICMP_V6_BASE = ICMP_SIZE // 2  # ICMP key: (is_icmpv6 << 16) | (type << 8) | code
 
 # An interval table: (lo, hi, table index) covering the whole key space in order.
 Intervals = tuple[tuple[int, int, int], ...]
@@ -276,6 +279,7 @@ class DirectionPlan:
     rules: tuple[RulePlan, ...]
     nwords: int
     tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
+    # Each match field's entries (rules/fields.py), named by Field.plan_attr or Field.pin.
     src4: LpmEntries
     dst4: LpmEntries
     src6: LpmEntries
@@ -477,50 +481,21 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         for i, r in enumerate(rules)
     )
 
-    # Address fields: LPM entries with the bitmap of rules whose prefix contains them.
-    src4, src6, src_bms = _lpm_field(rules, lambda r: r.match.src, bits)
-    dst4, dst6, dst_bms = _lpm_field(rules, lambda r: r.match.dst, bits)
-
-    # Per value, the rules naming it plus the rules with no condition: a
-    # value no rule names shares the wildcard bitmap (one big int, not 256).
-    proto_any: list[int] = []
-    proto_of: dict[int, list[int]] = {}
-    for i, r in enumerate(rules):
-        if r.match.protos is None:
-            proto_any.append(i)
+    # Per field, the bitmap of every entry the plan keeps of it: each
+    # address prefix (with an LPM entry naming its bitmap), each key of an
+    # ARRAY field, each elementary interval of an INTERVALS field.
+    lpms: dict[int, tuple[LpmEntries, LpmEntries]] = {}
+    ivs: dict[int, list[tuple[int, int, Key]]] = {}
+    bms: dict[int, list[Key]] = {}
+    for f in FIELDS:
+        if f.layout == ADDR:
+            in4, in6, bms[f.num] = _lpm_field(rules, _condition(f), bits)
+            lpms[f.num] = (in4, in6)
+        elif f.layout == ARRAY:
+            bms[f.num] = _array_field(rules, f, bits)
         else:
-            for p in r.match.protos:
-                proto_of.setdefault(p, []).append(i)
-    any_bm = bits.key(_bits(proto_any))
-    proto_bm = [
-        bits.key(_bits(proto_any) | _bits(proto_of[p])) if p in proto_of else any_bm for p in range(256)
-    ]
-
-    sport_iv = _interval_field(rules, PORT_SIZE, _port_ranges("sport"), bits)
-    dport_iv = _interval_field(rules, PORT_SIZE, _port_ranges("dport"), bits)
-    icmp_iv = _interval_field(rules, ICMP_SIZE, _icmp_ranges, bits)
-
-    # The same for TCP flags, per distinct condition (rules share a few).
-    flags_any: list[int] = []
-    flags_of: dict[TcpFlags, list[int]] = {}
-    for i, r in enumerate(rules):
-        if r.match.tcp_flags is None:
-            flags_any.append(i)
-        else:
-            flags_of.setdefault(r.match.tcp_flags, []).append(i)
-    flags_any_bm = _bits(flags_any)
-    conds = [(tf, _bits(idx)) for tf, idx in flags_of.items()]
-    tflags_bm: list[Key] = []
-    seen: dict[int, Key] = {}  # by which conditions hold: 256 values, few distinct bitmaps
-    for f in range(256):
-        which = sum(1 << k for k, (tf, _) in enumerate(conds) if tf.matches(f))
-        if which not in seen:
-            bm = flags_any_bm
-            for k, (_, b) in enumerate(conds):
-                if which >> k & 1:
-                    bm |= b
-            seen[which] = bits.key(bm)
-        tflags_bm.append(seen[which])
+            ivs[f.num] = _interval_field(rules, f.space, _ranges(f), bits)
+            bms[f.num] = [b for _, _, b in ivs[f.num]]
 
     l4free = bits.key(_bits([i for i, r in enumerate(rules) if not r.match.has_l4]))
     est = bits.key(_bits([i for i, r in enumerate(rules) if r.match.state in (None, State.ESTABLISHED)]))
@@ -528,40 +503,34 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
     ones = bits.key(allones)
 
     # Deduplicate per field; each bitmap's index depends on its contents (see _place).
-    where: dict[int, dict[Key, int]] = {}  # id(table) -> where each bitmap is
-
-    def table(values: list[Key]) -> tuple[Key, ...]:
-        t, at = _place(sorted(set(values), key=bits.order), bits)
-        where[id(t)] = at
-        return t
-
     t_extra = tuple(sorted({l4free, est, new, ones}, key=bits.order))
-    t_src = table(src_bms)
-    t_dst = table(dst_bms)
-    t_proto = table(proto_bm)
-    t_sport = table([b for _, _, b in sport_iv])
-    t_dport = table([b for _, _, b in dport_iv])
-    t_tflags = table(tflags_bm)
-    t_icmp = table([b for _, _, b in icmp_iv])
-    tables = (t_extra, t_src, t_dst, t_proto, t_sport, t_dport, t_tflags, t_icmp)
-    pos = [where.get(id(t)) or {b: i for i, b in enumerate(t)} for t in tables]
-
-    def lpm(entries: LpmEntries, bitmaps: list[Key], fld: int) -> LpmEntries:
-        rank = [pos[fld][b] for b in bitmaps]
-        return [(a, plen, rank[i]) for a, plen, i in entries]
-
-    def ivs(entries: list[tuple[int, int, Key]], fld: int) -> Intervals:
-        p = pos[fld]
-        return tuple((lo, hi, p[b]) for lo, hi, b in entries)
+    tables = [t_extra]
+    pos = [{b: i for i, b in enumerate(t_extra)}]  # per field: where each bitmap is
+    for f in FIELDS:
+        t, at = _place(sorted(set(bms[f.num]), key=bits.order), bits)
+        tables.append(t)
+        pos.append(at)
 
     field_mask = 0
     for fld, t in enumerate(tables):
         if fld != F_EXTRA and t != (ones,):
             field_mask |= 1 << fld
+    # What the plan keeps of each field, by attribute (Field.pin, Field.plan_attr).
+    entries: dict[str, Any] = {}
+    for f in FIELDS:
+        at = pos[f.num]
+        if f.layout == ADDR:
+            rank = [at[b] for b in bms[f.num]]
+            for fam, lpm in enumerate(lpms[f.num]):
+                entries[f.plan_attr(fam == 1)] = [(a, plen, rank[i]) for a, plen, i in lpm]
+        elif f.layout == ARRAY:
+            entries[f.pin] = tuple(at[b] for b in bms[f.num])
+        else:
+            entries[f.pin] = tuple((lo, hi, at[b]) for lo, hi, b in ivs[f.num])
     dyn_refs: list[DynRef] = []
     dyn_groups: list[tuple[int, ...]] = []
-    for fld, get in ((F_SRC, _src), (F_DST, _dst)):
-        refs, groups = _dyn_field(rules, get, fld, dname, source)
+    for f in ADDR_FIELDS:
+        refs, groups = _dyn_field(rules, _condition(f), f.num, dname, source)
         dyn_refs += refs
         dyn_groups.append(groups)
     # The dynamic-set combinations are top entries after every table's.
@@ -575,15 +544,7 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         rules=rplans,
         nwords=nwords,
         tables=tuple(tuple(next(canon) for _ in t) for t in tables),
-        src4=lpm(src4, src_bms, F_SRC),
-        dst4=lpm(dst4, dst_bms, F_DST),
-        src6=lpm(src6, src_bms, F_SRC),
-        dst6=lpm(dst6, dst_bms, F_DST),
-        proto=tuple(pos[F_PROTO][b] for b in proto_bm),
-        sport=ivs(sport_iv, F_SPORT),
-        dport=ivs(dport_iv, F_DPORT),
-        tflags=tuple(pos[F_TFLAGS][b] for b in tflags_bm),
-        icmp=ivs(icmp_iv, F_ICMP),
+        **entries,
         l4free_idx=pos[F_EXTRA][l4free],
         est_idx=pos[F_EXTRA][est],
         new_idx=pos[F_EXTRA][new],
@@ -610,12 +571,20 @@ def _dyn_combos(groups: tuple[int, ...]) -> list[int]:
     return out
 
 
-def _src(r: Rule) -> AddrMatch | None:
-    return r.match.src
+def _condition(f: Field) -> Callable[[Rule], Any]:
+    """A rule's condition on field f: None for none (any value)."""
+    return lambda r: getattr(r.match, f.match)
 
 
-def _dst(r: Rule) -> AddrMatch | None:
-    return r.match.dst
+def _ranges(f: Field) -> Callable[[Rule], list[tuple[int, int]] | None]:
+    """A rule's condition on a keyed field as the ranges of keys it admits."""
+    to_ranges = _KEY_RANGES[f.name]
+
+    def get(r: Rule) -> list[tuple[int, int]] | None:
+        cond = getattr(r.match, f.match)
+        return None if cond is None else to_ranges(cond)
+
+    return get
 
 
 def _dyn_field(
@@ -798,28 +767,76 @@ def _lpm_field(
     return out[0], out[1], bitmaps
 
 
-def _port_ranges(attr: str) -> Callable[[Rule], list[tuple[int, int]] | None]:
-    def get(r: Rule) -> list[tuple[int, int]] | None:
-        pr = getattr(r.match, attr)
-        if pr is None:
-            return None
-        return [(x.lo, x.hi) for x in pr]
-
-    return get
+def _proto_ranges(protos: frozenset[int]) -> list[tuple[int, int]]:
+    return [(p, p) for p in protos]
 
 
-def _icmp_ranges(r: Rule) -> list[tuple[int, int]] | None:
-    m = r.match.icmp
-    if m is None:
-        return None
+def _port_ranges(ports: tuple[PortRange, ...]) -> list[tuple[int, int]]:
+    return [(x.lo, x.hi) for x in ports]
+
+
+def _flag_ranges(tf: TcpFlags) -> list[tuple[int, int]]:
+    return [(f, f) for f in range(TFLAGS_SIZE) if tf.matches(f)]
+
+
+def _icmp_ranges(m: IcmpMatch) -> list[tuple[int, int]]:
     keys: list[tuple[int, int]] = []
     for proto, typ in sorted(m.types):
-        base = (ICMP_V6_BASE if proto == IPPROTO_ICMPV6 else 0) + (typ << 8)
+        base = icmp_key(proto == IPPROTO_ICMPV6, typ, 0)
         if m.codes is None:
             keys.append((base, base + 255))
         else:
             keys.extend((base + c, base + c) for c in sorted(m.codes))
     return _merge(keys)
+
+
+# Per keyed field (rules/fields.py): the keys a rule's condition on it admits.
+_KEY_RANGES: dict[str, Callable[[Any], list[tuple[int, int]]]] = {
+    "proto": _proto_ranges,
+    "sport": _port_ranges,
+    "dport": _port_ranges,
+    "tcp_flags": _flag_ranges,
+    "icmp": _icmp_ranges,
+}
+
+
+def _array_field(rules: tuple[Rule, ...], f: Field, bits: _Interner) -> list[Key]:
+    """The bitmap of every key of an ARRAY field: the rules whose condition
+    admits the key, plus the rules with no condition on the field.
+
+    Rules share few distinct conditions, and keys that the same conditions
+    admit share a bitmap: each is made once (one big int, not one per key).
+    """
+    get = _condition(f)
+    to_ranges = _KEY_RANGES[f.name]
+    wild: list[int] = []
+    by_cond: dict[Any, list[int]] = {}
+    for i, r in enumerate(rules):
+        cond = get(r)
+        if cond is None:
+            wild.append(i)
+        else:
+            by_cond.setdefault(cond, []).append(i)
+    admitted: list[list[int]] = [[] for _ in range(f.space)]  # per key: the conditions admitting it
+    cond_bms = []
+    for c, (cond, idx) in enumerate(by_cond.items()):
+        cond_bms.append(_bits(idx))
+        for lo, hi in to_ranges(cond):
+            for k in range(lo, hi + 1):
+                admitted[k].append(c)
+    wild_bm = _bits(wild)
+    out: list[Key] = []
+    seen: dict[tuple[int, ...], Key] = {}
+    for conds in admitted:
+        which = tuple(conds)
+        key = seen.get(which)
+        if key is None:
+            bm = wild_bm
+            for c in which:
+                bm |= cond_bms[c]
+            key = seen[which] = bits.key(bm)
+        out.append(key)
+    return out
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -891,12 +908,11 @@ def _serialise(plan: Plan) -> bytes:
         tl = d.two_level()
         parts.append(_blob(b"".join(tl.blocks)))
         parts.append(_blob(array("I", [x for groups, blk in tl.tops for x in (groups, *blk)]).tobytes()))
-        for entries, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128)):
-            parts.append(_blob(_pack_lpm(entries, bits)))
-        parts.append(_blob(array("I", d.proto).tobytes()))
-        parts.append(_blob(array("I", d.tflags).tobytes()))
-        for iv in (d.sport, d.dport, d.icmp):
-            parts.append(_blob(array("I", [x for t in iv for x in t]).tobytes()))
+        for name, _, v6 in ADDR_ENTRIES:
+            parts.append(_blob(_pack_lpm(getattr(d, name), _addr_bits(v6))))
+        for f in _KEYED_ORDER:
+            flat = getattr(d, f.pin) if f.layout == ARRAY else [x for t in getattr(d, f.pin) for x in t]
+            parts.append(_blob(array("I", flat).tobytes()))
         if d.dyn_refs:
             for groups in d.dyn_groups:
                 parts.append(_blob(b"".join(b.to_bytes(d.nwords * 8, "little") for b in groups)))
@@ -934,6 +950,14 @@ def _dir_head_static(d: DirectionPlan) -> dict[str, object]:
         "table_sizes": [len(t) for t in d.tables],
         "blocks": len(d.two_level().blocks),
     }
+
+
+# The order the plan's bytes keep the keyed fields in: the ARRAY fields first.
+_KEYED_ORDER = tuple(sorted(KEYED_FIELDS, key=lambda f: f.layout != ARRAY))
+
+
+def _addr_bits(v6: bool) -> int:
+    return 128 if v6 else 32
 
 
 def _blob(b: bytes) -> bytes:
@@ -1030,13 +1054,13 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
         for size in dh["table_sizes"]:
             tables.append(tl.tops[at : at + size])
             at += size
-        lpms = [_unpack_lpm(blob(), bits) for bits in (32, 32, 128, 128)]
-        proto = tuple(array("I", blob()))
-        tflags = tuple(array("I", blob()))
-        ivs = []
-        for _ in range(3):
+        entries: dict[str, Any] = {name: _unpack_lpm(blob(), _addr_bits(v6)) for name, _, v6 in ADDR_ENTRIES}
+        for f in _KEYED_ORDER:
             flat = array("I", blob())
-            ivs.append(tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
+            if f.layout == ARRAY:
+                entries[f.pin] = tuple(flat)
+            else:
+                entries[f.pin] = tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))
         dyn_groups: list[tuple[int, ...]] = [(), ()]
         nbytes = dh["nwords"] * 8
         for fi, n in enumerate(dh.get("dyn_groups", ())):
@@ -1063,15 +1087,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 rules=rules,
                 nwords=dh["nwords"],
                 tables=tuple(tables),
-                src4=lpms[0],
-                dst4=lpms[1],
-                src6=lpms[2],
-                dst6=lpms[3],
-                proto=proto,
-                sport=ivs[0],
-                dport=ivs[1],
-                tflags=tflags,
-                icmp=ivs[2],
+                **entries,
                 l4free_idx=dh["l4free"],
                 est_idx=dh["est"],
                 new_idx=dh["new"],
@@ -1111,16 +1127,17 @@ RULE_VALUE_SIZE = ctypes.sizeof(RuleEntry)
 
 
 def map_entries(d: DirectionPlan) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in FIELDS:
+        if f.layout == ADDR:
+            out[f"{f.name}_v4"] = len(getattr(d, f.plan_attr(False)))
+            out[f"{f.name}_v6"] = len(getattr(d, f.plan_attr(True)))
+        elif f.layout == ARRAY:
+            out[f.name] = f.space
+        else:
+            out[f"{f.name}_intervals"] = len(getattr(d, f.pin))
     return {
-        "src_v4": len(d.src4),
-        "src_v6": len(d.src6),
-        "dst_v4": len(d.dst4),
-        "dst_v6": len(d.dst6),
-        "proto": 256,
-        "sport_intervals": len(d.sport),
-        "dport_intervals": len(d.dport),
-        "tcp_flags": 256,
-        "icmp_intervals": len(d.icmp),
+        **out,
         "bitmaps": d.nbitmaps,
         "bitmap_blocks": len(d.two_level().blocks),
         "rules": d.nrules,
@@ -1138,10 +1155,10 @@ def memory_estimate(plan: Plan) -> int:
     total = 0
     for d in plan.directions():
         addr = sum(
-            stride.build(e, bits).n_elems * stride.NODE_BYTES
-            for e, bits in ((d.src4, 32), (d.dst4, 32), (d.src6, 128), (d.dst6, 128))
+            stride.build(getattr(d, name), _addr_bits(v6)).n_elems * stride.NODE_BYTES
+            for name, _, v6 in ADDR_ENTRIES
         )
-        arrays = 4 * (256 + 2 * PORT_SIZE + 256 + ICMP_SIZE)
+        arrays = 4 * sum(f.space for f in KEYED_FIELDS)
         bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
         if d.ngroups == 1:  # the flat table: one block per bitmap
             bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE

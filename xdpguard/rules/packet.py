@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from xdpguard.rules.abi_consts import MAX_EXT_HDRS, MAX_VLAN_TAGS, NDP_FIRST, NDP_LAST, TCP_ACK, TCP_SYN
+from xdpguard.rules.fields import icmp_key
 from xdpguard.rules.model import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP
 
 ETH_P_IP = 0x0800
@@ -31,6 +32,11 @@ IP = "ip"
 
 @dataclass(frozen=True)
 class Packet:
+    """A frame as the classifiers see it.  The keys of the match fields
+    (rules/fields.py) are None when the packet has none: the parser sets
+    sport and dport together, tcp_flags for TCP only, icmp_type and
+    icmp_code together."""
+
     kind: str  # IP | NON_IP | MALFORMED
     length: int = 0
     family: int = 0
@@ -48,6 +54,13 @@ class Packet:
     @property
     def has_l4(self) -> bool:
         return self.sport is not None or self.icmp_type is not None
+
+    @property
+    def icmp_key(self) -> int | None:
+        """The ICMP field's key (rules/fields.py), or None for a packet without ICMP header."""
+        if self.icmp_type is None or self.icmp_code is None:
+            return None
+        return icmp_key(self.proto == IPPROTO_ICMPV6, self.icmp_type, self.icmp_code)
 
     @property
     def in_flow(self) -> bool:
