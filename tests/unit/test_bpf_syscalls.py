@@ -250,46 +250,22 @@ def test_array_of_maps_with_inner_of_other_size() -> None:
 
 # --- batches ---------------------------------------------------------------
 
-BATCH_TYPES = {  # name: (map type, key size, flags, commands the kernel batches)
-    "array": (bpf.BPF_MAP_TYPE_ARRAY, 4, 0, {"lookup", "update"}),
-    "percpu_array": (bpf.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 0, {"lookup", "update"}),
-    "hash": (bpf.BPF_MAP_TYPE_HASH, 4, 0, {"lookup", "update", "delete"}),
-    "lru_hash": (bpf.BPF_MAP_TYPE_LRU_HASH, 4, 0, {"lookup", "update", "delete"}),
-    "lpm_trie": (bpf.BPF_MAP_TYPE_LPM_TRIE, 8, bpf.BPF_F_NO_PREALLOC, {"lookup", "update", "delete"}),
+BATCH_TYPES = {  # name: (map type, key size, flags)
+    "array": (bpf.BPF_MAP_TYPE_ARRAY, 4, 0),
+    "percpu_array": (bpf.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 0),
+    "hash": (bpf.BPF_MAP_TYPE_HASH, 4, 0),
+    "lpm_trie": (bpf.BPF_MAP_TYPE_LPM_TRIE, 8, bpf.BPF_F_NO_PREALLOC),
 }
 
 
 @kernel
-@pytest.mark.parametrize("name", BATCH_TYPES)
-def test_batch_support_per_map_type(name: str) -> None:
-    """Keeps the comment in bpf.py honest: which types the kernel batches itself."""
-    map_type, key_size, flags, supported = BATCH_TYPES[name]
-    vsize = bpf.percpu_value_size(8) if map_type in bpf.PERCPU_MAP_TYPES else 8
-    keys = b"".join(lpm(f"10.0.{i}.0/24") if key_size == 8 else U32.pack(i) for i in range(4))
-    lib, opts = bpf.libbpf(), ctypes.byref(bpf._BatchOpts())
-
-    def count() -> ctypes._Pointer[ctypes.c_uint32]:
-        return ctypes.pointer(ctypes.c_uint32(4))
-
-    with bpf.Fd(bpf.map_create(map_type, key_size, 8, 16, flags)) as fd:
-        out_keys, out_values = ctypes.create_string_buffer(len(keys)), ctypes.create_string_buffer(4 * vsize)
-        answers = {
-            "update": lib.bpf_map_update_batch(fd, keys, bytes(4 * vsize), count(), opts),
-            "lookup": lib.bpf_map_lookup_batch(fd, None, bytes(8), out_keys, out_values, count(), opts),
-            "delete": lib.bpf_map_delete_batch(fd, keys, count(), opts),
-        }
-    assert {cmd for cmd, ret in answers.items() if ret in (0, -errno.ENOENT)} == supported
-    assert all(ret == -bpf.ENOTSUPP for cmd, ret in answers.items() if cmd not in supported)
-
-
-@kernel
 @pytest.mark.parametrize("force_fallback", [False, True], ids=["kernel-batch", "per-element"])
-@pytest.mark.parametrize("name", ["array", "hash", "percpu_array", "lpm_trie"])
+@pytest.mark.parametrize("name", BATCH_TYPES)
 def test_batch_roundtrip(name: str, force_fallback: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if force_fallback:
         for fn in ("bpf_map_lookup_batch", "bpf_map_update_batch", "bpf_map_delete_batch"):
             monkeypatch.setattr(bpf.libbpf(), fn, lambda *_: -bpf.ENOTSUPP)
-    map_type, key_size, flags, _ = BATCH_TYPES[name]
+    map_type, key_size, flags = BATCH_TYPES[name]
     n = 20000
     vsize = bpf.percpu_value_size(8) if map_type in bpf.PERCPU_MAP_TYPES else 8
     if key_size == 8:

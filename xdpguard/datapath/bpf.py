@@ -433,13 +433,13 @@ def map_iter_keys(fd: int, key_size: int, after: bytes | None = None) -> Iterato
         key = map_get_next_key(fd, key, key_size)
 
 
-# Batch operations.  The kernel (6.18, asserted by test_bpf_syscalls.py)
-# batches lookup + update on arrays (array slots cannot be deleted) and all
-# three on hash, LRU hash and LPM trie maps; map-of-maps batches take inner
-# map fds in and give inner map ids out.  Other types answer the kernel's
-# ENOTSUPP (524) and leave `count` as passed, so it cannot say how much was
-# done; kernels that predate a command answer EINVAL.  On any of the three
-# the functions below redo the current chunk element by element.
+# Batch operations.  The kernel (6.18, tried on each map type) batches
+# lookup and update on arrays (whose slots cannot be deleted) and all three
+# on hash, LRU hash and LPM trie maps; map-of-maps batches take inner map
+# fds in and give inner map ids out.  A command a type lacks answers the
+# kernel's ENOTSUPP (524) and leaves `count` as passed, so it cannot say how
+# much was done; kernels that predate a command answer EINVAL.  On any of
+# the three the functions below redo the current chunk element by element.
 _BATCH_FALLBACK = (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP)
 _BATCH_CHUNK = 8192
 
@@ -457,12 +457,9 @@ def map_lookup_batch(
     that key, in maps whose batch cursor is a key (arrays, LPM tries; a hash
     map's is a bucket number)."""
     out: list[tuple[bytes, bytes]] = []
-    # The cursor is the last key read (hash maps: a u32 bucket number).
-    token_size = max(key_size, 8)
-    in_tok, out_tok = (
-        ctypes.create_string_buffer(after or b"", token_size),
-        ctypes.create_string_buffer(token_size),
-    )
+    token_size = max(key_size, 8)  # room for a key, or a hash map's u32 bucket number
+    in_tok = ctypes.create_string_buffer(after or b"", token_size)
+    out_tok = ctypes.create_string_buffer(token_size)
     cursor = in_tok if after is not None else None
     opts = ctypes.byref(_BatchOpts())
     while limit is None or len(out) < limit:
