@@ -1,5 +1,5 @@
 """Linking and loading a program with a global function (xdpguard/datapath/loader.py
-and the libbpf calls at the end of xdpguard/datapath/bpf.py), and ranged
+and the BTF it is loaded with, xdpguard/datapath/btf.py), and ranged
 batch reads of array maps.
 
 link_function is pure and always tested.  Loading and map reads need root
@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from xdpguard.datapath import bpf
+from xdpguard.datapath import bpf, btf
 from xdpguard.datapath.loader import link_functions
 from xdpguard.errors import KernelError
 
@@ -73,7 +73,7 @@ def test_link_functions_refuses_what_it_cannot_link():
 def test_program_with_a_global_function_loads_and_runs():
     _needs_bpf()
     code, (relay, start) = link_functions(MAIN, [RELAY, FUNC])
-    fd = bpf.prog_load_functions(
+    fd = btf.prog_load_functions(
         bpf.BPF_PROG_TYPE_XDP,
         "xgt_linked",
         code,
@@ -92,7 +92,7 @@ def test_global_function_reading_past_its_argument_is_refused_with_the_log():
     reads_too_far = ins(0xB7, dst=0, imm=1) + ins(0x15, dst=1, off=1) + ins(0x61, dst=0, src=1, off=4) + EXIT
     code, (start,) = link_functions(MAIN, [reads_too_far])
     with pytest.raises(bpf.BpfError) as e:
-        bpf.prog_load_functions(bpf.BPF_PROG_TYPE_XDP, "xgt_bad", code, [(0, "xgt_bad", 0), (start, "f", 4)])
+        btf.prog_load_functions(bpf.BPF_PROG_TYPE_XDP, "xgt_bad", code, [(0, "xgt_bad", 0), (start, "f", 4)])
     assert "processed" in e.value.log  # the verifier's log comes with the error
 
 

@@ -11,9 +11,9 @@ bpf(2) attribute layouts stay libbpf's business.
 What is ours: every failure raises `BpfError`, which names the command and
 its object and turns the errno into a sentence an operator can act on;
 batch operations fall back to single elements on map types the kernel does
-not batch; per-CPU value helpers; a one-time tcx probe; and the two system
-calls libbpf 1.1 cannot make for us (tcx link anchors, membarrier).  File
-descriptors are plain ints; `Fd` closes one on scope exit.
+not batch; per-CPU value helpers; a one-time tcx probe; and membarrier(2),
+which neither libbpf nor Python wraps.  File descriptors are plain ints;
+`Fd` closes one on scope exit.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import itertools
 import os
 import platform
 import re
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 # --- constants (include/uapi/linux/bpf.h, linux/if_link.h) -----------------
@@ -44,36 +45,26 @@ PERCPU_MAP_TYPES = frozenset(
 BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP = 3, 6
 BPF_XDP, BPF_TCX_INGRESS, BPF_TCX_EGRESS = 37, 46, 47  # attach types
 BPF_LINK_TYPE_XDP, BPF_LINK_TYPE_TCX = 6, 11  # bpf_link_info.type
-
-# XDP link flags (0 = native); XDP and tcx verdicts
-XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
-XDP_FLAGS_HW_MODE, XDP_FLAGS_REPLACE = 8, 16
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4  # XDP link flags (0 = native)
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
-TCX_PASS, TCX_DROP = 0, 2
 
-# map_create / obj_get flags; element update flags; link_update flags
+# map_create / obj_get flags; element update flags; link_update flags; tcx
+# link_create flags (where to insert relative to another program)
 BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_F_WRONLY, BPF_F_INNER_MAP = 1, 1 << 3, 1 << 4, 0x1000
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_REPLACE = 4
-# tcx link_create flags: where to insert relative to relative_fd
-BPF_F_BEFORE, BPF_F_AFTER, BPF_F_ID, BPF_F_LINK = 1 << 3, 1 << 4, 1 << 5, 1 << 13
-# prog_test_run flags
-BPF_F_TEST_RUN_ON_CPU, BPF_F_TEST_XDP_LIVE_FRAMES = 1, 2
-
-BPF_STATS_RUN_TIME = 0
+BPF_F_BEFORE, BPF_F_AFTER, BPF_F_ID = 1 << 3, 1 << 4, 1 << 5
 BPF_OBJ_NAME_LEN = 16
-MEMBARRIER_CMD_GLOBAL = 1
 
 # The kernel-internal "not supported" code some commands leak to user space
 # (batch ops on map types without them); it has no name in Python's errno.
 ENOTSUPP = 524
 
-# System call numbers for the two calls libbpf does not make for us.  Only
-# architectures whose tables were checked are listed (aarch64 and riscv64
-# share the generic table); elsewhere those two calls say so, or wait.
-_SYSCALLS = {"x86_64": (321, 324), "aarch64": (280, 283), "riscv64": (280, 283)}
-_NR_BPF, _NR_MEMBARRIER = _SYSCALLS.get(platform.machine(), (None, None))
-_BPF_LINK_CREATE = 28
+# membarrier(2) has no wrapper in libc, libbpf or Python.  Its number is
+# listed for the architectures whose tables were checked (aarch64 and
+# riscv64 share the generic table); elsewhere rcu_barrier() sleeps instead.
+MEMBARRIER_CMD_GLOBAL = 1
+_NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283, "riscv64": 283}.get(platform.machine())
 _syscall = ctypes.CDLL(None, use_errno=True).syscall
 _syscall.restype = ctypes.c_long
 
@@ -102,56 +93,59 @@ def _strerror(err: int) -> str:
     return "Operation not supported" if err == ENOTSUPP else os.strerror(err)
 
 
-# (errnos, pattern the operation must match, reason): the first row that fits
-# gives the reason.  Patterns are regular expressions searched in the label.
-_REASONS: list[tuple[set[int], str, str]] = [
-    ({errno.EACCES}, "^BPF_PROG_LOAD", "the verifier rejected the program"),
-    ({errno.EPERM}, "^BPF_LINK_UPDATE", "the program to replace is no longer the one attached"),
-    ({errno.EPERM, errno.EACCES}, "", "needs root (CAP_BPF and CAP_NET_ADMIN)"),
-    ({errno.EBUSY}, "LINK|(?i:attach)", "another XDP program is attached to this interface"),
-    ({errno.EBUSY}, "", "resource busy"),
-    (
-        {errno.EEXIST},
-        "LINK|(?i:attach)",
-        "a program in another XDP mode (generic or native) is attached to this interface",
-    ),
-    ({errno.EEXIST}, "^BPF_OBJ_PIN", "something is already pinned at that path"),
-    ({errno.EEXIST}, "", "the entry already exists"),
-    ({errno.ENOSPC, errno.E2BIG}, "^BPF_MAP_UPDATE_(ELEM|BATCH)", "map is full"),
-    (
-        {errno.ENOSPC, errno.E2BIG},
-        "^BPF_MAP_CREATE",
-        "map too large (key, value or entry count beyond what the kernel allows)",
-    ),
-    (
-        {errno.ENOSPC, errno.E2BIG},
-        "^BPF_PROG_TEST_RUN",
-        "the output buffer is too small for the program's result",
-    ),
-    ({errno.ENOSPC, errno.E2BIG}, "", "too large for the kernel"),
-    ({errno.ENOENT}, "^BPF_OBJ_GET", "nothing is pinned at that path"),
-    ({errno.ENOENT}, "GET_FD_BY_ID", "no such object (it was removed)"),
-    ({errno.ENOENT}, "", "no such entry"),
-    # XDP links answer EINVAL, not ENODEV, for an unknown ifindex.
-    (
-        {errno.EINVAL},
-        "^BPF_LINK_CREATE",
-        "the kernel refused to attach (no interface with that index, or wrong attach type)",
-    ),
-    ({errno.EINVAL}, "", "the kernel rejected the arguments (wrong sizes, flags or attach type)"),
-    ({errno.ENODEV}, "", "no such interface"),
-    ({errno.ESTALE}, "", "the interface's programs changed since they were read (expected_revision)"),
-    ({errno.EOPNOTSUPP, ENOTSUPP}, "", "not supported by this kernel or driver"),
-    ({errno.ENOMEM}, "", "out of kernel memory (check the memlock limit and map sizes)"),
-    ({errno.EBADF}, "", "bad file descriptor (object already closed)"),
-    ({errno.ELIBACC}, "", "cannot load libbpf.so.1: install the Debian package libbpf1 (`make setup` does)"),
+# errno -> [(pattern the operation must match, reason)]: the first row whose
+# regular expression is found in the label gives the reason.
+_ROOT = "needs root (CAP_BPF and CAP_NET_ADMIN)"
+_TOO_LARGE = [
+    ("^BPF_MAP_UPDATE_(ELEM|BATCH)", "map is full"),
+    ("^BPF_MAP_CREATE", "map too large (key, value or entry count beyond what the kernel allows)"),
+    ("^BPF_PROG_TEST_RUN", "the output buffer is too small for the program's result"),
+    ("", "too large for the kernel"),
 ]
+_UNSUPPORTED = [("", "not supported by this kernel or driver")]
+_REASONS: dict[int, list[tuple[str, str]]] = {
+    errno.EACCES: [("^BPF_PROG_LOAD", "the verifier rejected the program"), ("", _ROOT)],
+    errno.EPERM: [("^BPF_LINK_UPDATE", "the program to replace is no longer the one attached"), ("", _ROOT)],
+    errno.EBUSY: [
+        ("LINK|(?i:attach)", "another XDP program is attached to this interface"),
+        ("", "resource busy"),
+    ],
+    errno.EEXIST: [
+        (
+            "LINK|(?i:attach)",
+            "a program in another XDP mode (generic or native) is attached to this interface",
+        ),
+        ("^BPF_OBJ_PIN", "something is already pinned at that path"),
+        ("", "the entry already exists"),
+    ],
+    errno.ENOSPC: _TOO_LARGE,
+    errno.E2BIG: _TOO_LARGE,
+    errno.ENOENT: [
+        ("^BPF_OBJ_GET", "nothing is pinned at that path"),
+        ("GET_FD_BY_ID", "no such object (it was removed)"),
+        ("", "no such entry"),
+    ],
+    # XDP links answer EINVAL, not ENODEV, for an unknown ifindex.
+    errno.EINVAL: [
+        (
+            "^BPF_LINK_CREATE",
+            "the kernel refused to attach (no interface with that index, or wrong attach type)",
+        ),
+        ("", "the kernel rejected the arguments (wrong sizes, flags or attach type)"),
+    ],
+    errno.ENODEV: [("", "no such interface")],
+    errno.EOPNOTSUPP: _UNSUPPORTED,
+    ENOTSUPP: _UNSUPPORTED,
+    errno.ENOMEM: [("", "out of kernel memory (check the memlock limit and map sizes)")],
+    errno.EBADF: [("", "bad file descriptor (object already closed)")],
+    errno.ELIBACC: [("", "cannot load libbpf.so.1: install the Debian package libbpf1 (`make setup` does)")],
+}
 
 
 def errno_sentence(err: int, op: str) -> str:
     """Turn an errno from a bpf/netlink operation into a sentence for operators."""
-    for errnos, pattern, reason in _REASONS:
-        if err in errnos and re.search(pattern, op):
+    for pattern, reason in _REASONS.get(err, []):
+        if re.search(pattern, op):
             return f"{op}: {reason}"
     return f"{op}: {_strerror(err).lower()}"
 
@@ -234,8 +228,9 @@ def _label(op: str, map_fd: int | None) -> str:
 class _Opts(ctypes.Structure):
     """libbpf's option structs start with their own size, so a caller may
     declare a prefix: libbpf reads the fields that fit in `sz` and takes
-    zero for the rest.  Each one below stops at the last field we set
-    (offsets checked against <bpf/bpf.h> by tests/unit/test_bpf_syscalls.py)."""
+    zero for the rest.  Each one below stops at the last field we set, and
+    fields named `_...` stay zero (offsets checked against <bpf/bpf.h> by
+    tests/unit/test_bpf_syscalls.py)."""
 
     def __init__(self, **fields: Any) -> None:
         super().__init__(sz=ctypes.sizeof(self), **fields)
@@ -249,18 +244,21 @@ class _BatchOpts(_Opts):
     _fields_ = [("sz", _size), ("elem_flags", _u64), ("flags", _u64)]
 
 
-class _ObjGetOpts(_Opts):
-    _fields_ = [("sz", _size), ("file_flags", _u32)]
+class _FlagsOpts(_Opts):
+    # bpf_obj_get_opts.file_flags, bpf_get_fd_by_id_opts.open_flags and
+    # bpf_link_create_opts.flags: all three a u32 right after the size.
+    _fields_ = [("sz", _size), ("flags", _u32)]
 
 
-class _GetFdByIdOpts(_Opts):
-    _fields_ = [("sz", _size), ("open_flags", _u32)]
+class _LinkUpdateOpts(_Opts):
+    _fields_ = [("sz", _size), ("flags", _u32), ("old_prog_fd", _u32)]
 
 
 class _ProgLoadOpts(_Opts):
     _fields_ = [
-        ("sz", _size), ("attempts", _int), ("expected_attach_type", _u32),
-        ("_btf_attach_and_line_info", ctypes.c_uint8 * 72),  # left zero
+        ("sz", _size), ("attempts", _int), ("expected_attach_type", _u32), ("prog_btf_fd", _u32),
+        ("_prog_flags_to_attach_btf_obj_fd", _u32 * 6), ("_fd_array", _ptr), ("func_info", _ptr),
+        ("func_info_cnt", _u32), ("func_info_rec_size", _u32), ("_line_info", ctypes.c_uint8 * 16),
         ("log_level", _u32), ("log_size", _u32), ("log_buf", _ptr),
     ]  # fmt: skip
 
@@ -269,17 +267,8 @@ class _TestRunOpts(_Opts):
     _fields_ = [
         ("sz", _size), ("data_in", _ptr), ("data_out", _ptr), ("data_size_in", _u32), ("data_size_out", _u32),
         ("ctx_in", _ptr), ("ctx_out", _ptr), ("ctx_size_in", _u32), ("ctx_size_out", _u32),
-        ("retval", _u32), ("repeat", _int), ("duration", _u32), ("flags", _u32), ("cpu", _u32),
-        ("batch_size", _u32),
+        ("retval", _u32), ("repeat", _int), ("duration", _u32),
     ]  # fmt: skip
-
-
-class _LinkCreateOpts(_Opts):
-    _fields_ = [("sz", _size), ("flags", _u32)]
-
-
-class _LinkUpdateOpts(_Opts):
-    _fields_ = [("sz", _size), ("flags", _u32), ("old_prog_fd", _u32)]
 
 
 # The kernel's info structs, which libbpf 1.1 passes through as they are.
@@ -313,6 +302,12 @@ class _LinkInfoStruct(ctypes.Structure):
     ]  # fmt: skip
 
 
+def _get_info(fd: int, info: ctypes.Structure, what: str) -> None:
+    size = _u32(ctypes.sizeof(info))
+    op = f"BPF_OBJ_GET_INFO_BY_FD on {what} fd {fd}"
+    _call("bpf_obj_get_info_by_fd", fd, ctypes.byref(info), ctypes.byref(size), op=op)
+
+
 def _buf(data: bytes | None) -> ctypes.Array[ctypes.c_char] | None:
     return None if data is None else ctypes.create_string_buffer(data, len(data))
 
@@ -337,17 +332,10 @@ class Fd:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
-    @property
-    def fd(self) -> int:
+    def __int__(self) -> int:
         if self._fd < 0:
             raise ValueError("file descriptor already closed")
         return self._fd
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def __int__(self) -> int:
-        return self.fd
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -355,11 +343,9 @@ class Fd:
             os.close(fd)
 
     def __enter__(self) -> int:
-        return self.fd
+        return int(self)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -375,23 +361,26 @@ def ncpus() -> int:
     return _fd("libbpf_num_possible_cpus", op="count the possible CPUs")
 
 
+def _stride(value_size: int) -> int:
+    return (value_size + 7) // 8 * 8  # each CPU's copy is padded to 8 bytes
+
+
 def percpu_value_size(value_size: int) -> int:
     """Bytes user space exchanges for one element of a per-CPU map."""
-    return ncpus() * ((value_size + 7) // 8 * 8)
+    return ncpus() * _stride(value_size)
 
 
 def split_percpu(value: bytes, value_size: int) -> list[bytes]:
     """Split a per-CPU value buffer into one value per CPU."""
-    stride = (value_size + 7) // 8 * 8
+    stride = _stride(value_size)
     return [value[i * stride : i * stride + value_size] for i in range(len(value) // stride)]
 
 
 def join_percpu(values: Sequence[bytes], value_size: int) -> bytes:
     """Build a per-CPU value buffer from one value per possible CPU."""
-    stride = (value_size + 7) // 8 * 8
     if len(values) != ncpus():
         raise ValueError(f"need one value per possible CPU ({ncpus()}), got {len(values)}")
-    return b"".join(v.ljust(stride, b"\0") for v in values)
+    return b"".join(v.ljust(_stride(value_size), b"\0") for v in values)
 
 
 # --- maps ------------------------------------------------------------------
@@ -435,92 +424,117 @@ def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     return None if found is None else nxt.raw
 
 
-def map_iter_keys(fd: int, key_size: int) -> Iterator[bytes]:
-    """Every key, one syscall each.  Hash maps restart from the first key if the
-    current one is deleted concurrently, so a key may be seen twice."""
-    key = map_get_next_key(fd, None, key_size)
+def map_iter_keys(fd: int, key_size: int, after: bytes | None = None) -> Iterator[bytes]:
+    """Every key (after `after`), one syscall each.  Hash maps restart from the
+    first key if the current one is deleted concurrently, so a key may be seen twice."""
+    key = map_get_next_key(fd, after, key_size)
     while key is not None:
         yield key
         key = map_get_next_key(fd, key, key_size)
 
 
-# Batch operations.  Checked on kernel 6.18 by trying each command on each
-# map type (test_bpf_syscalls.py keeps asserting the answers):
-#   ARRAY, PERCPU_ARRAY, ARRAY_OF_MAPS: lookup + update; delete -> ENOTSUPP
-#                                       (array elements cannot be deleted at all)
-#   HASH, PERCPU_HASH, LRU_HASH,
-#   HASH_OF_MAPS:                       lookup + update + delete
-#   LPM_TRIE:                           lookup + update + delete (generic ops)
-# Map-of-maps batches take inner map fds in and give inner map ids out.
-# "Not supported" comes back as the kernel-internal ENOTSUPP (524), not
-# EOPNOTSUPP, and leaves `count` as we passed it, so it cannot tell how much
-# was done; kernels that predate a command answer EINVAL.  On any of the
-# three the functions below redo the current chunk element by element.
+# Batch operations.  The kernel (6.18, tried on each map type) batches
+# lookup and update on arrays (whose slots cannot be deleted) and all three
+# on hash, LRU hash and LPM trie maps; map-of-maps batches take inner map
+# fds in and give inner map ids out.  A command a type lacks answers the
+# kernel's ENOTSUPP (524) and leaves `count` as passed, so it cannot say how
+# much was done; kernels that predate a command answer EINVAL.  On any of
+# the three the functions below redo the current chunk element by element.
 _BATCH_FALLBACK = (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP)
 _BATCH_CHUNK = 8192
 
 
 def map_lookup_batch(
-    fd: int, key_size: int, value_size: int, chunk: int = _BATCH_CHUNK
+    fd: int,
+    key_size: int,
+    value_size: int,
+    chunk: int = _BATCH_CHUNK,
+    after: bytes | None = None,
+    limit: int | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """All (key, value) pairs.  Per-CPU maps: value_size = percpu_value_size(v)."""
+    """(key, value) pairs in the map's order: all of them, or at most `limit`.
+    Per-CPU maps: value_size = percpu_value_size(v).  `after` starts after
+    that key, in maps whose batch cursor is a key (arrays, LPM tries; a hash
+    map's is a bucket number)."""
     out: list[tuple[bytes, bytes]] = []
-    token_size = max(key_size, 8)  # hash maps use a u32 bucket cursor, others a key
-    in_tok, out_tok = ctypes.create_string_buffer(token_size), ctypes.create_string_buffer(token_size)
+    token_size = max(key_size, 8)  # room for a key, or a hash map's u32 bucket number
+    in_tok = ctypes.create_string_buffer(after or b"", token_size)
+    out_tok = ctypes.create_string_buffer(token_size)
+    cursor = in_tok if after is not None else None
     opts = ctypes.byref(_BatchOpts())
-    first = True
-    while True:
-        keys = ctypes.create_string_buffer(chunk * key_size)
-        values = ctypes.create_string_buffer(chunk * value_size)
-        n = _u32(chunk)
-        ret = libbpf().bpf_map_lookup_batch(
-            fd, None if first else in_tok, out_tok, keys, values, ctypes.byref(n), opts
-        )
-        if ret == -errno.ENOSPC and n.value == 0:
+    while limit is None or len(out) < limit:
+        n = _u32(chunk if limit is None else min(chunk, limit - len(out)))
+        keys = ctypes.create_string_buffer(n.value * key_size)
+        values = ctypes.create_string_buffer(n.value * value_size)
+        ret = libbpf().bpf_map_lookup_batch(fd, cursor, out_tok, keys, values, ctypes.byref(n), opts)
+        if ret == -errno.ENOSPC and n.value == 0 and limit is None:
             chunk *= 2  # a hash bucket holds more elements than `chunk`: retry larger
             continue
         if ret < 0 and ret != -errno.ENOENT:
-            if first and -ret in _BATCH_FALLBACK:
-                return [
-                    (k, v)
-                    for k in map_iter_keys(fd, key_size)
-                    if (v := map_lookup(fd, k, value_size)) is not None
-                ]
+            if not out and -ret in _BATCH_FALLBACK:
+                keys_left = itertools.islice(map_iter_keys(fd, key_size, after), limit)
+                return [(k, v) for k in keys_left if (v := map_lookup(fd, k, value_size)) is not None]
             raise BpfError(-ret, _label("BPF_MAP_LOOKUP_BATCH", fd))
         kraw, vraw = keys.raw, values.raw
         out += [(kraw[i * key_size : (i + 1) * key_size], vraw[i * value_size : (i + 1) * value_size])
                 for i in range(n.value)]  # fmt: skip
         if ret < 0 or n.value == 0:  # ENOENT: no more elements after these
-            return out
+            break
         ctypes.memmove(in_tok, out_tok, token_size)
-        first = False
+        cursor = in_tok
+    return out
 
 
-def map_update_batch(
-    fd: int,
-    keys: Sequence[bytes],
-    values: Sequence[bytes],
-    flags: int = BPF_ANY,
-    chunk: int = _BATCH_CHUNK,
-) -> int:
-    """Write keys[i] -> values[i]; returns how many were written (all, or it raises)."""
+def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[bytes]:
+    """Values of array elements start .. start + count - 1, in a few batch calls."""
+    after = struct.pack("=I", start - 1) if start else None
+    pairs = map_lookup_batch(fd, 4, value_size, after=after, limit=count)
+    if len(pairs) < count:
+        raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
+    return [v for _, v in pairs]
+
+
+def map_update_batch_partial(
+    fd: int, keys: Sequence[bytes], values: Sequence[bytes], flags: int = BPF_ANY, chunk: int = _BATCH_CHUNK
+) -> tuple[int, int]:
+    """Write keys[i] -> values[i] in order until the kernel refuses one.
+
+    Returns (how many were written, the errno of the refused one or 0).
+    With BPF_NOEXIST an existing key stops the batch with EEXIST, and a full
+    map with E2BIG, so the caller learns exactly where, and can go on after it.
+    """
     if len(keys) != len(values):
         raise ValueError(f"{len(keys)} keys but {len(values)} values")
     opts = ctypes.byref(_BatchOpts(elem_flags=flags))
-    for done in range(0, len(keys), chunk):
-        part_k, part_v = b"".join(keys[done : done + chunk]), b"".join(values[done : done + chunk])
-        n = _u32(len(keys[done : done + chunk]))
-        ret = libbpf().bpf_map_update_batch(fd, part_k, part_v, ctypes.byref(n), opts)
-        if ret < 0 and -ret in _BATCH_FALLBACK:
+    done = 0
+    while done < len(keys):
+        part_k, part_v = keys[done : done + chunk], values[done : done + chunk]
+        n = _u32(len(part_k))
+        ret = libbpf().bpf_map_update_batch(fd, b"".join(part_k), b"".join(part_v), ctypes.byref(n), opts)
+        if -ret in _BATCH_FALLBACK:
             # Per element from the start of this chunk: rewriting what the
             # batch may already have written is harmless.
             for k, v in zip(keys[done:], values[done:], strict=True):
-                map_update(fd, k, v, flags)
-            break
+                try:
+                    map_update(fd, k, v, flags)
+                except BpfError as e:
+                    return done, e.errno or errno.EIO
+                done += 1
+            return done, 0
         if ret < 0:
-            where = f"BPF_MAP_UPDATE_BATCH (after {done + n.value} of {len(keys)})"
-            raise BpfError(-ret, _label(where, fd))
-    return len(keys)
+            return done + n.value, -ret
+        done += len(part_k)
+    return done, 0
+
+
+def map_update_batch(
+    fd: int, keys: Sequence[bytes], values: Sequence[bytes], flags: int = BPF_ANY, chunk: int = _BATCH_CHUNK
+) -> int:
+    """Write keys[i] -> values[i]; returns how many were written (all, or it raises)."""
+    done, err = map_update_batch_partial(fd, keys, values, flags, chunk)
+    if err:
+        raise BpfError(err, _label(f"BPF_MAP_UPDATE_BATCH (after {done} of {len(keys)})", fd))
+    return done
 
 
 def map_delete_batch(fd: int, keys: Sequence[bytes], chunk: int = _BATCH_CHUNK) -> int:
@@ -553,12 +567,6 @@ class MapInfo:
     name: str
 
 
-def _get_info(fd: int, info: ctypes.Structure, what: str) -> None:
-    size = _u32(ctypes.sizeof(info))
-    op = f"BPF_OBJ_GET_INFO_BY_FD on {what} fd {fd}"
-    _call("bpf_obj_get_info_by_fd", fd, ctypes.byref(info), ctypes.byref(size), op=op)
-
-
 def map_info(fd: int) -> MapInfo:
     i = _MapInfoStruct()
     _get_info(fd, i, "map")
@@ -566,8 +574,11 @@ def map_info(fd: int) -> MapInfo:
     return MapInfo(i.type, i.id, i.key_size, i.value_size, i.max_entries, i.map_flags, name)
 
 
+# --- objects by id and by pin ----------------------------------------------
+
+
 def map_get_fd_by_id(map_id: int, flags: int = 0) -> int:
-    opts = ctypes.byref(_GetFdByIdOpts(open_flags=flags))
+    opts = ctypes.byref(_FlagsOpts(flags=flags))
     return _fd("bpf_map_get_fd_by_id_opts", map_id, opts, op=f"BPF_MAP_GET_FD_BY_ID for map id {map_id}")
 
 
@@ -579,16 +590,13 @@ def link_get_fd_by_id(link_id: int) -> int:
     return _fd("bpf_link_get_fd_by_id", link_id, op=f"BPF_LINK_GET_FD_BY_ID for link id {link_id}")
 
 
-# --- pinning ---------------------------------------------------------------
-
-
 def obj_pin(fd: int, path: str) -> None:
     _call("bpf_obj_pin", fd, os.fsencode(path), op=f"BPF_OBJ_PIN at {path}")
 
 
 def obj_get(path: str, flags: int = 0) -> int:
     """Open a pinned map, program or link; flags BPF_F_RDONLY / BPF_F_WRONLY."""
-    opts = ctypes.byref(_ObjGetOpts(file_flags=flags))
+    opts = ctypes.byref(_FlagsOpts(flags=flags))
     return _fd("bpf_obj_get_opts", os.fsencode(path), opts, op=f"BPF_OBJ_GET at {path}")
 
 
@@ -601,19 +609,38 @@ def prog_load(
     license: str = "GPL",
     expected_attach_type: int = 0,
     name: str = "",
+    btf_fd: int = 0,
+    func_info: Sequence[tuple[int, int]] = (),
 ) -> int:
-    """Load raw instructions (8 bytes each).  On rejection the error carries
-    the verifier log: given a log buffer but no log level, libbpf loads
-    quietly and, only if that fails, again with the log on."""
+    """Load raw instructions (8 bytes each).  `func_info` gives each function's
+    first instruction and its FUNC type in the BTF object `btf_fd` (datapath/btf.py).
+
+    A rejection raises with the verifier log.  The log is asked for only on
+    a second attempt, and the first attempt's errno is kept: a log that
+    overflows the buffer would turn the verifier's EACCES into ENOSPC.
+    """
     if len(insns) % 8:
         raise ValueError("BPF instructions are 8 bytes each")
-    log = ctypes.create_string_buffer(1 << 20)
-    opts = _ProgLoadOpts(expected_attach_type=expected_attach_type, log_size=len(log), log_buf=_addr(log))
-    args = (prog_type, _name(name), license.encode(), insns, len(insns) // 8, ctypes.byref(opts))
-    fd = libbpf().bpf_prog_load(*args)
-    if fd < 0:
-        raise BpfError(-fd, f"BPF_PROG_LOAD {name or '(unnamed)'}", log.value.decode(errors="replace"))
-    return int(fd)
+    info = (_u32 * (2 * len(func_info)))(*itertools.chain.from_iterable(func_info))
+
+    def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        opts = _ProgLoadOpts(
+            expected_attach_type=expected_attach_type, prog_btf_fd=btf_fd,
+            func_info=ctypes.addressof(info) if func_info else None, func_info_cnt=len(func_info),
+            func_info_rec_size=8 if func_info else 0,
+            log_level=1 if log else 0, log_size=len(log or b""), log_buf=_addr(log),
+        )  # fmt: skip
+        args = (prog_type, _name(name), license.encode(), insns, len(insns) // 8, ctypes.byref(opts))
+        return int(libbpf().bpf_prog_load(*args))
+
+    fd = attempt(None)
+    if fd >= 0:
+        return fd
+    log = ctypes.create_string_buffer(1 << 22)
+    again = attempt(log)
+    if again >= 0:  # passed with logging on: keep it, the program is fine
+        return again
+    raise BpfError(-fd, f"BPF_PROG_LOAD {name or '(unnamed)'}", log.value.decode(errors="replace"))
 
 
 @dataclass(frozen=True)
@@ -633,17 +660,26 @@ def prog_info(fd: int) -> ProgInfo:
     i = _ProgInfoStruct()
     _get_info(fd, i, "program")
     since_load = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - i.load_time
+    name, loaded_at = i.name.decode(errors="replace"), time.time() - since_load / 1e9
+    tag = bytes(i.tag).hex()
     return ProgInfo(
-        type=i.type,
-        id=i.id,
-        tag=bytes(i.tag).hex(),
-        name=i.name.decode(errors="replace"),
-        load_time_ns=i.load_time,
-        loaded_at=time.time() - since_load / 1e9,
-        run_time_ns=i.run_time_ns,
-        run_cnt=i.run_cnt,
-        verified_insns=i.verified_insns,
+        i.type, i.id, tag, name, i.load_time, loaded_at, i.run_time_ns, i.run_cnt, i.verified_insns
     )
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """Ids of the maps a loaded program uses (bpf_prog_info.map_ids).
+
+    These are the maps it really reads and writes, whatever is pinned under
+    their names now; inner maps reached through a map-in-map are not listed.
+    """
+    info = _ProgInfoStruct()
+    _get_info(fd, info, "program")
+    ids = (_u32 * info.nr_map_ids)()
+    again = _ProgInfoStruct(nr_map_ids=len(ids), map_ids=ctypes.addressof(ids))
+    if ids:
+        _get_info(fd, again, "program")
+    return list(ids[: min(len(ids), again.nr_map_ids)])
 
 
 @dataclass(frozen=True)
@@ -656,39 +692,23 @@ class TestRunResult:
     ctx_out: bytes | None = None
 
 
-def prog_test_run(
-    prog_fd: int,
-    data: bytes,
-    repeat: int = 1,
-    ctx: bytes | None = None,
-    data_out_size: int | None = None,
-    flags: int = 0,
-    batch_size: int = 0,
-    cpu: int = 0,
-) -> TestRunResult:
-    """Run a program on `data` in the kernel (BPF_PROG_TEST_RUN).
-
-    data_out_size defaults to room for the frame plus XDP headroom growth;
-    live-frame runs (BPF_F_TEST_XDP_LIVE_FRAMES) must pass no output buffers,
-    so they get none.
-    """
-    live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)
-    if data_out_size is None:
-        data_out_size = 0 if live else len(data) + 512
-    din, cin = _buf(data), _buf(ctx)
-    dout = ctypes.create_string_buffer(data_out_size) if data_out_size else None
-    cout = _buf(ctx) if ctx is not None and not live else None
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> TestRunResult:
+    """Run a program on `data` in the kernel (BPF_PROG_TEST_RUN), with a
+    context (xdp_md, __sk_buff) in and out if given.  The output buffer has
+    room for the frame plus XDP headroom growth."""
+    din, dout, cin, cout = _buf(data), ctypes.create_string_buffer(len(data) + 512), _buf(ctx), _buf(ctx)
     opts = _TestRunOpts(
-        data_in=_addr(din), data_size_in=len(data), data_out=_addr(dout), data_size_out=data_out_size,
-        ctx_in=_addr(cin), ctx_size_in=len(ctx or b""), ctx_out=_addr(cout), ctx_size_out=len(cout or b""),
-        repeat=repeat, flags=flags, cpu=cpu, batch_size=batch_size,
+        data_in=_addr(din), data_size_in=len(data), data_out=_addr(dout), data_size_out=len(dout),
+        ctx_in=_addr(cin), ctx_size_in=len(ctx or b""), ctx_out=_addr(cout), ctx_size_out=len(ctx or b""),
+        repeat=repeat,
     )  # fmt: skip
-    op = f"BPF_PROG_TEST_RUN on program fd {prog_fd}"
-    _call("bpf_prog_test_run_opts", prog_fd, ctypes.byref(opts), op=op)
+    _call(
+        "bpf_prog_test_run_opts", prog_fd, ctypes.byref(opts), op=f"BPF_PROG_TEST_RUN on program fd {prog_fd}"
+    )
     return TestRunResult(
         retval=opts.retval,
         duration_ns=opts.duration,
-        data_out=dout.raw[: opts.data_size_out] if dout is not None else b"",
+        data_out=dout.raw[: opts.data_size_out],
         ctx_out=cout.raw[: opts.ctx_size_out] if cout is not None else None,
     )
 
@@ -696,47 +716,22 @@ def prog_test_run(
 def enable_stats() -> int:
     """Turn on run_time_ns/run_cnt accounting while the returned fd stays open
     (like sysctl kernel.bpf_stats_enabled=1, but undone when the fd closes)."""
-    return _fd("bpf_enable_stats", BPF_STATS_RUN_TIME, op="BPF_ENABLE_STATS")
+    return _fd("bpf_enable_stats", 0, op="BPF_ENABLE_STATS")  # 0: BPF_STATS_RUN_TIME
 
 
 # --- links -----------------------------------------------------------------
 
 
-class _TcxLinkCreateAttr(ctypes.Structure):
-    # bpf_attr.link_create for tcx (Linux 6.6); relative_fd shares offset 16
-    # with relative_id.  The kernel takes what follows as zeros.
-    _fields_ = [
-        ("prog_fd", _u32), ("target_ifindex", _u32), ("attach_type", _u32), ("flags", _u32),
-        ("relative_fd", _u32), ("_pad", _u32), ("expected_revision", _u64),
-    ]  # fmt: skip
-
-
-def link_create(
-    prog_fd: int,
-    target_ifindex: int,
-    attach_type: int,
-    flags: int = 0,
-    relative_fd: int = 0,
-    expected_revision: int = 0,
-) -> int:
+def link_create(prog_fd: int, target_ifindex: int, attach_type: int, flags: int = 0) -> int:
     """Attach through a bpf_link: BPF_XDP (flags are XDP_FLAGS_*, 0 = native)
-    or BPF_TCX_INGRESS/EGRESS (flags are BPF_F_BEFORE/AFTER...)."""
+    or BPF_TCX_INGRESS/EGRESS (flags are BPF_F_BEFORE/AFTER...).  libbpf 1.1
+    predates tcx but passes its attach types and `flags` through unchanged
+    (tests/unit/test_bpf_syscalls.py attaches tcx so); tcx anchors and
+    expected_revision came to libbpf's options only in 1.3, and xdpguard
+    appends its programs without them."""
     op = f"BPF_LINK_CREATE (attach type {attach_type}) on ifindex {target_ifindex}"
-    if not (relative_fd or expected_revision):
-        # libbpf 1.1 passes attach types newer than itself (tcx) and `flags`
-        # through unchanged (tests/unit/test_bpf_syscalls.py attaches tcx so).
-        opts = ctypes.byref(_LinkCreateOpts(flags=flags))
-        return _fd("bpf_link_create", prog_fd, target_ifindex, attach_type, opts, op=op)
-    # tcx's anchor and revision came to libbpf's options in 1.3, and 1.1
-    # refuses fields it does not know: this one call goes to bpf(2) itself.
-    if _NR_BPF is None:
-        raise BpfError(errno.ENOSYS, f"{op}: tcx anchors need bpf(2), whose number is unknown on this CPU")
-    attr = _TcxLinkCreateAttr(prog_fd, target_ifindex, attach_type, flags, relative_fd, 0, expected_revision)
-    size = ctypes.c_uint(ctypes.sizeof(attr))
-    fd = _syscall(ctypes.c_long(_NR_BPF), ctypes.c_int(_BPF_LINK_CREATE), ctypes.byref(attr), size)
-    if fd < 0:
-        raise BpfError(ctypes.get_errno(), op)
-    return int(fd)
+    opts = ctypes.byref(_FlagsOpts(flags=flags))
+    return _fd("bpf_link_create", prog_fd, target_ifindex, attach_type, opts, op=op)
 
 
 def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = 0, flags: int = 0) -> None:
@@ -815,9 +810,9 @@ def rcu_barrier() -> None:
     so the half we switched away from may be rewritten.  membarrier
     GLOBAL is the one plain syscall that performs synchronize_rcu() (it skips
     it with a single online CPU, where no reader can be mid-flight while we
-    run); libbpf has no call for it.  It answers EINVAL on nohz_full systems,
-    and its number is unknown on architectures not in _SYSCALLS: then sleep
-    well past a grace period instead (they take ~8 ms here).
+    run).  It answers EINVAL on nohz_full systems, and its number is unknown
+    on architectures not in _NR_MEMBARRIER: then sleep well past a grace
+    period instead (they take ~8 ms here).
     """
     if _NR_MEMBARRIER is not None:
         args = (ctypes.c_int(MEMBARRIER_CMD_GLOBAL), ctypes.c_uint(0), ctypes.c_int(0))
@@ -827,226 +822,3 @@ def rcu_barrier() -> None:
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, f"membarrier(MEMBARRIER_CMD_GLOBAL): {os.strerror(err)}")
     time.sleep(0.02)
-
-
-def map_update_batch_partial(
-    fd: int, keys: Sequence[bytes], values: Sequence[bytes], flags: int = BPF_ANY
-) -> tuple[int, int]:
-    """Write keys[i] -> values[i] in order until the kernel refuses one.
-
-    Returns (how many were written, the errno of the refused one or 0).
-    With BPF_NOEXIST an existing key stops the batch with EEXIST, and a full
-    map with E2BIG, so the caller learns exactly where, and can go on after it.
-    """
-    if len(keys) != len(values):
-        raise ValueError(f"{len(keys)} keys but {len(values)} values")
-    opts = ctypes.byref(_BatchOpts(elem_flags=flags))
-    done = 0
-    while done < len(keys):
-        part_k = keys[done : done + _BATCH_CHUNK]
-        part_v = values[done : done + _BATCH_CHUNK]
-        n = _u32(len(part_k))
-        ret = libbpf().bpf_map_update_batch(fd, b"".join(part_k), b"".join(part_v), ctypes.byref(n), opts)
-        if ret < 0:
-            if -ret in _BATCH_FALLBACK:  # no batch support: one element at a time
-                for k, v in zip(keys[done:], values[done:], strict=True):
-                    try:
-                        map_update(fd, k, v, flags)
-                    except BpfError as e:
-                        return done, e.errno or errno.EIO
-                    done += 1
-                return done, 0
-            return done + n.value, -ret
-        done += len(part_k)
-    return done, 0
-
-
-# --- programs with global functions (libbpf) ------------------------------
-#
-# The verifier checks a *global* function once, on its own, instead of at
-# every call for every path that reaches it.  Which functions are global,
-# and where each starts, is said by the program's BTF (func_info); bcc 0.26
-# only passes BTF for the program function itself, so a program with a
-# second function is loaded here: the BTF is built with libbpf's btf__ API
-# and the program loaded with libbpf's bpf_prog_load(), so no attribute
-# layout is written by hand.
-
-
-class _BpfProgLoadOpts(ctypes.Structure):
-    """struct bpf_prog_load_opts of libbpf 1.1 (<bpf/bpf.h>); `sz` makes it forward compatible."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("attempts", ctypes.c_int),
-        ("expected_attach_type", _u32),
-        ("prog_btf_fd", _u32),
-        ("prog_flags", _u32),
-        ("prog_ifindex", _u32),
-        ("kern_version", _u32),
-        ("attach_btf_id", _u32),
-        ("attach_prog_fd", _u32),
-        ("attach_btf_obj_fd", _u32),
-        ("fd_array", ctypes.c_void_p),
-        ("func_info", ctypes.c_void_p),
-        ("func_info_cnt", _u32),
-        ("func_info_rec_size", _u32),
-        ("line_info", ctypes.c_void_p),
-        ("line_info_cnt", _u32),
-        ("line_info_rec_size", _u32),
-        ("log_level", _u32),
-        ("log_size", _u32),
-        ("log_buf", ctypes.c_void_p),
-    ]
-
-
-BTF_INT_SIGNED = 1
-BTF_FUNC_STATIC = 0
-BTF_FUNC_GLOBAL = 1
-
-
-@functools.cache
-def _btf_lib() -> ctypes.CDLL:
-    """libbpf() with the btf__ calls declared too (they return pointers, not ints)."""
-    lib = libbpf()
-    vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-    for name, res, args in (
-        ("btf__new_empty", vp, []),
-        ("btf__free", None, [vp]),
-        ("btf__add_int", i, [vp, cp, ctypes.c_size_t, i]),
-        ("btf__add_ptr", i, [vp, i]),
-        ("btf__add_struct", i, [vp, cp, _u32]),
-        ("btf__add_func_proto", i, [vp, i]),
-        ("btf__add_func_param", i, [vp, cp, i]),
-        ("btf__add_func", i, [vp, cp, i, i]),
-        ("btf__load_into_kernel", i, [vp]),
-        ("btf__fd", i, [vp]),
-    ):
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
-    return lib
-
-
-def _libbpf_check(ret: int, op: str) -> int:
-    if ret < 0:
-        raise BpfError(-ret if ret < -1 else ctypes.get_errno() or errno.EINVAL, op)
-    return ret
-
-
-def prog_load_functions(
-    prog_type: int,
-    name: str,
-    insns: bytes,
-    funcs: Sequence[tuple[int, str, int]],
-    license: str = "GPL",
-    expected_attach_type: int = 0,
-) -> int:
-    """Load a program made of several functions, all but the first global.
-
-    `funcs` gives each function's first instruction, its name and the size
-    of the struct its one pointer argument points to (0: the program's
-    context, typed `void *`); the first is the program.  A global function's
-    argument must point to plain data (the verifier lets it read that many
-    bytes, and it must check the pointer for NULL).  On rejection the error
-    carries the verifier log.
-    """
-    if len(insns) % 8:
-        raise ValueError("BPF instructions are 8 bytes each")
-    lib = _btf_lib()
-    btf = lib.btf__new_empty()
-    if not btf:
-        raise BpfError(ctypes.get_errno() or errno.ENOMEM, "btf__new_empty")
-    try:
-        t_int = _libbpf_check(lib.btf__add_int(btf, b"int", 4, BTF_INT_SIGNED), "btf__add_int")
-        info = (_u32 * (2 * len(funcs)))()
-        for k, (off, fname, arg_size) in enumerate(funcs):
-            pointee = 0
-            if arg_size:
-                pointee = _libbpf_check(
-                    lib.btf__add_struct(btf, f"{fname}_arg".encode(), arg_size), "btf__add_struct"
-                )
-            t_arg = _libbpf_check(lib.btf__add_ptr(btf, pointee), "btf__add_ptr")
-            proto = _libbpf_check(lib.btf__add_func_proto(btf, t_int), "btf__add_func_proto")
-            _libbpf_check(lib.btf__add_func_param(btf, b"arg", t_arg), "btf__add_func_param")
-            linkage = BTF_FUNC_STATIC if k == 0 else BTF_FUNC_GLOBAL
-            fid = _libbpf_check(lib.btf__add_func(btf, fname.encode(), linkage, proto), "btf__add_func")
-            info[2 * k], info[2 * k + 1] = off, fid
-        _libbpf_check(lib.btf__load_into_kernel(btf), f"BPF_BTF_LOAD for {name}")
-        ibuf = _buf(insns)
-
-        def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
-            o = _BpfProgLoadOpts(sz=ctypes.sizeof(_BpfProgLoadOpts))
-            o.expected_attach_type = expected_attach_type
-            o.prog_btf_fd = lib.btf__fd(btf)
-            o.func_info = ctypes.addressof(info)
-            o.func_info_cnt = len(funcs)
-            o.func_info_rec_size = 8
-            if log is not None:
-                o.log_level, o.log_size, o.log_buf = 1, len(log), ctypes.addressof(log)
-            return int(
-                lib.bpf_prog_load(
-                    prog_type, name.encode(), license.encode(), ibuf, len(insns) // 8, ctypes.byref(o)
-                )
-            )
-
-        op = f"BPF_PROG_LOAD {name}"
-        fd = attempt(None)
-        if fd >= 0:
-            return fd
-        err = -fd if fd < -1 else ctypes.get_errno()
-        log = ctypes.create_string_buffer(1 << 22)
-        fd = attempt(log)
-        if fd >= 0:  # passed with logging on: keep it, the program is fine
-            return fd
-        raise BpfError(err, op, log.value.decode(errors="replace"))
-    finally:
-        lib.btf__free(btf)
-
-
-def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[bytes]:
-    """Values of array elements start .. start + count - 1, in a few batch calls
-    (libbpf's bpf_map_lookup_batch): an array's batch cursor is the key the
-    next batch starts after."""
-    lib = libbpf()
-    out: list[bytes] = []
-    cursor = _u32(start - 1)
-    nxt = _u32()
-    while len(out) < count:
-        n = _u32(min(_BATCH_CHUNK, count - len(out)))
-        keys = ctypes.create_string_buffer(4 * n.value)
-        values = ctypes.create_string_buffer(value_size * n.value)
-        in_batch = ctypes.byref(cursor) if start + len(out) > 0 else None
-        ret = lib.bpf_map_lookup_batch(fd, in_batch, ctypes.byref(nxt), keys, values, ctypes.byref(n), None)
-        err = ctypes.get_errno() if ret < 0 else 0
-        raw = values.raw
-        out.extend(raw[i * value_size : (i + 1) * value_size] for i in range(n.value))
-        if ret < 0 and err != errno.ENOENT:
-            raise BpfError(err, _label("BPF_MAP_LOOKUP_BATCH", fd))
-        if ret < 0 or n.value == 0:
-            break
-        cursor = _u32(start + len(out) - 1)
-    if len(out) < count:
-        raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
-    return out
-
-
-# --- what a loaded program uses (added for the protection check) ------------
-
-
-def prog_map_ids(fd: int) -> list[int]:
-    """Ids of the maps a loaded program uses (bpf_prog_info.map_ids).
-
-    These are the maps it really reads and writes, whatever is pinned under
-    their names now; inner maps reached through a map-in-map are not listed.
-    """
-    info = _ProgInfoStruct()
-    _get_info(fd, info, "program")
-    count = info.nr_map_ids
-    if not count:
-        return []
-    ids = (ctypes.c_uint32 * count)()
-    again = _ProgInfoStruct()
-    again.nr_map_ids = count
-    again.map_ids = ctypes.addressof(ids)
-    _get_info(fd, again, "program")
-    return list(ids[: min(count, again.nr_map_ids)])
