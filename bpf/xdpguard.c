@@ -65,17 +65,38 @@ static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
 	xg_count2(dir, slot, bytes, 0);
 }
 
-/* CLOCK_MONOTONIC ns; test builds can set it through a map. */
-static __always_inline __u64 xg_now(void)
+/* The test clock, when a test build has set it through the map; else 0. */
+static __always_inline __u64 xg_test_now(void)
 {
 #ifdef XG_TEST_CLOCK
 	__u32 zero = 0;
 	__u64 *c = xg_clock.lookup(&zero);
 
-	if (c && *c)
+	if (c)
 		return *c;
 #endif
-	return bpf_ktime_get_ns();
+	return 0;
+}
+
+/* CLOCK_MONOTONIC ns; test builds can set it through a map.  For the rate
+ * limiter, whose cells advance by a packet's cost (a microsecond at 10^6
+ * packets a second). */
+static __always_inline __u64 xg_now(void)
+{
+	__u64 t = xg_test_now();
+
+	return t ? t : bpf_ktime_get_ns();
+}
+
+/* The same clock at tick resolution (it lags by at most a tick, a few ms),
+ * for what is timed in seconds: flow timeouts, set-element and block
+ * expiry.  It costs a fraction of the precise clock, whose read in a guest
+ * is a serialised TSC read: ~25 ns a packet on our machines. */
+static __always_inline __u64 xg_now_coarse(void)
+{
+	__u64 t = xg_test_now();
+
+	return t ? t : bpf_ktime_get_coarse_ns();
 }
 
 /* ---- rate limits: fixed arrays only (see "Rate-limit state" in the header) ---- */
@@ -385,7 +406,7 @@ static __always_inline int xg_blocked_now(const struct xg_pkt *p)
 
 	if (!until)
 		return 0;
-	__u64 now = xg_now();
+	__u64 now = xg_now_coarse(); /* a block may outlast its time by a tick */
 
 	if (cell && now >= until) {
 		__sync_val_compare_and_swap(cell, until, 0); /* lost to a new block: it stays */
@@ -820,7 +841,7 @@ static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, _
  * clock is read only for elements that have a timeout. */
 static __always_inline int xg_dyn_live(const struct xg_dyn_elem *e)
 {
-	return e && (!e->expires_ns || xg_now() < e->expires_ns);
+	return e && (!e->expires_ns || xg_now_coarse() < e->expires_ns);
 }
 
 /* Is addr (in di) in the set at outer slot di->slot?  Exact addresses first
@@ -946,7 +967,9 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
 		tmo = cfg->tmo_udp;
 	else
 		tmo = cfg->tmo_icmp;
-	return xg_now() - f->last_seen_ns <= tmo * XG_NSEC_PER_SEC;
+	/* Signed: the coarse clock may lag a last_seen written from user space
+	 * with the precise one (connections recorded at apply). */
+	return (__s64)(xg_now_coarse() - f->last_seen_ns) <= (__s64)(tmo * XG_NSEC_PER_SEC);
 }
 
 /* Record an outbound packet's flow (egress only, so only this host creates
@@ -958,12 +981,12 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, 
 
 	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
 		return;
-	__u64 now = xg_now();
+	__u64 now = xg_now_coarse();
 	struct xg_flow *f = xg_flows.lookup(&k);
 	if (f) {
 		/* Refresh rarely: a busy flow would otherwise write a shared
 		 * cache line on every packet. */
-		if (now - f->last_seen_ns > XG_FLOW_REFRESH_NS)
+		if ((__s64)(now - f->last_seen_ns) > (__s64)XG_FLOW_REFRESH_NS)
 			f->last_seen_ns = now;
 		return;
 	}
