@@ -642,9 +642,12 @@ def write_half(
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
     # Read once the config below names the plan.
     st.array_updates += write_words(dm, half, d)
-    if d.ngroups == 1 and inner.flat is None:
-        inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
-        st.blocks += d.nbitmaps
+    flat_fd = None
+    if d.ngroups == 1 and not _flat_holds(dm, half, old, d):
+        if inner.flat is None:
+            inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
+            st.blocks += d.nbitmaps
+        flat_fd = inner.flat
     if d.rules:
         base = half * abi.MAX_RULES
         flags = state_flags(d)
@@ -660,7 +663,7 @@ def write_half(
         half,
         inner.blocks,
         tops_fd,
-        inner.flat if d.ngroups == 1 else None,
+        flat_fd,
         addrs,
         config_bytes(plan, d),
         dynsets.dyncfg_bytes(plan, d),
@@ -669,6 +672,19 @@ def write_half(
     if commit:
         commit_halves(dm, [hw])
     return st, hw
+
+
+def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan) -> bool:
+    """Does the half's flat table already hold `d`'s blocks?  It holds those
+    of `old`, the plan the half holds, and a change that leaves every bitmap
+    as it was (an action, a limit) need not build a new one: a new inner
+    map costs a grace period to swap in."""
+    return (
+        old is not None
+        and old.ngroups == 1
+        and _slot_filled(dm["flat"], half)
+        and flat_blocks(old) == flat_blocks(d)
+    )
 
 
 def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
@@ -731,23 +747,34 @@ def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
     return len(slots)
 
 
+def _moved_slots(outer_fd: int, new: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (slot, inner fd) pairs whose slot does not hold that inner map
+    already (a lookup gives the id of the map a slot holds)."""
+    out = []
+    for slot, fd in new:
+        now = B.map_lookup(outer_fd, _u32(slot), 4)
+        if now is None or int.from_bytes(now, "little") != B.map_info(fd).id:
+            out.append((slot, fd))
+    return out
+
+
 def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
     """Point each half at its inner maps, then write its config (which names its plan).
 
     The outer-map slots go in one batch per outer map: the kernel waits out
     an RCU grace period after every map-in-map update call, so one call
-    instead of one per half saves a grace period (~10 ms) each.
+    instead of one per half saves a grace period (~10 ms) each, and a slot
+    that already holds its inner map is not written at all.
     """
-    slots = [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]
-    if slots:
-        B.map_update_batch(dm["addrs"], [_u32(s) for s, _ in slots], [_u32(fd) for _, fd in slots])
     for outer, new in (
+        ("addrs", [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]),
         ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None]),
         ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None]),
+        ("bitmaps", [(hw.half, hw.bitmaps) for hw in halves]),
     ):
+        new = _moved_slots(dm[outer], new)
         if new:
             B.map_update_batch(dm[outer], [_u32(h) for h, _ in new], [_u32(fd) for _, fd in new])
-    B.map_update_batch(dm["bitmaps"], [_u32(hw.half) for hw in halves], [_u32(hw.bitmaps) for hw in halves])
     dynsets.commit_slots(dm, [hw.dyn_slots for hw in halves])
     for hw in halves:
         B.map_update(dm["dyncfg"], _u32(hw.half), hw.dyncfg)
