@@ -1,16 +1,19 @@
-"""The life cycle of xdpguard on one interface: attach, update, read, detach.
+"""The life cycle of xdpguard on one interface: attach, update, roll back, repair, detach.
 
-An update never shows a packet a mix of rule sets: the new plan goes into
-the half packets are not reading, the per-CPU version flag flips, an RCU
-grace period passes, then the other half is brought level so the next
-update can again write only what changed.  The programs are compiled
-(bcc) only when none is attached or their sources changed, or when asked.
+`Dataplane` decides what happens and in which order, under the
+interface's lock, and keeps the state directory's record (journal, commit,
+history) in step with the kernel.  The kernel work is done elsewhere:
+links.py attaches the programs and owns the pins, halves.py writes a plan
+into the double-buffered maps (an update never shows a packet a mix of
+rule sets), recovery.py finishes an update that died, status.py reads
+what `status` and `stats` report.  The programs are compiled (bcc,
+loader.py) only when none is attached or their sources changed, or when
+asked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -18,17 +21,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi, confirm, dynsets, loader, syncookie
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import confirm, dynsets, loader, syncookie
+from xdpguard.datapath import halves as H
 from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
+from xdpguard.datapath import recovery as R
 from xdpguard.datapath import status as S
-from xdpguard.datapath.links import Links
+from xdpguard.datapath.links import Links, ensure_bpffs
 from xdpguard.datapath.links import prog_pin_name as prog_pin_name  # importers use it from here
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.net import NetError, NoSuchNetns, in_netns, opened_connections
 from xdpguard.net import ifindex as lookup_ifindex
-from xdpguard.rules.compile import DirectionPlan, Plan, plan_digest, plan_from_bytes
+from xdpguard.rules.compile import Plan, plan_digest, plan_from_bytes
 from xdpguard.state import (
     Applied,
     DamagedState,
@@ -36,13 +41,10 @@ from xdpguard.state import (
     LockTimeout,
     Snapshot,
     StateError,
-    bpffs_root,
     fault,
     known_ifaces,
     state_root,
 )
-
-DIRECTIONS = M.DIRECTIONS
 
 
 @dataclass
@@ -55,25 +57,11 @@ class ApplyResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _ensure_bpffs() -> None:
-    if not str(bpffs_root()).startswith("/sys/fs/bpf") or os.path.ismount("/sys/fs/bpf"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    bpf = ctypes.c_char_p(b"bpf")
-    if libc.mount(bpf, ctypes.c_char_p(b"/sys/fs/bpf"), bpf, 0, None) != 0:
-        err = ctypes.get_errno()
-        raise KernelError(f"bpffs is not mounted at /sys/fs/bpf and mounting it failed: {os.strerror(err)}")
-
-
 def _require_root() -> None:
     if not B.privileged():
         raise KernelError(
             "this command changes the kernel's BPF state: run it as root (CAP_BPF and CAP_NET_ADMIN)"
         )
-
-
-def _dir_plan(plan: Plan, direction: str) -> DirectionPlan:
-    return plan.ingress if direction == "ingress" else plan.egress
 
 
 class Dataplane:
@@ -117,7 +105,7 @@ class Dataplane:
         note: str = "",
     ) -> ApplyResult:
         _require_root()
-        _ensure_bpffs()
+        ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
             recovered = self._recover()
@@ -147,7 +135,7 @@ class Dataplane:
             seq=(applied.seq + 1) if applied else 1,
             xdp_mode=applied.xdp_mode if (applied and self.attached) else xdp_mode,
             source_hash=loader.source_hash(),
-            directions=list(DIRECTIONS),
+            directions=list(M.DIRECTIONS),
             note=note,
         )
         snap = Snapshot(new, plan.to_bytes(), rules_text, summary)
@@ -196,10 +184,7 @@ class Dataplane:
         """
         where = f"free space in (or remount read-write) {state_root()} and apply again"
         if res.attached:
-            self._remove_pins()
-            self.iface.end()
-            if self.iface.load_applied() is None:
-                self.iface.remove_state()
+            self._abandon_attach()
             return f"{err}; nothing is attached to {self.iface.ifname}: {where}"
         old = self.iface.load_plan()
         if old is None or applied is None:
@@ -208,8 +193,7 @@ class Dataplane:
                 "(the journal lets the next command record it)"
             )
         with M.open_maps(self.pin_dir) as m:
-            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
-            self._switch(m, old, plan, holds)
+            H.switch(m, self.pin_dir, old, plan, H.holds_all(True))
         self.iface.end()
         return (
             f"{err}; the kernel was put back to version {applied.seq}, the rule set the state directory "
@@ -251,21 +235,7 @@ class Dataplane:
                 problems = M.check_pinned_sizes(self.pin_dir, plan)
                 if problems:
                     raise KernelError("; ".join(problems))
-                with M.open_maps(self.pin_dir) as m:
-                    M.zero_counters_all(m)
-                    M.ensure_limiter_key(m)
-                    M.write_event_cfg(m, abi.EVENTS_DEFAULT_SAMPLE, abi.EVENTS_DEFAULT_MAX_RATE)
-                    for direction in DIRECTIONS:
-                        d = _dir_plan(plan, direction)
-                        slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
-                        inner = M.Inner()
-                        try:
-                            st, _ = M.write_half(m, M.half_of(direction, 0), plan, d, None, slots, inner)
-                            res.writes.add(st)
-                            M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, inner)
-                        finally:
-                            inner.close()
-                M.write_active(self.pin_dir, 0)
+                res.writes = H.initialise(self.pin_dir, plan)
                 fault("attach-maps")
                 self.links.pin_programs(loaded.prog_fds)
                 # Egress first: the pinned XDP link is what marks xdpguard attached.
@@ -279,10 +249,7 @@ class Dataplane:
                 loaded.close()
         except BaseException:
             if not linked:
-                self._remove_pins()
-                self.iface.end()
-                if self.iface.load_applied() is None:
-                    self.iface.remove_state()  # a first attach that failed leaves nothing behind
+                self._abandon_attach()
             raise
         return res
 
@@ -323,14 +290,8 @@ class Dataplane:
                 "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
             )
         with M.open_maps(self.pin_dir) as m:
-            # What each half holds, as the kernel says: a half whose config
-            # hash is not the recorded plan's is rewritten in full.
-            old_hash = old.hash64 if old is not None else None
-            holds = {
-                (direction, v): M.read_config(m, M.half_of(direction, v)).plan_hash == old_hash
-                for direction in DIRECTIONS
-                for v in (0, 1)
-            }
+            # A half whose config hash is not the recorded plan's is rewritten in full.
+            holds = H.holding(m, old)
             program_due = not res.replaced and (replace_program or self._program_outdated(applied))
             if old is not None and all(holds.values()) and old.digest == plan.digest:
                 if program_due:
@@ -350,7 +311,7 @@ class Dataplane:
                 res.replaced = True
                 fault("replaced")
             res.changed = True
-            res.writes = self._switch(m, plan, old, holds)
+            res.writes = H.switch(m, self.pin_dir, plan, old, holds)
             # No half refers to the sets the new plan dropped any more.
             dropped = dynsets.drop_undeclared(m, plan)
             if dropped:
@@ -360,142 +321,21 @@ class Dataplane:
             dynsets.collect(m, plan)
         return res
 
-    def _switch(
-        self, m: M.Maps, plan: Plan, old: Plan | None, holds: dict[tuple[str, int], bool]
-    ) -> M.WriteStats:
-        """Write the inactive half, flip, wait out readers, level the other half."""
-        writes = M.WriteStats()
-        active = M.read_active(self.pin_dir)
-        inactive = 1 - active
-        inner = {dn: M.Inner() for dn in DIRECTIONS}
-        # Per direction, what the second half gets too: counter slots and config.
-        slots: dict[str, dict[int, int]] = {}
-        try:
-            pending: list[M.HalfWrite] = []
-            for direction in DIRECTIONS:
-                d = _dir_plan(plan, direction)
-                h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
-                rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
-                rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
-                slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
-                M.zero_counters(m, direction, fresh)
-                if direction == "ingress":
-                    syncookie.zero_counters(self.pin_dir, fresh)
-                od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                st, hw = M.write_half(m, h_in, plan, d, od, slots[direction], inner[direction], commit=False)
-                writes.add(st)
-                pending.append(hw)
-                fault(f"inactive-{direction}")
-            M.commit_halves(m, pending)
-            M.write_active(self.pin_dir, inactive)
-            fault("flipped")
-            # No packet still reads the old half once a grace period has passed.
-            B.rcu_barrier()
-            pending = []
-            for direction in DIRECTIONS:
-                d = _dir_plan(plan, direction)
-                od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                h_old = M.half_of(direction, active)
-                _, hw = M.write_half(m, h_old, plan, d, od, slots[direction], inner[direction], commit=False)
-                pending.append(hw)
-                fault(f"levelled-{direction}")
-            M.commit_halves(m, pending)
-        finally:
-            for i in inner.values():
-                i.close()
-        return writes
-
     # ------------------------------------------------------------------ recovery
 
     def _recover(self) -> list[str]:
-        """Finish or undo an apply that died; bring every half level with the live one.
+        """Finish or undo an apply that died (recovery.py); bring every half level with the live one.
 
         Called with the lock held, before anything else changes the interface.
         """
         j = self.iface.journal()
         if j is None:
             return []
-        meta, plan_bytes = j
         if not self.attached:
             # The attach died before its XDP link was pinned: nothing was live.
-            self._remove_pins()
-            self.iface.end()
-            if self.iface.load_applied() is None:
-                self.iface.remove_state()
+            self._abandon_attach()
             return ["an interrupted first attach left objects behind: removed them"]
-        journal_path = self.iface.state_dir / "journal.plan.bin"
-        try:
-            new = plan_from_bytes(plan_bytes)
-            journalled = Snapshot(
-                Applied.from_json(json.dumps(meta["applied"])),
-                plan_bytes,
-                meta.get("rules_text"),
-                meta.get("summary"),
-            )
-        except Exception as e:  # not what xdpguard wrote
-            raise DamagedState(journal_path, f"{type(e).__name__}: {e}", self.iface.ifname) from e
-        old = self.iface.load_plan()
-        with M.open_maps(self.pin_dir) as m:
-            active = M.read_active(self.pin_dir)
-            live_hashes = {M.read_config(m, M.half_of(d, active)).plan_hash for d in DIRECTIONS}
-            if live_hashes == {new.hash64}:
-                live, msg = (
-                    new,
-                    f"an interrupted apply of {journalled.applied.file} had reached the kernel: recorded it",
-                )
-                self._record_recovered(m, journalled, new, old)
-            elif old is not None and live_hashes == {old.hash64}:
-                live, msg = (
-                    old,
-                    "an interrupted apply never reached the packets: the previous rule set stayed live",
-                )
-            else:
-                # Not expected (each half is switched whole); make the new plan live from scratch.
-                live, msg = (
-                    new,
-                    "an interrupted apply left unknown map contents: rewrote the rule set in full",
-                )
-                holds = {(d, v): False for d in DIRECTIONS for v in (0, 1)}
-                self._switch(m, new, None, holds)
-                self._record_recovered(m, journalled, new, old)
-            # The half packets do not read may be half-written: level it.
-            for direction in DIRECTIONS:
-                h_in = M.half_of(direction, 1 - active)
-                if M.read_config(m, h_in).plan_hash != live.hash64:
-                    d = _dir_plan(live, direction)
-                    h_act = M.half_of(direction, active)
-                    slots = {r.rule_id: r.slot for r in M.read_rules(m, h_act, d.nrules)}
-                    inner = M.Inner()
-                    try:
-                        M.write_half(m, h_in, live, d, None, slots, inner)
-                    finally:
-                        inner.close()
-            dynsets.drop_undeclared(m, live)
-        self.links.ensure_prog_pins()
-        missing = self.links.unlinked()
-        if missing:
-            applied = self.iface.load_applied()
-            for direction in missing:
-                self.links.link_pinned(direction, applied.xdp_mode if applied else "auto")
-                msg += f"; re-attached the {direction} program"
-        self.iface.end()
-        return [msg]
-
-    def _record_recovered(self, m: M.Maps, journalled: Snapshot, new: Plan, old: Plan | None) -> None:
-        """Record what an interrupted apply made live, or, if the record cannot be
-        written, put the recorded rule set back so that kernel and record agree."""
-        try:
-            self.iface.commit(journalled)
-        except StateError as e:
-            if old is None:
-                raise
-            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
-            self._switch(m, old, new, holds)
-            self.iface.end()
-            raise StateError(
-                f"{e}; an interrupted apply had reached the kernel and could not be recorded: put the "
-                f"recorded rule set back; free space in (or remount read-write) {state_root()}, apply again"
-            ) from e
+        return [R.finish(self.iface, self.links, *j)]
 
     def recover(self, wait: bool = True) -> list[str]:
         """Repair what an interrupted apply left (status and rollback call this).
@@ -727,6 +567,14 @@ class Dataplane:
                 f"remove it when it can be written, or `xdpguard restore` will attach it again"
             )
         return removed
+
+    def _abandon_attach(self) -> None:
+        """A first attach that did not complete leaves nothing behind (the
+        journal, and the state directory unless an earlier rule set is recorded)."""
+        self._remove_pins()
+        self.iface.end()
+        if self.iface.load_applied() is None:
+            self.iface.remove_state()
 
     def _remove_pins(self) -> list[str]:
         """Every kernel object of the interface goes (links.py), whatever shape the record is in."""

@@ -7,6 +7,7 @@ decides; an attach that then fails is an error, never a reason to try the
 other way.  Links and the programs behind them are pinned in the
 interface's bpffs directory, so they outlive the command that made them.
 
+`ensure_bpffs` mounts bpffs where the pins go, if nothing is mounted there.
 `Links` is the kernel-object side of the life cycle in dataplane.py: it
 creates, swaps, repairs, removes and describes these objects, and knows
 nothing of plans, halves or records beyond the note of how egress is
@@ -17,6 +18,7 @@ attach needs one, as the owner may look it up lazily.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 from collections.abc import Callable
@@ -33,6 +35,17 @@ XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_S
 # direction -> (pin of its link, attach type)
 LINKS = {"ingress": ("link_xdp", B.BPF_XDP), "egress": ("link_tcx", B.BPF_TCX_EGRESS)}
 EGRESS_NOTE = "egress_attach"  # the interface's note of how egress is attached
+
+
+def ensure_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf when the pins go there and nothing is mounted yet."""
+    if not str(bpffs_root()).startswith("/sys/fs/bpf") or os.path.ismount("/sys/fs/bpf"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    bpf = ctypes.c_char_p(b"bpf")
+    if libc.mount(bpf, ctypes.c_char_p(b"/sys/fs/bpf"), bpf, 0, None) != 0:
+        err = ctypes.get_errno()
+        raise KernelError(f"bpffs is not mounted at /sys/fs/bpf and mounting it failed: {os.strerror(err)}")
 
 
 def prog_pin_name(direction: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from xdpguard.datapath import abi, dynsets, syncookie
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import halves as H
 from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
 from xdpguard.datapath.links import Links
@@ -135,8 +136,7 @@ def counters(ifname: str, pin_dir: str, plan: Plan | None) -> dict[str, Any]:
             entries = M.read_rules(m, half, cfg.nrules)
             names = {}
             if plan is not None:
-                d = plan.directions()[M.DIRECTIONS.index(direction)]
-                names = {r.rule_id: (r.name, r.action.value) for r in d.rules}
+                names = {r.rule_id: (r.name, r.action.value) for r in H.dir_plan(plan, direction).rules}
             slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values())
             counts = M.read_counters(m, direction, slots)
             syn = syncookie.read_counters(pin_dir, [e.slot for e in entries if e.flags & abi.RULE_SYNCOOKIE])
