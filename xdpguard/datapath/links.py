@@ -22,14 +22,16 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xdpguard.datapath import bpf as B
-from xdpguard.datapath import protection as P
 from xdpguard.datapath import syncookie
 from xdpguard.errors import KernelError
 from xdpguard.net import NetError, attach_egress, detach_egress, in_netns
 from xdpguard.state import Iface, bpffs_root
+
+if TYPE_CHECKING:  # protection.py reads LINKS from here: only the type goes the other way
+    from xdpguard.datapath.protection import Protection
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
 # direction -> (pin of its link, attach type)
@@ -192,7 +194,7 @@ class Links:
         with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as fd:
             self.link(direction, fd, xdp_mode)
 
-    def relink(self, direction: str, prot: P.Protection, xdp_mode: str) -> None:
+    def relink(self, direction: str, prot: Protection, xdp_mode: str) -> None:
         """Attach the pinned program to the interface that has the name now (prot.ifindex).
 
         The new link replaces the old one's pin; the old link, if still
@@ -215,7 +217,7 @@ class Links:
                 unlink(old)
             self.link(direction, prog, xdp_mode)
 
-    def repin(self, prot: P.Protection) -> str:
+    def repin(self, prot: Protection) -> str:
         """Pin the programs and maps in use again where another object took their place."""
         done = []
         for direction, (pin_name, _) in LINKS.items():
