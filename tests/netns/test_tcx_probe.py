@@ -4,11 +4,14 @@ On a kernel with tcx (this one: the probe itself is checked in
 tests/unit/test_bpf_syscalls.py) the egress program gets a pinned tcx
 link.  When the probe says the kernel has none, it goes in as a clsact
 cls_bpf filter over netlink instead, without trying a tcx link first;
-both are removed by detach.
+both are removed by detach.  The probe runs once per process, and a tcx
+attach that fails on a kernel that has tcx is reported as the error it
+is, not taken for a missing feature.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 
@@ -17,6 +20,7 @@ import pytest
 from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.dataplane import Dataplane
+from xdpguard.errors import KernelError
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.parse import parse_text
 
@@ -57,5 +61,60 @@ def test_egress_attachment_follows_the_probe(lab, monkeypatch, kernel_has_tcx: b
             assert os.path.exists(dp.iface.pin("link_xdp"))  # XDP always uses a link
         finally:
             dp.detach()
+    assert "xg_egress" not in _tc_egress(lab)
+    assert not any(lab.bpffs.rglob("*"))
+
+
+def test_the_probe_runs_once_per_process(lab, monkeypatch) -> None:
+    monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
+    probes = []
+    real_prog_load = B.prog_load
+
+    def counting_prog_load(*args: object, **kw: object) -> int:
+        if kw.get("name") == "xg_tcx_probe":
+            probes.append(args)
+        return real_prog_load(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(B, "prog_load", counting_prog_load)
+    B.have_tcx.cache_clear()  # forget what earlier tests in this process found
+    plan = compile_ruleset(parse_text(RULES, "probe.yaml"))
+    with net.in_netns(lab.b.ns):
+        for _ in range(2):  # two attaches, as a long-running caller would make
+            dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+            dp.apply(plan, None)
+            try:
+                assert dp.egress_mode == "tcx"
+            finally:
+                dp.detach()
+    assert len(probes) == 1
+
+
+def test_a_failed_tcx_attach_is_an_error_not_a_fallback(lab, monkeypatch) -> None:
+    """EINVAL is what a kernel without tcx answers the probe; from the real
+    attach on a kernel with tcx it is a failure to report, and nothing is
+    left attached (no netlink filter put in its place)."""
+    monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
+    assert B.have_tcx()  # asked before link_create is broken below
+    real_link_create = B.link_create
+
+    def refuse_tcx(prog_fd: int, ifindex: int, attach_type: int, *args: object, **kw: object) -> int:
+        if attach_type == B.BPF_TCX_EGRESS:
+            raise B.BpfError(
+                errno.EINVAL, f"BPF_LINK_CREATE (attach type {attach_type}) on ifindex {ifindex}"
+            )
+        return real_link_create(prog_fd, ifindex, attach_type, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(B, "link_create", refuse_tcx)
+    plan = compile_ruleset(parse_text(RULES, "probe.yaml"))
+    with net.in_netns(lab.b.ns):
+        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+        try:
+            with pytest.raises(KernelError, match=r"attach the egress program \(tcx\) to "):
+                dp.apply(plan, None)
+            assert not dp.attached
+            assert dp.iface.load_applied() is None
+        finally:
+            if dp.attached:  # the fallback this test forbids happened: leave nothing behind
+                dp.detach()
     assert "xg_egress" not in _tc_egress(lab)
     assert not any(lab.bpffs.rglob("*"))

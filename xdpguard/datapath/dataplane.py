@@ -1,16 +1,19 @@
-"""The life cycle of xdpguard on one interface: attach, update, read, detach.
+"""The life cycle of xdpguard on one interface: attach, update, roll back, repair, detach.
 
-An update never shows a packet a mix of rule sets: the new plan goes into
-the half packets are not reading, the per-CPU version flag flips, an RCU
-grace period passes, then the other half is brought level so the next
-update can again write only what changed.  The programs are compiled
-(bcc) only when none is attached or their sources changed, or when asked.
+`Dataplane` decides what happens and in which order, under the
+interface's lock, and keeps the state directory's record (journal, commit,
+history) in step with the kernel.  The kernel work is done elsewhere:
+links.py attaches the programs and owns the pins, halves.py writes a plan
+into the double-buffered maps (an update never shows a packet a mix of
+rule sets), recovery.py finishes an update that died, status.py reads
+what `status` and `stats` report.  The programs are compiled (bcc,
+loader.py) only when none is attached or their sources changed, or when
+asked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -18,13 +21,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdpguard.datapath import abi, confirm, dynsets, syncookie
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import confirm, dynsets, loader, syncookie
+from xdpguard.datapath import halves as H
 from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
+from xdpguard.datapath import recovery as R
+from xdpguard.datapath import status as S
+from xdpguard.datapath.links import Links, ensure_bpffs
+from xdpguard.datapath.links import prog_pin_name as prog_pin_name  # importers use it from here
 from xdpguard.errors import KernelError, UsageError
-from xdpguard.net import NoSuchNetns, in_netns
-from xdpguard.rules.compile import DirectionPlan, Plan, digest_hash64, plan_digest, plan_from_bytes
+from xdpguard.net import NetError, NoSuchNetns, in_netns, opened_connections
+from xdpguard.net import ifindex as lookup_ifindex
+from xdpguard.rules.compile import Plan, plan_digest, plan_from_bytes
 from xdpguard.state import (
     Applied,
     DamagedState,
@@ -32,15 +41,10 @@ from xdpguard.state import (
     LockTimeout,
     Snapshot,
     StateError,
-    bpffs_root,
     fault,
+    known_ifaces,
     state_root,
 )
-
-XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
-# direction -> (pin of its link, attach type)
-LINKS = {"ingress": ("link_xdp", B.BPF_XDP), "egress": ("link_tcx", B.BPF_TCX_EGRESS)}
-DIRECTIONS = M.DIRECTIONS
 
 
 @dataclass
@@ -53,37 +57,11 @@ class ApplyResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _ensure_bpffs() -> None:
-    if not str(bpffs_root()).startswith("/sys/fs/bpf") or os.path.ismount("/sys/fs/bpf"):
-        return
-    from ctypes import CDLL, c_char_p, get_errno
-
-    libc = CDLL(None, use_errno=True)
-    if libc.mount(c_char_p(b"bpf"), c_char_p(b"/sys/fs/bpf"), c_char_p(b"bpf"), 0, None) != 0:
-        err = get_errno()
-        raise KernelError(f"bpffs is not mounted at /sys/fs/bpf and mounting it failed: {os.strerror(err)}")
-
-
 def _require_root() -> None:
     if not B.privileged():
         raise KernelError(
             "this command changes the kernel's BPF state: run it as root (CAP_BPF and CAP_NET_ADMIN)"
         )
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _dir_plan(plan: Plan, direction: str) -> DirectionPlan:
-    return plan.ingress if direction == "ingress" else plan.egress
-
-
-def prog_pin_name(direction: str) -> str:
-    return f"prog_{direction}"
 
 
 class Dataplane:
@@ -95,6 +73,7 @@ class Dataplane:
         self.ifindex = ifindex
         self.netns = netns
         self.warnings: list[str] = []  # said by the CLI after the command (e.g. state left behind)
+        self.links = Links(self.iface, self._ifindex)
 
     @property
     def pin_dir(self) -> str:
@@ -102,7 +81,17 @@ class Dataplane:
 
     @property
     def attached(self) -> bool:
-        return os.path.exists(self.iface.pin(LINKS["ingress"][0]))
+        return self.links.attached
+
+    @property
+    def egress_mode(self) -> str:
+        """How the egress program is attached: "tcx" (a pinned link) or "netlink" (clsact + cls_bpf)."""
+        return self.links.egress_mode
+
+    def _ifindex(self) -> int:
+        if self.ifindex is None:
+            self.ifindex = lookup_ifindex(self.iface.ifname)
+        return self.ifindex
 
     # ------------------------------------------------------------------ apply
 
@@ -116,7 +105,7 @@ class Dataplane:
         note: str = "",
     ) -> ApplyResult:
         _require_root()
-        _ensure_bpffs()
+        ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
             recovered = self._recover()
@@ -134,8 +123,6 @@ class Dataplane:
         summary: dict[str, Any] | None,
         note: str,
     ) -> ApplyResult:
-        from xdpguard.datapath.loader import source_hash  # pure hashing, no bcc
-
         applied = self.iface.load_applied()
         new = Applied(
             ifname=self.iface.ifname,
@@ -147,8 +134,8 @@ class Dataplane:
             applied_at=time.time(),
             seq=(applied.seq + 1) if applied else 1,
             xdp_mode=applied.xdp_mode if (applied and self.attached) else xdp_mode,
-            source_hash=source_hash(),
-            directions=list(DIRECTIONS),
+            source_hash=loader.source_hash(),
+            directions=list(M.DIRECTIONS),
             note=note,
         )
         snap = Snapshot(new, plan.to_bytes(), rules_text, summary)
@@ -197,10 +184,7 @@ class Dataplane:
         """
         where = f"free space in (or remount read-write) {state_root()} and apply again"
         if res.attached:
-            self._remove_pins()
-            self.iface.end()
-            if self.iface.load_applied() is None:
-                self.iface.remove_state()
+            self._abandon_attach()
             return f"{err}; nothing is attached to {self.iface.ifname}: {where}"
         old = self.iface.load_plan()
         if old is None or applied is None:
@@ -209,8 +193,7 @@ class Dataplane:
                 "(the journal lets the next command record it)"
             )
         with M.open_maps(self.pin_dir) as m:
-            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
-            self._switch(m, old, plan, holds)
+            H.switch(m, self.pin_dir, old, plan, H.holds_all(True))
         self.iface.end()
         return (
             f"{err}; the kernel was put back to version {applied.seq}, the rule set the state directory "
@@ -239,8 +222,6 @@ class Dataplane:
         fault("journal")
 
     def _attach(self, plan: Plan, xdp_mode: str) -> ApplyResult:
-        from xdpguard.datapath import loader  # compiles: only on first attach
-
         if os.path.isdir(self.pin_dir) and os.listdir(self.pin_dir):
             # Leftovers of an attach that died before linking: nothing uses
             # them (no XDP link), so start clean rather than trust them.
@@ -254,29 +235,12 @@ class Dataplane:
                 problems = M.check_pinned_sizes(self.pin_dir, plan)
                 if problems:
                     raise KernelError("; ".join(problems))
-                with M.open_maps(self.pin_dir) as m:
-                    M.zero_counters_all(m)
-                    M.ensure_limiter_key(m)
-                    M.write_event_cfg(m, abi.EVENTS_DEFAULT_SAMPLE, abi.EVENTS_DEFAULT_MAX_RATE)
-                    for direction in DIRECTIONS:
-                        d = _dir_plan(plan, direction)
-                        slots, _ = M.allocate_slots([], [], [r.rule_id for r in d.rules])
-                        inner = M.Inner()
-                        try:
-                            st, _ = M.write_half(m, M.half_of(direction, 0), plan, d, None, slots, inner)
-                            res.writes.add(st)
-                            M.write_half(m, M.half_of(direction, 1), plan, d, None, slots, inner)
-                        finally:
-                            inner.close()
-                M.write_active(self.pin_dir, 0)
+                res.writes = H.initialise(self.pin_dir, plan)
                 fault("attach-maps")
-                for direction, fd in loaded.prog_fds.items():
-                    pin = self.iface.pin(prog_pin_name(direction))
-                    _unlink(pin)
-                    B.obj_pin(fd, pin)
+                self.links.pin_programs(loaded.prog_fds)
                 # Egress first: the pinned XDP link is what marks xdpguard attached.
                 for direction in ("egress", "ingress"):
-                    self._link(direction, loaded.prog_fds[direction], xdp_mode)
+                    self.links.link(direction, loaded.prog_fds[direction], xdp_mode)
                     fault(f"attach-linked-{direction}")
                     if direction == "egress":
                         res.messages += self._record_open_connections()
@@ -285,76 +249,9 @@ class Dataplane:
                 loaded.close()
         except BaseException:
             if not linked:
-                self._remove_pins()
-                self.iface.end()
-                if self.iface.load_applied() is None:
-                    self.iface.remove_state()  # a first attach that failed leaves nothing behind
+                self._abandon_attach()
             raise
         return res
-
-    @property
-    def egress_mode(self) -> str:
-        """How the egress program is attached: "tcx" (a pinned link) or "netlink" (clsact + cls_bpf)."""
-        return self.iface.read_note("egress_attach") or "tcx"
-
-    def _set_egress_mode(self, mode: str) -> None:
-        self.iface.write_note("egress_attach", mode)
-
-    def _link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
-        pin_name, attach_type = LINKS[direction]
-        if direction == "egress":
-            # tcx links need Linux 6.6; older kernels (probed once, not
-            # guessed from an errno) and tests forcing it get netlink.
-            if os.environ.get("XDPGUARD_FORCE_TC_NETLINK") == "1" or not B.have_tcx():
-                self._attach_egress_netlink(prog_fd)
-                return
-            self._set_egress_mode("tcx")
-        flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
-        ifindex = self._ifindex()
-        try:
-            link = B.link_create(prog_fd, ifindex, attach_type, flags)
-        except B.BpfError as e:
-            raise self._attach_error(e, direction, xdp_mode) from e
-        try:
-            B.obj_pin(link, self.iface.pin(pin_name))
-        finally:
-            os.close(link)
-
-    def _attach_egress_netlink(self, prog_fd: int) -> None:
-        from xdpguard.net import NetError, attach_egress
-
-        self._set_egress_mode("netlink")
-        try:
-            attach_egress(self._ifindex(), prog_fd)
-        except NetError as e:
-            raise KernelError(str(e)) from e
-
-    def _ifindex(self) -> int:
-        if self.ifindex is None:
-            from xdpguard.net import ifindex
-
-            self.ifindex = ifindex(self.iface.ifname)
-        return self.ifindex
-
-    def _attach_error(self, e: B.BpfError, direction: str, xdp_mode: str) -> KernelError:
-        name = self.iface.ifname
-        if direction == "egress":
-            return KernelError(f"attach the egress program (tcx) to {name}: {e.sentence}")
-        if e.errno == errno.EBUSY:
-            return KernelError(
-                f"attach XDP to {name}: another XDP program is attached to this interface "
-                "(see `ip link show`; remove it, or `xdpguard detach` if it is ours)"
-            )
-        if e.errno == errno.EEXIST:
-            return KernelError(
-                f"attach XDP to {name}: an XDP program in another mode is attached; "
-                f"detach it first or pick the same --xdp-mode (asked: {xdp_mode})"
-            )
-        if e.errno in (errno.EOPNOTSUPP, B.ENOTSUPP) and xdp_mode == "native":
-            return KernelError(
-                f"attach XDP to {name}: the driver has no native XDP; use --xdp-mode generic or auto"
-            )
-        return KernelError(f"attach XDP to {name}: {e.sentence}")
 
     def _update(
         self, plan: Plan, applied: Applied | None, replace_program: bool, snap: Snapshot | None
@@ -375,7 +272,7 @@ class Dataplane:
                     "forgets what the table tracks, so it takes `xdpguard detach` then `apply`"
                 )
         res = ApplyResult(changed=False)
-        self._ensure_prog_pins()
+        self.links.ensure_prog_pins()
         missing = M.missing_pins(self.pin_dir)
         if missing:
             # Pinned by an older xdpguard: the new programs create the maps
@@ -393,14 +290,8 @@ class Dataplane:
                 "replaced the programs" + (f" (removed the retired {', '.join(gone)} pins)" if gone else "")
             )
         with M.open_maps(self.pin_dir) as m:
-            # What each half holds, as the kernel says: a half whose config
-            # hash is not the recorded plan's is rewritten in full.
-            old_hash = old.hash64 if old is not None else None
-            holds = {
-                (direction, v): M.read_config(m, M.half_of(direction, v)).plan_hash == old_hash
-                for direction in DIRECTIONS
-                for v in (0, 1)
-            }
+            # A half whose config hash is not the recorded plan's is rewritten in full.
+            holds = H.holding(m, old)
             program_due = not res.replaced and (replace_program or self._program_outdated(applied))
             if old is not None and all(holds.values()) and old.digest == plan.digest:
                 if program_due:
@@ -420,7 +311,7 @@ class Dataplane:
                 res.replaced = True
                 fault("replaced")
             res.changed = True
-            res.writes = self._switch(m, plan, old, holds)
+            res.writes = H.switch(m, self.pin_dir, plan, old, holds)
             # No half refers to the sets the new plan dropped any more.
             dropped = dynsets.drop_undeclared(m, plan)
             if dropped:
@@ -430,144 +321,21 @@ class Dataplane:
             dynsets.collect(m, plan)
         return res
 
-    def _switch(
-        self, m: M.Maps, plan: Plan, old: Plan | None, holds: dict[tuple[str, int], bool]
-    ) -> M.WriteStats:
-        """Write the inactive half, flip, wait out readers, level the other half."""
-        writes = M.WriteStats()
-        active = M.read_active(self.pin_dir)
-        inactive = 1 - active
-        inner = {dn: M.Inner() for dn in DIRECTIONS}
-        # Per direction, what the second half gets too: counter slots and config.
-        slots: dict[str, dict[int, int]] = {}
-        try:
-            pending: list[M.HalfWrite] = []
-            for direction in DIRECTIONS:
-                d = _dir_plan(plan, direction)
-                h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
-                rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
-                rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
-                slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
-                M.zero_counters(m, direction, fresh)
-                if direction == "ingress":
-                    syncookie.zero_counters(self.pin_dir, fresh)
-                od = _dir_plan(old, direction) if old is not None and holds[(direction, inactive)] else None
-                st, hw = M.write_half(m, h_in, plan, d, od, slots[direction], inner[direction], commit=False)
-                writes.add(st)
-                pending.append(hw)
-                fault(f"inactive-{direction}")
-            M.commit_halves(m, pending)
-            M.write_active(self.pin_dir, inactive)
-            fault("flipped")
-            # No packet still reads the old half once a grace period has passed.
-            B.rcu_barrier()
-            pending = []
-            for direction in DIRECTIONS:
-                d = _dir_plan(plan, direction)
-                od = _dir_plan(old, direction) if old is not None and holds[(direction, active)] else None
-                h_old = M.half_of(direction, active)
-                _, hw = M.write_half(m, h_old, plan, d, od, slots[direction], inner[direction], commit=False)
-                pending.append(hw)
-                fault(f"levelled-{direction}")
-            M.commit_halves(m, pending)
-        finally:
-            for i in inner.values():
-                i.close()
-        return writes
-
     # ------------------------------------------------------------------ recovery
 
     def _recover(self) -> list[str]:
-        """Finish or undo an apply that died; bring every half level with the live one.
+        """Finish or undo an apply that died (recovery.py); bring every half level with the live one.
 
         Called with the lock held, before anything else changes the interface.
         """
         j = self.iface.journal()
         if j is None:
             return []
-        meta, plan_bytes = j
         if not self.attached:
             # The attach died before its XDP link was pinned: nothing was live.
-            self._remove_pins()
-            self.iface.end()
-            if self.iface.load_applied() is None:
-                self.iface.remove_state()
+            self._abandon_attach()
             return ["an interrupted first attach left objects behind: removed them"]
-        journal_path = self.iface.state_dir / "journal.plan.bin"
-        try:
-            new = plan_from_bytes(plan_bytes)
-            journalled = Snapshot(
-                Applied.from_json(json.dumps(meta["applied"])),
-                plan_bytes,
-                meta.get("rules_text"),
-                meta.get("summary"),
-            )
-        except Exception as e:  # not what xdpguard wrote
-            raise DamagedState(journal_path, f"{type(e).__name__}: {e}", self.iface.ifname) from e
-        old = self.iface.load_plan()
-        with M.open_maps(self.pin_dir) as m:
-            active = M.read_active(self.pin_dir)
-            live_hashes = {M.read_config(m, M.half_of(d, active)).plan_hash for d in DIRECTIONS}
-            if live_hashes == {new.hash64}:
-                live, msg = (
-                    new,
-                    f"an interrupted apply of {journalled.applied.file} had reached the kernel: recorded it",
-                )
-                self._record_recovered(m, journalled, new, old)
-            elif old is not None and live_hashes == {old.hash64}:
-                live, msg = (
-                    old,
-                    "an interrupted apply never reached the packets: the previous rule set stayed live",
-                )
-            else:
-                # Not expected (each half is switched whole); make the new plan live from scratch.
-                live, msg = (
-                    new,
-                    "an interrupted apply left unknown map contents: rewrote the rule set in full",
-                )
-                holds = {(d, v): False for d in DIRECTIONS for v in (0, 1)}
-                self._switch(m, new, None, holds)
-                self._record_recovered(m, journalled, new, old)
-            # The half packets do not read may be half-written: level it.
-            for direction in DIRECTIONS:
-                h_in = M.half_of(direction, 1 - active)
-                if M.read_config(m, h_in).plan_hash != live.hash64:
-                    d = _dir_plan(live, direction)
-                    h_act = M.half_of(direction, active)
-                    slots = {r.rule_id: r.slot for r in M.read_rules(m, h_act, d.nrules)}
-                    inner = M.Inner()
-                    try:
-                        M.write_half(m, h_in, live, d, None, slots, inner)
-                    finally:
-                        inner.close()
-            dynsets.drop_undeclared(m, live)
-        self._ensure_prog_pins()
-        for direction in ("egress", "ingress"):
-            if direction == "egress" and self.egress_mode == "netlink":
-                continue
-            if not os.path.exists(self.iface.pin(LINKS[direction][0])):
-                with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as fd:
-                    applied = self.iface.load_applied()
-                    self._link(direction, fd, applied.xdp_mode if applied else "auto")
-                msg += f"; re-attached the {direction} program"
-        self.iface.end()
-        return [msg]
-
-    def _record_recovered(self, m: M.Maps, journalled: Snapshot, new: Plan, old: Plan | None) -> None:
-        """Record what an interrupted apply made live, or, if the record cannot be
-        written, put the recorded rule set back so that kernel and record agree."""
-        try:
-            self.iface.commit(journalled)
-        except StateError as e:
-            if old is None:
-                raise
-            holds = {(d, v): True for d in DIRECTIONS for v in (0, 1)}
-            self._switch(m, old, new, holds)
-            self.iface.end()
-            raise StateError(
-                f"{e}; an interrupted apply had reached the kernel and could not be recorded: put the "
-                f"recorded rule set back; free space in (or remount read-write) {state_root()}, apply again"
-            ) from e
+        return [R.finish(self.iface, self.links, *j)]
 
     def recover(self, wait: bool = True) -> list[str]:
         """Repair what an interrupted apply left (status and rollback call this).
@@ -628,21 +396,8 @@ class Dataplane:
                 return s
         raise UsageError(f"{self.iface.ifname} has no earlier rule set to roll back to")
 
-    def _ensure_prog_pins(self) -> None:
-        """Every linked program has its pin (a crash while re-pinning can lose one)."""
-        for direction, (pin_name, _) in LINKS.items():
-            prog_pin = self.iface.pin(prog_pin_name(direction))
-            if os.path.exists(prog_pin) or not os.path.exists(self.iface.pin(pin_name)):
-                continue
-            with B.Fd(B.obj_get(self.iface.pin(pin_name))) as link:
-                prog_id = B.link_info(link).prog_id
-            with B.Fd(B.prog_get_fd_by_id(prog_id)) as fd:
-                B.obj_pin(fd, prog_pin)
-
     def _program_outdated(self, applied: Applied | None) -> bool:
-        from xdpguard.datapath.loader import source_hash
-
-        return applied is not None and applied.source_hash != source_hash()
+        return applied is not None and applied.source_hash != loader.source_hash()
 
     def _replace_programs(self, plan: Plan, fill_for: Plan | None = None) -> None:
         """Compile, load and swap both programs through their links.
@@ -652,8 +407,6 @@ class Dataplane:
         plan's tables, and a new `words` map its words, before the swap, so
         no packet meets an empty table.
         """
-        from xdpguard.datapath import loader
-
         problems = M.check_pinned_sizes(self.pin_dir, plan)
         if problems:
             raise KernelError(
@@ -667,25 +420,7 @@ class Dataplane:
                 if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
                     M.fill_words(m, fill_for)
-            for direction, (pin_name, _) in LINKS.items():
-                prog_pin = self.iface.pin(prog_pin_name(direction))
-                new_fd = loaded.prog_fds[direction]
-                if direction == "egress" and self.egress_mode == "netlink":
-                    self._attach_egress_netlink(new_fd)  # replace-filter: one atomic swap
-                    _unlink(prog_pin)
-                    B.obj_pin(new_fd, prog_pin)
-                    continue
-                with B.Fd(B.obj_get(self.iface.pin(pin_name))) as link, B.Fd(B.obj_get(prog_pin)) as oldp:
-                    try:
-                        B.link_update(link, new_fd, oldp, B.BPF_F_REPLACE)
-                    except B.BpfError as e:
-                        raise KernelError(
-                            f"replace the {direction} program on {self.iface.ifname}: {e.sentence}"
-                        ) from e
-                # bpffs cannot rename: a crash between these two leaves no
-                # program pin, which _ensure_prog_pins restores from the link.
-                _unlink(prog_pin)
-                B.obj_pin(new_fd, prog_pin)
+            self.links.swap_programs(loaded.prog_fds)
         finally:
             loaded.close()
 
@@ -728,7 +463,7 @@ class Dataplane:
                 msgs.append(self._reattach(prot, xdp_mode))
             prot = self.protection()
         if prot.kind == P.PINS:
-            msgs.append(self._repin(prot))
+            msgs.append(self.links.repin(prot))
             prot = self.protection()
         if not prot.ok:
             raise KernelError(f"{self.iface.ifname}: {prot.message()}; {prot.fix()}")
@@ -746,8 +481,7 @@ class Dataplane:
         assert prot.ifindex is not None
         self.ifindex = prot.ifindex
         for direction in ("egress", "ingress"):
-            with B.Fd(B.obj_get(self.iface.pin(prog_pin_name(direction)))) as prog:
-                self._relink(direction, prog, prot, xdp_mode)
+            self.links.relink(direction, prot, xdp_mode)
             if direction == "egress":
                 # Connections opened while the interface had no program.
                 self._record_open_connections()
@@ -758,31 +492,10 @@ class Dataplane:
             f"{prot.message()}: attached the programs to {self.iface.ifname} (ifindex {prot.ifindex}){moved}"
         )
 
-    def _relink(self, direction: str, prog: int, prot: P.Protection, xdp_mode: str) -> None:
-        if direction == "egress" and self.egress_mode == "netlink":
-            if prot.xdp_ifindex and prot.xdp_ifname:
-                from xdpguard.net import NetError, detach_egress
-
-                with contextlib.suppress(NetError):
-                    detach_egress(prot.xdp_ifindex)  # off the renamed interface
-            self._attach_egress_netlink(prog)
-            return
-        old = self.iface.pin(LINKS[direction][0])
-        if os.path.exists(old):
-            with B.Fd(B.obj_get(old)) as lfd:
-                if B.link_info(lfd).ifindex == prot.ifindex:
-                    return  # this one is where it belongs
-                with contextlib.suppress(B.BpfError):
-                    B.link_detach(lfd)
-            _unlink(old)
-        self._link(direction, prog, xdp_mode)
-
     def _record_open_connections(self) -> list[str]:
         """Record the connections this host opened before egress could see them
         (net/sockets.py); call it once the egress program is attached, so
         that what opens after the socket table is read is seen by egress."""
-        from xdpguard.net import NetError, opened_connections
-
         try:
             conns = opened_connections()
             flows = [M.FlowEntry(c.proto, c.local, c.remote, c.lport, c.rport) for c in conns]
@@ -793,59 +506,10 @@ class Dataplane:
             return [f"could not record the connections opened before the attach ({e}); their replies are new"]
         return []
 
-    def _repin(self, prot: P.Protection) -> str:
-        """Pin the programs and maps in use again where another object took their place."""
-        done = []
-        for direction, (pin_name, _) in LINKS.items():
-            link_pin = self.iface.pin(pin_name)
-            if not os.path.exists(link_pin):
-                continue
-            with B.Fd(B.obj_get(link_pin)) as lfd:
-                prog_id = B.link_info(lfd).prog_id
-            prog_pin = self.iface.pin(prog_pin_name(direction))
-            with B.Fd(B.prog_get_fd_by_id(prog_id)) as fd:
-                if not os.path.exists(prog_pin) or B.prog_info(fd).id != _pinned_prog_id(prog_pin):
-                    _unlink(prog_pin)
-                    B.obj_pin(fd, prog_pin)
-                    done.append(prog_pin_name(direction))
-        for pin, map_id in prot.repin.items():
-            with B.Fd(B.map_get_fd_by_id(map_id)) as fd:
-                _unlink(self.iface.pin(pin))
-                B.obj_pin(fd, self.iface.pin(pin))
-            done.append(pin)
-        return f"{prot.message()}: pinned the objects in use again ({', '.join(done)})"
-
     # ------------------------------------------------------------------ read
 
-    def _link_status(self, direction: str) -> dict[str, Any]:
-        pin_name, _ = LINKS[direction]
-        with B.Fd(B.obj_get(self.iface.pin(pin_name))) as lfd:
-            li = B.link_info(lfd)
-        with B.Fd(B.prog_get_fd_by_id(li.prog_id)) as pfd:
-            pi = B.prog_info(pfd)
-        return {
-            "link_id": li.id,
-            "prog_id": li.prog_id,
-            "ifindex": li.ifindex,
-            "tag": pi.tag,
-            "attach": "bpf_link (xdp)" if direction == "ingress" else "bpf_link (tcx egress)",
-            "live": li.ifindex != 0,
-        }
-
-    def _xdp_mode(self, index: int, applied: Applied | None) -> str | None:
-        """What the kernel says the XDP attachment is (native or generic), not what was asked
-        (`auto` lets the kernel choose); None when it cannot be asked (interface gone)."""
-        from xdpguard.net import NetError, xdp_mode
-
-        ns = self.netns if self.netns is not None else (applied.netns if applied else None)
-        if not index:
-            return None
-        try:
-            return xdp_mode(index, ns)
-        except (NetError, LookupError, OSError):
-            return None
-
     def status(self) -> dict[str, Any]:
+        """The record and the kernel's view (status.py), after repairing an interrupted apply."""
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if self.iface.journal() is not None:
             if B.privileged():
@@ -855,143 +519,17 @@ class Dataplane:
         applied = self.iface.load_applied()
         if applied:
             self.iface.check_plan(applied)
-            out.update(
-                file=applied.file,
-                digest=applied.digest,
-                version=applied.seq,
-                applied_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(applied.applied_at)),
-                xdp_mode=applied.xdp_mode,
-                netns=applied.netns,
-            )
-        out["history"] = [
-            {
-                "version": h.applied.seq,
-                "digest": h.applied.digest,
-                "file": h.applied.file,
-                "applied_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h.applied.applied_at)),
-                "note": h.applied.note,
-            }
-            for h in self.iface.history()
-        ]
-        pending = self.iface.load_confirm()
-        if pending:
-            out["pending_confirm"] = {
-                "seconds_left": round(max(0.0, float(pending["deadline"]) - time.time()), 1),
-                "reverts_to": pending["target_seq"],
-            }
-        if not self.attached:
-            if applied is not None:
-                out["protected"] = False
-                out["problem"] = (
-                    f"not attached: the recorded rule set (version {applied.seq}) is not in the kernel "
-                    "(after a reboot, or detached by hand)"
-                )
-                out["fix"] = f"`xdpguard restore --iface {self.iface.ifname}` attaches it again"
-            return out
-        prot = self.protection()
-        out["protected"] = prot.ok
-        if not prot.ok:
-            out["problem"] = prot.message()
-            out["fix"] = prot.fix()
-        try:
-            x = self._link_status("ingress")
-            requested = applied.xdp_mode if applied else "auto"
-            out["xdp"] = {
-                **x,
-                "mode": self._xdp_mode(x["ifindex"], applied) or requested,
-                "requested_mode": requested,
-            }
-            if self.egress_mode == "netlink":
-                with B.Fd(B.obj_get(self.iface.pin(prog_pin_name("egress")))) as pfd:
-                    pi = B.prog_info(pfd)
-                out["tc"] = {
-                    "attach": "clsact + cls_bpf (netlink; no tcx on this kernel)",
-                    "prog_id": pi.id,
-                    "tag": pi.tag,
-                    "link_id": None,
-                }
-            elif os.path.exists(self.iface.pin(LINKS["egress"][0])):
-                out["tc"] = self._link_status("egress")
-            syn = syncookie.status(self.pin_dir)
-            if syn is not None:
-                out["syn_cookies"] = syn
-            active = M.read_active(self.pin_dir)
-            with M.open_maps(self.pin_dir) as m:
-                kh = M.read_config(m, M.half_of("ingress", active)).plan_hash
-            out["dynamic_sets"] = dynsets.status(self.pin_dir)
-            out["active_version"] = active
-            out["kernel_plan_hash"] = f"{kh:016x}"
-            if applied:
-                out["consistent"] = kh == digest_hash64(applied.digest)
-                if not out["consistent"] and prot.ok:
-                    out["protected"] = False
-                    out["problem"] = "the kernel maps do not hold the recorded rule set"
-                    out["fix"] = f"`xdpguard apply RULES --iface {self.iface.ifname}` writes it again"
-        except (B.BpfError, KernelError) as e:
-            out["error"] = e.sentence if isinstance(e, B.BpfError) else str(e)
-            out["protected"] = False
-            out.setdefault("problem", out["error"])
+        out.update(S.recorded(self.iface, applied))
+        if self.attached:
+            out.update(S.kernel(self.links, self.pin_dir, applied, self.protection(), self.recorded_netns()))
+        elif applied is not None:
+            out.update(S.not_attached(self.iface.ifname, applied))
         return out
 
     def stats(self) -> dict[str, Any]:
         if not self.attached:
             raise KernelError(f"xdpguard is not attached to {self.iface.ifname}")
-        plan = self.iface.load_plan()
-        active = M.read_active(self.pin_dir)
-        out: dict[str, Any] = {"interface": self.iface.ifname}
-        with M.open_maps(self.pin_dir) as m:
-            for direction in DIRECTIONS:
-                half = M.half_of(direction, active)
-                cfg = M.read_config(m, half)
-                entries = M.read_rules(m, half, cfg.nrules)
-                names = {}
-                if plan is not None:
-                    names = {r.rule_id: (r.name, r.action.value) for r in _dir_plan(plan, direction).rules}
-                slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values())
-                counts = M.read_counters(m, direction, slots)
-                syn = syncookie.read_counters(
-                    self.pin_dir, [e.slot for e in entries if e.flags & abi.RULE_SYNCOOKIE]
-                )
-                rules = []
-                for i, e in enumerate(entries):
-                    fallback = (
-                        f"#{i}",
-                        {abi.ACT_DROP: "drop", abi.ACT_CONTINUE: "continue"}.get(e.action, "allow"),
-                    )
-                    name, action = names.get(e.rule_id, fallback)
-                    pk, by, over, over_by = counts[e.slot]
-                    row: dict[str, Any] = {"name": name, "action": action, "packets": pk, "bytes": by}
-                    if e.limit != abi.LIMIT_NONE:
-                        row["limit"] = {
-                            "admitted": pk - over,
-                            "over_limit": over,
-                            "over_limit_bytes": over_by,
-                        }
-                    if e.slot in syn:
-                        row["syn_cookies"] = syn[e.slot]
-                    rules.append(row)
-                special = {
-                    k: {"packets": counts[v][0], "bytes": counts[v][1]} for k, v in abi.RESERVED_SLOTS.items()
-                }
-                default = special.pop("default")
-                out[direction] = {
-                    "rules": rules,
-                    "default": {"action": "drop" if cfg.flags & abi.CFG_DEFAULT_DROP else "allow", **default},
-                    **special,
-                }
-            created = M.read_counters(m, "egress", [abi.SLOT_FLOW_NEW])[abi.SLOT_FLOW_NEW][0]
-            fill = M.flow_table_fill(m)
-            size = B.map_info(m["flows"]).max_entries
-            # Entries are never deleted, only reused by the LRU: what was
-            # created and is no longer there was evicted.
-            out["flows"] = {
-                "entries": fill,
-                "size": size,
-                "created": created,
-                "evicted": max(0, created - fill),
-            }
-            out["blocked"] = M.read_blocked(m, plan)
-        return out
+        return S.counters(self.iface.ifname, self.pin_dir, self.iface.load_plan())
 
     def unblock(self, family: int, addr: int) -> bool:
         _require_root()
@@ -1032,51 +570,21 @@ class Dataplane:
             )
         return removed
 
+    def _abandon_attach(self) -> None:
+        """A first attach that did not complete leaves nothing behind (the
+        journal, and the state directory unless an earlier rule set is recorded)."""
+        self._remove_pins()
+        self.iface.end()
+        if self.iface.load_applied() is None:
+            self.iface.remove_state()
+
     def _remove_pins(self) -> list[str]:
-        """Unlink every pin; links first, so the programs stop before their maps go."""
-        pin_dir = self.iface.pin_dir
-        removed = []
-        if self.egress_mode == "netlink":
-            from xdpguard.net import NetError, detach_egress
-
-            try:
-                applied = self.iface.load_applied()
-            except DamagedState:
-                applied = None
-            ns = self.netns if self.netns is not None else (applied.netns if applied else None)
-            try:
-                with in_netns(ns):
-                    if detach_egress(self._ifindex()):
-                        removed.append("cls_bpf egress filter")
-            except (NetError, LookupError):
-                pass  # the interface is gone, and the filter with it
-            self.iface.remove_note("egress_attach")
-        for pin_name in [syncookie.PIN_LINK, *(name for name, _ in LINKS.values())]:
-            link = pin_dir / pin_name
-            if not link.exists():
-                continue
-            try:
-                with B.Fd(B.obj_get(str(link))) as fd:
-                    B.link_detach(fd)
-            except B.BpfError:
-                pass  # already detached (interface gone): unlinking the pin is enough
-            link.unlink()
-            removed.append(str(link))
-        if pin_dir.is_dir():
-            for p in sorted(pin_dir.iterdir()):
-                p.unlink()
-                removed.append(str(p))
-            pin_dir.rmdir()
-        _rmdir_if_empty(bpffs_root())
-        return removed
-
-
-def _pinned_prog_id(path: str) -> int | None:
-    try:
-        with B.Fd(B.obj_get(path)) as fd:
-            return B.prog_info(fd).id
-    except B.BpfError:
-        return None
+        """Every kernel object of the interface goes (links.py), whatever shape the record is in."""
+        try:
+            netns = self.recorded_netns()
+        except DamagedState:
+            netns = self.netns
+        return self.links.remove(netns)
 
 
 def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
@@ -1105,8 +613,6 @@ def forget_state_root() -> None:
 
 
 def detach_all(warnings: list[str] | None = None) -> list[str]:
-    from xdpguard.state import known_ifaces
-
     removed: list[str] = []
     for name in known_ifaces():
         dp = Dataplane(name, None)

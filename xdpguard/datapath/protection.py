@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
+from xdpguard.datapath.links import LINKS, prog_pin_name
+from xdpguard.net import egress_filter_present
 
 # Kinds of trouble, from the most to the least fundamental.
 NOT_ATTACHED = "not attached"  # no XDP link pinned
@@ -103,13 +105,13 @@ def _pin_id(path: str, info: str) -> int | None:
 def check(pin_dir: str, ifname: str, egress_netlink: bool) -> Protection:
     """Ask the kernel; call it inside the interface's network namespace."""
     prot = Protection(ifname, ifindex=_index_of(ifname))
-    xdp_pin = os.path.join(pin_dir, "link_xdp")
+    xdp_pin = os.path.join(pin_dir, LINKS["ingress"][0])
     if not os.path.exists(xdp_pin):
         prot.kind = NOT_ATTACHED
         prot.problems.append(f"xdpguard is not attached to {ifname}")
         return prot
     prog_ids: dict[str, int] = {}
-    for direction, pin in (("ingress", "link_xdp"), ("egress", "link_tcx")):
+    for direction, (pin, _) in LINKS.items():
         path = os.path.join(pin_dir, pin)
         if direction == "egress" and egress_netlink:
             _check_netlink_egress(prot)
@@ -125,7 +127,7 @@ def check(pin_dir: str, ifname: str, egress_netlink: bool) -> Protection:
     if prot.kind in (GONE, RECREATED, MOVED):
         return prot  # the rest is moot until the programs are where the name is
     for direction, prog_id in prog_ids.items():
-        pinned = _pin_id(os.path.join(pin_dir, f"prog_{direction}"), "prog")
+        pinned = _pin_id(os.path.join(pin_dir, prog_pin_name(direction)), "prog")
         if pinned is not None and pinned != prog_id:
             prot.kind = prot.kind or PINS
             prot.problems.append(
@@ -170,8 +172,6 @@ def _check_link(prot: Protection, direction: str, link_ifindex: int) -> None:
 
 
 def _check_netlink_egress(prot: Protection) -> None:
-    from xdpguard.net import egress_filter_present
-
     if prot.ifindex is None or not egress_filter_present(prot.ifindex):
         prot.kind = prot.kind or EGRESS
         prot.problems.append(f"the egress filter (clsact, cls_bpf) is missing from {prot.ifname}")

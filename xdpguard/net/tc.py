@@ -2,8 +2,9 @@
 
 A direct-action bpf filter at the clsact egress hook, installed and
 replaced in one netlink request each: `replace` swaps the program
-atomically, as BPF_LINK_UPDATE does for tcx.  Used only when the kernel
-refuses a tcx link (or a test forces it with XDPGUARD_FORCE_TC_NETLINK=1).
+atomically, as BPF_LINK_UPDATE does for tcx.  Used only when the one-time
+probe finds no tcx links in the kernel (datapath/links.py), or a test forces
+it with XDPGUARD_FORCE_TC_NETLINK=1.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _filter_args(prog_fd: int, name: str) -> dict[str, Any]:
 
 def attach_egress(ifindex: int, prog_fd: int, name: str = "xg_egress") -> None:
     """Install (or atomically replace) our filter at the egress hook."""
+    # Lazy: pyroute2 is slow to import, and only kernels without tcx get here.
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -51,6 +53,7 @@ def attach_egress(ifindex: int, prog_fd: int, name: str = "xg_egress") -> None:
 
 def detach_egress(ifindex: int) -> bool:
     """Remove our filter; False when it was not there.  The clsact qdisc stays (others may use it)."""
+    # Lazy: pyroute2 is slow to import, and only kernels without tcx get here.
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -75,6 +78,7 @@ def detach_egress(ifindex: int) -> bool:
 def egress_filter_present(ifindex: int) -> bool:
     """Is a cls_bpf filter at our egress hook?  (The protection check asks;
     pyroute2 does not decode the filter's program id, so only its presence.)"""
+    # Lazy: pyroute2 is slow to import, and only kernels without tcx get here.
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
