@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.errors import XdpguardError
 from xdpguard.state import Iface, known_ifaces
 
@@ -200,8 +201,6 @@ def _status_of(ifname: str) -> dict[str, Any]:
     do so; a scrape during an apply would then wait for that apply.  The
     exporter only reads: with a journal present it reports the pins alone.
     """
-    from xdpguard.datapath.dataplane import Dataplane
-
     dp = Dataplane(ifname, None)
     if dp.iface.journal() is not None:
         return {"interface": ifname, "attached": dp.attached}
@@ -209,8 +208,6 @@ def _status_of(ifname: str) -> dict[str, Any]:
 
 
 def _stats_of(ifname: str) -> dict[str, Any]:
-    from xdpguard.datapath.dataplane import Dataplane
-
     return Dataplane(ifname, None).stats()
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
+from xdpguard.net import egress_filter_present
 
 # Kinds of trouble, from the most to the least fundamental.
 NOT_ATTACHED = "not attached"  # no XDP link pinned
@@ -170,8 +171,6 @@ def _check_link(prot: Protection, direction: str, link_ifindex: int) -> None:
 
 
 def _check_netlink_egress(prot: Protection) -> None:
-    from xdpguard.net import egress_filter_present
-
     if prot.ifindex is None or not egress_filter_present(prot.ifindex):
         prot.kind = prot.kind or EGRESS
         prot.problems.append(f"the egress filter (clsact, cls_bpf) is missing from {prot.ifname}")
