@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "lazy_imports.py"
 
-SAMPLE = '''\
+SAMPLE = """\
 from typing import TYPE_CHECKING
 
 import os
@@ -56,7 +56,7 @@ def nested():
 def typing_only():
     if TYPE_CHECKING:
         from decimal import Decimal
-'''
+"""
 
 
 def run(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -69,7 +69,7 @@ def test_an_uncommented_lazy_import_is_flagged_and_a_commented_one_is_not(tmp_pa
     r = run(sample)
     assert r.returncode == 1, r.stdout
     lines = SAMPLE.splitlines()
-    flagged = sorted(int(line.split(":")[1]) for line in r.stdout.splitlines() if line.startswith(str(sample)))
+    flagged = sorted(int(out.split(":")[1]) for out in r.stdout.splitlines() if out.startswith(str(sample)))
     expected = [lines.index(s) + 1 for s in ("    import json", "    import sqlite3  # noqa: F401")]
     expected.append(lines.index("            import shlex") + 1)
     assert flagged == sorted(expected), r.stdout
