@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.abtest import files  # noqa: F401  (a fixture for the A/B rule-set tests)
+from tests.netns.clihelp import Guard, guarded
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
 from xdpguard.datapath import bpf
@@ -151,3 +152,10 @@ def lab(_sweep_stale: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         left = _remove_bpffs_dir(bpffs) if bpffs.exists() else []
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"still pinned under {bpffs} after the test: {left}"
+
+
+@pytest.fixture
+def guard(lab: Lab) -> Iterator[Guard]:
+    """The CLI for the lab's B side; detached at the end, and nothing left pinned (see clihelp.guarded)."""
+    with guarded(lab) as g:
+        yield g
