@@ -18,12 +18,13 @@ import itertools
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.netns.abtest import files  # noqa: F401  (a fixture for the A/B rule-set tests)
+from tests.netns.cli import xg
 from tests.netns.clihelp import Guard, guarded
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
@@ -159,3 +160,16 @@ def guard(lab: Lab) -> Iterator[Guard]:
     """The CLI for the lab's B side; detached at the end, and nothing left pinned (see clihelp.guarded)."""
     with guarded(lab) as g:
         yield g
+
+
+@pytest.fixture
+def apply_rules(lab: Lab, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    """apply(text): write a rule file and apply it to the lab's B side; detached at the end."""
+
+    def apply(text: str) -> None:
+        f = tmp_path / "limits.yaml"
+        f.write_text(text)
+        xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
+
+    yield apply
+    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
