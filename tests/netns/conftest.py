@@ -13,7 +13,6 @@ privileges for it are missing: root, network namespaces, veth, bpf(2), bpffs.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
@@ -25,10 +24,9 @@ import pytest
 
 from tests.netns.abtest import files  # noqa: F401  (a fixture for the A/B rule-set tests)
 from tests.netns.cli import xg
-from tests.netns.clihelp import Guard, guarded
+from tests.netns.clihelp import Guard, guarded, missing_feature
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
-from xdpguard.datapath import bpf
 
 BPFFS_ROOT = Path("/sys/fs/bpf")
 A_IF, B_IF = "xa0", "xb0"
@@ -41,27 +39,6 @@ _BPFFS_RE = re.compile(r"^xdpguard-test-(\d+)-\d+$")
 _HERE = Path(__file__).parent
 
 
-def _bpffs_mounted() -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1:3] == [str(BPFFS_ROOT), "bpf"] for line in f)
-
-
-@functools.cache
-def _missing_feature() -> str | None:
-    """Why these tests cannot run here, or None."""
-    if not bpf.privileged():
-        return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
-    if not os.path.exists("/proc/self/ns/net"):
-        return "kernel has no network namespaces (CONFIG_NET_NS)"
-    if not _bpffs_mounted():
-        return "bpffs is not mounted at /sys/fs/bpf (run `make setup`)"
-    try:
-        bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 4, 1)).close()
-    except OSError as e:
-        return f"bpf(2) is unavailable (CONFIG_BPF_SYSCALL): {e}"
-    return None
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(item.path).parents:
@@ -70,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _require_kernel_features() -> None:
-    reason = _missing_feature()
+    reason = missing_feature()
     if reason:
         pytest.skip(reason)
 
