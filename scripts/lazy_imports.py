@@ -9,7 +9,7 @@ line of its block, a run of imports that follow each other, so one comment
 covers the imports a function makes together.  A comment that is only a
 tool pragma (`# noqa`, `# type: ignore`, ...) says nothing and does not count.
 
-Imports under `if TYPE_CHECKING:` never run and are not checked.  Reads
+Imports under `if TYPE_CHECKING:` never run and are not checked (its `else:` is).  Reads
 the sources (ast, tokenize), so nothing is imported.
 Run from the checkout: `python scripts/lazy_imports.py [package dir or file ...]`.
 """
@@ -60,7 +60,11 @@ def function_imports(tree: ast.AST) -> Iterator[list[Import]]:
     todo: list[tuple[ast.AST, bool]] = [(tree, False)]
     while todo:
         node, in_function = todo.pop()
-        if _is_type_checking(node):
+        if _is_type_checking(node):  # its body never runs; an `else:` does
+            assert isinstance(node, ast.If)
+            if in_function:
+                yield from _blocks(node.orelse)
+            todo.extend((child, in_function) for child in node.orelse)
             continue
         inside = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
         if inside:
@@ -74,10 +78,13 @@ def function_imports(tree: ast.AST) -> Iterator[list[Import]]:
 def uncommented(source: str, filename: str = "<source>") -> list[int]:
     """Lines of the function-level imports in `source` that no comment explains."""
     said = comments(source)
+    lines = source.splitlines()
 
     def explained(stmt: Import) -> bool:
-        end = stmt.end_lineno or stmt.lineno
-        return any(n in said for n in range(stmt.lineno - 1, end + 1))
+        above = stmt.lineno - 1  # counts only as a line of its own: not the tail of other code
+        if above in said and lines[above - 1].lstrip().startswith("#"):
+            return True
+        return any(n in said for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
 
     bad: list[int] = []
     for block in function_imports(ast.parse(source, filename)):

@@ -42,6 +42,13 @@ def pragma_only():
     import sqlite3  # noqa: F401
 
 
+def under_someone_elses_comment():
+    x = 1  # a comment about x, not about the import
+    import zlib
+
+    return x, zlib
+
+
 def nested():
     def inner():
         if os.environ:
@@ -56,6 +63,8 @@ def nested():
 def typing_only():
     if TYPE_CHECKING:
         from decimal import Decimal
+    else:
+        import fractions
 """
 
 
@@ -71,9 +80,10 @@ def test_an_uncommented_lazy_import_is_flagged_and_a_commented_one_is_not(tmp_pa
     lines = SAMPLE.splitlines()
     flagged = sorted(int(out.split(":")[1]) for out in r.stdout.splitlines() if out.startswith(str(sample)))
     expected = [lines.index(s) + 1 for s in ("    import json", "    import sqlite3  # noqa: F401")]
-    expected.append(lines.index("            import shlex") + 1)
+    expected += [lines.index("            import shlex") + 1, lines.index("    import zlib") + 1]
+    expected.append(lines.index("        import fractions") + 1)
     assert flagged == sorted(expected), r.stdout
-    assert r.stdout.rstrip().endswith("1 files, 3 unexplained function-level imports"), r.stdout
+    assert r.stdout.rstrip().endswith("1 files, 5 unexplained function-level imports"), r.stdout
 
 
 def test_a_commented_sample_passes(tmp_path: Path) -> None:
