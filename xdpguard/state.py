@@ -585,7 +585,7 @@ def _read_applied(path: Path, ifname: str | None = None) -> Applied | None:
 
 def _digest_is(raw: bytes, digest: str) -> bool:
     """Whether recorded plan bytes are the plan the recorded digest names."""
-    # lazy: the compiler is heavy, and most commands that read state (`--help`, `set`) never decode a plan
+    # lazy: every command (`--help` too) imports this module; only those that decode a plan need the compiler
     from xdpguard.rules.compile import plan_digest
 
     return plan_digest(raw) == digest
