@@ -40,6 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy xdpguard
 	$(PYTHON) scripts/import_cycles.py
+	$(PYTHON) scripts/lazy_imports.py
 
 demo: setup
 	$(PYTHON) -m xdpguard.demo

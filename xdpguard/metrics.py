@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.errors import XdpguardError
 from xdpguard.state import Iface, known_ifaces
 
@@ -56,42 +57,41 @@ SPECIAL = {
 }
 
 
+def _packets_and_bytes(
+    stem: str, help_: str, labels: list[str]
+) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    """The counter pair `xdpguard_<stem>_packets` and `_bytes`, the bytes one described by the packets one."""
+    return (
+        CounterMetricFamily(f"xdpguard_{stem}_packets", help_, labels=labels),
+        CounterMetricFamily(
+            f"xdpguard_{stem}_bytes", f"Bytes of xdpguard_{stem}_packets_total.", labels=labels
+        ),
+    )
+
+
 class _Families:
     """The metric families of one scrape, created up front so each appears once."""
 
     def __init__(self) -> None:
         c, g = CounterMetricFamily, GaugeMetricFamily
-        self.rule_packets = c(
-            "xdpguard_rule_packets",
+        self.rule_packets, self.rule_bytes = _packets_and_bytes(
+            "rule",
             "Packets the rule matched and gave its action (allow, drop, or continue: passed on to the "
             "next rule); a rate-limited rule's packets over its limit are not here but in "
             "xdpguard_rule_over_limit_packets_total.",
-            labels=RULE_LABELS,
+            RULE_LABELS,
         )
-        self.rule_bytes = c(
-            "xdpguard_rule_bytes", "Bytes of xdpguard_rule_packets_total.", labels=RULE_LABELS
-        )
-        self.rule_over = c(
-            "xdpguard_rule_over_limit_packets",
+        self.rule_over, self.rule_over_bytes = _packets_and_bytes(
+            "rule_over_limit",
             "Packets a rate-limited rule matched and dropped because they were over its limit.",
-            labels=LIMIT_LABELS,
+            LIMIT_LABELS,
         )
-        self.rule_over_bytes = c(
-            "xdpguard_rule_over_limit_bytes",
-            "Bytes of xdpguard_rule_over_limit_packets_total.",
-            labels=LIMIT_LABELS,
-        )
-        self.dropped = c(
-            "xdpguard_dropped_packets",
+        self.dropped, self.dropped_bytes = _packets_and_bytes(
+            "dropped",
             "Packets dropped, by reason: rule (a drop rule), rate_limit (over a rule's limit), default, "
             "malformed, non_ip (non_ip: drop), blocked (a source under block_for).  In mode audit these "
             "are the packets that would have been dropped; they were passed.",
-            labels=[*DIR_LABELS, "reason"],
-        )
-        self.dropped_bytes = c(
-            "xdpguard_dropped_bytes",
-            "Bytes of xdpguard_dropped_packets_total.",
-            labels=[*DIR_LABELS, "reason"],
+            [*DIR_LABELS, "reason"],
         )
         # SYN cookies (rules with syn_cookies: true): stats key -> family.
         self.syn = {
@@ -110,12 +110,8 @@ class _Families:
         self.default_bytes = c(
             "xdpguard_default_bytes", "Bytes of the packets no rule matched.", labels=[*DIR_LABELS, "action"]
         )
-        self.special: dict[str, tuple[CounterMetricFamily, CounterMetricFamily]] = {
-            key: (
-                c(f"xdpguard_{stem}_packets", help_, labels=DIR_LABELS),
-                c(f"xdpguard_{stem}_bytes", f"Bytes of xdpguard_{stem}_packets_total.", labels=DIR_LABELS),
-            )
-            for key, (stem, help_) in SPECIAL.items()
+        self.special = {
+            key: _packets_and_bytes(stem, help_, DIR_LABELS) for key, (stem, help_) in SPECIAL.items()
         }
         self.flow_entries = g(
             "xdpguard_flow_table_entries", "Entries in the flow table (state: established).", labels=IF_LABELS
@@ -200,8 +196,6 @@ def _status_of(ifname: str) -> dict[str, Any]:
     do so; a scrape during an apply would then wait for that apply.  The
     exporter only reads: with a journal present it reports the pins alone.
     """
-    from xdpguard.datapath.dataplane import Dataplane
-
     dp = Dataplane(ifname, None)
     if dp.iface.journal() is not None:
         return {"interface": ifname, "attached": dp.attached}
@@ -209,8 +203,6 @@ def _status_of(ifname: str) -> dict[str, Any]:
 
 
 def _stats_of(ifname: str) -> dict[str, Any]:
-    from xdpguard.datapath.dataplane import Dataplane
-
     return Dataplane(ifname, None).stats()
 
 

@@ -27,7 +27,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from xdpguard.rules.compile import Plan, lazy_plan
+from xdpguard.errors import RuleError, XdpguardError
+from xdpguard.rules.compile import Plan, compile_ruleset, lazy_plan
+from xdpguard.state import secure_state_root
 
 KEEP = 8  # entries kept; the oldest (by last use) go first
 
@@ -45,8 +47,6 @@ def root() -> Path:
     planted entry would be applied.  (An untrusted state directory raises
     StateError here; callers then go without the cache, and the command
     itself refuses that directory with its reason.)"""
-    from xdpguard.state import secure_state_root
-
     return secure_state_root() / ".cache"
 
 
@@ -67,8 +67,6 @@ def _sha(data: bytes) -> str:
 
 def load(path: Path) -> Loaded:
     """The compiled plan of a rule file: from the cache when nothing it reads changed."""
-    from xdpguard.errors import RuleError
-
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -82,8 +80,6 @@ def load(path: Path) -> Loaded:
 
 
 def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
-    from xdpguard.errors import XdpguardError
-
     try:
         d = root() / key
     except XdpguardError:
@@ -106,9 +102,8 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
 
 
 def _build(path: Path, key: str) -> Loaded:
-    from xdpguard.cli.common import summary_of
-    from xdpguard.errors import XdpguardError
-    from xdpguard.rules.compile import compile_ruleset
+    # lazy: the parser (and YAML) load only on a cache miss, the reason for the cache
+    from xdpguard.rules.describe import summary_of
     from xdpguard.rules.parse import load as parse
 
     rs = parse(path)

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xdpguard.datapath.dataplane import Dataplane
+from xdpguard.datapath.protection import GONE
 from xdpguard.errors import XdpguardError
+from xdpguard.net import NetError, NoSuchInterface, NoSuchNetns, ifindex, in_netns
+from xdpguard.rules.compile import plan_from_bytes
 from xdpguard.state import Iface, Snapshot, secure_state_root
 
 RESTORED = "restored"
@@ -62,11 +66,6 @@ def restore_one(ifname: str) -> Outcome:
 
 
 def _restore(ifname: str) -> Outcome:
-    from xdpguard.datapath.dataplane import Dataplane
-    from xdpguard.datapath.protection import GONE
-    from xdpguard.net import NetError, NoSuchInterface, NoSuchNetns, ifindex, in_netns
-    from xdpguard.rules.compile import plan_from_bytes
-
     st = Iface(ifname)
     applied = st.load_applied()
     raw = st.load_plan_bytes()

@@ -585,14 +585,14 @@ def _read_applied(path: Path, ifname: str | None = None) -> Applied | None:
 
 def _digest_is(raw: bytes, digest: str) -> bool:
     """Whether recorded plan bytes are the plan the recorded digest names."""
-    # Imported here: the compiler is heavy and most commands that read state never decode a plan.
+    # lazy: every command (`--help` too) imports this module; only those that decode a plan need the compiler
     from xdpguard.rules.compile import plan_digest
 
     return plan_digest(raw) == digest
 
 
 def _decode_plan(path: Path, raw: bytes, digest: str | None, source: str, ifname: str | None) -> Any:
-    from xdpguard.rules.compile import plan_from_bytes
+    from xdpguard.rules.compile import plan_from_bytes  # lazy: as in _digest_is
 
     if digest is not None and not _digest_is(raw, digest):
         raise DamagedState(path, "its digest is not the one applied.json records", ifname)

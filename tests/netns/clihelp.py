@@ -321,7 +321,7 @@ def send_and_see(
 
 @functools.cache
 def missing_feature() -> str | None:
-    """Why real-traffic tests cannot run here (mirrors tests/netns/conftest.py)."""
+    """Why these tests cannot run here, or None (conftest.py skips every netns test then)."""
     if not bpf.privileged():
         return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
     if not os.path.exists("/proc/self/ns/net"):

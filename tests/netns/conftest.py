@@ -13,20 +13,20 @@ privileges for it are missing: root, network namespaces, veth, bpf(2), bpffs.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.netns.abtest import files  # noqa: F401  (a fixture for the A/B rule-set tests)
+from tests.netns.cli import xg
+from tests.netns.clihelp import Guard, guarded, missing_feature
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
-from xdpguard.datapath import bpf
 
 BPFFS_ROOT = Path("/sys/fs/bpf")
 A_IF, B_IF = "xa0", "xb0"
@@ -39,27 +39,6 @@ _BPFFS_RE = re.compile(r"^xdpguard-test-(\d+)-\d+$")
 _HERE = Path(__file__).parent
 
 
-def _bpffs_mounted() -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1:3] == [str(BPFFS_ROOT), "bpf"] for line in f)
-
-
-@functools.cache
-def _missing_feature() -> str | None:
-    """Why these tests cannot run here, or None."""
-    if not bpf.privileged():
-        return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
-    if not os.path.exists("/proc/self/ns/net"):
-        return "kernel has no network namespaces (CONFIG_NET_NS)"
-    if not _bpffs_mounted():
-        return "bpffs is not mounted at /sys/fs/bpf (run `make setup`)"
-    try:
-        bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 4, 1)).close()
-    except OSError as e:
-        return f"bpf(2) is unavailable (CONFIG_BPF_SYSCALL): {e}"
-    return None
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(item.path).parents:
@@ -68,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _require_kernel_features() -> None:
-    reason = _missing_feature()
+    reason = missing_feature()
     if reason:
         pytest.skip(reason)
 
@@ -151,3 +130,23 @@ def lab(_sweep_stale: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         left = _remove_bpffs_dir(bpffs) if bpffs.exists() else []
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not left, f"still pinned under {bpffs} after the test: {left}"
+
+
+@pytest.fixture
+def guard(lab: Lab) -> Iterator[Guard]:
+    """The CLI for the lab's B side; detached at the end, and nothing left pinned (see clihelp.guarded)."""
+    with guarded(lab) as g:
+        yield g
+
+
+@pytest.fixture
+def apply_rules(lab: Lab, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    """apply(text): write a rule file and apply it to the lab's B side; detached at the end."""
+
+    def apply(text: str) -> None:
+        f = tmp_path / "limits.yaml"
+        f.write_text(text)
+        xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
+
+    yield apply
+    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)

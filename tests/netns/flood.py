@@ -13,14 +13,11 @@ and the seconds taken: `TOTAL SECONDS SRC=N ...`.
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
-import socket
 import struct
 import sys
 import time
 
-from xdpguard.net import enter_netns
+from tests.netns.pace import paced, sender
 
 _MIX = 0x9E3779B1  # odd: i -> (i + 1) * _MIX mod 2^32 never repeats a source
 
@@ -56,28 +53,11 @@ def main(argv: list[str]) -> int:
         special.append((int(every), src, with_source(template, int(ipaddress.IPv4Address(src)))))
     frames = [with_source(template, flood_source(i)) for i in range(nsrc)]
     sent = {src: 0 for _, src, _ in special}
-    stop: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    enter_netns(ns)
-    try:
-        os.nice(-10)  # keep the offered load steady on a busy machine
-    except OSError:
-        pass
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    s.bind((ifname, 0))
-    total = int(pps * seconds)
+    s, stop = sender(ns, ifname)
     start = time.perf_counter()
-    k = nf = 0
-    for k in range(total):
-        if stop:
-            break
-        due = start + k / pps
-        while True:
-            now = time.perf_counter()
-            if now >= due:
-                break
-            if due - now > 0.002:
-                time.sleep(due - now - 0.001)
+    slots = nf = 0
+    for k in paced(pps, int(pps * seconds), start, stop):
+        slots += 1
         for every, src, frame in special:
             if k % every == 0:
                 s.send(frame)
@@ -86,10 +66,8 @@ def main(argv: list[str]) -> int:
         else:
             s.send(frames[nf % nsrc])
             nf += 1
-    else:
-        k = total
     took = time.perf_counter() - start
-    print(k, took, *(f"{src}={n}" for src, n in sent.items()), flush=True)
+    print(slots, took, *(f"{src}={n}" for src, n in sent.items()), flush=True)
     return 0
 
 

@@ -16,17 +16,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 from xdpguard.net import enter_netns
 
 
-def main(argv: list[str]) -> int:
-    seq = argv[0] == "--seq"
-    if seq:
-        argv = argv[1:]
-    ns, ifname, pps, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
-    frames = [bytes.fromhex(h) for h in argv[4:]]
-    stop = []
+def sender(ns: str, ifname: str) -> tuple[socket.socket, list[bool]]:
+    """An AF_PACKET socket on IFNAME inside namespace NS, and a list that SIGTERM appends to."""
+    stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     enter_netns(ns)
     try:
@@ -35,12 +32,14 @@ def main(argv: list[str]) -> int:
         pass
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
-    total = int(pps * seconds) + 1
-    start = time.perf_counter()
-    k = 0
+    return s, stop
+
+
+def paced(pps: float, total: int, start: float, stop: list[bool]) -> Iterator[int]:
+    """Frame slots 0 .. total-1, each yielded at its deadline start + k / PPS; ends early on `stop`."""
     for k in range(total):
         if stop:
-            break
+            return
         due = start + k / pps
         while True:
             now = time.perf_counter()
@@ -48,11 +47,23 @@ def main(argv: list[str]) -> int:
                 break
             if due - now > 0.002:
                 time.sleep(due - now - 0.001)
+        yield k
+
+
+def main(argv: list[str]) -> int:
+    seq = argv[0] == "--seq"
+    if seq:
+        argv = argv[1:]
+    ns, ifname, pps, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
+    frames = [bytes.fromhex(h) for h in argv[4:]]
+    s, stop = sender(ns, ifname)
+    start = time.perf_counter()
+    sent = 0
+    for k in paced(pps, int(pps * seconds) + 1, start, stop):
         f = frames[k % len(frames)]
         s.send(f[:-8] + k.to_bytes(8, "big") if seq else f)
-    else:
-        k = total
-    print(k, time.perf_counter() - start, flush=True)
+        sent += 1
+    print(sent, time.perf_counter() - start, flush=True)
     return 0
 
 

@@ -15,7 +15,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.netns.clihelp import (
     Guard,
     describe,
     expect_ok,
-    guarded,
     ip_link_show,
     lab_env,
     pins,
@@ -67,12 +65,6 @@ RULES_V2 = """\
 
 # r0 = XDP_PASS; exit
 XDP_PASS_PROG = bytes.fromhex("b700000002000000") + bytes.fromhex("9500000000000000")
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 def probe(lab: Lab) -> set[str]:

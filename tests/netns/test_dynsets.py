@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.netns.clihelp import Frames, Guard, describe, expect_ok, guarded, pins, send_and_see, write_rules
+from tests.netns.clihelp import (
+    REPO,
+    Frames,
+    Guard,
+    describe,
+    expect_ok,
+    lab_env,
+    pins,
+    send_and_see,
+    write_rules,
+)
 from tests.netns.traffic import Lab, exchange, new_marker, udp_frame
 
 RULES = """\
@@ -45,12 +54,6 @@ def rules(tmp_path: Path, extra: str = "", name: str = "rules.yaml") -> Path:
     return write_rules(tmp_path, RULES.format(extra=extra), name)
 
 
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
-
-
 def probe(lab: Lab) -> set[str]:
     """Which of A's UDP frames (IPv4 and IPv6, A's own addresses) cross to B."""
     fx = Frames(lab.a, lab.b)
@@ -59,11 +62,6 @@ def probe(lab: Lab) -> set[str]:
 
 
 def setcmd(g: Guard, *args: str, stdin: str | None = None) -> Any:
-    import subprocess
-    import sys
-
-    from tests.netns.clihelp import REPO, lab_env
-
     return subprocess.run(
         [sys.executable, "-m", "xdpguard", "set", *args],
         capture_output=True,

@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ from tests.netns.clihelp import (
     Frames,
     Guard,
     describe,
-    guarded,
     lab_env,
     send_and_see,
     write_rules,
@@ -60,12 +58,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 class Exporter:

@@ -23,10 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.netns.clihelp import (
     AS_A,
@@ -37,7 +34,6 @@ from tests.netns.clihelp import (
     Guard,
     describe,
     expect_ok,
-    guarded,
     ip_link_show,
     lab_env,
     run_cli,
@@ -47,12 +43,6 @@ from tests.netns.clihelp import (
 from tests.netns.traffic import Lab, Side
 from xdpguard import net
 from xdpguard.datapath import bpf
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 def recreate(lab: Lab) -> None:

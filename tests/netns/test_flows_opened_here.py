@@ -19,7 +19,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,6 @@ from tests.netns.traffic import Lab, send_frames
 from xdpguard import net
 from xdpguard.datapath import abi, bpf
 from xdpguard.datapath import maps as M
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 def _sock(ns: str, family: int, kind: int) -> socket.socket:

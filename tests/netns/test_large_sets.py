@@ -11,23 +11,14 @@ bitmap blocks and top entries were written, not the whole table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.netns.clihelp import Frames, Guard, guarded, send_and_see
+from tests.netns.clihelp import Frames, Guard, send_and_see
 from tests.netns.traffic import Lab
 
 N = 10_000
 BASE_PORT = 20000
 PROBES = [0, 1, 4094, 4095, 4096, 4097, 8190, 8191, 8192, 8193, N - 2, N - 1]
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 def _rules(lab: Lab, flip: int | None = None) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -26,16 +26,10 @@ T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
 
 
 @pytest.fixture
-def limited(lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def limited(apply_rules: Callable[[str], None], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """apply_rules, with the programs on the test clock (set before anything is applied)."""
     monkeypatch.setenv("XDPGUARD_TEST_CLOCK", "1")
-
-    def apply(text: str) -> None:
-        f = tmp_path / "limits.yaml"
-        f.write_text(text)
-        xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
-
-    yield apply
-    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
+    return apply_rules
 
 
 class Runner:

@@ -22,14 +22,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
-import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from tests.netns.cli import xg
 from tests.netns.traffic import ETH_P_ALL, capture, new_marker, send_frames
 from xdpguard import net
 
@@ -80,17 +77,6 @@ def arrivals_from(ns: str, ifname: str, sources: Sequence[str]) -> Iterator[Call
         yield read
     finally:
         sock.close()
-
-
-@pytest.fixture
-def apply_rules(lab, tmp_path: Path):
-    def apply(text: str) -> None:
-        f = tmp_path / "limits.yaml"
-        f.write_text(text)
-        xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
-
-    yield apply
-    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
 
 
 def test_polite_source_keeps_its_packets_in_a_100k_source_flood(lab, apply_rules) -> None:

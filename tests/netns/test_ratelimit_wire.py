@@ -13,9 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
@@ -28,17 +26,6 @@ SECONDS = 5.0
 # seconds admit, and it lets the bucket ride out the sender's scheduling
 # gaps on a busy machine: a gap longer than the burst wastes allowance.
 BURST = LIMIT // 10
-
-
-@pytest.fixture
-def apply_rules(lab, tmp_path: Path):
-    def apply(text: str) -> None:
-        f = tmp_path / "limits.yaml"
-        f.write_text(text)
-        xg("--netns", lab.b.ns, "apply", str(f), "--iface", lab.b.ifname)
-
-    yield apply
-    xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname)
 
 
 def udp(lab, src: str, marker: bytes) -> bytes:

@@ -15,10 +15,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.netns.clihelp import (
     MDNS_DISCARD_RULES,
@@ -27,7 +24,6 @@ from tests.netns.clihelp import (
     Guard,
     describe,
     expect_ok,
-    guarded,
     lab_env,
     pins,
     run_cli,
@@ -40,12 +36,6 @@ RULES = MDNS_DISCARD_RULES
 FILTERED = {"mdns", "other"}
 UNFILTERED = {"mdns", "discard", "other"}
 UNIT = "xdpguard-restore.service"
-
-
-@pytest.fixture
-def guard(lab: Lab) -> Iterator[Guard]:
-    with guarded(lab) as g:
-        yield g
 
 
 def probe(lab: Lab) -> set[str]:

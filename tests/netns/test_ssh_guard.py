@@ -27,6 +27,7 @@ import pytest
 
 from tests.netns.clihelp import Guard, expect_ok, guarded, write_rules
 from tests.netns.traffic import Lab
+from tests.rulesets import ssh_guard
 from xdpguard.datapath import bpf as B
 from xdpguard.net import in_netns
 
@@ -34,21 +35,7 @@ MINUTE = 60 * 10**9
 OUTSIDER = "10.200.0.9"  # a second address on A, not in @office
 CONNECT_TIMEOUT = 0.6  # below the first SYN retransmit (1 s), so one SYN per attempt
 
-GUARD = """\
-    version: 1
-    sets:
-      office: [10.200.0.1]
-    ingress:
-      default: drop
-      rules:
-        - name: ssh-guard
-          match: {proto: tcp, dport: 22, tcp_flags: "syn,!ack"}
-          action: continue
-          rate_limit: {rate: 5/minute, burst: 5, per: source, block_for: 10m}
-        - name: ssh-office
-          match: {src: "@office", proto: tcp, dport: 22}
-          action: allow
-"""
+GUARD = ssh_guard("10.200.0.1")  # the lab's A address is the office
 
 
 class Server:

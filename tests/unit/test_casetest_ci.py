@@ -21,6 +21,7 @@ from xml.etree import ElementTree as ET
 import junitparser
 import pytest
 
+from tests.rulesets import ssh_guard
 from xdpguard.cases.case import Expect
 from xdpguard.cases.parse import parse_cases_text
 from xdpguard.cases.plan import run_plan
@@ -30,25 +31,15 @@ from xdpguard.rules.parse import parse_text
 
 REPO = Path(__file__).resolve().parents[2]
 
-RULES = """\
-version: 1
-sets:
-  office: [203.0.113.0/24]
-ingress:
-  default: drop
-  rules:
-    - name: ssh-guard
-      match: {proto: tcp, dport: 22, tcp_flags: "syn,!ack"}
-      action: continue
-      rate_limit: {rate: 5/minute, burst: 5, per: source, block_for: 10m}
-    - name: ssh-office
-      match: {src: "@office", proto: tcp, dport: 22}
-      action: allow
+RULES = (
+    ssh_guard("203.0.113.0/24")
+    + """\
     - name: dns
       match: {proto: udp, dport: 53}
       action: allow
       rate_limit: {pps: 10, burst: 2}
 """
+)
 RS = parse_text(RULES, "rules.yaml")
 SYN = "src: 203.0.113.7, dst: 192.0.2.1, proto: tcp, dport: 22"
 

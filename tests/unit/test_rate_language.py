@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import pytest
 
+from tests.rulesets import ssh_guard
 from xdpguard.errors import RuleError
 from xdpguard.rules import reference
 from xdpguard.rules.classify import PlanClassifier
@@ -183,20 +184,7 @@ def test_unquoted_set_reference_is_explained() -> None:
 
 # ---- the SSH guard, packet by packet
 
-SSH_GUARD = """version: 1
-sets:
-  office: [203.0.113.0/24]
-ingress:
-  default: drop
-  rules:
-    - name: ssh-guard
-      match: {proto: tcp, dport: 22, tcp_flags: "syn,!ack"}
-      action: continue
-      rate_limit: {rate: 5/minute, burst: 5, per: source, block_for: 10m}
-    - name: ssh-office
-      match: {src: "@office", proto: tcp, dport: 22}
-      action: allow
-"""
+SSH_GUARD = ssh_guard("203.0.113.0/24")
 
 
 def syn(src: str) -> Packet:

@@ -99,6 +99,15 @@ class _CaseParser:
             self.fail(mp.value_lines[key], f"{key}: {value} is out of range ({lo}-{hi})")
         return int(value)
 
+    def name_or_byte(self, mp: YamlMap, key: str, names: dict[str, int], what: str) -> int | None:
+        """A name from `names` (any case) or a number 0-255 (`what` says of what); None when it is neither."""
+        value = mp[key]
+        if isinstance(value, str) and value.strip().lower() in names:
+            return names[value.strip().lower()]
+        if is_int(value) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()):
+            return self.number(mp, key, 0, 255, what)
+        return None
+
     # ---- the file
 
     def cases(self, doc: Any) -> list[Case]:
@@ -429,13 +438,8 @@ class _CaseParser:
             self.fail(mp.line, 'case has no "proto" (tcp, udp, icmp, icmpv6, sctp or a number)')
         value = mp["proto"]
         line = vl["proto"]
-        if isinstance(value, str) and value.strip().lower() in PROTO_NAMES:
-            proto = PROTO_NAMES[value.strip().lower()]
-        elif is_int(value) or (
-            isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
-        ):
-            proto = self.number(mp, "proto", 0, 255, "a protocol number")
-        else:
+        proto = self.name_or_byte(mp, "proto", PROTO_NAMES, "a protocol number")
+        if proto is None:
             hint = did_you_mean(value, list(PROTO_NAMES)) if isinstance(value, str) else ""
             self.fail(
                 line,
@@ -488,13 +492,8 @@ class _CaseParser:
         value = mp["icmp_type"]
         line = vl["icmp_type"]
         names = ICMP_TYPES[proto]
-        if isinstance(value, str) and value.strip().lower() in names:
-            icmp_type = names[value.strip().lower()]
-        elif is_int(value) or (
-            isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
-        ):
-            icmp_type = self.number(mp, "icmp_type", 0, 255, "an ICMP type")
-        else:
+        icmp_type = self.name_or_byte(mp, "icmp_type", names, "an ICMP type")
+        if icmp_type is None:
             other = IPPROTO_ICMPV6 if proto == IPPROTO_ICMP else IPPROTO_ICMP
             if isinstance(value, str) and value.strip().lower() in ICMP_TYPES[other]:
                 self.fail(line, f"icmp_type: {show(value)} exists only for {proto_name(other)}, not {pname}")

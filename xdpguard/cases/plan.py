@@ -76,7 +76,7 @@ def junit_xml(results: list[Result], rules: str, cases: str, mode: str, seconds:
     errors skipped time><properties/><testcase classname name file line
     time>[<failure message type>diff</failure>]</testcase></testsuite>`.
     """
-    from xml.etree import ElementTree as ET
+    from xml.etree import ElementTree as ET  # lazy: only --junit writes XML
 
     _, failed = count(results)
     per_case = f"{seconds / max(1, len(results)):.6f}"

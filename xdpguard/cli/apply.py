@@ -48,10 +48,16 @@ def apply(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Attach xdpguard to each interface, or update it atomically; idempotent."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
+    from xdpguard import plancache
+    from xdpguard.datapath import confirm as C
+    from xdpguard.datapath.dataplane import Dataplane
+
     if xdp_mode is not None and xdp_mode not in _modes():
         raise UsageError(f"--xdp-mode must be one of auto, native, generic (got {xdp_mode!r})")
     window = None
     if confirm_in is not None:
+        # lazy: the rule parser loads YAML, which an apply served by the plan cache never needs
         from xdpguard.rules.parse import parse_duration
 
         try:
@@ -59,8 +65,6 @@ def apply(
         except ValueError as e:
             raise UsageError(f"--confirm: {e}") from e
     # Everything that can be wrong with the input is found before the kernel is touched.
-    from xdpguard import plancache
-
     loaded = plancache.load(rules)  # unchanged files (and set files) are not parsed again
     plan, text = loaded.plan, loaded.text
     targets = [(name, resolve_iface(name)) for name in iface]
@@ -72,15 +76,11 @@ def apply(
                     f"{name} is attached in XDP mode {live.xdp_mode}; changing it to {xdp_mode} takes "
                     f"`xdpguard detach --iface {name}` first (a mode switch cannot be atomic)"
                 )
-    from xdpguard.datapath.dataplane import Dataplane
-
     results = []
     for name, index in targets:
         before = Iface(name).load_applied()
         armed = None
         if window is not None:
-            from xdpguard.datapath import confirm as C
-
             # The window is recorded first: a state directory that cannot be
             # written stops the apply before the kernel changes.
             armed = C.prepare(name, window, CONTEXT["netns"], before.seq if before else 0)
@@ -162,6 +162,8 @@ def apply(
 
 
 def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
+    from xdpguard.rules.model import Prefix  # lazy: --help starts without the rule model
+
     out: dict[str, Any] = {}
     for nd in new.directions():
         od = None if old is None else (old.ingress if nd.name == "ingress" else old.egress)
@@ -173,7 +175,6 @@ def _prefix_diff(old: Plan | None, new: Plan) -> dict[str, Any]:
             if not added and not removed:
                 continue
             bits = 32 if fname.endswith("4") else 128
-            from xdpguard.rules.model import Prefix
 
             def show(keys: set[tuple[int, int]], bits: int = bits) -> list[str]:
                 fam_n = 4 if bits == 32 else 6
@@ -196,11 +197,11 @@ def _dynset_diff(st: Iface, old: Plan | None, new: Plan) -> dict[str, list[dict[
 
     Element counts come from the pinned maps, so only as root; else None.
     """
+    from xdpguard.datapath import dynsets  # lazy: as in apply
+
     counts: dict[str, dict[str, Any]] | None = None
     if st.pin_dir.exists():
         try:
-            from xdpguard.datapath import dynsets
-
             counts = dynsets.status(str(st.pin_dir))
         except OSError:  # not root: bpf(2) refuses
             counts = None
@@ -231,7 +232,9 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show what `apply` would change on IFACE: rules and set entries added, removed, changed."""
+    # lazy: as in apply
     from xdpguard import plancache
+    from xdpguard.datapath.dataplane import Dataplane
 
     loaded = plancache.load(rules)
     new_plan = loaded.plan
@@ -243,8 +246,6 @@ def plan(
     attached = (st.pin_dir / "link_xdp").exists()
     problem = None
     if attached:
-        from xdpguard.datapath.dataplane import Dataplane
-
         prot = Dataplane(iface, None, CONTEXT["netns"]).protection()
         problem = None if prot.ok else prot.message()
     data: dict[str, Any] = {
@@ -342,7 +343,7 @@ def detach(
     all_: bool = typer.Option(False, "--all", help="every interface xdpguard is on"),
 ) -> None:
     """Remove programs, links, pins and state from IFACE (or from all interfaces)."""
-    from xdpguard.datapath.dataplane import Dataplane, detach_all
+    from xdpguard.datapath.dataplane import Dataplane, detach_all, forget_state_root  # lazy: as in apply
 
     if all_ == bool(iface):
         raise UsageError("give --iface IF (one or more) or --all")
@@ -358,8 +359,6 @@ def detach(
         if not st.pin_dir.exists() and not st.state_dir.exists():
             if st.watchdog_log.exists():  # a watchdog detached it by itself: its log is all that is left
                 st.watchdog_log.unlink()
-                from xdpguard.datapath.dataplane import forget_state_root
-
                 forget_state_root()
             console.print(f"{name}: xdpguard is not attached")
             continue
@@ -376,7 +375,7 @@ def rollback(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Re-apply the previously applied rule set (or version --to) on IFACE."""
-    from xdpguard.datapath.dataplane import Dataplane
+    from xdpguard.datapath.dataplane import Dataplane  # lazy: as in apply
 
     res, target = Dataplane(iface, None, CONTEXT["netns"]).rollback(to)
     if json_out:
@@ -403,7 +402,7 @@ def confirm(
     iface: list[str] = typer.Option(..., "--iface", "-i", help=IFACE_HELP),
 ) -> None:
     """Keep a rule set applied with --confirm: stop the watchdog that would revert it."""
-    from xdpguard.datapath.confirm import confirm as do_confirm
+    from xdpguard.datapath.confirm import confirm as do_confirm  # lazy: as in apply
 
     late = []
     for name in iface:
@@ -442,6 +441,6 @@ def watchdog(
     token: str = typer.Option(..., "--token"),
 ) -> None:
     """(internal) Wait for a --confirm deadline and revert unless confirmed."""
-    from xdpguard.datapath.watchdog import run_watchdog
+    from xdpguard.datapath.watchdog import run_watchdog  # lazy: as in apply
 
     run_watchdog(iface, token)

@@ -20,6 +20,7 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Validate and compile RULES without root or kernel; print rules, sets and map sizes."""
+    # lazy: keeps --help and the other commands' start-up free of rich and the compiler
     from rich.table import Table
 
     from xdpguard.rules.compile import map_entries, memory_estimate

@@ -37,6 +37,7 @@ def _console_class() -> type[Console]:
     importing rich costs every command (`--help` included) tens of
     milliseconds, and most never print through it.
     """
+    # lazy: rich, on first use (see above)
     from rich.console import Console
     from rich.table import Table
 
@@ -102,6 +103,7 @@ CONTEXT: dict[str, str | None] = {"netns": None}
 
 def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     """Parse and compile a rule file; returns the model, the plan and the file text."""
+    # lazy: the parser and compiler, only for the commands that read a rule file
     from xdpguard.rules.compile import compile_ruleset
     from xdpguard.rules.parse import load
 
@@ -111,28 +113,8 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     return rs, compile_ruleset(rs), path.read_text()
 
 
-def summary_of(rs: RuleSet) -> dict[str, Any]:
-    """What the state dir keeps about an applied rule set, for `plan` and `status`."""
-    from xdpguard.rules.describe import rule_signatures
-
-    return {
-        "rules": rule_signatures(rs),
-        "order": {
-            "ingress": [r.name for r in rs.ingress.rules],
-            "egress": [r.name for r in rs.egress.rules],
-        },
-        "settings": {
-            "mode": rs.mode.value,
-            "non_ip": rs.non_ip.value,
-            "ndp": rs.ndp,
-            "ingress.default": rs.ingress.default.value,
-            "egress.default": rs.egress.default.value,
-        },
-        "sets": {s.name: len(s.prefixes) for s in rs.sets},
-    }
-
-
 def resolve_iface(name: str) -> int:
+    # lazy: the net package (ctypes, sockets), only for the commands that act on an interface
     from xdpguard.net import NoSuchInterface, ifindex
 
     try:
@@ -145,7 +127,7 @@ def resolve_iface(name: str) -> int:
 
 def _elsewhere(name: str, here: str | None) -> str:
     """`; network namespace edge has one: ...` when another namespace holds the interface."""
-    from xdpguard.net import netns_with_interface
+    from xdpguard.net import netns_with_interface  # lazy: as in resolve_iface
 
     try:
         others = [ns for ns in netns_with_interface(name) if ns != here]

@@ -55,6 +55,7 @@ def exporter(
     ),
 ) -> None:
     """Serve Prometheus metrics (per-rule counters, drops, flow table, rule set) read on each scrape."""
+    # lazy: keeps --help and the other commands' start-up free of prometheus_client and the data path
     from prometheus_client import CollectorRegistry, start_http_server
 
     from xdpguard.metrics import XdpguardCollector

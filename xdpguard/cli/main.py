@@ -47,6 +47,7 @@ def root(
     ),
 ) -> None:
     if netns:
+        # lazy: the net package (ctypes, sockets), only with --netns
         from xdpguard.net import NoSuchNetns, enter_netns
 
         try:

@@ -24,6 +24,7 @@ def restore(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Re-attach recorded rule sets whose pins are gone (after a reboot); skip attached interfaces."""
+    # lazy: keeps --help and the other commands' start-up free of rich and the data path
     from rich.markup import escape
 
     from xdpguard.restore import FAILED

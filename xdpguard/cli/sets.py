@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from xdpguard.errors import UsageError, XdpguardError
+from xdpguard.state import Iface
 
 app = typer.Typer(
     help="Add, remove, list and flush the elements of dynamic sets.",
@@ -37,6 +38,7 @@ class SetFull(XdpguardError):
 
 def _elements(addrs: list[str]) -> list[Any]:
     """The addresses and CIDRs of the command line, or of stdin for `-`."""
+    # lazy: the rule parser (and YAML), only for the commands that read addresses
     from xdpguard.rules.parse import parse_address, parse_set_file_text
 
     if not addrs:
@@ -60,7 +62,7 @@ def _timeout_ns(value: str | None) -> int | None:
         return None
     if value.strip().lower() in ("0", "never"):
         return 0
-    from xdpguard.rules.parse import parse_duration
+    from xdpguard.rules.parse import parse_duration  # lazy: as in _elements
 
     try:
         return round(parse_duration(value) * 1e9)
@@ -71,13 +73,13 @@ def _timeout_ns(value: str | None) -> int | None:
 @contextlib.contextmanager
 def _locked(name: str, iface: list[str]) -> Iterator[list[str]]:
     """The target interfaces, each locked (in name order) against applies."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
-    from xdpguard.state import Iface
 
     names = D.targets(name, iface)
     for n in names:  # an interrupted apply is repaired before anything else
         if Iface(n).journal() is not None:
-            from xdpguard.datapath.dataplane import Dataplane
+            from xdpguard.datapath.dataplane import Dataplane  # lazy: only to repair an interrupted apply
 
             Dataplane(n, None).recover()
     names = D.targets(name, iface)
@@ -88,8 +90,8 @@ def _locked(name: str, iface: list[str]) -> Iterator[list[str]]:
 
 
 def _open(ifname: str, name: str) -> Any:
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
-    from xdpguard.state import Iface
 
     sm = D.open_set(str(Iface(ifname).pin_dir), name)
     if sm is None:  # dropped by an apply since targets() looked
@@ -110,8 +112,8 @@ def add(
     iface: list[str] = typer.Option([], "--iface", "-i", help=IFACE_HELP),
 ) -> None:
     """Add elements to a dynamic set (an element already there gets the new expiry)."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
-    from xdpguard.state import Iface
 
     elements = _elements(addrs or [])
     tmo = _timeout_ns(timeout)
@@ -141,8 +143,8 @@ def delete(
     iface: list[str] = typer.Option([], "--iface", "-i", help=IFACE_HELP),
 ) -> None:
     """Remove elements from a dynamic set (one that is not there is no error)."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
-    from xdpguard.state import Iface
 
     elements = _elements(addrs or [])
     unique = len(dict.fromkeys(elements))
@@ -160,8 +162,8 @@ def list_(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """List the elements of a dynamic set and when each expires."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
-    from xdpguard.state import Iface
 
     rows: list[dict[str, Any]] = []
     with _locked(name, iface) as names:
@@ -193,6 +195,7 @@ def flush(
     iface: list[str] = typer.Option([], "--iface", "-i", help=IFACE_HELP),
 ) -> None:
     """Remove every element of a dynamic set."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import dynsets as D
 
     with _locked(name, iface) as names:

@@ -4,6 +4,8 @@ block_for (a map delete; the rule set stays as it is)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from xdpguard.cli.common import console, print_json, require_root
-from xdpguard.errors import UsageError, XdpguardError
+from xdpguard.errors import KernelError, UsageError, XdpguardError
 from xdpguard.state import DamagedState, Iface, known_ifaces
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ def status(
 
 def _status_row(name: str) -> dict[str, Any]:
     """One interface's status; a damaged record is reported on its row, the others still shown."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath.dataplane import Dataplane
 
     try:
@@ -64,7 +67,7 @@ def _status_row(name: str) -> dict[str, Any]:
 
 
 def _print_status(s: dict[str, Any]) -> None:
-    from rich.markup import escape
+    from rich.markup import escape  # lazy: rich costs every command tens of ms; only printing needs it
 
     for m in s.get("recovered", []):
         console.print(f"[yellow]{s['interface']}: {m}[/]")
@@ -131,7 +134,7 @@ def _print_status(s: dict[str, Any]) -> None:
 
 
 def _table(st: dict[str, Any], rates: dict[tuple[str, str], float] | None = None) -> Table:
-    from rich.table import Table
+    from rich.table import Table  # lazy: as in _print_status
 
     t = Table(title=f"{st['interface']}", title_justify="left")
     for col in ("direction", "rule", "action", "packets", "bytes", "over limit"):
@@ -178,6 +181,7 @@ def stats(
     watch: bool = typer.Option(False, "--watch", help="refresh every second with rates"),
 ) -> None:
     """Per-rule packets and bytes, defaults, malformed and non-IP counts."""
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath.dataplane import Dataplane
 
     require_root("stats")
@@ -222,6 +226,7 @@ def stats(
         return
     prev: dict[tuple[str, str, str], tuple[float, int]] = {}
 
+    # lazy: rich's live display, for --watch only
     from rich.live import Live
     from rich.table import Table
 
@@ -276,8 +281,7 @@ def unblock(
     iface: list[str] = typer.Option([], "--iface", "-i", help="interface (default: all xdpguard knows)"),
 ) -> None:
     """Release a source blocked by a rate limit's block_for before its time is up."""
-    import ipaddress
-
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath.dataplane import Dataplane
 
     try:
@@ -319,12 +323,9 @@ def events(
     ),
 ) -> None:
     """Stream drop events (time, rule, verdict, addresses, ports); --sample/--max-rate set and exit."""
-    import json as _json
-
+    # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import maps as M
     from xdpguard.datapath.events import stream
-    from xdpguard.errors import KernelError
-    from xdpguard.state import Iface
 
     st = Iface(iface)
     if not (st.pin_dir / "link_xdp").exists():
@@ -352,7 +353,7 @@ def events(
         for ev in stream(str(st.pin_dir / "events"), iface, names, stop, backlog=backlog):
             seen += 1
             if json_out:
-                sys.stdout.write(_json.dumps(ev.as_dict()) + "\n")
+                sys.stdout.write(json.dumps(ev.as_dict()) + "\n")
             else:
                 sys.stdout.write(ev.text() + "\n")
             sys.stdout.flush()

@@ -61,7 +61,7 @@ def test(
 ) -> None:
     """Check that each packet in CASES gets the expected verdict (and rule) from RULES."""
     rs, plan, _ = load_rules(rules)
-    # Only this command needs them.
+    # lazy: only this command needs them; --help and the others start without them
     from xdpguard.cases.parse import load_cases
     from xdpguard.cases.plan import count, judge, junit_xml, run_plan
 
@@ -101,8 +101,11 @@ def test(
 
 
 def _print(results: list[Result], rules: str, cases: str, mode: str, failures_only: bool) -> None:
+    # lazy: rich and the runner, as in test()
     from rich.markup import escape
     from rich.table import Table
+
+    from xdpguard.cases.plan import count
 
     blocks: list[list[str] | Table] = []
     if not failures_only:
@@ -122,8 +125,6 @@ def _print(results: list[Result], rules: str, cases: str, mode: str, failures_on
             t.add_row(*row)
         blocks.append(t)
     blocks += [_styled(r.diff(cases)) for r in results if not r.ok]
-    from xdpguard.cases.plan import count
-
     passed, failed = count(results)
     blocks.append([f"{passed} passed, {failed} failed"])
     for i, block in enumerate(blocks):
@@ -137,9 +138,9 @@ def _print(results: list[Result], rules: str, cases: str, mode: str, failures_on
 
 
 def _styled(diff: list[str]) -> list[str]:
-    from rich.markup import escape
-
     """The diff with rich markup: what was expected in green, what came in red."""
+    from rich.markup import escape  # lazy: as in test()
+
     out = []
     for line in diff:
         style = "red" if line.startswith("  +") else "green" if line.startswith("  -") else ""

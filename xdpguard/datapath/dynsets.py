@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
-from xdpguard.errors import KernelError
+from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.abi_consts import F_DST, F_SRC
 from xdpguard.rules.model import Prefix
+from xdpguard.state import Iface, known_ifaces
 
 if TYPE_CHECKING:
     from xdpguard.datapath.maps import Maps
@@ -421,8 +422,6 @@ def _resize(dm: Maps, old: SetMaps, size: int, timeout_ns: int) -> SetMaps:
     now = now_ns(dm.pin_dir)
     live = elements(old, now)
     if len(live) > size:
-        from xdpguard.errors import UsageError
-
         raise UsageError(
             f"dynamic set {old.name} holds {len(live)} elements, more than its new size {size}: "
             f"remove some (`xdpguard set del` or `set flush`) before shrinking it"
@@ -581,8 +580,6 @@ def targets(name: str, ifaces: list[str]) -> list[str]:
     """The interfaces a `set` command acts on: those given, or every interface
     whose applied rule file declares dynamic set `name`.  Everything wrong is
     found here, before any element changes."""
-    from xdpguard.errors import UsageError
-    from xdpguard.state import Iface, known_ifaces
 
     def static_on(ifname: str) -> bool:
         summary = Iface(ifname).load_summary() or {}

@@ -102,7 +102,7 @@ BPF_PSEUDO_CALL = 1
 
 
 def _insns(b: object, func: str) -> bytes:
-    from bcc import lib  # deliberately lazy, see module doc
+    from bcc import lib  # lazy: bcc loads LLVM (see module doc); `b` is a BPF object, so bcc is in already
 
     module = b.module  # type: ignore[attr-defined]
     start = lib.bpf_function_start(module, func.encode())
@@ -158,7 +158,7 @@ def _load_linked(b: object, func: str, prog_type: int) -> int:
     call to another section nor passes BTF for more than the program
     function, so the program is linked and loaded here.
     """
-    from bcc import lib  # deliberately lazy, see module doc
+    from bcc import lib  # lazy: bcc loads LLVM (see module doc)
 
     code, starts = link_functions(_insns(b, func), [_insns(b, name) for name, _ in FUNCTIONS])
     funcs = [(0, func, 0)] + [

@@ -22,8 +22,10 @@ most 64 rules also has its bitmaps as one word each in the plain array
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import struct
+import time
 from array import array
 from dataclasses import dataclass, field
 
@@ -917,9 +919,6 @@ def unblock(dm: Maps, family: int, addr: int) -> bool:
 
 def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
     """Blocked sources still in force, with seconds left and the rule that blocked them."""
-    import ipaddress
-    import time
-
     names = {r.rule_id: r.name for d in plan.directions() for r in d.rules} if plan else {}
     now = time.monotonic_ns()
     out: list[dict[str, object]] = []

@@ -2,7 +2,10 @@
 
 This package is the only place that imports pyroute2: everything else asks
 for ifindexes, veth pairs, addresses and namespaces through the typed
-functions re-exported here.
+functions re-exported here.  pyroute2 is imported inside the functions
+that talk netlink, never at module level: it costs ~100 ms, and what the
+CLI needs on every run (an ifindex, entering a namespace) goes through
+plain sockets and setns(2) instead.
 """
 
 from xdpguard.net.links import (

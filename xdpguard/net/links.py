@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
 from xdpguard.net.netns import NetError, NoSuchNetns, in_netns, list_netns, netns_exists
@@ -42,6 +43,7 @@ class NoSuchInterface(NetError, LookupError):
 
 
 def _ipr(ns: str | None) -> Any:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2 import IPRoute
 
     if ns is None:
@@ -75,6 +77,7 @@ def ifindex(name: str, ns: str | None = None) -> int:
 
 
 def ifname(index: int, ns: str | None = None) -> str:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _ipr(ns) as ipr:
@@ -91,6 +94,7 @@ def link_exists(name: str, ns: str | None = None) -> bool:
 
 
 def set_up(ns: str | None, name: str, mtu: int | None = None) -> None:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _ipr(ns) as ipr:
@@ -106,6 +110,7 @@ def set_up(ns: str | None, name: str, mtu: int | None = None) -> None:
 def add_address(ns: str | None, name: str, cidr: str) -> None:
     """Add an address such as "10.0.0.1/24" or "fd00::1/64".  IPv6 addresses
     skip duplicate address detection so they are usable at once."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     iface = ipaddress.ip_interface(cidr)
@@ -126,6 +131,7 @@ def add_address(ns: str | None, name: str, cidr: str) -> None:
 
 def delete_link(name: str, ns: str | None = None, missing_ok: bool = True) -> None:
     """Delete an interface (for a veth, both ends go)."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _ipr(ns) as ipr:
@@ -152,6 +158,7 @@ def create_veth_pair(
     """Create veth A<->B with each end born in its namespace (None = ours), so
     the names never clash with interfaces elsewhere; assign addresses, bring
     both ends up.  Returns (ifindex of A in ns_a, ifindex of B in ns_b)."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     own_ns_fd = -1
@@ -189,6 +196,7 @@ def get_mac(ns: str | None, name: str) -> str:
 
 def set_mac(ns: str | None, name: str, mac: str) -> None:
     """Give an interface a MAC address (tests re-create interfaces with their old one)."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _ipr(ns) as ipr:
@@ -200,6 +208,7 @@ def set_mac(ns: str | None, name: str, mac: str) -> None:
 
 def neigh_add(ns: str | None, name: str, ip: str, mac: str) -> None:
     """Permanent neighbour entry, so traffic to `ip` needs no ARP/NDP round."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
@@ -260,6 +269,7 @@ XDP_ATTACHED_MODES = {
 def xdp_mode(index: int, ns: str | None = None) -> str | None:
     """How XDP is attached to the interface, as the kernel reports it: "native"
     (in the driver), "generic" (in the stack), "offload", "multiple", or None."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _ipr(ns) as ipr:

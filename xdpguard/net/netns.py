@@ -41,6 +41,7 @@ def netns_exists(name: str) -> bool:
 
 
 def list_netns() -> list[str]:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2 import netns as _pyroute2_netns
 
     return sorted(_pyroute2_netns.listnetns())
@@ -48,6 +49,7 @@ def list_netns() -> list[str]:
 
 def create_netns(name: str) -> None:
     """Create a named namespace, like `ip netns add`, and bring its loopback up."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2 import IPRoute
     from pyroute2 import netns as _pyroute2_netns
 
@@ -69,6 +71,7 @@ def delete_netns(name: str, missing_ok: bool = True) -> None:
         if missing_ok:
             return
         raise NoSuchNetns(name)
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2 import netns as _pyroute2_netns
 
     try:

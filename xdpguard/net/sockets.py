@@ -62,6 +62,7 @@ def _packed(text: str) -> bytes:
 
 
 def _dump(family: int, proto: int, states: tuple[int, ...]) -> list[dict[str, object]]:
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
     from pyroute2 import DiagSocket
 
     mask = 0

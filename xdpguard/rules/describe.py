@@ -7,6 +7,8 @@ set edit shows as set entries added/removed, not as every rule changed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from xdpguard.rules.model import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -97,3 +99,22 @@ def rule_signatures(rs: RuleSet) -> dict[str, dict[str, str]]:
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         out[dname] = {r.name: describe_rule(r, sets) for r in d.rules}
     return out
+
+
+def summary_of(rs: RuleSet) -> dict[str, Any]:
+    """What the state dir keeps about an applied rule set, for `plan` and `status`."""
+    return {
+        "rules": rule_signatures(rs),
+        "order": {
+            "ingress": [r.name for r in rs.ingress.rules],
+            "egress": [r.name for r in rs.egress.rules],
+        },
+        "settings": {
+            "mode": rs.mode.value,
+            "non_ip": rs.non_ip.value,
+            "ndp": rs.ndp,
+            "ingress.default": rs.ingress.default.value,
+            "egress.default": rs.egress.default.value,
+        },
+        "sets": {s.name: len(s.prefixes) for s in rs.sets},
+    }

@@ -8,6 +8,7 @@ are resolved per family), so consumers never re-interpret user syntax.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -84,8 +85,6 @@ class Prefix:
         return (addr >> shift) == (self.addr >> shift)
 
     def __str__(self) -> str:
-        import ipaddress
-
         net = (
             ipaddress.ip_network((self.addr, self.plen))
             if self.family == 4

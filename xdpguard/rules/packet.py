@@ -10,7 +10,7 @@ records a flow; classification never looks at it, so it has no field here.)
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdpguard.rules.abi_consts import MAX_EXT_HDRS, MAX_VLAN_TAGS, NDP_FIRST, NDP_LAST, TCP_ACK, TCP_SYN
 from xdpguard.rules.fields import icmp_key
@@ -210,6 +210,4 @@ def _parse_l4(data: bytes, off: int, end: int, p: Packet) -> Packet:
 
 
 def _with(p: Packet, **kw: int) -> Packet:
-    from dataclasses import replace
-
     return replace(p, **kw)  # type: ignore[arg-type]

@@ -654,20 +654,27 @@ def format_packet_rate(pps: Fraction) -> str:
 
 def parse_rate(value: Any) -> int:
     """Bits per second in a rate: 1000000, "100mbit", "1.5gbit"; must be >= 1."""
-    number, unit = _number(value, _RATE_RE, "rate", "100mbit, 1.5gbit, 500kbit")
-    bits = int(number * _RATE_UNITS.get(unit, 1))
-    if bits < 1:
-        raise ValueError(f"{show(value)} must be a rate of at least 1 bit/s")
-    return bits
+    return _whole_amount(
+        value, _RATE_RE, _RATE_UNITS, "rate", "100mbit, 1.5gbit, 500kbit", "a rate of at least 1 bit/s"
+    )
 
 
 def parse_size(value: Any) -> int:
     """Bytes in a size: 1500, "64kb", "1mb" (powers of 1000), "1mib" (1024); >= 1."""
-    number, unit = _number(value, _SIZE_RE, "size in bytes", "1500, 64kb, 1mb, 1mib")
-    size = int(number * _SIZE_UNITS.get(unit, 1))
-    if size < 1:
-        raise ValueError(f"{show(value)} must be a size of at least 1 byte")
-    return size
+    return _whole_amount(
+        value, _SIZE_RE, _SIZE_UNITS, "size in bytes", "1500, 64kb, 1mb, 1mib", "a size of at least 1 byte"
+    )
+
+
+def _whole_amount(
+    value: Any, pattern: re.Pattern[str], units: dict[str, int], what: str, example: str, least: str
+) -> int:
+    """A number with an optional unit, scaled and rounded down; below 1 it is refused (`least`)."""
+    number, unit = _number(value, pattern, what, example)
+    amount = int(number * units.get(unit, 1))
+    if amount < 1:
+        raise ValueError(f"{show(value)} must be {least}")
+    return amount
 
 
 # --------------------------------------------------------------------------
