@@ -305,6 +305,12 @@ class Snapshot:
     summary: dict[str, Any] | None
 
 
+# The pins of the two links (datapath/links.py): the XDP link's pin is what
+# says, cheaply and without the data path's modules, that xdpguard attached.
+XDP_LINK_PIN = "link_xdp"
+TCX_LINK_PIN = "link_tcx"
+
+
 @dataclass
 class Iface:
     ifname: str
@@ -312,6 +318,11 @@ class Iface:
     @property
     def pin_dir(self) -> Path:
         return bpffs_root() / self.ifname
+
+    @property
+    def linked(self) -> bool:
+        """Whether the interface's XDP link is pinned (xdpguard attached it)."""
+        return (self.pin_dir / XDP_LINK_PIN).exists()
 
     @property
     def state_dir(self) -> Path:

@@ -70,7 +70,7 @@ def apply(
     targets = [(name, resolve_iface(name)) for name in iface]
     for name, _ in targets:
         live = Iface(name).load_applied()
-        if xdp_mode is not None and live is not None and (Iface(name).pin_dir / "link_xdp").exists():
+        if xdp_mode is not None and live is not None and Iface(name).linked:
             if live.xdp_mode != xdp_mode:
                 raise UsageError(
                     f"{name} is attached in XDP mode {live.xdp_mode}; changing it to {xdp_mode} takes "
@@ -243,7 +243,7 @@ def plan(
     old_plan = st.load_plan()
     old_sum = st.load_summary() or {"rules": {"ingress": {}, "egress": {}}, "order": {}, "settings": {}}
     new_sum = loaded.summary
-    attached = (st.pin_dir / "link_xdp").exists()
+    attached = st.linked
     problem = None
     if attached:
         prot = Dataplane(iface, None, CONTEXT["netns"]).protection()
@@ -422,7 +422,7 @@ def confirm(
                     f"{applied.seq}) at {when}; apply the new rule set again if it is right"
                 )
                 late.append(name)
-            elif not (Iface(name).pin_dir / "link_xdp").exists() and applied is None:
+            elif not Iface(name).linked and applied is None:
                 err_console.print(f"{name}: too late or never applied: xdpguard is not attached")
                 late.append(name)
             else:

@@ -59,7 +59,7 @@ def _status_row(name: str) -> dict[str, Any]:
     except DamagedState as e:
         return {
             "interface": name,
-            "attached": (Iface(name).pin_dir / "link_xdp").exists(),
+            "attached": Iface(name).linked,
             "protected": False,
             "problem": str(e),
             "fix": "",
@@ -292,7 +292,7 @@ def unblock(
     if not names:
         raise XdpguardError("xdpguard is not attached to any interface")
     for n in names:
-        if not (Iface(n).pin_dir / "link_xdp").exists():
+        if not Iface(n).linked:
             raise XdpguardError(f"xdpguard is not attached to {n}")
     released = [n for n in names if Dataplane(n, None).unblock(ip.version, int(ip))]
     if released:
@@ -328,7 +328,7 @@ def events(
     from xdpguard.datapath.events import stream
 
     st = Iface(iface)
-    if not (st.pin_dir / "link_xdp").exists():
+    if not st.linked:
         raise KernelError(f"xdpguard is not attached to {iface}")
     if sample is not None or max_rate is not None:
         with M.open_maps(str(st.pin_dir)) as m:

@@ -588,7 +588,7 @@ def targets(name: str, ifaces: list[str]) -> list[str]:
     if ifaces:
         for ifname in ifaces:
             st = Iface(ifname)
-            if not (st.pin_dir / "link_xdp").exists():
+            if not st.linked:
                 raise KernelError(f"xdpguard is not attached to {ifname}")
             if name not in pinned(str(st.pin_dir)):
                 if static_on(ifname):

@@ -28,14 +28,14 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import syncookie
 from xdpguard.errors import KernelError
 from xdpguard.net import NetError, attach_egress, detach_egress, in_netns
-from xdpguard.state import Iface, bpffs_root
+from xdpguard.state import TCX_LINK_PIN, XDP_LINK_PIN, Iface, bpffs_root
 
 if TYPE_CHECKING:  # protection.py reads LINKS from here: only the type goes the other way
     from xdpguard.datapath.protection import Protection
 
 XDP_MODES = {"auto": 0, "native": B.XDP_FLAGS_DRV_MODE, "generic": B.XDP_FLAGS_SKB_MODE}
 # direction -> (pin of its link, attach type)
-LINKS = {"ingress": ("link_xdp", B.BPF_XDP), "egress": ("link_tcx", B.BPF_TCX_EGRESS)}
+LINKS = {"ingress": (XDP_LINK_PIN, B.BPF_XDP), "egress": (TCX_LINK_PIN, B.BPF_TCX_EGRESS)}
 EGRESS_NOTE = "egress_attach"  # the interface's note of how egress is attached
 
 
