@@ -38,8 +38,8 @@ class SetFull(XdpguardError):
 
 def _elements(addrs: list[str]) -> list[Any]:
     """The addresses and CIDRs of the command line, or of stdin for `-`."""
-    # lazy: the rule parser (and YAML), only for the commands that read addresses
-    from xdpguard.rules.parse import parse_address, parse_set_file_text
+    # lazy: only for the commands that read addresses
+    from xdpguard.rules.addrs import parse_address, parse_set_file_text
 
     if not addrs:
         raise UsageError("give at least one address or CIDR (or `-` to read them from stdin)")

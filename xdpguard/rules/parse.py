@@ -26,19 +26,13 @@ from __future__ import annotations
 
 import difflib
 import gc
-import ipaddress
-import json
 import math
-import operator
 import re
-import socket
 import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from functools import partial
-from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,6 +40,15 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from xdpguard.errors import RuleError
 from xdpguard.rules import limits
+from xdpguard.rules.addrs import (
+    MAX_DIGITS,
+    BadPrefix,
+    parse_address,
+    parse_prefix,
+    parse_set_file_text,
+    prefix_key,
+    show,
+)
 from xdpguard.rules.model import (
     DYNSET_DEFAULT_SIZE,
     DYNSET_MAX_SIZE,
@@ -203,10 +206,11 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 _U128 = (1 << 128) - 1
 
-# No setting takes a number of more digits than a u64 has.  Longer ones are
-# refused up front, at their line: Python's int() raises on decimal strings
-# of over 4,300 digits, and huge values overflow floats further on.
-_MAX_DIGITS = 20
+# No setting takes a number of more digits than a u64 has (addrs.MAX_DIGITS).
+# Longer ones are refused up front, at their line: Python's int() raises on
+# decimal strings of over 4,300 digits, and huge values overflow floats
+# further on.
+_MAX_DIGITS = MAX_DIGITS
 
 
 # --------------------------------------------------------------------------
@@ -336,23 +340,6 @@ def _reserved_start(text: str, mark: Any) -> str | None:
 # Message helpers
 
 
-def show(value: Any) -> str:
-    """The value as the operator wrote it, quoted when it is a string."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        try:
-            text = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return str(value)
-
-
 def did_you_mean(word: Any, choices: Sequence[str]) -> str:
     """` (did you mean "x"?)` for the closest choice, or "" when none is close."""
     text = str(word)
@@ -389,122 +376,6 @@ def _proto_list(protos: frozenset[int] | set[int]) -> str:
 # Addresses
 
 
-class _BadPrefix(ValueError):
-    pass
-
-
-def _prefix_key(p: Prefix) -> tuple[int, int, int]:
-    # Prefix has order=True, but its generated __lt__ is slow on a million.
-    return (p.family, p.addr, p.plen)
-
-
-def _bad_address(text: str, addr: str) -> _BadPrefix:
-    is_v6 = ":" in addr
-    if not is_v6 and not all(c.isdigit() or c == "." for c in addr):
-        return _BadPrefix(f"{show(text)} is not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32, @set)")
-    family = "IPv6" if is_v6 else "IPv4"
-    try:
-        if is_v6:
-            ipaddress.IPv6Address(addr)
-        else:
-            ipaddress.IPv4Address(addr)
-        reason = ""
-    except ValueError as e:
-        reason = re.sub(r" in '[^']*'$", "", str(e))
-        reason = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
-    return _BadPrefix(f"{show(text)} is not a valid {family} address{reason}")
-
-
-def parse_address(text: str) -> Prefix:
-    """One address or CIDR as an operator types it; ValueError says what is wrong."""
-    try:
-        return _parse_prefix(text.strip())
-    except _BadPrefix as e:
-        raise ValueError(str(e)) from None
-
-
-def _parse_prefix(text: str) -> Prefix:
-    """One address or CIDR; raises _BadPrefix with a message naming it."""
-    addr, slash, plen_text = text.partition("/")
-    family, bits, af = (6, 128, socket.AF_INET6) if ":" in addr else (4, 32, socket.AF_INET)
-    try:
-        value = int.from_bytes(socket.inet_pton(af, addr), "big")
-    except (OSError, ValueError):
-        raise _bad_address(text, addr) from None
-    plen = bits
-    if slash:
-        digits = plen_text.isascii() and plen_text.isdigit() and len(plen_text) <= _MAX_DIGITS
-        if not digits or int(plen_text) > bits:
-            raise _BadPrefix(f"{show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
-        plen = int(plen_text)
-    if value & ((1 << (bits - plen)) - 1):
-        network = Prefix(family, value & ~((1 << (bits - plen)) - 1), plen)
-        raise _BadPrefix(f"{show(text)} has host bits set (network is {network})")
-    return Prefix(family, value, plen)
-
-
-# The set-file path below chains C-level map() calls over whole columns:
-# a Python-level loop body per line costs more than everything else together.
-
-
-def _keys_to_prefixes(keys: list[int], family: int) -> tuple[Prefix, ...]:
-    """Sorted, deduplicated prefixes from keys `addr << 8 | plen` of one family."""
-    keys.sort()
-    unique = list(compress(keys, map(operator.ne, keys, chain((-1,), keys))))
-    addrs = map(operator.rshift, unique, repeat(8))
-    plens = map(operator.and_, unique, repeat(0xFF))
-    return tuple(map(Prefix, repeat(family), addrs, plens))
-
-
-_HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for bits in (32, 128)}
-
-
-def _scan_fast(text: str) -> tuple[list[int], list[int]] | None:
-    """Keys of a well-formed set file by whole-column operations, else None."""
-    if not text.isascii():
-        return None
-    lines = text.split("\n")
-    if "#" in text:
-        lines = [line.partition("#")[0] for line in lines]
-    entries = [s for s in map(str.strip, lines) if s]
-    result: list[list[int]] = []
-    for af, bits, rows in (
-        (socket.AF_INET, 32, [s for s in entries if ":" not in s]),
-        (socket.AF_INET6, 128, [s for s in entries if ":" in s]),
-    ):
-        parts = [s.partition("/") for s in rows]
-        plen_texts = [p[2] if p[1] else str(bits) for p in parts]
-        if plen_texts and not "".join(plen_texts).isdigit():
-            return None
-        try:
-            addrs = list(map(int.from_bytes, map(partial(socket.inet_pton, af), [p[0] for p in parts])))
-            plens = list(map(int, plen_texts))
-        except (OSError, ValueError):
-            return None
-        if plens and max(plens) > bits:
-            return None
-        if any(map(operator.and_, addrs, map(_HOST_MASKS[bits].__getitem__, plens))):
-            return None
-        result.append(list(map(operator.or_, map(operator.lshift, addrs, repeat(8)), plens)))
-    return result[0], result[1]
-
-
-def _scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
-    """Line by line, so that the first bad entry is reported with its line."""
-    v4: list[int] = []
-    v6: list[int] = []
-    for lineno, line in enumerate(text.split("\n"), 1):
-        entry = line.partition("#")[0].strip()
-        if not entry:
-            continue
-        try:
-            p = _parse_prefix(entry)
-        except _BadPrefix as e:
-            raise RuleError(fname, lineno, str(e)) from None
-        (v4 if p.family == 4 else v6).append((p.addr << 8) | p.plen)
-    return v4, v6
-
-
 # A set file holds at most MAX_PREFIXES useful lines; 128 MiB leaves over
 # 100 bytes a line for comments and still fits in memory a few times over.
 SET_FILE_MAX_BYTES = 128 * 2**20
@@ -525,17 +396,6 @@ def _set_file_problem(path: Path) -> str | None:
     if st.st_size > SET_FILE_MAX_BYTES:
         return f"is {st.st_size:,} bytes, more than the {SET_FILE_MAX_BYTES // 2**20} MiB a set file may have"
     return None
-
-
-def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
-    """Prefixes of a set file's text, sorted and deduplicated (v4 first).
-
-    One address or CIDR per line; `#` starts a comment; blank lines are
-    ignored.  Errors are `RuleError(fname, line, ...)`.
-    """
-    keys = _scan_fast(text)
-    v4, v6 = keys if keys is not None else _scan_slow(text, fname)
-    return _keys_to_prefixes(v4, 4) + _keys_to_prefixes(v6, 6)
 
 
 # --------------------------------------------------------------------------
@@ -881,10 +741,10 @@ class _Parser:
                     if item.strip().startswith("@"):
                         self.fail(iline, f"set {name}: {show(item)}: a set cannot refer to another set")
                     try:
-                        prefixes.append(_parse_prefix(item.strip()))
-                    except _BadPrefix as e:
+                        prefixes.append(parse_prefix(item.strip()))
+                    except BadPrefix as e:
                         self.fail(iline, f"set {name}: {e}")
-                unique = tuple(sorted(set(prefixes), key=_prefix_key))
+                unique = tuple(sorted(set(prefixes), key=prefix_key))
                 self.count_prefixes(len(unique), vline)
                 self.sets[name] = SetDef(name=name, prefixes=unique, file=None, line=line)
             elif isinstance(value, YamlMap) and "dynamic" in value:
@@ -1199,8 +1059,8 @@ class _Parser:
                         dynamic.append(set_name)
                 continue
             try:
-                inline.append(_parse_prefix(text))
-            except _BadPrefix as e:
+                inline.append(parse_prefix(text))
+            except BadPrefix as e:
                 self.fail(iline, f"{key}: {e}")
         self.count_prefixes(len(inline), line)
 
@@ -1211,7 +1071,7 @@ class _Parser:
             union = set(inline)
             for set_name in set_names:
                 union.update(self.sets[set_name].prefixes)
-            prefixes = tuple(sorted(union, key=_prefix_key))
+            prefixes = tuple(sorted(union, key=prefix_key))
         return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic))
 
     def protos(self, value: Any, line: int) -> frozenset[int]:

@@ -1,0 +1,171 @@
+"""Addresses and CIDRs as operators write them, and how values are quoted in messages.
+
+Apart from the rule parser (rules/parse.py) because `xdpguard set add`
+reads addresses and nothing else: this module needs neither YAML nor the
+rest of the rule language, which keeps that command's start-up short.
+Set files (one address or CIDR per line) are read here too, whole columns
+at a time when they are well formed, line by line (to name the first bad
+line) when not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import operator
+import re
+import socket
+from functools import partial
+from itertools import chain, compress, repeat
+from typing import Any
+
+from xdpguard.errors import RuleError
+from xdpguard.rules.model import Prefix
+
+# The most digits a number may have: a u64's (a prefix length here; the rule
+# parser holds every number to it).
+MAX_DIGITS = 20
+
+
+def show(value: Any) -> str:
+    """The value as the operator wrote it, quoted when it is a string."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(value)
+
+
+class BadPrefix(ValueError):
+    """An address or CIDR that is not one; the message names it."""
+
+
+def prefix_key(p: Prefix) -> tuple[int, int, int]:
+    # Prefix has order=True, but its generated __lt__ is slow on a million.
+    return (p.family, p.addr, p.plen)
+
+
+def _bad_address(text: str, addr: str) -> BadPrefix:
+    is_v6 = ":" in addr
+    if not is_v6 and not all(c.isdigit() or c == "." for c in addr):
+        return BadPrefix(f"{show(text)} is not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32, @set)")
+    family = "IPv6" if is_v6 else "IPv4"
+    try:
+        if is_v6:
+            ipaddress.IPv6Address(addr)
+        else:
+            ipaddress.IPv4Address(addr)
+        reason = ""
+    except ValueError as e:
+        reason = re.sub(r" in '[^']*'$", "", str(e))
+        reason = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
+    return BadPrefix(f"{show(text)} is not a valid {family} address{reason}")
+
+
+def parse_address(text: str) -> Prefix:
+    """One address or CIDR as an operator types it; ValueError says what is wrong."""
+    try:
+        return parse_prefix(text.strip())
+    except BadPrefix as e:
+        raise ValueError(str(e)) from None
+
+
+def parse_prefix(text: str) -> Prefix:
+    """One address or CIDR; raises BadPrefix with a message naming it."""
+    addr, slash, plen_text = text.partition("/")
+    family, bits, af = (6, 128, socket.AF_INET6) if ":" in addr else (4, 32, socket.AF_INET)
+    try:
+        value = int.from_bytes(socket.inet_pton(af, addr), "big")
+    except (OSError, ValueError):
+        raise _bad_address(text, addr) from None
+    plen = bits
+    if slash:
+        digits = plen_text.isascii() and plen_text.isdigit() and len(plen_text) <= MAX_DIGITS
+        if not digits or int(plen_text) > bits:
+            raise BadPrefix(f"{show(text)} has an invalid prefix length (IPv{family} allows /0 to /{bits})")
+        plen = int(plen_text)
+    if value & ((1 << (bits - plen)) - 1):
+        network = Prefix(family, value & ~((1 << (bits - plen)) - 1), plen)
+        raise BadPrefix(f"{show(text)} has host bits set (network is {network})")
+    return Prefix(family, value, plen)
+
+
+# The set-file path below chains C-level map() calls over whole columns:
+# a Python-level loop body per line costs more than everything else together.
+
+
+def _keys_to_prefixes(keys: list[int], family: int) -> tuple[Prefix, ...]:
+    """Sorted, deduplicated prefixes from keys `addr << 8 | plen` of one family."""
+    keys.sort()
+    unique = list(compress(keys, map(operator.ne, keys, chain((-1,), keys))))
+    addrs = map(operator.rshift, unique, repeat(8))
+    plens = map(operator.and_, unique, repeat(0xFF))
+    return tuple(map(Prefix, repeat(family), addrs, plens))
+
+
+_HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for bits in (32, 128)}
+
+
+def scan_fast(text: str) -> tuple[list[int], list[int]] | None:
+    """Keys of a well-formed set file by whole-column operations, else None."""
+    if not text.isascii():
+        return None
+    lines = text.split("\n")
+    if "#" in text:
+        lines = [line.partition("#")[0] for line in lines]
+    entries = [s for s in map(str.strip, lines) if s]
+    result: list[list[int]] = []
+    for af, bits, rows in (
+        (socket.AF_INET, 32, [s for s in entries if ":" not in s]),
+        (socket.AF_INET6, 128, [s for s in entries if ":" in s]),
+    ):
+        parts = [s.partition("/") for s in rows]
+        plen_texts = [p[2] if p[1] else str(bits) for p in parts]
+        if plen_texts and not "".join(plen_texts).isdigit():
+            return None
+        try:
+            addrs = list(map(int.from_bytes, map(partial(socket.inet_pton, af), [p[0] for p in parts])))
+            plens = list(map(int, plen_texts))
+        except (OSError, ValueError):
+            return None
+        if plens and max(plens) > bits:
+            return None
+        if any(map(operator.and_, addrs, map(_HOST_MASKS[bits].__getitem__, plens))):
+            return None
+        result.append(list(map(operator.or_, map(operator.lshift, addrs, repeat(8)), plens)))
+    return result[0], result[1]
+
+
+def scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
+    """Line by line, so that the first bad entry is reported with its line."""
+    v4: list[int] = []
+    v6: list[int] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        entry = line.partition("#")[0].strip()
+        if not entry:
+            continue
+        try:
+            p = parse_prefix(entry)
+        except BadPrefix as e:
+            raise RuleError(fname, lineno, str(e)) from None
+        (v4 if p.family == 4 else v6).append((p.addr << 8) | p.plen)
+    return v4, v6
+
+
+def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
+    """Prefixes of a set file's text, sorted and deduplicated (v4 first).
+
+    One address or CIDR per line; `#` starts a comment; blank lines are
+    ignored.  Errors are `RuleError(fname, line, ...)`.
+    """
+    keys = scan_fast(text)
+    v4, v6 = keys if keys is not None else scan_slow(text, fname)
+    return _keys_to_prefixes(v4, 4) + _keys_to_prefixes(v6, 6)
