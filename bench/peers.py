@@ -7,7 +7,8 @@ Three measurements, all in the lab namespace:
    of distinct frames, programs taking turns frame by frame, hot = per-frame
    average of `repeat` runs, median over the pool, process pinned to one
    CPU).  Programs: the trivial XDP_PASS program (floor); xdpguard with the
-   benchmark's 10-rule set and with xdp-filter's job written as 10 rules;
+   benchmark's 10-rule set, with xdp-filter's job written as 10 rules, and
+   (a round of its own) with the 10 rules behind a `state: established` rule;
    xdp-filter (`xdp-filter load`, then 5 `port` and 5 `ip -m src` entries)
    found by the prog id on its interface; xdpguard with ClassBench acl1_1k,
    fw1_1k and ipc1_1k (bench.classbench), each with its own trace's headers
@@ -54,7 +55,7 @@ from bench import classbench as cb
 from bench import gen, progcost, translate
 from bench.applytime import apply_cli
 from bench.common import CLI, Lab, median, percentile, run_measured, summary, tmp_prefix
-from bench.workload import Workload, change_one_port
+from bench.workload import Workload, behind_state_rule, change_one_port
 from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.dataplane import Dataplane
@@ -226,6 +227,16 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
             acl_pool,
             n.repeat,
         )
+        # The same 10 rules behind a `state: established` rule, as most edge
+        # rule files start (the flow table is asked for every packet that may
+        # belong to a flow): a round of its own, on x1.
+        state10 = d / "small-state.yaml"
+        state10.write_text(behind_state_rule(wl.small.read_text()))
+        xg10s = _apply_inproc(lab, x1, state10)
+        st.callback(os.close, xg10s)
+        rounds["10rules_state"] = _round(
+            {"floor": floor, "xdp-filter": xdpf, "xdpguard-10-state": xg10s}, acl_pool, n.repeat
+        )
         for i, name in enumerate(PC_SETS):
             fd = _apply_inproc(lab, (x0, x1)[i % 2], yamls[name])
             try:
@@ -237,6 +248,8 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
     r10 = rounds["10rules"]
     xf_med = r10["xdp-filter"]["median"]
     ratio_small = r10["xdpguard-10"]["median"] / xf_med
+    r10s = rounds["10rules_state"]
+    ratio_state10 = r10s["xdpguard-10-state"]["median"] / r10s["xdp-filter"]["median"]
     ratio_acl = rounds["acl1_1k"]["xdpguard-acl1_1k"]["median"] / rounds["acl1_1k"]["xdp-filter"]["median"]
     ratio_acl10k = (
         rounds["acl1_10k"]["xdpguard-acl1_10k"]["median"] / rounds["acl1_10k"]["xdp-filter"]["median"]
@@ -254,11 +267,13 @@ def measure_progcost(lab: Lab, wl: Workload, d: Path, n: Counts) -> dict[str, An
         "rounds": rounds,
         "ratio_xdpguard10_vs_xdpfilter": ratio_small,
         "ratio_xdpguard_xf10_vs_xdpfilter": r10["xdpguard-xf10"]["median"] / xf_med,
+        "ratio_xdpguard10_state_vs_xdpfilter": ratio_state10,
         "ratio_acl1_1k_vs_xdpfilter": ratio_acl,
         "ratio_acl1_10k_vs_xdpfilter": ratio_acl10k,
         "targets": {
             "small_vs_xdpfilter": TARGET_SMALL_VS_XDPFILTER,
             "small_ok": ratio_small <= TARGET_SMALL_VS_XDPFILTER,
+            "small_state_ok": ratio_state10 <= TARGET_SMALL_VS_XDPFILTER,
             "acl_vs_xdpfilter": TARGET_ACL_VS_XDPFILTER,
             "acl_ok": ratio_acl <= TARGET_ACL_VS_XDPFILTER,
             "acl10k_ok": ratio_acl10k <= TARGET_ACL_VS_XDPFILTER,

@@ -224,12 +224,13 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
         "xdp-filter": "xdp-filter, 10 entries",
         "xdpguard-10": "xdpguard, the 10-rule set",
         "xdpguard-xf10": "xdpguard, xdp-filter's job as 10 rules",
+        "xdpguard-10-state": "xdpguard, the 10-rule set behind a `state: established` rule",
     }
     for rnd, progs in pc["rounds"].items():
-        pool = "acl1_1k" if rnd == "10rules" else rnd
+        pool = "acl1_1k" if rnd.startswith("10rules") else rnd
         source = pc.get("pool_source", {}).get(pool, "trace")
         where = f"{pool} {'trace' if source == 'trace' else 'drawn'}, {pc['pool_frames'][pool]:,}"
-        if rnd == "10rules":
+        if rnd.startswith("10rules"):
             where += " (10-rule round)"
         fl = progs["floor"]["median"]
         for k, v in progs.items():
@@ -244,7 +245,15 @@ def _peers_md(p: dict[str, Any]) -> list[str]:
         "",
         f"xdpguard 10 rules / xdp-filter 10 entries: **{pc['ratio_xdpguard10_vs_xdpfilter']:.2f}** "
         f"(target <= {t['small_vs_xdpfilter']:.1f}: {_ok(t['small_ok'])}); xdp-filter's own job as xdpguard "
-        f"rules: {pc['ratio_xdpguard_xf10_vs_xdpfilter']:.2f}. xdpguard acl1_1k / xdp-filter: "
+        f"rules: {pc['ratio_xdpguard_xf10_vs_xdpfilter']:.2f}"
+        + (
+            f"; the 10 rules behind a `state: established` rule / xdp-filter: "
+            f"**{pc['ratio_xdpguard10_state_vs_xdpfilter']:.2f}** (target <= {t['small_vs_xdpfilter']:.1f}: "
+            f"{_ok(t['small_state_ok'])})"
+            if "ratio_xdpguard10_state_vs_xdpfilter" in pc
+            else ""
+        )
+        + ". xdpguard acl1_1k / xdp-filter: "
         f"**{pc['ratio_acl1_1k_vs_xdpfilter']:.2f}** (target <= {t['acl_vs_xdpfilter']:.1f}: "
         f"{_ok(t['acl_ok'])})"
         + (
@@ -460,7 +469,7 @@ def _dynsets_md(d: dict[str, Any]) -> list[str]:
             f"| hot ns/packet, {label.replace('_', '-')} source: the rule on a 1M-element dynamic set "
             f"/ on a static /32 / difference | {_ns(h['with_dynamic_set'])} / {_ns(h['static_32_instead'])} "
             f"/ {_ns(h['difference'])} | difference <= {_ns(t['member_cost_ns'])} "
-            f"({_ok(t['member_cost_ok'])}) |"
+            f"({_ok(h['difference'] <= t['member_cost_ns'])}) |"
         )
     out += ["", f"An empty XDP program on the same frames: {_ns(d['floor_hot_ns'])} ns.", ""]
     return out

@@ -76,6 +76,16 @@ class Workload:
     xl: Path
 
 
+def behind_state_rule(text: str) -> str:
+    """The same rule file with `state: established` (allow) as its first
+    ingress rule, as most edge rule files start."""
+    head = "ingress:\n  default: drop\n  rules:\n"
+    if head not in text:
+        raise ValueError("no ingress rules to put a state rule in front of")
+    rule = "    - name: established\n      match: {state: established}\n      action: allow\n"
+    return text.replace(head, head + rule, 1)
+
+
 def change_one_port(text: str) -> str:
     """The same rule file with the first single `dport: N` moved to another port."""
     m = re.search(r"dport: (\d+)\b(?![-\"])", text)
