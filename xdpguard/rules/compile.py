@@ -996,6 +996,22 @@ class _LazyPlan(Plan):
         return self.__dict__[name]
 
 
+def _head_fields(head: dict[str, Any]) -> dict[str, Any]:
+    """A plan's settings from its serialised head (everything but the directions)."""
+    tmo = head["timeouts"]
+    return {
+        "mode": Mode(head["mode"]),
+        "non_ip": Action(head["non_ip"]),
+        "ndp": head["ndp"],
+        "tmo_tcp": tmo[0],
+        "tmo_udp": tmo[1],
+        "tmo_icmp": tmo[2],
+        "flow_table_size": head["flow_table_size"],
+        "limit_table_size": head["limit_table_size"],
+        "dynsets": tuple(DynSetPlan(n, size, t) for n, size, t in head.get("dynsets", ())),
+    }
+
+
 def lazy_plan(data: bytes, source: str = "") -> Plan:
     """Like plan_from_bytes(), but the directions are decoded only when used."""
     if not data.startswith(_MAGIC):
@@ -1003,21 +1019,8 @@ def lazy_plan(data: bytes, source: str = "") -> Plan:
     (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
     off = len(_MAGIC) + 8
     head = json.loads(data[off : off + n])
-    tmo = head["timeouts"]
     p = _LazyPlan.__new__(_LazyPlan)
-    p.__dict__.update(
-        mode=Mode(head["mode"]),
-        non_ip=Action(head["non_ip"]),
-        ndp=head["ndp"],
-        tmo_tcp=tmo[0],
-        tmo_udp=tmo[1],
-        tmo_icmp=tmo[2],
-        flow_table_size=head["flow_table_size"],
-        limit_table_size=head["limit_table_size"],
-        dynsets=tuple(DynSetPlan(n, size, t) for n, size, t in head.get("dynsets", ())),
-        source=source,
-        _bytes=data,
-    )
+    p.__dict__.update(_head_fields(head), source=source, _bytes=data)
     return p
 
 
@@ -1099,22 +1102,7 @@ def plan_from_bytes(data: bytes, source: str = "") -> Plan:
                 _two_level=tl,
             )
         )
-    tmo = head["timeouts"]
-    return Plan(
-        mode=Mode(head["mode"]),
-        non_ip=Action(head["non_ip"]),
-        ndp=head["ndp"],
-        ingress=dirs[0],
-        egress=dirs[1],
-        tmo_tcp=tmo[0],
-        tmo_udp=tmo[1],
-        tmo_icmp=tmo[2],
-        flow_table_size=head["flow_table_size"],
-        limit_table_size=head["limit_table_size"],
-        dynsets=tuple(DynSetPlan(n, size, tmo) for n, size, tmo in head.get("dynsets", ())),
-        source=source,
-        _bytes=data,
-    )
+    return Plan(ingress=dirs[0], egress=dirs[1], source=source, _bytes=data, **_head_fields(head))
 
 
 # --------------------------------------------------------------------------
