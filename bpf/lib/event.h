@@ -16,7 +16,10 @@ static __always_inline __u32 xg_event_sample(const struct xg_event_cfg *cfg)
 	return cfg ? cfg->sample : XG_EVENTS_DEFAULT_SAMPLE;
 }
 
-/* At most max_rate events a second on this CPU; counts an admitted one. */
+/* At most max_rate events a second on this CPU; counts an admitted one.
+ * `now` is the coarse clock (bpf_ktime_get_coarse_ns) in every caller: the
+ * window is shared by the programs that drop, and a one-second window needs
+ * no better than a tick. */
 static __always_inline int xg_event_rate_ok(const struct xg_event_cfg *cfg, struct xg_event_rate *rate, __u64 now)
 {
 	__u32 max_rate = cfg ? cfg->max_rate : XG_EVENTS_DEFAULT_MAX_RATE;
