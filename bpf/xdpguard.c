@@ -697,6 +697,14 @@ static __always_inline int xg_group(struct xg_group_args *a)
 }
 
 
+/* Bitmap i of `half` in xg_words, or 0 when i is outside the half's words. */
+static __always_inline const __u64 *xg_word(__u32 half, __u32 i)
+{
+	__u32 k = half * XG_WORDS_CAP + i;
+
+	return i < XG_WORDS_CAP ? xg_words.lookup(&k) : 0;
+}
+
 /* xg_first_rule for a rule set of at most 64 rules (XG_CFG_WORDS): each
  * selected bitmap is one word of xg_words, ANDed. */
 static __always_inline int xg_first_rule_words(const struct xg_sel *s, __u32 half, __u32 from)
@@ -707,12 +715,7 @@ static __always_inline int xg_first_rule_words(const struct xg_sel *s, __u32 hal
 		return XG_RULE_NONE;
 #pragma unroll
 	for (int f = 0; f < XG_NSEL; f++) {
-		__u32 i = s->idx[f];
-
-		if (i >= XG_WORDS_CAP)
-			return XG_RULE_ERROR;
-		__u32 k = half * XG_WORDS_CAP + i;
-		__u64 *w = xg_words.lookup(&k);
+		const __u64 *w = xg_word(half, s->idx[f]);
 
 		if (!w)
 			return XG_RULE_ERROR;
@@ -721,12 +724,7 @@ static __always_inline int xg_first_rule_words(const struct xg_sel *s, __u32 hal
 		if (f < XG_NOR) {
 			/* The dynamic-set OR operand (the field's own index again
 			 * when there is none: x | x = x). */
-			__u32 o = s->oridx[f & 1];
-
-			if (o >= XG_WORDS_CAP)
-				return XG_RULE_ERROR;
-			k = half * XG_WORDS_CAP + o;
-			w = xg_words.lookup(&k);
+			w = xg_word(half, s->oridx[f & 1]);
 			if (!w)
 				return XG_RULE_ERROR;
 			x |= *w;
