@@ -259,11 +259,19 @@ def top_bytes(groups: int, slots: list[int]) -> bytes:
     return _TOP.pack(groups, *block)
 
 
+_ZERO_BLOCK = bytes(abi.GROUP_RULES // 8)
+
+
+def group0_blocks(d: DirectionPlan) -> list[bytes]:
+    """A one-group plan's bitmaps as their raw block each (no summary), in
+    top-entry order: what the flat table and the words are made of."""
+    tl = d.two_level()
+    return [tl.blocks[blk[0]] if groups & 1 else _ZERO_BLOCK for groups, blk in tl.tops]
+
+
 def flat_blocks(d: DirectionPlan) -> list[bytes]:
     """A one-group plan's bitmaps as struct xg_bitmap each, in top-entry order."""
-    tl = d.two_level()
-    zero = block_bytes(bytes(abi.GROUP_RULES // 8))
-    return [block_bytes(tl.blocks[blk[0]]) if groups & 1 else zero for groups, blk in tl.tops]
+    return [block_bytes(b) for b in group0_blocks(d)]
 
 
 def uses_words(d: DirectionPlan) -> bool:
@@ -273,8 +281,7 @@ def uses_words(d: DirectionPlan) -> bool:
 
 def bitmap_words(d: DirectionPlan) -> list[int]:
     """A one-word plan's bitmaps as their word each, in top-entry order."""
-    tl = d.two_level()
-    return [int.from_bytes(tl.blocks[blk[0]][:8], "little") if groups & 1 else 0 for groups, blk in tl.tops]
+    return [int.from_bytes(b[:8], "little") for b in group0_blocks(d)]
 
 
 def _top_slots(raw: bytes) -> list[int]:
@@ -685,7 +692,7 @@ def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan
         old is not None
         and old.ngroups == 1
         and _slot_filled(dm["flat"], half)
-        and flat_blocks(old) == flat_blocks(d)
+        and group0_blocks(old) == group0_blocks(d)
     )
 
 
