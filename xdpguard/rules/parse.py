@@ -206,11 +206,10 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 
 _U128 = (1 << 128) - 1
 
-# No setting takes a number of more digits than a u64 has (addrs.MAX_DIGITS).
-# Longer ones are refused up front, at their line: Python's int() raises on
-# decimal strings of over 4,300 digits, and huge values overflow floats
-# further on.
-_MAX_DIGITS = MAX_DIGITS
+# No setting takes a number of more digits than a u64 has (MAX_DIGITS, from
+# addrs).  Longer ones are refused up front, at their line: Python's int()
+# raises on decimal strings of over 4,300 digits, and huge values overflow
+# floats further on.
 
 
 # --------------------------------------------------------------------------
@@ -274,7 +273,7 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
 
 def _construct_int(loader: _Loader, node: Any) -> int:
     digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
-    if len(digits) > _MAX_DIGITS:
+    if len(digits) > MAX_DIGITS:
         line = node.start_mark.line + 1
         raise RuleError(loader.path, line, f"a number of {len(digits)} digits is too large for any setting")
     return int(loader.construct_yaml_int(node))
@@ -419,7 +418,7 @@ def _number(value: Any, pattern: re.Pattern[str], what: str, example: str) -> tu
 
 
 def _bounded(number: Decimal, value: Any) -> Decimal:
-    if number.adjusted() >= _MAX_DIGITS:
+    if number.adjusted() >= MAX_DIGITS:
         raise ValueError(f"{show(value)} is too large")
     return number
 
@@ -630,7 +629,7 @@ class _Parser:
     def integer_or_text(self, value: int | str, line: int, field: str, lo: int, hi: int) -> int:
         """integer(), also for a number written as a string of digits ("22")."""
         if isinstance(value, str):
-            if len(value.strip()) > _MAX_DIGITS:
+            if len(value.strip()) > MAX_DIGITS:
                 self.fail(line, f"{field}: {show(value)} is out of range ({lo}-{hi})")
             value = int(value)
         return self.integer(value, line, field, lo, hi)
@@ -1108,7 +1107,7 @@ class _Parser:
             hi_text = hi_text.strip() if dash else lo_text
             if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
                 self.fail(iline, f'{key}: {show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
-            if max(len(lo_text), len(hi_text)) > _MAX_DIGITS:
+            if max(len(lo_text), len(hi_text)) > MAX_DIGITS:
                 self.fail(iline, f"{key}: {show(item)} is out of range (ports are 0-65535)")
             lo, hi = int(lo_text), int(hi_text)
             for port in (lo, hi):
