@@ -283,22 +283,26 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	if (!line)
 		return XG_OVER;
 	__u64 burst = r->burst_ns;
-	__u64 mine = 0, spare = 0;
+	__u64 spare = 0;
+	__u32 mine = XG_SRC_WAYS;
 
+	/* The source's own slot first: for a known source nothing else is read. */
 #pragma clang loop unroll(disable)
-	for (int w = 0; w < XG_SRC_WAYS; w++) {
-		__u64 t = XG_READ(line->slot[w].tag);
-
-		mine |= xg_is_zero((t ^ tag) >> XG_TAG_GRACE_BITS) << w;
-		spare |= xg_slot_free(t, XG_READ(line->slot[w].tat), now) << w;
+	for (__u32 w = 0; w < XG_SRC_WAYS; w++) {
+		if (!((XG_READ(line->slot[w].tag) ^ tag) >> XG_TAG_GRACE_BITS)) {
+			mine = w;
+			break;
+		}
 	}
-	if (mine) {
-		__u32 w = (XG_LOWEST_OF_4 >> (mine * 2)) & (XG_SRC_WAYS - 1);
-		int res = xg_slot_gcra(&line->slot[w], tag, now, r, q, rem);
+	if (mine < XG_SRC_WAYS) {
+		int res = xg_slot_gcra(&line->slot[mine & (XG_SRC_WAYS - 1)], tag, now, r, q, rem);
 
 		if (res != XG_SLOT_LOST)
 			return res;
 	}
+#pragma clang loop unroll(disable)
+	for (int w = 0; w < XG_SRC_WAYS; w++)
+		spare |= xg_slot_free(XG_READ(line->slot[w].tag), XG_READ(line->slot[w].tat), now) << w;
 
 	__u32 i1 = xg_reduce(h, XG_LIMIT_SIZE), i2 = xg_reduce(tag >> 32, XG_LIMIT_SIZE);
 	struct xg_bucket *c1 = xg_src_sketch.lookup(&i1);
@@ -445,17 +449,22 @@ static __always_inline int xg_limit(struct xg_limit_args *a)
 
 	if (!r)
 		return 0;
-	if (xg_within_limit(r, a, a->dir, a->len, a->now))
+	/* The coarse clock lags by at most a tick: that can only make a limit
+	 * stricter, by at most a tick's worth of its burst, and only a burst
+	 * of many ticks makes that negligible (see XG_COARSE_MIN_BURST_NS). */
+	__u64 now = r->burst_ns >= XG_COARSE_MIN_BURST_NS ? xg_now_coarse() : xg_now();
+
+	if (xg_within_limit(r, a, a->dir, a->len, now))
 		return 1;
 	if (r->block_ns && a->dir == XG_DIR_INGRESS)
-		xg_block_source(a, r, a->now);
+		xg_block_source(a, r, now);
 	return 0;
 }
 
 __attribute__((__noinline__)) int xg_scan_fn(struct xg_call_args *a);
 static int xg_call(struct xg_call_args *a) __attribute__((alias("xg_scan_fn")));
 
-static __always_inline int xg_limit_call(const struct xg_pkt *p, __u32 rule_key, __u32 dir, __u64 len, __u64 now)
+static __always_inline int xg_limit_call(const struct xg_pkt *p, __u32 rule_key, __u32 dir, __u64 len)
 {
 	__u32 key = dir & 1;
 	struct xg_callbuf *cb = xg_callbuf.lookup(&key);
@@ -466,7 +475,6 @@ static __always_inline int xg_limit_call(const struct xg_pkt *p, __u32 rule_key,
 	cb->call.u.limit.rule_key = rule_key;
 	cb->call.u.limit.dir = dir;
 	cb->call.u.limit.len = len;
-	cb->call.u.limit.now = now;
 	cb->call.u.limit.family = p->family;
 	__builtin_memcpy(cb->call.u.limit.src, p->src, 16);
 	return xg_call(&cb->call) == 1;
@@ -1269,7 +1277,7 @@ static __always_inline int xg_process(void *data, void *data_end, __u32 frame_le
 			rule = XG_RULE_ERROR;
 			break;
 		}
-		if (r->limit != XG_LIMIT_NONE && !xg_limit_call(p, k, dir, frame_len, xg_now())) {
+		if (r->limit != XG_LIMIT_NONE && !xg_limit_call(p, k, dir, frame_len)) {
 			over = 1;
 			break;
 		}

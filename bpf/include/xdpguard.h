@@ -236,7 +236,6 @@ struct xg_limit_args {
 	__u32 rule_key; /* half * XG_MAX_RULES + bit */
 	__u32 dir;
 	__u64 len;
-	__u64 now;
 	__u32 family;
 	__u32 pad;
 	__u8 src[16];
@@ -322,6 +321,11 @@ struct xg_flow {
  * than the source's own bucket would.  See docs/design.md for the bounds. */
 #define XG_LIMIT_DEFAULT_SIZE 65536
 #define XG_LIMIT_TRIES 4 /* compare-and-swap attempts before calling it over */
+/* A limit whose burst spans at least this many ns reads the coarse clock
+ * (a fraction of the precise clock's cost; it lags by at most a tick, 4 ms
+ * at HZ=250, 10 ms at HZ=100, so such a limit may turn away at most a
+ * tick's worth of its burst); a shorter burst needs the precise clock. */
+#define XG_COARSE_MIN_BURST_NS 50000000ULL
 #define XG_SRC_WAYS 4
 #define XG_SRC_LINES(size) (((size) + XG_SRC_WAYS - 1) / XG_SRC_WAYS)
 #define XG_SKETCH_DEPTH 2

@@ -58,7 +58,6 @@ class LimitArgs(C.Structure):
         ("rule_key", C.c_uint32),
         ("dir", C.c_uint32),
         ("len", C.c_uint64),
-        ("now", C.c_uint64),
         ("family", C.c_uint32),
         ("pad", C.c_uint32),
         ("src", C.c_uint8 * 16),
