@@ -13,7 +13,10 @@ the opposite, every packet from a source nobody has seen.  Two figures:
    with a per-prefix limit (`per: "source/24,48"`), a `state: established`
    rule in front of the plain one, and the benchmark's 10-rule edge set.
    The trivial XDP_PASS program is run the same way: its figure is the
-   kernel's timer and test-run overhead inside every other one.  Frames are
+   kernel's timer and test-run overhead inside every other one.  A
+   reference program that only hashes the source to one line of a 1 MiB
+   array and writes there (LINE_REF) shows what any per-source state costs
+   a new source: one cache miss, the floor under every per-source design.  Frames are
    TCP SYNs to port 443, so every set allows them.  Reported per family:
    median ns, the median minus the floor, and each case's ratio to the
    plain allow rule (raw medians, as the targets are written).
@@ -79,6 +82,42 @@ CASES: dict[str, str] = {
     "10-rule edge set": workload.SMALL_RULES,
 }
 FLOOR = "trivial XDP program (floor)"
+LINE_REF = "reference: one random line of 1 MiB"
+
+# The least any per-source state costs a new source: a program that does
+# nothing but hash the source (IPv4 address or IPv6 /64) to one 64-byte line
+# of a 1 MiB array, the size of the limiter's slot table at the default
+# limit_table_size (65,536 slots), and compare-and-swap a word there.  In a
+# flood that line is never in cache.  Its distance to the floor is the
+# memory system's, not xdpguard's: no per-source design can go below it.
+LINE_REF_LINES = 16384
+LINE_REF_C = """
+#define LINES @LINES@
+#include <uapi/linux/bpf.h>
+struct xgh_line { __u64 w[8]; };
+BPF_F_TABLE("array", __u32, struct xgh_line, xgh_lines, LINES, BPF_F_MMAPABLE);
+int xgh_line_ref(struct xdp_md *ctx)
+{
+	void *d = (void *)(long)ctx->data, *e = (void *)(long)ctx->data_end;
+	__u64 a = 0;
+
+	if (d + 38 > e)
+		return XDP_PASS;
+	if (*(__u16 *)(d + 12) == __constant_htons(0x0800))
+		a = *(__u32 *)(d + 26);
+	else
+		__builtin_memcpy(&a, d + 22, 8);
+	a *= 0xd6e8feb86659fd93ULL;
+	a ^= a >> 32;
+	__u32 i = ((a & 0xffffffffULL) * LINES) >> 32;
+	struct xgh_line *l = xgh_lines.lookup(&i);
+	if (l) {
+		__u64 old = l->w[0];
+		__sync_val_compare_and_swap(&l->w[0], old, old + 1);
+	}
+	return XDP_PASS;
+}
+""".replace("@LINES@", str(LINE_REF_LINES))
 
 RX_SOURCES = 600_000
 RX_LIMIT = "pps: 100, per: source"
@@ -195,10 +234,28 @@ def _cold_family(
     return ns, verdicts
 
 
+@contextmanager
+def _line_ref(lab: Lab, ifname: str) -> Iterator[int]:
+    """LINE_REF_C compiled (bcc), loaded and linked to ifname; yields the program fd."""
+    from bcc import BPF  # lazy: only this benchmark compiles a program of its own
+
+    b = BPF(text=LINE_REF_C.encode())
+    try:
+        fd = b.load_func(b"xgh_line_ref", BPF.XDP).fd
+        with net.in_netns(lab.ns):
+            link = B.link_create(fd, net.ifindex(ifname), B.BPF_XDP)
+        try:
+            yield fd
+        finally:
+            os.close(link)
+    finally:
+        b.cleanup()
+
+
 def measure_cold(lab: Lab, n: Counts) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with ExitStack() as st:
-        ifaces = st.enter_context(_extra_ifaces(lab, len(CASES) + 1))
+        ifaces = st.enter_context(_extra_ifaces(lab, len(CASES) + 2))
         st.callback(lambda: [Dataplane(i, None).detach() for i in ifaces[: len(CASES)]])
         progs: dict[str, int] = {}
         for (name, text), ifname in zip(CASES.items(), ifaces, strict=False):
@@ -206,6 +263,7 @@ def measure_cold(lab: Lab, n: Counts) -> dict[str, Any]:
             st.callback(os.close, progs[name])
         # Attached like the others so that it, too, runs from the XDP dispatcher.
         progs[FLOOR] = st.enter_context(peers._xdp_link(lab, ifaces[-1], progcost.XDP_PASS_PROG, "xgh_floor"))
+        progs[LINE_REF] = st.enter_context(_line_ref(lab, ifaces[-2]))
         for family in (4, 6):
             print(
                 f"bench:   hostile: cold cost, IPv{family}, {n.sources:,} sources",
