@@ -880,12 +880,36 @@ static __always_inline __u32 xg_dyn_member6(struct xg_dynidx *di, const __u8 *ad
 	return xg_dyn_live(bpf_map_lookup_elem(t, &di->k6));
 }
 
+/* An address's key in the dynamic-set filter: its family above its first
+ * XG_DYNF_V4_PLEN (24) or XG_DYNF_V6_PLEN (48) bits. */
+static __always_inline __u64 xg_dynf_key(__u32 v6, const __u8 *addr)
+{
+	__u64 top;
+
+	__builtin_memcpy(&top, addr, 8); /* IPv4: only its first 3 bytes count below */
+	top = __builtin_bswap64(top);
+	return v6 ? (6ULL << XG_DYNF_FAMILY_SHIFT) | (top >> (64 - XG_DYNF_V6_PLEN))
+		  : (4ULL << XG_DYNF_FAMILY_SHIFT) | (top >> (64 - XG_DYNF_V4_PLEN));
+}
+
+/* Is the filter bit of (salt, key) set?  Clear: the set holds nothing that
+ * could match (see XG_DYNF_LOG2_BITS). */
+static __always_inline __u32 xg_dynf_maybe(__u64 salt, __u64 key)
+{
+	__u64 h = xg_mix(key ^ salt);
+	__u32 wi = h >> (64 - (XG_DYNF_LOG2_BITS - 6));
+	__u64 *w = xg_dynf.lookup(&wi);
+
+	return !w || ((*w >> (h & 63)) & 1);
+}
+
 /* The membership mask of one address field (fi: 0 src, 1 dst): bit `group`
  * of every reference whose set holds addr.  No branch on the outcome. */
 static __always_inline __u32 xg_dyn_mask(const struct xg_dyncfg *dc, struct xg_dynidx *di, __u32 fi,
 					 __u32 half, __u32 v6, const __u8 *addr)
 {
 	__u32 m = 0;
+	__u64 fkey = xg_dynf_key(v6, addr);
 
 	/* A constant bound and a 64-bit counter: clang then keeps a counter the
 	 * verifier can follow to the end, instead of a count-down whose range
@@ -901,7 +925,7 @@ static __always_inline __u32 xg_dyn_mask(const struct xg_dyncfg *dc, struct xg_d
 		asm volatile("" : "+r"(j));
 		const struct xg_dynref *r = &dc->ref[fi & 1][j & (XG_MAX_DYNREFS - 1)];
 		di->slot = XG_DYN_SLOT(half, r->slot & (XG_MAX_DYNSETS - 1));
-		__u32 hit = v6 ? xg_dyn_member6(di, addr) : xg_dyn_member4(di, addr);
+		__u32 hit = !xg_dynf_maybe(r->salt, fkey) ? 0 : v6 ? xg_dyn_member6(di, addr) : xg_dyn_member4(di, addr);
 
 		m |= (1U << (r->group & (XG_MAX_DYNGROUPS - 1))) & -hit;
 	}

@@ -394,6 +394,23 @@ struct xg_block {
 #define XG_DYN_SLOTS (XG_NHALVES * XG_MAX_DYNSETS)
 #define XG_DYN_SLOT(half, k) ((half) * XG_MAX_DYNSETS + (k))
 
+/* In front of the sets' tables, one filter per interface (map dynf):
+ * 2^XG_DYNF_LOG2_BITS bits, a bit per hash of a set's salt (from its name,
+ * the same in both halves) and an address's XG_DYNF_V4_PLEN or
+ * XG_DYNF_V6_PLEN prefix with its family.  User space sets the bits of an
+ * element before it adds the element (a prefix sets those of every such
+ * prefix it covers, or all bits when it covers too many), and writes the
+ * filter whole before new programs read a new map; so a clear bit proves
+ * the set holds nothing that matches, and most non-members cost one word
+ * of a plain array (inlined) instead of a hash and a trie lookup.  Bits of
+ * removed and expired elements stay until the filter is rebuilt: they
+ * only cost the lookups they would have saved. */
+#define XG_DYNF_LOG2_BITS 24
+#define XG_DYNF_WORDS (1U << (XG_DYNF_LOG2_BITS - 6))
+#define XG_DYNF_V4_PLEN 24
+#define XG_DYNF_V6_PLEN 48
+#define XG_DYNF_FAMILY_SHIFT 56 /* the family (4 or 6) above the prefix in the hashed key */
+
 /* The value of every element: when it stops counting as a member. */
 struct xg_dyn_elem {
 	__u64 expires_ns; /* CLOCK_MONOTONIC (the test clock in test builds); 0: never */
@@ -417,7 +434,8 @@ struct xg_dynref {
 	__u8 field; /* XG_F_SRC or XG_F_DST */
 	__u8 slot;  /* the set's slot in the half: XG_DYN_SLOT(half, slot) */
 	__u8 group; /* bit of the membership mask */
-	__u8 pad;
+	__u8 pad[5];
+	__u64 salt; /* the set's salt in the filter (see XG_DYNF_LOG2_BITS) */
 };
 
 /* Per half (array dyncfg, read only when the config has XG_CFG_HAS_DYN).

@@ -89,6 +89,8 @@ BPF_TABLE_PINNED("array_of_maps$xg_dynp4_tmpl", __u32, __u32, xg_dynp4, XG_DYN_S
 BPF_F_TABLE("lpm_trie", struct xg_lpm_key6, struct xg_dyn_elem, xg_dynp6_tmpl, 1, BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("array_of_maps$xg_dynp6_tmpl", __u32, __u32, xg_dynp6, XG_DYN_SLOTS, XG_PIN("dynp6"));
 BPF_TABLE_PINNED("array", __u32, struct xg_dyncfg, xg_dyncfg, XG_NHALVES, XG_PIN("dyncfg"));
+/* Mappable: `xdpguard set` reads and writes the words in place. */
+BPF_TABLE_PINNED("array", __u32, __u64, xg_dynf, XG_DYNF_WORDS, XG_PIN("dynf"), BPF_F_MMAPABLE);
 /* Per packet and direction: the addresses and the bitmap index each address
  * field's membership mask selects (xg_dyn_members), read by xg_dyn_select.
  * Scratch only, so not pinned. */

@@ -10,6 +10,7 @@ command and the frames that show its effect.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import subprocess
 import sys
@@ -256,3 +257,61 @@ def test_detach_removes_the_sets(guard: Guard, lab: Lab, tmp_path: Path) -> None
     assert pins(lab) == []
     r = setcmd(guard, "list", "blk")
     assert r.returncode == 2 and "declares a dynamic set blk" in r.stderr, describe(r)
+
+
+def _filter_bit(g: Guard, name: str, addr: str) -> bool:
+    """Is the filter bit of `addr` in set `name` set on the lab's B side?"""
+    from xdpguard.datapath import bpf as B
+    from xdpguard.datapath import dynfilter
+    from xdpguard.rules.model import Prefix
+
+    ip = ipaddress.ip_address(addr)
+    bits = dynfilter.Bits().add(dynfilter.salt(name), [Prefix(ip.version, int(ip), ip.max_prefixlen)])
+    ((word, mask),) = bits.small.items()
+    with B.Fd(B.obj_get(str(g.lab.bpffs / g.lab.b.ifname / "dynf"))) as fd:
+        raw = B.map_lookup(fd, word.to_bytes(4, "little"), 8)
+    assert raw is not None
+    return bool(int.from_bytes(raw, "little") & mask)
+
+
+def test_a_new_filter_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """The filter in front of the sets says which addresses may be members;
+    new programs that create it (an older xdpguard's pins, a lost pin) find
+    it empty, and an empty filter hides every element.  It is rebuilt from
+    the pinned sets before the programs are swapped."""
+    path = rules(tmp_path)
+    guard.apply(path)
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4, "fd00:200::/64"))
+    assert probe(lab) == set()
+    assert _filter_bit(guard, "blk", lab.a.ip4)
+
+    (lab.bpffs / lab.b.ifname / "dynf").unlink()
+    res = guard.apply_json(path)
+    assert res["replaced_program"] is True, res
+    assert any("older xdpguard" in m and "dynf" in m for m in res["messages"]), res["messages"]
+    assert _filter_bit(guard, "blk", lab.a.ip4)
+    assert probe(lab) == set()
+    assert guard.rule("drop-blk")["packets"] == 4
+
+
+def test_the_filter_forgets_removed_elements_at_the_next_apply(
+    guard: Guard, lab: Lab, tmp_path: Path
+) -> None:
+    """A removed element's bit stays set (it costs lookups, never a verdict)
+    until the next apply rebuilds the filter; a flush rebuilds it at once."""
+    path = rules(tmp_path)
+    guard.apply(path)
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4, "198.51.100.7"))
+    expect_ok(setcmd(guard, "del", "blk", lab.a.ip4))
+    assert _filter_bit(guard, "blk", lab.a.ip4)  # stale, harmless
+    assert probe(lab) == {"v4", "v6"}
+
+    guard.apply(path)
+    assert not _filter_bit(guard, "blk", lab.a.ip4)
+    assert _filter_bit(guard, "blk", "198.51.100.7")
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))
+    assert probe(lab) == {"v6"}
+    expect_ok(setcmd(guard, "flush", "blk"))
+    assert not _filter_bit(guard, "blk", lab.a.ip4)
+    assert not _filter_bit(guard, "blk", "198.51.100.7")
+    assert probe(lab) == {"v4", "v6"}

@@ -163,7 +163,13 @@ class LpmKey6(C.Structure):
 
 
 class DynRef(C.Structure):
-    _fields_ = [("field", C.c_uint8), ("slot", C.c_uint8), ("group", C.c_uint8), ("pad", C.c_uint8)]
+    _fields_ = [
+        ("field", C.c_uint8),
+        ("slot", C.c_uint8),
+        ("group", C.c_uint8),
+        ("pad", C.c_uint8 * 5),
+        ("salt", C.c_uint64),
+    ]
 
 
 class DynCfg(C.Structure):

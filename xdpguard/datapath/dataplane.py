@@ -298,6 +298,7 @@ class Dataplane:
                     self._replace_programs(plan, fill_for=old)
                     res.replaced = True
                 dynsets.collect(m, plan)
+                dynsets.tidy_filter(m, dropped=False)
                 res.messages.append("no changes")
                 return res
             if old is not None and not all(holds.values()):
@@ -319,6 +320,7 @@ class Dataplane:
                     f"dropped the dynamic set{'s' if len(dropped) > 1 else ''} {', '.join(dropped)}"
                 )
             dynsets.collect(m, plan)
+            dynsets.tidy_filter(m, dropped=bool(dropped))
         return res
 
     # ------------------------------------------------------------------ recovery
@@ -405,7 +407,8 @@ class Dataplane:
         With fill_for (the plan the halves hold), address-table slots the
         load left empty (a map the old programs did not have) get that
         plan's tables, and a new `words` map its words, before the swap, so
-        no packet meets an empty table.
+        no packet meets an empty table; the dynamic-set filter is rebuilt
+        from the pinned sets in any case.
         """
         problems = M.check_pinned_sizes(self.pin_dir, plan)
         if problems:
@@ -420,6 +423,8 @@ class Dataplane:
                 if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
                     M.fill_words(m, fill_for)
+                # A filter the load created is empty: it would hide every element.
+                dynsets.rebuild_filter(self.pin_dir, m[dynsets.FILTER])
             self.links.swap_programs(loaded.prog_fds)
         finally:
             loaded.close()

@@ -10,7 +10,9 @@ allows no '.' in a name, so a '.' in NAME is pinned as '~'):
 Elements live outside the double-buffered rule set: `xdpguard set` writes
 them straight into these maps, so a change counts for the next packet in
 both halves, and an apply only points each half's slots (the dyn4, dyn6,
-dynp4 and dynp6 outer maps) at the sets its plan declares.  Pointing a
+dynp4 and dynp6 outer maps) at the sets its plan declares.  In front of
+the tables, the interface's filter (the program map `dynf`, see
+dynfilter.py) holds a bit per set and /24 (/48) that may hold an element.  Pointing a
 slot at another map object of the *same* set (after a resize) can happen
 in place at any time: membership is not part of a rule-set version.
 
@@ -34,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xdpguard.datapath import abi
+from xdpguard.datapath import abi, dynfilter
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.abi_consts import F_DST, F_SRC
@@ -54,11 +56,13 @@ SPEC = {
     "p6": ("dynp6", B.BPF_MAP_TYPE_LPM_TRIE, 20, "xg_dynp6"),
 }
 OUTER_PINS = tuple(s[0] for s in SPEC.values())
+FILTER = "dynf"  # the interface's filter: its pin, and its key in SetMaps.fds
 PLACEHOLDER = "xg_dyn_none"  # the empty map released slots point at
 ELEM = struct.Struct("<Q")  # struct xg_dyn_elem
 # set.NAME.meta: size, default timeout (ns), elements stored (expired ones
 # included until collected), earliest expiry among them (0: none known),
-# no collection before this time, 3 spare.
+# no collection before this time, elements removed since the filter was
+# last rebuilt (their bits are still set), 2 spare.
 META = struct.Struct("<QQQQQQQQ")
 # A collection scans the whole set: never more often than this, nor more
 # than about 2 % of the time, unless the set is full.
@@ -122,24 +126,27 @@ class Meta:
     count: int = 0
     next_expiry_ns: int = 0
     gc_after_ns: int = 0
+    stale: int = 0
 
     def pack(self) -> bytes:
         return META.pack(
-            self.size, self.timeout_ns, self.count, self.next_expiry_ns, self.gc_after_ns, 0, 0, 0
+            self.size, self.timeout_ns, self.count, self.next_expiry_ns, self.gc_after_ns, self.stale, 0, 0
         )
 
     @classmethod
     def unpack(cls, raw: bytes) -> Meta:
         v = META.unpack(raw)
-        return cls(v[0], v[1], v[2], v[3], v[4])
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5])
 
 
 @dataclass
 class SetMaps:
-    """Open fds of one dynamic set's maps (kinds and "meta"); the caller closes."""
+    """Open fds of one dynamic set's maps (kinds and "meta", and FILTER, the
+    interface's filter, when it has one); the caller closes."""
 
     name: str
     fds: dict[str, int]
+    pin_dir: str
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -183,7 +190,7 @@ def create(name: str, size: int, timeout_ns: int) -> SetMaps:
         for fd in fds.values():
             os.close(fd)
         raise KernelError(f"create the maps of dynamic set {name}: {e.sentence}") from e
-    sm = SetMaps(name, fds)
+    sm = SetMaps(name, fds, "")
     sm.write_meta(Meta(size, timeout_ns))
     return sm
 
@@ -205,11 +212,13 @@ def open_set(pin_dir: str, name: str) -> SetMaps | None:
     try:
         for kind in (*KINDS, "meta"):
             fds[kind] = B.obj_get(os.path.join(pin_dir, pin_name(name, kind)))
+        if os.path.exists(path := os.path.join(pin_dir, FILTER)):  # not with an older program
+            fds[FILTER] = B.obj_get(path)
     except B.BpfError as e:
         for fd in fds.values():
             os.close(fd)
         raise KernelError(f"open dynamic set {name} in {pin_dir}: {e.sentence}") from e
-    return SetMaps(name, fds)
+    return SetMaps(name, fds, pin_dir)
 
 
 def pin(sm: SetMaps, pin_dir: str) -> None:
@@ -266,6 +275,13 @@ def add(sm: SetMaps, elements: Iterable[Prefix], timeout_ns: int | None, now: in
     expires = now + tmo if tmo else 0
     value = ELEM.pack(expires)
     res = AddResult()
+    if FILTER in sm.fds:
+        # The filter's bits before the elements: no packet may find an
+        # element whose filter bit is clear.
+        dynfilter.or_in(
+            sm.fds[FILTER],
+            dynfilter.Bits().add(dynfilter.salt(sm.name), _prefixes(groups), groups["v4"], groups["v6"]),
+        )
     room = meta.size - meta.count
     for kind in KINDS:
         keys = groups[kind]
@@ -315,6 +331,7 @@ def delete(sm: SetMaps, elements: Iterable[Prefix], now: int) -> int:
             removed += B.map_delete_batch(sm.fds[kind], groups[kind])
     meta = sm.meta()
     meta.count = max(0, meta.count - removed)
+    meta.stale += removed
     sm.write_meta(meta)
     maybe_gc(sm, now)
     return removed
@@ -329,7 +346,10 @@ def flush(sm: SetMaps) -> int:
             removed += B.map_delete_batch(sm.fds[kind], keys)
     meta = sm.meta()
     meta.count = meta.next_expiry_ns = 0
+    meta.stale += removed
     sm.write_meta(meta)
+    if removed and FILTER in sm.fds:
+        rebuild_filter(sm.pin_dir, sm.fds[FILTER])
     return removed
 
 
@@ -350,7 +370,7 @@ def gc(sm: SetMaps, now: int, force: bool = False) -> Meta | None:
     if not force and not (meta.next_expiry_ns and meta.next_expiry_ns <= now):
         return None
     t0 = time.monotonic_ns()
-    count, nxt = 0, 0
+    count, nxt, collected = 0, 0, 0
     for kind in KINDS:
         dead = []
         for key, exp in sm.items(kind):
@@ -361,9 +381,10 @@ def gc(sm: SetMaps, now: int, force: bool = False) -> Meta | None:
                 if exp:
                     nxt = min(nxt or exp, exp)
         if dead:
-            B.map_delete_batch(sm.fds[kind], dead)
+            collected += B.map_delete_batch(sm.fds[kind], dead)
     took = time.monotonic_ns() - t0
     meta.count, meta.next_expiry_ns = count, nxt
+    meta.stale += collected
     meta.gc_after_ns = now + max(GC_MIN_INTERVAL_NS, GC_TIME_FACTOR * took)
     sm.write_meta(meta)
     return meta
@@ -388,6 +409,46 @@ def copy(src: SetMaps, dst: SetMaps, now: int) -> int:
     return n
 
 
+def _prefixes(groups: Mapping[str, list[bytes]]) -> list[Prefix]:
+    """The elements of grouped keys (see _group) that are prefixes."""
+    return [decode(kind, k) for kind in ("p4", "p6") for k in groups.get(kind, [])]
+
+
+def rebuild_filter(pin_dir: str, fd: int) -> int:
+    """Make the filter hold the bits of exactly the elements of every set
+    pinned in pin_dir (expired ones included); returns the words written."""
+    names = pinned(pin_dir)
+    if not names:
+        return 0  # nothing a bit could hide; bits left over only cost lookups
+    bits = dynfilter.Bits()
+    metas = []
+    for name in names:
+        sm = open_set(pin_dir, name)
+        if sm is None:
+            continue
+        with sm:
+            keys = {kind: [k for k, _ in sm.items(kind)] for kind in KINDS}
+            bits.add(dynfilter.salt(name), _prefixes(keys), keys["v4"], keys["v6"])
+            meta = sm.meta()
+            if meta.stale:
+                meta.stale = 0
+                metas.append((name, meta))
+    n = dynfilter.rebuild(fd, bits)
+    for name, meta in metas:
+        sm = open_set(pin_dir, name)
+        if sm is not None:
+            with sm:
+                sm.write_meta(meta)
+    return n
+
+
+def tidy_filter(dm: Maps, dropped: bool) -> None:
+    """Rebuild the filter when elements were removed since it last was, or
+    sets dropped: their bits only cost lookups, but they add up."""
+    if dropped or any(sm.meta().stale for sm in dm.sets.values()):
+        rebuild_filter(dm.pin_dir, dm[FILTER])
+
+
 # --------------------------------------------------------------------------
 # the sets of a plan, and what each half points at
 
@@ -410,6 +471,9 @@ def ensure(dm: Maps, plan: Plan) -> dict[str, SetMaps]:
             pin(sm, pin_dir)
         elif sm.size != ds.size:
             sm = _resize(dm, sm, ds.size, ds.timeout_ns)
+        sm.pin_dir = pin_dir
+        if FILTER not in sm.fds:
+            sm.fds[FILTER] = os.dup(dm[FILTER])
         meta = sm.meta()
         if (meta.size, meta.timeout_ns) != (ds.size, ds.timeout_ns):
             meta.size, meta.timeout_ns = ds.size, ds.timeout_ns
@@ -467,6 +531,7 @@ def dyncfg_bytes(plan: Plan, d: DirectionPlan) -> bytes:
             cfg.ref[fi][i].field = r.field
             cfg.ref[fi][i].slot = plan.dynset_slot(r.set)
             cfg.ref[fi][i].group = r.group
+            cfg.ref[fi][i].salt = dynfilter.salt(r.set)
     return bytes(cfg)
 
 

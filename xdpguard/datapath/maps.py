@@ -82,13 +82,14 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "dyn6": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
     "dynp4": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
     "dynp6": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.DYN_SLOTS),
+    "dynf": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.DYNF_WORDS),
     "dyncfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.DynCfg), abi.NHALVES),
     "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
     "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
 # Pins a version before dynamic sets did not have: the new programs create them
 # (empty), and a plan without dynamic sets never reads them.
-DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dyncfg"})
+DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dynf", "dyncfg"})
 # Maps whose size the rule file chooses: name -> (type, key size, value size).
 SIZED_MAPS = {
     "flows": (B.BPF_MAP_TYPE_LRU_HASH, C_SIZE["flow_key"], C_SIZE["flow"]),
