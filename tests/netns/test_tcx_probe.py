@@ -68,12 +68,12 @@ def test_egress_attachment_follows_the_probe(lab, monkeypatch, kernel_has_tcx: b
 
 def test_the_probe_runs_once_per_process(lab, monkeypatch) -> None:
     monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
-    probes = []
+    probe_loads = []
     real_prog_load = B.prog_load
 
     def counting_prog_load(*args: object, **kw: object) -> int:
         if kw.get("name") == "xg_tcx_probe":
-            probes.append(args)
+            probe_loads.append(args)
         return real_prog_load(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(B, "prog_load", counting_prog_load)
@@ -87,7 +87,7 @@ def test_the_probe_runs_once_per_process(lab, monkeypatch) -> None:
                 assert dp.egress_mode == "tcx"
             finally:
                 dp.detach()
-    assert len(probes) == 1
+    assert len(probe_loads) == 1
 
 
 def test_a_failed_tcx_attach_is_an_error_not_a_fallback(lab, monkeypatch) -> None:
