@@ -53,7 +53,7 @@ BPF_F_NO_PREALLOC, BPF_F_RDONLY, BPF_F_WRONLY, BPF_F_INNER_MAP = 1, 1 << 3, 1 <<
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_REPLACE = 4
 BPF_F_BEFORE, BPF_F_AFTER, BPF_F_ID = 1 << 3, 1 << 4, 1 << 5
-BPF_OBJ_NAME_LEN = L.BPF_OBJ_NAME_LEN  # the longest name is one less (NUL)
+BPF_OBJ_NAME_LEN = L.BPF_OBJ_NAME_LEN  # stated with the info structs that use it
 
 
 # --- calling libbpf --------------------------------------------------------
