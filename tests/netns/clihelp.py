@@ -51,7 +51,7 @@ from scapy.packet import Packet, Raw
 
 from tests.netns.traffic import Lab, Side, exchange, new_marker
 from xdpguard import net
-from xdpguard.datapath import bpf
+from xdpguard.datapath import bpf, probes
 
 REPO = Path(__file__).resolve().parents[2]
 BPFFS_ROOT = Path("/sys/fs/bpf")
@@ -322,7 +322,7 @@ def send_and_see(
 @functools.cache
 def missing_feature() -> str | None:
     """Why these tests cannot run here, or None (conftest.py skips every netns test then)."""
-    if not bpf.privileged():
+    if not probes.privileged():
         return "needs root (network namespaces, CAP_BPF, CAP_NET_ADMIN)"
     if not os.path.exists("/proc/self/ns/net"):
         return "kernel has no network namespaces (CONFIG_NET_NS)"

@@ -1,7 +1,7 @@
 """The egress attachment follows the one-time tcx probe.
 
 On a kernel with tcx (this one: the probe itself is checked in
-tests/unit/test_bpf_syscalls.py) the egress program gets a pinned tcx
+tests/unit/test_probes.py) the egress program gets a pinned tcx
 link.  When the probe says the kernel has none, it goes in as a clsact
 cls_bpf filter over netlink instead, without trying a tcx link first;
 both are removed by detach.  The probe runs once per process, and a tcx
@@ -19,6 +19,7 @@ import pytest
 
 from xdpguard import net
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import probes
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.errors import KernelError
 from xdpguard.rules.compile import compile_ruleset
@@ -42,7 +43,7 @@ def _tc_egress(lab) -> str:
 def test_egress_attachment_follows_the_probe(lab, monkeypatch, kernel_has_tcx: bool) -> None:
     monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
     if not kernel_has_tcx:
-        monkeypatch.setattr(B, "have_tcx", lambda: False)
+        monkeypatch.setattr(probes, "have_tcx", lambda: False)
 
         def no_tcx_link(prog_fd: int, ifindex: int, attach_type: int, *args: object, **kw: object) -> int:
             assert attach_type != B.BPF_TCX_EGRESS, "tried a tcx link although the probe said no"
@@ -67,16 +68,16 @@ def test_egress_attachment_follows_the_probe(lab, monkeypatch, kernel_has_tcx: b
 
 def test_the_probe_runs_once_per_process(lab, monkeypatch) -> None:
     monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
-    probes = []
+    probe_loads = []
     real_prog_load = B.prog_load
 
     def counting_prog_load(*args: object, **kw: object) -> int:
         if kw.get("name") == "xg_tcx_probe":
-            probes.append(args)
+            probe_loads.append(args)
         return real_prog_load(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(B, "prog_load", counting_prog_load)
-    B.have_tcx.cache_clear()  # forget what earlier tests in this process found
+    probes.have_tcx.cache_clear()  # forget what earlier tests in this process found
     plan = compile_ruleset(parse_text(RULES, "probe.yaml"))
     with net.in_netns(lab.b.ns):
         for _ in range(2):  # two attaches, as a long-running caller would make
@@ -86,7 +87,7 @@ def test_the_probe_runs_once_per_process(lab, monkeypatch) -> None:
                 assert dp.egress_mode == "tcx"
             finally:
                 dp.detach()
-    assert len(probes) == 1
+    assert len(probe_loads) == 1
 
 
 def test_a_failed_tcx_attach_is_an_error_not_a_fallback(lab, monkeypatch) -> None:
@@ -94,7 +95,7 @@ def test_a_failed_tcx_attach_is_an_error_not_a_fallback(lab, monkeypatch) -> Non
     attach on a kernel with tcx it is a failure to report, and nothing is
     left attached (no netlink filter put in its place)."""
     monkeypatch.delenv("XDPGUARD_FORCE_TC_NETLINK", raising=False)
-    assert B.have_tcx()  # asked before link_create is broken below
+    assert probes.have_tcx()  # asked before link_create is broken below
     real_link_create = B.link_create
 
     def refuse_tcx(prog_fd: int, ifindex: int, attach_type: int, *args: object, **kw: object) -> int:

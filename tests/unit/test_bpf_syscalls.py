@@ -1,34 +1,31 @@
-"""xdpguard's layer over libbpf (datapath/bpf.py): the option and info
-structs against the C headers, the errno sentences, and, as root, the calls
-against the running kernel: maps of every type xdpguard uses, batches and
-their fallback, pins, program load and test runs, XDP and tcx links on a
-veth in a throw-away network namespace, and the tcx probe.
+"""The bpf(2) calls of xdpguard/datapath/bpf.py, as root against the running
+kernel: maps of every type xdpguard uses, batches and their fallback, pins,
+program load and test runs, and XDP and tcx links on a veth in a throw-away
+network namespace.  Skipped without root or bpffs, with the reason printed.
 
-Kernel tests skip without root or bpffs, with the reason printed; the
-header and sentence tests need only a C compiler.
+The structs libbpf takes are checked in test_libbpf.py, the errno sentences
+in test_bpferror.py, the tcx probe in test_probes.py.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import itertools
 import os
 import select
-import shutil
 import socket
 import struct
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.bpfcalls import kernel, refusal
 from xdpguard import net
-from xdpguard.datapath import bpf
+from xdpguard.datapath import bpf, libbpf
 
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
@@ -37,18 +34,6 @@ XDP_DROP_PROG = bytes.fromhex("b7000000010000009500000000000000")
 TC_PASS_PROG = bytes.fromhex("b7000000000000009500000000000000")
 BAD_PROG = bytes.fromhex("9500000000000000")  # exit with r0 unset: the verifier must refuse it
 _counter = itertools.count()
-
-
-def _why_no_kernel() -> str | None:
-    if not bpf.privileged():
-        return "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
-    with open("/proc/self/mounts") as f:
-        if not any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"] for line in f):
-            return "bpffs is not mounted at /sys/fs/bpf (run `make setup`)"
-    return None
-
-
-kernel = pytest.mark.skipif(_why_no_kernel() is not None, reason=str(_why_no_kernel()))
 
 
 def lpm(prefix: str) -> bytes:
@@ -80,105 +65,7 @@ def veth_ns() -> Iterator[str]:
         net.delete_netns(name)
 
 
-# --- without a kernel ------------------------------------------------------
-
-# (ctypes struct, C type, {our field: C field} where the names differ, None
-# for fields newer than Debian's 6.1 UAPI header, checked by the kernel tests)
-LAYOUTS = [
-    (bpf._MapCreateOpts, "struct bpf_map_create_opts", {}),
-    (bpf._BatchOpts, "struct bpf_map_batch_opts", {}),
-    (bpf._FlagsOpts, "struct bpf_obj_get_opts", {"flags": "file_flags"}),
-    (bpf._FlagsOpts, "struct bpf_get_fd_by_id_opts", {"flags": "open_flags"}),
-    (bpf._FlagsOpts, "struct bpf_link_create_opts", {}),
-    (bpf._LinkUpdateOpts, "struct bpf_link_update_opts", {}),
-    (bpf._ProgLoadOpts, "struct bpf_prog_load_opts", {}),
-    (bpf._TestRunOpts, "struct bpf_test_run_opts", {}),
-    (bpf._MapInfoStruct, "struct bpf_map_info", {}),
-    (bpf._ProgInfoStruct, "struct bpf_prog_info", {}),
-    (bpf._LinkInfoStruct, "struct bpf_link_info", {"ifindex": "xdp.ifindex", "attach_type": None}),
-]
-
-
-def test_structs_match_libbpf_and_uapi_headers(tmp_path: Path) -> None:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None or not os.path.exists("/usr/include/bpf/bpf.h"):
-        pytest.skip("needs a C compiler and <bpf/bpf.h> (Debian packages gcc, libbpf-dev)")
-    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <bpf/bpf.h>", "int main(void) {"]
-    expected: list[tuple[str, int, str]] = []
-    for cls, ctype, renames in LAYOUTS:
-        for field, *_ in cls._fields_:
-            c_field = renames.get(field, field)
-            if field.startswith("_") or c_field is None:
-                continue
-            lines.append(f'printf("%zu\\n", offsetof({ctype}, {c_field}));')
-            expected.append((f"{ctype}.{c_field}", getattr(cls, field).offset, "=="))
-        # Our structs are prefixes: never longer than the real one.
-        lines.append(f'printf("%zu\\n", sizeof({ctype}));')
-        expected.append((f"sizeof({ctype})", ctypes.sizeof(cls), "<="))
-    (tmp_path / "layout.c").write_text("\n".join(lines + ["return 0; }"]))
-    subprocess.run([cc, "-o", str(tmp_path / "layout"), str(tmp_path / "layout.c")], check=True)
-    out = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
-    for (label, ours, cmp), theirs in zip(expected, map(int, out.split()), strict=True):
-        assert ours == theirs if cmp == "==" else ours <= theirs, f"{label}: ours {ours}, C {theirs}"
-
-
-@pytest.mark.parametrize(
-    "err, op, reason",
-    [
-        (errno.ENOSPC, "BPF_MAP_UPDATE_ELEM on in_src4", "map is full"),
-        (errno.E2BIG, "BPF_MAP_UPDATE_BATCH (after 3 of 9) on in_src4", "map is full"),
-        (errno.E2BIG, "BPF_MAP_CREATE x type 2", "map too large (key, value or entry count beyond"),
-        (errno.EPERM, "BPF_MAP_UPDATE_ELEM on in_src4", "needs root (CAP_BPF and CAP_NET_ADMIN)"),
-        (errno.EPERM, "BPF_LINK_UPDATE on link fd 3", "the program to replace is no longer the one attached"),
-        (errno.EACCES, "BPF_PROG_LOAD x", "the verifier rejected the program"),
-        (errno.EBUSY, "BPF_LINK_CREATE (attach type 37)", "another XDP program is attached"),
-        (errno.EEXIST, "BPF_OBJ_PIN at /x", "something is already pinned at that path"),
-        (errno.ENOENT, "BPF_PROG_GET_FD_BY_ID for program id 7", "no such object (it was removed)"),
-        (errno.ENODEV, "BPF_LINK_CREATE", "no such interface"),
-        (bpf.ENOTSUPP, "BPF_MAP_DELETE_BATCH", "not supported by this kernel or driver"),
-        (errno.EXDEV, "BPF_MAP_CREATE", "invalid cross-device link"),  # no row: strerror
-    ],
-)
-def test_errno_sentences(err: int, op: str, reason: str) -> None:
-    assert bpf.errno_sentence(err, op).startswith(f"{op}: {reason}")
-
-
-def test_bpf_error_is_an_oserror() -> None:
-    err = bpf.BpfError(errno.ENOSPC, "BPF_MAP_UPDATE_ELEM on in_src4", log="line 1\n")
-    assert isinstance(err, OSError) and err.errno == errno.ENOSPC
-    assert str(err) == "BPF_MAP_UPDATE_ELEM on in_src4: No space left on device\nline 1"
-    assert err.sentence == "BPF_MAP_UPDATE_ELEM on in_src4: map is full"
-
-
-def test_missing_libbpf_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_such_library(name: str, **_: object) -> None:
-        raise OSError(f"{name}: cannot open shared object file")
-
-    bpf.libbpf.cache_clear()
-    monkeypatch.setattr(bpf.ctypes, "CDLL", no_such_library)
-    try:
-        with pytest.raises(bpf.BpfError) as exc:
-            bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 4, 1)
-    finally:
-        bpf.libbpf.cache_clear()
-    assert "install the Debian package libbpf1" in exc.value.sentence
-
-
-def test_rcu_barrier_on_an_unknown_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bpf, "_NR_MEMBARRIER", None)
-    t0 = time.monotonic()
-    bpf.rcu_barrier()  # no membarrier number: sleeps past a grace period instead
-    assert time.monotonic() - t0 >= 0.02
-
-
 # --- maps ------------------------------------------------------------------
-
-
-def refusal(call: Callable[..., object], *args: object, **kwargs: object) -> bpf.BpfError:
-    """The BpfError `call` raises; the test fails if it raises none."""
-    with pytest.raises(bpf.BpfError) as exc:
-        call(*args, **kwargs)
-    return exc.value
 
 
 @kernel
@@ -264,7 +151,7 @@ BATCH_TYPES = {  # name: (map type, key size, flags)
 def test_batch_roundtrip(name: str, force_fallback: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if force_fallback:
         for fn in ("bpf_map_lookup_batch", "bpf_map_update_batch", "bpf_map_delete_batch"):
-            monkeypatch.setattr(bpf.libbpf(), fn, lambda *_: -bpf.ENOTSUPP)
+            monkeypatch.setattr(libbpf.lib(), fn, lambda *_: -bpf.ENOTSUPP)
     map_type, key_size, flags = BATCH_TYPES[name]
     n = 20000
     vsize = bpf.percpu_value_size(8) if map_type in bpf.PERCPU_MAP_TYPES else 8
@@ -295,7 +182,7 @@ def test_batch_update_reports_progress_when_full(
     force_fallback: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if force_fallback:
-        monkeypatch.setattr(bpf.libbpf(), "bpf_map_update_batch", lambda *_: -bpf.ENOTSUPP)
+        monkeypatch.setattr(libbpf.lib(), "bpf_map_update_batch", lambda *_: -bpf.ENOTSUPP)
     with bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_HASH, 4, 4, 10, name="t_small")) as fd:
         keys = [U32.pack(i) for i in range(20)]
         e = refusal(bpf.map_update_batch, fd, keys, keys)
@@ -353,18 +240,6 @@ def test_prog_load_test_run_info_and_stats() -> None:
     e = refusal(bpf.prog_load, bpf.BPF_PROG_TYPE_XDP, BAD_PROG, name="t_bad")
     assert e.errno == errno.EACCES and "R0 !read_ok" in e.log
     assert e.sentence == "BPF_PROG_LOAD t_bad: the verifier rejected the program"
-
-
-@kernel
-def test_rcu_barrier_uses_membarrier() -> None:
-    # MEMBARRIER_CMD_QUERY lists supported commands; GLOBAL (bit 0) must be one,
-    # else rcu_barrier() silently degrades to a sleep.
-    args = (ctypes.c_long(bpf._NR_MEMBARRIER), ctypes.c_int(0), ctypes.c_uint(0), ctypes.c_int(0))
-    supported = bpf._syscall(*args)
-    assert supported > 0 and supported & bpf.MEMBARRIER_CMD_GLOBAL
-    t0 = time.monotonic()
-    bpf.rcu_barrier()
-    assert time.monotonic() - t0 < 1.0
 
 
 # --- links -----------------------------------------------------------------
@@ -442,22 +317,3 @@ def test_tcx_links_through_libbpf(veth_ns: str) -> None:
             assert e.errno == errno.ENOENT
             with bpf.Fd(bpf.link_create(p2, index, bpf.BPF_TCX_EGRESS)) as second:
                 assert bpf.link_info(second).prog_id == bpf.prog_info(p2).id
-
-
-@kernel
-@pytest.mark.parametrize(
-    "err, answer", [(errno.ENODEV, True), (errno.EINVAL, False), (bpf.ENOTSUPP, False), (errno.EPERM, None)]
-)
-def test_tcx_probe(err: int, answer: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    fds_before = set(os.listdir("/proc/self/fd"))
-    assert bpf.have_tcx.__wrapped__() is True  # kernel 6.6+; nothing is attached by asking
-    assert set(os.listdir("/proc/self/fd")) <= fds_before
-
-    def refuse(*_: object) -> int:
-        raise bpf.BpfError(err, "BPF_LINK_CREATE")
-
-    monkeypatch.setattr(bpf, "link_create", refuse)
-    if answer is None:  # no privileges says nothing about tcx
-        refusal(bpf.have_tcx.__wrapped__)
-    else:
-        assert bpf.have_tcx.__wrapped__() is answer

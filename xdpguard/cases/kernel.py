@@ -57,7 +57,7 @@ from typing import Any
 from xdpguard import net
 from xdpguard.cases.case import CLOCK_START_NS, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, Case, Outcome
 from xdpguard.cases.plan import OVER_NOTE, plan_runs
-from xdpguard.datapath import abi
+from xdpguard.datapath import abi, probes
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane, prog_pin_name
@@ -153,7 +153,7 @@ class Bench:
     # ---- life cycle
 
     def __enter__(self) -> Bench:
-        if not B.privileged():
+        if not probes.privileged():
             raise KernelError(
                 "--kernel and --wire run the cases through the real BPF programs: run as root "
                 "(CAP_BPF, CAP_NET_ADMIN, network namespaces); without them the compiled plan checks cases"

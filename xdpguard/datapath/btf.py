@@ -13,35 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 from collections.abc import Sequence
 
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import libbpf as L
 
 BTF_INT_SIGNED = 1
 BTF_FUNC_STATIC, BTF_FUNC_GLOBAL = 0, 1
-
-
-@functools.cache
-def _lib() -> ctypes.CDLL:
-    """bpf.libbpf() with the btf__ calls declared: they take a `struct btf *`."""
-    lib = B.libbpf()
-    vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-    for name, res, args in (
-        ("btf__new_empty", vp, []),
-        ("btf__free", None, [vp]),
-        ("btf__add_int", i, [vp, cp, ctypes.c_size_t, i]),
-        ("btf__add_ptr", i, [vp, i]),
-        ("btf__add_struct", i, [vp, cp, ctypes.c_uint32]),
-        ("btf__add_func_proto", i, [vp, i]),
-        ("btf__add_func_param", i, [vp, cp, i]),
-        ("btf__add_func", i, [vp, cp, i, i]),
-        ("btf__load_into_kernel", i, [vp]),
-        ("btf__fd", i, [vp]),
-    ):
-        getattr(lib, name).restype = res
-        getattr(lib, name).argtypes = args
-    return lib
 
 
 def prog_load_functions(
@@ -61,7 +39,7 @@ def prog_load_functions(
     bytes, and it must check the pointer for NULL).  On rejection the error
     carries the verifier log.
     """
-    lib = _lib()
+    lib = L.lib()
     btf = lib.btf__new_empty()
     if not btf:
         raise B.BpfError(ctypes.get_errno() or errno.ENOMEM, "btf__new_empty")

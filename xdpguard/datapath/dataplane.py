@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdpguard.datapath import bpf as B
-from xdpguard.datapath import confirm, dynsets, loader, syncookie
+from xdpguard.datapath import confirm, dynsets, loader, probes, syncookie
 from xdpguard.datapath import halves as H
 from xdpguard.datapath import maps as M
 from xdpguard.datapath import protection as P
@@ -58,7 +58,7 @@ class ApplyResult:
 
 
 def _require_root() -> None:
-    if not B.privileged():
+    if not probes.privileged():
         raise KernelError(
             "this command changes the kernel's BPF state: run it as root (CAP_BPF and CAP_NET_ADMIN)"
         )
@@ -517,7 +517,7 @@ class Dataplane:
         """The record and the kernel's view (status.py), after repairing an interrupted apply."""
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
         if self.iface.journal() is not None:
-            if B.privileged():
+            if probes.privileged():
                 out["recovered"] = self.recover(wait=False)
             else:
                 out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"

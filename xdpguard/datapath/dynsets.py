@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from xdpguard.datapath import abi, dynfilter
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath.bpferror import errno_sentence
 from xdpguard.errors import KernelError, UsageError
 from xdpguard.rules.abi_consts import F_DST, F_SRC
 from xdpguard.rules.model import Prefix
@@ -312,8 +313,7 @@ def add(sm: SetMaps, elements: Iterable[Prefix], timeout_ns: int | None, now: in
                 room = 0
             elif err:
                 raise KernelError(
-                    f"dynamic set {sm.name}: "
-                    + B.errno_sentence(err, f"BPF_MAP_UPDATE_BATCH {sm.name}.{kind}")
+                    f"dynamic set {sm.name}: " + errno_sentence(err, f"BPF_MAP_UPDATE_BATCH {sm.name}.{kind}")
                 )
     meta.count += res.added
     if expires and res.added + res.updated:

@@ -19,23 +19,16 @@ from typing import Any
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import libbpf as L
 from xdpguard.errors import KernelError
 from xdpguard.rules.describe import PROTO_NAMES
-
-_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 def _libbpf() -> ctypes.CDLL:
     try:
-        lib = B.libbpf()
+        return L.lib()
     except B.BpfError as e:
         raise KernelError(f"reading events: {e.sentence}") from e
-    lib.ring_buffer__new.restype = ctypes.c_void_p
-    lib.ring_buffer__new.argtypes = [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]
-    lib.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.ring_buffer__poll.restype = ctypes.c_int
-    lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
-    return lib
 
 
 @dataclass(frozen=True)
@@ -140,7 +133,7 @@ def stream(
             pending.append(ev)
         return 0
 
-    cb = _SAMPLE_FN(on_sample)  # keep a reference for as long as libbpf may call it
+    cb = L.SAMPLE_FN(on_sample)  # keep a reference for as long as libbpf may call it
     rb = lib.ring_buffer__new(fd, cb, None, None)
     if not rb:
         B_err = ctypes.get_errno()

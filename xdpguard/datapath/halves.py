@@ -16,8 +16,8 @@ the crash-safety tests stop between any two steps.
 from __future__ import annotations
 
 from xdpguard.datapath import abi, syncookie
-from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
+from xdpguard.datapath.rcu import rcu_barrier
 from xdpguard.rules.compile import DirectionPlan, Plan
 from xdpguard.state import fault
 
@@ -91,7 +91,7 @@ def switch(m: M.Maps, pin_dir: str, plan: Plan, old: Plan | None, holds: Holds) 
         M.write_active(pin_dir, inactive)
         fault("flipped")
         # No packet still reads the old half once a grace period has passed.
-        B.rcu_barrier()
+        rcu_barrier()
         pending = []
         for direction in M.DIRECTIONS:
             d = dir_plan(plan, direction)

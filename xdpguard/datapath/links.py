@@ -1,7 +1,7 @@
 """Where xdpguard's two programs hang on one interface: links, pins, the tc fallback.
 
 The ingress program is an XDP bpf_link; the egress program a tcx bpf_link
-(Linux 6.6+) or, when the one-time probe (`B.have_tcx`) finds no tcx, a
+(Linux 6.6+) or, when the one-time probe (`probes.have_tcx`) finds no tcx, a
 clsact cls_bpf filter installed over netlink (net/tc.py).  The probe
 decides; an attach that then fails is an error, never a reason to try the
 other way.  Links and the programs behind them are pinned in the
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xdpguard.datapath import bpf as B
-from xdpguard.datapath import syncookie
+from xdpguard.datapath import probes, syncookie
 from xdpguard.errors import KernelError
 from xdpguard.net import NetError, attach_egress, detach_egress, in_netns
 from xdpguard.state import TCX_LINK_PIN, XDP_LINK_PIN, Iface, bpffs_root
@@ -57,7 +57,7 @@ def prog_pin_name(direction: str) -> str:
 def egress_uses_tcx() -> bool:
     """Whether egress gets a tcx link: the probe's answer (made once per process),
     unless a test forces the netlink path with XDPGUARD_FORCE_TC_NETLINK=1."""
-    return os.environ.get("XDPGUARD_FORCE_TC_NETLINK") != "1" and B.have_tcx()
+    return os.environ.get("XDPGUARD_FORCE_TC_NETLINK") != "1" and probes.have_tcx()
 
 
 def unlink(path: str) -> None:

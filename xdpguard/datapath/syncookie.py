@@ -32,6 +32,7 @@ from pathlib import Path
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import libbpf as L
 from xdpguard.errors import KernelError
 
 SOURCE = "syncookie.c"
@@ -130,10 +131,9 @@ def build() -> Path:
 
 # --- libbpf ------------------------------------------------------------------
 
-_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_lib: ctypes.CDLL | None = None
 _log: list[str] = []
 _libc = ctypes.CDLL(None, use_errno=True)  # vsnprintf, for libbpf's log lines
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
@@ -143,37 +143,14 @@ def _on_print(level: int, fmt: bytes, args: int) -> int:
     return 0
 
 
-_print_cb = _PRINT_FN(_on_print)  # module-level: libbpf keeps the pointer
+_print_cb = L.PRINT_FN(_on_print)  # module-level: libbpf keeps the pointer
 
 
 def _libbpf() -> ctypes.CDLL:
-    global _lib
-    if _lib is None:
-        try:
-            lib = B.libbpf()  # the process's one handle; the object API is declared here
-        except B.BpfError as e:
-            raise KernelError(f"syn_cookies needs libbpf.so.1 (Debian package libbpf1): {e}") from e
-        vp = ctypes.c_void_p
-        lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, vp]
-        lib.bpf_object__open_file.restype = vp
-        lib.libbpf_get_error.argtypes = [vp]
-        lib.libbpf_get_error.restype = ctypes.c_long
-        lib.bpf_object__find_map_by_name.argtypes = [vp, ctypes.c_char_p]
-        lib.bpf_object__find_map_by_name.restype = vp
-        lib.bpf_object__find_program_by_name.argtypes = [vp, ctypes.c_char_p]
-        lib.bpf_object__find_program_by_name.restype = vp
-        lib.bpf_map__reuse_fd.argtypes = [vp, ctypes.c_int]
-        lib.bpf_map__fd.argtypes = [vp]
-        lib.bpf_program__fd.argtypes = [vp]
-        lib.bpf_program__set_expected_attach_type.argtypes = [vp, ctypes.c_int]
-        lib.bpf_object__load.argtypes = [vp]
-        lib.bpf_object__close.argtypes = [vp]
-        lib.bpf_object__close.restype = None
-        lib.libbpf_set_print.argtypes = [vp]
-        lib.libbpf_set_print.restype = vp
-        _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, vp]
-        _lib = lib
-    return _lib
+    try:
+        return L.lib()
+    except B.BpfError as e:
+        raise KernelError(f"syn_cookies needs libbpf.so.1 (Debian package libbpf1): {e}") from e
 
 
 @dataclass
