@@ -45,12 +45,12 @@ from xdpguard.rules.abi_consts import (
     DYNF_WORDS,
 )
 from xdpguard.rules.model import Prefix
+from xdpguard.rules.ratesim import MIX, mix
 
 if TYPE_CHECKING:
     import numpy as np
 
 MASK64 = (1 << 64) - 1
-MIX = 0xD6E8FEB86659FD93  # xg_mix's multiplier
 WORD_SHIFT = 64 - (DYNF_LOG2_BITS - 6)  # a hash's top bits pick the word, its low 6 the bit
 MAX_KEYS_PER_PREFIX = 1 << 16  # a shorter prefix sets every bit instead
 # Up to this many keys are hashed in Python; more go through numpy, whose
@@ -58,15 +58,6 @@ MAX_KEYS_PER_PREFIX = 1 << 16  # a shorter prefix sets every bit instead
 # element must stay quick).
 NUMPY_FROM = 4096
 FPLEN = {4: DYNF_V4_PLEN, 6: DYNF_V6_PLEN}
-
-
-def mix(x: int) -> int:
-    """xg_mix: two multiply-xorshift rounds on a 64-bit word."""
-    x ^= x >> 32
-    x = (x * MIX) & MASK64
-    x ^= x >> 32
-    x = (x * MIX) & MASK64
-    return x ^ (x >> 32)
 
 
 def salt(name: str) -> int:

@@ -27,22 +27,24 @@ from xdpguard.rules.compile import NSEC, LimitPlan
 from xdpguard.rules.packet import Packet
 
 _M64 = (1 << 64) - 1
-_MIX = 0xD6E8FEB86659FD93
+MIX = 0xD6E8FEB86659FD93  # xg_mix's multiplier
 BLOCK_V6_PLEN = 64  # XG_BLOCK_V6_PLEN: a block holds an IPv6 source's whole /64
 
 
-def _mix(x: int) -> int:
-    """xg_mix: two multiply-xorshift rounds on a u64."""
+def mix(x: int) -> int:
+    """xg_mix of bpf/xdpguard.c: two multiply-xorshift rounds on a u64
+    (the limiter's draws here; the dynamic-set filter's bits in
+    datapath/dynfilter.py)."""
     x ^= x >> 32
-    x = (x * _MIX) & _M64
+    x = (x * MIX) & _M64
     x ^= x >> 32
-    x = (x * _MIX) & _M64
+    x = (x * MIX) & _M64
     return x ^ (x >> 32)
 
 
 def _cost_at(rate: int, q: int, rem: int, tat: int) -> int:
     """xg_cost_at: q ns, plus one with probability rem / rate, drawn from the TAT."""
-    u = _mix(tat) & 0xFFFFFFFF
+    u = mix(tat) & 0xFFFFFFFF
     thr = (rate >> 32) * u + (((rate & 0xFFFFFFFF) * u) >> 32)
     return q + (1 if thr < rem else 0)
 
