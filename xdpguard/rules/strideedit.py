@@ -118,6 +118,7 @@ def patch(
     s_parts: list[np.ndarray] = []
     v_parts: list[np.ndarray] = []
     at = 0  # next old run not yet copied
+    resume: tuple[int, np.ndarray] | None = None  # (address, value) of a run that goes on after a prefix
     for lo, plen in prefixes:
         hi = lo + (1 << (width - plen))
         # The new entries inside [lo, hi), and the value around them.
@@ -137,13 +138,20 @@ def patch(
         ls = ls.astype(object) + lo if wide else ls + np.uint64(lo)
         j0 = int(np.searchsorted(starts, lo, side="left"))
         j1 = int(np.searchsorted(starts, hi, side="left")) if hi < top else len(starts)
+        if resume is not None and resume[0] < lo:
+            s_parts.append(np.array([resume[0]], dtype=starts.dtype))
+            v_parts.append(resume[1])
         s_parts += [starts[at:j0], ls]
         v_parts += [values[at:j0], lv]
+        resume = None
         if hi < top and (j1 == len(starts) or starts[j1] != hi):
-            # The old run that covers hi began inside the prefix: it resumes at hi.
-            s_parts.append(np.array([hi], dtype=starts.dtype))
-            v_parts.append(values[j1 - 1 : j1])
+            # The old run that covers hi began inside the prefix: it resumes at
+            # hi, unless the next prefix starts there.
+            resume = (hi, values[j1 - 1 : j1])
         at = j1
+    if resume is not None:
+        s_parts.append(np.array([resume[0]], dtype=starts.dtype))
+        v_parts.append(resume[1])
     s_parts.append(starts[at:])
     v_parts.append(values[at:])
     s = np.concatenate(s_parts)
