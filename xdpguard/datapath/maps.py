@@ -386,6 +386,8 @@ def state_flags(d: DirectionPlan) -> list[int]:
 class WriteStats:
     addr_tables: int = 0  # address tables built (src/dst, v4/v6)
     addr_nodes: int = 0  # 1 KiB node elements written into them
+    addr_reused: int = 0  # of those tables, laid out from runs kept for the same entries
+    addr_patched: int = 0  # of those tables, patched from the runs of the table the half held
     array_updates: int = 0
     bitmaps: int = 0  # top entries (one per rule bitmap) written
     blocks: int = 0  # bitmap blocks written
@@ -393,6 +395,8 @@ class WriteStats:
     def add(self, o: WriteStats) -> None:
         self.addr_tables += o.addr_tables
         self.addr_nodes += o.addr_nodes
+        self.addr_reused += o.addr_reused
+        self.addr_patched += o.addr_patched
         self.array_updates += o.array_updates
         self.bitmaps += o.bitmaps
         self.blocks += o.blocks
@@ -463,8 +467,11 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
     return len(idx)
 
 
-def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool, old: DirectionPlan | None) -> int:
-    """Build d's address table `name` into a fresh inner map, kept in inner.addrs; its element count.
+def _build_addr_table(
+    inner: Inner, d: DirectionPlan, name: str, v6: bool, old: DirectionPlan | None
+) -> tuple[int, str]:
+    """Build d's address table `name` into a fresh inner map, kept in inner.addrs:
+    (its element count, how its runs were found: addrcache.table's word).
 
     The table comes from addrcache: from its own kept runs, or patched
     from those of `old`'s table (the one the half holds) when few prefixes
@@ -474,9 +481,9 @@ def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool, old: 
     from xdpguard import addrcache  # numpy: only when a table is built
 
     base = getattr(old, name) if old is not None else None
-    table, _ = addrcache.table(getattr(d, name), 128 if v6 else 32, base)
+    table, how = addrcache.table(getattr(d, name), 128 if v6 else 32, base)
     inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
-    return table.n_elems
+    return table.n_elems, how
 
 
 def _slot_filled(outer_fd: int, slot: int) -> bool:
@@ -642,9 +649,11 @@ def write_half(
         if old is not None and getattr(old, name) == getattr(d, name):
             continue  # the half's table already holds these entries
         if name not in inner.addrs:
-            n_elems = _build_addr_table(inner, d, name, v6, old)
+            n_elems, how = _build_addr_table(inner, d, name, v6, old)
             st.addr_tables += 1
             st.addr_nodes += n_elems
+            st.addr_reused += how == "cached"
+            st.addr_patched += how == "patched"
         addrs[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
 
     for f in KEYED_FIELDS:
