@@ -37,7 +37,7 @@ import numpy as np
 
 from xdpguard.errors import XdpguardError
 from xdpguard.rules import lpmpack, nodes, stride, strideedit
-from xdpguard.state import secure_state_root
+from xdpguard.state import TABLES_DIR, secure_state_root
 
 KEEP = 8  # files kept; the oldest (by last use) go first
 _MAGIC = b"XGRUNS1\n"
@@ -46,7 +46,7 @@ _HEAD = struct.Struct("<BQ")  # width, number of runs
 
 def root() -> Path:
     """Under a state directory only root can change: planted runs would be applied."""
-    return secure_state_root() / ".tables"
+    return secure_state_root() / TABLES_DIR
 
 
 @cache
