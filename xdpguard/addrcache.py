@@ -70,6 +70,7 @@ def table(
     `base` is the field the interface's table holds now, if known: the
     table is derived from its runs when the two differ in a few prefixes.
     """
+    entries = strideedit.packed(entries, width)  # one conversion of a list, for the key and the runs
     rec = strideedit.Records.of(entries, width)
     key = _key(rec)
     runs = _load(key, width)

@@ -86,7 +86,7 @@ class PackedLpm(Sequence[Entry]):
         if isinstance(other, PackedLpm):
             return self.bits == other.bits and self.raw == other.raw
         if isinstance(other, (list, tuple)):
-            return self.entries() == list(other)
+            return len(self) == len(other) and self.entries() == list(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # equal to a list, which is unhashable

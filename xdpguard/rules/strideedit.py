@@ -31,6 +31,13 @@ from xdpguard.rules import lpmpack, stride
 MAX_CHANGED = 4096
 
 
+def packed(entries: stride.Entries, width: int) -> lpmpack.PackedLpm:
+    """The entries in their serialised form, as a plan keeps them."""
+    if isinstance(entries, lpmpack.PackedLpm):
+        return entries
+    return lpmpack.PackedLpm(lpmpack.pack(entries, width), width)
+
+
 @dataclass(frozen=True)
 class Records:
     """Serialised entries with a sortable key per entry: a key orders as
@@ -43,7 +50,7 @@ class Records:
 
     @classmethod
     def of(cls, entries: stride.Entries, width: int) -> Records:
-        raw = lpmpack.pack(entries, width)
+        raw = packed(entries, width).raw
         if width > 63:
             # Fixed-width bytes compare in byte order, which is numeric order here.
             rec = np.frombuffer(raw, dtype=np.dtype([("k", "S17"), ("v", "<u4")]))
