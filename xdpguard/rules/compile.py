@@ -280,10 +280,11 @@ class DirectionPlan:
     nwords: int
     tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
     # Each match field's entries (rules/fields.py), named by Field.plan_attr or Field.pin.
-    src4: LpmEntries
-    dst4: LpmEntries
-    src6: LpmEntries
-    dst6: LpmEntries
+    # Address entries: a list when compiled, a PackedLpm when decoded from a plan's bytes.
+    src4: Sequence[tuple[int, int, int]]
+    dst4: Sequence[tuple[int, int, int]]
+    src6: Sequence[tuple[int, int, int]]
+    dst6: Sequence[tuple[int, int, int]]
     proto: tuple[int, ...]  # 256 table indexes
     sport: Intervals
     dport: Intervals
