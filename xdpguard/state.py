@@ -47,6 +47,8 @@ from xdpguard.errors import XdpguardError
 DEFAULT_BPFFS = "/sys/fs/bpf/xdpguard"
 DEFAULT_STATE_DIR = "/var/lib/xdpguard"
 HISTORY = 10
+# Address-table runs kept by content (xdpguard/addrcache.py), a directory of the state root.
+TABLES_DIR = ".tables"
 
 
 def bpffs_root() -> Path:

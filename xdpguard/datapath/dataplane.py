@@ -35,6 +35,7 @@ from xdpguard.net import NetError, NoSuchNetns, in_netns, opened_connections
 from xdpguard.net import ifindex as lookup_ifindex
 from xdpguard.rules.compile import Plan, plan_digest, plan_from_bytes
 from xdpguard.state import (
+    TABLES_DIR,
     Applied,
     DamagedState,
     Iface,
@@ -602,18 +603,20 @@ def _rmdir_if_empty(path: os.PathLike[str] | str) -> None:
 def forget_state_root() -> None:
     """Remove $XDPGUARD_STATE_DIR once nothing of any interface is in it.
 
-    The plan cache alone does not keep it: with no interface left, nothing of
-    xdpguard stays behind (a later apply compiles again and refills it).
+    The caches (compiled plans, address-table runs) alone do not keep it: with
+    no interface left, nothing of xdpguard stays behind (a later apply
+    compiles again and refills them).
     """
     root = state_root()
     try:
         entries = os.listdir(root)
     except OSError:
         return
-    if entries == [".cache"]:
-        cache = root / ".cache"
-        if cache.is_dir() and not cache.is_symlink():
-            shutil.rmtree(cache, ignore_errors=True)
+    if set(entries) <= {".cache", TABLES_DIR}:
+        for name in entries:
+            cache = root / name
+            if cache.is_dir() and not cache.is_symlink():
+                shutil.rmtree(cache, ignore_errors=True)
     _rmdir_if_empty(root)
 
 

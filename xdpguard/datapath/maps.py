@@ -3,8 +3,11 @@
 No bcc here: a rule-only apply opens the pinned maps (BPF_OBJ_GET) and
 writes only the entries whose value changes between the plan a half holds
 and the plan it must hold.  Address tables are inner maps sized to the
-plan: a table that changes is built whole into a fresh inner map and
+plan: a table that changes is written whole into a fresh inner map and
 swapped into its outer slot; one that does not change is left as it is.
+Its nodes come from runs kept by content (xdpguard/addrcache.py): those
+of an earlier apply of the same entries, or those of the table the half
+holds, patched where a few prefixes changed.
 
 Rule bitmaps are two inner maps (see TwoLevel in rules/compile.py): each
 half's top entries, rewritten in place where they differ, and the blocks,
@@ -384,6 +387,8 @@ def state_flags(d: DirectionPlan) -> list[int]:
 class WriteStats:
     addr_tables: int = 0  # address tables built (src/dst, v4/v6)
     addr_nodes: int = 0  # 1 KiB node elements written into them
+    addr_reused: int = 0  # of those tables, laid out from runs kept for the same entries
+    addr_patched: int = 0  # of those tables, patched from the runs of the table the half held
     array_updates: int = 0
     bitmaps: int = 0  # top entries (one per rule bitmap) written
     blocks: int = 0  # bitmap blocks written
@@ -391,6 +396,8 @@ class WriteStats:
     def add(self, o: WriteStats) -> None:
         self.addr_tables += o.addr_tables
         self.addr_nodes += o.addr_nodes
+        self.addr_reused += o.addr_reused
+        self.addr_patched += o.addr_patched
         self.array_updates += o.array_updates
         self.bitmaps += o.bitmaps
         self.blocks += o.blocks
@@ -461,13 +468,23 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
     return len(idx)
 
 
-def _build_addr_table(inner: Inner, d: DirectionPlan, name: str, v6: bool) -> int:
-    """Build d's address table `name` into a fresh inner map, kept in inner.addrs; its element count."""
-    from xdpguard.rules import stride  # numpy: only when a table is built
+def _build_addr_table(
+    inner: Inner, d: DirectionPlan, name: str, v6: bool, old: DirectionPlan | None
+) -> tuple[int, str]:
+    """Build d's address table `name` into a fresh inner map, kept in inner.addrs:
+    (its element count, how its runs were found: addrcache.table's word).
 
-    table = stride.build(getattr(d, name), 128 if v6 else 32)
+    The table comes from addrcache: from its own kept runs, or patched
+    from those of `old`'s table (the one the half holds) when few prefixes
+    changed.  It still goes into a fresh inner map, written whole: the map
+    a half holds is shared with the other half, which packets are reading.
+    """
+    from xdpguard import addrcache  # numpy: only when a table is built
+
+    base = getattr(old, name) if old is not None else None
+    table, how = addrcache.table(getattr(d, name), 128 if v6 else 32, base)
     inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
-    return table.n_elems
+    return table.n_elems, how
 
 
 def _slot_filled(outer_fd: int, slot: int) -> bool:
@@ -633,9 +650,11 @@ def write_half(
         if old is not None and getattr(old, name) == getattr(d, name):
             continue  # the half's table already holds these entries
         if name not in inner.addrs:
-            n_elems = _build_addr_table(inner, d, name, v6)
+            n_elems, how = _build_addr_table(inner, d, name, v6, old)
             st.addr_tables += 1
             st.addr_nodes += n_elems
+            st.addr_reused += how == "cached"
+            st.addr_patched += how == "patched"
         addrs[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
 
     for f in KEYED_FIELDS:
@@ -747,7 +766,7 @@ def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
                     if _slot_filled(dm["addrs"], slot):
                         continue
                     if name not in inner[d.name].addrs:
-                        _build_addr_table(inner[d.name], d, name, v6)
+                        _build_addr_table(inner[d.name], d, name, v6, None)
                     slots[slot] = inner[d.name].addrs[name]
         if slots:  # one call: each map-in-map update call waits out a grace period
             B.map_update_batch(dm["addrs"], [_u32(s) for s in slots], [_u32(fd) for fd in slots.values()])

@@ -27,12 +27,12 @@ import json
 import math
 import struct
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from xdpguard.errors import RuleError
-from xdpguard.rules import limits
+from xdpguard.rules import limits, lpmpack
 from xdpguard.rules.abi_consts import (
     F_EXTRA,
     GROUP_RULES,
@@ -280,10 +280,11 @@ class DirectionPlan:
     nwords: int
     tables: tuple[tuple[Key, ...], ...]  # per field: distinct bitmaps (two-level keys), in content order
     # Each match field's entries (rules/fields.py), named by Field.plan_attr or Field.pin.
-    src4: LpmEntries
-    dst4: LpmEntries
-    src6: LpmEntries
-    dst6: LpmEntries
+    # Address entries: a list when compiled, a PackedLpm when decoded from a plan's bytes.
+    src4: Sequence[tuple[int, int, int]]
+    dst4: Sequence[tuple[int, int, int]]
+    src6: Sequence[tuple[int, int, int]]
+    dst6: Sequence[tuple[int, int, int]]
     proto: tuple[int, ...]  # 256 table indexes
     sport: Intervals
     dport: Intervals
@@ -964,20 +965,13 @@ def _blob(b: bytes) -> bytes:
     return struct.pack("<Q", len(b)) + b
 
 
-def _pack_lpm(entries: LpmEntries, bits: int) -> bytes:
-    nb = bits // 8
-    return b"".join(a.to_bytes(nb, "big") + struct.pack("<BI", plen, i) for a, plen, i in entries)
+def _pack_lpm(entries: Sequence[tuple[int, int, int]], bits: int) -> bytes:
+    return lpmpack.pack(entries, bits)
 
 
-def _unpack_lpm(data: bytes, bits: int) -> LpmEntries:
-    nb = bits // 8
-    step = nb + 5
-    out: LpmEntries = []
-    for off in range(0, len(data), step):
-        a = int.from_bytes(data[off : off + nb], "big")
-        plen, i = struct.unpack_from("<BI", data, off + nb)
-        out.append((a, plen, i))
-    return out
+def _unpack_lpm(data: bytes, bits: int) -> lpmpack.PackedLpm:
+    # Kept packed: a million entries decode only if something iterates them.
+    return lpmpack.PackedLpm(data, bits)
 
 
 class _LazyPlan(Plan):

@@ -34,10 +34,12 @@ about two (the interval step still uses Python integers for IPv6).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from xdpguard.rules.lpmpack import PackedLpm
 from xdpguard.rules.nodes import (
     CHILD,
     DENSE_SLOTS,
@@ -92,23 +94,55 @@ class Table:
         return None
 
 
-def intervals(entries: list[tuple[int, int, int]], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, values): where the longest-prefix-match value changes.
+Entries = Sequence[tuple[int, int, int]]
 
-    `entries` are (addr, plen, value) with a /0 among them; the result
-    starts at address 0 and no two neighbours share a value.
-    """
-    wide = width > 63
-    top = 1 << width
-    if wide:  # Python integers: numpy has no 128-bit type
+
+def columns(entries: Entries, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(addrs, plens, values) of LPM entries as arrays: addresses are uint64
+    up to 63 bits wide, Python integers (an object array) above."""
+    if isinstance(entries, PackedLpm):
+        if entries.bits != width:
+            raise ValueError(f"{entries.bits}-bit entries for a {width}-bit table")
+        return _packed_columns(entries.raw, width)
+    if width > 63:  # Python integers: numpy has no 128-bit type
         addrs = np.array([a for a, _, _ in entries], dtype=object)
         plens = np.array([p for _, p, _ in entries], dtype=np.int64)
         vals = np.array([v for _, _, v in entries], dtype=np.int64)
+        return addrs, plens, vals
+    cols = np.array(entries, dtype=np.int64).reshape(-1, 3)
+    return cols[:, 0].astype(np.uint64), cols[:, 1], cols[:, 2]
+
+
+def _packed_columns(raw: bytes, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # The record layout of rules/lpmpack.py: big-endian address, u8 length, little-endian u32 index.
+    if width > 63:
+        rec = np.frombuffer(raw, dtype=np.dtype([("hi", ">u8"), ("lo", ">u8"), ("p", "u1"), ("v", "<u4")]))
+        addrs = (rec["hi"].astype(object) << 64) | rec["lo"].astype(object)
+    else:
+        rec = np.frombuffer(raw, dtype=np.dtype([("a", f">u{width // 8}"), ("p", "u1"), ("v", "<u4")]))
+        addrs = rec["a"].astype(np.uint64)
+    return addrs, rec["p"].astype(np.int64), rec["v"].astype(np.int64)
+
+
+def intervals(entries: Entries, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, values): where the longest-prefix-match value changes.
+
+    `entries` are (addr, plen, value) with a /0 among them; the result
+    starts at address 0 and no two neighbours share a value.  Starts are
+    uint64 up to 63 bits wide, Python integers (an object array) above.
+    """
+    return intervals_of(*columns(entries, width), width)
+
+
+def intervals_of(
+    addrs: np.ndarray, plens: np.ndarray, vals: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """intervals() of entries given as columns()."""
+    top = 1 << width
+    if width > 63:
         ends = addrs + np.array([1 << (width - int(p)) for p in plens], dtype=object)  # exclusive
         inside = np.array([e for e in ends if e < top], dtype=object)
     else:
-        cols = np.array(entries, dtype=np.int64).reshape(-1, 3)
-        addrs, plens, vals = cols[:, 0].astype(np.uint64), cols[:, 1], cols[:, 2]
         ends = addrs + np.left_shift(np.uint64(1), (width - plens).astype(np.uint64))  # exclusive
         inside = ends[ends < top]
     cuts = np.concatenate([addrs, inside])
@@ -253,9 +287,13 @@ def _sparse_word(sid: np.ndarray) -> np.ndarray:
     return (sid >> 4) * (NODE_BYTES // 4) + (sid & 15) * (SPARSE_BYTES // 4)
 
 
-def build(entries: list[tuple[int, int, int]], width: int) -> Table:
+def build(entries: Entries, width: int) -> Table:
     """The table for LPM entries (addr, plen, leaf value); a /0 must be present."""
-    starts, values = intervals(entries, width)
+    return from_intervals(*intervals(entries, width), width)
+
+
+def from_intervals(starts: np.ndarray, values: np.ndarray, width: int) -> Table:
+    """The table for the runs intervals() gives: the same runs, the same table."""
     if int(values.max(initial=0)) >= SPARSE:
         raise ValueError("leaf values must stay below 2**30")
     levels = _levels(starts, values, width)
