@@ -541,7 +541,7 @@ def _whole_amount(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     # A big set file makes millions of objects that live on; every automatic
     # collection would walk all of them again for nothing to free.
     enabled = gc.isenabled()
@@ -580,7 +580,7 @@ def _family_names(families: frozenset[int]) -> str:
     return " and ".join(f"IPv{f}" for f in sorted(families))
 
 
-class _Parser:
+class Parser:
     """One rule file: sets first (rules refer to them), then both directions."""
 
     def __init__(self, path: str, base_dir: Path) -> None:
@@ -588,14 +588,16 @@ class _Parser:
         self.base_dir = base_dir
         self.sets: dict[str, SetDef] = {}
         self.prefix_count = 0
-        self.warnings: list[str] = []
+        # (line, message): rendered as `file:line: warning: ...` once the file is read
+        # (rules/incremental.py keeps a rule's warnings with it, relative to the rule).
+        self.warnings: list[tuple[int, str]] = []
 
     def fail(self, line: int | None, message: str) -> NoReturn:
         raise RuleError(self.path, line, message)
 
     def warn(self, line: int, message: str) -> None:
         """Valid, but probably not what was meant: `check` prints it, nothing refuses it."""
-        self.warnings.append(f"{self.path}:{line}: warning: {message}")
+        self.warnings.append((line, message))
 
     # ---- generic field readers
 
@@ -693,7 +695,7 @@ class _Parser:
             state_timeouts=timeouts,
             flow_table_size=flow_size,
             limit_table_size=limit_size,
-            warnings=tuple(self.warnings),
+            warnings=tuple(f"{self.path}:{line}: warning: {message}" for line, message in self.warnings),
         )
 
     def state_timeouts(self, doc: YamlMap) -> StateTimeouts:
@@ -832,15 +834,7 @@ class _Parser:
         rules = mp["rules"]
         if not isinstance(rules, YamlSeq):
             self.fail(mp.value_lines["rules"], f"{key}.rules: expected a list of rules, got {show(rules)}")
-        if len(rules) > MAX_RULES:
-            self.fail(
-                mp.value_lines["rules"],
-                f"{key}.rules: {len(rules)} rules exceed the limit of {MAX_RULES} per direction",
-            )
-        names: dict[str, int] = {}
-        parsed = tuple(
-            self.rule(item, line, key, names) for item, line in zip(rules, rules.lines, strict=True)
-        )
+        parsed = self.rule_list(rules, mp.value_lines["rules"], key)
         guards = [r for r in parsed if r.action == Action.CONTINUE]
         if len(guards) > MAX_CONTINUE:
             extra = guards[MAX_CONTINUE]
@@ -850,6 +844,17 @@ class _Parser:
                 f"at most {MAX_CONTINUE} per direction (merge guards that share a limit)",
             )
         return Direction(default=Action(default), rules=parsed)
+
+    def rule_list(self, rules: YamlSeq, line: int, direction: str) -> tuple[Rule, ...]:
+        """A direction's rules (rules/incremental.py supplies them from earlier parses)."""
+        if len(rules) > MAX_RULES:
+            self.fail(
+                line, f"{direction}.rules: {len(rules)} rules exceed the limit of {MAX_RULES} per direction"
+            )
+        names: dict[str, int] = {}
+        return tuple(
+            self.rule(item, ln, direction, names) for item, ln in zip(rules, rules.lines, strict=True)
+        )
 
     def rule(self, r: Any, line: int, direction: str, names: dict[str, int]) -> Rule:
         if not isinstance(r, YamlMap):
@@ -1388,9 +1393,9 @@ def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) 
     """
     if base_dir is None:
         base_dir = Path(".") if path.startswith("<") else Path(path).parent
-    with _gc_paused():
+    with gc_paused():
         doc = load_yaml(text, path)
-        return _Parser(path, base_dir).ruleset(doc)
+        return Parser(path, base_dir).ruleset(doc)
 
 
 def load(path: str | Path) -> RuleSet:
