@@ -29,6 +29,7 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 from xdpguard.errors import RuleError
@@ -573,15 +574,16 @@ def _dyn_combos(groups: tuple[int, ...]) -> list[int]:
 
 def _condition(f: Field) -> Callable[[Rule], Any]:
     """A rule's condition on field f: None for none (any value)."""
-    return lambda r: getattr(r.match, f.match)
+    return attrgetter(f"match.{f.match}")  # in C: called for every rule of every field
 
 
 def _ranges(f: Field) -> Callable[[Rule], list[tuple[int, int]] | None]:
     """A rule's condition on a keyed field as the ranges of keys it admits."""
     to_ranges = _KEY_RANGES[f.name]
+    condition = _condition(f)
 
     def get(r: Rule) -> list[tuple[int, int]] | None:
-        cond = getattr(r.match, f.match)
+        cond = condition(r)
         return None if cond is None else to_ranges(cond)
 
     return get
@@ -691,39 +693,59 @@ def _lpm_field(
     an entry's bitmap is determined by (parent's id, own id), and the few
     distinct pairs are computed once.
     """
+    # Rules with the same condition are one group: ClassBench's dst has 126
+    # distinct conditions over 9,761 rules.  A condition is told apart by its
+    # prefixes when they are few, and by identity otherwise (rules naming one
+    # set share its tuple), so a million-prefix set is never hashed whole.
     wild: list[int] = []
-    own_vals: list[int] = [0]  # interned "rules owning exactly this prefix"
-    own_ids: dict[int, int] = {0: 0}
-    owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
+    groups: dict[object, list[int]] = {}
+    conds: list[AddrMatch] = []
     for i, r in enumerate(rules):
         am = get(r)
         if am is None:
             wild.append(i)
             continue
-        bit = 1 << i
+        gkey = am.prefixes if len(am.prefixes) <= 8 else id(am.prefixes)
+        members = groups.get(gkey)
+        if members is None:
+            members = groups[gkey] = []
+            conds.append(am)
+        members.append(i)
+    members_of = list(groups.values())
+    # Interned "groups owning exactly this prefix": a bitmap (an int of up to
+    # 8 KiB) is made once per distinct owner set, at the end.
+    own_sets: list[tuple[int, ...]] = [()]
+    own_ids: dict[tuple[int, ...], int] = {(): 0}
+    owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
+    for g, am in enumerate(conds):
         for fi, fam in enumerate((4, 6)):
             keys = [(p.addr << 8) | p.plen for p in am.prefixes if p.family == fam]
             if not keys:
                 continue
             d: dict[int, int] = owns[fi]
-            if bit not in own_ids:
-                own_ids[bit] = len(own_vals)
-                own_vals.append(bit)
-            if not d:  # common case: the first rule to name these prefixes
-                d.update(dict.fromkeys(keys, own_ids[bit]))
+            if not d:  # common case: the first condition to name these prefixes
+                alone = (g,)
+                if alone not in own_ids:
+                    own_ids[alone] = len(own_sets)
+                    own_sets.append(alone)
+                d.update(dict.fromkeys(keys, own_ids[alone]))
                 continue
-            trans: dict[int, int] = {}  # old own id -> own id with this rule added
+            trans: dict[int, int] = {}  # old own id -> own id with this group added
             for k in keys:
                 old = d.get(k, 0)
                 new = trans.get(old)
                 if new is None:
-                    v = own_vals[old] | bit
+                    v = own_sets[old] + (g,)
                     new = own_ids.get(v)
                     if new is None:
-                        new = own_ids[v] = len(own_vals)
-                        own_vals.append(v)
+                        new = own_ids[v] = len(own_sets)
+                        own_sets.append(v)
                     trans[old] = new
                 d[k] = new
+    used = set(owns[0].values()) | set(owns[1].values())
+    own_vals = [
+        _bits([i for g in t for i in members_of[g]]) if oid in used else 0 for oid, t in enumerate(own_sets)
+    ]
     wildcard = _bits(wild)
     wkey = bits.key(wildcard)
     bitmaps: list[Key] = [wkey]  # id 0: the wildcard rules (no parent)
