@@ -735,11 +735,11 @@ def _lpm_field(
                 old = d.get(k, 0)
                 new = trans.get(old)
                 if new is None:
-                    v = own_sets[old] + (g,)
-                    new = own_ids.get(v)
+                    grown = own_sets[old] + (g,)
+                    new = own_ids.get(grown)
                     if new is None:
-                        new = own_ids[v] = len(own_sets)
-                        own_sets.append(v)
+                        new = own_ids[grown] = len(own_sets)
+                        own_sets.append(grown)
                     trans[old] = new
                 d[k] = new
     used = set(owns[0].values()) | set(owns[1].values())
