@@ -198,28 +198,46 @@ class _ModelUnpickler(pickle.Unpickler):
 
 def _load_memo(path: Path | None) -> Memo:
     """The memo of this rule file, else the one used last (an edited copy of a
-    file shares nearly all its rules: memos are keyed by each rule's text); an
-    empty one when there is none, or it is damaged or of another shape."""
+    file shares nearly all its rules, and memos are keyed by each rule's text);
+    an empty one when neither is there, whole and of this parser."""
     if path is None:
         return {}
-    if not path.exists():
-        with contextlib.suppress(OSError):
-            others = [(p.stat().st_mtime, p) for p in path.parent.iterdir() if not p.name.startswith(".")]
-            path = max(others)[1]
+    candidates = [path]
+    with contextlib.suppress(OSError, ValueError):
+        others = [(p.stat().st_mtime, p) for p in path.parent.iterdir() if p.name[0] != "." and p != path]
+        candidates.append(max(others)[1])
+    for c in candidates:
+        memo = _read_memo(c)
+        if memo:
+            with contextlib.suppress(OSError):
+                os.utime(c)  # most recently used
+            return memo
+    return {}
+
+
+def _read_memo(path: Path) -> Memo:
+    # lazy: as in _build (the memo is read only on a cache miss; its module loads YAML)
+    from xdpguard.rules.incremental import MemoRule
+
     try:
-        raw = path.read_bytes()
-        if not raw.startswith(_MEMO_MAGIC):
-            return {}
-        head, _, payload = raw[len(_MEMO_MAGIC) :].partition(b"\n")
-        if head.decode() != f"{_compiler_hash()} {_sha(payload)}":
-            return {}  # damaged, or written by another parser
+        with path.open("rb") as f:
+            head = f.readline(len(_MEMO_MAGIC) + 200)
+            if head != _MEMO_MAGIC:
+                return {}
+            parser, _, digest = f.readline(200).decode().rstrip("\n").partition(" ")
+            if parser != _compiler_hash():
+                return {}  # written by another xdpguard
+            payload = f.read()
+        if digest != _sha(payload):
+            return {}  # damaged
         memo = _ModelUnpickler(io.BytesIO(payload)).load()
     except Exception:  # noqa: BLE001 - any damage at all: parse from scratch, as without a memo
         return {}
-    if not isinstance(memo, dict):
+    # Of our own making once the hash matches; still, never trust a shape blindly.
+    if not isinstance(memo, dict) or not all(
+        isinstance(d, dict) and all(isinstance(m, MemoRule) for m in d.values()) for d in memo.values()
+    ):
         return {}
-    with contextlib.suppress(OSError):
-        os.utime(path)  # most recently used
     return memo
 
 

@@ -255,3 +255,34 @@ def test_a_planted_memo_runs_nothing(state: Path) -> None:
     assert not Path("/tmp/xdpguard-memo-pwned").exists()
     state.write_text(BIG.replace("action: allow", "action: drop", 1))
     assert plancache.load(state).plan.digest == _fresh(state)
+
+
+def test_a_memo_of_another_parser_gives_way_to_the_last_good_one(state: Path) -> None:
+    plancache.load(state)
+    other = state.with_name("other.yaml")
+    other.write_text(BIG.replace("action: allow", "action: drop", 1))
+    plancache.load(other)
+    stale = _memo_file(other)
+    raw = stale.read_bytes()
+    stale.write_bytes(raw.replace(plancache._compiler_hash().encode(), b"0" * 64, 1))
+    os.utime(_memo_file(state))
+    memo = plancache._load_memo(stale)
+    assert sum(len(m) for m in memo.values()) > 250  # the first file's
+
+
+def test_errors_after_a_warm_memo_are_the_ordinary_ones(state: Path) -> None:
+    plancache.load(state)
+    lines = BIG.splitlines(keepends=True)
+    lines.insert(9, "    # one line more: every rule below moves\n")
+    text = "".join(lines)
+    for wrong in (
+        text.replace("proto: udp", "proto: udpp", 1),
+        text.replace("name: r7\n", "name: r6\n", 1),
+        text.replace("action: drop", "action: dorp", 1),
+    ):
+        state.write_text(wrong)
+        with pytest.raises(RuleError) as cold:
+            parse_text(wrong, str(state), state.parent)
+        with pytest.raises(RuleError) as warm:
+            plancache.load(state)
+        assert str(warm.value) == str(cold.value) and ":" in str(cold.value)
