@@ -153,6 +153,7 @@ class _Assembler(Parser):
         sigs: list[str | None] = []
         out: list[Rule] = []
         names: dict[str, int] = {}
+        inline = 0  # the memoised rules' own prefixes
         for i, (t, hit) in enumerate(zip(texts, hits, strict=True)):
             base = seq.lines[i] - 1
             if hit is None:
@@ -170,15 +171,18 @@ class _Assembler(Parser):
                 sigs.append(None if hit is None else hit.signature)
                 out.append(r)
                 continue
-            name = hit.rule.name
-            if name in names:
+            r = hit.rule
+            if r.name in names:
                 raise _Unsuitable("a duplicate name: the ordinary parse says where")
-            names[name] = 0
-            self.count_prefixes(hit.inline_prefixes, seq.lines[i])
-            self.warnings.extend((ln + base, msg) for ln, msg in hit.warnings)
+            names[r.name] = 0
+            inline += hit.inline_prefixes
+            if hit.warnings:
+                self.warnings.extend((ln + base, msg) for ln, msg in hit.warnings)
             new_memo[t] = hit
             sigs.append(hit.signature)
-            out.append(_moved(hit.rule, hit.rule.line + base))
+            out.append(Rule(r.name, r.match, r.action, r.rate_limit, r.line + base, r.syn_cookies))
+        # Counted once: over the limit anywhere is over it at the end (the ordinary parse says where).
+        self.count_prefixes(inline, line)
         self.signatures[direction] = sigs
         return tuple(out)
 
