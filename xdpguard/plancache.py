@@ -266,7 +266,8 @@ def _store_memo(path: Path | None, memo: Memo) -> None:
         os.rename(tmp, path)  # whole or not at all
     except OSError:
         return  # no memo: the next parse is a full one, nothing worse
-    _prune_files(path.parent)
+    with contextlib.suppress(OSError):
+        _prune_files(path.parent)
 
 
 def _write_private(path: Path, data: bytes) -> None:
