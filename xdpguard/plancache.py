@@ -122,30 +122,25 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
     from xdpguard.rules.parse import gc_paused
     from xdpguard.rules.parse import load as parse
 
-    with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
-        return _build_paused(path, key, data, parse, summary_of, incremental.parse)
-
-
-def _build_paused(
-    path: Path, key: str, data: bytes, parse: Any, summary_of: Any, parse_reusing: Any
-) -> Loaded:
     try:
-        text = data.decode("utf-8")
+        source = data.decode("utf-8")
     except UnicodeDecodeError:
-        text = ""  # the ordinary parse below says where
+        source = ""  # the ordinary parse below says where
     memo_path = _memo_path(path)
-    parsed = parse_reusing(text, str(path), path.parent, _load_memo(memo_path)) if text else None
-    if parsed is None:
-        rs = parse(path)  # and every error, exactly as `check` reports it
-        known = None
-    else:
-        rs, known = parsed.ruleset, parsed.signatures
-        if parsed.fresh > 8 + parsed.reused // 64:
-            # Only when many rules were parsed again: writing 10,000 rules takes 0.1 s,
-            # and a memo missing a few edited rules costs only their parse.
-            _store_memo(memo_path, parsed.memo)
-    plan = compile_ruleset(rs)
-    summary = summary_of(rs, known)
+    with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
+        parsed = incremental.parse(source, str(path), path.parent, _load_memo(memo_path)) if source else None
+        if parsed is None:
+            rs = parse(path)  # and every error, exactly as `check` reports it
+            known = None
+        else:
+            rs, known = parsed.ruleset, parsed.signatures
+            if parsed.fresh > 8 + parsed.reused // 64:
+                # Only when many rules were parsed again: writing 10,000 rules takes 0.1 s,
+                # and a memo missing a few edited rules costs only their parse.
+                _store_memo(memo_path, parsed.memo)
+        plan = compile_ruleset(rs)
+        summary = summary_of(rs, known)
+    text = path.read_text()
     set_files = sorted({s.file for s in rs.sets if s.file})
     try:
         _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
