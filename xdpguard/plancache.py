@@ -140,13 +140,12 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
                 _store_memo(memo_path, parsed.memo)
         plan = compile_ruleset(rs)
         summary = summary_of(rs, known)
-    text = path.read_text()
-    set_files = sorted({s.file for s in rs.sets if s.file})
-    try:
-        _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
-    except (OSError, XdpguardError):
-        pass  # no cache (read-only, full or untrusted state dir): the apply itself decides what that means
-    return Loaded(plan, text, summary, False)
+        set_files = sorted({s.file for s in rs.sets if s.file})
+        try:
+            _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
+        except (OSError, XdpguardError):
+            pass  # no cache (read-only, full or untrusted state dir): the apply itself decides what that means
+    return Loaded(plan, path.read_text(), summary, False)
 
 
 def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[str, str]]) -> None:

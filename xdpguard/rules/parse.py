@@ -243,14 +243,30 @@ class _Loader(_BaseLoader):
     path = "<string>"
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _construct(loader: _Loader, node: Any) -> Any:
+    """construct_object, with plain strings (most of a rule file) taken straight from the node."""
+    if node.tag == _STR_TAG and type(node) is yaml.ScalarNode:
+        return node.value  # what construct_yaml_str returns, without its dispatch
+    return loader.construct_object(node, deep=True)
+
+
 def _construct_map(loader: _Loader, node: Any) -> YamlMap:
     # PyYAML silently keeps the last of duplicate keys; in a firewall rule
     # that hides a mistake, so they are rejected (merge keys `<<` excepted).
+    # Every key is checked before any value is made, so a bad key is the
+    # error reported even when a value after it is bad too.
     seen: dict[Any, int] = {}
+    keys = []
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
+        if key_node.tag == _MERGE_TAG:
+            keys.append(None)
             continue
-        key = loader.construct_object(key_node, deep=True)
+        key = _construct(loader, key_node)
+        keys.append(key)
         line = key_node.start_mark.line + 1
         try:
             hash(key)
@@ -261,11 +277,12 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
         if key in seen:
             raise RuleError(loader.path, line, f"duplicate key {show(key)} (first at line {seen[key]})")
         seen[key] = line
-    loader.flatten_mapping(node)
     result = YamlMap(node.start_mark.line + 1)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        result[key] = loader.construct_object(value_node, deep=True)
+    if None in keys and any(k.tag == _MERGE_TAG for k, _ in node.value):
+        loader.flatten_mapping(node)  # merged pairs come first: make the keys again
+        keys = [_construct(loader, k) for k, _ in node.value]
+    for key, (key_node, value_node) in zip(keys, node.value, strict=True):
+        result[key] = _construct(loader, value_node)
         result.key_lines[key] = key_node.start_mark.line + 1
         result.value_lines[key] = value_node.start_mark.line + 1
     return result
@@ -282,7 +299,7 @@ def _construct_int(loader: _Loader, node: Any) -> int:
 def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
     result = YamlSeq(node.start_mark.line + 1)
     for child in node.value:
-        result.append(loader.construct_object(child, deep=True))
+        result.append(_construct(loader, child))
         result.lines.append(child.start_mark.line + 1)
     return result
 
