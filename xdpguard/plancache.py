@@ -144,7 +144,7 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
         try:
             _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
         except (OSError, XdpguardError):
-            pass  # no cache (read-only, full or untrusted state dir): the apply itself decides what that means
+            pass  # no cache (read-only, full or untrusted state dir): the apply decides what that means
     return Loaded(plan, path.read_text(), summary, False)
 
 
