@@ -260,7 +260,7 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
     # Every key is checked before any value is made, so a bad key is the
     # error reported even when a value after it is bad too.
     seen: dict[Any, int] = {}
-    keys = []
+    keys: list[Any] = []
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG:
             keys.append(None)
