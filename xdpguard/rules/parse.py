@@ -242,6 +242,22 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Loader(_BaseLoader):
     path = "<string>"
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.resolved: dict[tuple[str, Any], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # The tag of a plain scalar depends on its text alone (no path resolvers
+        # here): rule files repeat a few words (keys, actions, protocols) thousands
+        # of times, and each would be matched against the resolvers' patterns again.
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self.resolved.get(key)
+        if tag is None:
+            tag = self.resolved[key] = super().resolve(kind, value, implicit)
+        return tag
+
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
