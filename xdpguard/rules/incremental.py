@@ -113,6 +113,8 @@ def _sequences(text: str) -> list[_Seq]:
         for a, b in zip(offsets, offsets[1:], strict=False):
             lines.append(lines[-1] + text.count("\n", a, b))
         line, line_at = lines[-1], end
+        if end == len(text) and not text.endswith("\n"):
+            lines[-1] += 1  # the last line has no line break: it still ends the segment
         seqs.append(_Seq(ind, offsets, lines))
         pos = end
     return seqs
