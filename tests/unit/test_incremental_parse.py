@@ -162,7 +162,7 @@ def test_one_changed_rule_is_the_only_one_parsed() -> None:
         # items at the key's indentation
         "version: 1\ningress:\n  rules:\n  - name: a\n    match: {}\n    action: drop\n",
         "version: 1\ningress:\n  rules:\n    - name: a\n      match: {}\n      action: drop\n\n# end\n",
-        "version: 1\ningress:\n  rules:\n    - {name: a, match: {}, action: drop}",  # no line break at the end
+        "version: 1\ningress:\n  rules:\n    - {name: a, match: {}, action: drop}",  # no final line break
         "version: 1\nsets:\n  rules: [10.0.0.0/8]\n"
         "ingress:\n  rules:\n    - {name: a, match: {src: '@rules'}, action: drop}\n",
     ],
