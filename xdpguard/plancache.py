@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xdpguard.errors import RuleError, XdpguardError
+from xdpguard.rules import model
 from xdpguard.rules.compile import Plan, compile_ruleset, lazy_plan
 from xdpguard.state import secure_state_root
 
@@ -235,21 +236,28 @@ def _read_memo(path: Path) -> Memo:
     return memo
 
 
-class _ModelPickler(pickle.Pickler):
-    """Enum members by value (Action("drop")): the default, getattr(Action, "DROP"), would need
-    builtins.getattr, which _ModelUnpickler must never hand out."""
+def _enum_by_value(member: Enum) -> tuple[Any, ...]:
+    return type(member), (member.value,)
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, Enum):
-            return type(obj), (obj.value,)
-        return NotImplemented
+
+# The model's enums pickled by value (Action("drop")): the default,
+# getattr(Action, "DROP"), would need builtins.getattr, which _ModelUnpickler
+# must never hand out.  A dispatch table by type, not a reducer_override: that
+# one is called back for every object pickled.
+_BY_VALUE = {
+    cls: _enum_by_value
+    for cls in vars(model).values()
+    if isinstance(cls, type) and issubclass(cls, Enum) and cls.__module__ == model.__name__
+}
 
 
 def _store_memo(path: Path | None, memo: Memo) -> None:
     if path is None:
         return
     buf = io.BytesIO()
-    _ModelPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(memo)
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _BY_VALUE
+    pickler.dump(memo)
     payload = buf.getvalue()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
