@@ -495,7 +495,7 @@ def _compile_direction(dname: str, d: Direction, source: str = "<rules>") -> Dir
         elif f.layout == ARRAY:
             bms[f.num] = _array_field(rules, f, bits)
         else:
-            ivs[f.num] = _interval_field(rules, f.space, _ranges(f), bits)
+            ivs[f.num] = _interval_field(rules, f.space, _condition(f), _KEY_RANGES[f.name], bits)
             bms[f.num] = [b for _, _, b in ivs[f.num]]
 
     l4free = bits.key(_bits([i for i, r in enumerate(rules) if not r.match.has_l4]))
@@ -575,18 +575,6 @@ def _dyn_combos(groups: tuple[int, ...]) -> list[int]:
 def _condition(f: Field) -> Callable[[Rule], Any]:
     """A rule's condition on field f: None for none (any value)."""
     return attrgetter(f"match.{f.match}")  # in C: called for every rule of every field
-
-
-def _ranges(f: Field) -> Callable[[Rule], list[tuple[int, int]] | None]:
-    """A rule's condition on a keyed field as the ranges of keys it admits."""
-    to_ranges = _KEY_RANGES[f.name]
-    condition = _condition(f)
-
-    def get(r: Rule) -> list[tuple[int, int]] | None:
-        cond = condition(r)
-        return None if cond is None else to_ranges(cond)
-
-    return get
 
 
 def _dyn_field(
@@ -872,24 +860,34 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _interval_field(
-    rules: tuple[Rule, ...], space: int, get: Callable[[Rule], list[tuple[int, int]] | None], bits: _Interner
+    rules: tuple[Rule, ...],
+    space: int,
+    get: Callable[[Rule], Any],
+    to_ranges: Callable[[Any], list[tuple[int, int]]],
+    bits: _Interner,
 ) -> list[tuple[int, int, Key]]:
     """Elementary intervals over [0, space): (lo, hi, bitmap) in order.
 
     Each rule's ranges are merged (disjoint), so toggling its bit at lo and
     at hi + 1 with XOR gives the set of rules covering each point.
     """
+    # Rules with the same condition toggle the same points: each distinct
+    # condition (108 dport conditions over 9,761 ClassBench rules) is turned
+    # into ranges once, and toggles the bitmap of all its rules at once.
     wild: list[int] = []
-    at: dict[int, list[int]] = {}  # point -> rules whose coverage starts or ends there
+    by_cond: dict[Any, list[int]] = {}
     for i, r in enumerate(rules):
-        ranges = get(r)
-        if ranges is None:
+        cond = get(r)
+        if cond is None:
             wild.append(i)
-            continue
+        else:
+            by_cond.setdefault(cond, []).append(i)
+    at: dict[int, list[int]] = {}  # point -> rules whose coverage starts or ends there
+    for cond, members in by_cond.items():
         # Merged ranges are disjoint and not adjacent: a rule toggles a point once.
-        for lo, hi in _merge(ranges):
-            at.setdefault(lo, []).append(i)
-            at.setdefault(hi + 1, []).append(i)
+        for lo, hi in _merge(to_ranges(cond)):
+            at.setdefault(lo, []).extend(members)
+            at.setdefault(hi + 1, []).extend(members)
     cur = _bits(wild)  # the wildcard rules cover every point
     points = sorted(p for p in at if p < space)
     if not points or points[0] != 0:
