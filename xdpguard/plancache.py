@@ -44,7 +44,9 @@ from xdpguard.state import secure_state_root
 if TYPE_CHECKING:
     from xdpguard.rules.incremental import Memo
 
-KEEP = 8  # entries kept; the oldest (by last use) go first, and as many rule memos
+KEEP = 8  # entries kept; the oldest (by last use) go first
+# Rule memos kept (about 400 bytes a rule): this file's and the last few others'.
+KEEP_MEMOS = 4
 MEMO_DIR = ".rules"  # in the cache directory: one memo of parsed rules per rule file
 _MEMO_MAGIC = b"XGMEMO1\n"
 
@@ -295,11 +297,11 @@ def _prune(base: Path) -> None:
 
 
 def _prune_files(base: Path) -> None:
-    """Keep the KEEP memos used last (and no leftover of a write that died)."""
+    """Keep the KEEP_MEMOS memos used last (and no leftover of a write that died)."""
     entries = []
     for p in base.iterdir():
         with contextlib.suppress(OSError):
             entries.append((p.stat().st_mtime, p))
-    for _, old in sorted(entries)[:-KEEP]:
+    for _, old in sorted(entries)[:-KEEP_MEMOS]:
         with contextlib.suppress(OSError):
             old.unlink()
