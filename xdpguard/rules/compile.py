@@ -398,7 +398,11 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        return plan_digest(self.to_bytes())
+        # Kept once made: an apply asks a dozen times, and hashing a big plan takes milliseconds.
+        d: str | None = self.__dict__.get("_digest")
+        if d is None:
+            d = self.__dict__["_digest"] = plan_digest(self.to_bytes())
+        return d
 
     @property
     def hash64(self) -> int:
