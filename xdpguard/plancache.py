@@ -11,27 +11,44 @@ or stale entry is ignored and built again, never trusted.
 
 The plan comes back undecoded (compile.lazy_plan): an apply that finds
 nothing to change never needs more of it than its digest and settings.
+
+A changed rule file is parsed by rules/incremental.py, which takes every
+rule whose text did not change from a memo of the file's last parse (kept
+per rule file in `.cache/.rules/`, checked against its own hash and read
+back only as the rule model's classes), so a one-rule edit of a 10,000-rule
+file parses one rule.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xdpguard.errors import RuleError, XdpguardError
+from xdpguard.rules import model
 from xdpguard.rules.compile import Plan, compile_ruleset, lazy_plan
 from xdpguard.state import secure_state_root
 
+if TYPE_CHECKING:
+    from xdpguard.rules.incremental import Memo
+
 KEEP = 8  # entries kept; the oldest (by last use) go first
+# Rule memos kept (about 400 bytes a rule): this file's and the last few others'.
+KEEP_MEMOS = 4
+MEMO_DIR = ".rules"  # in the cache directory: one memo of parsed rules per rule file
+_MEMO_MAGIC = b"XGMEMO1\n"
 
 
 @dataclass
@@ -76,7 +93,7 @@ def load(path: Path) -> Loaded:
     if hit is not None:
         plan, summary = hit
         return Loaded(plan, data.decode("utf-8"), summary, True)
-    return _build(path, key)
+    return _build(path, key, data)
 
 
 def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
@@ -101,21 +118,37 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
     return plan, summary
 
 
-def _build(path: Path, key: str) -> Loaded:
+def _build(path: Path, key: str, data: bytes) -> Loaded:
     # lazy: the parser (and YAML) load only on a cache miss, the reason for the cache
+    from xdpguard.rules import incremental
     from xdpguard.rules.describe import summary_of
+    from xdpguard.rules.parse import gc_paused
     from xdpguard.rules.parse import load as parse
 
-    rs = parse(path)
-    plan = compile_ruleset(rs)
-    text = path.read_text()
-    summary = summary_of(rs)
-    set_files = sorted({s.file for s in rs.sets if s.file})
     try:
-        _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
-    except (OSError, XdpguardError):
-        pass  # no cache (read-only, full or untrusted state dir): the apply itself decides what that means
-    return Loaded(plan, text, summary, False)
+        source = data.decode("utf-8")
+    except UnicodeDecodeError:
+        source = ""  # the ordinary parse below says where
+    memo_path = _memo_path(path)
+    with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
+        parsed = incremental.parse(source, str(path), path.parent, _load_memo(memo_path)) if source else None
+        if parsed is None:
+            rs = parse(path)  # and every error, exactly as `check` reports it
+            known = None
+        else:
+            rs, known = parsed.ruleset, parsed.signatures
+            if parsed.fresh > 8 + parsed.reused // 64:
+                # Only when many rules were parsed again: writing 10,000 rules takes 0.1 s,
+                # and a memo missing a few edited rules costs only their parse.
+                _store_memo(memo_path, parsed.memo)
+        plan = compile_ruleset(rs)
+        summary = summary_of(rs, known)
+        set_files = sorted({s.file for s in rs.sets if s.file})
+        try:
+            _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files])
+        except (OSError, XdpguardError):
+            pass  # no cache (read-only, full or untrusted state dir): the apply decides what that means
+    return Loaded(plan, path.read_text(), summary, False)
 
 
 def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[str, str]]) -> None:
@@ -135,6 +168,112 @@ def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[
     _prune(base)
 
 
+def _memo_path(path: Path) -> Path | None:
+    """Where the memo of this rule file's rules is (None: no trusted cache directory)."""
+    try:
+        base = root()
+    except XdpguardError:
+        return None
+    name = _sha(_compiler_hash().encode() + str(path.resolve()).encode())
+    return base / MEMO_DIR / name
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Reads back only the rule model's classes: a memo is data, never code to run."""
+
+    ALLOWED = {
+        ("xdpguard.rules.incremental", "MemoRule"),
+        ("fractions", "Fraction"),
+        ("builtins", "frozenset"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "xdpguard.rules.model" or (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a rule memo")
+
+
+def _load_memo(path: Path | None) -> Memo:
+    """The memo of this rule file, else the one used last (an edited copy of a
+    file shares nearly all its rules, and memos are keyed by each rule's text);
+    an empty one when neither is there, whole and of this parser."""
+    if path is None:
+        return {}
+    candidates = [path]
+    with contextlib.suppress(OSError, ValueError):
+        others = [(p.stat().st_mtime, p) for p in path.parent.iterdir() if p.name[0] != "." and p != path]
+        candidates.append(max(others)[1])
+    for c in candidates:
+        memo = _read_memo(c)
+        if memo:
+            with contextlib.suppress(OSError):
+                os.utime(c)  # most recently used
+            return memo
+    return {}
+
+
+def _read_memo(path: Path) -> Memo:
+    # lazy: as in _build (the memo is read only on a cache miss; its module loads YAML)
+    from xdpguard.rules.incremental import MemoRule
+
+    try:
+        with path.open("rb") as f:
+            head = f.readline(len(_MEMO_MAGIC) + 200)
+            if head != _MEMO_MAGIC:
+                return {}
+            parser, _, digest = f.readline(200).decode().rstrip("\n").partition(" ")
+            if parser != _compiler_hash():
+                return {}  # written by another xdpguard
+            payload = f.read()
+        if digest != _sha(payload):
+            return {}  # damaged
+        memo = _ModelUnpickler(io.BytesIO(payload)).load()
+    except Exception:  # noqa: BLE001 - any damage at all: parse from scratch, as without a memo
+        return {}
+    # Of our own making once the hash matches; still, never trust a shape blindly.
+    if not isinstance(memo, dict) or not all(
+        isinstance(d, dict) and all(isinstance(m, MemoRule) for m in d.values()) for d in memo.values()
+    ):
+        return {}
+    return memo
+
+
+def _enum_by_value(member: Enum) -> tuple[Any, ...]:
+    return type(member), (member.value,)
+
+
+# The model's enums pickled by value (Action("drop")): the default,
+# getattr(Action, "DROP"), would need builtins.getattr, which _ModelUnpickler
+# must never hand out.  A dispatch table by type, not a reducer_override: that
+# one is called back for every object pickled.
+_BY_VALUE = {
+    cls: _enum_by_value
+    for cls in vars(model).values()
+    if isinstance(cls, type) and issubclass(cls, Enum) and cls.__module__ == model.__name__
+}
+
+
+def _store_memo(path: Path | None, memo: Memo) -> None:
+    if path is None:
+        return
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _BY_VALUE
+    pickler.dump(memo)
+    payload = buf.getvalue()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".new-{os.getpid()}-{path.name}")
+        tmp.unlink(missing_ok=True)
+        head = f"{_compiler_hash()} {_sha(payload)}\n".encode()
+        _write_private(tmp, _MEMO_MAGIC + head + payload)
+        os.rename(tmp, path)  # whole or not at all
+    except OSError:
+        return  # no memo: the next parse is a full one, nothing worse
+    with contextlib.suppress(OSError):
+        _prune_files(path.parent)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """A new file, mode 0600: a compiled rule set may be as secret as its rule file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -151,7 +290,18 @@ def _prune(base: Path) -> None:
             mtime = p.stat().st_mtime
             if not p.name.startswith("."):
                 entries.append((mtime, p))
-            elif now - mtime > 3600:
+            elif now - mtime > 3600 and p.name != MEMO_DIR:
                 shutil.rmtree(p, ignore_errors=True)
     for _, old in sorted(entries)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _prune_files(base: Path) -> None:
+    """Keep the KEEP_MEMOS memos used last (and no leftover of a write that died)."""
+    entries = []
+    for p in base.iterdir():
+        with contextlib.suppress(OSError):
+            entries.append((p.stat().st_mtime, p))
+    for _, old in sorted(entries)[:-KEEP_MEMOS]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -24,6 +24,9 @@ from xdpguard.rules.model import (
 )
 from xdpguard.rules.parse import format_packet_rate
 
+# direction -> per rule, its description when already known, else None
+Known = dict[str, list[str | None]]
+
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmpv6",
                IPPROTO_SCTP: "sctp"}  # fmt: skip
 
@@ -92,19 +95,31 @@ def set_index(rs: RuleSet) -> dict[str, set[tuple[int, int, int]]]:
     return {s.name: {(p.family, p.addr, p.plen) for p in s.prefixes} for s in rs.sets}
 
 
-def rule_signatures(rs: RuleSet) -> dict[str, dict[str, str]]:
-    """direction -> rule name -> canonical description (with its position)."""
-    sets = set_index(rs)
+def rule_signatures(rs: RuleSet, known: Known | None = None) -> dict[str, dict[str, str]]:
+    """direction -> rule name -> canonical description (with its position).
+
+    `known`: per direction, each rule's description when already known (the
+    rules rules/incremental.py took from its memo), else None.
+    """
+    sets: dict[str, set[tuple[int, int, int]]] | None = None
     out: dict[str, dict[str, str]] = {}
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
-        out[dname] = {r.name: describe_rule(r, sets) for r in d.rules}
+        given = (known or {}).get(dname) or [None] * len(d.rules)
+        sigs = {}
+        for r, sig in zip(d.rules, given, strict=True):
+            if sig is None:
+                if sets is None:
+                    sets = set_index(rs)  # only when needed: a million-prefix set takes a while
+                sig = describe_rule(r, sets)
+            sigs[r.name] = sig
+        out[dname] = sigs
     return out
 
 
-def summary_of(rs: RuleSet) -> dict[str, Any]:
+def summary_of(rs: RuleSet, known: Known | None = None) -> dict[str, Any]:
     """What the state dir keeps about an applied rule set, for `plan` and `status`."""
     return {
-        "rules": rule_signatures(rs),
+        "rules": rule_signatures(rs, known),
         "order": {
             "ingress": [r.name for r in rs.ingress.rules],
             "egress": [r.name for r in rs.egress.rules],

@@ -242,15 +242,47 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Loader(_BaseLoader):
     path = "<string>"
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.resolved: dict[tuple[str, Any], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # The tag of a plain scalar depends on its text alone (no path resolvers
+        # here): rule files repeat a few words (keys, actions, protocols) thousands
+        # of times, and each would be matched against the resolvers' patterns again.
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self.resolved.get(key)
+        if tag is None:
+            tag = self.resolved[key] = super().resolve(kind, value, implicit)
+        return tag
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _construct(loader: _Loader, node: Any) -> Any:
+    """construct_object, with plain strings (most of a rule file) taken straight from the node."""
+    if node.tag == _STR_TAG and type(node) is yaml.ScalarNode:
+        return node.value  # what construct_yaml_str returns, without its dispatch
+    return loader.construct_object(node, deep=True)
+
 
 def _construct_map(loader: _Loader, node: Any) -> YamlMap:
     # PyYAML silently keeps the last of duplicate keys; in a firewall rule
     # that hides a mistake, so they are rejected (merge keys `<<` excepted).
+    # Every key is checked before any value is made, so a bad key is the
+    # error reported even when a value after it is bad too.
     seen: dict[Any, int] = {}
+    keys: list[Any] = []
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
+        if key_node.tag == _MERGE_TAG:
+            keys.append(None)
             continue
-        key = loader.construct_object(key_node, deep=True)
+        key = _construct(loader, key_node)
+        keys.append(key)
         line = key_node.start_mark.line + 1
         try:
             hash(key)
@@ -261,11 +293,12 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
         if key in seen:
             raise RuleError(loader.path, line, f"duplicate key {show(key)} (first at line {seen[key]})")
         seen[key] = line
-    loader.flatten_mapping(node)
     result = YamlMap(node.start_mark.line + 1)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        result[key] = loader.construct_object(value_node, deep=True)
+    if None in keys and any(k.tag == _MERGE_TAG for k, _ in node.value):
+        loader.flatten_mapping(node)  # merged pairs come first: make the keys again
+        keys = [_construct(loader, k) for k, _ in node.value]
+    for key, (key_node, value_node) in zip(keys, node.value, strict=True):
+        result[key] = _construct(loader, value_node)
         result.key_lines[key] = key_node.start_mark.line + 1
         result.value_lines[key] = value_node.start_mark.line + 1
     return result
@@ -282,7 +315,7 @@ def _construct_int(loader: _Loader, node: Any) -> int:
 def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
     result = YamlSeq(node.start_mark.line + 1)
     for child in node.value:
-        result.append(loader.construct_object(child, deep=True))
+        result.append(_construct(loader, child))
         result.lines.append(child.start_mark.line + 1)
     return result
 
@@ -541,7 +574,7 @@ def _whole_amount(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     # A big set file makes millions of objects that live on; every automatic
     # collection would walk all of them again for nothing to free.
     enabled = gc.isenabled()
@@ -580,7 +613,7 @@ def _family_names(families: frozenset[int]) -> str:
     return " and ".join(f"IPv{f}" for f in sorted(families))
 
 
-class _Parser:
+class Parser:
     """One rule file: sets first (rules refer to them), then both directions."""
 
     def __init__(self, path: str, base_dir: Path) -> None:
@@ -588,14 +621,16 @@ class _Parser:
         self.base_dir = base_dir
         self.sets: dict[str, SetDef] = {}
         self.prefix_count = 0
-        self.warnings: list[str] = []
+        # (line, message): rendered as `file:line: warning: ...` once the file is read
+        # (rules/incremental.py keeps a rule's warnings with it, relative to the rule).
+        self.warnings: list[tuple[int, str]] = []
 
     def fail(self, line: int | None, message: str) -> NoReturn:
         raise RuleError(self.path, line, message)
 
     def warn(self, line: int, message: str) -> None:
         """Valid, but probably not what was meant: `check` prints it, nothing refuses it."""
-        self.warnings.append(f"{self.path}:{line}: warning: {message}")
+        self.warnings.append((line, message))
 
     # ---- generic field readers
 
@@ -693,7 +728,7 @@ class _Parser:
             state_timeouts=timeouts,
             flow_table_size=flow_size,
             limit_table_size=limit_size,
-            warnings=tuple(self.warnings),
+            warnings=tuple(f"{self.path}:{line}: warning: {message}" for line, message in self.warnings),
         )
 
     def state_timeouts(self, doc: YamlMap) -> StateTimeouts:
@@ -832,15 +867,7 @@ class _Parser:
         rules = mp["rules"]
         if not isinstance(rules, YamlSeq):
             self.fail(mp.value_lines["rules"], f"{key}.rules: expected a list of rules, got {show(rules)}")
-        if len(rules) > MAX_RULES:
-            self.fail(
-                mp.value_lines["rules"],
-                f"{key}.rules: {len(rules)} rules exceed the limit of {MAX_RULES} per direction",
-            )
-        names: dict[str, int] = {}
-        parsed = tuple(
-            self.rule(item, line, key, names) for item, line in zip(rules, rules.lines, strict=True)
-        )
+        parsed = self.rule_list(rules, mp.value_lines["rules"], key)
         guards = [r for r in parsed if r.action == Action.CONTINUE]
         if len(guards) > MAX_CONTINUE:
             extra = guards[MAX_CONTINUE]
@@ -850,6 +877,17 @@ class _Parser:
                 f"at most {MAX_CONTINUE} per direction (merge guards that share a limit)",
             )
         return Direction(default=Action(default), rules=parsed)
+
+    def rule_list(self, rules: YamlSeq, line: int, direction: str) -> tuple[Rule, ...]:
+        """A direction's rules (rules/incremental.py supplies them from earlier parses)."""
+        if len(rules) > MAX_RULES:
+            self.fail(
+                line, f"{direction}.rules: {len(rules)} rules exceed the limit of {MAX_RULES} per direction"
+            )
+        names: dict[str, int] = {}
+        return tuple(
+            self.rule(item, ln, direction, names) for item, ln in zip(rules, rules.lines, strict=True)
+        )
 
     def rule(self, r: Any, line: int, direction: str, names: dict[str, int]) -> Rule:
         if not isinstance(r, YamlMap):
@@ -1388,9 +1426,9 @@ def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) 
     """
     if base_dir is None:
         base_dir = Path(".") if path.startswith("<") else Path(path).parent
-    with _gc_paused():
+    with gc_paused():
         doc = load_yaml(text, path)
-        return _Parser(path, base_dir).ruleset(doc)
+        return Parser(path, base_dir).ruleset(doc)
 
 
 def load(path: str | Path) -> RuleSet:
