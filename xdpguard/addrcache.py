@@ -29,7 +29,6 @@ import hashlib
 import os
 import struct
 import tempfile
-import time
 from functools import cache
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from xdpguard.errors import XdpguardError
 from xdpguard.rules import lpmpack, nodes, stride, strideedit
-from xdpguard.state import TABLES_DIR, secure_state_root
+from xdpguard.state import TABLES_DIR, prune_cache, secure_state_root
 
 KEEP = 8  # files kept; the oldest (by last use) go first
 _MAGIC = b"XGRUNS1\n"
@@ -151,22 +150,6 @@ def _store(key: str, width: int, starts: np.ndarray, values: np.ndarray) -> None
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _prune(base)
+        prune_cache(base, KEEP)
     except (OSError, XdpguardError):
         pass  # no cache: the next apply builds this table again
-
-
-def _prune(base: Path) -> None:
-    """Keep the KEEP files used last, and no leftover of a store that died."""
-    now = time.time()
-    kept = []
-    for p in base.iterdir():
-        with contextlib.suppress(OSError):
-            mtime = p.stat().st_mtime
-            if not p.name.startswith("."):
-                kept.append((mtime, p))
-            elif now - mtime > 3600:
-                p.unlink()
-    for _, old in sorted(kept)[:-KEEP]:
-        with contextlib.suppress(OSError):
-            old.unlink()

@@ -29,7 +29,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from xdpguard.errors import RuleError, XdpguardError
 from xdpguard.rules import model
 from xdpguard.rules.compile import Plan, compile_ruleset, lazy_plan
-from xdpguard.state import secure_state_root
+from xdpguard.state import prune_cache, secure_state_root
 
 if TYPE_CHECKING:
     from xdpguard.rules.incremental import Memo
@@ -165,7 +164,7 @@ def _store(key: str, plan: Plan, summary: dict[str, Any], set_files: list[tuple[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune(base)
+    prune_cache(base, KEEP, spare=frozenset({MEMO_DIR}))
 
 
 def _memo_path(path: Path) -> Path | None:
@@ -271,7 +270,7 @@ def _store_memo(path: Path | None, memo: Memo) -> None:
     except OSError:
         return  # no memo: the next parse is a full one, nothing worse
     with contextlib.suppress(OSError):
-        _prune_files(path.parent)
+        prune_cache(path.parent, KEEP_MEMOS)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -279,29 +278,3 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-
-
-def _prune(base: Path) -> None:
-    """Keep the KEEP entries used last, and no leftover of a store that died."""
-    now = time.time()
-    entries = []
-    for p in base.iterdir():
-        with contextlib.suppress(OSError):
-            mtime = p.stat().st_mtime
-            if not p.name.startswith("."):
-                entries.append((mtime, p))
-            elif now - mtime > 3600 and p.name != MEMO_DIR:
-                shutil.rmtree(p, ignore_errors=True)
-    for _, old in sorted(entries)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _prune_files(base: Path) -> None:
-    """Keep the KEEP_MEMOS memos used last (and no leftover of a write that died)."""
-    entries = []
-    for p in base.iterdir():
-        with contextlib.suppress(OSError):
-            entries.append((p.stat().st_mtime, p))
-    for _, old in sorted(entries)[:-KEEP_MEMOS]:
-        with contextlib.suppress(OSError):
-            old.unlink()

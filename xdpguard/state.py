@@ -651,3 +651,28 @@ def known_ifaces() -> list[str]:
         if root.is_dir():
             names.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return sorted(names)
+
+
+def prune_cache(base: Path, keep: int, spare: frozenset[str] = frozenset()) -> None:
+    """Keep the `keep` entries of a cache directory used last (by mtime), and
+    remove what a write that died left behind: entries named with a leading
+    '.', once an hour old (except those named in `spare`)."""
+    now = time.time()
+    entries = []
+    for p in base.iterdir():
+        with contextlib.suppress(OSError):
+            mtime = p.stat().st_mtime
+            if not p.name.startswith("."):
+                entries.append((mtime, p))
+            elif now - mtime > 3600 and p.name not in spare:
+                _remove_entry(p)
+    for _, old in sorted(entries)[:-keep]:
+        _remove_entry(old)
+
+
+def _remove_entry(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
