@@ -165,8 +165,8 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
     small_change_wall = median([s.wall_s for s in small_change])
     small_change_internal = median([s.seconds for s in small_change])
     return {
-        "method": "subprocess `python -m xdpguard --netns NS apply FILE -i IF --json`, the package byte-compiled "
-        "beforehand as an install is (bench.run); wall = monotonic "
+        "method": "subprocess `python -m xdpguard --netns NS apply FILE -i IF --json`, the package "
+        "byte-compiled beforehand as an install is (bench.run); wall = monotonic "
         "clock around start and exit (includes Python start-up and imports); internal = `seconds` "
         "from the JSON (Dataplane.apply only, after parsing and compiling); peak RSS = maximum "
         "resident set size of the child (GNU time %M)",
