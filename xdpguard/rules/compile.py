@@ -815,6 +815,22 @@ _KEY_RANGES: dict[str, Callable[[Any], list[tuple[int, int]]]] = {
 }
 
 
+def _by_condition(
+    rules: tuple[Rule, ...], get: Callable[[Rule], Any]
+) -> tuple[list[int], dict[Any, list[int]]]:
+    """The indexes of the rules with no condition on a field, and of those
+    with each distinct condition (rules share few: each is worked out once)."""
+    wild: list[int] = []
+    by_cond: dict[Any, list[int]] = {}
+    for i, r in enumerate(rules):
+        cond = get(r)
+        if cond is None:
+            wild.append(i)
+        else:
+            by_cond.setdefault(cond, []).append(i)
+    return wild, by_cond
+
+
 def _array_field(rules: tuple[Rule, ...], f: Field, bits: _Interner) -> list[Key]:
     """The bitmap of every key of an ARRAY field: the rules whose condition
     admits the key, plus the rules with no condition on the field.
@@ -824,14 +840,7 @@ def _array_field(rules: tuple[Rule, ...], f: Field, bits: _Interner) -> list[Key
     """
     get = _condition(f)
     to_ranges = _KEY_RANGES[f.name]
-    wild: list[int] = []
-    by_cond: dict[Any, list[int]] = {}
-    for i, r in enumerate(rules):
-        cond = get(r)
-        if cond is None:
-            wild.append(i)
-        else:
-            by_cond.setdefault(cond, []).append(i)
+    wild, by_cond = _by_condition(rules, get)
     admitted: list[list[int]] = [[] for _ in range(f.space)]  # per key: the conditions admitting it
     cond_bms = []
     for c, (cond, idx) in enumerate(by_cond.items()):
@@ -879,14 +888,7 @@ def _interval_field(
     # Rules with the same condition toggle the same points: each distinct
     # condition (108 dport conditions over 9,761 ClassBench rules) is turned
     # into ranges once, and toggles the bitmap of all its rules at once.
-    wild: list[int] = []
-    by_cond: dict[Any, list[int]] = {}
-    for i, r in enumerate(rules):
-        cond = get(r)
-        if cond is None:
-            wild.append(i)
-        else:
-            by_cond.setdefault(cond, []).append(i)
+    wild, by_cond = _by_condition(rules, get)
     at: dict[int, list[int]] = {}  # point -> rules whose coverage starts or ends there
     for cond, members in by_cond.items():
         # Merged ranges are disjoint and not adjacent: a rule toggles a point once.
