@@ -178,7 +178,7 @@ def _mapped(fd: int) -> Iterator[mmap.mmap]:
 def or_in(fd: int, bits: Bits) -> int:
     """Set `bits` in the filter (nothing is cleared); returns the words changed."""
     with _mapped(fd) as mm:
-        if not bits.full and bits.words is None and len(bits.small) <= 4096:
+        if not bits.full and bits.words is None:  # fewer than NUMPY_FROM words
             words = memoryview(mm).cast("Q")
             n = 0
             try:

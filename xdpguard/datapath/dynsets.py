@@ -33,6 +33,7 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -421,23 +422,16 @@ def rebuild_filter(pin_dir: str, fd: int) -> int:
     if not names:
         return 0  # nothing a bit could hide; bits left over only cost lookups
     bits = dynfilter.Bits()
-    metas = []
-    for name in names:
-        sm = open_set(pin_dir, name)
-        if sm is None:
-            continue
-        with sm:
+    with ExitStack() as stack:
+        sets = [stack.enter_context(sm) for name in names if (sm := open_set(pin_dir, name)) is not None]
+        for sm in sets:
             keys = {kind: [k for k, _ in sm.items(kind)] for kind in KINDS}
-            bits.add(dynfilter.salt(name), _prefixes(keys), keys["v4"], keys["v6"])
+            bits.add(dynfilter.salt(sm.name), _prefixes(keys), keys["v4"], keys["v6"])
+        n = dynfilter.rebuild(fd, bits)
+        for sm in sets:  # their removed elements' bits are gone now
             meta = sm.meta()
             if meta.stale:
                 meta.stale = 0
-                metas.append((name, meta))
-    n = dynfilter.rebuild(fd, bits)
-    for name, meta in metas:
-        sm = open_set(pin_dir, name)
-        if sm is not None:
-            with sm:
                 sm.write_meta(meta)
     return n
 
