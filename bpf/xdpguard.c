@@ -251,6 +251,15 @@ static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
 	return xg_is_zero(tag) | ((xg_below(now, tat) | xg_below(now - tat, grace)) ^ 1);
 }
 
+/* Mark a debt cell: a source of its lines may owe the sketch until `tat`
+ * (rounded up to a step, so that a flood rarely writes the cell). */
+static __always_inline void xg_debt_raise(__u64 *debt, __u64 tat)
+{
+	if (tat < XG_READ(*debt))
+		return;
+	xg_raise(debt, (tat + XG_SKETCH_UNTIL_STEP) & ~(XG_SKETCH_UNTIL_STEP - 1));
+}
+
 /* Index of the lowest set bit of a 4-bit mask, two bits per mask value. */
 #define XG_LOWEST_OF_4 0x12131210U
 
@@ -279,8 +288,10 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	      (r->grace_log2 & ((1U << XG_TAG_GRACE_BITS) - 1));
 
 	__u32 li = xg_reduce(h >> 32, XG_SRC_LINES(XG_LIMIT_SIZE));
+	__u32 di = li & (XG_SRC_DEBT_CELLS - 1);
 	struct xg_src_line *line = xg_src_slots.lookup(&li);
-	if (!line)
+	__u64 *debt = xg_src_debt.lookup(&di);
+	if (!line || !debt)
 		return XG_OVER;
 	__u64 burst = r->burst_ns;
 	__u64 spare = 0;
@@ -318,9 +329,9 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 		 * compare-and-swap wins; the sketch decides otherwise. */
 		if (xg_slot_free(XG_READ(s->tag), idle, now) &&
 		    __sync_val_compare_and_swap(&s->tat, idle, XG_SLOT_CLAIMING) == idle) {
-			/* The sketch holds debt only while it has been written lately:
-			 * only then can a source bring debt into its new slot. */
-			__u64 base = now < XG_READ(lk->sketch_until) ? xg_sketch_tat(c1, c2) : 0;
+			/* Debt of its own in the sketch, if its lines sent anyone
+			 * there lately (else its cells hold only others' debt). */
+			__u64 base = now < XG_READ(*debt) ? xg_sketch_tat(c1, c2) : 0;
 
 			base = base > now ? base : now;
 			__u64 next = base + xg_cost_at(r, q, rem, base);
@@ -342,10 +353,10 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 
 		if (next - now > burst)
 			return XG_OVER;
+		/* Marked first: a slot taken meanwhile must not miss the debt. */
+		xg_debt_raise(debt, next);
 		if (__sync_val_compare_and_swap(&low->tat, old, next) == old) {
 			xg_raise(&high->tat, next);
-			if (next >= XG_READ(lk->sketch_until))
-				xg_raise(&lk->sketch_until, (next + XG_SKETCH_UNTIL_STEP) & ~(XG_SKETCH_UNTIL_STEP - 1));
 			return XG_WITHIN;
 		}
 	}

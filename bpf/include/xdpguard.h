@@ -331,9 +331,16 @@ struct xg_flow {
 #define XG_SKETCH_DEPTH 2
 #define XG_TAG_GRACE_BITS 6 /* low bits of a slot's tag: log2 of its grace period */
 #define XG_SLOT_CLAIMING 0xffffffffffffffffULL /* a slot's TAT while it changes owner */
-/* Sketch cells hold no debt past limiter.sketch_until; it is raised in steps
- * of this many ns so that a flood writes it rarely. */
+/* Which sources may have debt in the sketch: `src_debt` holds, per group of
+ * lines (line index modulo XG_SRC_DEBT_CELLS), the time (ns, rounded up to
+ * a step so that a flood rarely writes it) until which a source of those
+ * lines counted in the sketch may still owe.  Only such a source can have
+ * debt of its own there (it went to the sketch because its line was full),
+ * so a source taking a slot reads its two sketch cells only when its cell
+ * says so: in a flood that spares most new sources two cache misses.
+ * 8 KiB, so it stays in cache. */
 #define XG_SKETCH_UNTIL_STEP (1ULL << 24)
+#define XG_SRC_DEBT_CELLS 1024
 
 struct xg_bucket {
 	__u64 tat; /* theoretical arrival time, ns */
@@ -352,9 +359,7 @@ struct xg_src_line {
  * at the first attach, so nobody outside can aim sources at one line. */
 struct xg_limiter {
 	__u64 key[2];
-	__u64 pad[6];
-	__u64 sketch_until; /* own cache line: written under overflow, key read always */
-	__u64 pad2[7];
+	__u64 pad[14]; /* was sketch_until and its cache line; the size stays for pinned maps */
 };
 
 /* Sources blocked by block_for, until a CLOCK_MONOTONIC time.  An IPv4

@@ -72,6 +72,7 @@ BPF_TABLE_PINNED("array", __u32, struct xg_limiter, xg_limiter, 1, XG_PIN("limit
 BPF_TABLE_PINNED("array", __u32, struct xg_src_line, xg_src_slots, XG_SRC_LINES(XG_LIMIT_SIZE), XG_PIN("src_slots"),
 		 BPF_F_MMAPABLE);
 BPF_TABLE_PINNED("array", __u32, struct xg_bucket, xg_src_sketch, XG_LIMIT_SIZE, XG_PIN("src_sketch"));
+BPF_TABLE_PINNED("array", __u32, __u64, xg_src_debt, XG_SRC_DEBT_CELLS, XG_PIN("src_debt"));
 /* Blocked sources: inserted only when a source goes over a block_for limit. */
 BPF_TABLE_PINNED("lru_hash", struct xg_block_key, struct xg_block, xg_blocked, XG_LIMIT_SIZE, XG_PIN("blocked"));
 BPF_TABLE_PINNED("array", __u32, __u64, xg_block_filter, XG_BLOCK_FILTER_CELLS, XG_PIN("block_filter"));

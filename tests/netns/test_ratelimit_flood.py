@@ -36,6 +36,7 @@ from scapy.layers.l2 import Ether
 from tests.netns.cli import xg
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath.maps import LIMITER_MAPS
 
 T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
 MS = 1_000_000
@@ -284,7 +285,7 @@ def test_apply_upgrades_hash_buckets_to_the_fixed_tables(lab, limited, tmp_path:
     its key, and removes the retired pins; the limit then holds."""
     limited(rules("{pps: 10, burst: 2, per: source}"))
     pins = lab.bpffs / lab.b.ifname
-    for name in ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch"):
+    for name in LIMITER_MAPS:
         (pins / name).unlink()
     with B.Fd(B.map_create(B.BPF_MAP_TYPE_HASH, 8, 8, 16384, 0, "old_rule_bk")) as fd:
         B.obj_pin(fd, str(pins / "rule_buckets"))
@@ -297,7 +298,7 @@ def test_apply_upgrades_hash_buckets_to_the_fixed_tables(lab, limited, tmp_path:
     msg = " ".join(res["messages"])
     assert "older xdpguard" in msg and "rule_tat" in msg and "src_buckets" in msg, msg
     names = set(os.listdir(pins))
-    assert {"rule_tat", "limiter", "block_filter", "src_slots", "src_sketch"} <= names, names
+    assert set(LIMITER_MAPS) <= names, names
     assert not {"rule_buckets", "src_buckets"} & names, names
     with B.Fd(B.obj_get(str(pins / "limiter"))) as fd:
         raw = B.map_lookup(fd, struct.pack("<I", 0), ctypes.sizeof(abi.Limiter))

@@ -110,9 +110,7 @@ class SrcLine(C.Structure):
 class Limiter(C.Structure):
     _fields_ = [
         ("key", C.c_uint64 * 2),
-        ("pad", C.c_uint64 * 6),
-        ("sketch_until", C.c_uint64),
-        ("pad2", C.c_uint64 * 7),
+        ("pad", C.c_uint64 * 14),
     ]
 
 

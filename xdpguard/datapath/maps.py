@@ -77,6 +77,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "rule_tat": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"], abi.NDIRS * abi.MAX_SLOTS),
     "limiter": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["limiter"], 1),
     "block_filter": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.BLOCK_FILTER_CELLS),
+    "src_debt": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.SRC_DEBT_CELLS),
     "events": (B.BPF_MAP_TYPE_RINGBUF, 0, 0, abi.EVENTS_BYTES),
     "event_cfg": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.EventCfg), 1),
     "event_rate": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.EventRate), 1),
@@ -102,7 +103,7 @@ SIZED_MAPS = {
 }
 # Rate-limiter state: all zero is a valid start (full buckets, no blocks;
 # the hash key is written right after the programs are loaded).
-LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch")
+LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch", "src_debt")
 # Pinned maps an older xdpguard lacked that a program replacement adds in place.
 ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", "words", *DYN_PINS, *LIMITER_MAPS})
 
@@ -913,10 +914,7 @@ def reset_limiter(dm: Maps, limit_table_size: int) -> None:
     _zero_array(dm["src_slots"], abi.src_lines(limit_table_size), C_SIZE["src_line"])
     _zero_array(dm["src_sketch"], limit_table_size, C_SIZE["bucket"])
     _zero_array(dm["block_filter"], abi.BLOCK_FILTER_CELLS, 8)
-    raw = B.map_lookup(dm["limiter"], _u32(0), C_SIZE["limiter"])
-    lim = abi.Limiter.from_buffer_copy(raw) if raw else abi.Limiter()
-    lim.sketch_until = 0
-    B.map_update(dm["limiter"], _u32(0), bytes(lim))
+    _zero_array(dm["src_debt"], abi.SRC_DEBT_CELLS, 8)
     keys = [k for k, _ in B.map_lookup_batch(dm["blocked"], C_SIZE["block_key"], C_SIZE["block"])]
     if keys:
         B.map_delete_batch(dm["blocked"], keys)
