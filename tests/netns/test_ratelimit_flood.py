@@ -37,6 +37,8 @@ from tests.netns.cli import xg
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.maps import LIMITER_MAPS
+from xdpguard.rules.compile import rule_id
+from xdpguard.rules.ratesim import mix
 
 T0 = 10**12  # any non-zero clock value: 0 means "use the real clock"
 MS = 1_000_000
@@ -310,3 +312,45 @@ def test_apply_upgrades_hash_buckets_to_the_fixed_tables(lab, limited, tmp_path:
         assert [run.at(T0, src) for _ in range(3)] == [True, True, False]
     finally:
         run.close()
+
+
+def _line_of(key: tuple[int, int], lines: int, rule: int, addr: int) -> int:
+    """The `src_slots` line of an IPv4 source under `per: source` (xg_src_within's hash)."""
+    h = mix(key[0] ^ rule)
+    h = mix(h ^ (addr << 32))
+    h = mix(h ^ key[1] ^ (4 << 8 | 32))
+    return ((h >> 32) * lines) >> 32
+
+
+def test_a_source_brings_its_sketch_debt_into_a_slot(lab, limited) -> None:
+    # Four sources fill one line; a fifth of that line, sending at twice its
+    # limit, is counted in the sketch until their slots fall idle, then takes
+    # one.  It must bring the debt it ran up in the sketch: over the whole
+    # run it gets its burst plus its rate, as its own bucket would give it,
+    # not a second burst when it moves (the per-line debt mark, src_debt,
+    # is what tells the slot to read the sketch).
+    run = limited(rules("{pps: 100, burst: 50, per: source}", top="limit_table_size: 1024\n"))
+    with B.Fd(B.obj_get(str(lab.bpffs / lab.b.ifname / "limiter"))) as fd:
+        raw = B.map_lookup(fd, struct.pack("<I", 0), ctypes.sizeof(abi.Limiter))
+    assert raw is not None
+    lim = abi.Limiter.from_buffer_copy(raw)
+    key, lines, rule = (lim.key[0], lim.key[1]), abi.src_lines(1024), rule_id("ingress", "dns")
+    by_line: dict[int, list[int]] = {}
+    for i in range(100_000):
+        a = flooder(i)
+        same = by_line.setdefault(_line_of(key, lines, rule, a), [])
+        same.append(a)
+        if len(same) == abi.SRC_WAYS + 1:
+            break
+    *owners, late = same
+    assert len(owners) == abi.SRC_WAYS
+    fr = Frames()
+    for a in owners:  # one packet each: the line is full, its slots busy for a grace period
+        assert run.at(T0, fr.v4(a))
+    every, span = 5 * MS, 1500 * MS  # twice the limit, for longer than the owners' grace
+    admitted = sum(run.at(T0 + t, fr.v4(late)) for t in range(0, span, every))
+    # 50 of burst, then one per 10 ms; the sketch alone could give it one less.
+    want = 50 + span // (10 * MS)
+    assert want - 2 <= admitted <= want + 1, admitted
+    st = rule_stats(lab)
+    assert st["limit"]["admitted"] == abi.SRC_WAYS + admitted
