@@ -107,3 +107,9 @@ def test_map_lookup_range_reads_across_batches():
             assert [struct.unpack("<Q", v)[0] for v in got] == [i * 3 for i in range(start, start + count)]
         with pytest.raises(bpf.BpfError):
             bpf.map_lookup_range(fd, n - 3, 4, 8)  # past the end
+        # The same values back to back, as one bytes object.
+        for start, count in ((0, n), (8191, 8194), (n - 1, 1)):
+            raw = bpf.map_lookup_array(fd, start, count, 8)
+            assert raw == b"".join(struct.pack("<Q", i * 3) for i in range(start, start + count))
+        with pytest.raises(bpf.BpfError):
+            bpf.map_lookup_array(fd, 0, n + 1, 8)

@@ -288,9 +288,13 @@ def bitmap_words(d: DirectionPlan) -> list[int]:
     return [int.from_bytes(b[:8], "little") for b in group0_blocks(d)]
 
 
-def _top_slots(raw: bytes) -> list[int]:
-    """The block slots a struct xg_top refers to, lowest group first."""
-    v = _TOP.unpack(raw)
+def _top_slots(raw: bytes, i: int = 0) -> list[int]:
+    """The block slots the i-th struct xg_top in `raw` refers to, lowest group first."""
+    return _slots_of(_TOP.unpack_from(raw, i * _TOP.size))
+
+
+def _slots_of(v: tuple[int, ...]) -> list[int]:
+    """The block slots of an unpacked struct xg_top, lowest group first."""
     g, out = v[0], []
     while g:
         out.append(v[1 + (g & -g).bit_length() - 1])
@@ -513,13 +517,9 @@ def _half_inner(dm: Maps, outer: str, half: int) -> tuple[int, int] | None:
     return mid, B.map_get_fd_by_id(mid)
 
 
-def _read_all(fd: int, value_size: int) -> list[bytes]:
-    """Every value of an array map, in index order."""
-    pairs = B.map_lookup_batch(fd, 4, value_size)
-    out = [b""] * len(pairs)
-    for k, v in pairs:
-        out[struct.unpack("<I", k)[0]] = v
-    return out
+def _read_all(fd: int, value_size: int) -> bytes:
+    """Every value of an array map, in index order, back to back."""
+    return B.map_lookup_array(fd, 0, B.map_info(fd).max_entries, value_size)
 
 
 # A fresh table has room for this many times the plan's entries (plus a
@@ -570,11 +570,11 @@ def _reuse_blocks(
     with B.Fd(tops[1]):
         now = _read_all(tops[1], C_SIZE["top"])
     otl = old.two_level()
-    if len(now) < len(otl.tops):
+    if len(now) < len(otl.tops) * C_SIZE["top"]:
         return None
     have: dict[bytes, int] = {}  # content -> slot, for what this half's entries point to
     for i, (_, blk) in enumerate(otl.tops):
-        for bid, slot in zip(blk, _top_slots(now[i]), strict=True):
+        for bid, slot in zip(blk, _top_slots(now, i), strict=True):
             have[otl.blocks[bid]] = slot
     busy: set[int] = set()  # slots the other half may read
     other = _half_inner(dm, "bitmaps", half ^ 1)
@@ -584,8 +584,8 @@ def _reuse_blocks(
             otops = _half_inner(dm, "tops", half ^ 1)
             if otops is not None:
                 with B.Fd(otops[1]):
-                    for raw in _read_all(otops[1], C_SIZE["top"]):
-                        busy.update(_top_slots(raw))
+                    for v in _TOP.iter_unpack(_read_all(otops[1], C_SIZE["top"])):
+                        busy.update(_slots_of(v))
     slots: list[int] = []
     writes: list[tuple[int, bytes]] = []
     kept = {have[b] for b in blocks if b in have}
@@ -609,8 +609,8 @@ def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) ->
     if cur is not None:
         with B.Fd(cur[1]) as fd:
             if B.map_info(fd).max_entries >= len(new):
-                now = _read_all(fd, C_SIZE["top"])
-                idx = [i for i, v in enumerate(new) if now[i] != v]
+                now = _read_all(fd, size := C_SIZE["top"])
+                idx = [i for i, v in enumerate(new) if now[i * size : (i + 1) * size] != v]
                 if idx:
                     B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
                 return None, len(idx)
@@ -683,8 +683,8 @@ def write_half(
         entries = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
         idx: list[int] | range = range(len(entries))
         if old is not None:  # what the half holds: only entries that differ are written
-            now = B.map_lookup_range(dm["rules"], base, len(entries), C_SIZE["rule"])
-            idx = [i for i, e in enumerate(entries) if now[i] != e]
+            now = B.map_lookup_array(dm["rules"], base, len(entries), size := C_SIZE["rule"])
+            idx = [i for i, e in enumerate(entries) if now[i * size : (i + 1) * size] != e]
         if idx:
             B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
     assert inner.blocks is not None
@@ -726,8 +726,8 @@ def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
         return 0
     base = half * abi.WORDS_CAP
     words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
-    now = B.map_lookup_range(dm["words"], base, len(words), 8)
-    idx = [i for i, w in enumerate(words) if now[i] != w]
+    now = B.map_lookup_array(dm["words"], base, len(words), 8)
+    idx = [i for i, w in enumerate(words) if now[i * 8 : i * 8 + 8] != w]
     if idx:
         B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
     return len(idx)
@@ -825,6 +825,20 @@ def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
         return []
     raw = B.map_lookup_range(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), C_SIZE["rule"])
     return [abi.RuleEntry.from_buffer_copy(r) for r in raw]
+
+
+# struct xg_rule's rule id and counter slot (its first fields), for read_rule_slots.
+_RULE_SLOT = struct.Struct("=QI")
+
+
+def read_rule_slots(dm: Maps, half: int, nrules: int) -> list[tuple[int, int]]:
+    """(rule id, counter slot) of each of a half's rules: what slot allocation
+    needs of them, without a ctypes object per rule."""
+    if nrules == 0:
+        return []
+    size = C_SIZE["rule"]
+    raw = B.map_lookup_array(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), size)
+    return [_RULE_SLOT.unpack_from(raw, i) for i in range(0, len(raw), size)]
 
 
 def _slot_key(direction: str, slot: int) -> bytes:
@@ -1022,14 +1036,16 @@ def write_active(pin_dir: str, ver: int) -> None:
 
 
 def allocate_slots(
-    rules_now: list[abi.RuleEntry], rules_other: list[abi.RuleEntry], wanted: list[int]
+    rules_now: list[tuple[int, int]], rules_other: list[tuple[int, int]], wanted: list[int]
 ) -> tuple[dict[int, int], list[int]]:
     """Counter slots for the rule ids in `wanted`: keep the live ones, take free ones for new.
 
-    Returns (rule id -> slot, slots newly taken, to be zeroed before use).
+    `rules_now` and `rules_other` are the (rule id, slot) pairs of the live
+    half and of the other one (read_rule_slots).  Returns (rule id -> slot,
+    slots newly taken, to be zeroed before use).
     """
-    live = {r.rule_id: r.slot for r in rules_now if r.slot >= abi.SLOT_FIRST_RULE}
-    used = set(live.values()) | {r.slot for r in rules_other if r.slot >= abi.SLOT_FIRST_RULE}
+    live = {rid: slot for rid, slot in rules_now if slot >= abi.SLOT_FIRST_RULE}
+    used = set(live.values()) | {slot for _, slot in rules_other if slot >= abi.SLOT_FIRST_RULE}
     out: dict[int, int] = {}
     fresh: list[int] = []
     nxt = abi.SLOT_FIRST_RULE
