@@ -22,7 +22,7 @@ import pytest
 from xdpguard import plancache
 from xdpguard.errors import RuleError
 from xdpguard.rules import incremental
-from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.compile import compile_ruleset, rule_tokens
 from xdpguard.rules.describe import summary_of
 from xdpguard.rules.parse import parse_text
 
@@ -132,6 +132,8 @@ def test_random_edits_parse_as_from_scratch(seed: int) -> None:
             assert [r.line for r in got.ruleset.ingress.rules] == [r.line for r in rs.ingress.rules]  # type: ignore[attr-defined]
             assert summary_of(got.ruleset, got.signatures) == summary
             assert compile_ruleset(got.ruleset).digest == compile_ruleset(rs).digest  # type: ignore[arg-type]
+            # The memo's tokens are the rules' own: compiling with reuse relies on them.
+            assert got.tokens["ingress"] == [rule_tokens(r) for r in rs.ingress.rules]  # type: ignore[attr-defined]
             memo = got.memo
             reused += got.reused
             good = rules
