@@ -221,6 +221,18 @@ def test_a_copy_with_one_change_reuses_the_memo(state: Path) -> None:
     assert loaded.summary == summary_of(parse_text(other.read_text(), str(other), other.parent))
 
 
+def test_a_memo_keeps_equal_conditions_once(state: Path) -> None:
+    plancache.load(state)
+    memo = plancache._read_memo(_memo_file(state))
+    fresh = incremental.parse(BIG, str(state), state.parent, {})
+    assert fresh is not None and memo == fresh.memo  # the same rules, read back
+    rules = [m.rule for m in memo["ingress"].values()]
+    for attr in ("protos", "dport", "dst"):
+        conds = [getattr(r.match, attr) for r in rules if getattr(r.match, attr) is not None]
+        assert len({id(c) for c in conds}) == len(set(conds))  # one object per value
+    assert len({r.match.protos for r in rules}) < len(rules) / 10
+
+
 class _Evil:
     def __reduce__(self) -> tuple[object, ...]:
         return (os.system, ("touch /tmp/xdpguard-memo-pwned",))
