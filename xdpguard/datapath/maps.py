@@ -25,7 +25,9 @@ most 64 rules also has its bitmaps as one word each in the plain array
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
+import operator
 import os
 import struct
 import time
@@ -293,6 +295,24 @@ def _top_slots(raw: bytes, i: int = 0) -> list[int]:
     return _slots_of(_TOP.unpack_from(raw, i * _TOP.size))
 
 
+def _all_slots(raw: bytes) -> set[int]:
+    """Every block slot the struct xg_top entries in `raw` refer to.
+
+    Column by column (a table holds twice a plan's entries: 9,000 for a
+    10,000-rule set), only for the groups some entry has.
+    """
+    words = memoryview(raw).cast("I")  # struct xg_top is u32s (native order, as the kernel wrote them)
+    step = _TOP.size // 4
+    groups = words[0::step].tolist()
+    present = functools.reduce(operator.or_, groups, 0)
+    out: set[int] = set()
+    for g in range(abi.MAX_GROUPS):
+        if present >> g & 1:
+            col = words[1 + g :: step].tolist()
+            out.update(slot for slot, gw in zip(col, groups, strict=True) if gw >> g & 1)
+    return out
+
+
 def _slots_of(v: tuple[int, ...]) -> list[int]:
     """The block slots of an unpacked struct xg_top, lowest group first."""
     g, out = v[0], []
@@ -418,6 +438,8 @@ class Inner:
     addrs: dict[str, int] = field(default_factory=dict)
     flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
+    # The plan's rule entries: both halves get the same counter slots, so the same entries.
+    rules: list[bytes] | None = None
 
     def close(self) -> None:
         for fd in [self.blocks, self.flat, *self.addrs.values(), *self.extra]:
@@ -517,6 +539,17 @@ def _half_inner(dm: Maps, outer: str, half: int) -> tuple[int, int] | None:
     return mid, B.map_get_fd_by_id(mid)
 
 
+def _differing(now: bytes, want: list[bytes]) -> list[int]:
+    """Indexes of the values in `want` (all of one size) that `now`, the
+    values a map holds back to back from the same index, does not hold."""
+    if not want:
+        return []
+    size = len(want[0])
+    if now[: size * len(want)] == b"".join(want):
+        return []  # the usual answer, in one comparison
+    return [i for i, v in enumerate(want) if now[i * size : (i + 1) * size] != v]
+
+
 def _read_all(fd: int, value_size: int) -> bytes:
     """Every value of an array map, in index order, back to back."""
     return B.map_lookup_array(fd, 0, B.map_info(fd).max_entries, value_size)
@@ -584,8 +617,7 @@ def _reuse_blocks(
             otops = _half_inner(dm, "tops", half ^ 1)
             if otops is not None:
                 with B.Fd(otops[1]):
-                    for v in _TOP.iter_unpack(_read_all(otops[1], C_SIZE["top"])):
-                        busy.update(_slots_of(v))
+                    busy = _all_slots(_read_all(otops[1], C_SIZE["top"]))
     slots: list[int] = []
     writes: list[tuple[int, bytes]] = []
     kept = {have[b] for b in blocks if b in have}
@@ -609,8 +641,7 @@ def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) ->
     if cur is not None:
         with B.Fd(cur[1]) as fd:
             if B.map_info(fd).max_entries >= len(new):
-                now = _read_all(fd, size := C_SIZE["top"])
-                idx = [i for i, v in enumerate(new) if now[i * size : (i + 1) * size] != v]
+                idx = _differing(_read_all(fd, C_SIZE["top"]), new)
                 if idx:
                     B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
                 return None, len(idx)
@@ -679,12 +710,13 @@ def write_half(
         flat_fd = inner.flat
     if d.rules:
         base = half * abi.MAX_RULES
-        flags = state_flags(d)
-        entries = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
+        if inner.rules is None:
+            flags = state_flags(d)
+            inner.rules = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
+        entries = inner.rules
         idx: list[int] | range = range(len(entries))
         if old is not None:  # what the half holds: only entries that differ are written
-            now = B.map_lookup_array(dm["rules"], base, len(entries), size := C_SIZE["rule"])
-            idx = [i for i, e in enumerate(entries) if now[i * size : (i + 1) * size] != e]
+            idx = _differing(B.map_lookup_array(dm["rules"], base, len(entries), C_SIZE["rule"]), entries)
         if idx:
             B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
     assert inner.blocks is not None
@@ -726,8 +758,7 @@ def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
         return 0
     base = half * abi.WORDS_CAP
     words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
-    now = B.map_lookup_array(dm["words"], base, len(words), 8)
-    idx = [i for i, w in enumerate(words) if now[i * 8 : i * 8 + 8] != w]
+    idx = _differing(B.map_lookup_array(dm["words"], base, len(words), 8), words)
     if idx:
         B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
     return len(idx)
