@@ -16,7 +16,10 @@ A changed rule file is parsed by rules/incremental.py, which takes every
 rule whose text did not change from a memo of the file's last parse (kept
 per rule file in `.cache/.rules/`, checked against its own hash and read
 back only as the rule model's classes), so a one-rule edit of a 10,000-rule
-file parses one rule.
+file parses one rule.  It compiles only the fields whose column of
+conditions changed, too: each entry records its columns' digests
+(`columns.json`), and the fields a cached plan shares are taken from it
+(compile.Reuse).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from xdpguard.rules.incremental import Memo
 
 KEEP = 8  # entries kept; the oldest (by last use) go first
-# Rule memos kept (about 400 bytes a rule): this file's and the last few others'.
+# Rule memos kept (about 450 bytes a rule): this file's and the last few others'.
 KEEP_MEMOS = 4
 MEMO_DIR = ".rules"  # in the cache directory: one memo of parsed rules per rule file
 COLUMNS = "columns.json"  # in an entry: the digests of the columns its plan was compiled from
