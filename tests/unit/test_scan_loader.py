@@ -8,6 +8,7 @@ and bpf(2); without them those tests are skipped with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import struct
@@ -135,3 +136,16 @@ def test_differing_finds_the_values_a_map_does_not_hold():
     changed = now[:8] + b"\x00\x00\x00\x01" + now[12:]
     assert M._differing(changed, want) == [2]
     assert M._differing(b"", want) == list(range(10))
+
+
+def test_read_rule_slots_gives_each_rule_id_and_slot():
+    _needs_bpf()
+    size = ctypes.sizeof(abi.RuleEntry)
+    n = 3000
+    with bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, size, 2 * abi.MAX_RULES)) as fd:
+        entries = [abi.RuleEntry(rule_id=(1 << 63) + i * 7, slot=8 + i, action=1, flags=3) for i in range(n)]
+        keys = [struct.pack("=I", abi.MAX_RULES + i) for i in range(n)]
+        bpf.map_update_batch(fd, keys, [bytes(e) for e in entries])
+        got = M.read_rule_slots({"rules": fd}, 1, n)  # type: ignore[dict-item]
+        assert got == [(e.rule_id, e.slot) for e in entries]
+        assert got == [(e.rule_id, e.slot) for e in M.read_rules({"rules": fd}, 1, n)]  # type: ignore[dict-item]

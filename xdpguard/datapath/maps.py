@@ -858,18 +858,19 @@ def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
     return [abi.RuleEntry.from_buffer_copy(r) for r in raw]
 
 
-# struct xg_rule's rule id and counter slot (its first fields), for read_rule_slots.
-_RULE_SLOT = struct.Struct("=QI")
-
-
 def read_rule_slots(dm: Maps, half: int, nrules: int) -> list[tuple[int, int]]:
     """(rule id, counter slot) of each of a half's rules: what slot allocation
-    needs of them, without a ctypes object per rule."""
+    needs of them, read column by column rather than as an object per rule."""
     if nrules == 0:
         return []
     size = C_SIZE["rule"]
     raw = B.map_lookup_array(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), size)
-    return [_RULE_SLOT.unpack_from(raw, i) for i in range(0, len(raw), size)]
+    # struct xg_rule starts with the u64 rule id and the u32 slot, and is a whole number of u64s.
+    words = memoryview(raw).cast("Q")
+    step = size // 8
+    ids = words[0::step].tolist()
+    slots = [w & 0xFFFFFFFF for w in words[1::step].tolist()]
+    return list(zip(ids, slots, strict=True))
 
 
 def _slot_key(direction: str, slot: int) -> bytes:
