@@ -550,9 +550,13 @@ def _differing(now: bytes, want: list[bytes]) -> list[int]:
     return [i for i, v in enumerate(want) if now[i * size : (i + 1) * size] != v]
 
 
-def _read_all(fd: int, value_size: int) -> bytes:
-    """Every value of an array map, in index order, back to back."""
-    return B.map_lookup_array(fd, 0, B.map_info(fd).max_entries, value_size)
+def _read_all(fd: int, value_size: int, count: int | None = None) -> bytes | None:
+    """The first `count` values of an array map (every value when None), in
+    index order, back to back; None when it holds fewer."""
+    have = B.map_info(fd).max_entries
+    if count is not None and count > have:
+        return None
+    return B.map_lookup_array(fd, 0, have if count is None else count, value_size)
 
 
 # A fresh table has room for this many times the plan's entries (plus a
@@ -600,10 +604,10 @@ def _reuse_blocks(
     tops = _half_inner(dm, "tops", half)
     if tops is None:
         return None
-    with B.Fd(tops[1]):
-        now = _read_all(tops[1], C_SIZE["top"])
     otl = old.two_level()
-    if len(now) < len(otl.tops) * C_SIZE["top"]:
+    with B.Fd(tops[1]):
+        now = _read_all(tops[1], C_SIZE["top"], len(otl.tops))  # the entries of `old`'s bitmaps
+    if now is None:
         return None
     have: dict[bytes, int] = {}  # content -> slot, for what this half's entries point to
     for i, (_, blk) in enumerate(otl.tops):
@@ -617,7 +621,8 @@ def _reuse_blocks(
             otops = _half_inner(dm, "tops", half ^ 1)
             if otops is not None:
                 with B.Fd(otops[1]):
-                    busy = _all_slots(_read_all(otops[1], C_SIZE["top"]))
+                    # All of them, not only its plan's: a slot named anywhere is not taken.
+                    busy = _all_slots(_read_all(otops[1], C_SIZE["top"]) or b"")
     slots: list[int] = []
     writes: list[tuple[int, bytes]] = []
     kept = {have[b] for b in blocks if b in have}
@@ -640,8 +645,9 @@ def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) ->
     cur = _half_inner(dm, "tops", half) if old is not None else None
     if cur is not None:
         with B.Fd(cur[1]) as fd:
-            if B.map_info(fd).max_entries >= len(new):
-                idx = _differing(_read_all(fd, C_SIZE["top"]), new)
+            now = _read_all(fd, C_SIZE["top"], len(new))
+            if now is not None:
+                idx = _differing(now, new)
                 if idx:
                     B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
                 return None, len(idx)
