@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -306,6 +307,12 @@ class Snapshot:
     rules_text: str | None
     summary: dict[str, Any] | None
 
+    @functools.cached_property
+    def summary_json(self) -> bytes | None:
+        """The summary as the state dir writes it: encoded once for the journal,
+        the history and the live record (a 10,000-rule summary takes ~10 ms)."""
+        return None if self.summary is None else json.dumps(self.summary, sort_keys=True).encode()
+
 
 # The pins of the two links (datapath/links.py): the XDP link's pin is what
 # says, cheaply and without the data path's modules, that xdpguard attached.
@@ -450,10 +457,18 @@ class Iface:
 
     # ---- journal ----------------------------------------------------------
 
-    def begin(self, kind: str, plan_bytes: bytes, meta: dict[str, Any]) -> None:
-        """Write the journal before the kernel is touched; a failure here changed nothing."""
+    def begin(
+        self, kind: str, plan_bytes: bytes, meta: dict[str, Any], summary_json: bytes | None = None
+    ) -> None:
+        """Write the journal before the kernel is touched; a failure here changed nothing.
+
+        `summary_json` (Snapshot.summary_json) becomes the journal's
+        "summary", spliced in as it is encoded rather than encoded again.
+        """
         d = self._ensure_dir()
         meta_bytes = json.dumps({"kind": kind, "started": time.time(), **meta}).encode()
+        if summary_json is not None:
+            meta_bytes = meta_bytes[:-1] + b', "summary": ' + summary_json + b"}"
         _atomic_write_many(d, [("journal.plan.bin", plan_bytes), ("journal.json", meta_bytes)])
 
     def journal(self) -> tuple[dict[str, Any], bytes] | None:
@@ -618,7 +633,7 @@ def _decode_plan(path: Path, raw: bytes, digest: str | None, source: str, ifname
 def _write_snapshot(d: Path, snap: Snapshot) -> None:
     # Metadata last: it names a plan that is already on disk.  A snapshot
     # without rule text or summary removes the stale ones.
-    summary = None if snap.summary is None else json.dumps(snap.summary, sort_keys=True).encode()
+    summary = snap.summary_json
     _atomic_write_many(
         d,
         [

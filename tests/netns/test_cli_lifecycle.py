@@ -506,3 +506,31 @@ def test_a_new_words_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_p
     st = guard.stats()
     assert guard.rule("drop-discard-from-a", st)["packets"] == 1
     assert st["ingress"]["error"]["packets"] == 0, st["ingress"]
+
+
+def _many_rules(n: int, moved: int | None = None) -> str:
+    """n rules dropping UDP to one port each (30000 + i), from their own /24
+    sources or any; rule `moved` drops the port after its own instead."""
+    lines = ["version: 1", "ingress:", "  default: allow", "  rules:"]
+    for i in range(n):
+        port = 30000 + i + (1 if i == moved else 0)
+        src = "" if i % 3 == 0 else f"src: 10.{i // 250}.{i % 250}.0/24, "
+        lines.append(f"    - {{name: r{i}, match: {{{src}proto: udp, dport: {port}}}, action: drop}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_edited_copy_compiles_the_changed_fields_only_and_right(
+    guard: Guard, lab: Lab, tmp_path: Path
+) -> None:
+    # The edited copy's plan takes its unchanged fields from the cached plan of the
+    # first file (plancache.Reuse): what it applies must be what a full compile gives.
+    first = write_rules(tmp_path, _many_rules(600))
+    guard.apply(first)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(_many_rules(600, moved=300))  # r300: any source, port 30300 -> 30301
+    res = guard.apply_json(edited)
+    assert res["changed"] and not res["replaced_program"], res
+    assert res["digest"] == json.loads(expect_ok(run_cli("check", edited, "--json")).stdout)["digest"]
+    fx = Frames(lab.a, lab.b)
+    arrived, _ = send_and_see(lab, {"old": fx.udp(dport=30300), "new": fx.udp(dport=30301)})
+    assert arrived == {"old"}  # r300 (any source) drops 30301 now, and no rule 30300

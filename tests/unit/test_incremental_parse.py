@@ -22,7 +22,7 @@ import pytest
 from xdpguard import plancache
 from xdpguard.errors import RuleError
 from xdpguard.rules import incremental
-from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.compile import compile_ruleset, rule_tokens
 from xdpguard.rules.describe import summary_of
 from xdpguard.rules.parse import parse_text
 
@@ -132,6 +132,8 @@ def test_random_edits_parse_as_from_scratch(seed: int) -> None:
             assert [r.line for r in got.ruleset.ingress.rules] == [r.line for r in rs.ingress.rules]  # type: ignore[attr-defined]
             assert summary_of(got.ruleset, got.signatures) == summary
             assert compile_ruleset(got.ruleset).digest == compile_ruleset(rs).digest  # type: ignore[arg-type]
+            # The memo's tokens are the rules' own: compiling with reuse relies on them.
+            assert got.tokens["ingress"] == [rule_tokens(r) for r in rs.ingress.rules]  # type: ignore[attr-defined]
             memo = got.memo
             reused += got.reused
             good = rules
@@ -217,6 +219,18 @@ def test_a_copy_with_one_change_reuses_the_memo(state: Path) -> None:
     loaded = plancache.load(other)
     assert not loaded.cached and loaded.plan.digest == _fresh(other)
     assert loaded.summary == summary_of(parse_text(other.read_text(), str(other), other.parent))
+
+
+def test_a_memo_keeps_equal_conditions_once(state: Path) -> None:
+    plancache.load(state)
+    memo = plancache._read_memo(_memo_file(state))
+    fresh = incremental.parse(BIG, str(state), state.parent, {})
+    assert fresh is not None and memo == fresh.memo  # the same rules, read back
+    rules = [m.rule for m in memo["ingress"].values()]
+    for attr in ("protos", "dport", "dst"):
+        conds = [getattr(r.match, attr) for r in rules if getattr(r.match, attr) is not None]
+        assert len({id(c) for c in conds}) == len(set(conds))  # one object per value
+    assert len({r.match.protos for r in rules}) < len(rules) / 10
 
 
 class _Evil:

@@ -13,6 +13,7 @@ import pytest
 
 from xdpguard import plancache
 from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.fields import FIELDS
 from xdpguard.rules.parse import load
 
 RULES = """\
@@ -98,3 +99,59 @@ def test_only_the_last_entries_are_kept(files: Path) -> None:
         files.write_text(RULES + f"# {i}\n")
         plancache.load(files)
     assert len([p for p in plancache.root().iterdir() if not p.name.startswith(".")]) == plancache.KEEP
+
+
+def _many_rules(n: int, port_of_first: int = 1000) -> str:
+    rules = "".join(
+        f"    - {{name: r{i}, match: {{src: 10.{i // 250}.{i % 250}.0/24, proto: tcp, "
+        f"dport: {port_of_first if i == 0 else 2000 + i}}}, action: {'drop' if i % 2 else 'allow'}}}\n"
+        for i in range(n)
+    )
+    return f"version: 1\ningress:\n  default: allow\n  rules:\n{rules}"
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The `reuse` argument of every compile the cache makes."""
+    seen: list[object] = []
+
+    def compile_spy(rs, reuse=None):  # type: ignore[no-untyped-def]
+        seen.append(reuse)
+        return compile_ruleset(rs, reuse)
+
+    monkeypatch.setattr(plancache, "compile_ruleset", compile_spy)
+    return seen
+
+
+def test_an_edit_compiles_only_the_changed_fields(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _spy(monkeypatch)
+    files.write_text(_many_rules(300))
+    plancache.load(files)
+    files.write_text(_many_rules(300, port_of_first=1001))
+    again = plancache.load(files)
+    assert again.cached is False and again.plan.digest == fresh_digest(files)
+    reuse = seen[-1]
+    assert isinstance(reuse, plancache.Reuse)
+    dport = next(f.num for f in FIELDS if f.name == "dport")
+    assert reuse.fields["ingress"] == {f.num for f in FIELDS} - {dport}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: (d / "plan.bin").write_bytes((d / "plan.bin").read_bytes()[:-7]),
+        lambda d: (d / plancache.COLUMNS).write_text("{not json"),
+        lambda d: (d / plancache.COLUMNS).write_text('{"compiler": "another", "digest": "x", "columns": {}}'),
+        lambda d: (d / plancache.COLUMNS).write_text('{"columns": 3}'),
+        lambda d: (d / plancache.COLUMNS).unlink(),
+    ],
+)
+def test_a_damaged_base_is_not_reused(files: Path, monkeypatch: pytest.MonkeyPatch, damage) -> None:  # type: ignore[no-untyped-def]
+    seen = _spy(monkeypatch)
+    files.write_text(_many_rules(200))
+    plancache.load(files)
+    (entry,) = [p for p in plancache.root().iterdir() if not p.name.startswith(".")]
+    damage(entry)
+    files.write_text(_many_rules(200, port_of_first=1001))
+    again = plancache.load(files)
+    assert seen[-1] is None
+    assert again.cached is False and again.plan.digest == fresh_digest(files)

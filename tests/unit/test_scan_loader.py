@@ -8,12 +8,15 @@ and bpf(2); without them those tests are skipped with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import random
 import struct
 
 import pytest
 
-from xdpguard.datapath import bpf, btf
+from xdpguard.datapath import abi, bpf, btf
+from xdpguard.datapath import maps as M
 from xdpguard.datapath.loader import link_functions
 from xdpguard.errors import KernelError
 
@@ -107,3 +110,42 @@ def test_map_lookup_range_reads_across_batches():
             assert [struct.unpack("<Q", v)[0] for v in got] == [i * 3 for i in range(start, start + count)]
         with pytest.raises(bpf.BpfError):
             bpf.map_lookup_range(fd, n - 3, 4, 8)  # past the end
+        # The same values back to back, as one bytes object.
+        for start, count in ((0, n), (8191, 8194), (n - 1, 1)):
+            raw = bpf.map_lookup_array(fd, start, count, 8)
+            assert raw == b"".join(struct.pack("<Q", i * 3) for i in range(start, start + count))
+        with pytest.raises(bpf.BpfError):
+            bpf.map_lookup_array(fd, 0, n + 1, 8)
+
+
+def test_all_slots_reads_every_top_entry_column_by_column():
+    rng = random.Random(5)
+    entries = []
+    for _ in range(500):
+        groups = rng.getrandbits(abi.MAX_GROUPS) if rng.random() < 0.8 else 0
+        entries.append(M.top_bytes(groups, [rng.randrange(1 << 20) for _ in range(groups.bit_count())]))
+    raw = b"".join(entries)
+    want = {s for i in range(len(entries)) for s in M._top_slots(raw, i)}
+    assert M._all_slots(raw) == want
+
+
+def test_differing_finds_the_values_a_map_does_not_hold():
+    want = [bytes([i]) * 4 for i in range(10)]
+    now = b"".join(want) + b"\xff" * 8  # a map may hold more than the plan's values
+    assert M._differing(now, want) == []
+    changed = now[:8] + b"\x00\x00\x00\x01" + now[12:]
+    assert M._differing(changed, want) == [2]
+    assert M._differing(b"", want) == list(range(10))
+
+
+def test_read_rule_slots_gives_each_rule_id_and_slot():
+    _needs_bpf()
+    size = ctypes.sizeof(abi.RuleEntry)
+    n = 3000
+    with bpf.Fd(bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, size, 2 * abi.MAX_RULES)) as fd:
+        entries = [abi.RuleEntry(rule_id=(1 << 63) + i * 7, slot=8 + i, action=1, flags=3) for i in range(n)]
+        keys = [struct.pack("=I", abi.MAX_RULES + i) for i in range(n)]
+        bpf.map_update_batch(fd, keys, [bytes(e) for e in entries])
+        got = M.read_rule_slots({"rules": fd}, 1, n)  # type: ignore[dict-item]
+        assert got == [(e.rule_id, e.slot) for e in entries]
+        assert got == [(e.rule_id, e.slot) for e in M.read_rules({"rules": fd}, 1, n)]  # type: ignore[dict-item]

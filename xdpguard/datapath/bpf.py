@@ -16,6 +16,7 @@ not batch; and per-CPU value helpers.  File descriptors are plain ints;
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import functools
@@ -267,11 +268,53 @@ def map_lookup_batch(
 
 def map_lookup_range(fd: int, start: int, count: int, value_size: int) -> list[bytes]:
     """Values of array elements start .. start + count - 1, in a few batch calls."""
-    after = struct.pack("=I", start - 1) if start else None
-    pairs = map_lookup_batch(fd, 4, value_size, after=after, limit=count)
-    if len(pairs) < count:
+    raw = map_lookup_array(fd, start, count, value_size)
+    return [raw[i : i + value_size] for i in range(0, len(raw), value_size)]
+
+
+def map_lookup_array(fd: int, start: int, count: int, value_size: int) -> bytes:
+    """Values of array elements start .. start + count - 1, back to back in one
+    bytes object: comparing a whole table with what it should hold is then a
+    few slices, not an object per element (a 10,000-rule table has tens of
+    thousands).  Raises ERANGE when the array ends before start + count."""
+    parts: list[bytes] = []
+    token = ctypes.create_string_buffer(struct.pack("=I", start - 1) if start else b"", 4)
+    out_tok = ctypes.create_string_buffer(4)
+    cursor = token if start else None
+    opts = ctypes.byref(L.BatchOpts())
+    done = 0
+    while done < count:
+        n = _u32(min(_BATCH_CHUNK, count - done))
+        keys = ctypes.create_string_buffer(n.value * 4)
+        values = ctypes.create_string_buffer(n.value * value_size)
+        ret = L.lib().bpf_map_lookup_batch(fd, cursor, out_tok, keys, values, ctypes.byref(n), opts)
+        if ret < 0 and ret != -errno.ENOENT:
+            if done == 0 and -ret in _BATCH_FALLBACK:
+                return _lookup_array_each(fd, start, count, value_size)
+            raise BpfError(-ret, _label("BPF_MAP_LOOKUP_BATCH", fd))
+        # An array answers its indexes in order; anything else is not the range asked for.
+        if keys.raw[: n.value * 4] != array.array("I", range(start + done, start + done + n.value)).tobytes():
+            raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
+        parts.append(values.raw[: n.value * value_size])
+        done += n.value
+        if ret < 0 or n.value == 0:  # ENOENT: the array ends here
+            break
+        ctypes.memmove(token, out_tok, 4)
+        cursor = token
+    if done < count:
         raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_BATCH of {count} from {start}", fd))
-    return [v for _, v in pairs]
+    return b"".join(parts)
+
+
+def _lookup_array_each(fd: int, start: int, count: int, value_size: int) -> bytes:
+    """map_lookup_array() one element at a time, for kernels without batch lookups."""
+    out = []
+    for i in range(start, start + count):
+        v = map_lookup(fd, struct.pack("=I", i), value_size)
+        if v is None:
+            raise BpfError(errno.ERANGE, _label(f"BPF_MAP_LOOKUP_ELEM of {count} from {start}", fd))
+        out.append(v)
+    return b"".join(out)
 
 
 def map_update_batch_partial(

@@ -211,8 +211,8 @@ class Dataplane:
                     "applied": json.loads(snap.applied.to_json()),
                     "old_digest": old.digest if old else None,
                     "rules_text": snap.rules_text,
-                    "summary": snap.summary,
                 },
+                snap.summary_json,
             )
         except StateError as e:
             if old is None and not self.attached:

@@ -76,8 +76,8 @@ def switch(m: M.Maps, pin_dir: str, plan: Plan, old: Plan | None, holds: Holds) 
         for direction in M.DIRECTIONS:
             d = dir_plan(plan, direction)
             h_act, h_in = M.half_of(direction, active), M.half_of(direction, inactive)
-            rules_a = M.read_rules(m, h_act, M.read_config(m, h_act).nrules)
-            rules_i = M.read_rules(m, h_in, M.read_config(m, h_in).nrules)
+            rules_a = M.read_rule_slots(m, h_act, M.read_config(m, h_act).nrules)
+            rules_i = M.read_rule_slots(m, h_in, M.read_config(m, h_in).nrules)
             slots[direction], fresh = M.allocate_slots(rules_a, rules_i, [r.rule_id for r in d.rules])
             M.zero_counters(m, direction, fresh)
             if direction == "ingress":
@@ -115,7 +115,7 @@ def level(m: M.Maps, live: Plan, active: int) -> None:
         if M.read_config(m, h_in).plan_hash != live.hash64:
             d = dir_plan(live, direction)
             h_act = M.half_of(direction, active)
-            slots = {r.rule_id: r.slot for r in M.read_rules(m, h_act, d.nrules)}
+            slots = dict(M.read_rule_slots(m, h_act, d.nrules))
             inner = M.Inner()
             try:
                 M.write_half(m, h_in, live, d, None, slots, inner)

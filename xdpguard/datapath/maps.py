@@ -25,7 +25,9 @@ most 64 rules also has its bitmaps as one word each in the plain array
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
+import operator
 import os
 import struct
 import time
@@ -289,9 +291,31 @@ def bitmap_words(d: DirectionPlan) -> list[int]:
     return [int.from_bytes(b[:8], "little") for b in group0_blocks(d)]
 
 
-def _top_slots(raw: bytes) -> list[int]:
-    """The block slots a struct xg_top refers to, lowest group first."""
-    v = _TOP.unpack(raw)
+def _top_slots(raw: bytes, i: int = 0) -> list[int]:
+    """The block slots the i-th struct xg_top in `raw` refers to, lowest group first."""
+    return _slots_of(_TOP.unpack_from(raw, i * _TOP.size))
+
+
+def _all_slots(raw: bytes) -> set[int]:
+    """Every block slot the struct xg_top entries in `raw` refer to.
+
+    Column by column (a table holds twice a plan's entries: 9,000 for a
+    10,000-rule set), only for the groups some entry has.
+    """
+    words = memoryview(raw).cast("I")  # struct xg_top is u32s (native order, as the kernel wrote them)
+    step = _TOP.size // 4
+    groups = words[0::step].tolist()
+    present = functools.reduce(operator.or_, groups, 0)
+    out: set[int] = set()
+    for g in range(abi.MAX_GROUPS):
+        if present >> g & 1:
+            col = words[1 + g :: step].tolist()
+            out.update(slot for slot, gw in zip(col, groups, strict=True) if gw >> g & 1)
+    return out
+
+
+def _slots_of(v: tuple[int, ...]) -> list[int]:
+    """The block slots of an unpacked struct xg_top, lowest group first."""
     g, out = v[0], []
     while g:
         out.append(v[1 + (g & -g).bit_length() - 1])
@@ -415,6 +439,8 @@ class Inner:
     addrs: dict[str, int] = field(default_factory=dict)
     flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
+    # The plan's rule entries: both halves get the same counter slots, so the same entries.
+    rules: list[bytes] | None = None
 
     def close(self) -> None:
         for fd in [self.blocks, self.flat, *self.addrs.values(), *self.extra]:
@@ -514,13 +540,24 @@ def _half_inner(dm: Maps, outer: str, half: int) -> tuple[int, int] | None:
     return mid, B.map_get_fd_by_id(mid)
 
 
-def _read_all(fd: int, value_size: int) -> list[bytes]:
-    """Every value of an array map, in index order."""
-    pairs = B.map_lookup_batch(fd, 4, value_size)
-    out = [b""] * len(pairs)
-    for k, v in pairs:
-        out[struct.unpack("<I", k)[0]] = v
-    return out
+def _differing(now: bytes, want: list[bytes]) -> list[int]:
+    """Indexes of the values in `want` (all of one size) that `now`, the
+    values a map holds back to back from the same index, does not hold."""
+    if not want:
+        return []
+    size = len(want[0])
+    if now[: size * len(want)] == b"".join(want):
+        return []  # the usual answer, in one comparison
+    return [i for i, v in enumerate(want) if now[i * size : (i + 1) * size] != v]
+
+
+def _read_all(fd: int, value_size: int, count: int | None = None) -> bytes | None:
+    """The first `count` values of an array map (every value when None), in
+    index order, back to back; None when it holds fewer."""
+    have = B.map_info(fd).max_entries
+    if count is not None and count > have:
+        return None
+    return B.map_lookup_array(fd, 0, have if count is None else count, value_size)
 
 
 # A fresh table has room for this many times the plan's entries (plus a
@@ -568,14 +605,14 @@ def _reuse_blocks(
     tops = _half_inner(dm, "tops", half)
     if tops is None:
         return None
-    with B.Fd(tops[1]):
-        now = _read_all(tops[1], C_SIZE["top"])
     otl = old.two_level()
-    if len(now) < len(otl.tops):
+    with B.Fd(tops[1]):
+        now = _read_all(tops[1], C_SIZE["top"], len(otl.tops))  # the entries of `old`'s bitmaps
+    if now is None:
         return None
     have: dict[bytes, int] = {}  # content -> slot, for what this half's entries point to
     for i, (_, blk) in enumerate(otl.tops):
-        for bid, slot in zip(blk, _top_slots(now[i]), strict=True):
+        for bid, slot in zip(blk, _top_slots(now, i), strict=True):
             have[otl.blocks[bid]] = slot
     busy: set[int] = set()  # slots the other half may read
     other = _half_inner(dm, "bitmaps", half ^ 1)
@@ -585,8 +622,8 @@ def _reuse_blocks(
             otops = _half_inner(dm, "tops", half ^ 1)
             if otops is not None:
                 with B.Fd(otops[1]):
-                    for raw in _read_all(otops[1], C_SIZE["top"]):
-                        busy.update(_top_slots(raw))
+                    # All of them, not only its plan's: a slot named anywhere is not taken.
+                    busy = _all_slots(_read_all(otops[1], C_SIZE["top"]) or b"")
     slots: list[int] = []
     writes: list[tuple[int, bytes]] = []
     kept = {have[b] for b in blocks if b in have}
@@ -609,9 +646,9 @@ def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) ->
     cur = _half_inner(dm, "tops", half) if old is not None else None
     if cur is not None:
         with B.Fd(cur[1]) as fd:
-            if B.map_info(fd).max_entries >= len(new):
-                now = _read_all(fd, C_SIZE["top"])
-                idx = [i for i, v in enumerate(new) if now[i] != v]
+            now = _read_all(fd, C_SIZE["top"], len(new))
+            if now is not None:
+                idx = _differing(now, new)
                 if idx:
                     B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
                 return None, len(idx)
@@ -680,12 +717,13 @@ def write_half(
         flat_fd = inner.flat
     if d.rules:
         base = half * abi.MAX_RULES
-        flags = state_flags(d)
-        entries = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
+        if inner.rules is None:
+            flags = state_flags(d)
+            inner.rules = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
+        entries = inner.rules
         idx: list[int] | range = range(len(entries))
         if old is not None:  # what the half holds: only entries that differ are written
-            now = B.map_lookup_range(dm["rules"], base, len(entries), C_SIZE["rule"])
-            idx = [i for i, e in enumerate(entries) if now[i] != e]
+            idx = _differing(B.map_lookup_array(dm["rules"], base, len(entries), C_SIZE["rule"]), entries)
         if idx:
             B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
     assert inner.blocks is not None
@@ -727,8 +765,7 @@ def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
         return 0
     base = half * abi.WORDS_CAP
     words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
-    now = B.map_lookup_range(dm["words"], base, len(words), 8)
-    idx = [i for i, w in enumerate(words) if now[i] != w]
+    idx = _differing(B.map_lookup_array(dm["words"], base, len(words), 8), words)
     if idx:
         B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
     return len(idx)
@@ -826,6 +863,21 @@ def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:
         return []
     raw = B.map_lookup_range(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), C_SIZE["rule"])
     return [abi.RuleEntry.from_buffer_copy(r) for r in raw]
+
+
+def read_rule_slots(dm: Maps, half: int, nrules: int) -> list[tuple[int, int]]:
+    """(rule id, counter slot) of each of a half's rules: what slot allocation
+    needs of them, read column by column rather than as an object per rule."""
+    if nrules == 0:
+        return []
+    size = C_SIZE["rule"]
+    raw = B.map_lookup_array(dm["rules"], half * abi.MAX_RULES, min(nrules, abi.MAX_RULES), size)
+    # struct xg_rule starts with the u64 rule id and the u32 slot, and is a whole number of u64s.
+    words = memoryview(raw).cast("Q")
+    step = size // 8
+    ids = words[0::step].tolist()
+    slots = [w & 0xFFFFFFFF for w in words[1::step].tolist()]
+    return list(zip(ids, slots, strict=True))
 
 
 def _slot_key(direction: str, slot: int) -> bytes:
@@ -1020,14 +1072,16 @@ def write_active(pin_dir: str, ver: int) -> None:
 
 
 def allocate_slots(
-    rules_now: list[abi.RuleEntry], rules_other: list[abi.RuleEntry], wanted: list[int]
+    rules_now: list[tuple[int, int]], rules_other: list[tuple[int, int]], wanted: list[int]
 ) -> tuple[dict[int, int], list[int]]:
     """Counter slots for the rule ids in `wanted`: keep the live ones, take free ones for new.
 
-    Returns (rule id -> slot, slots newly taken, to be zeroed before use).
+    `rules_now` and `rules_other` are the (rule id, slot) pairs of the live
+    half and of the other one (read_rule_slots).  Returns (rule id -> slot,
+    slots newly taken, to be zeroed before use).
     """
-    live = {r.rule_id: r.slot for r in rules_now if r.slot >= abi.SLOT_FIRST_RULE}
-    used = set(live.values()) | {r.slot for r in rules_other if r.slot >= abi.SLOT_FIRST_RULE}
+    live = {rid: slot for rid, slot in rules_now if slot >= abi.SLOT_FIRST_RULE}
+    used = set(live.values()) | {slot for _, slot in rules_other if slot >= abi.SLOT_FIRST_RULE}
     out: dict[int, int] = {}
     fresh: list[int] = []
     nxt = abi.SLOT_FIRST_RULE

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xdpguard.errors import RuleError
+from xdpguard.rules.compile import rule_tokens
 from xdpguard.rules.describe import describe_rule
 from xdpguard.rules.model import MAX_RULES, Rule, RuleSet
 from xdpguard.rules.parse import Parser, YamlSeq, gc_paused, load_yaml
@@ -45,6 +46,7 @@ class MemoRule:
     warnings: tuple[tuple[int, str], ...]  # (relative line, message)
     signature: str  # describe_rule(): what `plan` and `status` compare
     inline_prefixes: int  # the prefixes it counts towards the file's limit
+    tokens: bytes  # compile.rule_tokens(): which compiled fields it leaves as they were
 
 
 # direction -> segment text -> the rule it is
@@ -57,6 +59,8 @@ class Parsed:
     memo: Memo  # the memoisable rules of this file, for the next parse
     # direction -> per rule, its signature when known (memoised rules), else None
     signatures: dict[str, list[str | None]]
+    # direction -> per rule, compile.rule_tokens() (directions whose rules were read here)
+    tokens: dict[str, list[bytes]]
     fresh: int  # segments parsed from their text
     reused: int  # segments taken from the memo
 
@@ -132,6 +136,7 @@ class _Assembler(Parser):
         self.used: set[int] = set()
         self.new_memo: Memo = {}
         self.signatures: dict[str, list[str | None]] = {}
+        self.tokens: dict[str, list[bytes]] = {}
         self.fresh = self.reused = 0
 
     def rule_list(self, rules: YamlSeq, line: int, direction: str) -> tuple[Rule, ...]:
@@ -153,6 +158,7 @@ class _Assembler(Parser):
         self.reused += n - len(fresh)
         new_memo = self.new_memo.setdefault(direction, {})
         sigs: list[str | None] = []
+        toks: list[bytes] = []
         out: list[Rule] = []
         names: dict[str, int] = {}
         inline = 0  # the memoised rules' own prefixes
@@ -162,15 +168,18 @@ class _Assembler(Parser):
                 item, item_line = fresh[i]
                 nwarn, nprefix = len(self.warnings), self.prefix_count
                 r = self.rule(item, item_line, direction, names)
+                tok = rule_tokens(r)
                 if not any(c in t for c in _CONTEXT):
                     hit = MemoRule(
                         _moved(r, r.line - base),
                         tuple((ln - base, msg) for ln, msg in self.warnings[nwarn:]),
                         describe_rule(r),
                         self.prefix_count - nprefix,
+                        tok,
                     )
                     new_memo[t] = hit
                 sigs.append(None if hit is None else hit.signature)
+                toks.append(tok)
                 out.append(r)
                 continue
             r = hit.rule
@@ -182,10 +191,12 @@ class _Assembler(Parser):
                 self.warnings.extend((ln + base, msg) for ln, msg in hit.warnings)
             new_memo[t] = hit
             sigs.append(hit.signature)
+            toks.append(hit.tokens)
             out.append(Rule(r.name, r.match, r.action, r.rate_limit, r.line + base, r.syn_cookies))
         # Counted once: over the limit anywhere is over it at the end (the ordinary parse says where).
         self.count_prefixes(inline, line)
         self.signatures[direction] = sigs
+        self.tokens[direction] = toks
         return tuple(out)
 
     def parse_fresh(self, seq: _Seq, which: list[int]) -> dict[int, tuple[object, int]]:
@@ -236,4 +247,4 @@ def parse(text: str, path: str, base_dir: Path, memo: Memo) -> Parsed | None:
         return None
     if len(p.used) != len(seqs):
         return None  # a `rules:` sequence that is no direction's rules: the ordinary parse reads it
-    return Parsed(rs, p.new_memo, p.signatures, p.fresh, p.reused)
+    return Parsed(rs, p.new_memo, p.signatures, p.tokens, p.fresh, p.reused)
