@@ -191,6 +191,7 @@ _RX_ROWS = (
 )
 _UPD_ROWS = (
     ("xdpguard_acl1_1k", "xdpguard apply (rule-only), acl1_1k"),
+    ("xdpguard_acl1_1k_one_rule", "xdpguard apply (rule-only), acl1_1k, one action changed"),
     ("nft_acl1_1k", "nft -f, acl1_1k linear chain"),
     ("iptables_acl1_1k", "iptables-legacy-restore, acl1_1k"),
     ("check_acl1_10k", "xdpguard check --json, acl1_10k"),

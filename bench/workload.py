@@ -86,11 +86,11 @@ def behind_state_rule(text: str) -> str:
     return text.replace(head, head + rule, 1)
 
 
-def change_one_port(text: str) -> str:
-    """The same rule file with the first single `dport: N` moved to another port."""
-    m = re.search(r"dport: (\d+)\b(?![-\"])", text)
+def change_one_port(text: str, nth: int = 0) -> str:
+    """The same rule file with the nth single `dport: N` (first by default) moved to another port."""
+    m = next((m for i, m in enumerate(re.finditer(r"dport: (\d+)\b(?![-\"])", text)) if i == nth), None)
     if m is None:
-        raise ValueError("no single-port dport to change")
+        raise ValueError(f"no single-port dport number {nth} to change")
     port = int(m.group(1))
     new = port + 1 if port < 65535 else port - 1
     return text[: m.start(1)] + str(new) + text[m.end(1) :]
