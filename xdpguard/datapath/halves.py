@@ -43,10 +43,14 @@ def holding(m: M.Maps, old: Plan | None) -> Holds:
 
 
 def initialise(pin_dir: str, plan: Plan) -> M.WriteStats:
-    """Fresh maps of a first attach: zero counters, default settings, the plan in both halves, half 0 live."""
+    """Fresh maps of a first attach: default settings, the plan in both halves, half 0 live.
+
+    The programs were loaded into an empty pin directory (Dataplane._attach
+    removes any leftovers first), so every map is new, and the kernel makes
+    new arrays, per-CPU ones too, all zero: counters and buckets start at
+    zero without a write (which took 0.3 s for the 262,160 slots)."""
     writes = M.WriteStats()
     with M.open_maps(pin_dir) as m:
-        M.zero_counters_all(m)
         M.ensure_limiter_key(m)
         M.write_event_cfg(m, abi.EVENTS_DEFAULT_SAMPLE, abi.EVENTS_DEFAULT_MAX_RATE)
         for direction in M.DIRECTIONS:

@@ -484,10 +484,12 @@ def _u32s(values: array[int] | range | list[int]) -> list[bytes]:
 
 
 def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int] | None) -> int:
+    """Write the half's entries that differ from `old`, or, with no old plan to go by,
+    from what the map holds (read in bulk: a map the programs just created is all
+    zero, and most of a port array's 65,536 entries need no write)."""
     base = half * size
     if old is None:
-        B.map_update_batch(fd, _u32s(range(base, base + size)), _u32s(new))
-        return size
+        old = array("I", B.map_lookup_array(fd, base, size, 4))
     idx = _changed(new, old)
     if not idx:
         return 0
@@ -922,14 +924,6 @@ def read_event_cfg(dm: Maps) -> abi.EventCfg:
 def write_event_cfg(dm: Maps, sample: int, max_rate: int) -> None:
     cfg = abi.EventCfg(sample, max_rate)
     B.map_update(dm["event_cfg"], _u32(0), bytes(cfg))
-
-
-def zero_counters_all(dm: Maps) -> None:
-    n = abi.NDIRS * abi.MAX_SLOTS
-    B.map_update_batch(
-        dm["counters"], [_u32(i) for i in range(n)], [bytes(B.percpu_value_size(C_SIZE["counter"]))] * n
-    )
-    _zero_array(dm["rule_tat"], n, C_SIZE["bucket"])
 
 
 def zero_counters(dm: Maps, direction: str, slots: list[int]) -> None:
