@@ -553,6 +553,17 @@ def _differing(now: bytes, want: list[bytes]) -> list[int]:
     return [i for i, v in enumerate(want) if now[i * size : (i + 1) * size] != v]
 
 
+def _write_differing(fd: int, base: int, values: list[bytes]) -> int:
+    """Write the values (all of one size) to array indexes base.. where the map
+    does not hold them already; returns the number written."""
+    if not values:
+        return 0
+    idx = _differing(B.map_lookup_array(fd, base, len(values), len(values[0])), values)
+    if idx:
+        B.map_update_batch(fd, _u32s([base + i for i in idx]), [values[i] for i in idx])
+    return len(idx)
+
+
 def _read_all(fd: int, value_size: int, count: int | None = None) -> bytes | None:
     """The first `count` values of an array map (every value when None), in
     index order, back to back; None when it holds fewer."""
@@ -648,12 +659,8 @@ def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) ->
     cur = _half_inner(dm, "tops", half) if old is not None else None
     if cur is not None:
         with B.Fd(cur[1]) as fd:
-            now = _read_all(fd, C_SIZE["top"], len(new))
-            if now is not None:
-                idx = _differing(now, new)
-                if idx:
-                    B.map_update_batch(fd, [_u32(i) for i in idx], [new[i] for i in idx])
-                return None, len(idx)
+            if B.map_info(fd).max_entries >= len(new):
+                return None, _write_differing(fd, 0, new)
     fresh = _inner_map("xg_tops", C_SIZE["top"], new, _HEADROOM * len(new) + 16)
     inner.extra.append(fresh)
     return fresh, len(new)
@@ -718,16 +725,11 @@ def write_half(
             st.blocks += d.nbitmaps
         flat_fd = inner.flat
     if d.rules:
-        base = half * abi.MAX_RULES
         if inner.rules is None:
             flags = state_flags(d)
             inner.rules = [rule_bytes(r, slots[r.rule_id], flags[r.index]) for r in d.rules]
-        entries = inner.rules
-        idx: list[int] | range = range(len(entries))
-        if old is not None:  # what the half holds: only entries that differ are written
-            idx = _differing(B.map_lookup_array(dm["rules"], base, len(entries), C_SIZE["rule"]), entries)
-        if idx:
-            B.map_update_batch(dm["rules"], _u32s([base + i for i in idx]), [entries[i] for i in idx])
+        # Compared with what the half holds (a new map holds zeros): only entries that differ are written.
+        _write_differing(dm["rules"], half * abi.MAX_RULES, inner.rules)
     assert inner.blocks is not None
     hw = HalfWrite(
         half,
@@ -766,11 +768,7 @@ def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
     if not uses_words(d):
         return 0
     base = half * abi.WORDS_CAP
-    words = [w.to_bytes(8, "little") for w in bitmap_words(d)]
-    idx = _differing(B.map_lookup_array(dm["words"], base, len(words), 8), words)
-    if idx:
-        B.map_update_batch(dm["words"], _u32s([base + i for i in idx]), [words[i] for i in idx])
-    return len(idx)
+    return _write_differing(dm["words"], base, [w.to_bytes(8, "little") for w in bitmap_words(d)])
 
 
 def fill_words(dm: Maps, plan: Plan) -> int:
