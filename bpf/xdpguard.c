@@ -251,15 +251,6 @@ static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
 	return xg_is_zero(tag) | ((xg_below(now, tat) | xg_below(now - tat, grace)) ^ 1);
 }
 
-/* Mark a debt cell: a source of its lines may owe the sketch until `tat`
- * (rounded up to a step, so that a flood rarely writes the cell). */
-static __always_inline void xg_debt_raise(__u64 *debt, __u64 tat)
-{
-	if (tat < XG_READ(*debt))
-		return;
-	xg_raise(debt, (tat + XG_SKETCH_UNTIL_STEP) & ~(XG_SKETCH_UNTIL_STEP - 1));
-}
-
 /* Index of the lowest set bit of a 4-bit mask, two bits per mask value. */
 #define XG_LOWEST_OF_4 0x12131210U
 
@@ -353,8 +344,10 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 
 		if (next - now > burst)
 			return XG_OVER;
-		/* Marked first: a slot taken meanwhile must not miss the debt. */
-		xg_debt_raise(debt, next);
+		/* Mark the lines' debt cell first (a slot taken meanwhile must not
+		 * miss the debt), rounded up to a step so that a flood rarely
+		 * writes it. */
+		xg_raise(debt, (next + XG_SKETCH_UNTIL_STEP) & ~(XG_SKETCH_UNTIL_STEP - 1));
 		if (__sync_val_compare_and_swap(&low->tat, old, next) == old) {
 			xg_raise(&high->tat, next);
 			return XG_WITHIN;
