@@ -12,10 +12,11 @@ rule-only apply that silently recompiled would show up, not hide in a median.
 
 Cases, each REPS times (median reported): first attach of the 10-rule set
 (detached before each, so bcc compiles every time); a one-rule change on
-it (one port, alternately forth and back); the same file again ("no
-changes"); the 4,096-rule + 1M-prefix set applied onto the interface
-holding the small set (and back, reported too); a one-rule change on the
-large set; the large set again.  Whether a rule-only apply loads bcc/LLVM
+it (2 x REPS edits in a row, each moving one port of the file applied
+before it, so that no edit is a file the plan cache has seen); the same
+file again ("no changes"); the 4,096-rule + 1M-prefix set applied onto
+the interface holding the small set (and back, reported too); one-rule
+edits of the large set, as for the small one; the large set again.  Whether a rule-only apply loads bcc/LLVM
 is shown with `python -X importtime`: the lines naming a bcc module are
 counted for rule-only applies (must be 0) and for a first attach (the
 positive control: must be > 0).  `xdpguard --help` gives the start-up floor.
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import CLI, Lab, median, run_measured, summary
-from bench.workload import Workload
+from bench.workload import Workload, edits
 from xdpguard.datapath.dataplane import Dataplane
 
 TARGET_SMALL_CHANGE_S = 0.3
@@ -78,6 +79,17 @@ def apply_cli(lab: Lab, iface: str, path: Path, importtime: bool = False) -> App
     )
 
 
+def _edit_files(base: Path, stem: str, n: int) -> list[Path]:
+    """n one-rule edits of `base` in a row (bench.workload.edits), written
+    beside it (the large set names its set file by a relative path)."""
+    paths = []
+    for i, text in enumerate(edits(base.read_text(), n)):
+        p = base.with_name(f"{stem}-{i}.yaml")
+        p.write_text(text)
+        paths.append(p)
+    return paths
+
+
 def detach(iface: str) -> None:
     """Remove xdpguard from the interface (in-process: only the pins matter)."""
     Dataplane(iface, None).detach()
@@ -115,12 +127,11 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
         detach(ifc)
         first.append(_expect(apply_cli(lab, ifc, wl.small), "first attach", attached=True, changed=True))
 
-    small_change: list[ApplySample] = []
-    for _ in range(reps_small):
-        for p in (wl.small_changed, wl.small):
-            small_change.append(
-                _expect(apply_cli(lab, ifc, p), "small one-rule", attached=False, changed=True)
-            )
+    small_change = [
+        _expect(apply_cli(lab, ifc, p), "small one-rule", attached=False, changed=True)
+        for p in _edit_files(wl.small, "small-edit", 2 * reps_small)
+    ]
+    _expect(apply_cli(lab, ifc, wl.small), "back to the small set", attached=False, changed=True)
     small_same = [
         _expect(apply_cli(lab, ifc, wl.small), "small no change", attached=False, changed=False)
         for _ in range(reps_small)
@@ -138,12 +149,11 @@ def measure(lab: Lab, wl: Workload, reps_small: int, reps_large: int) -> dict[st
         apply_cli(lab, ifc, wl.large, importtime=True), "importtime", attached=False, changed=True
     )
 
-    large_change: list[ApplySample] = []
-    for _ in range(reps_large):
-        for p in (wl.large_changed, wl.large):
-            large_change.append(
-                _expect(apply_cli(lab, ifc, p), "large one-rule", attached=False, changed=True)
-            )
+    large_change = [
+        _expect(apply_cli(lab, ifc, p), "large one-rule", attached=False, changed=True)
+        for p in _edit_files(wl.large, "large-edit", 2 * reps_large)
+    ]
+    _expect(apply_cli(lab, ifc, wl.large), "back to the large set", attached=False, changed=True)
     large_same = [
         _expect(apply_cli(lab, ifc, wl.large), "large no change", attached=False, changed=False)
         for _ in range(reps_large)

@@ -137,7 +137,8 @@ def _apply_md(a: dict[str, Any]) -> list[str]:
         "### `xdpguard apply`",
         "",
         f"Method: {a['method']}. Median of {a['reps_small']} (10-rule cases) or {a['reps_large']} "
-        "(large-set cases; one-rule changes alternate forth and back, so twice as many samples). "
+        "(large-set cases; one-rule changes are twice as many edits in a row, "
+        "each a file the plan cache has not seen). "
         '"Large set" = the check benchmark\'s large file.',
         "",
         "| case | CLI wall (median) | internal `seconds` (median) | peak RSS (max) | map entries written |",

@@ -70,7 +70,6 @@ class Workload:
     small: Path
     small_changed: Path
     large: Path
-    large_changed: Path
     blocklist: Path
     large_prefix_changed: Path
     xl: Path
@@ -86,14 +85,33 @@ def behind_state_rule(text: str) -> str:
     return text.replace(head, head + rule, 1)
 
 
+# A rule's single destination port (not a range, not a quoted form).
+_SINGLE_DPORT = re.compile(r"dport: (\d+)\b(?![-\"])")
+
+
 def change_one_port(text: str, nth: int = 0) -> str:
     """The same rule file with the nth single `dport: N` (first by default) moved to another port."""
-    m = next((m for i, m in enumerate(re.finditer(r"dport: (\d+)\b(?![-\"])", text)) if i == nth), None)
+    m = next((m for i, m in enumerate(_SINGLE_DPORT.finditer(text)) if i == nth), None)
     if m is None:
         raise ValueError(f"no single-port dport number {nth} to change")
     port = int(m.group(1))
     new = port + 1 if port < 65535 else port - 1
     return text[: m.start(1)] + str(new) + text[m.end(1) :]
+
+
+def edits(text: str, n: int) -> list[str]:
+    """n rule files, each one port away from the one before it (the first
+    from `text`): a run of one-rule edits, every file new to the plan
+    cache, as an operator's edits are (a file applied before would be a
+    cache hit, which an edit never is)."""
+    ports = len(_SINGLE_DPORT.findall(text))
+    if not ports:
+        raise ValueError("no single-port dport to change")
+    out = []
+    for i in range(n):
+        text = change_one_port(text, nth=i % ports)
+        out.append(text)
+    return out
 
 
 def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> Workload:
@@ -103,8 +121,6 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
     small_changed = d / "small-changed.yaml"
     small_changed.write_text(change_one_port(SMALL_RULES))
     large = gen.write_large(d, rules=rules, prefixes=prefixes)
-    large_changed = d / "large-changed.yaml"
-    large_changed.write_text(change_one_port(large.read_text()))
     blocklist = d / "lists" / "blocklist.netset"
     prefix_changed = d / "large-prefix-changed.yaml"
     if blocklist.exists():
@@ -116,7 +132,7 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
         prefix_changed.write_text(large.read_text())
     xl = d / "rules65k.yaml"
     xl.write_text(gen.rules_yaml(XL_RULES, set_file=None))
-    return Workload(d, small, small_changed, large, large_changed, blocklist, prefix_changed, xl)
+    return Workload(d, small, small_changed, large, blocklist, prefix_changed, xl)
 
 
 def change_one_prefix(text: str) -> str:

@@ -111,11 +111,68 @@ def test_an_unchanged_set_reuses_every_field() -> None:
     assert got.to_bytes() == plan.to_bytes()
 
 
-def test_a_condition_naming_a_set_is_not_digested() -> None:
+def test_a_condition_naming_a_set_without_a_digest_is_not_digested() -> None:
     src = AddrMatch((Prefix(4, 0x0A000000, 8),), sets=("nets",))
     tok = rule_tokens(Rule("r", Match(src=src, dport=(PortRange(22, 22),)), Action.ALLOW, None, 1))
     assert tok[:TOKEN_BYTES] == bytes(TOKEN_BYTES)  # src (the first field): unknown
     assert set(column_digests([tok])) == {f.num for f in FIELDS} - {FIELDS[0].num}  # never reused
+
+
+_SETS_RULES = """\
+version: 1
+sets:
+  office: ["192.0.2.0/24", "2001:db8::/48"]
+  blocklist: {file: block.netset}
+  feed: {dynamic: true}
+ingress:
+  default: drop
+  rules:
+    - name: blocked
+      match: {src: ["@blocklist", "198.51.100.7"]}
+      action: drop
+    - name: office-ssh
+      match: {src: "@office", proto: tcp, dport: 22}
+      action: allow
+    - name: fed
+      match: {dst: "@feed"}
+      action: drop
+    - name: web
+      match: {proto: tcp, dport: 443}
+      action: allow
+"""
+
+
+def _sets_ruleset(tmp_path: Path, text: str, prefixes: list[str]) -> RuleSet:
+    (tmp_path / "block.netset").write_text("\n".join(prefixes) + "\n")
+    return parse_text(text, str(tmp_path / "rules.yaml"), tmp_path)
+
+
+def test_a_column_naming_static_sets_is_reused_while_they_are_unchanged(tmp_path: Path) -> None:
+    blocked = [f"10.{i}.{j}.0/24" for i in range(8) for j in range(0, 256, 3)]
+    before = _sets_ruleset(tmp_path, _SETS_RULES, blocked)
+    plan = compile_ruleset(before)
+    src = next(f.num for f in FIELDS if f.match == "src")
+    dst = next(f.num for f in FIELDS if f.match == "dst")
+    cols = _columns(before)["ingress"]
+    assert src in cols  # the static sets' column has a digest
+    assert dst not in cols  # a dynamic set's never does: its slot follows from the other sets
+
+    # An edit elsewhere: the set column is taken from the first plan.
+    after = _sets_ruleset(tmp_path, _SETS_RULES.replace("dport: 443", "dport: 8443"), blocked)
+    assert _columns(after)["ingress"][src] == cols[src]
+    got, _ = _recompile(before, plan, after)
+    assert got.to_bytes() == compile_ruleset(after).to_bytes()
+
+    # One prefix of the set file changed, or the inline set: the column is compiled again.
+    for text, pfx in (
+        (_SETS_RULES, [*blocked[:-1], "172.16.0.0/12"]),
+        (_SETS_RULES.replace("192.0.2.0/24", "192.0.2.0/25"), blocked),
+    ):
+        changed = _sets_ruleset(tmp_path, text, pfx)
+        assert _columns(changed)["ingress"][src] != cols[src]
+        got, _ = _recompile(before, plan, changed)
+        assert got.to_bytes() == compile_ruleset(changed).to_bytes()
+        assert got.to_bytes() != plan.to_bytes()
 
 
 def _change_one_port(rules: list[cb.Rule], rng: random.Random) -> list[cb.Rule]:

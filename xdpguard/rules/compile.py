@@ -962,8 +962,11 @@ _NONE_TOKEN = hashlib.blake2b(b"None", digest_size=TOKEN_BYTES).digest()
 def rule_tokens(r: Rule) -> bytes:
     """A digest of the rule's condition on each field of FIELDS, in that order.
 
-    A condition naming sets is not digested (a set can hold a million
-    prefixes): its token is unknown, and its column is compiled afresh.
+    A condition naming sets is not digested here (a set can hold a million
+    prefixes): its token comes from the digest the parser gave it (of its
+    own prefixes and the sets' contents), and is unknown, its column then
+    compiled afresh, when it has none (it names a dynamic set, whose slot
+    follows from the other sets, or was not made by the parser).
     The repr of the model's frozen dataclasses shows every attribute, so
     two conditions with one digest are equal; equal conditions whose
     frozensets happen to iterate differently only miss a reuse.
@@ -974,7 +977,10 @@ def rule_tokens(r: Rule) -> bytes:
         if cond is None:
             out.append(_NONE_TOKEN)
         elif isinstance(cond, AddrMatch) and cond.sets:
-            out.append(_UNKNOWN)
+            if cond.digest and not cond.dynamic:
+                out.append(hashlib.blake2b(b"sets:" + cond.digest.encode(), digest_size=TOKEN_BYTES).digest())
+            else:
+                out.append(_UNKNOWN)
         else:
             out.append(hashlib.blake2b(repr(cond).encode(), digest_size=TOKEN_BYTES).digest())
     return b"".join(out)

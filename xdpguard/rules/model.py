@@ -129,6 +129,12 @@ class AddrMatch:
     prefixes: tuple[Prefix, ...]
     sets: tuple[str, ...] = ()
     dynamic: tuple[str, ...] = ()  # dynamic sets: membership is decided per packet
+    # For a condition naming static sets only: a digest of what it stands for
+    # (its own prefixes, the sets' names and their content digests), which the
+    # parser computes, so that compile.rule_tokens need not read a million
+    # prefixes to tell whether the condition changed; "" when unknown.  It
+    # follows from the fields above, so it takes no part in equality.
+    digest: str = field(default="", compare=False, repr=False)
 
     @property
     def families(self) -> frozenset[int]:
@@ -212,6 +218,9 @@ class SetDef:
     dynamic: bool = False
     size: int = 0  # dynamic: the most elements it holds
     timeout: float | None = None  # dynamic: default lifetime of an element, seconds
+    # Static: a digest of its content as parsed (of the file's bytes, for a set
+    # file); it follows from the prefixes, so it takes no part in equality.
+    digest: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

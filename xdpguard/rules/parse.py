@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import hashlib
 import math
 import re
 import stat
@@ -413,6 +414,10 @@ def _proto_list(protos: frozenset[int] | set[int]) -> str:
 SET_FILE_MAX_BYTES = 128 * 2**20
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _set_file_problem(path: Path) -> str | None:
     """Why a set file is refused before it is read, or None.  Only regular
     files are read (a device or FIFO such as /dev/zero never ends), and only
@@ -780,7 +785,9 @@ class Parser:
                         self.fail(iline, f"set {name}: {e}")
                 unique = tuple(sorted(set(prefixes), key=prefix_key))
                 self.count_prefixes(len(unique), vline)
-                self.sets[name] = SetDef(name=name, prefixes=unique, file=None, line=line)
+                self.sets[name] = SetDef(
+                    name=name, prefixes=unique, file=None, line=line, digest=_digest(repr(unique).encode())
+                )
             elif isinstance(value, YamlMap) and "dynamic" in value:
                 self.sets[name] = self.dynamic_set(name, value, line)
             elif isinstance(value, YamlMap):
@@ -852,7 +859,7 @@ class Parser:
             raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
         prefixes = parse_set_file_text(text, fname)
         self.count_prefixes(len(prefixes), line)
-        return SetDef(name=name, prefixes=prefixes, file=fname, line=set_line)
+        return SetDef(name=name, prefixes=prefixes, file=fname, line=set_line, digest=_digest(data))
 
     # ---- directions and rules
 
@@ -1109,7 +1116,13 @@ class Parser:
             for set_name in set_names:
                 union.update(self.sets[set_name].prefixes)
             prefixes = tuple(sorted(union, key=prefix_key))
-        return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic))
+        digest = ""
+        if set_names and not dynamic:
+            # What the condition stands for, from the sets' digests: hashing their
+            # prefixes again would cost as much as reading them did.
+            parts = [repr(sorted(inline, key=prefix_key)), *(f"{n}={self.sets[n].digest}" for n in set_names)]
+            digest = _digest("\n".join(parts).encode())
+        return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic), digest=digest)
 
     def protos(self, value: Any, line: int) -> frozenset[int]:
         if isinstance(value, YamlSeq) and not value:
