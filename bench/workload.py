@@ -71,7 +71,6 @@ class Workload:
     small_changed: Path
     large: Path
     blocklist: Path
-    large_prefix_changed: Path
     xl: Path
 
 
@@ -122,24 +121,20 @@ def write(d: Path, rules: int = LARGE_RULES, prefixes: int = LARGE_PREFIXES) -> 
     small_changed.write_text(change_one_port(SMALL_RULES))
     large = gen.write_large(d, rules=rules, prefixes=prefixes)
     blocklist = d / "lists" / "blocklist.netset"
-    prefix_changed = d / "large-prefix-changed.yaml"
-    if blocklist.exists():
-        changed_list = d / "lists" / "blocklist-changed.netset"
-        changed_list.write_text(change_one_prefix(blocklist.read_text()))
-        text = large.read_text().replace("lists/blocklist.netset", "lists/blocklist-changed.netset")
-        prefix_changed.write_text(text)
-    else:
-        prefix_changed.write_text(large.read_text())
     xl = d / "rules65k.yaml"
     xl.write_text(gen.rules_yaml(XL_RULES, set_file=None))
-    return Workload(d, small, small_changed, large, blocklist, prefix_changed, xl)
+    return Workload(d, small, small_changed, large, blocklist, xl)
 
 
-def change_one_prefix(text: str) -> str:
-    """The same set file with its last IPv4 prefix replaced by one no other line holds."""
+def change_one_prefix(text: str, k: int = 0) -> str:
+    """The same set file with its (k+1)th IPv4 prefix from the end replaced
+    by an address no other line holds (198.18.255.254 for k=0, then down)."""
     lines = text.rstrip("\n").split("\n")
+    seen = 0
     for i in range(len(lines) - 1, -1, -1):
         if lines[i] and not lines[i].startswith("#") and ":" not in lines[i]:
-            lines[i] = "198.18.255.254/32"
-            return "\n".join(lines) + "\n"
+            if seen == k:
+                lines[i] = f"198.18.{255 - k // 254}.{254 - k % 254}/32"
+                return "\n".join(lines) + "\n"
+            seen += 1
     raise ValueError("no IPv4 prefix to change")
