@@ -50,6 +50,11 @@ KEEP = 8  # entries kept; the oldest (by last use) go first
 # Rule memos kept (about 450 bytes a rule): this file's and the last few others'.
 KEEP_MEMOS = 4
 MEMO_DIR = ".rules"  # in the cache directory: one memo of parsed rules per rule file
+SETS_DIR = ".sets"  # in the cache directory: large set files, parsed, by the digest of their bytes
+KEEP_SETS = 3  # a million prefixes take about 26 MB
+SEEN_DIR = ".seen"  # in the cache directory: a mark per large set file parsed once
+KEEP_SEEN = 16
+_SETS_MAGIC = b"XGSETS1\n"
 COLUMNS = "columns.json"  # in an entry: the digests of the columns its plan was compiled from
 # direction -> field number -> digest of the field's column (compile.column_digests)
 Columns = dict[str, dict[int, str]]
@@ -136,10 +141,12 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
         source = ""  # the ordinary parse below says where
     memo_path = _memo_path(path)
     with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
-        parsed = incremental.parse(source, str(path), path.parent, _load_memo(memo_path)) if source else None
+        sets = _SetCache.here()
+        memo = _load_memo(memo_path)
+        parsed = incremental.parse(source, str(path), path.parent, memo, sets) if source else None
         columns: Columns | None = None
         if parsed is None:
-            rs = parse(path)  # and every error, exactly as `check` reports it
+            rs = parse(path, sets)  # and every error, exactly as `check` reports it
             known = None
         else:
             rs, known = parsed.ruleset, parsed.signatures
@@ -187,7 +194,7 @@ def _store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    prune_cache(base, KEEP, spare=frozenset({MEMO_DIR}))
+    prune_cache(base, KEEP, spare=frozenset({MEMO_DIR, SETS_DIR, SEEN_DIR}))
 
 
 def _reuse(columns: Columns) -> Reuse | None:
@@ -366,6 +373,76 @@ def _store_memo(path: Path | None, memo: Memo) -> None:
         return  # no memo: the next parse is a full one, nothing worse
     with contextlib.suppress(OSError):
         prune_cache(path.parent, KEEP_MEMOS)
+
+
+class _SetCache:
+    """Large set files as parsed, by the digest of their bytes (rules.parse.SetCache).
+
+    A rule file that names a blocklist of a million prefixes is edited far
+    more often than the blocklist: the edit then loads the parsed prefixes
+    (half a second) instead of parsing the file again (two seconds).  Only
+    a set file parsed a second time is kept (the first parse leaves a
+    mark): writing one costs about a second, which a list replaced on
+    every apply (a feed) would pay for nothing.  An entry is keyed by the
+    parser's sources too, written whole (a temporary file renamed), with
+    the sha256 of its payload, and read back only as the rule model's
+    classes; one that fails any check is ignored.
+    """
+
+    def __init__(self, base: Path, seen: Path) -> None:
+        self.base = base
+        self.seen = seen
+
+    @classmethod
+    def here(cls) -> _SetCache | None:
+        try:
+            base = root()
+        except XdpguardError:
+            return None  # no trusted cache directory: every set file is parsed
+        return cls(base / SETS_DIR, base / SEEN_DIR)
+
+    def _path(self, digest: str) -> Path:
+        return self.base / _sha(_compiler_hash().encode() + digest.encode())
+
+    def get(self, digest: str) -> tuple[model.Prefix, ...] | None:
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        head, _, payload = data[len(_SETS_MAGIC) :].partition(b"\n")
+        if not data.startswith(_SETS_MAGIC) or head != f"{digest} {_sha(payload)}".encode():
+            return None
+        try:
+            got = _ModelUnpickler(io.BytesIO(payload)).load()
+        except Exception:  # a damaged entry may fail in any way: it is only a cache
+            return None
+        if type(got) is not tuple or (got and type(got[0]) is not model.Prefix):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used
+        return got
+
+    def put(self, digest: str, prefixes: tuple[model.Prefix, ...]) -> None:
+        path = self._path(digest)
+        mark = self.seen / path.name
+        if not mark.exists():
+            with contextlib.suppress(OSError):
+                self.seen.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _write_private(mark, b"")
+                prune_cache(self.seen, KEEP_SEEN)
+            return
+        payload = pickle.dumps(prefixes, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".new-{os.getpid()}-{path.name}")
+            tmp.unlink(missing_ok=True)
+            _write_private(tmp, _SETS_MAGIC + f"{digest} {_sha(payload)}\n".encode() + payload)
+            os.rename(tmp, path)  # whole or not at all
+        except OSError:
+            return  # no entry: the next apply parses the file again, nothing worse
+        with contextlib.suppress(OSError):
+            prune_cache(self.base, KEEP_SETS)
 
 
 def _write_private(path: Path, data: bytes) -> None:

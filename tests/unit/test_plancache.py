@@ -155,3 +155,68 @@ def test_a_damaged_base_is_not_reused(files: Path, monkeypatch: pytest.MonkeyPat
     again = plancache.load(files)
     assert seen[-1] is None
     assert again.cached is False and again.plan.digest == fresh_digest(files)
+
+
+def _big_set(path: Path, n: int, offset: int = 0) -> None:
+    """A set file of n distinct /32s (enough for the set-file cache)."""
+    path.write_text(
+        "".join(f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n" for i in range(offset, offset + n))
+    )
+
+
+def _count_set_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from xdpguard.rules import parse
+
+    calls: list[int] = []
+    real = parse.parse_set_file_text
+
+    def counting(text: str, fname: str):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(text, fname)
+
+    monkeypatch.setattr(parse, "parse_set_file_text", counting)
+    return calls
+
+
+def test_a_big_set_file_parsed_twice_is_then_loaded(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xdpguard.rules.parse import SET_CACHE_MIN
+
+    _big_set(files.parent / "lists" / "blk.netset", SET_CACHE_MIN)
+    calls = _count_set_parses(monkeypatch)
+    digests, parses = [], []
+    for i in range(4):  # each a rule-file edit: the plan cache misses, the set file is the same
+        files.write_text(RULES + f"# edit {i}\n")
+        before = len(calls)
+        loaded = plancache.load(files)
+        parses.append(len(calls) - before)
+        assert loaded.cached is False
+        digests.append(loaded.plan.digest)
+        assert loaded.plan.digest == fresh_digest(files)  # a parse of its own, not counted
+    assert parses == [1, 1, 0, 0]  # parsed the first time (marked), the second (kept), then loaded
+    assert len(set(digests)) == 1
+    kept = list((plancache.root() / plancache.SETS_DIR).iterdir())
+    assert len(kept) == 1
+
+    # A changed set file is never answered from the entry of the old one.
+    _big_set(files.parent / "lists" / "blk.netset", SET_CACHE_MIN, offset=1)
+    files.write_text(RULES + "# edit 5\n")
+    changed = plancache.load(files)
+    assert changed.plan.digest == fresh_digest(files) and changed.plan.digest != digests[0]
+
+
+def test_a_damaged_set_entry_is_ignored(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xdpguard.rules.parse import SET_CACHE_MIN
+
+    _big_set(files.parent / "lists" / "blk.netset", SET_CACHE_MIN)
+    for i in range(2):
+        files.write_text(RULES + f"# edit {i}\n")
+        plancache.load(files)
+    (entry,) = (plancache.root() / plancache.SETS_DIR).iterdir()
+    data = bytearray(entry.read_bytes())
+    data[-5] ^= 0xFF  # in the payload: its recorded sha256 no longer matches
+    entry.write_bytes(bytes(data))
+    calls = _count_set_parses(monkeypatch)
+    files.write_text(RULES + "# edit 2\n")
+    loaded = plancache.load(files)
+    assert calls == [1]  # parsed, not loaded
+    assert loaded.plan.digest == fresh_digest(files)

@@ -35,7 +35,7 @@ from xdpguard.errors import RuleError
 from xdpguard.rules.compile import rule_tokens
 from xdpguard.rules.describe import describe_rule
 from xdpguard.rules.model import MAX_RULES, Rule, RuleSet
-from xdpguard.rules.parse import Parser, YamlSeq, gc_paused, load_yaml
+from xdpguard.rules.parse import Parser, SetCache, YamlSeq, gc_paused, load_yaml
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,10 @@ def _sequences(text: str) -> list[_Seq]:
 class _Assembler(Parser):
     """The ordinary parser, given each sequence's rules from the memo or one YAML pass."""
 
-    def __init__(self, path: str, base_dir: Path, text: str, seqs: list[_Seq], memo: Memo) -> None:
-        super().__init__(path, base_dir)
+    def __init__(
+        self, path: str, base_dir: Path, text: str, seqs: list[_Seq], memo: Memo, set_cache: SetCache | None
+    ) -> None:
+        super().__init__(path, base_dir, set_cache)
         self.text = text
         self.seqs = seqs
         self.memo = memo
@@ -225,7 +227,9 @@ def _moved(r: Rule, line: int) -> Rule:
     return Rule(r.name, r.match, r.action, r.rate_limit, line, r.syn_cookies)
 
 
-def parse(text: str, path: str, base_dir: Path, memo: Memo) -> Parsed | None:
+def parse(
+    text: str, path: str, base_dir: Path, memo: Memo, set_cache: SetCache | None = None
+) -> Parsed | None:
     """The rule file's RuleSet, reusing `memo`; None: parse it the ordinary way (parse.parse_text)."""
     if any(c in text for c in _AWKWARD) or _MARKER in text:
         return None
@@ -239,7 +243,7 @@ def parse(text: str, path: str, base_dir: Path, memo: Memo) -> Parsed | None:
         parts.append("\n" * text.count("\n", a, b))
         at = b
     parts.append(text[at:])
-    p = _Assembler(path, base_dir, text, seqs, memo)
+    p = _Assembler(path, base_dir, text, seqs, memo, set_cache)
     try:
         with gc_paused():
             rs = p.ruleset(load_yaml("".join(parts), path))

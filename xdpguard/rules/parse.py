@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
@@ -418,6 +418,19 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Set files this large are worth keeping parsed (plancache's SetCache): a
+# million prefixes take two seconds to parse, half a second to load.
+SET_CACHE_MIN = 10_000
+
+
+class SetCache(Protocol):
+    """Parsed set files by the digest of their bytes (see plancache)."""
+
+    def get(self, digest: str) -> tuple[Prefix, ...] | None: ...
+
+    def put(self, digest: str, prefixes: tuple[Prefix, ...]) -> None: ...
+
+
 def _set_file_problem(path: Path) -> str | None:
     """Why a set file is refused before it is read, or None.  Only regular
     files are read (a device or FIFO such as /dev/zero never ends), and only
@@ -621,9 +634,10 @@ def _family_names(families: frozenset[int]) -> str:
 class Parser:
     """One rule file: sets first (rules refer to them), then both directions."""
 
-    def __init__(self, path: str, base_dir: Path) -> None:
+    def __init__(self, path: str, base_dir: Path, set_cache: SetCache | None = None) -> None:
         self.path = path
         self.base_dir = base_dir
+        self.set_cache = set_cache
         self.sets: dict[str, SetDef] = {}
         self.prefix_count = 0
         # (line, message): rendered as `file:line: warning: ...` once the file is read
@@ -852,14 +866,19 @@ class Parser:
             data = path.read_bytes()
         except OSError as e:
             self.fail(line, f"set {name}: cannot read {show(fname)}: {e.strerror or e}")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            bad_line = data.count(b"\n", 0, e.start) + 1
-            raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-        prefixes = parse_set_file_text(text, fname)
+        digest = _digest(data)
+        prefixes = self.set_cache.get(digest) if self.set_cache is not None else None
+        if prefixes is None:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad_line = data.count(b"\n", 0, e.start) + 1
+                raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
+            prefixes = parse_set_file_text(text, fname)
+            if self.set_cache is not None and len(prefixes) >= SET_CACHE_MIN:
+                self.set_cache.put(digest, prefixes)
         self.count_prefixes(len(prefixes), line)
-        return SetDef(name=name, prefixes=prefixes, file=fname, line=set_line, digest=_digest(data))
+        return SetDef(name=name, prefixes=prefixes, file=fname, line=set_line, digest=digest)
 
     # ---- directions and rules
 
@@ -1430,7 +1449,9 @@ class Parser:
 # Entry points
 
 
-def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) -> RuleSet:
+def parse_text(
+    text: str, path: str = "<string>", base_dir: Path | None = None, set_cache: SetCache | None = None
+) -> RuleSet:
     """Parse and validate rule-file text.
 
     `path` is used in messages and as `RuleSet.source`; set files are
@@ -1441,10 +1462,10 @@ def parse_text(text: str, path: str = "<string>", base_dir: Path | None = None) 
         base_dir = Path(".") if path.startswith("<") else Path(path).parent
     with gc_paused():
         doc = load_yaml(text, path)
-        return Parser(path, base_dir).ruleset(doc)
+        return Parser(path, base_dir, set_cache).ruleset(doc)
 
 
-def load(path: str | Path) -> RuleSet:
+def load(path: str | Path, set_cache: SetCache | None = None) -> RuleSet:
     """Read, parse and validate a rule file; set files resolve next to it."""
     name = str(path)
     p = Path(path)
@@ -1457,4 +1478,4 @@ def load(path: str | Path) -> RuleSet:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-    return parse_text(text, name, p.parent)
+    return parse_text(text, name, p.parent, set_cache)
