@@ -27,11 +27,7 @@ def check(
     from xdpguard.rules.describe import describe_rule, set_index
 
     rs, plan, _ = load_rules(rules)
-    sets = (
-        set_index(rs)
-        if any(r.match.src or r.match.dst for d in (rs.ingress, rs.egress) for r in d.rules)
-        else {}
-    )
+    sets = set_index(rs)
     data: dict[str, Any] = {
         "file": str(rules),
         "valid": True,

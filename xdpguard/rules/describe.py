@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xdpguard.rules.addrs import prefix_key
 from xdpguard.rules.model import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -18,6 +19,7 @@ from xdpguard.rules.model import (
     PORT_PROTOS,
     AddrMatch,
     Match,
+    Prefix,
     RateLimit,
     Rule,
     RuleSet,
@@ -31,12 +33,29 @@ PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPP
                IPPROTO_SCTP: "sctp"}  # fmt: skip
 
 
-def _addr(am: AddrMatch, sets: dict[str, set[tuple[int, int, int]]]) -> str:
-    from_sets: set[tuple[int, int, int]] = set()
-    for s in am.sets:
-        from_sets |= sets.get(s, set())
-    inline = [str(p) for p in am.prefixes if (p.family, p.addr, p.plen) not in from_sets]
-    return ",".join([f"@{s}" for s in am.sets] + inline)
+class SetIndex:
+    """Which prefixes each set of a rule set holds, read only when asked: a
+    condition naming a million-prefix set shows the set by name, and its
+    own prefixes only need checking against the sets when it has any."""
+
+    def __init__(self, rs: RuleSet) -> None:
+        self._defs = {s.name: s for s in rs.sets}
+        self._members: dict[str, set[tuple[int, int, int]]] = {}
+
+    def holds(self, name: str, p: Prefix) -> bool:
+        members = self._members.get(name)
+        if members is None:
+            sd = self._defs.get(name)
+            members = self._members[name] = {prefix_key(q) for q in sd.prefixes} if sd else set()
+        return prefix_key(p) in members
+
+
+def _addr(am: AddrMatch, sets: SetIndex | None) -> str:
+    """The sets by name, then the prefixes the condition lists that none of them holds."""
+    own = am.prefixes if am.inline is None else am.inline
+    if am.sets and sets is not None:
+        own = tuple(p for p in own if not any(sets.holds(s, p) for s in am.sets))
+    return ",".join([f"@{s}" for s in am.sets] + [str(p) for p in own])
 
 
 def _protos(ps: frozenset[int]) -> str:
@@ -45,8 +64,7 @@ def _protos(ps: frozenset[int]) -> str:
     return ",".join(PROTO_NAMES.get(p, str(p)) for p in sorted(ps))
 
 
-def describe_match(m: Match, sets: dict[str, set[tuple[int, int, int]]] | None = None) -> str:
-    sets = sets or {}
+def describe_match(m: Match, sets: SetIndex | None = None) -> str:
     parts = []
     if m.src is not None:
         parts.append(f"src={_addr(m.src, sets)}")
@@ -70,7 +88,7 @@ def describe_match(m: Match, sets: dict[str, set[tuple[int, int, int]]] | None =
     return " ".join(parts) or "any"
 
 
-def describe_rule(r: Rule, sets: dict[str, set[tuple[int, int, int]]] | None = None) -> str:
+def describe_rule(r: Rule, sets: SetIndex | None = None) -> str:
     text = f"{describe_match(r.match, sets)} -> {r.action.value}"
     rl = r.rate_limit
     if rl is not None:
@@ -91,8 +109,8 @@ def describe_per(rl: RateLimit) -> str:
     return f"source/{rl.per_prefix_v4},{rl.per_prefix_v6}"
 
 
-def set_index(rs: RuleSet) -> dict[str, set[tuple[int, int, int]]]:
-    return {s.name: {(p.family, p.addr, p.plen) for p in s.prefixes} for s in rs.sets}
+def set_index(rs: RuleSet) -> SetIndex:
+    return SetIndex(rs)
 
 
 def rule_signatures(rs: RuleSet, known: Known | None = None) -> dict[str, dict[str, str]]:
@@ -101,7 +119,7 @@ def rule_signatures(rs: RuleSet, known: Known | None = None) -> dict[str, dict[s
     `known`: per direction, each rule's description when already known (the
     rules rules/incremental.py took from its memo), else None.
     """
-    sets: dict[str, set[tuple[int, int, int]]] | None = None
+    sets: SetIndex | None = None
     out: dict[str, dict[str, str]] = {}
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         given = (known or {}).get(dname) or [None] * len(d.rules)
@@ -109,7 +127,7 @@ def rule_signatures(rs: RuleSet, known: Known | None = None) -> dict[str, dict[s
         for r, sig in zip(d.rules, given, strict=True):
             if sig is None:
                 if sets is None:
-                    sets = set_index(rs)  # only when needed: a million-prefix set takes a while
+                    sets = set_index(rs)
                 sig = describe_rule(r, sets)
             sigs[r.name] = sig
         out[dname] = sigs

@@ -135,6 +135,10 @@ class AddrMatch:
     # prefixes to tell whether the condition changed; "" when unknown.  It
     # follows from the fields above, so it takes no part in equality.
     digest: str = field(default="", compare=False, repr=False)
+    # The prefixes written in the condition itself, not taken from a set
+    # (sorted), as the parser saw them; None when not known.  Descriptions
+    # show the sets by name and only these, without reading the sets.
+    inline: tuple[Prefix, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def families(self) -> frozenset[int]:

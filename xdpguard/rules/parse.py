@@ -1135,13 +1135,16 @@ class Parser:
             for set_name in set_names:
                 union.update(self.sets[set_name].prefixes)
             prefixes = tuple(sorted(union, key=prefix_key))
+        own = tuple(sorted(inline, key=prefix_key))
         digest = ""
         if set_names and not dynamic:
             # What the condition stands for, from the sets' digests: hashing their
             # prefixes again would cost as much as reading them did.
-            parts = [repr(sorted(inline, key=prefix_key)), *(f"{n}={self.sets[n].digest}" for n in set_names)]
+            parts = [repr(own), *(f"{n}={self.sets[n].digest}" for n in set_names)]
             digest = _digest("\n".join(parts).encode())
-        return AddrMatch(prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic), digest=digest)
+        return AddrMatch(
+            prefixes=prefixes, sets=tuple(set_names), dynamic=tuple(dynamic), digest=digest, inline=own
+        )
 
     def protos(self, value: Any, line: int) -> frozenset[int]:
         if isinstance(value, YamlSeq) and not value:
