@@ -500,6 +500,17 @@ static __always_inline __u32 xg_bm(const struct xg_config *cfg, __u32 fld, __u32
 __attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a);
 static int xg_group_call(struct xg_group_args *a) __attribute__((alias("xg_group_fn")));
 
+/* Block k of a half's xg_pflat value, or 0 when k is outside it.  The mask
+ * after the empty asm bounds the offset for the verifier: clang would
+ * otherwise compute it before the test, from the unbounded k. */
+static __always_inline const struct xg_bitmap *xg_pflat_block(const struct xg_pflat_half *ph, __u32 k)
+{
+	if (k >= XG_PFLAT_CAP)
+		return 0;
+	asm volatile("" : "+r"(k));
+	return &ph->blk[k & (XG_PFLAT_CAP - 1)];
+}
+
 /* The scan: the first rule at or after a->from that every selected bitmap
  * holds, XG_RULE_NONE, or XG_RULE_ERROR (a table entry missing).  Groups
  * are visited lowest first; in each, only the words the blocks' summaries
@@ -519,14 +530,16 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 	 * looked up once.  (These branches come before any loop, where they
 	 * cost the verifier nothing: inside the group loop they would.) */
 	if (ngroups <= 1) {
-		/* At most 4,096 rules: each bitmap is one block of the flat table. */
-		void *flat = xg_flat.lookup(&half);
+		/* At most 4,096 rules: each bitmap is one block of the flat table,
+		 * or of the half's xg_pflat value when its blocks are there too. */
+		const struct xg_pflat_half *ph = a->pflat ? xg_pflat.lookup(&half) : 0;
+		void *flat = ph ? 0 : xg_flat.lookup(&half);
 		const struct xg_bitmap *b[XG_NSEL];
 
-		if (!flat)
+		if (!ph && !flat)
 			return XG_RULE_ERROR;
 		const struct xg_bitmap *o[XG_NOR];
-		const struct xg_bitmap *bones = bpf_map_lookup_elem(flat, &kones);
+		const struct xg_bitmap *bones = ph ? xg_pflat_block(ph, kones) : bpf_map_lookup_elem(flat, &kones);
 		if (!bones)
 			return XG_RULE_ERROR;
 #pragma unroll
@@ -538,7 +551,7 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 				o[f & 1] = bones;
 			if (k == kones)
 				continue;
-			b[f] = bpf_map_lookup_elem(flat, &k);
+			b[f] = ph ? xg_pflat_block(ph, k) : bpf_map_lookup_elem(flat, &k);
 			if (!b[f])
 				return XG_RULE_ERROR;
 			if (f < XG_NOR) {
@@ -546,7 +559,7 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 
 				o[f & 1] = b[f];
 				if (ko != k) {
-					o[f & 1] = bpf_map_lookup_elem(flat, &ko);
+					o[f & 1] = ph ? xg_pflat_block(ph, ko) : bpf_map_lookup_elem(flat, &ko);
 					if (!o[f & 1])
 						return XG_RULE_ERROR;
 				}
@@ -768,6 +781,7 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, con
 	cb->call.u.scan.nwords = cfg->nwords;
 	cb->call.u.scan.from = from;
 	cb->call.u.scan.ones = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
+	cb->call.u.scan.pflat = !!(cfg->flags & XG_CFG_PFLAT);
 	return xg_call(&cb->call);
 }
 

@@ -40,6 +40,14 @@
  * xg_words (XG_CFG_WORDS): the scan is then a few loads the verifier
  * inlines, with no call and no map-in-map lookup. */
 #define XG_WORDS_CAP 4096
+/* A rule set of one group (at most XG_GROUP_RULES rules) whose bitmaps
+ * number at most XG_PFLAT_CAP also has its flat blocks (see xg_flat) in
+ * xg_pflat, all of a half's in one value (XG_CFG_PFLAT): the scan then
+ * makes one lookup, which the verifier inlines, and reaches each block by
+ * its index, instead of a helper call per block in an inner map (the
+ * verifier never inlines those, not knowing their size).  Fixed, so every
+ * interface holds it: XG_NHALVES values of 520 KiB. */
+#define XG_PFLAT_CAP 1024
 
 enum xg_dir {
 	XG_DIR_INGRESS = 0,
@@ -126,6 +134,7 @@ enum xg_field {
 #define XG_CFG_HAS_DYN (1U << 6)      /* some rule refers to a dynamic set: see xg_dyncfg */
 #define XG_CFG_STATE_FIRST (1U << 7)  /* rule 0 tests state only: ask the flow table before the scan */
 #define XG_CFG_WORDS (1U << 8)        /* the half's bitmaps are words of xg_words: see XG_WORDS_CAP */
+#define XG_CFG_PFLAT (1U << 9)        /* the half's flat blocks are in xg_pflat: see XG_PFLAT_CAP */
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -194,6 +203,11 @@ struct xg_bitmap {
 	__u64 w[XG_GROUP_WORDS];
 };
 
+/* A half's flat blocks in xg_pflat: block i is the half's bitmap i. */
+struct xg_pflat_half {
+	struct xg_bitmap blk[XG_PFLAT_CAP];
+};
+
 /* A rule bitmap: bit g of `groups` is set when group g has a rule in it,
  * and block[g] is then that group's block.  The AND of the `groups` of the
  * selected bitmaps names the only groups worth looking at. */
@@ -228,6 +242,8 @@ struct xg_scan_args {
 	__u32 nwords;
 	__u32 from; /* rules below this one do not count */
 	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
+	__u32 pflat; /* 1: the flat blocks are read from xg_pflat (XG_CFG_PFLAT) */
+	__u32 pad;
 };
 
 /* A rate-limit check done in the global function (see struct xg_call_args):

@@ -27,6 +27,7 @@ import pytest
 from tests.frames import frame_of, random_frame
 from tests.strategies import large_ruleset, packet_in_rule, random_ruleset
 from xdpguard import net
+from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane
@@ -106,12 +107,16 @@ def test_kernel_verdicts_equal_reference(lab, monkeypatch: pytest.MonkeyPatch):
             dp.detach()
 
 
-LARGE_SIZES = [int(x) for x in os.environ.get("XDPGUARD_ORACLE_LARGE", "5000,65536,20000").split(",")]
+# Then one group of rules with more bitmaps than `pflat` holds (the flat blocks are read
+# from an inner map), and one with fewer (read from `pflat`: see maps.uses_pflat).
+LARGE_SIZES = [
+    int(x) for x in os.environ.get("XDPGUARD_ORACLE_LARGE", "5000,65536,20000,4000,120").split(",")
+]
 LARGE_FRAMES = 400
 
 
 def test_kernel_agrees_on_large_sets(lab):
-    """First attach with 5,000 rules, then updates to 65,536 and back to 20,000."""
+    """First attach with 5,000 rules, then updates to 65,536, 20,000, 4,000 and 120."""
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261204"))
     rng = random.Random(seed)
     subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
@@ -120,7 +125,15 @@ def test_kernel_agrees_on_large_sets(lab):
         try:
             for n in LARGE_SIZES:
                 rs = large_ruleset(rng, n)
-                dp.apply(compile_ruleset(rs), None)
+                plan = compile_ruleset(rs)
+                dp.apply(plan, None)
+                pflat = M.uses_pflat(plan.ingress)
+                if n in (4000, 120):
+                    assert pflat == (n == 120), (n, plan.ingress.nbitmaps)  # both flat paths are taken
+                with M.open_maps(dp.pin_dir) as m:
+                    for ver in range(2):
+                        flags = M.read_config(m, M.half_of("ingress", ver)).flags
+                        assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
                 prog = B.obj_get(dp.iface.pin("prog_ingress"))
                 expect: collections.Counter[str] = collections.Counter()
                 groups = set()

@@ -50,6 +50,8 @@ class ScanArgs(C.Structure):
         ("nwords", C.c_uint32),
         ("from", C.c_uint32),  # a Python keyword: getattr(args, "from")
         ("ones", C.c_uint32),
+        ("pflat", C.c_uint32),
+        ("pad", C.c_uint32),
     ]
 
 

@@ -407,7 +407,7 @@ class Dataplane:
 
         With fill_for (the plan the halves hold), address-table slots the
         load left empty (a map the old programs did not have) get that
-        plan's tables, and a new `words` map its words, before the swap, so
+        plan's tables, and new `words` and `pflat` maps their entries, before the swap, so
         no packet meets an empty table; the dynamic-set filter is rebuilt
         from the pinned sets in any case.
         """
@@ -424,6 +424,7 @@ class Dataplane:
                 if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
                     M.fill_words(m, fill_for)
+                    M.fill_pflat(m, fill_for)
                 # A filter the load created is empty: it would hide every element.
                 dynsets.rebuild_filter(self.pin_dir, m[dynsets.FILTER])
             self.links.swap_programs(loaded.prog_fds)

@@ -75,6 +75,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "words": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.NHALVES * abi.WORDS_CAP),
+    "pflat": (B.BPF_MAP_TYPE_ARRAY, 4, abi.PFLAT_CAP * C_SIZE["bitmap"], abi.NHALVES),
     "counters": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, C_SIZE["counter"], abi.NDIRS * abi.MAX_SLOTS),
     "rule_tat": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["bucket"], abi.NDIRS * abi.MAX_SLOTS),
     "limiter": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["limiter"], 1),
@@ -107,7 +108,7 @@ SIZED_MAPS = {
 # the hash key is written right after the programs are loaded).
 LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch", "src_debt")
 # Pinned maps an older xdpguard lacked that a program replacement adds in place.
-ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", "words", *DYN_PINS, *LIMITER_MAPS})
+ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", "words", "pflat", *DYN_PINS, *LIMITER_MAPS})
 
 
 # Every map pin the programs may use (test_clock only in test builds), and
@@ -286,6 +287,12 @@ def uses_words(d: DirectionPlan) -> bool:
     return d.nwords == 1 and d.nbitmaps <= abi.WORDS_CAP
 
 
+def uses_pflat(d: DirectionPlan) -> bool:
+    """Whether `d`'s flat blocks also go into the plain `pflat` array (abi.CFG_PFLAT):
+    one group, not one word (the words serve those), few enough bitmaps."""
+    return d.ngroups == 1 and d.nwords > 0 and not uses_words(d) and d.nbitmaps <= abi.PFLAT_CAP
+
+
 def bitmap_words(d: DirectionPlan) -> list[int]:
     """A one-word plan's bitmaps as their word each, in top-entry order."""
     return [int.from_bytes(b[:8], "little") for b in group0_blocks(d)]
@@ -347,6 +354,8 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_STATE_FIRST
     if uses_words(d):
         flags |= abi.CFG_WORDS
+    if uses_pflat(d):
+        flags |= abi.CFG_PFLAT
     cfg.flags = flags
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
@@ -718,6 +727,7 @@ def write_half(
     tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
     # Read once the config below names the plan.
     st.array_updates += write_words(dm, half, d)
+    st.blocks += write_pflat(dm, half, d)
     flat_fd = None
     if d.ngroups == 1 and not _flat_holds(dm, half, old, d):
         if inner.flat is None:
@@ -769,6 +779,37 @@ def write_words(dm: Maps, half: int, d: DirectionPlan) -> int:
         return 0
     base = half * abi.WORDS_CAP
     return _write_differing(dm["words"], base, [w.to_bytes(8, "little") for w in bitmap_words(d)])
+
+
+def write_pflat(dm: Maps, half: int, d: DirectionPlan) -> int:
+    """Give `half` its blocks in `pflat` (if `d` uses them); returns the blocks written.
+
+    The half's value is written in place, as the words are (packets read
+    this half only once its config names the plan), and only when it
+    differs from what the map holds (a map the programs just created holds
+    zeros).
+    """
+    if not uses_pflat(d):
+        return 0
+    size = abi.PFLAT_CAP * C_SIZE["bitmap"]
+    blocks = flat_blocks(d)
+    value = b"".join(blocks).ljust(size, b"\0")
+    now = B.map_lookup(dm["pflat"], _u32(half), size)
+    if now is not None and now[: len(value)] == value:
+        return 0
+    B.map_update(dm["pflat"], _u32(half), value)
+    return len(_differing(now or bytes(size), blocks))
+
+
+def fill_pflat(dm: Maps, plan: Plan) -> int:
+    """Give every half that holds `plan` its `pflat` blocks (as fill_words)."""
+    n = 0
+    for d in plan.directions():
+        for ver in range(abi.NVERSIONS):
+            half = half_of(d.name, ver)
+            if read_config(dm, half).plan_hash == plan.hash64:
+                n += write_pflat(dm, half, d)
+    return n
 
 
 def fill_words(dm: Maps, plan: Plan) -> int:

@@ -28,6 +28,10 @@ NHALVES = NDIRS * NVERSIONS
 # bitmap as one word of a plain array (the `words` map): its scan is a few
 # loads the verifier inlines, no call and no map-in-map lookup.
 WORDS_CAP = 4096
+# A one-group rule set with at most this many bitmaps also has its flat
+# blocks in a plain array (the `pflat` map), whose lookups the verifier
+# inlines, as it never does those in an inner map.
+PFLAT_CAP = 1024
 DIR_INGRESS = 0
 DIR_EGRESS = 1
 DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}
@@ -73,6 +77,7 @@ CFG_HAS_BLOCK = 1 << 5
 CFG_HAS_DYN = 1 << 6
 CFG_STATE_FIRST = 1 << 7
 CFG_WORDS = 1 << 8
+CFG_PFLAT = 1 << 9
 
 MAX_DYNSETS = 16
 MAX_DYNREFS = 16
