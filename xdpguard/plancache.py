@@ -19,7 +19,9 @@ back only as the rule model's classes), so a one-rule edit of a 10,000-rule
 file parses one rule.  It compiles only the fields whose column of
 conditions changed, too: each entry records its columns' digests
 (`columns.json`), and the fields a cached plan shares are taken from it
-(compile.Reuse).
+(compile.Reuse).  A large set file parsed twice is kept parsed, by the
+digest of its bytes (`.cache/.sets/`, see _SetCache), so such an edit
+does not parse a million-prefix blocklist again either.
 """
 
 from __future__ import annotations
