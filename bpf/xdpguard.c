@@ -532,7 +532,7 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 	if (ngroups <= 1) {
 		/* At most 4,096 rules: each bitmap is one block of the flat table,
 		 * or of the half's xg_pflat value when its blocks are there too. */
-		const struct xg_pflat_half *ph = a->pflat ? xg_pflat.lookup(&half) : 0;
+		const struct xg_pflat_half *ph = a->pflat ? (const void *)xg_pflat.lookup(&half) : 0;
 		void *flat = ph ? 0 : xg_flat.lookup(&half);
 		const struct xg_bitmap *b[XG_NSEL];
 

@@ -207,6 +207,12 @@ struct xg_bitmap {
 struct xg_pflat_half {
 	struct xg_bitmap blk[XG_PFLAT_CAP];
 };
+/* The same bytes as the map declares them: bcc compiles a reader and a
+ * writer for every map's value, element by element, and 66,560 elements
+ * cost it four seconds of LLVM per load; bytes are one string to it. */
+struct xg_pflat_bytes {
+	__u8 b[sizeof(struct xg_pflat_half)];
+};
 
 /* A rule bitmap: bit g of `groups` is set when group g has a rule in it,
  * and block[g] is then that group's block.  The AND of the `groups` of the

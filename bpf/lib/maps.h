@@ -48,7 +48,7 @@ BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVE
 BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_flat, XG_NHALVES, XG_PIN("flat"));
 /* The flat blocks again, one value per half (see XG_PFLAT_CAP), for the
  * rule sets small enough. */
-BPF_TABLE_PINNED("array", __u32, struct xg_pflat_half, xg_pflat, XG_NHALVES, XG_PIN("pflat"));
+BPF_TABLE_PINNED("array", __u32, struct xg_pflat_bytes, xg_pflat, XG_NHALVES, XG_PIN("pflat"));
 /* A rule set of at most 64 rules: each bitmap as one word, XG_WORDS_CAP per
  * half, at half * XG_WORDS_CAP + its index (see XG_CFG_WORDS).  A plain
  * array, so the verifier inlines the lookups. */
