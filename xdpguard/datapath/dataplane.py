@@ -423,8 +423,7 @@ class Dataplane:
                 M.ensure_limiter_key(m)  # maps an older xdpguard lacked are new and zero
                 if fill_for is not None:
                     M.fill_empty_addr_tables(m, fill_for)
-                    M.fill_words(m, fill_for)
-                    M.fill_pflat(m, fill_for)
+                    M.fill_in_place(m, fill_for)
                 # A filter the load created is empty: it would hide every element.
                 dynsets.rebuild_filter(self.pin_dir, m[dynsets.FILTER])
             self.links.swap_programs(loaded.prog_fds)

@@ -795,36 +795,25 @@ def write_pflat(dm: Maps, half: int, d: DirectionPlan) -> int:
     blocks = flat_blocks(d)
     value = b"".join(blocks).ljust(size, b"\0")
     now = B.map_lookup(dm["pflat"], _u32(half), size)
-    if now is not None and now[: len(value)] == value:
+    if now == value:
         return 0
     B.map_update(dm["pflat"], _u32(half), value)
     return len(_differing(now or bytes(size), blocks))
 
 
-def fill_pflat(dm: Maps, plan: Plan) -> int:
-    """Give every half that holds `plan` its `pflat` blocks (as fill_words)."""
-    n = 0
-    for d in plan.directions():
-        for ver in range(abi.NVERSIONS):
-            half = half_of(d.name, ver)
-            if read_config(dm, half).plan_hash == plan.hash64:
-                n += write_pflat(dm, half, d)
-    return n
+def fill_in_place(dm: Maps, plan: Plan) -> int:
+    """Give every half that holds `plan` its `words` and `pflat` entries.
 
-
-def fill_words(dm: Maps, plan: Plan) -> int:
-    """Give every half that holds `plan` its `words` entries.
-
-    Before new programs replace old ones: if the `words` map is new (pinned
-    by a version without it), a half whose config says it uses the words
-    must find them there before any packet reads it.
+    Before new programs replace old ones: if either map is new (pinned by
+    a version without it), a half whose config says it uses it must find
+    its entries there before any packet reads it.
     """
     n = 0
     for d in plan.directions():
         for ver in range(abi.NVERSIONS):
             half = half_of(d.name, ver)
             if read_config(dm, half).plan_hash == plan.hash64:
-                n += write_words(dm, half, d)
+                n += write_words(dm, half, d) + write_pflat(dm, half, d)
     return n
 
 
