@@ -165,9 +165,11 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
                 columns[dname] = column_digests(toks)
         plan = compile_ruleset(rs, _reuse(columns) if columns else None)
         summary = summary_of(rs, known)
-        set_files = sorted({s.file for s in rs.sets if s.file})
+        # The digests of the bytes the parser read (SetDef.digest), not of a second
+        # read: a file replaced meanwhile must not be recorded as what was compiled.
+        set_files = sorted({(s.file, s.digest or _sha(Path(s.file).read_bytes())) for s in rs.sets if s.file})
         try:
-            _store(key, plan, summary, [(f, _sha(Path(f).read_bytes())) for f in set_files], columns)
+            _store(key, plan, summary, set_files, columns)
         except (OSError, XdpguardError):
             pass  # no cache (read-only, full or untrusted state dir): the apply decides what that means
     return Loaded(plan, path.read_text(), summary, False)
