@@ -119,17 +119,13 @@ def rule_signatures(rs: RuleSet, known: Known | None = None) -> dict[str, dict[s
     `known`: per direction, each rule's description when already known (the
     rules rules/incremental.py took from its memo), else None.
     """
-    sets: SetIndex | None = None
+    sets = set_index(rs)  # reads a set only when a rule's listed prefix is checked against it
     out: dict[str, dict[str, str]] = {}
     for dname, d in (("ingress", rs.ingress), ("egress", rs.egress)):
         given = (known or {}).get(dname) or [None] * len(d.rules)
         sigs = {}
         for r, sig in zip(d.rules, given, strict=True):
-            if sig is None:
-                if sets is None:
-                    sets = set_index(rs)
-                sig = describe_rule(r, sets)
-            sigs[r.name] = sig
+            sigs[r.name] = describe_rule(r, sets) if sig is None else sig
         out[dname] = sigs
     return out
 
