@@ -46,14 +46,17 @@ from xdpguard.rules.compile import Plan, Reuse, column_digests, compile_ruleset,
 from xdpguard.state import prune_cache, secure_state_root
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from xdpguard.rules.incremental import Memo
+    from xdpguard.rules.prefixcol import PrefixColumn
 
 KEEP = 8  # entries kept; the oldest (by last use) go first
 # Rule memos kept (about 450 bytes a rule): this file's and the last few others'.
 KEEP_MEMOS = 4
 MEMO_DIR = ".rules"  # in the cache directory: one memo of parsed rules per rule file
 SETS_DIR = ".sets"  # in the cache directory: large set files, parsed, by the digest of their bytes
-KEEP_SETS = 3  # a million prefixes take about 26 MB
+KEEP_SETS = 3  # a million IPv4 prefixes take 8 MB
 SEEN_DIR = ".seen"  # in the cache directory: a mark per large set file parsed once
 KEEP_SEEN = 16
 _SETS_MAGIC = b"XGSETS1\n"
@@ -259,6 +262,7 @@ class _ModelUnpickler(pickle.Unpickler):
         ("xdpguard.rules.incremental", "MemoRule"),
         ("fractions", "Fraction"),
         ("builtins", "frozenset"),
+        ("xdpguard.rules.prefixcol", "PrefixColumn"),  # a set file's keys: bytes and integers
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -384,10 +388,10 @@ class _SetCache:
 
     A rule file that names a blocklist of a million prefixes is edited far
     more often than the blocklist: the edit then loads the parsed prefixes
-    (half a second) instead of parsing the file again (two seconds).  Only
-    a set file parsed a second time is kept (the first parse leaves a
-    mark): writing one costs about a second, which a list replaced on
-    every apply (a feed) would pay for nothing.  An entry is keyed by the
+    (20 ms) instead of parsing the file again (a quarter of a second).
+    Only a set file parsed a second time is kept (the first parse leaves a
+    mark): a list replaced on every apply (a feed) would otherwise write
+    an entry of 8 MB per apply for nothing.  An entry is keyed by the
     parser's sources too, written whole (a temporary file renamed), with
     the sha256 of its payload, and read back only as the rule model's
     classes; one that fails any check is ignored.
@@ -408,7 +412,9 @@ class _SetCache:
     def _path(self, digest: str) -> Path:
         return self.base / _sha(_compiler_hash().encode() + digest.encode())
 
-    def get(self, digest: str) -> tuple[model.Prefix, ...] | None:
+    def get(self, digest: str) -> PrefixColumn | None:
+        from xdpguard.rules.prefixcol import PrefixColumn  # lazy: numpy, only where set files are
+
         path = self._path(digest)
         try:
             data = path.read_bytes()
@@ -421,13 +427,13 @@ class _SetCache:
             got = _ModelUnpickler(io.BytesIO(payload)).load()
         except Exception:  # a damaged entry may fail in any way: it is only a cache
             return None
-        if type(got) is not tuple or (got and type(got[0]) is not model.Prefix):
+        if type(got) is not PrefixColumn:
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # most recently used
         return got
 
-    def put(self, digest: str, prefixes: tuple[model.Prefix, ...]) -> None:
+    def put(self, digest: str, prefixes: Sequence[model.Prefix]) -> None:
         path = self._path(digest)
         mark = self.seen / path.name
         if not mark.exists():

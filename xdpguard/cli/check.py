@@ -23,6 +23,7 @@ def check(
     # lazy: keeps --help and the other commands' start-up free of rich and the compiler
     from rich.table import Table
 
+    from xdpguard.rules.addrs import family_count
     from xdpguard.rules.compile import map_entries, memory_estimate
     from xdpguard.rules.describe import describe_rule, set_index
 
@@ -39,8 +40,8 @@ def check(
             {
                 "name": s.name,
                 "prefixes": len(s.prefixes),
-                "ipv4": sum(1 for p in s.prefixes if p.family == 4),
-                "ipv6": sum(1 for p in s.prefixes if p.family == 6),
+                "ipv4": family_count(s.prefixes, 4),
+                "ipv6": family_count(s.prefixes, 6),
                 "file": s.file,
             }
             for s in rs.sets

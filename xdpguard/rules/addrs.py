@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import operator
 import re
 import socket
-from functools import partial
-from itertools import chain, compress, repeat
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from xdpguard.errors import RuleError
 from xdpguard.rules.model import Prefix
+
+if TYPE_CHECKING:
+    from xdpguard.rules.prefixcol import PrefixColumn
 
 # The most digits a number may have: a u64's (a prefix length here; the rule
 # parser holds every number to it).
@@ -51,6 +52,12 @@ class BadPrefix(ValueError):
 def prefix_key(p: Prefix) -> tuple[int, int, int]:
     # Prefix has order=True, but its generated __lt__ is slow on a million.
     return (p.family, p.addr, p.plen)
+
+
+def family_count(prefixes: Sequence[Prefix], family: int) -> int:
+    """How many of the prefixes are of one family (a PrefixColumn knows without its objects)."""
+    size = getattr(prefixes, "family_size", None)
+    return int(size(family)) if size is not None else sum(1 for p in prefixes if p.family == family)
 
 
 def _bad_address(text: str, addr: str) -> BadPrefix:
@@ -98,50 +105,43 @@ def parse_prefix(text: str) -> Prefix:
     return Prefix(family, value, plen)
 
 
-# The set-file path below chains C-level map() calls over whole columns:
-# a Python-level loop body per line costs more than everything else together.
+# A set file is read by whole-array operations (rules/prefixcol.py): a
+# Python-level loop body per line costs more than everything else together.
 
 
-def _keys_to_prefixes(keys: list[int], family: int) -> tuple[Prefix, ...]:
-    """Sorted, deduplicated prefixes from keys `addr << 8 | plen` of one family."""
-    keys.sort()
-    unique = list(compress(keys, map(operator.ne, keys, chain((-1,), keys))))
-    addrs = map(operator.rshift, unique, repeat(8))
-    plens = map(operator.and_, unique, repeat(0xFF))
-    return tuple(map(Prefix, repeat(family), addrs, plens))
+def _v6_key(line: bytes) -> int | None:
+    """The key of one IPv6 line (comment already blanked), or None if it is not one."""
+    addr, slash, plen_text = line.decode().strip().partition("/")
+    if slash and not (plen_text.isdigit() and len(plen_text) <= MAX_DIGITS):
+        return None
+    plen = int(plen_text) if slash else 128
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
+    except (OSError, ValueError):
+        return None
+    if plen > 128 or value & _HOST_MASKS[128][plen]:
+        return None
+    return (value << 8) | plen
 
 
 _HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for bits in (32, 128)}
 
 
-def scan_fast(text: str) -> tuple[list[int], list[int]] | None:
-    """Keys of a well-formed set file by whole-column operations, else None."""
+def scan_fast(text: str) -> tuple[Any, list[int]] | None:
+    """Keys (address << 8 | length) of a well-formed set file, IPv4 as a
+    numpy array and IPv6 as a list, else None."""
     if not text.isascii():
         return None
-    lines = text.split("\n")
-    if "#" in text:
-        lines = [line.partition("#")[0] for line in lines]
-    entries = [s for s in map(str.strip, lines) if s]
-    result: list[list[int]] = []
-    for af, bits, rows in (
-        (socket.AF_INET, 32, [s for s in entries if ":" not in s]),
-        (socket.AF_INET6, 128, [s for s in entries if ":" in s]),
-    ):
-        parts = [s.partition("/") for s in rows]
-        plen_texts = [p[2] if p[1] else str(bits) for p in parts]
-        if plen_texts and not "".join(plen_texts).isdigit():
-            return None
-        try:
-            addrs = list(map(int.from_bytes, map(partial(socket.inet_pton, af), [p[0] for p in parts])))
-            plens = list(map(int, plen_texts))
-        except (OSError, ValueError):
-            return None
-        if plens and max(plens) > bits:
-            return None
-        if any(map(operator.and_, addrs, map(_HOST_MASKS[bits].__getitem__, plens))):
-            return None
-        result.append(list(map(operator.or_, map(operator.lshift, addrs, repeat(8)), plens)))
-    return result[0], result[1]
+    from xdpguard.rules.prefixcol import scan_v4  # lazy: numpy, for set files only
+
+    got = scan_v4(text.encode("ascii"))
+    if got is None:
+        return None
+    v4, v6_lines = got
+    v6 = [_v6_key(line) for line in v6_lines]
+    if None in v6:
+        return None
+    return v4, v6  # type: ignore[return-value]  # no None left
 
 
 def scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
@@ -160,12 +160,14 @@ def scan_slow(text: str, fname: str) -> tuple[list[int], list[int]]:
     return v4, v6
 
 
-def parse_set_file_text(text: str, fname: str) -> tuple[Prefix, ...]:
+def parse_set_file_text(text: str, fname: str) -> PrefixColumn:
     """Prefixes of a set file's text, sorted and deduplicated (v4 first).
 
     One address or CIDR per line; `#` starts a comment; blank lines are
     ignored.  Errors are `RuleError(fname, line, ...)`.
     """
+    from xdpguard.rules.prefixcol import PrefixColumn  # lazy: numpy, for set files only
+
     keys = scan_fast(text)
     v4, v6 = keys if keys is not None else scan_slow(text, fname)
-    return _keys_to_prefixes(v4, 4) + _keys_to_prefixes(v6, 6)
+    return PrefixColumn.of_keys(v4, v6)

@@ -33,7 +33,7 @@ from operator import attrgetter
 from typing import Any
 
 from xdpguard.errors import RuleError
-from xdpguard.rules import limits, lpmpack
+from xdpguard.rules import limits, lpmpack, lpmwalk
 from xdpguard.rules.abi_consts import (
     F_EXTRA,
     GROUP_RULES,
@@ -69,6 +69,7 @@ from xdpguard.rules.model import (
     Match,
     Mode,
     PortRange,
+    Prefix,
     RateLimit,
     Rule,
     RuleSet,
@@ -82,6 +83,28 @@ GROUP_BYTES = GROUP_RULES // 8
 Intervals = tuple[tuple[int, int, int], ...]
 # LPM entries: (network address, prefix length, table index), sorted.
 LpmEntries = list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class LpmArrays:
+    """A large IPv4 field's entries as columns: sorted keys (address << 8 |
+    length) and bitmap ids (lpmwalk.column_v4)."""
+
+    keys: Any  # numpy uint64
+    bids: Any  # numpy int64
+
+    def packed(self, rank: list[int]) -> lpmpack.PackedLpm:
+        """The entries with bitmap id i at table index rank[i], serialised."""
+        import numpy as np  # lazy: large fields only
+
+        rec = np.empty(len(self.keys), dtype=np.dtype([("a", ">u4"), ("p", "u1"), ("v", "<u4")]))
+        rec["a"] = self.keys >> np.uint64(8)
+        rec["p"] = self.keys & np.uint64(0xFF)
+        rec["v"] = np.asarray(rank, dtype=np.uint32)[self.bids]
+        return lpmpack.PackedLpm(rec.tobytes(), 32)
+
+
+LpmColumn = LpmEntries | LpmArrays
 
 
 def rule_id(direction: str, name: str) -> int:
@@ -236,6 +259,16 @@ class _Interner:
             bid = self.ids[chunk] = len(self.blocks)
             self.blocks.append(chunk)
         return bid
+
+    def value(self, k: Key) -> int:
+        """The bitmap a key was made from."""
+        groups, blk = k
+        raw = bytearray(self.ngroups * GROUP_BYTES)
+        it = iter(blk)
+        for g in range(self.ngroups):
+            if groups >> g & 1:
+                raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES] = self.blocks[next(it)]
+        return int.from_bytes(raw, "little")
 
     def order(self, k: Key) -> tuple[int, tuple[bytes, ...]]:
         """A sort key that depends only on the bitmap's contents."""
@@ -507,7 +540,7 @@ def _compile_direction(
     # Per field, the bitmap of every entry the plan keeps of it: each
     # address prefix (with an LPM entry naming its bitmap), each key of an
     # ARRAY field, each elementary interval of an INTERVALS field.
-    lpms: dict[int, tuple[LpmEntries, LpmEntries]] = {}
+    lpms: dict[int, tuple[LpmColumn, LpmColumn]] = {}
     ivs: dict[int, list[tuple[int, int, Key]]] = {}
     bms: dict[int, list[Key]] = {}
     for f in FIELDS:
@@ -555,7 +588,10 @@ def _compile_direction(
         elif f.layout == ADDR:
             rank = [at[b] for b in bms[f.num]]
             for fam, lpm in enumerate(lpms[f.num]):
-                entries[f.plan_attr(fam == 1)] = [(a, plen, rank[i]) for a, plen, i in lpm]
+                if isinstance(lpm, LpmArrays):
+                    entries[f.plan_attr(fam == 1)] = lpm.packed(rank)
+                else:
+                    entries[f.plan_attr(fam == 1)] = [(a, plen, rank[i]) for a, plen, i in lpm]
         elif f.layout == ARRAY:
             entries[f.pin] = tuple(at[b] for b in bms[f.num])
         else:
@@ -697,26 +733,42 @@ def _bits(indexes: list[int]) -> int:
     return int.from_bytes(raw, "little")
 
 
+# An address field in which one condition (a set file, mostly) names at least
+# this many IPv4 prefixes is walked by columns (lpmwalk.column_v4).  Fields of
+# many small conditions (ClassBench's) are walked faster one prefix at a time.
+COLUMN_MIN = 4096
+
+
+def _family_keys(prefixes: Sequence[Prefix], fam: int) -> Sequence[int]:
+    """Keys (address << 8 | length) of one family, sorted: a set file's
+    PrefixColumn has them, other conditions' few prefixes are asked."""
+    keys = getattr(prefixes, "keys", None)
+    if keys is not None:
+        return keys(fam)  # type: ignore[no-any-return]
+    return [(p.addr << 8) | p.plen for p in prefixes if p.family == fam]
+
+
 def _lpm_field(
     rules: tuple[Rule, ...], get: Callable[[Rule], AddrMatch | None], bits: _Interner
-) -> tuple[LpmEntries, LpmEntries, list[Key]]:
+) -> tuple[LpmColumn, LpmColumn, list[Key]]:
     """(v4 entries, v6 entries, bitmaps) for one address field.
 
     Entries are (addr, plen, i) with bitmaps[i] the rules matching there.
     The longest matching prefix P of a packet address is in the trie; a rule
     prefix Q contains the address iff Q contains P (nested prefixes), so
     P's bitmap is the OR of the rules owning P or any prefix containing P,
-    plus the rules with no condition on this field.  A /0 entry always
-    exists, so a lookup never misses.
+    plus the rules with no condition on this field (rules/lpmwalk.py).  A
+    /0 entry always exists, so a lookup never misses.
 
     Sets can hold a million prefixes, so the walk works on interned ids:
     an entry's bitmap is determined by (parent's id, own id), and the few
-    distinct pairs are computed once.
+    distinct pairs are computed once; and a large IPv4 field is walked by
+    columns, giving an `LpmArrays`.
     """
     # Rules with the same condition are one group: ClassBench's dst has 126
     # distinct conditions over 9,761 rules.  A condition is told apart by its
     # prefixes when they are few, and by identity otherwise (rules naming one
-    # set share its tuple), so a million-prefix set is never hashed whole.
+    # set share its prefixes), so a million-prefix set is never hashed whole.
     wild: list[int] = []
     groups: dict[object, list[int]] = {}
     conds: list[AddrMatch] = []
@@ -736,77 +788,77 @@ def _lpm_field(
     # 8 KiB) is made once per distinct owner set, at the end.
     own_sets: list[tuple[int, ...]] = [()]
     own_ids: dict[tuple[int, ...], int] = {(): 0}
+
+    def own_id(owners: tuple[int, ...]) -> int:
+        oid = own_ids.get(owners)
+        if oid is None:
+            oid = own_ids[owners] = len(own_sets)
+            own_sets.append(owners)
+        return oid
+
+    fam_keys = [[_family_keys(am.prefixes, fam) for am in conds] for fam in (4, 6)]
+    columns = max((len(k) for k in fam_keys[0]), default=0) >= COLUMN_MIN
+    if not columns:  # a small set file's numpy keys, as Python integers
+        fam_keys[0] = [k.tolist() if hasattr(k, "tolist") else k for k in fam_keys[0]]
     owns: tuple[dict[int, int], dict[int, int]] = ({}, {})  # per family: (addr << 8 | plen) -> own id
-    for g, am in enumerate(conds):
-        for fi, fam in enumerate((4, 6)):
-            keys = [(p.addr << 8) | p.plen for p in am.prefixes if p.family == fam]
-            if not keys:
+    for fi in (1,) if columns else (0, 1):
+        d: dict[int, int] = owns[fi]
+        for g, keys in enumerate(fam_keys[fi]):
+            if not len(keys):
                 continue
-            d: dict[int, int] = owns[fi]
             if not d:  # common case: the first condition to name these prefixes
-                alone = (g,)
-                if alone not in own_ids:
-                    own_ids[alone] = len(own_sets)
-                    own_sets.append(alone)
-                d.update(dict.fromkeys(keys, own_ids[alone]))
+                d.update(dict.fromkeys(keys, own_id((g,))))
                 continue
             trans: dict[int, int] = {}  # old own id -> own id with this group added
             for k in keys:
                 old = d.get(k, 0)
                 new = trans.get(old)
                 if new is None:
-                    grown = own_sets[old] + (g,)
-                    new = own_ids.get(grown)
-                    if new is None:
-                        new = own_ids[grown] = len(own_sets)
-                        own_sets.append(grown)
-                    trans[old] = new
+                    new = trans[old] = own_id(own_sets[old] + (g,))
                 d[k] = new
-    used = set(owns[0].values()) | set(owns[1].values())
+    v4 = _owned_columns(fam_keys[0], own_id) if columns else None
+    used = set(owns[0].values()) | set(owns[1].values()) | (set(v4[1].tolist()) if v4 is not None else set())
     own_vals = [
         _bits([i for g in t for i in members_of[g]]) if oid in used else 0 for oid, t in enumerate(own_sets)
     ]
-    wildcard = _bits(wild)
-    wkey = bits.key(wildcard)
-    bitmaps: list[Key] = [wkey]  # id 0: the wildcard rules (no parent)
-    combo: dict[tuple[int, int], int] = {}
-    ids_of: dict[Key, int] = {wkey: 0}
-    out: list[LpmEntries] = []
+    w = lpmwalk.Walk(bits.key, _bits(wild), own_vals)
+    out: list[LpmColumn] = []
     for fi, width in enumerate((32, 128)):
+        if fi == 0 and v4 is not None:
+            value_of = lambda b: bits.value(w.bitmaps[b])  # noqa: E731
+            out.append(LpmArrays(v4[0], lpmwalk.column_v4(w, v4[0], v4[1], value_of)))
+            continue
         d = owns[fi]
         keys = sorted(d)
         if not keys or keys[0] != 0:
             keys.insert(0, 0)
-        entries: LpmEntries = []
-        # Walk prefixes in (address, length) order: a containing prefix comes
-        # before everything it contains, so a stack of open prefixes suffices.
-        ends: list[int] = []  # last address each open prefix covers
-        bms: list[int] = []  # bitmap id of each open prefix
-        vals: list[int] = []  # and its bitmap (only open prefixes keep theirs as an int)
-        for k in keys:
-            a, plen = k >> 8, k & 0xFF
-            while ends and a > ends[-1]:
-                ends.pop()
-                bms.pop()
-                vals.pop()
-            parent = bms[-1] if bms else 0
-            oid = d.get(k, 0)
-            v = (vals[-1] if vals else wildcard) | own_vals[oid]
-            ck = (parent, oid)
-            bid = combo.get(ck)
-            if bid is None:
-                key = bits.key(v)
-                bid = ids_of.get(key)
-                if bid is None:
-                    bid = ids_of[key] = len(bitmaps)
-                    bitmaps.append(key)
-                combo[ck] = bid
-            ends.append(a | ((1 << (width - plen)) - 1))
-            bms.append(bid)
-            vals.append(v)
-            entries.append((a, plen, bid))
-        out.append(entries)
-    return out[0], out[1], bitmaps
+        bids = w.walk(keys, [d.get(k, 0) for k in keys], width)
+        out.append([(k >> 8, k & 0xFF, b) for k, b in zip(keys, bids, strict=True)])
+    return out[0], out[1], w.bitmaps
+
+
+def _owned_columns(per_cond: list[Sequence[int]], own_id: Callable[[tuple[int, ...]], int]) -> Any:
+    """(sorted distinct IPv4 keys with the /0 key first, their owner ids) as
+    numpy arrays, from each condition's keys."""
+    import numpy as np  # lazy: large fields only
+
+    parts = [np.asarray(k, dtype=np.uint64) for k in per_cond]
+    allk = np.concatenate([*parts, np.zeros(1, dtype=np.uint64)])  # and the /0 entry, owned by none
+    allg = np.concatenate([np.full(len(k), g, dtype=np.int64) for g, k in enumerate(parts)] + [[-1]])
+    order = np.argsort(allk, kind="stable")  # owners of one key stay in condition order
+    sk, sg = allk[order], allg[order]
+    first = np.concatenate(([True], sk[1:] != sk[:-1]))
+    keys = sk[first]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(sk)))
+    # A key named by one condition: that condition's owner id, looked up per condition.
+    single = np.array([own_id((g,)) for g in range(len(parts))] + [0], dtype=np.int64)
+    oids = single[sg[starts]]
+    # Keys named by several conditions (and /0 besides the added one) are few: one by one.
+    for i in np.flatnonzero(counts > 1).tolist():
+        owners = tuple(g for g in sg[starts[i] : starts[i] + counts[i]].tolist() if g >= 0)
+        oids[i] = own_id(owners) if owners else 0
+    return keys, oids
 
 
 def _proto_ranges(protos: frozenset[int]) -> list[tuple[int, int]]:

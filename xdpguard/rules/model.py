@@ -9,6 +9,7 @@ are resolved per family), so consumers never re-interpret user syntax.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -126,7 +127,9 @@ class AddrMatch:
     `sets` keeps every set name referenced, for display.
     """
 
-    prefixes: tuple[Prefix, ...]
+    # A tuple, or for a set file's a PrefixColumn (rules/prefixcol.py): the
+    # same sorted sequence, kept as keys.
+    prefixes: Sequence[Prefix]
     sets: tuple[str, ...] = ()
     dynamic: tuple[str, ...] = ()  # dynamic sets: membership is decided per packet
     # For a condition naming static sets only: a digest of what it stands for
@@ -144,7 +147,8 @@ class AddrMatch:
     def families(self) -> frozenset[int]:
         if self.dynamic:  # a dynamic set can hold either family at any time
             return frozenset({4, 6})
-        return frozenset(p.family for p in self.prefixes)
+        fams = getattr(self.prefixes, "families", None)  # a PrefixColumn knows without its objects
+        return fams if fams is not None else frozenset(p.family for p in self.prefixes)
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ class Direction:
 @dataclass(frozen=True)
 class SetDef:
     name: str
-    prefixes: tuple[Prefix, ...]
+    prefixes: Sequence[Prefix]  # a tuple, or a PrefixColumn for a set file
     file: str | None  # the set file, when loaded from one
     line: int
     # A dynamic set has no prefixes here: `xdpguard set` adds its elements at run time.
