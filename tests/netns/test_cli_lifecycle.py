@@ -508,6 +508,29 @@ def test_a_new_words_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_p
     assert st["ingress"]["error"]["packets"] == 0, st["ingress"]
 
 
+def test_a_new_pflat_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """A set of 65 to 4,096 rules with at most 1,024 bitmaps is scanned from
+    the `pflat` array.  Pinned maps without it get a new, empty one with the
+    new programs: the halves' blocks must be in it before the swap, or the
+    scan would find no rule at all (here: every drop rule)."""
+    path = write_rules(tmp_path, _many_rules(120))
+    guard.apply(path)
+    (lab.bpffs / lab.b.ifname / "pflat").unlink()
+
+    res = guard.apply_json(path)
+    assert res["replaced_program"] is True, res
+    assert any("older xdpguard" in m and "pflat" in m for m in res["messages"]), res["messages"]
+    assert f"{lab.b.ifname}/pflat" in pins(lab)
+    fx = Frames(lab.a, lab.b)
+    # r0 and r99 drop from any source (i % 3 == 0); 29999 is no rule's port.
+    frames = {"r0": fx.udp(dport=30000), "r99": fx.udp(dport=30099), "none": fx.udp(dport=29999)}
+    arrived, _ = send_and_see(lab, frames)
+    assert arrived == {"none"}
+    st = guard.stats()
+    assert guard.rule("r0", st)["packets"] == 1 and guard.rule("r99", st)["packets"] == 1
+    assert st["ingress"]["error"]["packets"] == 0, st["ingress"]
+
+
 def _many_rules(n: int, moved: int | None = None) -> str:
     """n rules dropping UDP to one port each (30000 + i), from their own /24
     sources or any; rule `moved` drops the port after its own instead."""
