@@ -225,6 +225,9 @@ class RulePlan:
 Key = tuple[int, tuple[int, ...]]
 
 
+_EMPTY_BLOCK = bytes(GROUP_BYTES)
+
+
 class _Interner:
     """Turns bitmaps (ints) into two-level keys as they are made, keeping each
     distinct block once: a large rule set has many distinct bitmaps, and
@@ -239,10 +242,10 @@ class _Interner:
         raw = bm.to_bytes(self.ngroups * GROUP_BYTES, "little")
         groups, blk = 0, []
         g = 0
-        # Skip empty groups a word at a time: most of a large set's bitmaps are sparse.
+        # Most of a large set's bitmaps are sparse: an empty group is one memcmp.
         while g < self.ngroups:
             chunk = raw[g * GROUP_BYTES : (g + 1) * GROUP_BYTES]
-            if chunk.count(0) != GROUP_BYTES:
+            if chunk != _EMPTY_BLOCK:
                 groups |= 1 << g
                 bid = self.ids.get(chunk)
                 if bid is None:
