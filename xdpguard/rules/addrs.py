@@ -110,8 +110,8 @@ def parse_prefix(text: str) -> Prefix:
 
 
 def _v6_key(line: bytes) -> int | None:
-    """The key of one IPv6 line (comment already blanked), or None if it is not one."""
-    addr, slash, plen_text = line.decode().strip().partition("/")
+    """The key of one IPv6 line, or None if it is not one."""
+    addr, slash, plen_text = line.partition(b"#")[0].decode().strip().partition("/")
     if slash and not (plen_text.isdigit() and len(plen_text) <= MAX_DIGITS):
         return None
     plen = int(plen_text) if slash else 128

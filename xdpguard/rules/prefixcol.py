@@ -33,7 +33,7 @@ _EIGHT = np.uint64(8)
 _SPACES = b" \t\r\x0b\x0c\x1c\x1d\x1e\x1f"
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[list(_SPACES)] = True
-_DOT, _SLASH, _HASH, _NL, _COLON = (ord(c) for c in "./#\n:")
+_DOT, _SLASH, _NL = (ord(c) for c in "./\n")
 
 
 class PrefixColumn(Sequence[Prefix]):
@@ -155,18 +155,25 @@ def scan_v4(data: bytes) -> tuple[np.ndarray, list[bytes]] | None:
     if some IPv4 line is not a well-formed address or CIDR.
 
     A line is set aside as IPv6 when it holds a colon before any `#`; the
-    caller reads those lines one by one (comments already blanked).
+    caller reads those lines one by one, comments and all.
     """
-    keys: list[np.ndarray] = []
     v6_lines: list[bytes] = []
+    if b":" in data:
+        v4_lines = []
+        for line in data.split(b"\n"):
+            if b":" in line and b":" in line.partition(b"#")[0]:
+                v6_lines.append(line)
+            else:
+                v4_lines.append(line)
+        data = b"\n".join(v4_lines)
+    keys: list[np.ndarray] = []
     start = 0
     while start < len(data):
         end = data.find(b"\n", start + CHUNK_BYTES) + 1 or len(data)
         got = _scan_piece(data[start:end])
         if got is None:
             return None
-        keys.append(got[0])
-        v6_lines += got[1]
+        keys.append(got)
         start = end
     return (np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)), v6_lines
 
@@ -178,29 +185,21 @@ def _blank(m: re.Match[bytes]) -> bytes:
     return b" " * len(m.group())
 
 
-def _scan_piece(data: bytes) -> tuple[np.ndarray, list[bytes]] | None:
-    """scan_v4 of whole lines."""
+def _scan_piece(data: bytes) -> np.ndarray | None:
+    """The keys of whole IPv4 lines, or None."""
     if b"#" in data:  # comments become spaces: every byte keeps its place
         data = _COMMENT.sub(_blank, data)
     b = np.frombuffer(data, dtype=np.uint8)
     nl = b == _NL
-    # Spaces and IPv6 lines are rare in set files: the bytes are searched for
-    # them before the work they take is done.
+    # Spaces are rare in set files: the bytes are searched for them before
+    # each byte is classified.
     spaced = any(ch in data for ch in _SPACES)
     keep = ~(nl | _SPACE[b]) if spaced else ~nl
-    line = np.cumsum(nl, dtype=np.int32) - nl if spaced or b":" in data else None  # a newline ends its line
-    v6_lines: list[bytes] = []
-    if line is not None and b":" in data:
-        colon_lines = np.unique(line[b == _COLON])
-        starts = np.concatenate(([0], np.flatnonzero(nl) + 1))
-        ends = np.append(np.flatnonzero(nl), len(b))
-        v6_lines = [data[starts[i] : ends[i]] for i in colon_lines]
-        keep &= ~np.isin(line, colon_lines)
     pos = np.flatnonzero(keep)
     c = b[pos]
     n = len(c)
     if n == 0:
-        return np.zeros(0, dtype=np.uint64), v6_lines
+        return np.zeros(0, dtype=np.uint64)
     digit = (c - np.uint8(ord("0"))) < 10
     dot = c == _DOT
     slash = c == _SLASH
@@ -209,7 +208,7 @@ def _scan_piece(data: bytes) -> tuple[np.ndarray, list[bytes]] | None:
         return None
     adjacent = pos[1:] == pos[:-1] + 1
     if spaced:
-        assert line is not None
+        line = np.cumsum(nl, dtype=np.int32)  # every byte's line (a newline starts the next)
         same = line[pos[1:]] == line[pos[:-1]]  # character i+1 is on character i's line
         # What is left of a line is one word: nothing but spaces was dropped inside it.
         if (same & ~adjacent).any():
@@ -255,4 +254,4 @@ def _scan_piece(data: bytes) -> tuple[np.ndarray, list[bytes]] | None:
     host = (np.uint64(1) << (np.uint64(32) - plen)) - np.uint64(1)
     if (addr & host).any():
         return None
-    return (addr << _EIGHT) | plen, v6_lines
+    return (addr << _EIGHT) | plen
