@@ -111,8 +111,10 @@ def _cold(text: str) -> tuple[object, object] | None:
     return rs, summary_of(rs)
 
 
+@pytest.mark.parametrize("batch", [incremental.YAML_BATCH, 7])  # 7: every edit spans YAML passes
 @pytest.mark.parametrize("seed", range(6))
-def test_random_edits_parse_as_from_scratch(seed: int) -> None:
+def test_random_edits_parse_as_from_scratch(seed: int, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incremental, "YAML_BATCH", batch)
     rng = random.Random(seed)
     rules = _file(rng, 150)
     memo: incremental.Memo = {}
@@ -139,6 +141,18 @@ def test_random_edits_parse_as_from_scratch(seed: int) -> None:
             good = rules
         rules, _ = _edit(rng, rules, serial)
     assert reused > 0
+
+
+def test_a_parse_for_check_alone_gives_the_same_rule_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `check` parses in batches with nothing to reuse and keeps no memo.
+    monkeypatch.setattr(incremental, "YAML_BATCH", 16)
+    text = HEAD + "".join(_file(random.Random(3), 300)) + EGRESS
+    cold = _cold(text)
+    got = incremental.parse(text, "rules.yaml", Path("."), {}, memoise=False)
+    assert cold is not None and got is not None
+    assert got.ruleset == cold[0] and got.ruleset.warnings == cold[0].warnings  # type: ignore[attr-defined]
+    assert [r.line for r in got.ruleset.ingress.rules] == [r.line for r in cold[0].ingress.rules]  # type: ignore[attr-defined]
+    assert got.memo == {"ingress": {}, "egress": {}} and got.fresh == 301
 
 
 def test_one_changed_rule_is_the_only_one_parsed() -> None:

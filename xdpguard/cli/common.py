@@ -104,10 +104,19 @@ CONTEXT: dict[str, str | None] = {"netns": None}
 def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     """Parse and compile a rule file; returns the model, the plan and the file text."""
     # lazy: the parser and compiler, only for the commands that read a rule file
+    from xdpguard.rules import incremental
     from xdpguard.rules.compile import compile_ruleset
     from xdpguard.rules.parse import load
 
-    rs = load(path)  # reports unreadable files and bad encodings as path:line errors
+    # Rule by rule in batches (incremental.parse with nothing to reuse): 65,536
+    # rules in one YAML pass took 500 MB.  Anything unusual, every error
+    # included, goes to the ordinary parse, which says what and where.
+    try:
+        text: str | None = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    parsed = incremental.parse(text, str(path), path.parent, {}, memoise=False) if text else None
+    rs = parsed.ruleset if parsed is not None else load(path)  # unreadable files and bad encodings too
     for w in rs.warnings:  # valid but probably unintended: said, never refused
         print(w, file=sys.stderr)
     return rs, compile_ruleset(rs), path.read_text()

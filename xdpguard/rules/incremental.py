@@ -9,9 +9,11 @@ sequence) is read by the ordinary parser from a copy of the text in which
 each sequence is one placeholder item followed by blank lines, so every
 line keeps its number.  Each segment is looked up in a memo by its text and
 direction: a hit gives the validated rule, with its line and the lines of
-its warnings relative to the segment.  The other segments are parsed
-together, in one YAML pass over a copy of the text that keeps only them
-(blank lines elsewhere), and validated in file order by the same parser.
+its warnings relative to the segment.  The other segments are parsed in
+YAML passes of YAML_BATCH, each over a copy of the text that keeps only
+them (blank lines elsewhere), and validated in file order by the same
+parser; all in one pass when one holds an anchor or alias, which can
+reach across segments.
 
 The result equals what a full parse gives, or is None: anything unusual (a
 YAML or rule error, a tab or a line break other than LF, the limits on
@@ -27,6 +29,7 @@ not exactly one whole item (a quoted text or flow collection running past a
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +75,11 @@ _CONTEXT = ("@", "&", "*")
 _RULES_KEY = re.compile(r"^( *)rules: *(?:#.*)?$", re.M)
 _CONTENT = re.compile(r"^ *[^ #\n]", re.M)  # a line that is neither blank nor a comment
 _MARKER = "xdpguard-rules-placeholder-"
+
+
+# Fresh segments parsed per YAML pass: a pass holds its items' nodes and
+# values until their rules are made.
+YAML_BATCH = 8192
 
 
 class _Unsuitable(Exception):
@@ -128,9 +136,17 @@ class _Assembler(Parser):
     """The ordinary parser, given each sequence's rules from the memo or one YAML pass."""
 
     def __init__(
-        self, path: str, base_dir: Path, text: str, seqs: list[_Seq], memo: Memo, set_cache: SetCache | None
+        self,
+        path: str,
+        base_dir: Path,
+        text: str,
+        seqs: list[_Seq],
+        memo: Memo,
+        set_cache: SetCache | None,
+        memoise: bool = True,
     ) -> None:
         super().__init__(path, base_dir, set_cache)
+        self.memoise = memoise
         self.text = text
         self.seqs = seqs
         self.memo = memo
@@ -155,9 +171,13 @@ class _Assembler(Parser):
         known = self.memo.get(direction, {})
         texts = [seq.text(self.text, i) for i in range(n)]
         hits = [known.get(t) for t in texts]
-        fresh = self.parse_fresh(seq, [i for i in range(n) if hits[i] is None])
-        self.fresh += len(fresh)
-        self.reused += n - len(fresh)
+        missing = [i for i in range(n) if hits[i] is None]
+        # Anchors and aliases reach across segments (a duplicate anchor is an
+        # error only within one pass): then every fresh segment goes in one pass.
+        batch = len(missing) if any("&" in texts[i] or "*" in texts[i] for i in missing) else YAML_BATCH
+        self.fresh += len(missing)
+        self.reused += n - len(missing)
+        fresh: dict[int, tuple[object, int]] = {}
         new_memo = self.new_memo.setdefault(direction, {})
         sigs: list[str | None] = []
         toks: list[bytes] = []
@@ -167,9 +187,16 @@ class _Assembler(Parser):
         for i, (t, hit) in enumerate(zip(texts, hits, strict=True)):
             base = seq.lines[i] - 1
             if hit is None:
-                item, item_line = fresh[i]
+                if i not in fresh:
+                    # The next batch: YAML's nodes for 65,536 rules at once took 500 MB.
+                    k = bisect.bisect_left(missing, i)
+                    fresh = self.parse_fresh(seq, missing[k : k + batch])
+                item, item_line = fresh.pop(i)
                 nwarn, nprefix = len(self.warnings), self.prefix_count
                 r = self.rule(item, item_line, direction, names)
+                if not self.memoise:
+                    out.append(r)
+                    continue
                 tok = rule_tokens(r)
                 if not any(c in t for c in _CONTEXT):
                     hit = MemoRule(
@@ -197,8 +224,9 @@ class _Assembler(Parser):
             out.append(Rule(r.name, r.match, r.action, r.rate_limit, r.line + base, r.syn_cookies))
         # Counted once: over the limit anywhere is over it at the end (the ordinary parse says where).
         self.count_prefixes(inline, line)
-        self.signatures[direction] = sigs
-        self.tokens[direction] = toks
+        if self.memoise:
+            self.signatures[direction] = sigs
+            self.tokens[direction] = toks
         return tuple(out)
 
     def parse_fresh(self, seq: _Seq, which: list[int]) -> dict[int, tuple[object, int]]:
@@ -228,9 +256,17 @@ def _moved(r: Rule, line: int) -> Rule:
 
 
 def parse(
-    text: str, path: str, base_dir: Path, memo: Memo, set_cache: SetCache | None = None
+    text: str,
+    path: str,
+    base_dir: Path,
+    memo: Memo,
+    set_cache: SetCache | None = None,
+    memoise: bool = True,
 ) -> Parsed | None:
-    """The rule file's RuleSet, reusing `memo`; None: parse it the ordinary way (parse.parse_text)."""
+    """The rule file's RuleSet, reusing `memo`; None: parse it the ordinary way (parse.parse_text).
+
+    With `memoise` false only the rule set is wanted (`check`): no memo,
+    signatures or tokens are made for the next parse."""
     if any(c in text for c in _AWKWARD) or _MARKER in text:
         return None
     seqs = _sequences(text)
@@ -243,7 +279,7 @@ def parse(
         parts.append("\n" * text.count("\n", a, b))
         at = b
     parts.append(text[at:])
-    p = _Assembler(path, base_dir, text, seqs, memo, set_cache)
+    p = _Assembler(path, base_dir, text, seqs, memo, set_cache, memoise)
     try:
         with gc_paused():
             rs = p.ruleset(load_yaml("".join(parts), path))
