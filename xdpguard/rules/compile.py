@@ -97,7 +97,7 @@ class LpmArrays:
         """The entries with bitmap id i at table index rank[i], serialised."""
         import numpy as np  # lazy: large fields only
 
-        rec = np.empty(len(self.keys), dtype=np.dtype([("a", ">u4"), ("p", "u1"), ("v", "<u4")]))
+        rec = np.empty(len(self.keys), dtype=lpmpack.record_dtype(32))
         rec["a"] = self.keys >> np.uint64(8)
         rec["p"] = self.keys & np.uint64(0xFF)
         rec["v"] = np.asarray(rank, dtype=np.uint32)[self.bids]

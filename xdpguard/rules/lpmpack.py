@@ -31,6 +31,17 @@ def record_size(bits: int) -> int:
     return bits // 8 + _PLEN_INDEX.size
 
 
+def record_dtype(bits: int) -> Any:
+    """The numpy dtype of one entry: address (`a`, or `hi` and `lo` for
+    IPv6), prefix length `p`, table index `v`; for readers that take the
+    columns whole (rules/stride.py, strideedit.py, compile.LpmArrays)."""
+    import numpy as np  # lazy: the plan's own readers and writers need no numpy
+
+    if bits > 64:
+        return np.dtype([("hi", ">u8"), ("lo", ">u8"), ("p", "u1"), ("v", "<u4")])
+    return np.dtype([("a", f">u{bits // 8}"), ("p", "u1"), ("v", "<u4")])
+
+
 def pack(entries: Sequence[Entry], bits: int) -> bytes:
     """The serialised form of sorted entries (a PackedLpm's own bytes as they are)."""
     if isinstance(entries, PackedLpm) and entries.bits == bits:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xdpguard.rules.lpmpack import PackedLpm
+from xdpguard.rules.lpmpack import PackedLpm, record_dtype
 from xdpguard.rules.nodes import (
     CHILD,
     DENSE_SLOTS,
@@ -114,12 +114,12 @@ def columns(entries: Entries, width: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _packed_columns(raw: bytes, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # The record layout of rules/lpmpack.py: big-endian address, u8 length, little-endian u32 index.
+    # The record layout of rules/lpmpack.py (record_dtype).
     if width > 63:
-        rec = np.frombuffer(raw, dtype=np.dtype([("hi", ">u8"), ("lo", ">u8"), ("p", "u1"), ("v", "<u4")]))
+        rec = np.frombuffer(raw, dtype=record_dtype(128))
         addrs = (rec["hi"].astype(object) << 64) | rec["lo"].astype(object)
     else:
-        rec = np.frombuffer(raw, dtype=np.dtype([("a", f">u{width // 8}"), ("p", "u1"), ("v", "<u4")]))
+        rec = np.frombuffer(raw, dtype=record_dtype(width))
         addrs = rec["a"].astype(np.uint64)
     return addrs, rec["p"].astype(np.int64), rec["v"].astype(np.int64)
 

@@ -55,7 +55,7 @@ class Records:
             # Fixed-width bytes compare in byte order, which is numeric order here.
             rec = np.frombuffer(raw, dtype=np.dtype([("k", "S17"), ("v", "<u4")]))
             return cls(raw, rec["k"], rec["v"], width)
-        rec = np.frombuffer(raw, dtype=np.dtype([("a", f">u{width // 8}"), ("p", "u1"), ("v", "<u4")]))
+        rec = np.frombuffer(raw, dtype=lpmpack.record_dtype(width))
         keys = (rec["a"].astype(np.uint64) << np.uint64(8)) | rec["p"].astype(np.uint64)
         return cls(raw, keys, rec["v"], width)
 
