@@ -129,12 +129,14 @@ _HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for 
 
 def scan_fast(text: str) -> tuple[Any, list[int]] | None:
     """Keys (address << 8 | length) of a well-formed set file, IPv4 as a
-    numpy array and IPv6 as a list, else None."""
-    if not text.isascii():
-        return None
+    numpy array and IPv6 as a list, else None.
+
+    Text other than ASCII is read as UTF-8 bytes: in a comment it is
+    blanked with the comment, anywhere else (a no-break space, say, which
+    the line scan strips) the scan refuses it and the line scan decides."""
     from xdpguard.rules.prefixcol import scan_v4  # lazy: numpy, for set files only
 
-    got = scan_v4(text.encode("ascii"))
+    got = scan_v4(text.encode("utf-8"))
     if got is None:
         return None
     v4, v6_lines = got
