@@ -417,6 +417,9 @@ def _syncookie_md(sc: dict[str, Any]) -> list[str]:
         ("stack, tcp_syncookies=1 (veth receive softirq)", "rx_stack_tcp_syncookies_1"),
         ("stack, tcp_syncookies=2 (veth receive softirq)", "rx_stack_tcp_syncookies_2"),
         ("nftables synproxy (veth receive softirq)", "rx_nft_synproxy"),
+        ("floor: a bare XDP_DROP program (veth receive softirq)", "rx_floor_xdp_drop"),
+        ("floor: a bare XDP_TX program, each SYN sent back as it came (veth receive softirq)",
+         "rx_floor_xdp_tx"),
     ]  # fmt: skip
     for label, key in rows:
         v = sc.get(key)
@@ -428,6 +431,12 @@ def _syncookie_md(sc: dict[str, Any]) -> list[str]:
     if ratio:
         out += ["", f"Stack / XDP (receive cost): {ratio:.1f}x; target {sc['target_ratio']:.0f}x "
                 f"{_ok(sc['target_ok'])}."]  # fmt: skip
+    floor = sc.get("ratio_stack_vs_tx_floor")
+    if floor and isinstance(sc.get("rx_floor_xdp_tx"), dict):
+        tx = sc["rx_floor_xdp_tx"]["ns_per_syn"]
+        ours = sc["rx_xdpguard_syn_cookies"]["ns_per_syn"]
+        out += [f"The most any XDP program can reach on this veth: stack / bare XDP_TX = {floor:.1f}x; "
+                f"xdpguard's own work over that floor: {_ns(ours - tx)} ns per SYN."]  # fmt: skip
     return [*out, ""]
 
 
