@@ -79,7 +79,7 @@ _MARKER = "xdpguard-rules-placeholder-"
 
 # Fresh segments parsed per YAML pass: a pass holds its items' nodes and
 # values until their rules are made.
-YAML_BATCH = 8192
+YAML_BATCH = 4096
 
 
 class _Unsuitable(Exception):
