@@ -487,19 +487,24 @@ def test_apply_completes_maps_pinned_by_an_older_xdpguard(guard: Guard, lab: Lab
     assert again["changed"] is False and again["replaced_program"] is False, again
 
 
+def _apply_with_a_new_map(guard: Guard, lab: Lab, path: Path, pin: str) -> None:
+    """Apply `path`, lose the `pin` map (as with maps an older xdpguard
+    pinned), apply again: the programs are replaced and the map is back."""
+    guard.apply(path)
+    (lab.bpffs / lab.b.ifname / pin).unlink()
+
+    res = guard.apply_json(path)
+    assert res["replaced_program"] is True, res
+    assert any("older xdpguard" in m and pin in m for m in res["messages"]), res["messages"]
+    assert f"{lab.b.ifname}/{pin}" in pins(lab)
+
+
 def test_a_new_words_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_path: Path) -> None:
     """A set of at most 64 rules is scanned from the `words` array.  Pinned
     maps without it (an older xdpguard, or a lost pin) get a new, empty one
     with the new programs: the halves' words must be in it before the swap,
     or every packet would miss every rule (here: the drop rule)."""
-    path = write_rules(tmp_path, RULES_BY_SOURCE.format(a=lab.a.ip4))
-    guard.apply(path)
-    (lab.bpffs / lab.b.ifname / "words").unlink()
-
-    res = guard.apply_json(path)
-    assert res["replaced_program"] is True, res
-    assert any("older xdpguard" in m and "words" in m for m in res["messages"]), res["messages"]
-    assert f"{lab.b.ifname}/words" in pins(lab)
+    _apply_with_a_new_map(guard, lab, write_rules(tmp_path, RULES_BY_SOURCE.format(a=lab.a.ip4)), "words")
     fx = Frames(lab.a, lab.b)
     arrived, _ = send_and_see(lab, {"discard": fx.udp(dport=9), "other": fx.udp(dport=10)})
     assert arrived == {"other"}
@@ -513,14 +518,7 @@ def test_a_new_pflat_map_is_filled_before_the_swap(guard: Guard, lab: Lab, tmp_p
     the `pflat` array.  Pinned maps without it get a new, empty one with the
     new programs: the halves' blocks must be in it before the swap, or the
     scan would find no rule at all (here: every drop rule)."""
-    path = write_rules(tmp_path, _many_rules(120))
-    guard.apply(path)
-    (lab.bpffs / lab.b.ifname / "pflat").unlink()
-
-    res = guard.apply_json(path)
-    assert res["replaced_program"] is True, res
-    assert any("older xdpguard" in m and "pflat" in m for m in res["messages"]), res["messages"]
-    assert f"{lab.b.ifname}/pflat" in pins(lab)
+    _apply_with_a_new_map(guard, lab, write_rules(tmp_path, _many_rules(120)), "pflat")
     fx = Frames(lab.a, lab.b)
     # r0 and r99 drop from any source (i % 3 == 0); 29999 is no rule's port.
     frames = {"r0": fx.udp(dport=30000), "r99": fx.udp(dport=30099), "none": fx.udp(dport=29999)}

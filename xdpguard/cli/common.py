@@ -119,7 +119,7 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     rs = parsed.ruleset if parsed is not None else load(path)  # unreadable files and bad encodings too
     for w in rs.warnings:  # valid but probably unintended: said, never refused
         print(w, file=sys.stderr)
-    return rs, compile_ruleset(rs), path.read_text()
+    return rs, compile_ruleset(rs), text if text is not None else path.read_text()
 
 
 def resolve_iface(name: str) -> int:

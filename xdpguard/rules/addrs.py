@@ -110,21 +110,12 @@ def parse_prefix(text: str) -> Prefix:
 
 
 def _v6_key(line: bytes) -> int | None:
-    """The key of one IPv6 line, or None if it is not one."""
-    addr, slash, plen_text = line.partition(b"#")[0].decode().strip().partition("/")
-    if slash and not (plen_text.isdigit() and len(plen_text) <= MAX_DIGITS):
-        return None
-    plen = int(plen_text) if slash else 128
+    """The key of one IPv6 line (a colon before any `#`), or None if it is not one."""
     try:
-        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
-    except (OSError, ValueError):
-        return None
-    if plen > 128 or value & _HOST_MASKS[128][plen]:
-        return None
-    return (value << 8) | plen
-
-
-_HOST_MASKS = {bits: [(1 << (bits - plen)) - 1 for plen in range(bits + 1)] for bits in (32, 128)}
+        p = parse_prefix(line.partition(b"#")[0].decode().strip())
+    except BadPrefix:
+        return None  # the line scan says what is wrong, and where
+    return (p.addr << 8) | p.plen
 
 
 def scan_fast(text: str) -> tuple[Any, list[int]] | None:

@@ -70,8 +70,10 @@ class Parsed:
 
 # Characters that change how lines split or indent: the whole file is parsed the ordinary way.
 _AWKWARD = ("\t", "\r", "\x85", "\u2028", "\u2029", "\ufeff")
-# Segments with these depend on other parts of the file: sets (@), anchors and aliases (& *).
-_CONTEXT = ("@", "&", "*")
+# YAML anchors and aliases: they reach from one segment into another.
+_ANCHORS = ("&", "*")
+# Segments with these depend on other parts of the file: sets (@), anchors and aliases.
+_CONTEXT = ("@", *_ANCHORS)
 _RULES_KEY = re.compile(r"^( *)rules: *(?:#.*)?$", re.M)
 _CONTENT = re.compile(r"^ *[^ #\n]", re.M)  # a line that is neither blank nor a comment
 _MARKER = "xdpguard-rules-placeholder-"
@@ -174,7 +176,8 @@ class _Assembler(Parser):
         missing = [i for i in range(n) if hits[i] is None]
         # Anchors and aliases reach across segments (a duplicate anchor is an
         # error only within one pass): then every fresh segment goes in one pass.
-        batch = len(missing) if any("&" in texts[i] or "*" in texts[i] for i in missing) else YAML_BATCH
+        anchored = any(c in texts[i] for i in missing for c in _ANCHORS)
+        batch = len(missing) if anchored else YAML_BATCH
         self.fresh += len(missing)
         self.reused += n - len(missing)
         fresh: dict[int, tuple[object, int]] = {}

@@ -138,12 +138,6 @@ def _sorted_distinct(keys: np.ndarray) -> np.ndarray:
     return s[np.concatenate(([True], s[1:] != s[:-1]))] if len(s) else s
 
 
-def _last_index(mask: np.ndarray) -> np.ndarray:
-    """Per position, the index of the last True at or before it (-1 for none)."""
-    idx = np.where(mask, np.arange(len(mask), dtype=np.int32), np.int32(-1))
-    return np.maximum.accumulate(idx) if len(idx) else idx
-
-
 # Bytes per piece of a set file the scan works on at a time: its arrays then
 # stay in the cache (a whole 15 MB file makes arrays of 100 MB, and the scan
 # three times slower).
@@ -151,8 +145,8 @@ CHUNK_BYTES = 1 << 18
 
 
 def scan_v4(data: bytes) -> tuple[np.ndarray, list[bytes]] | None:
-    """(IPv4 keys in file order, IPv6 lines) of an ASCII set file, or None
-    if some IPv4 line is not a well-formed address or CIDR.
+    """(IPv4 keys in file order, IPv6 lines) of a set file's UTF-8 bytes,
+    or None if some IPv4 line is not a well-formed address or CIDR.
 
     A line is set aside as IPv6 when it holds a colon before any `#`; the
     caller reads those lines one by one, comments and all.
