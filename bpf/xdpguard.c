@@ -515,6 +515,8 @@ static __always_inline const struct xg_bitmap *xg_pflat_block(const struct xg_pf
  * holds, XG_RULE_NONE, or XG_RULE_ERROR (a table entry missing).  Groups
  * are visited lowest first; in each, only the words the blocks' summaries
  * allow.  See xg_scan_ingress for how it is called. */
+static __always_inline int xg_scan_groups(struct xg_scan_args *a, __u32 ngroups, const int fix);
+
 static __always_inline int xg_scan(struct xg_scan_args *a)
 {
 	if (!a)
@@ -569,8 +571,22 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 			return XG_RULE_NONE;
 		return xg_block_first(b, o, from);
 	}
-	void *tops = xg_tops.lookup(&half);
-	void *blocks = xg_bitmaps.lookup(&half);
+	/* Two copies of the rest, one per kind of table: a lookup whose map
+	 * could be either is one the verifier can inline for neither. */
+	if (a->fixed)
+		return xg_scan_groups(a, ngroups, 1);
+	return xg_scan_groups(a, ngroups, 0);
+}
+
+/* The two-level part of xg_scan, reading the top entries from the
+ * fixed-size tables (fix = 1, XG_CFG_FIXED) or the sized ones. */
+static __always_inline int xg_scan_groups(struct xg_scan_args *a, __u32 ngroups, const int fix)
+{
+	__u32 half = a->half;
+	__u32 from = a->from;
+	__u32 kones = a->ones;
+	void *tops = fix ? xg_tops_f.lookup(&half) : xg_tops.lookup(&half);
+	void *blocks = fix ? xg_bitmaps_f.lookup(&half) : xg_bitmaps.lookup(&half);
 	const struct xg_top *t[XG_NSEL];
 	const struct xg_top *ot[XG_NOR];
 
@@ -590,6 +606,7 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 	struct xg_group_args *ga = &cb->group;
 
 	ga->half = half;
+	ga->fixed = fix;
 	ga->own = 0;
 	ga->hasor = 0;
 
@@ -660,14 +677,12 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
  * eight blocks (a->own says which fields have blocks of their own; the
  * others take the all-ones block), -1, or XG_RULE_ERROR.  Global, like
  * xg_scan_fn, and called by it (see the loader). */
-static __always_inline int xg_group(struct xg_group_args *a)
+static __always_inline int xg_group(struct xg_group_args *a, const int fix)
 {
-	if (!a)
-		return XG_RULE_ERROR;
 	__u32 half = a->half;
 	__u32 kones = a->ones;
 	__u32 own = a->own;
-	void *blocks = xg_bitmaps.lookup(&half);
+	void *blocks = fix ? xg_bitmaps_f.lookup(&half) : xg_bitmaps.lookup(&half);
 	const struct xg_bitmap *b[XG_NSEL];
 
 	if (!blocks)
@@ -782,6 +797,7 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, con
 	cb->call.u.scan.from = from;
 	cb->call.u.scan.ones = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
 	cb->call.u.scan.pflat = !!(cfg->flags & XG_CFG_PFLAT);
+	cb->call.u.scan.fixed = !!(cfg->flags & XG_CFG_FIXED);
 	return xg_call(&cb->call);
 }
 
@@ -792,9 +808,9 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, con
  * indexed by the byte, a sparse one by counting its run bounds (no branch
  * on the data).  One loop with one exit keeps the verifier's work linear
  * in the address length. */
-static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nbytes, __u32 *out)
+static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nbytes, __u32 *out, const int fix)
 {
-	void *nodes = xg_addrs.lookup(&tbl);
+	void *nodes = fix ? xg_addrs_f.lookup(&tbl) : xg_addrs.lookup(&tbl);
 	__u32 key = addr[0];
 	__u32 ref;
 	int i;
@@ -848,15 +864,28 @@ static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nby
 }
 
 /* Address lookups are the most expensive step: only the fields some rule uses. */
-static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 fm, __u32 *src, __u32 *dst)
+static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 fm, __u32 flags, __u32 *src,
+					   __u32 *dst)
 {
 	__u32 v6 = p->family == 6;
 	__u32 nbytes = v6 ? 16 : 4;
 
-	if ((fm & (1U << XG_F_SRC)) && xg_addr_lookup(XG_ADDR_TABLE(half, XG_F_SRC, v6), p->src, nbytes, src) < 0)
-		return -1;
-	if ((fm & (1U << XG_F_DST)) && xg_addr_lookup(XG_ADDR_TABLE(half, XG_F_DST, v6), p->dst, nbytes, dst) < 0)
-		return -1;
+	/* A table of the fixed size (XG_CFG_FIXA) is read by a copy of the
+	 * lookup of its own: see xg_scan. */
+	if (fm & (1U << XG_F_SRC)) {
+		__u32 t = XG_ADDR_TABLE(half, XG_F_SRC, v6);
+		int r = (flags & XG_CFG_FIXA(XG_F_SRC, v6)) ? xg_addr_lookup(t, p->src, nbytes, src, 1)
+							     : xg_addr_lookup(t, p->src, nbytes, src, 0);
+		if (r < 0)
+			return -1;
+	}
+	if (fm & (1U << XG_F_DST)) {
+		__u32 t = XG_ADDR_TABLE(half, XG_F_DST, v6);
+		int r = (flags & XG_CFG_FIXA(XG_F_DST, v6)) ? xg_addr_lookup(t, p->dst, nbytes, dst, 1)
+							     : xg_addr_lookup(t, p->dst, nbytes, dst, 0);
+		if (r < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -1068,7 +1097,7 @@ static __always_inline int xg_classify(const struct xg_pkt *p, __u32 half, const
 	if (fm & ((1U << XG_F_SRC) | (1U << XG_F_DST))) {
 		__u32 src = 0, dst = 0;
 
-		if (xg_lookup_addrs(p, half, fm, &src, &dst) < 0)
+		if (xg_lookup_addrs(p, half, fm, cfg->flags, &src, &dst) < 0)
 			return XG_RULE_ERROR;
 		if (fm & (1U << XG_F_SRC))
 			s->idx[0] = xg_bm(cfg, XG_F_SRC, src);
@@ -1393,5 +1422,10 @@ __attribute__((__noinline__)) int xg_scan_fn(struct xg_call_args *a)
 
 __attribute__((__noinline__)) int xg_group_fn(struct xg_group_args *a)
 {
-	return xg_group(a);
+	if (!a)
+		return XG_RULE_ERROR;
+	/* One copy per kind of block table (see xg_scan). */
+	if (a->fixed)
+		return xg_group(a, 1);
+	return xg_group(a, 0);
 }

@@ -96,6 +96,19 @@ struct xg_snode {
 #define XG_MAX_BITMAPS 262144
 #define XG_MAX_BLOCKS 1048576
 
+/* The same tables in a fixed size, when they fit: an inner map made
+ * exactly this size (no BPF_F_INNER_MAP) in the *_f outer maps, whose
+ * lookups the verifier inlines, as it cannot for inner maps of any size.
+ * A half whose plan has more than one group and fits XG_FIX_TOPS top
+ * entries and XG_FIX_BLOCKS blocks reads them there (XG_CFG_FIXED); an
+ * address table of at most XG_FIX_NODES elements is read from xg_addrs_f
+ * (XG_CFG_FIXA).  Memory is the fixed size for every such map: 2.2 MB of
+ * top entries per half, 8.5 MB of blocks per direction, 1.3 MB per
+ * address table. */
+#define XG_FIX_TOPS 32768
+#define XG_FIX_BLOCKS 16384
+#define XG_FIX_NODES 1280
+
 /* Counter slots (per-CPU array).  Reserved slots first, then one slot per
  * live rule; old and new rule sets coexist during an update, hence 2x. */
 enum xg_slot {
@@ -135,6 +148,9 @@ enum xg_field {
 #define XG_CFG_STATE_FIRST (1U << 7)  /* rule 0 tests state only: ask the flow table before the scan */
 #define XG_CFG_WORDS (1U << 8)        /* the half's bitmaps are words of xg_words: see XG_WORDS_CAP */
 #define XG_CFG_PFLAT (1U << 9)        /* the half's flat blocks are in xg_pflat: see XG_PFLAT_CAP */
+#define XG_CFG_FIXED (1U << 10)       /* the half's top entries and blocks are in xg_tops_f, xg_bitmaps_f */
+/* Address table (fld, v6) of the half is in xg_addrs_f: bit XG_CFG_FIXA(fld, v6). */
+#define XG_CFG_FIXA(fld, v6) (1U << (11 + ((fld) - 1) * 2 + (v6)))
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -249,7 +265,7 @@ struct xg_scan_args {
 	__u32 from; /* rules below this one do not count */
 	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
 	__u32 pflat; /* 1: the flat blocks are read from xg_pflat (XG_CFG_PFLAT) */
-	__u32 pad;
+	__u32 fixed; /* 1: top entries and blocks are read from the fixed-size tables (XG_CFG_FIXED) */
 };
 
 /* A rate-limit check done in the global function (see struct xg_call_args):
@@ -291,6 +307,8 @@ struct xg_group_args {
 	__u32 pres;  /* bit f: field f's bitmap has a block in this group; bit 8 + f: its OR operand has */
 	__u32 lo;
 	__u32 half;
+	__u32 fixed; /* as in struct xg_scan_args */
+	__u32 pad;
 };
 
 struct xg_counter {

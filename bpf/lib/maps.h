@@ -26,6 +26,10 @@ BPF_TABLE_PINNED("array", __u32, struct xg_config, xg_config, XG_NHALVES, XG_PIN
  * sized per rule set and created by the loader, like the bitmap tables. */
 BPF_F_TABLE("array", __u32, struct xg_node, xg_node_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_node_tmpl", __u32, __u32, xg_addrs, XG_ADDR_TABLES, XG_PIN("addrs"));
+/* The same, for tables of at most XG_FIX_NODES elements: every inner map
+ * exactly that size, so the verifier inlines the node lookups. */
+BPF_TABLE("array", __u32, struct xg_node, xg_node_ftmpl, XG_FIX_NODES);
+BPF_TABLE_PINNED("array_of_maps$xg_node_ftmpl", __u32, __u32, xg_addrs_f, XG_ADDR_TABLES, XG_PIN("addrs_f"));
 
 BPF_TABLE_PINNED("array", __u32, __u32, xg_proto, XG_NHALVES * XG_PROTO_SIZE, XG_PIN("proto"));
 BPF_TABLE_PINNED("array", __u32, __u32, xg_sport, XG_NHALVES * XG_PORT_SIZE, XG_PIN("sport"));
@@ -42,6 +46,11 @@ BPF_F_TABLE("array", __u32, struct xg_top, xg_top_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_top_tmpl", __u32, __u32, xg_tops, XG_NHALVES, XG_PIN("tops"));
 BPF_F_TABLE("array", __u32, struct xg_bitmap, xg_bm_tmpl, 1, BPF_F_INNER_MAP);
 BPF_TABLE_PINNED("array_of_maps$xg_bm_tmpl", __u32, __u32, xg_bitmaps, XG_NHALVES, XG_PIN("bitmaps"));
+/* The same two in a fixed size (XG_CFG_FIXED, see XG_FIX_TOPS). */
+BPF_TABLE("array", __u32, struct xg_top, xg_top_ftmpl, XG_FIX_TOPS);
+BPF_TABLE_PINNED("array_of_maps$xg_top_ftmpl", __u32, __u32, xg_tops_f, XG_NHALVES, XG_PIN("tops_f"));
+BPF_TABLE("array", __u32, struct xg_bitmap, xg_bm_ftmpl, XG_FIX_BLOCKS);
+BPF_TABLE_PINNED("array_of_maps$xg_bm_ftmpl", __u32, __u32, xg_bitmaps_f, XG_NHALVES, XG_PIN("bitmaps_f"));
 /* A rule set of at most XG_GROUP_RULES rules also gets its bitmaps as one
  * block each, indexed like the top entries: one lookup per field instead of
  * two.  Per half; both halves share one inner map per plan. */

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.netns.clihelp import Frames, Guard, send_and_see
 from tests.netns.traffic import Lab
+from xdpguard.datapath import maps as M
 
 N = 10_000
 BASE_PORT = 20000
@@ -72,3 +73,73 @@ def test_ten_thousand_rules_on_the_wire(guard: Guard, lab: Lab, tmp_path: Path) 
     res = guard.apply_json(path)
     w = res["writes"]
     assert 0 < w["blocks"] <= 4 and 0 < w["bitmaps"] <= 16 and w["array_updates"] <= 16, w
+
+
+# A source list whose address table outgrows the fixed size (FIX_NODES
+# elements): 1,100 /16s with 20 separate /24s each, so every /16 needs a
+# dense node of its own beside the 256 of the root.
+FAR_NETS = [f"{a}.{b}.{2 * k}.0/24" for a in range(11, 16) for b in range(220) for k in range(20)]
+
+
+def _far_rules(lab: Lab, n: int) -> str:
+    """The first n rules of _rules, then one dropping sources in FAR_NETS (a set file)."""
+    head, _, body = _rules(lab).partition("ingress:\n")
+    kept = body.splitlines()[: 2 + n]  # "  default", "  rules:", then the rules
+    far = '    - {name: far, match: {src: "@far"}, action: drop}'
+    return head + "sets:\n  far: {file: far.netset}\ningress:\n" + "\n".join([*kept, far]) + "\n"
+
+
+def _where(lab: Lab) -> dict[str, bool]:
+    """Which of the live ingress half's tables are in the fixed-size maps, after
+    checking that every outer slot agrees with its config."""
+    pin_dir = str(lab.bpffs / lab.b.ifname)
+    with M.open_maps(pin_dir) as m:
+        half = M.half_of("ingress", M.read_active(pin_dir))
+        assert M.misplaced_tables(m, half) == []
+        return M.size_classes(m, half)
+
+
+def _probe_far(guard: Guard, lab: Lab, n: int) -> None:
+    fx = Frames(lab.a, lab.b)
+    probes = [i for i in PROBES if i < n]
+    frames = {f"r{i}": fx.udp(dport=BASE_PORT + i) for i in probes}
+    frames["far-member"] = fx.udp(dport=9, src="13.7.38.1")  # no rule but `far`
+    frames["far-gap"] = fx.udp(dport=9, src="13.7.39.1")  # an odd /24: not in the list
+    # r2 allows (and names no source): it comes first.
+    frames["far-member-r2"] = fx.udp(dport=BASE_PORT + 2, src="12.100.0.9")
+    arrived, _ = send_and_see(lab, frames)
+    assert arrived == {f"r{i}" for i in probes if i % 2 == 0} | {"far-gap", "far-member-r2"}
+
+
+def test_tables_move_between_size_classes(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """10,000 rules read the fixed-size tables (but for the destination
+    tables: no rule names a destination, so packets never read them), but
+    their source table, grown past FIX_NODES by a long list, moves to a
+    sized one; 100 rules (one group) read sized bitmap tables; then back.
+    Verdicts hold at every step, and no outer slot keeps a table the half
+    no longer reads."""
+    (tmp_path / "far.netset").write_text("\n".join(FAR_NETS) + "\n")
+    path = tmp_path / "rules.yaml"
+
+    fixed = {"bitmaps": True, "src4": True, "src6": True, "dst4": False, "dst6": False}
+    path.write_text(_rules(lab))
+    guard.apply_json(path)
+    assert _where(lab) == fixed
+    _probe(guard, lab, None)
+
+    path.write_text(_far_rules(lab, N))
+    guard.apply_json(path)
+    where = _where(lab)
+    assert where == {**fixed, "src4": False}, where
+    _probe_far(guard, lab, N)
+
+    path.write_text(_far_rules(lab, 100))
+    guard.apply_json(path)
+    where = _where(lab)
+    assert where == {**fixed, "bitmaps": False, "src4": False}, where
+    _probe_far(guard, lab, 100)
+
+    path.write_text(_rules(lab))
+    guard.apply_json(path)
+    assert _where(lab) == fixed
+    _probe(guard, lab, None)

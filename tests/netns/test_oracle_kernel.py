@@ -32,7 +32,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.rules import reference
-from xdpguard.rules.compile import compile_ruleset
+from xdpguard.rules.compile import compile_ruleset, uses_fixed
 from xdpguard.rules.packet import parse_frame
 from xdpguard.rules.ratesim import LimiterSim
 
@@ -109,6 +109,8 @@ def test_kernel_verdicts_equal_reference(lab, monkeypatch: pytest.MonkeyPatch):
 
 # Then one group of rules with more bitmaps than `pflat` holds (the flat blocks are read
 # from an inner map), and one with fewer (read from `pflat`: see maps.uses_pflat).
+# 5,000 rules read their top entries and blocks from the fixed-size tables
+# (compile.uses_fixed), 65,536 and 20,000 from tables sized to the plan.
 LARGE_SIZES = [
     int(x) for x in os.environ.get("XDPGUARD_ORACLE_LARGE", "5000,65536,20000,4000,120").split(",")
 ]
@@ -119,6 +121,7 @@ def test_kernel_agrees_on_large_sets(lab):
     """First attach with 5,000 rules, then updates to 65,536, 20,000, 4,000 and 120."""
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261204"))
     rng = random.Random(seed)
+    addr_classes: set[bool] = set()
     subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
     with net.in_netns(lab.b.ns):
         dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
@@ -130,10 +133,20 @@ def test_kernel_agrees_on_large_sets(lab):
                 pflat = M.uses_pflat(plan.ingress)
                 if n in (4000, 120):
                     assert pflat == (n == 120), (n, plan.ingress.nbitmaps)  # both flat paths are taken
+                # 5,000 rules fit the fixed-size tables, 65,536 and 20,000 do not
+                # (more top entries than FIX_TOPS), fewer are one group: both
+                # scans are taken, and a size class changes in each update.
+                if n in (5000, 65536, 20000):
+                    assert uses_fixed(plan.ingress) == (n == 5000), n
                 with M.open_maps(dp.pin_dir) as m:
                     for ver in range(2):
-                        flags = M.read_config(m, M.half_of("ingress", ver)).flags
+                        half = M.half_of("ingress", ver)
+                        flags = M.read_config(m, half).flags
                         assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
+                        classes = M.size_classes(m, half)
+                        assert classes["bitmaps"] == uses_fixed(plan.ingress), (n, ver)
+                        assert M.misplaced_tables(m, half) == [], (n, ver)
+                        addr_classes.update(v for k, v in classes.items() if k != "bitmaps")
                 prog = B.obj_get(dp.iface.pin("prog_ingress"))
                 expect: collections.Counter[str] = collections.Counter()
                 groups = set()
@@ -162,5 +175,8 @@ def test_kernel_agrees_on_large_sets(lab):
                 assert after["default"]["packets"] - before["default"]["packets"] == expect["default"]
                 assert after["error"]["packets"] == 0
                 assert len(groups) >= min(8, (n + 4095) // 4096), (n, sorted(groups))
+            # Address tables of both sizes were read (65,536 rules make tables
+            # of more than FIX_NODES elements).
+            assert addr_classes == {True, False} or 65536 not in LARGE_SIZES, addr_classes
         finally:
             dp.detach()

@@ -51,7 +51,7 @@ class ScanArgs(C.Structure):
         ("from", C.c_uint32),  # a Python keyword: getattr(args, "from")
         ("ones", C.c_uint32),
         ("pflat", C.c_uint32),
-        ("pad", C.c_uint32),
+        ("fixed", C.c_uint32),
     ]
 
 
@@ -85,6 +85,8 @@ class GroupArgs(C.Structure):
         ("pres", C.c_uint32),
         ("lo", C.c_uint32),
         ("half", C.c_uint32),
+        ("fixed", C.c_uint32),
+        ("pad", C.c_uint32),
     ]
 
 

@@ -40,7 +40,7 @@ from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
 from xdpguard.rules.abi_consts import F_EXTRA
-from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, RulePlan
+from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, RulePlan, fixed_nodes, uses_fixed
 from xdpguard.rules.fields import ADDR_ENTRIES, ARRAY, KEYED_FIELDS, Field
 from xdpguard.rules.model import Action, Mode
 
@@ -68,11 +68,14 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "active": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, 4, 1),
     "config": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["config"], abi.NHALVES),
     "addrs": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.ADDR_TABLES),
+    "addrs_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.ADDR_TABLES),
     # the keyed match fields' arrays (rules/fields.py): a bitmap-table index per key and half
     **{f.pin: (B.BPF_MAP_TYPE_ARRAY, 4, 4, abi.NHALVES * f.space) for f in KEYED_FIELDS},
     "rules": (B.BPF_MAP_TYPE_ARRAY, 4, C_SIZE["rule"], abi.NHALVES * abi.MAX_RULES),
     "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "tops_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "bitmaps_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "words": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.NHALVES * abi.WORDS_CAP),
     "pflat": (B.BPF_MAP_TYPE_ARRAY, 4, abi.PFLAT_CAP * C_SIZE["bitmap"], abi.NHALVES),
@@ -94,6 +97,9 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
     "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
+# The outer maps whose inner maps have the fixed sizes (abi.FIX_*), by the
+# outer map of the sized inner maps they stand in for: see fixed_class().
+FIXED_OUTER = {"addrs": "addrs_f", "tops": "tops_f", "bitmaps": "bitmaps_f"}
 # Pins a version before dynamic sets did not have: the new programs create them
 # (empty), and a plan without dynamic sets never reads them.
 DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dynf", "dyncfg"})
@@ -108,7 +114,9 @@ SIZED_MAPS = {
 # the hash key is written right after the programs are loaded).
 LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch", "src_debt")
 # Pinned maps an older xdpguard lacked that a program replacement adds in place.
-ADDED_MAPS = frozenset({"addrs", "syn_prog", "syn_scratch", "words", "pflat", *DYN_PINS, *LIMITER_MAPS})
+ADDED_MAPS = frozenset(
+    {"addrs", "syn_prog", "syn_scratch", "words", "pflat", *FIXED_OUTER.values(), *DYN_PINS, *LIMITER_MAPS}
+)
 
 
 # Every map pin the programs may use (test_clock only in test builds), and
@@ -330,7 +338,9 @@ def _slots_of(v: tuple[int, ...]) -> list[int]:
     return out
 
 
-def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
+def config_bytes(plan: Plan, d: DirectionPlan, where: int = 0) -> bytes:
+    """A half's config for `d`; `where` adds the flags saying which of its
+    tables are in the fixed-size outer maps (XG_CFG_FIXED, XG_CFG_FIXA)."""
     cfg = abi.Config()
     cfg.plan_hash = plan.hash64
     cfg.nwords = d.nwords
@@ -356,7 +366,7 @@ def config_bytes(plan: Plan, d: DirectionPlan) -> bytes:
         flags |= abi.CFG_WORDS
     if uses_pflat(d):
         flags |= abi.CFG_PFLAT
-    cfg.flags = flags
+    cfg.flags = flags | where
     cfg.field_mask = d.field_mask
     for i, b in enumerate(d.bases):
         cfg.base[i] = b
@@ -446,6 +456,7 @@ class Inner:
     slots: list[int] = field(default_factory=list)  # plan block id -> slot in it
     tops: list[bytes] = field(default_factory=list)  # the plan's top entries, for those slots
     addrs: dict[str, int] = field(default_factory=dict)
+    addr_fixed: dict[str, bool] = field(default_factory=dict)  # table name -> of the fixed size (addrs_f)
     flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
     # The plan's rule entries: both halves get the same counter slots, so the same entries.
@@ -472,6 +483,8 @@ class HalfWrite:
     config: bytes
     dyncfg: bytes = b""  # the half's dynamic-set references
     dyn_slots: dict[str, dict[int, int | None]] = field(default_factory=dict)  # dynsets.slot_writes()
+    fixed: bool = False  # tops and bitmaps go to the fixed-size outer maps (tops_f, bitmaps_f)
+    addrs_f: dict[int, int] = field(default_factory=dict)  # as addrs, for tables of the fixed size
 
 
 def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
@@ -507,7 +520,7 @@ def _write_array(fd: int, half: int, size: int, new: array[int], old: array[int]
 
 
 def _build_addr_table(
-    inner: Inner, d: DirectionPlan, name: str, v6: bool, old: DirectionPlan | None
+    inner: Inner, d: DirectionPlan, name: str, f: Field, v6: bool, old: DirectionPlan | None
 ) -> tuple[int, str]:
     """Build d's address table `name` into a fresh inner map, kept in inner.addrs:
     (its element count, how its runs were found: addrcache.table's word).
@@ -521,18 +534,29 @@ def _build_addr_table(
 
     base = getattr(old, name) if old is not None else None
     table, how = addrcache.table(getattr(d, name), 128 if v6 else 32, base)
-    inner.addrs[name] = _inner_map("xg_addr", nodes.NODE_BYTES, table.elements())
+    fixed = fixed_nodes(d, f.num, table.n_elems)
+    inner.addrs[name] = _inner_map(
+        "xg_addr", nodes.NODE_BYTES, table.elements(), fixed=fixed and abi.FIX_NODES
+    )
+    inner.addr_fixed[name] = fixed
     return table.n_elems, how
 
 
-def _slot_filled(outer_fd: int, slot: int) -> bool:
+def slot_filled(outer_fd: int, slot: int) -> bool:
     """Does an array-of-maps slot hold an inner map? (lookup gives its id)"""
     return B.map_lookup(outer_fd, _u32(slot), 4) is not None
 
 
-def _inner_map(name: str, value_size: int, values: list[bytes], capacity: int = 0) -> int:
-    entries = max(1, len(values), capacity)
-    fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, entries, B.BPF_F_INNER_MAP, name=name)
+def _inner_map(name: str, value_size: int, values: list[bytes], capacity: int = 0, fixed: int = 0) -> int:
+    """An inner array map holding `values`, with room for `capacity`; or, with
+    `fixed`, exactly that many entries and no BPF_F_INNER_MAP (for the
+    fixed-size outer maps, whose inner maps must all match their template)."""
+    if fixed:
+        assert len(values) <= fixed, (name, len(values), fixed)
+        entries, flags = fixed, 0
+    else:
+        entries, flags = max(1, len(values), capacity), B.BPF_F_INNER_MAP
+    fd = B.map_create(B.BPF_MAP_TYPE_ARRAY, 4, value_size, entries, flags, name=name)
     try:
         if values:
             B.map_update_batch(fd, [_u32(i) for i in range(len(values))], values)
@@ -540,6 +564,11 @@ def _inner_map(name: str, value_size: int, values: list[bytes], capacity: int = 
         os.close(fd)
         raise
     return fd
+
+
+def _outer(name: str, fixed: bool) -> str:
+    """The outer map of table kind `name` ("addrs", "tops", "bitmaps") in one size class."""
+    return FIXED_OUTER[name] if fixed else name
 
 
 def _half_inner(dm: Maps, outer: str, half: int) -> tuple[int, int] | None:
@@ -588,7 +617,9 @@ def _read_all(fd: int, value_size: int, count: int | None = None) -> bytes | Non
 _HEADROOM = 2
 
 
-def _place_blocks(dm: Maps, half: int, d: DirectionPlan, old: DirectionPlan | None, inner: Inner) -> int:
+def _place_blocks(
+    dm: Maps, half: int, d: DirectionPlan, old: DirectionPlan | None, inner: Inner, fixed: bool
+) -> int:
     """Decide where d's blocks live (inner.blocks, inner.slots); returns blocks written.
 
     The half's block table is shared with the other half of the direction,
@@ -598,11 +629,11 @@ def _place_blocks(dm: Maps, half: int, d: DirectionPlan, old: DirectionPlan | No
     to; otherwise d gets a fresh table, written whole.
     """
     tl = d.two_level()
-    mine = _half_inner(dm, "bitmaps", half) if old is not None else None
+    mine = _half_inner(dm, _outer("bitmaps", fixed), half) if old is not None else None
     if mine is not None:
         mid, fd = mine
         try:
-            placed = _reuse_blocks(dm, half, fd, mid, tl.blocks, old)  # type: ignore[arg-type]
+            placed = _reuse_blocks(dm, half, fd, mid, tl.blocks, old, fixed)  # type: ignore[arg-type]
         except BaseException:
             os.close(fd)
             raise
@@ -615,16 +646,16 @@ def _place_blocks(dm: Maps, half: int, d: DirectionPlan, old: DirectionPlan | No
         os.close(fd)
     values = [block_bytes(b) for b in tl.blocks]
     cap = min(abi.MAX_BLOCKS, _HEADROOM * len(values) + 64)
-    inner.blocks = _inner_map("xg_blocks", C_SIZE["bitmap"], values, cap)
+    inner.blocks = _inner_map("xg_blocks", C_SIZE["bitmap"], values, cap, fixed=fixed and abi.FIX_BLOCKS)
     inner.slots = list(range(len(values)))
     return len(values)
 
 
 def _reuse_blocks(
-    dm: Maps, half: int, fd: int, mid: int, blocks: tuple[bytes, ...], old: DirectionPlan
+    dm: Maps, half: int, fd: int, mid: int, blocks: tuple[bytes, ...], old: DirectionPlan, fixed: bool
 ) -> tuple[list[int], list[tuple[int, bytes]]] | None:
     """(slot per block, blocks to write) in the table `fd`, or None when they do not fit."""
-    tops = _half_inner(dm, "tops", half)
+    tops = _half_inner(dm, _outer("tops", fixed), half)
     if tops is None:
         return None
     otl = old.two_level()
@@ -637,11 +668,11 @@ def _reuse_blocks(
         for bid, slot in zip(blk, _top_slots(now, i), strict=True):
             have[otl.blocks[bid]] = slot
     busy: set[int] = set()  # slots the other half may read
-    other = _half_inner(dm, "bitmaps", half ^ 1)
+    other = _half_inner(dm, _outer("bitmaps", fixed), half ^ 1)
     if other is not None:
         os.close(other[1])
         if other[0] == mid:
-            otops = _half_inner(dm, "tops", half ^ 1)
+            otops = _half_inner(dm, _outer("tops", fixed), half ^ 1)
             if otops is not None:
                 with B.Fd(otops[1]):
                     # All of them, not only its plan's: a slot named anywhere is not taken.
@@ -662,15 +693,17 @@ def _reuse_blocks(
     return slots, writes
 
 
-def _write_tops(dm: Maps, half: int, inner: Inner, old: DirectionPlan | None) -> tuple[int | None, int]:
+def _write_tops(
+    dm: Maps, half: int, inner: Inner, old: DirectionPlan | None, fixed: bool
+) -> tuple[int | None, int]:
     """Make the half's top entries inner.tops: (fd of a fresh table or None, entries written)."""
     new = inner.tops
-    cur = _half_inner(dm, "tops", half) if old is not None else None
+    cur = _half_inner(dm, _outer("tops", fixed), half) if old is not None else None
     if cur is not None:
         with B.Fd(cur[1]) as fd:
             if B.map_info(fd).max_entries >= len(new):
                 return None, _write_differing(fd, 0, new)
-    fresh = _inner_map("xg_tops", C_SIZE["top"], new, _HEADROOM * len(new) + 16)
+    fresh = _inner_map("xg_tops", C_SIZE["top"], new, _HEADROOM * len(new) + 16, fixed=fixed and abi.FIX_TOPS)
     inner.extra.append(fresh)
     return fresh, len(new)
 
@@ -697,21 +730,32 @@ def write_half(
     # Until the final config write, this half holds no plan we could name:
     # a crash in between must not leave it looking like `old`.
     cfg = read_config(dm, half)
+    # Which size class `old`'s tables are in: its config says (a half written
+    # by a version without the fixed-size tables has none there).
+    held = cfg.flags if old is not None else 0
     if cfg.plan_hash:
         cfg.plan_hash = 0
         B.map_update(dm["config"], _u32(half), bytes(cfg))
 
     addrs: dict[int, int] = {}
+    addrs_f: dict[int, int] = {}
+    where = 0  # where this half's tables are: XG_CFG_FIXA per address table, XG_CFG_FIXED
     for name, f, v6 in ADDR_ENTRIES:
+        bit = abi.cfg_fixa(f.num, v6)
         if old is not None and getattr(old, name) == getattr(d, name):
+            where |= held & bit
             continue  # the half's table already holds these entries
         if name not in inner.addrs:
-            n_elems, how = _build_addr_table(inner, d, name, v6, old)
+            n_elems, how = _build_addr_table(inner, d, name, f, v6, old)
             st.addr_tables += 1
             st.addr_nodes += n_elems
             st.addr_reused += how == "cached"
             st.addr_patched += how == "patched"
-        addrs[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
+        if inner.addr_fixed[name]:
+            where |= bit
+            addrs_f[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
+        else:
+            addrs[abi.addr_table(half, f.num, v6)] = inner.addrs[name]
 
     for f in KEYED_FIELDS:
         if old is not None and getattr(old, f.pin) == getattr(d, f.pin):
@@ -720,11 +764,17 @@ def write_half(
             dm[f.pin], half, f.space, keyed_array(f, d), keyed_array(f, old) if old is not None else None
         )
 
-    # Bitmaps: blocks placed once per plan (shared), top entries per half.
+    # Bitmaps: blocks placed once per plan (shared), top entries per half,
+    # in the tables of the plan's size class.  What the half holds is only
+    # a base to write differences against when it is in the same class.
+    fixed = uses_fixed(d)
+    if fixed:
+        where |= abi.CFG_FIXED
+    same = old if old is not None and bool(held & abi.CFG_FIXED) == fixed else None
     if inner.blocks is None:
-        st.blocks = _place_blocks(dm, half, d, old, inner)
+        st.blocks = _place_blocks(dm, half, d, same, inner, fixed)
         inner.tops = [top_bytes(g, [inner.slots[b] for b in blk]) for g, blk in d.two_level().tops]
-    tops_fd, st.bitmaps = _write_tops(dm, half, inner, old)
+    tops_fd, st.bitmaps = _write_tops(dm, half, inner, same, fixed)
     # Read once the config below names the plan.
     st.array_updates += write_words(dm, half, d)
     st.blocks += write_pflat(dm, half, d)
@@ -747,9 +797,11 @@ def write_half(
         tops_fd,
         flat_fd,
         addrs,
-        config_bytes(plan, d),
+        config_bytes(plan, d, where),
         dynsets.dyncfg_bytes(plan, d),
         dynsets.slot_writes(dm, half, plan),
+        fixed,
+        addrs_f,
     )
     if commit:
         commit_halves(dm, [hw])
@@ -764,7 +816,7 @@ def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan
     return (
         old is not None
         and old.ngroups == 1
-        and _slot_filled(dm["flat"], half)
+        and slot_filled(dm["flat"], half)
         and group0_blocks(old) == group0_blocks(d)
     )
 
@@ -831,10 +883,10 @@ def fill_empty_addr_tables(dm: Maps, plan: Plan) -> int:
             for ver in range(abi.NVERSIONS):
                 for name, f, v6 in ADDR_ENTRIES:
                     slot = abi.addr_table(half_of(d.name, ver), f.num, v6)
-                    if _slot_filled(dm["addrs"], slot):
+                    if slot_filled(dm["addrs"], slot) or slot_filled(dm["addrs_f"], slot):
                         continue
                     if name not in inner[d.name].addrs:
-                        _build_addr_table(inner[d.name], d, name, v6, None)
+                        _build_addr_table(inner[d.name], d, name, f, v6, None)
                     slots[slot] = inner[d.name].addrs[name]
         if slots:  # one call: each map-in-map update call waits out a grace period
             B.map_update_batch(dm["addrs"], [_u32(s) for s in slots], [_u32(fd) for fd in slots.values()])
@@ -865,13 +917,30 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
     """
     for outer, new in (
         ("addrs", [(s, fd) for hw in halves for s, fd in sorted(hw.addrs.items())]),
-        ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None]),
+        ("addrs_f", [(s, fd) for hw in halves for s, fd in sorted(hw.addrs_f.items())]),
+        ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None and not hw.fixed]),
+        ("tops_f", [(hw.half, hw.tops) for hw in halves if hw.tops is not None and hw.fixed]),
         ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None]),
-        ("bitmaps", [(hw.half, hw.bitmaps) for hw in halves]),
+        ("bitmaps", [(hw.half, hw.bitmaps) for hw in halves if not hw.fixed]),
+        ("bitmaps_f", [(hw.half, hw.bitmaps) for hw in halves if hw.fixed]),
     ):
         new = _moved_slots(dm[outer], new)
         if new:
             B.map_update_batch(dm[outer], [_u32(h) for h, _ in new], [_u32(fd) for _, fd in new])
+    # A table that moved to the other size class leaves its old slot: the
+    # half no longer reads it (its config, written below, says where), and
+    # the slot would keep the old inner map alive.
+    for outer, slot in (
+        *(
+            (_outer("addrs", fixed), s)
+            for hw in halves
+            for fixed, tbl in ((False, hw.addrs_f), (True, hw.addrs))
+            for s in tbl
+        ),
+        *((_outer(k, not hw.fixed), hw.half) for hw in halves for k in ("tops", "bitmaps")),
+    ):
+        if slot_filled(dm[outer], slot):
+            B.map_delete(dm[outer], _u32(slot))
     dynsets.commit_slots(dm, [hw.dyn_slots for hw in halves])
     for hw in halves:
         B.map_update(dm["dyncfg"], _u32(hw.half), hw.dyncfg)
@@ -886,6 +955,34 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
 def read_config(dm: Maps, half: int) -> abi.Config:
     raw = B.map_lookup(dm["config"], _u32(half), C_SIZE["config"])
     return abi.Config.from_buffer_copy(raw) if raw else abi.Config()
+
+
+def size_classes(dm: Maps, half: int) -> dict[str, bool]:
+    """Which of a half's tables its config says are in the fixed-size maps:
+    "bitmaps" (its top entries and blocks) and each address table by name."""
+    flags = read_config(dm, half).flags
+    out = {"bitmaps": bool(flags & abi.CFG_FIXED)}
+    for name, f, v6 in ADDR_ENTRIES:
+        out[name] = bool(flags & abi.cfg_fixa(f.num, v6))
+    return out
+
+
+def misplaced_tables(dm: Maps, half: int) -> list[str]:
+    """The outer slots of a half that disagree with its config: the slot
+    where it says a table is but is empty, or the other size class's slot,
+    which it does not read, still holding a map.  [] when all is in place."""
+    bad = []
+    for name, fixed in size_classes(dm, half).items():
+        slots = [("tops", half), ("bitmaps", half)] if name == "bitmaps" else []
+        for f_name, f, v6 in ADDR_ENTRIES:
+            if f_name == name:
+                slots = [("addrs", abi.addr_table(half, f.num, v6))]
+        for outer, slot in slots:
+            if not slot_filled(dm[_outer(outer, fixed)], slot):
+                bad.append(f"{_outer(outer, fixed)}[{slot}] empty")
+            if slot_filled(dm[_outer(outer, not fixed)], slot):
+                bad.append(f"{_outer(outer, not fixed)}[{slot}] filled")
+    return bad
 
 
 def read_rules(dm: Maps, half: int, nrules: int) -> list[abi.RuleEntry]:

@@ -32,6 +32,12 @@ WORDS_CAP = 4096
 # blocks in a plain array (the `pflat` map), whose lookups the verifier
 # inlines, as it never does those in an inner map.
 PFLAT_CAP = 1024
+# The sized tables again in a fixed size, when a plan fits: inner maps of
+# exactly this many entries (no BPF_F_INNER_MAP) in the tops_f, bitmaps_f
+# and addrs_f outer maps, whose lookups the verifier inlines.
+FIX_TOPS = 32768
+FIX_BLOCKS = 16384
+FIX_NODES = 1280
 DIR_INGRESS = 0
 DIR_EGRESS = 1
 DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}
@@ -78,6 +84,13 @@ CFG_HAS_DYN = 1 << 6
 CFG_STATE_FIRST = 1 << 7
 CFG_WORDS = 1 << 8
 CFG_PFLAT = 1 << 9
+CFG_FIXED = 1 << 10
+
+
+def cfg_fixa(fld: int, v6: bool) -> int:
+    """The config flag saying a half's address table (fld, v6) is in addrs_f."""
+    return 1 << (11 + (fld - 1) * 2 + int(v6))
+
 
 MAX_DYNSETS = 16
 MAX_DYNREFS = 16

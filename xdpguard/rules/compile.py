@@ -36,6 +36,9 @@ from xdpguard.errors import RuleError
 from xdpguard.rules import limits, lpmpack, lpmwalk
 from xdpguard.rules.abi_consts import (
     F_EXTRA,
+    FIX_BLOCKS,
+    FIX_NODES,
+    FIX_TOPS,
     GROUP_RULES,
     GROUP_WORDS,
     LIMIT_BPS,
@@ -1382,22 +1385,43 @@ def map_entries(d: DirectionPlan) -> dict[str, int]:
     }
 
 
+def uses_fixed(d: DirectionPlan) -> bool:
+    """Do `d`'s top entries and blocks go into the fixed-size tables (the
+    tops_f and bitmaps_f outer maps, XG_CFG_FIXED), whose lookups the
+    verifier inlines?  Plans of more than one group (one group reads the
+    flat table) with at most FIX_TOPS top entries and FIX_BLOCKS blocks."""
+    if d.ngroups <= 1:
+        return False
+    tl = d.two_level()
+    return len(tl.tops) <= FIX_TOPS and len(tl.blocks) <= FIX_BLOCKS
+
+
+def fixed_nodes(d: DirectionPlan, fnum: int, n_elems: int) -> bool:
+    """Does `d`'s address table for field number fnum, of n_elems elements,
+    go into the fixed-size tables (the addrs_f outer map, XG_CFG_FIXA)?
+    Only a table that fits and that packets read: the table of a field no
+    rule uses is never looked up, and stays as small as it is."""
+    return bool(d.field_mask >> fnum & 1) and n_elems <= FIX_NODES
+
+
 def memory_estimate(plan: Plan) -> int:
     """Bytes of kernel memory the plan's maps take while an update replaces it (2 copies).
 
     The address tables are built here (xdpguard/rules/stride.py), so their
-    size is exact; about a second for a million prefixes.
+    size is exact; about a second for a million prefixes.  Tables that go
+    into the fixed-size maps count at that size.
     """
     from xdpguard.rules import stride  # numpy: only when asked
 
     total = 0
     for d in plan.directions():
-        addr = sum(
-            stride.build(getattr(d, name), _addr_bits(v6)).n_elems * stride.NODE_BYTES
-            for name, _, v6 in ADDR_ENTRIES
-        )
+        elems = [(f, stride.build(getattr(d, name), _addr_bits(v6)).n_elems) for name, f, v6 in ADDR_ENTRIES]
+        addr = sum(FIX_NODES if fixed_nodes(d, f.num, n) else n for f, n in elems) * stride.NODE_BYTES
         arrays = 4 * sum(f.space for f in KEYED_FIELDS)
-        bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
+        if uses_fixed(d):
+            bitmaps = FIX_TOPS * TOP_VALUE_SIZE + FIX_BLOCKS * BLOCK_VALUE_SIZE
+        else:
+            bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
         if d.ngroups == 1:  # the flat table: one block per bitmap
             bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE
         total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
