@@ -516,12 +516,12 @@ static __always_inline const struct xg_bitmap *xg_pflat_block(const struct xg_pf
  * are visited lowest first; in each, only the words the blocks' summaries
  * allow.  See xg_scan_ingress for how it is called. */
 static __always_inline int xg_scan_groups(struct xg_scan_args *a, __u32 ngroups, const int fix);
+static __always_inline int xg_scan_flat(struct xg_scan_args *a, __u32 from, __u32 kones, const int fix);
 
 static __always_inline int xg_scan(struct xg_scan_args *a)
 {
 	if (!a)
 		return XG_RULE_ERROR;
-	__u32 half = a->half;
 	__u32 from = a->from;
 	__u32 kones = a->ones;
 	__u32 ngroups = (a->nwords + XG_GROUP_WORDS - 1) / XG_GROUP_WORDS;
@@ -532,10 +532,28 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 	 * looked up once.  (These branches come before any loop, where they
 	 * cost the verifier nothing: inside the group loop they would.) */
 	if (ngroups <= 1) {
-		/* At most 4,096 rules: each bitmap is one block of the flat table,
-		 * or of the half's xg_pflat value when its blocks are there too. */
-		const struct xg_pflat_half *ph = a->pflat ? (const void *)xg_pflat.lookup(&half) : 0;
-		void *flat = ph ? 0 : xg_flat.lookup(&half);
+		/* At most 4,096 rules: each bitmap is one block of the flat table
+		 * (of the fixed size, or sized to the plan), or of the half's
+		 * xg_pflat value when its blocks are there too.  Two copies, as
+		 * below. */
+		if (a->fixed)
+			return xg_scan_flat(a, from, kones, 1);
+		return xg_scan_flat(a, from, kones, 0);
+	}
+	/* Two copies of the rest, one per kind of table: a lookup whose map
+	 * could be either is one the verifier can inline for neither. */
+	if (a->fixed)
+		return xg_scan_groups(a, ngroups, 1);
+	return xg_scan_groups(a, ngroups, 0);
+}
+
+/* The one-group part of xg_scan. */
+static __always_inline int xg_scan_flat(struct xg_scan_args *a, __u32 from, __u32 kones, const int fix)
+{
+	__u32 half = a->half;
+	{
+		const struct xg_pflat_half *ph = (!fix && a->pflat) ? (const void *)xg_pflat.lookup(&half) : 0;
+		void *flat = ph ? 0 : fix ? xg_flat_f.lookup(&half) : xg_flat.lookup(&half);
 		const struct xg_bitmap *b[XG_NSEL];
 
 		if (!ph && !flat)
@@ -571,11 +589,6 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 			return XG_RULE_NONE;
 		return xg_block_first(b, o, from);
 	}
-	/* Two copies of the rest, one per kind of table: a lookup whose map
-	 * could be either is one the verifier can inline for neither. */
-	if (a->fixed)
-		return xg_scan_groups(a, ngroups, 1);
-	return xg_scan_groups(a, ngroups, 0);
 }
 
 /* The two-level part of xg_scan, reading the top entries from the
@@ -797,7 +810,7 @@ static __always_inline int xg_first_rule(const struct xg_sel *s, __u32 half, con
 	cb->call.u.scan.from = from;
 	cb->call.u.scan.ones = xg_bm(cfg, XG_F_EXTRA, cfg->ones_idx);
 	cb->call.u.scan.pflat = !!(cfg->flags & XG_CFG_PFLAT);
-	cb->call.u.scan.fixed = !!(cfg->flags & XG_CFG_FIXED);
+	cb->call.u.scan.fixed = !!(cfg->flags & (XG_CFG_FIXED | XG_CFG_FIXFLAT));
 	return xg_call(&cb->call);
 }
 

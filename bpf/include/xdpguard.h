@@ -151,6 +151,8 @@ enum xg_field {
 #define XG_CFG_FIXED (1U << 10)       /* the half's top entries and blocks are in xg_tops_f, xg_bitmaps_f */
 /* Address table (fld, v6) of the half is in xg_addrs_f: bit XG_CFG_FIXA(fld, v6). */
 #define XG_CFG_FIXA(fld, v6) (1U << (11 + ((fld) - 1) * 2 + (v6)))
+/* The half's flat blocks (one group) are in xg_flat_f (at most XG_FIX_BLOCKS bitmaps). */
+#define XG_CFG_FIXFLAT (1U << 15)
 
 /* xg_rule.action */
 #define XG_ACT_ALLOW 0
@@ -265,7 +267,7 @@ struct xg_scan_args {
 	__u32 from; /* rules below this one do not count */
 	__u32 ones; /* index of the all-ones bitmap: the fields that select it cost no lookup */
 	__u32 pflat; /* 1: the flat blocks are read from xg_pflat (XG_CFG_PFLAT) */
-	__u32 fixed; /* 1: top entries and blocks are read from the fixed-size tables (XG_CFG_FIXED) */
+	__u32 fixed; /* 1: the bitmap tables read are the fixed-size ones (XG_CFG_FIXED, XG_CFG_FIXFLAT) */
 };
 
 /* A rate-limit check done in the global function (see struct xg_call_args):

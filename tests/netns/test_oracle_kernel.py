@@ -32,7 +32,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.rules import reference
-from xdpguard.rules.compile import compile_ruleset, uses_fixed
+from xdpguard.rules.compile import compile_ruleset, uses_fixed, uses_fixed_flat
 from xdpguard.rules.packet import parse_frame
 from xdpguard.rules.ratesim import LimiterSim
 
@@ -110,7 +110,8 @@ def test_kernel_verdicts_equal_reference(lab, monkeypatch: pytest.MonkeyPatch):
 # Then one group of rules with more bitmaps than `pflat` holds (the flat blocks are read
 # from an inner map), and one with fewer (read from `pflat`: see maps.uses_pflat).
 # 5,000 rules read their top entries and blocks from the fixed-size tables
-# (compile.uses_fixed), 65,536 and 20,000 from tables sized to the plan.
+# (compile.uses_fixed), 65,536 and 20,000 from tables sized to the plan;
+# 4,000 rules read a flat table of the fixed size (compile.uses_fixed_flat).
 LARGE_SIZES = [
     int(x) for x in os.environ.get("XDPGUARD_ORACLE_LARGE", "5000,65536,20000,4000,120").split(",")
 ]
@@ -145,6 +146,7 @@ def test_kernel_agrees_on_large_sets(lab):
                         assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
                         classes = M.size_classes(m, half)
                         assert classes["bitmaps"] == uses_fixed(plan.ingress), (n, ver)
+                        assert classes["flat"] == uses_fixed_flat(plan.ingress) == (n == 4000), (n, ver)
                         assert M.misplaced_tables(m, half) == [], (n, ver)
                         addr_classes.update(v for k, v in classes.items() if k != "bitmaps")
                 prog = B.obj_get(dp.iface.pin("prog_ingress"))

@@ -40,7 +40,15 @@ from xdpguard.datapath.syncookie import BPF_MAP_TYPE_PROG_ARRAY
 from xdpguard.errors import KernelError
 from xdpguard.rules import nodes
 from xdpguard.rules.abi_consts import F_EXTRA
-from xdpguard.rules.compile import DirectionPlan, Intervals, Plan, RulePlan, fixed_nodes, uses_fixed
+from xdpguard.rules.compile import (
+    DirectionPlan,
+    Intervals,
+    Plan,
+    RulePlan,
+    fixed_nodes,
+    uses_fixed,
+    uses_fixed_flat,
+)
 from xdpguard.rules.fields import ADDR_ENTRIES, ARRAY, KEYED_FIELDS, Field
 from xdpguard.rules.model import Action, Mode
 
@@ -75,6 +83,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "tops": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "tops_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "flat_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "bitmaps_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "words": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.NHALVES * abi.WORDS_CAP),
@@ -99,7 +108,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
 }
 # The outer maps whose inner maps have the fixed sizes (abi.FIX_*), by the
 # outer map of the sized inner maps they stand in for: see fixed_class().
-FIXED_OUTER = {"addrs": "addrs_f", "tops": "tops_f", "bitmaps": "bitmaps_f"}
+FIXED_OUTER = {"addrs": "addrs_f", "tops": "tops_f", "bitmaps": "bitmaps_f", "flat": "flat_f"}
 # Pins a version before dynamic sets did not have: the new programs create them
 # (empty), and a plan without dynamic sets never reads them.
 DYN_PINS = frozenset({"dyn4", "dyn6", "dynp4", "dynp6", "dynf", "dyncfg"})
@@ -485,6 +494,7 @@ class HalfWrite:
     dyn_slots: dict[str, dict[int, int | None]] = field(default_factory=dict)  # dynsets.slot_writes()
     fixed: bool = False  # tops and bitmaps go to the fixed-size outer maps (tops_f, bitmaps_f)
     addrs_f: dict[int, int] = field(default_factory=dict)  # as addrs, for tables of the fixed size
+    flat_fixed: bool = False  # the flat table goes to flat_f
 
 
 def _changed(new: array[int], old: array[int], chunk: int = 1024) -> list[int]:
@@ -779,9 +789,16 @@ def write_half(
     st.array_updates += write_words(dm, half, d)
     st.blocks += write_pflat(dm, half, d)
     flat_fd = None
-    if d.ngroups == 1 and not _flat_holds(dm, half, old, d):
+    flat_fixed = uses_fixed_flat(d)
+    if flat_fixed:
+        where |= abi.CFG_FIXFLAT
+    if d.ngroups == 1 and not _flat_holds(
+        dm, half, old if bool(held & abi.CFG_FIXFLAT) == flat_fixed else None, d
+    ):
         if inner.flat is None:
-            inner.flat = _inner_map("xg_flat", C_SIZE["bitmap"], flat_blocks(d))
+            inner.flat = _inner_map(
+                "xg_flat", C_SIZE["bitmap"], flat_blocks(d), fixed=flat_fixed and abi.FIX_BLOCKS
+            )
             st.blocks += d.nbitmaps
         flat_fd = inner.flat
     if d.rules:
@@ -802,6 +819,7 @@ def write_half(
         dynsets.slot_writes(dm, half, plan),
         fixed,
         addrs_f,
+        flat_fixed,
     )
     if commit:
         commit_halves(dm, [hw])
@@ -816,7 +834,7 @@ def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan
     return (
         old is not None
         and old.ngroups == 1
-        and slot_filled(dm["flat"], half)
+        and slot_filled(dm[_outer("flat", uses_fixed_flat(d))], half)
         and group0_blocks(old) == group0_blocks(d)
     )
 
@@ -920,7 +938,8 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
         ("addrs_f", [(s, fd) for hw in halves for s, fd in sorted(hw.addrs_f.items())]),
         ("tops", [(hw.half, hw.tops) for hw in halves if hw.tops is not None and not hw.fixed]),
         ("tops_f", [(hw.half, hw.tops) for hw in halves if hw.tops is not None and hw.fixed]),
-        ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None]),
+        ("flat", [(hw.half, hw.flat) for hw in halves if hw.flat is not None and not hw.flat_fixed]),
+        ("flat_f", [(hw.half, hw.flat) for hw in halves if hw.flat is not None and hw.flat_fixed]),
         ("bitmaps", [(hw.half, hw.bitmaps) for hw in halves if not hw.fixed]),
         ("bitmaps_f", [(hw.half, hw.bitmaps) for hw in halves if hw.fixed]),
     ):
@@ -938,6 +957,7 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
             for s in tbl
         ),
         *((_outer(k, not hw.fixed), hw.half) for hw in halves for k in ("tops", "bitmaps")),
+        *((_outer("flat", not hw.flat_fixed), hw.half) for hw in halves),
     ):
         if slot_filled(dm[outer], slot):
             B.map_delete(dm[outer], _u32(slot))
@@ -961,7 +981,7 @@ def size_classes(dm: Maps, half: int) -> dict[str, bool]:
     """Which of a half's tables its config says are in the fixed-size maps:
     "bitmaps" (its top entries and blocks) and each address table by name."""
     flags = read_config(dm, half).flags
-    out = {"bitmaps": bool(flags & abi.CFG_FIXED)}
+    out = {"bitmaps": bool(flags & abi.CFG_FIXED), "flat": bool(flags & abi.CFG_FIXFLAT)}
     for name, f, v6 in ADDR_ENTRIES:
         out[name] = bool(flags & abi.cfg_fixa(f.num, v6))
     return out
@@ -973,12 +993,13 @@ def misplaced_tables(dm: Maps, half: int) -> list[str]:
     which it does not read, still holding a map.  [] when all is in place."""
     bad = []
     for name, fixed in size_classes(dm, half).items():
-        slots = [("tops", half), ("bitmaps", half)] if name == "bitmaps" else []
+        slots = {"bitmaps": [("tops", half), ("bitmaps", half)], "flat": [("flat", half)]}.get(name, [])
         for f_name, f, v6 in ADDR_ENTRIES:
             if f_name == name:
                 slots = [("addrs", abi.addr_table(half, f.num, v6))]
         for outer, slot in slots:
-            if not slot_filled(dm[_outer(outer, fixed)], slot):
+            # (A plan of several groups reads no flat table: the sized one may be empty.)
+            if (outer != "flat" or fixed) and not slot_filled(dm[_outer(outer, fixed)], slot):
                 bad.append(f"{_outer(outer, fixed)}[{slot}] empty")
             if slot_filled(dm[_outer(outer, not fixed)], slot):
                 bad.append(f"{_outer(outer, not fixed)}[{slot}] filled")

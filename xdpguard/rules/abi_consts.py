@@ -85,6 +85,7 @@ CFG_STATE_FIRST = 1 << 7
 CFG_WORDS = 1 << 8
 CFG_PFLAT = 1 << 9
 CFG_FIXED = 1 << 10
+CFG_FIXFLAT = 1 << 15
 
 
 def cfg_fixa(fld: int, v6: bool) -> int:

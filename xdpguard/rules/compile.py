@@ -47,6 +47,7 @@ from xdpguard.rules.abi_consts import (
     MAX_BLOCKS,
     MAX_DYNGROUPS,
     MAX_DYNREFS,
+    PFLAT_CAP,
     TFLAGS_SIZE,
     Bitmap,
     RuleEntry,
@@ -1396,6 +1397,13 @@ def uses_fixed(d: DirectionPlan) -> bool:
     return len(tl.tops) <= FIX_TOPS and len(tl.blocks) <= FIX_BLOCKS
 
 
+def uses_fixed_flat(d: DirectionPlan) -> bool:
+    """Does `d`'s flat table (one group) go into the fixed-size tables (the
+    flat_f outer map, XG_CFG_FIXFLAT)?  When it has more bitmaps than
+    `pflat` holds (those read `pflat`) and at most FIX_BLOCKS."""
+    return d.ngroups == 1 and PFLAT_CAP < d.nbitmaps <= FIX_BLOCKS
+
+
 def fixed_nodes(d: DirectionPlan, fnum: int, n_elems: int) -> bool:
     """Does `d`'s address table for field number fnum, of n_elems elements,
     go into the fixed-size tables (the addrs_f outer map, XG_CFG_FIXA)?
@@ -1423,6 +1431,6 @@ def memory_estimate(plan: Plan) -> int:
         else:
             bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
         if d.ngroups == 1:  # the flat table: one block per bitmap
-            bitmaps += d.nbitmaps * BLOCK_VALUE_SIZE
+            bitmaps += (FIX_BLOCKS if uses_fixed_flat(d) else d.nbitmaps) * BLOCK_VALUE_SIZE
         total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
     return total
