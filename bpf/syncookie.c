@@ -10,17 +10,23 @@
  * to a listening port is turned into our SYN-ACK in place, its initial
  * sequence number a cookie (lib/syncookie.h), and sent back the way it
  * came (XDP_TX): the stack never sees it.  An ACK for no existing
- * connection must carry one of our cookies: a good one is tagged with XDP
- * metadata and passed, a bad one dropped and counted.  Packets of
- * existing connections pass untouched.
+ * connection must carry one of our cookies: a good one is noted in
+ * syn_pending (by connection, with its rule) and passed, a bad one dropped
+ * and counted.  Packets of existing connections pass untouched.
  *
  * xg_syn_handoff: at the tcx ingress hook.  The listener never saw the
- * SYN and, its SYN queue quiet, would refuse a cookie ACK.  For tagged
- * frames only, the cookie is checked again (the tag is a hint, the MAC is
- * the proof) and the kfunc bpf_sk_assign_tcp_reqsk gives the listener a
- * request socket built from the options the cookie carries; the stack
- * then completes the connection as if it had made the cookie itself.
- * Every other frame costs one pointer compare.
+ * SYN and, its SYN queue quiet, would refuse a cookie ACK.  For the frames
+ * syn_pending names only, the cookie is checked again (the note is a
+ * hint, the MAC is the proof) and the kfunc bpf_sk_assign_tcp_reqsk gives
+ * the listener a request socket built from the options the cookie
+ * carries; the stack then completes the connection as if it had made the
+ * cookie itself.  While no cookie ACK has passed for a second (syn_gate),
+ * every other frame costs an array read and the coarse clock.
+ *
+ * The note is a map, not XDP metadata (bpf_xdp_adjust_meta), because some
+ * kernels refuse that helper to XDP programs: this one did (6.18,
+ * "program of this type cannot use helper bpf_xdp_adjust_meta"), and a
+ * map works on every kernel that has the hand-off kfunc.
  *
  * Only simple frames are handled: Ethernet with up to two VLAN tags, IPv4
  * without options or IPv6 without extension headers, not fragmented.
@@ -102,6 +108,34 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xg_event_rate);
 } event_rate SEC(".maps");
+
+/* Valid cookie ACKs on their way from xg_syn_xdp to xg_syn_handoff, by
+ * connection: the rule's counter slot.  An ACK the stack never delivers
+ * leaves its entry to the LRU. */
+struct xg_syn_pending {
+	__u32 slot;
+	__u32 pad;
+};
+
+#define XG_SYN_PENDING 4096
+/* How long after a valid cookie ACK the tc program looks for more. */
+#define XG_SYN_GATE_NS 1000000000ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XG_SYN_PENDING);
+	__type(key, struct xg_syn_tuple);
+	__type(value, struct xg_syn_pending);
+} syn_pending SEC(".maps");
+
+/* Until when (bpf_ktime_get_coarse_ns) the tc program parses frames to
+ * look for them in syn_pending: 0 or past, it passes every frame at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} syn_gate SEC(".maps");
 
 enum xg_syn_result {
 	XG_SYN_PASS = 0,    /* not ours to judge: the stack sees it */
@@ -580,14 +614,19 @@ static __noinline int xg_syn_judge_ack(struct xdp_md *ctx, const struct xg_pkt *
 	struct xg_syn_attrs a;
 	xg_syn_tuple_of(p, &t);
 	if (xg_syn_cookie_check(key, &t, seq, ack_seq, &o, bpf_ktime_get_ns(), &a) == 0) {
-		/* Tag it for the tc program, which hands it to the listener. */
-		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct xg_syn_meta)))
-			return XG_SYN_VALID;
-		struct xg_syn_meta *m = (void *)(long)ctx->data_meta;
-		if ((void *)(m + 1) > (void *)(long)ctx->data)
-			return XG_SYN_VALID;
-		m->magic = XG_SYN_META_MAGIC;
-		m->slot = slot;
+		/* Note it for the tc program, which hands it to the listener,
+		 * and keep that program looking for a second. */
+		struct xg_syn_pending v = {.slot = slot};
+		__u32 zero = 0;
+
+		bpf_map_update_elem(&syn_pending, &t, &v, BPF_ANY);
+		__u64 *gate = bpf_map_lookup_elem(&syn_gate, &zero);
+		if (gate) {
+			__u64 until = bpf_ktime_get_coarse_ns() + XG_SYN_GATE_NS;
+
+			if (*gate < until - XG_SYN_GATE_NS / 2) /* a write per half second at most */
+				*gate = until;
+		}
 		return XG_SYN_VALID;
 	}
 	/* A cookie of the stack's own (sent before syn_cookies was enabled,
@@ -703,14 +742,12 @@ int xg_syn_handoff(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct xg_syn_meta *meta = (void *)(long)skb->data_meta;
+	__u32 zero = 0;
+	__u64 *gate = bpf_map_lookup_elem(&syn_gate, &zero);
 
-	if ((void *)(meta + 1) > data || meta->magic != XG_SYN_META_MAGIC)
-		return XG_TCX_NEXT;
-	__u32 slot = meta->slot;
+	if (!gate || !*gate || *gate < bpf_ktime_get_coarse_ns())
+		return XG_TCX_NEXT; /* no cookie ACK for a second: none is on its way */
 
-	/* The XDP program tagged it, so the headers are simple and linear;
-	 * checked again all the same. */
 	struct xg_pkt p = {};
 	if (xg_parse(data, data_end, skb->len, &p) != XG_KIND_IP || p.proto != IPPROTO_TCP || !p.has_ports ||
 	    (p.tflags & (XG_TCP_FLAG_SYN | XG_TCP_FLAG_RST | XG_TCP_FLAG_ACK)) != XG_TCP_FLAG_ACK)
@@ -728,13 +765,20 @@ int xg_syn_handoff(struct __sk_buff *skb)
 	struct xg_syn_opts o;
 	if (xg_syn_read_opts(skb, l4, th->doff, 0, &o) < 0)
 		return XG_TCX_NEXT;
-	__u32 zero = 0;
 	struct xg_syn_secret *key = bpf_map_lookup_elem(&syn_secret, &zero);
 	if (!key)
 		return XG_TCX_NEXT;
 	struct xg_syn_tuple t = {};
 	struct xg_syn_attrs attrs;
 	xg_syn_tuple_of(&p, &t);
+	/* Only the ACKs the XDP program noted (their headers are simple and
+	 * linear: the checks above are for the others, and cost as much). */
+	struct xg_syn_pending *pv = bpf_map_lookup_elem(&syn_pending, &t);
+	if (!pv)
+		return XG_TCX_NEXT;
+	__u32 slot = pv->slot;
+
+	bpf_map_delete_elem(&syn_pending, &t);
 	if (xg_syn_cookie_check(key, &t, seq, ack_seq, &o, bpf_ktime_get_ns(), &attrs) < 0) {
 		xg_handoff_failed(slot);
 		return XG_TCX_NEXT;

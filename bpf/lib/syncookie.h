@@ -60,14 +60,6 @@
 #define XG_SYN_DEFAULT_MSS 536  /* RFC 9293: what a SYN without MSS means */
 #define XG_SYN_RCV_WSCALE 7     /* our own window scale, Linux's with default tcp_rmem */
 
-/* XDP metadata in front of an ACK whose cookie the XDP program accepted;
- * the tc program acts only on frames that carry it. */
-#define XG_SYN_META_MAGIC 0x58475343U /* "XGSC" */
-struct xg_syn_meta {
-	__u32 magic;
-	__u32 slot; /* the rule's counter slot */
-};
-
 /* The client's MSS, rounded down to one of four values (as the kernel's own
  * cookies do): the index travels in the cookie. */
 #define XG_SYN_MSS4_0 536

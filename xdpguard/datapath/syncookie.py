@@ -14,6 +14,7 @@ On an interface they leave these pins (see docs/design.md):
   prog_syn_xdp, prog_syn_handoff   the programs
   link_tcx_ingress                 the tcx ingress link of the hand-off program
   syn_secret, syn_counters         the cookie key and per-rule counters
+  syn_pending, syn_gate            valid cookie ACKs on their way to the tc program
   syn_object                       (state dir) the hash of the object loaded
 and the XDP program's fd goes into slot 0 of syn_prog, the bcc program's
 tail-call table.
@@ -25,6 +26,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ PIN_TAILCALL = "syn_prog"  # created by the bcc ingress program
 # Maps the object shares with the bcc programs (reused from their pins) and
 # the ones it owns (created by its first load, then pinned).
 SHARED_MAPS = ("syn_scratch", "events", "event_cfg", "event_rate")
-OWN_MAPS = ("syn_secret", "syn_counters")
+OWN_MAPS = ("syn_secret", "syn_counters", "syn_pending", "syn_gate")
 SYSCTL = "/proc/sys/net/ipv4/tcp_syncookies"
 BPF_MAP_TYPE_PROG_ARRAY = 3
 KERNEL_NEEDS = "kernel 6.9 or later (the kfunc bpf_sk_assign_tcp_reqsk)"
@@ -173,6 +175,12 @@ def _explain(step: str, err: int) -> KernelError:
         return KernelError(
             f"syn_cookies needs a {KERNEL_NEEDS}; this kernel lacks it, so nothing was changed "
             f"(libbpf: {log.splitlines()[-1] if log else os.strerror(err)})"
+        )
+    refused = re.search(r"program of this type cannot use helper (\w+)", log)
+    if refused:
+        return KernelError(
+            f"syn_cookies needs a kernel that lets these programs call {refused.group(1)}; this kernel "
+            "refuses it, so nothing was changed"
         )
     tail = "\n".join(log.splitlines()[-25:])
     return KernelError(f"syn_cookies: {step} failed: {os.strerror(err)}" + (f"\n{tail}" if tail else ""))
