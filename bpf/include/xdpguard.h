@@ -100,14 +100,35 @@ struct xg_snode {
  * exactly this size (no BPF_F_INNER_MAP) in the *_f outer maps, whose
  * lookups the verifier inlines, as it cannot for inner maps of any size.
  * A half whose plan has more than one group and fits XG_FIX_TOPS top
- * entries and XG_FIX_BLOCKS blocks reads them there (XG_CFG_FIXED); an
- * address table of at most XG_FIX_NODES elements is read from xg_addrs_f
- * (XG_CFG_FIXA).  Memory is the fixed size for every such map: 2.2 MB of
- * top entries per half, 8.5 MB of blocks per direction, 1.3 MB per
- * address table. */
-#define XG_FIX_TOPS 32768
-#define XG_FIX_BLOCKS 16384
-#define XG_FIX_NODES 1280
+ * entries and XG_FIX_BLOCKS blocks reads them there (XG_CFG_FIXED), a
+ * one-group plan's flat table of at most XG_FIX_BLOCKS blocks from
+ * xg_flat_f (XG_CFG_FIXFLAT); an address table of at most XG_FIX_NODES
+ * elements is read from xg_addrs_f (XG_CFG_FIXA).  The top entries' and
+ * blocks' sizes are chosen when the programs are first loaded on an
+ * interface, from the plan then applied (the loader passes -DXG_FIX_TOPS
+ * and -DXG_FIX_BLOCKS), at least the _MIN sizes, and kept in the pinned
+ * xg_fixsize for every later load, since a pinned outer map keeps the
+ * inner size it was made with.  Memory is the fixed size for every such
+ * map: at the least sizes 2.2 MB of top entries per half, 8.5 MB of
+ * blocks per direction; 2.25 MB per address table (the root and 2,048
+ * dense nodes: an IPv4 table with longer prefixes in up to 2,048 /16s). */
+#define XG_FIX_TOPS_MIN 32768
+#define XG_FIX_BLOCKS_MIN 16384
+#define XG_FIX_NODES 2304
+#ifndef XG_FIX_TOPS
+#define XG_FIX_TOPS XG_FIX_TOPS_MIN
+#endif
+#ifndef XG_FIX_BLOCKS
+#define XG_FIX_BLOCKS XG_FIX_BLOCKS_MIN
+#endif
+
+/* The fixed sizes the programs of an interface were built with (xg_fixsize). */
+struct xg_fixsize {
+	__u32 tops;
+	__u32 blocks;
+	__u32 nodes;
+	__u32 pad;
+};
 
 /* Counter slots (per-CPU array).  Reserved slots first, then one slot per
  * live rule; old and new rule sets coexist during an update, hence 2x. */

@@ -53,6 +53,9 @@ BPF_TABLE("array", __u32, struct xg_bitmap, xg_bm_ftmpl, XG_FIX_BLOCKS);
 BPF_TABLE_PINNED("array_of_maps$xg_bm_ftmpl", __u32, __u32, xg_bitmaps_f, XG_NHALVES, XG_PIN("bitmaps_f"));
 /* And the flat table (XG_CFG_FIXFLAT), of the same size as the blocks'. */
 BPF_TABLE_PINNED("array_of_maps$xg_bm_ftmpl", __u32, __u32, xg_flat_f, XG_NHALVES, XG_PIN("flat_f"));
+/* The sizes above, written from Python after the first load (the programs
+ * never read it): what the inner maps must be made with. */
+BPF_TABLE_PINNED("array", __u32, struct xg_fixsize, xg_fixsize, 1, XG_PIN("fixsize"));
 /* A rule set of at most XG_GROUP_RULES rules also gets its bitmaps as one
  * block each, indexed like the top entries: one lookup per field instead of
  * two.  Per half; both halves share one inner map per plan. */

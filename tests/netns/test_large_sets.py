@@ -75,10 +75,10 @@ def test_ten_thousand_rules_on_the_wire(guard: Guard, lab: Lab, tmp_path: Path) 
     assert 0 < w["blocks"] <= 4 and 0 < w["bitmaps"] <= 16 and w["array_updates"] <= 16, w
 
 
-# A source list whose address table outgrows the fixed size (FIX_NODES
-# elements): 1,100 /16s with 20 separate /24s each, so every /16 needs a
-# dense node of its own beside the 256 of the root.
-FAR_NETS = [f"{a}.{b}.{2 * k}.0/24" for a in range(11, 16) for b in range(220) for k in range(20)]
+# A source list whose address table outgrows the fixed size (FIX_NODES,
+# 2,304 elements): 2,200 /16s with 20 separate /24s each, so every /16
+# needs a dense node of its own beside the 256 of the root.
+FAR_NETS = [f"{a}.{b}.{2 * k}.0/24" for a in range(11, 21) for b in range(220) for k in range(20)]
 
 
 def _far_rules(lab: Lab, n: int) -> str:

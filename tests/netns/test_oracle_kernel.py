@@ -32,7 +32,7 @@ from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.rules import reference
-from xdpguard.rules.compile import compile_ruleset, uses_fixed, uses_fixed_flat
+from xdpguard.rules.compile import compile_ruleset, fix_sizes, uses_fixed, uses_fixed_flat
 from xdpguard.rules.packet import parse_frame
 from xdpguard.rules.ratesim import LimiterSim
 
@@ -118,6 +118,38 @@ LARGE_SIZES = [
 LARGE_FRAMES = 400
 
 
+def _agree_on_frames(dp: Dataplane, rs, n: int, rng: random.Random, seed: int) -> None:
+    """LARGE_FRAMES frames, most drawn inside random rules of rs, through the
+    attached program: verdicts and per-rule counters as the reference says."""
+    prog = B.obj_get(dp.iface.pin("prog_ingress"))
+    expect: collections.Counter[str] = collections.Counter()
+    groups = set()
+    try:
+        before = dp.stats()["ingress"]
+        for i in range(LARGE_FRAMES):
+            if i % 8 == 7:
+                frame = random_frame(rng, rs)
+            else:
+                frame = frame_of(packet_in_rule(rng, rs.ingress.rules[rng.randrange(n)]))
+            want = reference.classify(rs, "ingress", parse_frame(frame))
+            got = B.prog_test_run(prog, frame).retval
+            assert VERDICT.get(got) == want.action, (
+                f"seed {seed} size {n} frame {i}: kernel {got}, reference {want}; frame {frame.hex()}"
+            )
+            expect[want.reason] += 1
+            if want.rule_index is not None:
+                groups.add(want.rule_index // 4096)
+    finally:
+        os.close(prog)
+    after = dp.stats()["ingress"]
+    # The counters say which rule decided, not only the verdict.
+    for r0, r1 in zip(before["rules"], after["rules"], strict=True):
+        assert r1["packets"] - r0["packets"] == expect[r1["name"]], r1["name"]
+    assert after["default"]["packets"] - before["default"]["packets"] == expect["default"]
+    assert after["error"]["packets"] == 0
+    assert len(groups) >= min(8, (n + 4095) // 4096), (n, sorted(groups))
+
+
 def test_kernel_agrees_on_large_sets(lab):
     """First attach with 5,000 rules, then updates to 65,536, 20,000, 4,000 and 120."""
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261204"))
@@ -137,48 +169,56 @@ def test_kernel_agrees_on_large_sets(lab):
                 # 5,000 rules fit the fixed-size tables, 65,536 and 20,000 do not
                 # (more top entries than FIX_TOPS), fewer are one group: both
                 # scans are taken, and a size class changes in each update.
-                if n in (5000, 65536, 20000):
-                    assert uses_fixed(plan.ingress) == (n == 5000), n
                 with M.open_maps(dp.pin_dir) as m:
+                    # Sized at the first attach, for 5,000 rules.
+                    sizes = M.read_fix_sizes(m)
+                    assert sizes is not None
+                    if n in (5000, 65536, 20000):
+                        assert uses_fixed(plan.ingress, sizes) == (n == 5000), n
                     for ver in range(2):
                         half = M.half_of("ingress", ver)
                         flags = M.read_config(m, half).flags
                         assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
                         classes = M.size_classes(m, half)
-                        assert classes["bitmaps"] == uses_fixed(plan.ingress), (n, ver)
-                        assert classes["flat"] == uses_fixed_flat(plan.ingress) == (n == 4000), (n, ver)
+                        assert classes["bitmaps"] == uses_fixed(plan.ingress, sizes), (n, ver)
+                        assert classes["flat"] == uses_fixed_flat(plan.ingress, sizes) == (n == 4000), (
+                            n,
+                            ver,
+                        )
                         assert M.misplaced_tables(m, half) == [], (n, ver)
                         addr_classes.update(v for k, v in classes.items() if k != "bitmaps")
-                prog = B.obj_get(dp.iface.pin("prog_ingress"))
-                expect: collections.Counter[str] = collections.Counter()
-                groups = set()
-                try:
-                    before = dp.stats()["ingress"]
-                    for i in range(LARGE_FRAMES):
-                        if i % 8 == 7:
-                            frame = random_frame(rng, rs)
-                        else:
-                            frame = frame_of(packet_in_rule(rng, rs.ingress.rules[rng.randrange(n)]))
-                        want = reference.classify(rs, "ingress", parse_frame(frame))
-                        got = B.prog_test_run(prog, frame).retval
-                        assert VERDICT.get(got) == want.action, (
-                            f"seed {seed} size {n} frame {i}: kernel {got}, reference {want}; "
-                            f"frame {frame.hex()}"
-                        )
-                        expect[want.reason] += 1
-                        if want.rule_index is not None:
-                            groups.add(want.rule_index // 4096)
-                finally:
-                    os.close(prog)
-                after = dp.stats()["ingress"]
-                # The counters say which rule decided, not only the verdict.
-                for r0, r1 in zip(before["rules"], after["rules"], strict=True):
-                    assert r1["packets"] - r0["packets"] == expect[r1["name"]], r1["name"]
-                assert after["default"]["packets"] - before["default"]["packets"] == expect["default"]
-                assert after["error"]["packets"] == 0
-                assert len(groups) >= min(8, (n + 4095) // 4096), (n, sorted(groups))
+                _agree_on_frames(dp, rs, n, rng, seed)
             # Address tables of both sizes were read (65,536 rules make tables
             # of more than FIX_NODES elements).
             assert addr_classes == {True, False} or 65536 not in LARGE_SIZES, addr_classes
+        finally:
+            dp.detach()
+
+
+def test_fixed_sizes_are_chosen_at_the_first_attach(lab):
+    """A first attach with 20,000 rules builds the programs with fixed-size
+    tables that hold them (compile.fix_sizes), where the least sizes would
+    not; an update to 65,536 rules outgrows them, is read from tables sized
+    to it, and says so.  The kernel agrees with the reference throughout."""
+    seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261205"))
+    rng = random.Random(seed)
+    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
+    with net.in_netns(lab.b.ns):
+        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+        try:
+            for n in (20000, 65536):
+                rs = large_ruleset(rng, n)
+                plan = compile_ruleset(rs)
+                res = dp.apply(plan, None)
+                with M.open_maps(dp.pin_dir) as m:
+                    sizes = M.read_fix_sizes(m)
+                    assert sizes == fix_sizes(plan) or n != 20000, sizes
+                    assert sizes is not None and sizes.tops > abi.FIX_TOPS_MIN, sizes
+                    half = M.half_of("ingress", M.read_active(dp.pin_dir))
+                    assert M.size_classes(m, half)["bitmaps"] == (n == 20000), n
+                    assert M.misplaced_tables(m, half) == []
+                outgrown = [line for line in res.messages if "outgrew the fixed-size tables" in line]
+                assert bool(outgrown) == (n == 65536), res.messages
+                _agree_on_frames(dp, rs, n, rng, seed)
         finally:
             dp.detach()

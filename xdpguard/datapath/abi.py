@@ -111,6 +111,15 @@ class SrcLine(C.Structure):
     _fields_ = [("slot", SrcSlot * SRC_WAYS)]
 
 
+class FixSize(C.Structure):
+    _fields_ = [
+        ("tops", C.c_uint32),
+        ("blocks", C.c_uint32),
+        ("nodes", C.c_uint32),
+        ("pad", C.c_uint32),
+    ]
+
+
 class Limiter(C.Structure):
     _fields_ = [
         ("key", C.c_uint64 * 2),
@@ -263,6 +272,7 @@ MIRRORS: dict[str, type[C.Structure]] = {
     "xg_src_slot": SrcSlot,
     "xg_src_line": SrcLine,
     "xg_limiter": Limiter,
+    "xg_fixsize": FixSize,
     "xg_block_key": BlockKey,
     "xg_block": Block,
     "xg_event_cfg": EventCfg,

@@ -230,7 +230,9 @@ class Dataplane:
         res = ApplyResult(changed=True, attached=True)
         linked = False
         try:
-            loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
+            fix = M.fix_sizes_for(self.pin_dir, plan)
+            loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size, fix)
+            M.record_fix_sizes(self.pin_dir, fix)
             fault("attach-loaded")
             try:
                 problems = M.check_pinned_sizes(self.pin_dir, plan)
@@ -314,6 +316,7 @@ class Dataplane:
                 fault("replaced")
             res.changed = True
             res.writes = H.switch(m, self.pin_dir, plan, old, holds)
+            res.messages += M.outgrown_note(m, plan)
             # No half refers to the sets the new plan dropped any more.
             dropped = dynsets.drop_undeclared(m, plan)
             if dropped:
@@ -417,8 +420,10 @@ class Dataplane:
                 "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
-        loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size)
+        fix = M.fix_sizes_for(self.pin_dir, plan)
+        loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size, fix)
         try:
+            M.record_fix_sizes(self.pin_dir, fix)
             with M.open_maps(self.pin_dir) as m:
                 M.ensure_limiter_key(m)  # maps an older xdpguard lacked are new and zero
                 if fill_for is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from xdpguard.datapath import abi, btf
 from xdpguard.datapath import bpf as B
 from xdpguard.errors import KernelError
+from xdpguard.rules.compile import FixSizes
 
 SOURCE = "xdpguard.c"
 # direction -> (function in SOURCE, bcc program type)
@@ -56,8 +57,12 @@ def test_clock_enabled() -> bool:
     return os.environ.get("XDPGUARD_TEST_CLOCK") == "1"
 
 
-def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
-    """Compile once and load both programs; their maps are created or reused under pin_dir."""
+def load(pin_dir: str, flow_size: int, limit_size: int, fix: FixSizes) -> Loaded:
+    """Compile once and load both programs; their maps are created or reused under pin_dir.
+
+    `fix` gives the fixed-size inner maps their sizes (maps.fix_sizes_for):
+    the caller records them (maps.record_fix_sizes) once the load is done.
+    """
     if not _SAFE_PATH.match(pin_dir):
         raise KernelError(f"refusing bpffs path with unusual characters: {pin_dir!r}")
     os.makedirs(pin_dir, exist_ok=True)
@@ -69,6 +74,8 @@ def load(pin_dir: str, flow_size: int, limit_size: int) -> Loaded:
         f'-DXG_PIN_DIR="{pin_dir}"',
         f"-DXG_FLOW_SIZE={int(flow_size)}",
         f"-DXG_LIMIT_SIZE={int(limit_size)}",
+        f"-DXG_FIX_TOPS={int(fix.tops)}",
+        f"-DXG_FIX_BLOCKS={int(fix.blocks)}",
         f"-I{abi.BPF_DIR}",
         "-Wno-macro-redefined",
     ]

@@ -42,9 +42,11 @@ from xdpguard.rules import nodes
 from xdpguard.rules.abi_consts import F_EXTRA
 from xdpguard.rules.compile import (
     DirectionPlan,
+    FixSizes,
     Intervals,
     Plan,
     RulePlan,
+    fix_sizes,
     fixed_nodes,
     uses_fixed,
     uses_fixed_flat,
@@ -84,6 +86,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "bitmaps": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "tops_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
+    "fixsize": (B.BPF_MAP_TYPE_ARRAY, 4, ctypes.sizeof(abi.FixSize), 1),
     "bitmaps_f": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "flat": (B.BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, abi.NHALVES),
     "words": (B.BPF_MAP_TYPE_ARRAY, 4, 8, abi.NHALVES * abi.WORDS_CAP),
@@ -106,7 +109,7 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
     "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
-# The outer maps whose inner maps have the fixed sizes (abi.FIX_*), by the
+# The outer maps whose inner maps have the fixed sizes (see fix_sizes), by the
 # outer map of the sized inner maps they stand in for: see fixed_class().
 FIXED_OUTER = {"addrs": "addrs_f", "tops": "tops_f", "bitmaps": "bitmaps_f", "flat": "flat_f"}
 # Pins a version before dynamic sets did not have: the new programs create them
@@ -124,7 +127,17 @@ SIZED_MAPS = {
 LIMITER_MAPS = ("rule_tat", "limiter", "block_filter", "src_slots", "src_sketch", "src_debt")
 # Pinned maps an older xdpguard lacked that a program replacement adds in place.
 ADDED_MAPS = frozenset(
-    {"addrs", "syn_prog", "syn_scratch", "words", "pflat", *FIXED_OUTER.values(), *DYN_PINS, *LIMITER_MAPS}
+    {
+        "addrs",
+        "syn_prog",
+        "syn_scratch",
+        "words",
+        "pflat",
+        "fixsize",
+        *FIXED_OUTER.values(),
+        *DYN_PINS,
+        *LIMITER_MAPS,
+    }
 )
 
 
@@ -466,6 +479,8 @@ class Inner:
     tops: list[bytes] = field(default_factory=list)  # the plan's top entries, for those slots
     addrs: dict[str, int] = field(default_factory=dict)
     addr_fixed: dict[str, bool] = field(default_factory=dict)  # table name -> of the fixed size (addrs_f)
+    # The interface's fixed sizes (read_fix_sizes); None: build no fixed-size table.
+    sizes: FixSizes | None = None
     flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
     # The plan's rule entries: both halves get the same counter slots, so the same entries.
@@ -544,9 +559,12 @@ def _build_addr_table(
 
     base = getattr(old, name) if old is not None else None
     table, how = addrcache.table(getattr(d, name), 128 if v6 else 32, base)
-    fixed = fixed_nodes(d, f.num, table.n_elems)
+    fixed = fixed_nodes(d, f.num, table.n_elems, inner.sizes)
     inner.addrs[name] = _inner_map(
-        "xg_addr", nodes.NODE_BYTES, table.elements(), fixed=fixed and abi.FIX_NODES
+        "xg_addr",
+        nodes.NODE_BYTES,
+        table.elements(),
+        fixed=fixed and inner.sizes is not None and inner.sizes.nodes,
     )
     inner.addr_fixed[name] = fixed
     return table.n_elems, how
@@ -656,7 +674,13 @@ def _place_blocks(
         os.close(fd)
     values = [block_bytes(b) for b in tl.blocks]
     cap = min(abi.MAX_BLOCKS, _HEADROOM * len(values) + 64)
-    inner.blocks = _inner_map("xg_blocks", C_SIZE["bitmap"], values, cap, fixed=fixed and abi.FIX_BLOCKS)
+    inner.blocks = _inner_map(
+        "xg_blocks",
+        C_SIZE["bitmap"],
+        values,
+        cap,
+        fixed=fixed and inner.sizes is not None and inner.sizes.blocks,
+    )
     inner.slots = list(range(len(values)))
     return len(values)
 
@@ -713,7 +737,13 @@ def _write_tops(
         with B.Fd(cur[1]) as fd:
             if B.map_info(fd).max_entries >= len(new):
                 return None, _write_differing(fd, 0, new)
-    fresh = _inner_map("xg_tops", C_SIZE["top"], new, _HEADROOM * len(new) + 16, fixed=fixed and abi.FIX_TOPS)
+    fresh = _inner_map(
+        "xg_tops",
+        C_SIZE["top"],
+        new,
+        _HEADROOM * len(new) + 16,
+        fixed=fixed and inner.sizes is not None and inner.sizes.tops,
+    )
     inner.extra.append(fresh)
     return fresh, len(new)
 
@@ -737,6 +767,8 @@ def write_half(
     returned HalfWrite goes to commit_halves(), which finishes it.
     """
     st = WriteStats()
+    if inner.sizes is None:
+        inner.sizes = read_fix_sizes(dm)
     # Until the final config write, this half holds no plan we could name:
     # a crash in between must not leave it looking like `old`.
     cfg = read_config(dm, half)
@@ -777,7 +809,7 @@ def write_half(
     # Bitmaps: blocks placed once per plan (shared), top entries per half,
     # in the tables of the plan's size class.  What the half holds is only
     # a base to write differences against when it is in the same class.
-    fixed = uses_fixed(d)
+    fixed = uses_fixed(d, inner.sizes)
     if fixed:
         where |= abi.CFG_FIXED
     same = old if old is not None and bool(held & abi.CFG_FIXED) == fixed else None
@@ -789,7 +821,7 @@ def write_half(
     st.array_updates += write_words(dm, half, d)
     st.blocks += write_pflat(dm, half, d)
     flat_fd = None
-    flat_fixed = uses_fixed_flat(d)
+    flat_fixed = uses_fixed_flat(d, inner.sizes)
     if flat_fixed:
         where |= abi.CFG_FIXFLAT
     if d.ngroups == 1 and not _flat_holds(
@@ -797,7 +829,10 @@ def write_half(
     ):
         if inner.flat is None:
             inner.flat = _inner_map(
-                "xg_flat", C_SIZE["bitmap"], flat_blocks(d), fixed=flat_fixed and abi.FIX_BLOCKS
+                "xg_flat",
+                C_SIZE["bitmap"],
+                flat_blocks(d),
+                fixed=flat_fixed and inner.sizes is not None and inner.sizes.blocks,
             )
             st.blocks += d.nbitmaps
         flat_fd = inner.flat
@@ -834,7 +869,7 @@ def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan
     return (
         old is not None
         and old.ngroups == 1
-        and slot_filled(dm[_outer("flat", uses_fixed_flat(d))], half)
+        and slot_filled(dm[_outer("flat", uses_fixed_flat(d, read_fix_sizes(dm)))], half)
         and group0_blocks(old) == group0_blocks(d)
     )
 
@@ -975,6 +1010,63 @@ def commit_halves(dm: Maps, halves: list[HalfWrite]) -> None:
 def read_config(dm: Maps, half: int) -> abi.Config:
     raw = B.map_lookup(dm["config"], _u32(half), C_SIZE["config"])
     return abi.Config.from_buffer_copy(raw) if raw else abi.Config()
+
+
+def read_fix_sizes(dm: Maps) -> FixSizes | None:
+    """The fixed sizes the interface's programs were built with, or None
+    when none is recorded (then no table is made in a fixed size)."""
+    raw = B.map_lookup(dm["fixsize"], _u32(0), ctypes.sizeof(abi.FixSize))
+    fs = abi.FixSize.from_buffer_copy(raw) if raw else abi.FixSize()
+    return FixSizes(fs.tops, fs.blocks, fs.nodes) if fs.tops and fs.blocks and fs.nodes else None
+
+
+def fix_sizes_for(pin_dir: str, plan: Plan) -> FixSizes:
+    """The fixed sizes to build an interface's programs with: those its
+    pinned maps were made with (a pinned outer map keeps the inner size it
+    was created for), else those `plan` calls for (compile.fix_sizes)."""
+    path = os.path.join(pin_dir, "fixsize")
+    if os.path.exists(path):
+        with B.Fd(B.obj_get(path)) as fd:
+            raw = B.map_lookup(fd, _u32(0), ctypes.sizeof(abi.FixSize))
+        fs = abi.FixSize.from_buffer_copy(raw) if raw else abi.FixSize()
+        if fs.tops and fs.blocks and fs.nodes:
+            return FixSizes(fs.tops, fs.blocks, fs.nodes)
+    return fix_sizes(plan)
+
+
+def record_fix_sizes(pin_dir: str, sizes: FixSizes) -> None:
+    """Write the sizes the programs were just built with into `fixsize`, unless it holds some."""
+    with B.Fd(B.obj_get(os.path.join(pin_dir, "fixsize"))) as fd:
+        raw = B.map_lookup(fd, _u32(0), ctypes.sizeof(abi.FixSize))
+        if raw and any(raw):
+            return
+        B.map_update(fd, _u32(0), bytes(abi.FixSize(sizes.tops, sizes.blocks, sizes.nodes, 0)))
+
+
+def outgrown_note(dm: Maps, plan: Plan) -> list[str]:
+    """A line for each direction whose bitmaps outgrew the fixed-size tables
+    the interface's programs were built with (and so are read from tables
+    sized to the plan, at a higher cost per packet)."""
+    sizes = read_fix_sizes(dm)
+    out = []
+    for d in plan.directions():
+        if sizes is None or (d.ngroups > 1 and uses_fixed(d, sizes)) or d.ngroups == 0:
+            continue
+        if d.ngroups == 1 and (d.nbitmaps <= abi.PFLAT_CAP or uses_fixed_flat(d, sizes)):
+            continue
+        tl = d.two_level()
+        what = (
+            f"{len(tl.tops):,} bitmaps in {len(tl.blocks):,} blocks"
+            if d.ngroups > 1
+            else f"{d.nbitmaps:,} bitmaps"
+        )
+        out.append(
+            f"{d.name}: the rule set's {what} outgrew the fixed-size tables this interface's "
+            f"programs were built with ({sizes.tops:,} top entries, {sizes.blocks:,} blocks): "
+            "they are read from tables sized to the rule set, at a higher cost per packet; "
+            "`xdpguard detach` then `apply` builds the programs for this size"
+        )
+    return out
 
 
 def size_classes(dm: Maps, half: int) -> dict[str, bool]:

@@ -33,11 +33,13 @@ WORDS_CAP = 4096
 # inlines, as it never does those in an inner map.
 PFLAT_CAP = 1024
 # The sized tables again in a fixed size, when a plan fits: inner maps of
-# exactly this many entries (no BPF_F_INNER_MAP) in the tops_f, bitmaps_f
-# and addrs_f outer maps, whose lookups the verifier inlines.
-FIX_TOPS = 32768
-FIX_BLOCKS = 16384
-FIX_NODES = 1280
+# exactly so many entries (no BPF_F_INNER_MAP) in the tops_f, bitmaps_f,
+# flat_f and addrs_f outer maps, whose lookups the verifier inlines.  The
+# top entries' and blocks' sizes are chosen at an interface's first load,
+# at least these (see compile.fix_sizes).
+FIX_TOPS_MIN = 32768
+FIX_BLOCKS_MIN = 16384
+FIX_NODES = 2304
 DIR_INGRESS = 0
 DIR_EGRESS = 1
 DIR_INDEX = {"ingress": DIR_INGRESS, "egress": DIR_EGRESS}

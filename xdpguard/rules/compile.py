@@ -36,9 +36,9 @@ from xdpguard.errors import RuleError
 from xdpguard.rules import limits, lpmpack, lpmwalk
 from xdpguard.rules.abi_consts import (
     F_EXTRA,
-    FIX_BLOCKS,
+    FIX_BLOCKS_MIN,
     FIX_NODES,
-    FIX_TOPS,
+    FIX_TOPS_MIN,
     GROUP_RULES,
     GROUP_WORDS,
     LIMIT_BPS,
@@ -1386,30 +1386,60 @@ def map_entries(d: DirectionPlan) -> dict[str, int]:
     }
 
 
-def uses_fixed(d: DirectionPlan) -> bool:
+@dataclass(frozen=True)
+class FixSizes:
+    """The entries of the fixed-size inner maps of one interface's programs
+    (struct xg_fixsize): top entries, blocks (and flat blocks), nodes."""
+
+    tops: int
+    blocks: int
+    nodes: int = FIX_NODES
+
+
+def _blocks_needed(d: DirectionPlan) -> int:
+    """Blocks of d's fixed-size block table, or of its flat table (one group)."""
+    return len(d.two_level().blocks) if d.ngroups > 1 else d.nbitmaps
+
+
+def fix_sizes(plan: Plan) -> FixSizes:
+    """The fixed sizes an interface's programs get when `plan` is the first
+    applied there: room for its largest direction and a quarter more (so
+    that later plans a little larger still fit; the tables are allocated
+    whole), in steps of 4,096, and never below FIX_TOPS_MIN and
+    FIX_BLOCKS_MIN."""
+
+    def size(need: int, least: int) -> int:
+        return max(least, -(-(need * 5 // 4) // 4096) * 4096)
+
+    ds = list(plan.directions())
+    tops = max((len(d.two_level().tops) for d in ds if d.ngroups > 1), default=0)
+    blocks = max((_blocks_needed(d) for d in ds if d.ngroups >= 1), default=0)
+    return FixSizes(min(size(tops, FIX_TOPS_MIN), MAX_BITMAPS), min(size(blocks, FIX_BLOCKS_MIN), MAX_BLOCKS))
+
+
+def uses_fixed(d: DirectionPlan, sizes: FixSizes | None) -> bool:
     """Do `d`'s top entries and blocks go into the fixed-size tables (the
     tops_f and bitmaps_f outer maps, XG_CFG_FIXED), whose lookups the
     verifier inlines?  Plans of more than one group (one group reads the
-    flat table) with at most FIX_TOPS top entries and FIX_BLOCKS blocks."""
-    if d.ngroups <= 1:
+    flat table) that fit the interface's sizes (None: it has none)."""
+    if d.ngroups <= 1 or sizes is None:
         return False
-    tl = d.two_level()
-    return len(tl.tops) <= FIX_TOPS and len(tl.blocks) <= FIX_BLOCKS
+    return len(d.two_level().tops) <= sizes.tops and len(d.two_level().blocks) <= sizes.blocks
 
 
-def uses_fixed_flat(d: DirectionPlan) -> bool:
+def uses_fixed_flat(d: DirectionPlan, sizes: FixSizes | None) -> bool:
     """Does `d`'s flat table (one group) go into the fixed-size tables (the
     flat_f outer map, XG_CFG_FIXFLAT)?  When it has more bitmaps than
-    `pflat` holds (those read `pflat`) and at most FIX_BLOCKS."""
-    return d.ngroups == 1 and PFLAT_CAP < d.nbitmaps <= FIX_BLOCKS
+    `pflat` holds (those read `pflat`) and fits the blocks' size."""
+    return sizes is not None and d.ngroups == 1 and PFLAT_CAP < d.nbitmaps <= sizes.blocks
 
 
-def fixed_nodes(d: DirectionPlan, fnum: int, n_elems: int) -> bool:
+def fixed_nodes(d: DirectionPlan, fnum: int, n_elems: int, sizes: FixSizes | None) -> bool:
     """Does `d`'s address table for field number fnum, of n_elems elements,
     go into the fixed-size tables (the addrs_f outer map, XG_CFG_FIXA)?
     Only a table that fits and that packets read: the table of a field no
     rule uses is never looked up, and stays as small as it is."""
-    return bool(d.field_mask >> fnum & 1) and n_elems <= FIX_NODES
+    return sizes is not None and bool(d.field_mask >> fnum & 1) and n_elems <= sizes.nodes
 
 
 def memory_estimate(plan: Plan) -> int:
@@ -1417,20 +1447,24 @@ def memory_estimate(plan: Plan) -> int:
 
     The address tables are built here (xdpguard/rules/stride.py), so their
     size is exact; about a second for a million prefixes.  Tables that go
-    into the fixed-size maps count at that size.
+    into the fixed-size maps count at that size, the one a first attach
+    of this plan gives them.
     """
     from xdpguard.rules import stride  # numpy: only when asked
 
     total = 0
+    sizes = fix_sizes(plan)
     for d in plan.directions():
         elems = [(f, stride.build(getattr(d, name), _addr_bits(v6)).n_elems) for name, f, v6 in ADDR_ENTRIES]
-        addr = sum(FIX_NODES if fixed_nodes(d, f.num, n) else n for f, n in elems) * stride.NODE_BYTES
+        addr = (
+            sum(sizes.nodes if fixed_nodes(d, f.num, n, sizes) else n for f, n in elems) * stride.NODE_BYTES
+        )
         arrays = 4 * sum(f.space for f in KEYED_FIELDS)
-        if uses_fixed(d):
-            bitmaps = FIX_TOPS * TOP_VALUE_SIZE + FIX_BLOCKS * BLOCK_VALUE_SIZE
+        if uses_fixed(d, sizes):
+            bitmaps = sizes.tops * TOP_VALUE_SIZE + sizes.blocks * BLOCK_VALUE_SIZE
         else:
             bitmaps = d.nbitmaps * TOP_VALUE_SIZE + len(d.two_level().blocks) * BLOCK_VALUE_SIZE
         if d.ngroups == 1:  # the flat table: one block per bitmap
-            bitmaps += (FIX_BLOCKS if uses_fixed_flat(d) else d.nbitmaps) * BLOCK_VALUE_SIZE
+            bitmaps += (sizes.blocks if uses_fixed_flat(d, sizes) else d.nbitmaps) * BLOCK_VALUE_SIZE
         total += 2 * (addr + arrays + bitmaps + d.nrules * RULE_VALUE_SIZE)
     return total
