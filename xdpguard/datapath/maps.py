@@ -109,8 +109,9 @@ EXPECTED_MAPS: dict[str, tuple[int, int, int, int]] = {
     "syn_prog": (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 1),
     "syn_scratch": (B.BPF_MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(abi.SynScratch), 1),
 }
-# The outer maps whose inner maps have the fixed sizes (see fix_sizes), by the
-# outer map of the sized inner maps they stand in for: see fixed_class().
+# The outer maps whose inner maps have the fixed sizes (compile.fix_sizes), by
+# the outer map of the sized inner maps they stand in for (compile.uses_fixed,
+# uses_fixed_flat and fixed_nodes say which tables go there).
 FIXED_OUTER = {"addrs": "addrs_f", "tops": "tops_f", "bitmaps": "bitmaps_f", "flat": "flat_f"}
 # Pins a version before dynamic sets did not have: the new programs create them
 # (empty), and a plan without dynamic sets never reads them.
@@ -595,7 +596,7 @@ def _inner_map(name: str, value_size: int, values: list[bytes], capacity: int = 
 
 
 def _outer(name: str, fixed: bool) -> str:
-    """The outer map of table kind `name` ("addrs", "tops", "bitmaps") in one size class."""
+    """The outer map of table kind `name` ("addrs", "tops", "bitmaps", "flat") in one size class."""
     return FIXED_OUTER[name] if fixed else name
 
 
