@@ -126,6 +126,8 @@ def test_tables_move_between_size_classes(guard: Guard, lab: Lab, tmp_path: Path
     path.write_text(_rules(lab))
     guard.apply_json(path)
     assert _where(lab) == fixed
+    assert guard.status()["fast_tables"]["ingress"]["bitmap_tables"] == "fixed"
+    assert "ingress bitmap tables: fixed-size" in guard.cli("status", "--iface", lab.b.ifname).stdout
     _probe(guard, lab, None)
 
     path.write_text(_far_rules(lab, N))
@@ -138,6 +140,9 @@ def test_tables_move_between_size_classes(guard: Guard, lab: Lab, tmp_path: Path
     guard.apply_json(path)
     where = _where(lab)
     assert where == {**fixed, "bitmaps": False, "src4": False}, where
+    # 100 rules' bitmaps are in `pflat`: no large bitmap table, and status says nothing of them.
+    assert guard.status()["fast_tables"]["ingress"]["bitmap_tables"] == "none"
+    assert "bitmap tables" not in guard.cli("status", "--iface", lab.b.ifname).stdout
     _probe_far(guard, lab, 100)
 
     path.write_text(_rules(lab))

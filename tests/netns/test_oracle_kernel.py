@@ -219,6 +219,8 @@ def test_fixed_sizes_are_chosen_at_the_first_attach(lab):
                     assert M.misplaced_tables(m, half) == []
                 outgrown = [line for line in res.messages if "outgrew the fixed-size tables" in line]
                 assert bool(outgrown) == (n == 65536), res.messages
+                kind = dp.status()["fast_tables"]["ingress"]["bitmap_tables"]
+                assert kind == ("fixed" if n == 20000 else "sized"), kind
                 _agree_on_frames(dp, rs, n, rng, seed)
         finally:
             dp.detach()

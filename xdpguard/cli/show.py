@@ -110,6 +110,20 @@ def _print_status(s: dict[str, Any]) -> None:
         f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
         f"applied {s.get('applied_at')}"
     )
+    ft: dict[str, Any] = s.get("fast_tables") or {}
+    for d in ("ingress", "egress"):
+        # Only for rule sets that read the large bitmap tables: "sized" means
+        # the rule set outgrew the fixed sizes (see `xdpguard apply`'s note).
+        kind = ft.get(d, {}).get("bitmap_tables", "none")
+        if kind != "none" and ft.get("sizes"):
+            sz = ft["sizes"]
+            where = (
+                "fixed-size"
+                if kind == "fixed"
+                else "[yellow]sized to the rule set (outgrew the fixed sizes)[/]"
+            )
+            sizes = f"{sz['tops']:,} top entries, {sz['blocks']:,} blocks"
+            console.print(f"  {d} bitmap tables: {where}; fixed sizes {sizes}")
     for name, ds in s.get("dynamic_sets", {}).items():
         tmo = f", timeout {ds['timeout']:g}s" if ds["timeout"] else ""
         count = f"{ds['elements']:,} element" + ("" if ds["elements"] == 1 else "s")

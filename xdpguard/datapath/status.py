@@ -106,6 +106,7 @@ def kernel(
         active = M.read_active(pin_dir)
         with M.open_maps(pin_dir) as m:
             kh = M.read_config(m, M.half_of("ingress", active)).plan_hash
+            out["fast_tables"] = fast_tables(m, active)
         out["dynamic_sets"] = dynsets.status(pin_dir)
         out["active_version"] = active
         out["kernel_plan_hash"] = f"{kh:016x}"
@@ -119,6 +120,26 @@ def kernel(
         out["error"] = e.sentence if isinstance(e, B.BpfError) else str(e)
         out["protected"] = False
         out.setdefault("problem", out["error"])
+    return out
+
+
+def fast_tables(m: M.Maps, active: int) -> dict[str, Any]:
+    """The fixed-size tables' sizes (None: none recorded) and, per direction of
+    the live half, which of its tables are read from them (docs/design.md,
+    "Fixed-size tables")."""
+    sizes = M.read_fix_sizes(m)
+    out: dict[str, Any] = {"sizes": None}
+    if sizes is not None:
+        out["sizes"] = {"tops": sizes.tops, "blocks": sizes.blocks, "nodes": sizes.nodes}
+    for d in M.DIRECTIONS:
+        half = M.half_of(d, active)
+        classes = M.size_classes(m, half)
+        cfg = M.read_config(m, half)
+        # Which bitmap tables packets read: none for sets the words or pflat
+        # serve (or no rules), else the flat table or the two levels.
+        big = cfg.nwords > abi.GROUP_WORDS or (cfg.nwords and not cfg.flags & (abi.CFG_WORDS | abi.CFG_PFLAT))
+        fixed = classes["bitmaps"] or classes["flat"]
+        out[d] = {**classes, "bitmap_tables": ("fixed" if fixed else "sized") if big else "none"}
     return out
 
 
