@@ -551,44 +551,42 @@ static __always_inline int xg_scan(struct xg_scan_args *a)
 static __always_inline int xg_scan_flat(struct xg_scan_args *a, __u32 from, __u32 kones, const int fix)
 {
 	__u32 half = a->half;
-	{
-		const struct xg_pflat_half *ph = (!fix && a->pflat) ? (const void *)xg_pflat.lookup(&half) : 0;
-		void *flat = ph ? 0 : fix ? xg_flat_f.lookup(&half) : xg_flat.lookup(&half);
-		const struct xg_bitmap *b[XG_NSEL];
+	const struct xg_pflat_half *ph = (!fix && a->pflat) ? (const void *)xg_pflat.lookup(&half) : 0;
+	void *flat = ph ? 0 : fix ? xg_flat_f.lookup(&half) : xg_flat.lookup(&half);
+	const struct xg_bitmap *b[XG_NSEL];
 
-		if (!ph && !flat)
-			return XG_RULE_ERROR;
-		const struct xg_bitmap *o[XG_NOR];
-		const struct xg_bitmap *bones = ph ? xg_pflat_block(ph, kones) : bpf_map_lookup_elem(flat, &kones);
-		if (!bones)
-			return XG_RULE_ERROR;
+	if (!ph && !flat)
+		return XG_RULE_ERROR;
+	const struct xg_bitmap *o[XG_NOR];
+	const struct xg_bitmap *bones = ph ? xg_pflat_block(ph, kones) : bpf_map_lookup_elem(flat, &kones);
+	if (!bones)
+		return XG_RULE_ERROR;
 #pragma unroll
-		for (int f = 0; f < XG_NSEL; f++) {
-			__u32 k = a->sel.idx[f];
+	for (int f = 0; f < XG_NSEL; f++) {
+		__u32 k = a->sel.idx[f];
 
-			b[f] = bones;
-			if (f < XG_NOR)
-				o[f & 1] = bones;
-			if (k == kones)
-				continue;
-			b[f] = ph ? xg_pflat_block(ph, k) : bpf_map_lookup_elem(flat, &k);
-			if (!b[f])
-				return XG_RULE_ERROR;
-			if (f < XG_NOR) {
-				__u32 ko = a->sel.oridx[f & 1];
+		b[f] = bones;
+		if (f < XG_NOR)
+			o[f & 1] = bones;
+		if (k == kones)
+			continue;
+		b[f] = ph ? xg_pflat_block(ph, k) : bpf_map_lookup_elem(flat, &k);
+		if (!b[f])
+			return XG_RULE_ERROR;
+		if (f < XG_NOR) {
+			__u32 ko = a->sel.oridx[f & 1];
 
-				o[f & 1] = b[f];
-				if (ko != k) {
-					o[f & 1] = ph ? xg_pflat_block(ph, ko) : bpf_map_lookup_elem(flat, &ko);
-					if (!o[f & 1])
-						return XG_RULE_ERROR;
-				}
+			o[f & 1] = b[f];
+			if (ko != k) {
+				o[f & 1] = ph ? xg_pflat_block(ph, ko) : bpf_map_lookup_elem(flat, &ko);
+				if (!o[f & 1])
+					return XG_RULE_ERROR;
 			}
 		}
-		if (from >= XG_GROUP_RULES)
-			return XG_RULE_NONE;
-		return xg_block_first(b, o, from);
 	}
+	if (from >= XG_GROUP_RULES)
+		return XG_RULE_NONE;
+	return xg_block_first(b, o, from);
 }
 
 /* The two-level part of xg_scan, reading the top entries from the
@@ -876,6 +874,19 @@ static __always_inline int xg_addr_lookup(__u32 tbl, const __u8 *addr, __u32 nby
 	return 0;
 }
 
+/* One address field's leaf, from the half's table of the fixed size
+ * (XG_CFG_FIXA) or the sized one: each read by a copy of the lookup of
+ * its own (see xg_scan). */
+static __always_inline int xg_addr_field(__u32 half, __u32 fld, __u32 v6, __u32 flags, const __u8 *addr,
+					 __u32 nbytes, __u32 *out)
+{
+	__u32 t = XG_ADDR_TABLE(half, fld, v6);
+
+	if (flags & XG_CFG_FIXA(fld, v6))
+		return xg_addr_lookup(t, addr, nbytes, out, 1);
+	return xg_addr_lookup(t, addr, nbytes, out, 0);
+}
+
 /* Address lookups are the most expensive step: only the fields some rule uses. */
 static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, __u32 fm, __u32 flags, __u32 *src,
 					   __u32 *dst)
@@ -883,22 +894,10 @@ static __always_inline int xg_lookup_addrs(const struct xg_pkt *p, __u32 half, _
 	__u32 v6 = p->family == 6;
 	__u32 nbytes = v6 ? 16 : 4;
 
-	/* A table of the fixed size (XG_CFG_FIXA) is read by a copy of the
-	 * lookup of its own: see xg_scan. */
-	if (fm & (1U << XG_F_SRC)) {
-		__u32 t = XG_ADDR_TABLE(half, XG_F_SRC, v6);
-		int r = (flags & XG_CFG_FIXA(XG_F_SRC, v6)) ? xg_addr_lookup(t, p->src, nbytes, src, 1)
-							     : xg_addr_lookup(t, p->src, nbytes, src, 0);
-		if (r < 0)
-			return -1;
-	}
-	if (fm & (1U << XG_F_DST)) {
-		__u32 t = XG_ADDR_TABLE(half, XG_F_DST, v6);
-		int r = (flags & XG_CFG_FIXA(XG_F_DST, v6)) ? xg_addr_lookup(t, p->dst, nbytes, dst, 1)
-							     : xg_addr_lookup(t, p->dst, nbytes, dst, 0);
-		if (r < 0)
-			return -1;
-	}
+	if ((fm & (1U << XG_F_SRC)) && xg_addr_field(half, XG_F_SRC, v6, flags, p->src, nbytes, src) < 0)
+		return -1;
+	if ((fm & (1U << XG_F_DST)) && xg_addr_field(half, XG_F_DST, v6, flags, p->dst, nbytes, dst) < 0)
+		return -1;
 	return 0;
 }
 

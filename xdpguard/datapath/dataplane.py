@@ -230,9 +230,7 @@ class Dataplane:
         res = ApplyResult(changed=True, attached=True)
         linked = False
         try:
-            fix = M.fix_sizes_for(self.pin_dir, plan)
-            loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size, fix)
-            M.record_fix_sizes(self.pin_dir, fix)
+            loaded = self._load(plan)
             fault("attach-loaded")
             try:
                 problems = M.check_pinned_sizes(self.pin_dir, plan)
@@ -405,6 +403,18 @@ class Dataplane:
     def _program_outdated(self, applied: Applied | None) -> bool:
         return applied is not None and applied.source_hash != loader.source_hash()
 
+    def _load(self, plan: Plan) -> loader.Loaded:
+        """Build and load both programs, their sized maps as `plan` asks and their
+        fixed-size tables as the pins were made (or as `plan` asks, if none were)."""
+        fix = M.fix_sizes_for(self.pin_dir, plan)
+        loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size, fix)
+        try:
+            M.record_fix_sizes(self.pin_dir, fix)
+        except BaseException:
+            loaded.close()
+            raise
+        return loaded
+
     def _replace_programs(self, plan: Plan, fill_for: Plan | None = None) -> None:
         """Compile, load and swap both programs through their links.
 
@@ -420,10 +430,8 @@ class Dataplane:
                 "the pinned maps do not fit the new programs (" + "; ".join(problems) + "); "
                 "run `xdpguard detach` and apply again"
             )
-        fix = M.fix_sizes_for(self.pin_dir, plan)
-        loaded = loader.load(self.pin_dir, plan.flow_table_size, plan.limit_table_size, fix)
+        loaded = self._load(plan)
         try:
-            M.record_fix_sizes(self.pin_dir, fix)
             with M.open_maps(self.pin_dir) as m:
                 M.ensure_limiter_key(m)  # maps an older xdpguard lacked are new and zero
                 if fill_for is not None:

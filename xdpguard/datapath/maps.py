@@ -482,6 +482,12 @@ class Inner:
     addr_fixed: dict[str, bool] = field(default_factory=dict)  # table name -> of the fixed size (addrs_f)
     # The interface's fixed sizes (read_fix_sizes); None: build no fixed-size table.
     sizes: FixSizes | None = None
+
+    def fixed_entries(self, what: str, use: bool) -> int:
+        """The fixed size `what` ("tops", "blocks", "nodes") for _inner_map's
+        `fixed`, or 0 (a sized map) when the table does not `use` it."""
+        return getattr(self.sizes, what) if use and self.sizes is not None else 0
+
     flat: int | None = None  # fd of the flat table (plans of one group)
     extra: list[int] = field(default_factory=list)  # other fds to close (fresh top tables)
     # The plan's rule entries: both halves get the same counter slots, so the same entries.
@@ -565,7 +571,7 @@ def _build_addr_table(
         "xg_addr",
         nodes.NODE_BYTES,
         table.elements(),
-        fixed=fixed and inner.sizes is not None and inner.sizes.nodes,
+        fixed=inner.fixed_entries("nodes", fixed),
     )
     inner.addr_fixed[name] = fixed
     return table.n_elems, how
@@ -680,7 +686,7 @@ def _place_blocks(
         C_SIZE["bitmap"],
         values,
         cap,
-        fixed=fixed and inner.sizes is not None and inner.sizes.blocks,
+        fixed=inner.fixed_entries("blocks", fixed),
     )
     inner.slots = list(range(len(values)))
     return len(values)
@@ -743,7 +749,7 @@ def _write_tops(
         C_SIZE["top"],
         new,
         _HEADROOM * len(new) + 16,
-        fixed=fixed and inner.sizes is not None and inner.sizes.tops,
+        fixed=inner.fixed_entries("tops", fixed),
     )
     inner.extra.append(fresh)
     return fresh, len(new)
@@ -826,14 +832,14 @@ def write_half(
     if flat_fixed:
         where |= abi.CFG_FIXFLAT
     if d.ngroups == 1 and not _flat_holds(
-        dm, half, old if bool(held & abi.CFG_FIXFLAT) == flat_fixed else None, d
+        dm, half, old if bool(held & abi.CFG_FIXFLAT) == flat_fixed else None, d, flat_fixed
     ):
         if inner.flat is None:
             inner.flat = _inner_map(
                 "xg_flat",
                 C_SIZE["bitmap"],
                 flat_blocks(d),
-                fixed=flat_fixed and inner.sizes is not None and inner.sizes.blocks,
+                fixed=inner.fixed_entries("blocks", flat_fixed),
             )
             st.blocks += d.nbitmaps
         flat_fd = inner.flat
@@ -862,15 +868,15 @@ def write_half(
     return st, hw
 
 
-def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan) -> bool:
+def _flat_holds(dm: Maps, half: int, old: DirectionPlan | None, d: DirectionPlan, fixed: bool) -> bool:
     """Does the half's flat table already hold `d`'s blocks?  It holds those
     of `old`, the plan the half holds, and a change that leaves every bitmap
     as it was (an action, a limit) need not build a new one: a new inner
-    map costs a grace period to swap in."""
+    map costs a grace period to swap in.  `fixed`: the table is in flat_f."""
     return (
         old is not None
         and old.ngroups == 1
-        and slot_filled(dm[_outer("flat", uses_fixed_flat(d, read_fix_sizes(dm)))], half)
+        and slot_filled(dm[_outer("flat", fixed)], half)
         and group0_blocks(old) == group0_blocks(d)
     )
 
@@ -1013,12 +1019,17 @@ def read_config(dm: Maps, half: int) -> abi.Config:
     return abi.Config.from_buffer_copy(raw) if raw else abi.Config()
 
 
+def _recorded_sizes(fd: int) -> FixSizes | None:
+    """What the `fixsize` map (fd) holds, or None while it holds no sizes."""
+    raw = B.map_lookup(fd, _u32(0), ctypes.sizeof(abi.FixSize))
+    fs = abi.FixSize.from_buffer_copy(raw) if raw else abi.FixSize()
+    return FixSizes(fs.tops, fs.blocks, fs.nodes) if fs.tops and fs.blocks and fs.nodes else None
+
+
 def read_fix_sizes(dm: Maps) -> FixSizes | None:
     """The fixed sizes the interface's programs were built with, or None
     when none is recorded (then no table is made in a fixed size)."""
-    raw = B.map_lookup(dm["fixsize"], _u32(0), ctypes.sizeof(abi.FixSize))
-    fs = abi.FixSize.from_buffer_copy(raw) if raw else abi.FixSize()
-    return FixSizes(fs.tops, fs.blocks, fs.nodes) if fs.tops and fs.blocks and fs.nodes else None
+    return _recorded_sizes(dm["fixsize"])
 
 
 def fix_sizes_for(pin_dir: str, plan: Plan) -> FixSizes:
@@ -1028,20 +1039,17 @@ def fix_sizes_for(pin_dir: str, plan: Plan) -> FixSizes:
     path = os.path.join(pin_dir, "fixsize")
     if os.path.exists(path):
         with B.Fd(B.obj_get(path)) as fd:
-            raw = B.map_lookup(fd, _u32(0), ctypes.sizeof(abi.FixSize))
-        fs = abi.FixSize.from_buffer_copy(raw) if raw else abi.FixSize()
-        if fs.tops and fs.blocks and fs.nodes:
-            return FixSizes(fs.tops, fs.blocks, fs.nodes)
+            recorded = _recorded_sizes(fd)
+        if recorded is not None:
+            return recorded
     return fix_sizes(plan)
 
 
 def record_fix_sizes(pin_dir: str, sizes: FixSizes) -> None:
     """Write the sizes the programs were just built with into `fixsize`, unless it holds some."""
     with B.Fd(B.obj_get(os.path.join(pin_dir, "fixsize"))) as fd:
-        raw = B.map_lookup(fd, _u32(0), ctypes.sizeof(abi.FixSize))
-        if raw and any(raw):
-            return
-        B.map_update(fd, _u32(0), bytes(abi.FixSize(sizes.tops, sizes.blocks, sizes.nodes, 0)))
+        if _recorded_sizes(fd) is None:
+            B.map_update(fd, _u32(0), bytes(abi.FixSize(sizes.tops, sizes.blocks, sizes.nodes, 0)))
 
 
 def outgrown_note(dm: Maps, plan: Plan) -> list[str]:
@@ -1049,11 +1057,15 @@ def outgrown_note(dm: Maps, plan: Plan) -> list[str]:
     the interface's programs were built with (and so are read from tables
     sized to the plan, at a higher cost per packet)."""
     sizes = read_fix_sizes(dm)
+    if sizes is None:
+        return []
     out = []
     for d in plan.directions():
-        if sizes is None or (d.ngroups > 1 and uses_fixed(d, sizes)) or d.ngroups == 0:
-            continue
-        if d.ngroups == 1 and (d.nbitmaps <= abi.PFLAT_CAP or uses_fixed_flat(d, sizes)):
+        if d.ngroups > 1:
+            outgrown = not uses_fixed(d, sizes)
+        else:  # one group: a flat table of more bitmaps than blocks (fewer go to `pflat` or flat_f)
+            outgrown = d.ngroups == 1 and d.nbitmaps > sizes.blocks
+        if not outgrown:
             continue
         tl = d.two_level()
         what = (
@@ -1085,12 +1097,13 @@ def misplaced_tables(dm: Maps, half: int) -> list[str]:
     where it says a table is but is empty, or the other size class's slot,
     which it does not read, still holding a map.  [] when all is in place."""
     bad = []
+    slots_of = {
+        "bitmaps": [("tops", half), ("bitmaps", half)],
+        "flat": [("flat", half)],
+        **{name: [("addrs", abi.addr_table(half, f.num, v6))] for name, f, v6 in ADDR_ENTRIES},
+    }
     for name, fixed in size_classes(dm, half).items():
-        slots = {"bitmaps": [("tops", half), ("bitmaps", half)], "flat": [("flat", half)]}.get(name, [])
-        for f_name, f, v6 in ADDR_ENTRIES:
-            if f_name == name:
-                slots = [("addrs", abi.addr_table(half, f.num, v6))]
-        for outer, slot in slots:
+        for outer, slot in slots_of[name]:
             # (A plan of several groups reads no flat table: the sized one may be empty.)
             if (outer != "flat" or fixed) and not slot_filled(dm[_outer(outer, fixed)], slot):
                 bad.append(f"{_outer(outer, fixed)}[{slot}] empty")
