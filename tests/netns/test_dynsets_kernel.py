@@ -17,17 +17,15 @@ from __future__ import annotations
 import os
 import random
 import struct
-import subprocess
 
 import pytest
 
 from tests.frames import random_frame
+from tests.netns.traffic import quiet_b_plane
 from tests.strategies import DYN_SETS, random_dyn_contents, random_ruleset
-from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import dynsets
 from xdpguard.datapath import maps as M
-from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.rules import reference
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.packet import parse_frame
@@ -45,50 +43,45 @@ def test_kernel_verdicts_with_dynamic_sets_equal_reference(lab, monkeypatch: pyt
     monkeypatch.setenv("XDPGUARD_TEST_CLOCK", "1")
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261205"))
     rng = random.Random(seed)
-    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
-    with net.in_netns(lab.b.ns):
-        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
-        try:
-            checked = hits = 0
-            for n in range(RULE_SETS):
-                rs = random_ruleset(rng, max_rules=rng.choice([4, 12, 40]), dynamic=True)
-                plan = compile_ruleset(rs)
-                dp.apply(plan, None)
-                # The limiter starts afresh with each rule set, in the kernel and in the reference.
-                with M.open_maps(dp.pin_dir) as m:
-                    M.reset_limiter(m, plan.limit_table_size)
-                sim = LimiterSim(now_ns=T0)
-                prog = B.obj_get(dp.iface.pin("prog_ingress"))
-                clock = B.obj_get(dp.iface.pin("test_clock"))
-                try:
-                    for c in range(CONTENTS_PER_SET):
-                        contents = random_dyn_contents(rng)
-                        for name in DYN_SETS:
-                            sm = dynsets.open_set(dp.pin_dir, name)
-                            assert sm is not None, name
-                            with sm:
-                                dynsets.flush(sm)
-                                dynsets.add(sm, contents[name], 0, dynsets.now_ns(dp.pin_dir))
-                        near = [p for elems in contents.values() for p in elems]
-                        for i in range(FRAMES):
-                            frame = random_frame(rng, rs, near)
-                            pkt = parse_frame(frame)
-                            sim.now_ns += rng.choice(STEPS_NS)
-                            B.map_update(clock, struct.pack("<I", 0), struct.pack("<Q", sim.now_ns))
-                            want = reference.classify(rs, "ingress", pkt, sim, dyn=contents)
-                            got = B.prog_test_run(prog, frame).retval
-                            assert VERDICT.get(got) == want.action, (
-                                f"seed {seed} set {n} contents {c} frame {i}: kernel {got}, "
-                                f"reference {want}; contents {contents}; frame {frame.hex()}"
-                            )
-                            checked += 1
-                            unlimited = reference.classify(rs, "ingress", pkt, dyn=contents)
-                            hits += unlimited != reference.classify(rs, "ingress", pkt, dyn={})
-                finally:
-                    os.close(prog)
-                    os.close(clock)
-            assert checked == RULE_SETS * CONTENTS_PER_SET * FRAMES
-            # The sets decided a fair share of the verdicts, or the test proves little.
-            assert hits >= checked // 50, (hits, checked)
-        finally:
-            dp.detach()
+    with quiet_b_plane(lab) as dp:
+        checked = hits = 0
+        for n in range(RULE_SETS):
+            rs = random_ruleset(rng, max_rules=rng.choice([4, 12, 40]), dynamic=True)
+            plan = compile_ruleset(rs)
+            dp.apply(plan, None)
+            # The limiter starts afresh with each rule set, in the kernel and in the reference.
+            with M.open_maps(dp.pin_dir) as m:
+                M.reset_limiter(m, plan.limit_table_size)
+            sim = LimiterSim(now_ns=T0)
+            prog = B.obj_get(dp.iface.pin("prog_ingress"))
+            clock = B.obj_get(dp.iface.pin("test_clock"))
+            try:
+                for c in range(CONTENTS_PER_SET):
+                    contents = random_dyn_contents(rng)
+                    for name in DYN_SETS:
+                        sm = dynsets.open_set(dp.pin_dir, name)
+                        assert sm is not None, name
+                        with sm:
+                            dynsets.flush(sm)
+                            dynsets.add(sm, contents[name], 0, dynsets.now_ns(dp.pin_dir))
+                    near = [p for elems in contents.values() for p in elems]
+                    for i in range(FRAMES):
+                        frame = random_frame(rng, rs, near)
+                        pkt = parse_frame(frame)
+                        sim.now_ns += rng.choice(STEPS_NS)
+                        B.map_update(clock, struct.pack("<I", 0), struct.pack("<Q", sim.now_ns))
+                        want = reference.classify(rs, "ingress", pkt, sim, dyn=contents)
+                        got = B.prog_test_run(prog, frame).retval
+                        assert VERDICT.get(got) == want.action, (
+                            f"seed {seed} set {n} contents {c} frame {i}: kernel {got}, "
+                            f"reference {want}; contents {contents}; frame {frame.hex()}"
+                        )
+                        checked += 1
+                        unlimited = reference.classify(rs, "ingress", pkt, dyn=contents)
+                        hits += unlimited != reference.classify(rs, "ingress", pkt, dyn={})
+            finally:
+                os.close(prog)
+                os.close(clock)
+        assert checked == RULE_SETS * CONTENTS_PER_SET * FRAMES
+        # The sets decided a fair share of the verdicts, or the test proves little.
+        assert hits >= checked // 50, (hits, checked)

@@ -20,13 +20,12 @@ import collections
 import os
 import random
 import struct
-import subprocess
 
 import pytest
 
 from tests.frames import frame_of, random_frame
+from tests.netns.traffic import quiet_b_plane
 from tests.strategies import large_ruleset, packet_in_rule, random_ruleset
-from xdpguard import net
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
@@ -48,63 +47,57 @@ def test_kernel_verdicts_equal_reference(lab, monkeypatch: pytest.MonkeyPatch):
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261129"))
     rng = random.Random(seed)
     # Nothing may reach the interface but our test runs: the counters are compared exactly.
-    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
     seen: collections.Counter[str] = collections.Counter()
-    with net.in_netns(lab.b.ns):
-        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
-        try:
-            total = 0
-            for n in range(RULE_SETS):
-                rs = random_ruleset(rng, max_rules=rng.choice([4, 12, 40, 130]), lead_guard=n % 2 == 1)
-                plan = compile_ruleset(rs)
-                dp.apply(plan, None)
-                # Rate-limit state is emptied between rule sets, where the
-                # simulated limiter starts afresh too (names repeat across sets).
-                with M.open_maps(dp.pin_dir) as m:
-                    M.reset_limiter(m, plan.limit_table_size)
-                prog = B.obj_get(dp.iface.pin("prog_ingress"))
-                clock = B.obj_get(dp.iface.pin("test_clock"))
-                sim = LimiterSim(now_ns=T0)
-                sources: dict[int, list[int]] = {}
-                try:
-                    before = dp.stats()["ingress"]
-                    packets: collections.Counter[str] = collections.Counter()
-                    over: collections.Counter[str] = collections.Counter()
-                    for i in range(FRAMES_PER_SET):
-                        frame = random_frame(rng, rs, sources=sources)
-                        sim.now_ns += rng.choice(STEPS_NS)
-                        B.map_update(clock, struct.pack("<I", 0), struct.pack("<Q", sim.now_ns))
-                        want = reference.classify(rs, "ingress", parse_frame(frame), sim)
-                        got = B.prog_test_run(prog, frame).retval
-                        assert VERDICT.get(got) == want.action, (
-                            f"seed {seed} set {n} frame {i}: kernel {got}, reference {want}; "
-                            f"frame {frame.hex()}"
-                        )
-                        packets[want.reason] += 1
-                        over[want.reason] += want.over
-                        for j in want.passed:
-                            packets[rs.ingress.rules[j].name] += 1
-                        seen["over"] += want.over
-                        seen["passed"] += len(want.passed)
-                        seen["blocked"] += want.reason == "blocked"
-                        total += 1
-                finally:
-                    os.close(prog)
-                    os.close(clock)
-                after = dp.stats()["ingress"]
-                for r0, r1 in zip(before["rules"], after["rules"], strict=True):
-                    name = r1["name"]
-                    assert r1["packets"] - r0["packets"] == packets[name], name
-                    if "limit" in r1:
-                        assert r1["limit"]["over_limit"] - r0["limit"]["over_limit"] == over[name], name
-                for k in ("default", "malformed", "non_ip", "ndp", "blocked"):
-                    assert after[k]["packets"] - before[k]["packets"] == packets[k], k
-                assert after["error"]["packets"] == 0
-            assert total >= RULE_SETS * FRAMES_PER_SET
-            # The sets did exercise what this test is for.
-            assert seen["over"] and seen["passed"] and seen["blocked"], seen
-        finally:
-            dp.detach()
+    with quiet_b_plane(lab) as dp:
+        total = 0
+        for n in range(RULE_SETS):
+            rs = random_ruleset(rng, max_rules=rng.choice([4, 12, 40, 130]), lead_guard=n % 2 == 1)
+            plan = compile_ruleset(rs)
+            dp.apply(plan, None)
+            # Rate-limit state is emptied between rule sets, where the
+            # simulated limiter starts afresh too (names repeat across sets).
+            with M.open_maps(dp.pin_dir) as m:
+                M.reset_limiter(m, plan.limit_table_size)
+            prog = B.obj_get(dp.iface.pin("prog_ingress"))
+            clock = B.obj_get(dp.iface.pin("test_clock"))
+            sim = LimiterSim(now_ns=T0)
+            sources: dict[int, list[int]] = {}
+            try:
+                before = dp.stats()["ingress"]
+                packets: collections.Counter[str] = collections.Counter()
+                over: collections.Counter[str] = collections.Counter()
+                for i in range(FRAMES_PER_SET):
+                    frame = random_frame(rng, rs, sources=sources)
+                    sim.now_ns += rng.choice(STEPS_NS)
+                    B.map_update(clock, struct.pack("<I", 0), struct.pack("<Q", sim.now_ns))
+                    want = reference.classify(rs, "ingress", parse_frame(frame), sim)
+                    got = B.prog_test_run(prog, frame).retval
+                    assert VERDICT.get(got) == want.action, (
+                        f"seed {seed} set {n} frame {i}: kernel {got}, reference {want}; frame {frame.hex()}"
+                    )
+                    packets[want.reason] += 1
+                    over[want.reason] += want.over
+                    for j in want.passed:
+                        packets[rs.ingress.rules[j].name] += 1
+                    seen["over"] += want.over
+                    seen["passed"] += len(want.passed)
+                    seen["blocked"] += want.reason == "blocked"
+                    total += 1
+            finally:
+                os.close(prog)
+                os.close(clock)
+            after = dp.stats()["ingress"]
+            for r0, r1 in zip(before["rules"], after["rules"], strict=True):
+                name = r1["name"]
+                assert r1["packets"] - r0["packets"] == packets[name], name
+                if "limit" in r1:
+                    assert r1["limit"]["over_limit"] - r0["limit"]["over_limit"] == over[name], name
+            for k in ("default", "malformed", "non_ip", "ndp", "blocked"):
+                assert after[k]["packets"] - before[k]["packets"] == packets[k], k
+            assert after["error"]["packets"] == 0
+        assert total >= RULE_SETS * FRAMES_PER_SET
+        # The sets did exercise what this test is for.
+        assert seen["over"] and seen["passed"] and seen["blocked"], seen
 
 
 # Then one group of rules with more bitmaps than `pflat` holds (the flat blocks are read
@@ -155,44 +148,39 @@ def test_kernel_agrees_on_large_sets(lab):
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261204"))
     rng = random.Random(seed)
     addr_classes: set[bool] = set()
-    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
-    with net.in_netns(lab.b.ns):
-        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
-        try:
-            for n in LARGE_SIZES:
-                rs = large_ruleset(rng, n)
-                plan = compile_ruleset(rs)
-                dp.apply(plan, None)
-                pflat = M.uses_pflat(plan.ingress)
-                if n in (4000, 120):
-                    assert pflat == (n == 120), (n, plan.ingress.nbitmaps)  # both flat paths are taken
-                # 5,000 rules fit the fixed-size tables, 65,536 and 20,000 do not
-                # (more top entries than FIX_TOPS), fewer are one group: both
-                # scans are taken, and a size class changes in each update.
-                with M.open_maps(dp.pin_dir) as m:
-                    # Sized at the first attach, for 5,000 rules.
-                    sizes = M.read_fix_sizes(m)
-                    assert sizes is not None
-                    if n in (5000, 65536, 20000):
-                        assert uses_fixed(plan.ingress, sizes) == (n == 5000), n
-                    for ver in range(2):
-                        half = M.half_of("ingress", ver)
-                        flags = M.read_config(m, half).flags
-                        assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
-                        classes = M.size_classes(m, half)
-                        assert classes["bitmaps"] == uses_fixed(plan.ingress, sizes), (n, ver)
-                        assert classes["flat"] == uses_fixed_flat(plan.ingress, sizes) == (n == 4000), (
-                            n,
-                            ver,
-                        )
-                        assert M.misplaced_tables(m, half) == [], (n, ver)
-                        addr_classes.update(v for k, v in classes.items() if k != "bitmaps")
-                _agree_on_frames(dp, rs, n, rng, seed)
-            # Address tables of both sizes were read (65,536 rules make tables
-            # of more than FIX_NODES elements).
-            assert addr_classes == {True, False} or 65536 not in LARGE_SIZES, addr_classes
-        finally:
-            dp.detach()
+    with quiet_b_plane(lab) as dp:
+        for n in LARGE_SIZES:
+            rs = large_ruleset(rng, n)
+            plan = compile_ruleset(rs)
+            dp.apply(plan, None)
+            pflat = M.uses_pflat(plan.ingress)
+            if n in (4000, 120):
+                assert pflat == (n == 120), (n, plan.ingress.nbitmaps)  # both flat paths are taken
+            # 5,000 rules fit the fixed-size tables, 65,536 and 20,000 do not
+            # (more top entries than FIX_TOPS), fewer are one group: both
+            # scans are taken, and a size class changes in each update.
+            with M.open_maps(dp.pin_dir) as m:
+                # Sized at the first attach, for 5,000 rules.
+                sizes = M.read_fix_sizes(m)
+                assert sizes is not None
+                if n in (5000, 65536, 20000):
+                    assert uses_fixed(plan.ingress, sizes) == (n == 5000), n
+                for ver in range(2):
+                    half = M.half_of("ingress", ver)
+                    flags = M.read_config(m, half).flags
+                    assert bool(flags & abi.CFG_PFLAT) == pflat, (n, ver)
+                    classes = M.size_classes(m, half)
+                    assert classes["bitmaps"] == uses_fixed(plan.ingress, sizes), (n, ver)
+                    assert classes["flat"] == uses_fixed_flat(plan.ingress, sizes) == (n == 4000), (
+                        n,
+                        ver,
+                    )
+                    assert M.misplaced_tables(m, half) == [], (n, ver)
+                    addr_classes.update(v for k, v in classes.items() if k != "bitmaps")
+            _agree_on_frames(dp, rs, n, rng, seed)
+        # Address tables of both sizes were read (65,536 rules make tables
+        # of more than FIX_NODES elements).
+        assert addr_classes == {True, False} or 65536 not in LARGE_SIZES, addr_classes
 
 
 def test_fixed_sizes_are_chosen_at_the_first_attach(lab):
@@ -202,25 +190,20 @@ def test_fixed_sizes_are_chosen_at_the_first_attach(lab):
     to it, and says so.  The kernel agrees with the reference throughout."""
     seed = int(os.environ.get("XDPGUARD_ORACLE_SEED", "20261205"))
     rng = random.Random(seed)
-    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
-    with net.in_netns(lab.b.ns):
-        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
-        try:
-            for n in (20000, 65536):
-                rs = large_ruleset(rng, n)
-                plan = compile_ruleset(rs)
-                res = dp.apply(plan, None)
-                with M.open_maps(dp.pin_dir) as m:
-                    sizes = M.read_fix_sizes(m)
-                    assert sizes == fix_sizes(plan) or n != 20000, sizes
-                    assert sizes is not None and sizes.tops > abi.FIX_TOPS_MIN, sizes
-                    half = M.half_of("ingress", M.read_active(dp.pin_dir))
-                    assert M.size_classes(m, half)["bitmaps"] == (n == 20000), n
-                    assert M.misplaced_tables(m, half) == []
-                outgrown = [line for line in res.messages if "outgrew the fixed-size tables" in line]
-                assert bool(outgrown) == (n == 65536), res.messages
-                kind = dp.status()["fast_tables"]["ingress"]["bitmap_tables"]
-                assert kind == ("fixed" if n == 20000 else "sized"), kind
-                _agree_on_frames(dp, rs, n, rng, seed)
-        finally:
-            dp.detach()
+    with quiet_b_plane(lab) as dp:
+        for n in (20000, 65536):
+            rs = large_ruleset(rng, n)
+            plan = compile_ruleset(rs)
+            res = dp.apply(plan, None)
+            with M.open_maps(dp.pin_dir) as m:
+                sizes = M.read_fix_sizes(m)
+                assert sizes == fix_sizes(plan) or n != 20000, sizes
+                assert sizes is not None and sizes.tops > abi.FIX_TOPS_MIN, sizes
+                half = M.half_of("ingress", M.read_active(dp.pin_dir))
+                assert M.size_classes(m, half)["bitmaps"] == (n == 20000), n
+                assert M.misplaced_tables(m, half) == []
+            outgrown = [line for line in res.messages if "outgrew the fixed-size tables" in line]
+            assert bool(outgrown) == (n == 65536), res.messages
+            kind = dp.status()["fast_tables"]["ingress"]["bitmap_tables"]
+            assert kind == ("fixed" if n == 20000 else "sized"), kind
+            _agree_on_frames(dp, rs, n, rng, seed)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 import select
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.net import in_netns
 
 ETH_P_ALL = 0x0003
@@ -72,6 +75,21 @@ class Lab:
         if direction == "b_to_a":
             return self.b, self.a
         raise ValueError(f"direction must be 'a_to_b' or 'b_to_a', not {direction!r}")
+
+
+@contextmanager
+def quiet_b_plane(lab: Lab) -> Iterator[Dataplane]:
+    """B's data plane, for tests that drive the program with BPF_PROG_TEST_RUN
+    and compare its counters exactly: A's end of the veth is down, so no
+    frame but the test's own runs reaches B's interface.  The body runs in
+    B's namespace; the data plane is detached at the end."""
+    subprocess.run(["ip", "-n", lab.a.ns, "link", "set", lab.a.ifname, "down"], check=True)
+    with in_netns(lab.b.ns):
+        dp = Dataplane(lab.b.ifname, lab.b.ifindex, lab.b.ns)
+        try:
+            yield dp
+        finally:
+            dp.detach()
 
 
 def new_marker() -> bytes:
