@@ -389,18 +389,29 @@ def _hostile_md(h: dict[str, Any]) -> list[str]:
         "nft_drop": "nft netdev `tcp dport 443 drop`",
         "nft_meter_drop": "nft, the same behind a per-source meter",
     }
-    out += [f"Method: {rx['method']}.", "", "| configuration | ns/packet | - floor |", "|---|---:|---:|"]
+    out += [
+        f"Method: {rx['method']}.",
+        "",
+        "| configuration | ns/packet | - floor | program, in situ |",
+        "|---|---:|---:|---:|",
+    ]
     for k, label in labels.items():
         if k in rx["configs"]:
-            out.append(
-                f"| {label} | {_ns(rx['configs'][k]['ns_per_pkt'])} | {_ns(rx['minus_floor_ns'][k])} |"
-            )
+            c = rx["configs"][k]
+            prog = _ns(c["program_ns"]) if "program_ns" in c else "-"
+            out.append(f"| {label} | {_ns(c['ns_per_pkt'])} | {_ns(rx['minus_floor_ns'][k])} | {prog} |")
     out += [
         "",
         f"xdpguard's per-source limit against nft's meter: {rx['ratio_per_source_vs_nft_meter']:.2f}x "
         f"(target <= 1.0, {_ok(rx['target']['ok'])}).",
         "",
     ]
+    if "limiter_in_situ_ns" in rx:
+        out += [
+            f"Program, in situ: {rx['program_ns_method']}. The per-source limiter's own cost on this "
+            f"flood (per-source program minus plain): {_ns(rx['limiter_in_situ_ns'])} ns.",
+            "",
+        ]
     return out
 
 

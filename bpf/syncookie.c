@@ -664,7 +664,9 @@ static __noinline void xg_syn_event(struct xdp_md *ctx, const struct xg_pkt *p, 
 		return;
 	/* The coarse clock, as xg_event's: both programs keep this CPU's window
 	 * in the one event_rate map. */
-	if (!xg_event_rate_ok(cfg, bpf_map_lookup_elem(&event_rate, &zero), bpf_ktime_get_coarse_ns()))
+	struct xg_event_rate *rate = bpf_map_lookup_elem(&event_rate, &zero);
+
+	if (xg_event_capped(cfg, rate) || !xg_event_rate_ok(cfg, rate, bpf_ktime_get_coarse_ns()))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	struct xg_event ev = {

@@ -90,13 +90,52 @@ static __always_inline __u64 xg_now(void)
 
 /* The same clock at tick resolution (it lags by at most a tick, a few ms),
  * for what is timed in seconds: flow timeouts, set-element and block
- * expiry.  It costs a fraction of the precise clock, whose read in a guest
- * is a serialised TSC read: ~25 ns a packet on our machines. */
+ * expiry.  The precise clock's read in a guest is a serialised TSC read,
+ * ~25 ns a packet on our machines; this helper's calls and returns cost
+ * ~20 ns there too (each return goes through a mitigation thunk on these
+ * CPUs), which is why a flood's hot paths use xg_now_tick instead. */
 static __always_inline __u64 xg_now_coarse(void)
 {
 	__u64 t = xg_test_now();
 
 	return t ? t : bpf_ktime_get_coarse_ns();
+}
+
+/* The coarse clock's last value on this CPU, and the jiffies it was read at. */
+struct xg_tick {
+	__u64 ns;
+	__u64 jiffies;
+};
+BPF_PERCPU_ARRAY(xg_tick, struct xg_tick, 1);
+
+/* xg_now_coarse for every packet of a flood: the coarse clock only moves at
+ * a tick, when jiffies do, and jiffies are one load (the verifier inlines
+ * bpf_jiffies64).  So each CPU keeps the clock's value with the jiffies it
+ * was read at and calls the helper only once jiffies have moved.  A tick
+ * raises jiffies just before it moves the clock: a value that has not
+ * moved yet is not kept, and the next read asks again.  Its key costs
+ * stack, which the rate limiter's frame has (xg_scan_fn) and the
+ * programs' own frames do not (512 bytes for all frames of a call chain). */
+static __always_inline __u64 xg_now_tick(void)
+{
+	__u64 t = xg_test_now();
+
+	if (t)
+		return t;
+	__u32 zero = 0;
+	struct xg_tick *c = xg_tick.lookup(&zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies == j)
+		return c->ns;
+	t = bpf_ktime_get_coarse_ns();
+	if (t != c->ns) {
+		c->ns = t;
+		c->jiffies = j;
+	}
+	return t;
 }
 
 /* ---- rate limits: fixed arrays only (see "Rate-limit state" in the header) ---- */
@@ -456,7 +495,7 @@ static __always_inline int xg_limit(struct xg_limit_args *a)
 	/* The coarse clock lags by at most a tick: that can only make a limit
 	 * stricter, by at most a tick's worth of its burst, and only a burst
 	 * of many ticks makes that negligible (see XG_COARSE_MIN_BURST_NS). */
-	__u64 now = r->burst_ns >= XG_COARSE_MIN_BURST_NS ? xg_now_coarse() : xg_now();
+	__u64 now = r->burst_ns >= XG_COARSE_MIN_BURST_NS ? xg_now_tick() : xg_now();
 
 	if (xg_within_limit(r, a, a->dir, a->len, now))
 		return 1;
@@ -1223,12 +1262,9 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
 		return;
 	struct xg_event_rate *rate = xg_event_rate.lookup(&zero);
-	if (!rate)
-		return;
-	/* The rate cap's one-second window needs no better than the coarse
-	 * clock (a tick), which costs a fraction of the precise one: in a flood
-	 * of drops nearly every packet stops here. */
-	if (!xg_event_rate_ok(cfg, rate, bpf_ktime_get_coarse_ns()))
+	/* In a flood of drops nearly every packet stops here, most of them
+	 * without reading a clock (see lib/event.h). */
+	if (xg_event_capped(cfg, rate) || !xg_event_rate_ok(cfg, rate, bpf_ktime_get_coarse_ns()))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 

@@ -520,6 +520,7 @@ struct xg_dyncfg {
 #define XG_EVENTS_BYTES (256 * 1024)
 #define XG_EVENTS_DEFAULT_SAMPLE 1      /* one drop in N becomes an event: every one */
 #define XG_EVENTS_DEFAULT_MAX_RATE 1000 /* events per second per CPU, at most */
+#define XG_EVENT_CLOCK_EVERY 64         /* past the cap, drops per look at the clock (see lib/event.h) */
 
 enum xg_event_reason {
 	XG_EV_RULE = 1,      /* a drop rule matched */
