@@ -29,13 +29,22 @@
  * functions it calls share 512 bytes of stack, so these live here.  XDP and
  * tc programs do not preempt each other on a CPU, and each direction has
  * its own entry.  Scratch only, not pinned. */
+/* The coarse clock's last value on this CPU, and the jiffies it was read
+ * at (see xg_now_tick). */
+struct xg_tick {
+	__u64 ns;
+	__u64 jiffies;
+};
+
 struct xg_callbuf {
-	struct xg_pkt pkt;
+	struct xg_pkt pkt; /* first: code that holds the packet reaches the rest (xg_pkt_now) */
 	struct xg_sel sel; /* what the packet selected, for a scan from a later rule */
 	struct xg_call_args call;
 	struct xg_group_args group;
+	struct xg_tick tick; /* kept across packets: only pkt is cleared for each */
 };
 BPF_PERCPU_ARRAY(xg_callbuf, struct xg_callbuf, XG_NDIRS);
+_Static_assert(__builtin_offsetof(struct xg_callbuf, pkt) == 0, "xg_pkt_now finds the scratch from the packet");
 
 
 /* What a packet gets, independent of the hook's return codes. */
@@ -90,10 +99,11 @@ static __always_inline __u64 xg_now(void)
 
 /* The same clock at tick resolution (it lags by at most a tick, a few ms),
  * for what is timed in seconds: flow timeouts, set-element and block
- * expiry.  The precise clock's read in a guest is a serialised TSC read,
- * ~25 ns a packet on our machines; this helper's calls and returns cost
- * ~20 ns there too (each return goes through a mitigation thunk on these
- * CPUs), which is why a flood's hot paths use xg_now_tick instead. */
+ * expiry, limits with a long burst.  The precise clock's read in a guest
+ * is a serialised TSC read, ~25 ns a packet on our machines; this helper's
+ * calls and returns cost ~20 ns there too (each return goes through a
+ * mitigation thunk on these CPUs), which is why the paths that read it for
+ * every packet (flows, blocks, rate limits) use xg_now_tick. */
 static __always_inline __u64 xg_now_coarse(void)
 {
 	__u64 t = xg_test_now();
@@ -101,33 +111,21 @@ static __always_inline __u64 xg_now_coarse(void)
 	return t ? t : bpf_ktime_get_coarse_ns();
 }
 
-/* The coarse clock's last value on this CPU, and the jiffies it was read at. */
-struct xg_tick {
-	__u64 ns;
-	__u64 jiffies;
-};
-BPF_PERCPU_ARRAY(xg_tick, struct xg_tick, 1);
-
-/* xg_now_coarse for every packet of a flood: the coarse clock only moves at
- * a tick, when jiffies do, and jiffies are one load (the verifier inlines
- * bpf_jiffies64).  So each CPU keeps the clock's value with the jiffies it
- * was read at and calls the helper only once jiffies have moved.  A tick
- * raises jiffies just before it moves the clock: a value that has not
- * moved yet is not kept, and the next read asks again.  Its key costs
- * stack, which the rate limiter's frame has (xg_scan_fn) and the
- * programs' own frames do not (512 bytes for all frames of a call chain). */
-static __always_inline __u64 xg_now_tick(void)
+/* xg_now_coarse at the cost of a load: the coarse clock only moves at a
+ * tick, when jiffies do, and jiffies are one load (the verifier inlines
+ * bpf_jiffies64).  So the scratch of each CPU and direction keeps the
+ * clock's value with the jiffies it was read at, and the helper is called
+ * only once jiffies have moved.  A tick raises jiffies just before it
+ * moves the clock: a value that has not moved yet is not kept, and the
+ * next read asks again, so this never lags more than the helper does. */
+static __always_inline __u64 xg_now_tick(struct xg_tick *c)
 {
 	__u64 t = xg_test_now();
 
 	if (t)
 		return t;
-	__u32 zero = 0;
-	struct xg_tick *c = xg_tick.lookup(&zero);
 	__u64 j = bpf_jiffies64();
 
-	if (!c)
-		return bpf_ktime_get_coarse_ns();
 	if (c->jiffies == j)
 		return c->ns;
 	t = bpf_ktime_get_coarse_ns();
@@ -136,6 +134,13 @@ static __always_inline __u64 xg_now_tick(void)
 		c->jiffies = j;
 	}
 	return t;
+}
+
+/* The same, for code that holds the packet: p is the scratch's first
+ * member, and the scratch is where the clock is kept. */
+static __always_inline __u64 xg_pkt_now(const struct xg_pkt *p)
+{
+	return xg_now_tick(&((struct xg_callbuf *)p)->tick);
 }
 
 /* ---- rate limits: fixed arrays only (see "Rate-limit state" in the header) ---- */
@@ -453,7 +458,7 @@ static __always_inline int xg_blocked_now(const struct xg_pkt *p)
 
 	if (!until)
 		return 0;
-	__u64 now = xg_now_coarse(); /* a block may outlast its time by a tick */
+	__u64 now = xg_pkt_now(p); /* a block may outlast its time by a tick */
 
 	if (cell && now >= until) {
 		__sync_val_compare_and_swap(cell, until, 0); /* lost to a new block: it stays */
@@ -495,7 +500,12 @@ static __always_inline int xg_limit(struct xg_limit_args *a)
 	/* The coarse clock lags by at most a tick: that can only make a limit
 	 * stricter, by at most a tick's worth of its burst, and only a burst
 	 * of many ticks makes that negligible (see XG_COARSE_MIN_BURST_NS). */
-	__u64 now = r->burst_ns >= XG_COARSE_MIN_BURST_NS ? xg_now_tick() : xg_now();
+	__u32 cbkey = a->dir & 1;
+	struct xg_callbuf *cb = xg_callbuf.lookup(&cbkey);
+
+	if (!cb)
+		return 0;
+	__u64 now = r->burst_ns >= XG_COARSE_MIN_BURST_NS ? xg_now_tick(&cb->tick) : xg_now();
 
 	if (xg_within_limit(r, a, a->dir, a->len, now))
 		return 1;
@@ -1097,7 +1107,7 @@ static __always_inline int xg_established(const struct xg_pkt *p, const struct x
 		tmo = cfg->tmo_icmp;
 	/* Signed: the coarse clock may lag a last_seen written from user space
 	 * with the precise one (connections recorded at apply). */
-	return (__s64)(xg_now_coarse() - f->last_seen_ns) <= (__s64)(tmo * XG_NSEC_PER_SEC);
+	return (__s64)(xg_pkt_now(p) - f->last_seen_ns) <= (__s64)(tmo * XG_NSEC_PER_SEC);
 }
 
 /* Record an outbound packet's flow (egress only, so only this host creates
@@ -1109,7 +1119,7 @@ static __always_inline void xg_record_flow(const struct xg_pkt *p, __u64 bytes, 
 
 	if (xg_flow_key(p, XG_DIR_EGRESS, &k) < 0)
 		return;
-	__u64 now = xg_now_coarse();
+	__u64 now = xg_pkt_now(p);
 	struct xg_flow *f = xg_flows.lookup(&k);
 	if (f) {
 		/* Refresh rarely: a busy flow would otherwise write a shared
