@@ -662,11 +662,7 @@ static __noinline void xg_syn_event(struct xdp_md *ctx, const struct xg_pkt *p, 
 
 	if (!sample || (sample > 1 && bpf_get_prandom_u32() % sample))
 		return;
-	/* The coarse clock, as xg_event's: both programs keep this CPU's window
-	 * in the one event_rate map. */
-	struct xg_event_rate *rate = bpf_map_lookup_elem(&event_rate, &zero);
-
-	if (xg_event_capped(cfg, rate) || !xg_event_rate_ok(cfg, rate, bpf_ktime_get_coarse_ns()))
+	if (!xg_event_rate_ok(cfg, bpf_map_lookup_elem(&event_rate, &zero)))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	struct xg_event ev = {

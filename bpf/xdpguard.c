@@ -24,11 +24,6 @@
 #include "tc/egress.h"
 #include "xdp/ingress.h"
 
-/* Per direction and CPU: the parsed packet and the arguments of the global
- * functions (xg_scan_fn and the group scan it calls).  The program and the
- * functions it calls share 512 bytes of stack, so these live here.  XDP and
- * tc programs do not preempt each other on a CPU, and each direction has
- * its own entry.  Scratch only, not pinned. */
 /* The coarse clock's last value on this CPU, and the jiffies it was read
  * at (see xg_now_tick). */
 struct xg_tick {
@@ -36,6 +31,11 @@ struct xg_tick {
 	__u64 jiffies;
 };
 
+/* Per direction and CPU: the parsed packet and the arguments of the global
+ * functions (xg_scan_fn and the group scan it calls).  The program and the
+ * functions it calls share 512 bytes of stack, so these live here.  XDP and
+ * tc programs do not preempt each other on a CPU, and each direction has
+ * its own entry.  Scratch only, not pinned. */
 struct xg_callbuf {
 	struct xg_pkt pkt; /* first: code that holds the packet reaches the rest (xg_pkt_now) */
 	struct xg_sel sel; /* what the packet selected, for a scan from a later rule */
@@ -1274,7 +1274,7 @@ static __always_inline void xg_event(__u32 dir, __u32 reason, int audit, const s
 	struct xg_event_rate *rate = xg_event_rate.lookup(&zero);
 	/* In a flood of drops nearly every packet stops here, most of them
 	 * without reading a clock (see lib/event.h). */
-	if (xg_event_capped(cfg, rate) || !xg_event_rate_ok(cfg, rate, bpf_ktime_get_coarse_ns()))
+	if (!xg_event_rate_ok(cfg, rate))
 		return;
 	__u64 now = bpf_ktime_get_ns();
 
