@@ -382,6 +382,13 @@ def _hostile_md(h: dict[str, Any]) -> list[str]:
     out += ["#### Random-source flood on the veth (receive cost, ns per packet)", ""]
     if "error" in rx:
         return [*out, f"The run failed: {rx['error']}", ""]
+    out += _rx_md(rx, "Frames from an AF_PACKET sender")
+    if "nic_like" in rx:
+        out += _rx_md(rx["nic_like"], "Frames delivered as a NIC delivers them (XDP redirect into the veth)")
+    return out
+
+
+def _rx_md(rx: dict[str, Any], title: str) -> list[str]:
     labels = {
         "xdp_drop": "bare XDP_DROP (floor)",
         "xdpguard_drop": "xdpguard `tcp dport 443` drop",
@@ -389,8 +396,8 @@ def _hostile_md(h: dict[str, Any]) -> list[str]:
         "nft_drop": "nft netdev `tcp dport 443 drop`",
         "nft_meter_drop": "nft, the same behind a per-source meter",
     }
-    out += [
-        f"Method: {rx['method']}.",
+    out = [
+        f"{title}. Method: {rx['method']}.",
         "",
         "| configuration | ns/packet | - floor | program, in situ |",
         "|---|---:|---:|---:|",
@@ -406,12 +413,14 @@ def _hostile_md(h: dict[str, Any]) -> list[str]:
         f"(target <= 1.0, {_ok(rx['target']['ok'])}).",
         "",
     ]
-    if "limiter_in_situ_ns" in rx:
+    if "limiter_in_situ_ns" in rx and "program_ns_method" in rx:
         out += [
             f"Program, in situ: {rx['program_ns_method']}. The per-source limiter's own cost on this "
             f"flood (per-source program minus plain): {_ns(rx['limiter_in_situ_ns'])} ns.",
             "",
         ]
+    elif "limiter_in_situ_ns" in rx:
+        out += [f"The per-source limiter's own cost in situ: {_ns(rx['limiter_in_situ_ns'])} ns.", ""]
     return out
 
 

@@ -65,3 +65,13 @@ def test_wire_flood_frames_keep_a_valid_ipv4_header() -> None:
     for i in (0, 99_999):
         f = with_source(template, flood_source(i))
         assert _ipv4_checksum_ok(f) and parse_frame(f).src == flood_source(i)
+
+
+def test_the_forwarding_program_redirects_to_the_given_interface() -> None:
+    insns = hostile._redirect_prog(7)
+    assert len(insns) == 4 * 8
+    op = [insns[i] for i in range(0, len(insns), 8)]
+    assert op == [0xB7, 0xB7, 0x85, 0x95]  # r1 = imm; r2 = imm; call; exit
+    assert insns[1] == 0x01 and struct.unpack_from("<i", insns, 4)[0] == 7  # r1 = 7
+    assert insns[9] == 0x02 and struct.unpack_from("<i", insns, 12)[0] == 0  # r2 = 0: no flags
+    assert struct.unpack_from("<i", insns, 20)[0] == hostile.BPF_FUNC_REDIRECT == 23
