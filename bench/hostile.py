@@ -52,7 +52,7 @@ import sys
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -131,7 +131,6 @@ int xgh_line_ref(struct xdp_md *ctx)
 
 RX_SOURCES = 600_000
 RX_LIMIT = "pps: 100, per: source"
-NIC_LIKE = "NIC-like"
 BPF_FUNC_REDIRECT = 23  # bpf_redirect(ifindex, flags), uapi/linux/bpf.h
 NFT_TABLE = "xgbench_hostile"
 
@@ -375,6 +374,10 @@ def _program_ns(lab: Lab, tx: str, frames: Path, pn: peers.Counts, prog_fd: int)
     return (b.run_time_ns - a.run_time_ns) / max(1, b.run_cnt - a.run_cnt)
 
 
+# How a round measures one configuration: peers._rx, or _checked_rx.
+RxCost = Callable[[Lab, str, Path, peers.Counts], dict[str, Any]]
+
+
 def _redirect_prog(ifindex: int) -> bytes:
     """XDP: every frame to `ifindex` (r1 = ifindex; r2 = 0; call bpf_redirect; exit)."""
     return (
@@ -401,23 +404,22 @@ def _nic_like(lab: Lab) -> Iterator[str]:
     fwd_to, rx, tx, fwd = lab.ifaces
     with net.in_netns(lab.ns):
         to = net.ifindex(fwd_to)
-    ns = peers._nsenter(lab)
-    was = peers._run([*ns, "ethtool", "-k", rx]).stdout
-    gro = [*ns, "ethtool", "-K", rx, "gro"]
-    peers._run([*gro, "on"])
+    was = net.get_gro(lab.ns, rx)
+    net.set_gro(lab.ns, rx, True)
     try:
         with peers._xdp_link(lab, fwd, _redirect_prog(to), "xgh_fwd"):
             yield tx
     finally:
-        if "generic-receive-offload: off" in was:
-            peers._run([*gro, "off"], check=False)
+        net.set_gro(lab.ns, rx, was)
 
 
-def _rx_round(lab: Lab, tx: str, frames: Path, pn: peers.Counts, d: Path, via: str) -> dict[str, Any]:
-    """The floor, xdpguard and nft configurations on lab.ifaces[1], fed from tx."""
+def _rx_round(
+    lab: Lab, tx: str, frames: Path, pn: peers.Counts, d: Path, via: str, rx_cost: RxCost = peers._rx
+) -> dict[str, Any]:
+    """The floor, xdpguard and nft configurations on lab.ifaces[1], fed from
+    tx, each measured by rx_cost."""
     rx = lab.ifaces[1]
     rxc: dict[str, Any] = {}
-    rx_cost = _checked_rx if via == NIC_LIKE else peers._rx
 
     def stage(msg: str) -> None:
         print(f"bench:   hostile: receive cost ({via}): {msg}", file=sys.stderr, flush=True)
@@ -493,7 +495,7 @@ def measure_rx(lab: Lab, n: Counts, d: Path) -> dict[str, Any]:
     with peers._blackhole_default(lab):
         sent = _rx_round(lab, tx, frames, pn, d, "AF_PACKET")
         with _nic_like(lab) as fed:
-            nic = _rx_round(lab, fed, frames, pn, d, NIC_LIKE)
+            nic = _rx_round(lab, fed, frames, pn, d, "NIC-like", _checked_rx)
     return {
         "method": f"veth {tx} -> {rx}; bench.sender (AF_PACKET send(), linear 64-byte frames) pinned to CPU "
         f"{peers.SENDER_CPU}, {flood}",
