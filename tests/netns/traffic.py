@@ -14,6 +14,7 @@ its sniffer tops out near 4 kpps, a plain AF_PACKET loop keeps up with
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -122,12 +123,41 @@ def _packet_socket(ns: str | None, ifname: str, proto: int) -> socket.socket:
     return sock
 
 
-def send_frames(ns: str | None, ifname: str, frames: Sequence[bytes]) -> None:
-    """Transmit each frame, unchanged, out of `ifname` in namespace `ns`."""
+def send_frames(ns: str | None, ifname: str, frames: Sequence[bytes], *, resend_dropped: bool = True) -> None:
+    """Transmit each frame, unchanged, out of `ifname` in namespace `ns`.
+
+    The kernel fails a send with ENOBUFS when it dropped the frame on the
+    way out: the veth peer's receive ring was full (a flood outran the
+    receiver) or the sender's own egress program dropped it.  The first is
+    transient, so by default such a frame is sent again after a short
+    back-off, for up to `_RESEND_S` seconds, and only then is the error
+    raised.  A caller that expects its own egress program to drop a frame
+    passes resend_dropped=False: the frame must reach that program once.
+    """
     # Protocol 0: a send-only socket, nothing is queued to it on receive.
     with _packet_socket(ns, ifname, 0) as sock:
         for frame in frames:
+            _send_one(sock, frame, resend_dropped)
+
+
+_RESEND_S = 5.0
+
+
+def _send_one(sock: socket.socket, frame: bytes, resend_dropped: bool) -> None:
+    deadline, pause = None, 0.0005
+    while True:
+        try:
             sock.send(frame)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS or not resend_dropped:
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + _RESEND_S
+            if now >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 class Capture:
@@ -246,6 +276,7 @@ def exchange(
     *,
     marker: bytes | None = None,
     settle: float = 0.5,
+    resend_dropped: bool = True,
 ) -> list[bytes]:
     """Send frames from one side; return those that arrived on the other.
 
@@ -256,7 +287,7 @@ def exchange(
     mistaken for arrivals (they leave that side).  Returns as soon as every
     frame arrived, else `settle` seconds after the last was sent: veth
     delivers synchronously, so this only bounds the wait for frames that
-    were dropped.
+    were dropped.  `resend_dropped` is passed to send_frames.
     """
     src, dst = lab.sides(direction)
     if marker is not None:
@@ -272,5 +303,5 @@ def exchange(
             return frame in sent
 
     with capture(dst.ns, dst.ifname, until_count=len(frames), match=match) as cap:
-        send_frames(src.ns, src.ifname, frames)
+        send_frames(src.ns, src.ifname, frames, resend_dropped=resend_dropped)
         return cap.wait(settle)
