@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from tests.netns.pace import paced, sender
+from tests.netns.pace import paced, send_resending, sender
 
 _MIX = 0x9E3779B1  # odd: i -> (i + 1) * _MIX mod 2^32 never repeats a source
 
@@ -60,11 +60,11 @@ def main(argv: list[str]) -> int:
         slots += 1
         for every, src, frame in special:
             if k % every == 0:
-                s.send(frame)
+                send_resending(s, frame)
                 sent[src] += 1
                 break
         else:
-            s.send(frames[nf % nsrc])
+            send_resending(s, frames[nf % nsrc])
             nf += 1
     took = time.perf_counter() - start
     print(slots, took, *(f"{src}={n}" for src, n in sent.items()), flush=True)

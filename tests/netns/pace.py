@@ -11,6 +11,7 @@ receiver can tell exactly which frames were lost.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -33,6 +34,35 @@ def sender(ns: str, ifname: str) -> tuple[socket.socket, list[bool]]:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
     return s, stop
+
+
+RESEND_S = 5.0  # how long a frame the kernel keeps dropping is sent again
+
+
+def send_resending(sock: socket.socket, frame: bytes, resend_dropped: bool = True) -> None:
+    """Send one frame on an AF_PACKET socket.
+
+    The kernel fails a send with ENOBUFS when it dropped the frame on the
+    way out: the veth peer's receive ring was full (a flood outran the
+    receiver) or the sender's own egress program dropped it.  The first is
+    transient and is no loss of the program under test, so the frame is
+    sent again after a short back-off, for up to RESEND_S seconds, and only
+    then is the error raised.  resend_dropped=False raises it at once.
+    """
+    deadline, pause = 0.0, 0.0005
+    while True:
+        try:
+            sock.send(frame)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS or not resend_dropped:
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + RESEND_S
+            if now >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 def paced(pps: float, total: int, start: float, stop: list[bool]) -> Iterator[int]:
@@ -61,7 +91,7 @@ def main(argv: list[str]) -> int:
     sent = 0
     for k in paced(pps, int(pps * seconds) + 1, start, stop):
         f = frames[k % len(frames)]
-        s.send(f[:-8] + k.to_bytes(8, "big") if seq else f)
+        send_resending(s, f[:-8] + k.to_bytes(8, "big") if seq else f)
         sent += 1
     print(sent, time.perf_counter() - start, flush=True)
     return 0

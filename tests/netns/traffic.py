@@ -14,7 +14,6 @@ its sniffer tops out near 4 kpps, a plain AF_PACKET loop keeps up with
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -31,6 +30,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from tests.netns.pace import send_resending
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.net import in_netns
 
@@ -126,38 +126,15 @@ def _packet_socket(ns: str | None, ifname: str, proto: int) -> socket.socket:
 def send_frames(ns: str | None, ifname: str, frames: Sequence[bytes], *, resend_dropped: bool = True) -> None:
     """Transmit each frame, unchanged, out of `ifname` in namespace `ns`.
 
-    The kernel fails a send with ENOBUFS when it dropped the frame on the
-    way out: the veth peer's receive ring was full (a flood outran the
-    receiver) or the sender's own egress program dropped it.  The first is
-    transient, so by default such a frame is sent again after a short
-    back-off, for up to `_RESEND_S` seconds, and only then is the error
-    raised.  A caller that expects its own egress program to drop a frame
-    passes resend_dropped=False: the frame must reach that program once.
+    A frame the kernel dropped on the way out because the veth peer's
+    ring was full is sent again (pace.send_resending); a caller that
+    expects its own egress program to drop a frame passes
+    resend_dropped=False, so that frame reaches the program once.
     """
     # Protocol 0: a send-only socket, nothing is queued to it on receive.
     with _packet_socket(ns, ifname, 0) as sock:
         for frame in frames:
-            _send_one(sock, frame, resend_dropped)
-
-
-_RESEND_S = 5.0
-
-
-def _send_one(sock: socket.socket, frame: bytes, resend_dropped: bool) -> None:
-    deadline, pause = None, 0.0005
-    while True:
-        try:
-            sock.send(frame)
-            return
-        except OSError as e:
-            if e.errno != errno.ENOBUFS or not resend_dropped:
-                raise
-            now = time.monotonic()
-            deadline = deadline or now + _RESEND_S
-            if now >= deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            send_resending(sock, frame, resend_dropped)
 
 
 class Capture:

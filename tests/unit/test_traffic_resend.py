@@ -1,5 +1,6 @@
-"""The lab's frame sender: a frame the kernel dropped on the way out
-(ENOBUFS) is sent again while the drop is transient, never otherwise."""
+"""The lab's frame senders (tests/netns/pace.py, used by traffic.py and
+flood.py): a frame the kernel dropped on the way out (ENOBUFS) is sent
+again while the drop is transient, never otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import errno
 
 import pytest
 
-from tests.netns import traffic
+from tests.netns import pace
 
 
 class FakeSocket:
@@ -29,7 +30,7 @@ class FakeSocket:
 
 def test_a_frame_dropped_by_a_full_ring_is_sent_again() -> None:
     sock = FakeSocket(fails=3)
-    traffic._send_one(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
+    pace.send_resending(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
     assert sock.sent == [b"frame"]
     assert sock.attempts == 4
 
@@ -37,7 +38,7 @@ def test_a_frame_dropped_by_a_full_ring_is_sent_again() -> None:
 def test_without_resend_the_drop_is_reported_at_once() -> None:
     sock = FakeSocket(fails=1)
     with pytest.raises(OSError) as e:
-        traffic._send_one(sock, b"frame", resend_dropped=False)  # type: ignore[arg-type]
+        pace.send_resending(sock, b"frame", resend_dropped=False)  # type: ignore[arg-type]
     assert e.value.errno == errno.ENOBUFS
     assert sock.attempts == 1
 
@@ -45,15 +46,15 @@ def test_without_resend_the_drop_is_reported_at_once() -> None:
 def test_other_errors_are_never_retried() -> None:
     sock = FakeSocket(fails=1, err=errno.ENETDOWN)
     with pytest.raises(OSError) as e:
-        traffic._send_one(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
+        pace.send_resending(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
     assert e.value.errno == errno.ENETDOWN
     assert sock.attempts == 1
 
 
 def test_a_drop_that_lasts_is_raised_after_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(traffic, "_RESEND_S", 0.02)
+    monkeypatch.setattr(pace, "RESEND_S", 0.02)
     sock = FakeSocket(fails=10**9)
     with pytest.raises(OSError) as e:
-        traffic._send_one(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
+        pace.send_resending(sock, b"frame", resend_dropped=True)  # type: ignore[arg-type]
     assert e.value.errno == errno.ENOBUFS
     assert sock.sent == [] and sock.attempts > 1
