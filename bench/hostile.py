@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers, progcost, workload
-from bench.common import Lab, median, percentile, tmp_prefix
+from bench.common import Lab, median, percentile, tmp_prefix, trimmed_mean
 from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath.dataplane import Dataplane
@@ -284,10 +284,13 @@ def measure_cold(lab: Lab, n: Counts) -> dict[str, Any]:
             with progcost._pinned_to_one_cpu():
                 ns, verdicts = _cold_family(progs, n.sources, family)
             med = {k: median(v) for k, v in ns.items()}
+            mean = {k: trimmed_mean(v) for k, v in ns.items()}
             floor, plain = med[FLOOR], med["plain allow"]
             out[f"ipv{family}"] = {
                 "median_ns": med,
                 "p90_ns": {k: percentile(v, 90) for k, v in ns.items()},
+                "mean98_ns": mean,
+                "mean98_ratio_to_plain": {k: v / mean["plain allow"] for k, v in mean.items() if k != FLOOR},
                 "minus_floor_ns": {k: v - floor for k, v in med.items() if k != FLOOR},
                 "ratio_to_plain": {k: v / plain for k, v in med.items() if k != FLOOR},
                 "ratio_to_plain_minus_floor": {
