@@ -301,7 +301,7 @@ static __always_inline __u64 xg_slot_free(__u64 tag, __u64 tat, __u64 now)
  * count-min sketch, which may over-count a source that shares both its
  * cells with busy ones but never under-counts anyone. */
 static __always_inline int xg_src_within(const struct xg_rule *r, const struct xg_limit_args *p, __u64 q, __u64 rem,
-					 __u64 now)
+					 __u64 now, __u32 dir, __u64 len)
 {
 	__u32 zero = 0;
 	struct xg_limiter *lk = xg_limiter.lookup(&zero);
@@ -380,7 +380,16 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 		}
 	}
 
-	/* No slot: the sketch decides, on its lesser cell, and raises both. */
+	/* No slot: the sketch decides, on its lesser cell, and raises both.
+	 * Counted: a packet here means the table was full for its source
+	 * (`xdpguard stats`: limiter.overflow).  The counter's key reuses
+	 * i1's stack slot: the program and its functions share 512 bytes. */
+	i1 = dir * XG_MAX_SLOTS + XG_SLOT_LIMIT_SKETCH;
+	struct xg_counter *oc = xg_counters.lookup(&i1);
+	if (oc) {
+		oc->packets++;
+		oc->bytes += len;
+	}
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
 		__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
@@ -416,7 +425,7 @@ static __always_inline int xg_within_limit(const struct xg_rule *r, const struct
 		rem = num - q * r->rate;
 	}
 	if (r->per_source)
-		return xg_src_within(r, p, q, rem, now) == XG_WITHIN;
+		return xg_src_within(r, p, q, rem, now, dir, len) == XG_WITHIN;
 	__u32 k = dir * XG_MAX_SLOTS + r->slot;
 	struct xg_bucket *b = xg_rule_tat.lookup(&k);
 

@@ -123,6 +123,15 @@ class _Families:
         self.flows_evicted = c(
             "xdpguard_flows_evicted", "Flow-table entries the LRU reused for newer flows.", labels=IF_LABELS
         )
+        self.limit_overflow = c(
+            "xdpguard_limit_overflow_packets",
+            "Packets of per-source rate limits judged by the overflow sketch: the table had no slot "
+            "for their source (raise limit_table_size).",
+            labels=DIR_LABELS,
+        )
+        self.limit_table_size = g(
+            "xdpguard_limit_table_size", "Slots of the per-source rate-limit table.", labels=IF_LABELS
+        )
         self.blocked_sources = g(
             "xdpguard_blocked_sources",
             "Sources currently blocked by a rate limit's block_for.",
@@ -177,6 +186,8 @@ class _Families:
             self.flow_size,
             self.flows_created,
             self.flows_evicted,
+            self.limit_table_size,
+            self.limit_overflow,
             self.blocked_sources,
         )
         yield from (
@@ -308,6 +319,11 @@ def _add_stats(fam: _Families, ifname: str, s: dict[str, Any], non_ip_drop: bool
         fam.flow_size.add_metric([ifname], flows["size"])
         fam.flows_created.add_metric([ifname], flows["created"])
         fam.flows_evicted.add_metric([ifname], flows["evicted"])
+    lim = s.get("limiter")
+    if lim:
+        fam.limit_table_size.add_metric([ifname], lim["table_size"])
+        for direction, packets in lim["overflow"].items():
+            fam.limit_overflow.add_metric([ifname, direction], packets)
     fam.blocked_sources.add_metric([ifname], len(s.get("blocked", [])))
 
 

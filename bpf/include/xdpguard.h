@@ -140,6 +140,7 @@ enum xg_slot {
 	XG_SLOT_ERROR = 4,     /* internal inconsistency: a bitmap missing */
 	XG_SLOT_FLOW_NEW = 5,  /* egress: flow-table entries created */
 	XG_SLOT_BLOCKED = 6,   /* ingress: dropped, source blocked (block_for) */
+	XG_SLOT_LIMIT_SKETCH = 7, /* per-source limits: judged by the overflow sketch (the line was full) */
 	XG_SLOT_FIRST_RULE = 8,
 };
 /* Slots per direction; the counter map holds XG_NDIRS blocks of them. */

@@ -195,6 +195,10 @@ def test_metrics_match_the_wire(lab: Lab, guard: Guard, tmp_path: Path) -> None:
         value(s, "xdpguard_flow_table_entries", interface=iface)
         value(s, "xdpguard_flows_created_total", interface=iface)
         value(s, "xdpguard_flows_evicted_total", interface=iface)
+        table = guard.stats()["limiter"]["table_size"]
+        assert value(s, "xdpguard_limit_table_size", interface=iface) == table
+        for d in ("ingress", "egress"):  # the set's per-rule limits never reach the per-source table
+            assert value(s, "xdpguard_limit_overflow_packets_total", interface=iface, direction=d) == 0
 
         status = guard.status()
         assert value(s, "xdpguard_attached", interface=iface) == 1

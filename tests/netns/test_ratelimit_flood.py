@@ -118,9 +118,12 @@ def rules(rate_limit: str, top: str = "") -> str:
 """
 
 
+def stats(lab) -> dict:
+    return json.loads(xg("--netns", lab.b.ns, "stats", "--iface", lab.b.ifname, "--json").stdout)
+
+
 def rule_stats(lab, name: str = "dns") -> dict:
-    st = json.loads(xg("--netns", lab.b.ns, "stats", "--iface", lab.b.ifname, "--json").stdout)
-    return next(r for r in st["ingress"]["rules"] if r["name"] == name)
+    return next(r for r in stats(lab)["ingress"]["rules"] if r["name"] == name)
 
 
 def flooder(i: int) -> int:
@@ -161,6 +164,11 @@ def test_polite_source_keeps_its_packets_while_100k_sources_flood(lab, limited) 
     admitted = st["limit"]["admitted"]
     assert admitted <= n_flood * 50 * rounds + polite_ok
     assert st["limit"]["over_limit"] >= n_flood * rounds
+    # More busy sources than slots: the operator is told the table was full.
+    lim = stats(lab)["limiter"]
+    assert lim["table_size"] == 65536
+    assert lim["overflow"]["ingress"] >= (n_flood - 65536) * 51, lim
+    assert lim["overflow"]["egress"] == 0
 
 
 def test_10k_active_sources_lose_nothing_to_collisions(lab, limited) -> None:
@@ -190,6 +198,33 @@ def test_10k_active_sources_lose_nothing_to_collisions(lab, limited) -> None:
     heavy_admitted = st["limit"]["admitted"] - polite_ok
     assert n * (4 + steps) - 2 * (4 + steps) <= heavy_admitted <= n * (4 + steps)
     assert st["limit"]["admitted"] + st["limit"]["over_limit"] == n * (4 + steps) + n * (12 + 3 * steps)
+    # Only those few reached the sketch, and `stats` counts their packets.
+    assert stats(lab)["limiter"]["overflow"]["ingress"] < 0.02 * (n * (4 + steps) + n * (12 + 3 * steps))
+
+
+def test_stats_report_a_full_table_and_only_then(lab, limited) -> None:
+    """`limiter.overflow` stays 0 while every source finds a slot and counts
+    the packets the sketch judged once the table is full (limit_table_size
+    1024: 256 lines of 4 slots)."""
+    run = limited(rules("{pps: 1, burst: 1, per: source}", top="limit_table_size: 1024\n"))
+    fr = Frames()
+    # 20 sources, each holding a slot for a second: 20 of 1,024 slots (a
+    # line of 4 fills up with odds of about 1 in 100,000 here).
+    for i in range(20):
+        assert run.at(T0, fr.v4(flooder(i)))
+    lim = stats(lab)["limiter"]
+    assert lim == {"table_size": 1024, "overflow": {"ingress": 0, "egress": 0}}, lim
+    # 3,000 more at the same instant: at most 1,004 more can hold a slot, so
+    # at least 1,996 are judged by the sketch, each one packet.
+    for i in range(20, 3020):
+        run.at(T0, fr.v4(flooder(i)))
+    over = stats(lab)["limiter"]["overflow"]
+    assert 3000 - (1024 - 20) <= over["ingress"] <= 3000, over
+    assert over["egress"] == 0
+    # The text output says so, with what to change.
+    out = xg("--netns", lab.b.ns, "stats", "--iface", lab.b.ifname).stdout
+    assert f"per-source table full: {over['ingress']:,} packets judged by the overflow sketch" in out
+    assert "raise limit_table_size (now 1,024)" in out
 
 
 def test_ipv6_sources_are_bucketed_per_64_and_ipv4_per_address(lab, limited) -> None:

@@ -231,6 +231,13 @@ def stats(
                             else ""
                         )
                     )
+            lim = st.get("limiter")
+            if lim and any(lim["overflow"].values()):
+                # Only when it happened: then the per-source table was full.
+                console.print(
+                    f"per-source table full: {sum(lim['overflow'].values()):,} packets judged by the "
+                    f"overflow sketch; raise limit_table_size (now {lim['table_size']:,})"
+                )
             fl = st.get("flows")
             if fl:
                 console.print(

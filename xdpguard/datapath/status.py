@@ -150,6 +150,7 @@ def counters(ifname: str, pin_dir: str, plan: Plan | None) -> dict[str, Any]:
     """
     active = M.read_active(pin_dir)
     out: dict[str, Any] = {"interface": ifname}
+    overflow: dict[str, int] = {}
     with M.open_maps(pin_dir) as m:
         for direction in M.DIRECTIONS:
             half = M.half_of(direction, active)
@@ -158,8 +159,9 @@ def counters(ifname: str, pin_dir: str, plan: Plan | None) -> dict[str, Any]:
             names = {}
             if plan is not None:
                 names = {r.rule_id: (r.name, r.action.value) for r in H.dir_plan(plan, direction).rules}
-            slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values())
+            slots = [e.slot for e in entries] + list(abi.RESERVED_SLOTS.values()) + [abi.SLOT_LIMIT_SKETCH]
             counts = M.read_counters(m, direction, slots)
+            overflow[direction] = counts[abi.SLOT_LIMIT_SKETCH][0]
             syn = syncookie.read_counters(pin_dir, [e.slot for e in entries if e.flags & abi.RULE_SYNCOOKIE])
             rules = []
             for i, e in enumerate(entries):
@@ -199,5 +201,10 @@ def counters(ifname: str, pin_dir: str, plan: Plan | None) -> dict[str, Any]:
             "created": created,
             "evicted": max(0, created - fill),
         }
+        # Packets of per-source limits whose source found every slot of its
+        # line held by another active source: the overflow sketch judged
+        # them.  Not 0 means the table was full: see docs/rules.md
+        # (limit_table_size).
+        out["limiter"] = {"table_size": B.map_info(m["src_sketch"]).max_entries, "overflow": overflow}
         out["blocked"] = M.read_blocked(m, plan)
     return out
