@@ -54,10 +54,11 @@ enum xg_verdict {
 	XG_SYNCOOKIE = 2, /* ingress: allowed, and the rule's SYN cookies take it from here */
 };
 
-static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int over)
+/* Count a packet in the counter at *key (direction x XG_MAX_SLOTS + slot).
+ * The key is the caller's: a caller short of stack can lend one it has. */
+static __always_inline void xg_count_at(__u32 *key, __u64 bytes, int over)
 {
-	__u32 k = dir * XG_MAX_SLOTS + slot;
-	struct xg_counter *c = xg_counters.lookup(&k);
+	struct xg_counter *c = xg_counters.lookup(key);
 
 	if (c) {
 		c->packets++;
@@ -67,6 +68,13 @@ static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int ov
 			c->over_bytes += bytes;
 		}
 	}
+}
+
+static __always_inline void xg_count2(__u32 dir, __u32 slot, __u64 bytes, int over)
+{
+	__u32 k = dir * XG_MAX_SLOTS + slot;
+
+	xg_count_at(&k, bytes, over);
 }
 
 static __always_inline void xg_count(__u32 dir, __u32 slot, __u64 bytes)
@@ -385,11 +393,7 @@ static __always_inline int xg_src_within(const struct xg_rule *r, const struct x
 	 * (`xdpguard stats`: limiter.overflow).  The counter's key reuses
 	 * i1's stack slot: the program and its functions share 512 bytes. */
 	i1 = dir * XG_MAX_SLOTS + XG_SLOT_LIMIT_SKETCH;
-	struct xg_counter *oc = xg_counters.lookup(&i1);
-	if (oc) {
-		oc->packets++;
-		oc->bytes += len;
-	}
+	xg_count_at(&i1, len, 0);
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < XG_LIMIT_TRIES; i++) {
 		__u64 a = XG_READ(c1->tat), b = XG_READ(c2->tat);
