@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import struct
 
-from bench import hostile
+import pytest
+
+from bench import hostile, report
 from tests.netns.flood import flood_source, with_source
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.packet import parse_frame
@@ -75,3 +77,41 @@ def test_the_forwarding_program_redirects_to_the_given_interface() -> None:
     assert insns[1] == 0x01 and struct.unpack_from("<i", insns, 4)[0] == 7  # r1 = 7
     assert insns[9] == 0x02 and struct.unpack_from("<i", insns, 12)[0] == 0  # r2 = 0: no flags
     assert struct.unpack_from("<i", insns, 20)[0] == hostile.BPF_FUNC_REDIRECT == 23
+
+
+def test_net_of_reference_takes_the_reference_rows_memory_cost_off_the_per_source_cases() -> None:
+    fig = {
+        hostile.FLOOR: 90.0,
+        hostile.LINE_REF: 190.0,  # 100 ns of memory over the floor
+        "plain allow": 140.0,
+        "per-source limit": 282.0,
+        "per-source + block_for": 290.0,
+        "state: established rule": 141.0,
+    }
+    net = hostile.net_of_reference(fig)
+    assert set(net) == {"per-source limit", "per-source + block_for"}  # only the cases given, with state
+    assert net["per-source limit"] == pytest.approx(182.0 / 140.0)
+    assert net["per-source + block_for"] == pytest.approx(190.0 / 140.0)
+
+
+def test_the_report_prints_the_net_ratios_beside_the_raw_ones() -> None:
+    def fam(ref: float) -> dict[str, object]:
+        med = {hostile.FLOOR: 90.0, hostile.LINE_REF: ref, "plain allow": 140.0, "per-source limit": 280.0}
+        ratio = {k: v / 140.0 for k, v in med.items() if k != hostile.FLOOR}
+        return {
+            "median_ns": med,
+            "minus_floor_ns": {k: v - 90.0 for k, v in med.items() if k != hostile.FLOOR},
+            "ratio_to_plain": ratio,
+            "ratio_net_of_reference": hostile.net_of_reference(med),
+            "mean98_ratio_net_of_reference": hostile.net_of_reference(med),
+        }
+
+    cold = {
+        "method": "m",
+        "ipv4": fam(190.0),
+        "ipv6": fam(150.0),
+        "targets": {f: {"per-source limit": {"target": 1.3, "ok": False}} for f in ("ipv4", "ipv6")},
+    }
+    text = "\n".join(report._hostile_md({"cold": cold}))
+    assert "| per-source limit | 280 | 190 | 2.00x | 280 | 190 | 2.00x | <= 1.3x (**MISSED**) |" in text
+    assert "per-source limit 1.29x / 1.57x (1.29x / 1.57x)" in text  # (280 - 100) / 140, (280 - 60) / 140
