@@ -132,6 +132,11 @@ class _Families:
         self.limit_table_size = g(
             "xdpguard_limit_table_size", "Slots of the per-source rate-limit table.", labels=IF_LABELS
         )
+        self.limit_slots_held = g(
+            "xdpguard_limit_slots_held",
+            "Slots of the per-source rate-limit table held by active sources (keep under a sixth).",
+            labels=IF_LABELS,
+        )
         self.blocked_sources = g(
             "xdpguard_blocked_sources",
             "Sources currently blocked by a rate limit's block_for.",
@@ -187,6 +192,7 @@ class _Families:
             self.flows_created,
             self.flows_evicted,
             self.limit_table_size,
+            self.limit_slots_held,
             self.limit_overflow,
             self.blocked_sources,
         )
@@ -322,6 +328,7 @@ def _add_stats(fam: _Families, ifname: str, s: dict[str, Any], non_ip_drop: bool
     lim = s.get("limiter")
     if lim:
         fam.limit_table_size.add_metric([ifname], lim["table_size"])
+        fam.limit_slots_held.add_metric([ifname], lim.get("held", 0))
         for direction, packets in lim["overflow"].items():
             fam.limit_overflow.add_metric([ifname, direction], packets)
     fam.blocked_sources.add_metric([ifname], len(s.get("blocked", [])))

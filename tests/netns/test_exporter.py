@@ -197,6 +197,7 @@ def test_metrics_match_the_wire(lab: Lab, guard: Guard, tmp_path: Path) -> None:
         value(s, "xdpguard_flows_evicted_total", interface=iface)
         table = guard.stats()["limiter"]["table_size"]
         assert value(s, "xdpguard_limit_table_size", interface=iface) == table
+        assert value(s, "xdpguard_limit_slots_held", interface=iface) == guard.stats()["limiter"]["held"] == 0
         for d in ("ingress", "egress"):  # the set's per-rule limits never reach the per-source table
             assert value(s, "xdpguard_limit_overflow_packets_total", interface=iface, direction=d) == 0
 

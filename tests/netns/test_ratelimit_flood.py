@@ -169,6 +169,10 @@ def test_polite_source_keeps_its_packets_while_100k_sources_flood(lab, limited) 
     assert lim["table_size"] == 65536
     assert lim["overflow"]["ingress"] >= (n_flood - 65536) * 51, lim
     assert lim["overflow"]["egress"] == 0
+    # And how full: every flooder is still active, 6.1 of them to a line of
+    # 4 slots, so about 94.5 % of the slots are held (lines that drew fewer
+    # than 4 flooders keep the rest free).
+    assert 0.9 * 65536 <= lim["held"] <= 65536, lim
 
 
 def test_10k_active_sources_lose_nothing_to_collisions(lab, limited) -> None:
@@ -198,12 +202,16 @@ def test_10k_active_sources_lose_nothing_to_collisions(lab, limited) -> None:
     heavy_admitted = st["limit"]["admitted"] - polite_ok
     assert n * (4 + steps) - 2 * (4 + steps) <= heavy_admitted <= n * (4 + steps)
     assert st["limit"]["admitted"] + st["limit"]["over_limit"] == n * (4 + steps) + n * (12 + 3 * steps)
-    # Only those few reached the sketch, and `stats` counts their packets.
-    assert stats(lab)["limiter"]["overflow"]["ingress"] < 0.02 * (n * (4 + steps) + n * (12 + 3 * steps))
+    # Only those few reached the sketch, and `stats` counts their packets;
+    # all the others hold a slot.
+    lim = stats(lab)["limiter"]
+    assert lim["overflow"]["ingress"] < 0.02 * (n * (4 + steps) + n * (12 + 3 * steps))
+    assert 2 * n - 100 <= lim["held"] <= 2 * n, lim
 
 
 def test_stats_report_a_full_table_and_only_then(lab, limited) -> None:
-    """`limiter.overflow` stays 0 while every source finds a slot and counts
+    """`limiter.held` counts the slots active sources hold, and
+    `limiter.overflow` stays 0 while every source finds a slot and counts
     the packets the sketch judged once the table is full (limit_table_size
     1024: 256 lines of 4 slots)."""
     run = limited(rules("{pps: 1, burst: 1, per: source}", top="limit_table_size: 1024\n"))
@@ -213,18 +221,30 @@ def test_stats_report_a_full_table_and_only_then(lab, limited) -> None:
     for i in range(20):
         assert run.at(T0, fr.v4(flooder(i)))
     lim = stats(lab)["limiter"]
-    assert lim == {"table_size": 1024, "overflow": {"ingress": 0, "egress": 0}}, lim
+    assert lim == {"table_size": 1024, "held": 20, "overflow": {"ingress": 0, "egress": 0}}, lim
+    out = xg("--netns", lab.b.ns, "stats", "--iface", lab.b.ifname).stdout
+    assert "per-source table: 20 of 1,024 slots held by active sources" in out
+    assert "per-source table full" not in out
     # 3,000 more at the same instant: at most 1,004 more can hold a slot, so
-    # at least 1,996 are judged by the sketch, each one packet.
+    # at least 1,996 are judged by the sketch, each one packet.  Every source
+    # either holds a slot now or had its one packet judged by the sketch.
     for i in range(20, 3020):
         run.at(T0, fr.v4(flooder(i)))
-    over = stats(lab)["limiter"]["overflow"]
+    lim = stats(lab)["limiter"]
+    over = lim["overflow"]
     assert 3000 - (1024 - 20) <= over["ingress"] <= 3000, over
     assert over["egress"] == 0
+    assert lim["held"] + over["ingress"] == 3020 and lim["held"] <= 1024, lim
     # The text output says so, with what to change.
     out = xg("--netns", lab.b.ns, "stats", "--iface", lab.b.ifname).stdout
+    assert f"per-source table: {lim['held']:,} of 1,024 slots held by active sources" in out
     assert f"per-source table full: {over['ingress']:,} packets judged by the overflow sketch" in out
     assert "raise limit_table_size (now 1,024)" in out
+    # Five seconds on, every bucket is full again and its grace (2^31 ns,
+    # the power of two above burst + one packet, 2 s) has passed: the slots
+    # are free, but for the one a new source takes now.
+    assert run.at(T0 + 5 * 10**9, fr.v4(flooder(5000)))
+    assert stats(lab)["limiter"]["held"] == 1
 
 
 def test_ipv6_sources_are_bucketed_per_64_and_ipv4_per_address(lab, limited) -> None:

@@ -232,6 +232,10 @@ def stats(
                         )
                     )
             lim = st.get("limiter")
+            if lim and lim.get("held"):
+                console.print(
+                    f"per-source table: {lim['held']:,} of {lim['table_size']:,} slots held by active sources"
+                )
             if lim and any(lim["overflow"].values()):
                 # Only when it happened: then the per-source table was full.
                 console.print(

@@ -27,12 +27,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import ipaddress
+import mmap
 import operator
 import os
 import struct
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
@@ -53,6 +55,9 @@ from xdpguard.rules.compile import (
 )
 from xdpguard.rules.fields import ADDR_ENTRIES, ARRAY, KEYED_FIELDS, Field
 from xdpguard.rules.model import Action, Mode
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DIRECTIONS = ("ingress", "egress")
 
@@ -1264,6 +1269,50 @@ def read_blocked(dm: Maps, plan: Plan | None) -> list[dict[str, object]]:
             }
         )
     return sorted(out, key=lambda b: str(b["source"]))
+
+
+def src_slots_held(dm: Maps, now: int) -> int:
+    """Slots of the per-source table that hold a source at `now` (the program's
+    clock): taken, and their owner not idle for its grace yet.  The rest are
+    free for the next new source; this is the negation of xg_slot_free in
+    bpf/xdpguard.c.  Reads the table in place (it is BPF_F_MMAPABLE)."""
+    import numpy as np  # lazy: only `stats` and the exporter count the slots
+
+    fd = dm["src_slots"]
+    nbytes = B.map_info(fd).max_entries * C_SIZE["src_line"]
+    try:
+        mm = mmap.mmap(fd, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    except OSError as e:
+        raise KernelError(f"cannot read the per-source rate-limit table: {e.strerror}") from e
+    try:
+        # The view dies with the call: the mapping cannot close while one lives.
+        return _count_held(np.frombuffer(mm, dtype=np.uint64, count=nbytes // 8), now)
+    finally:
+        mm.close()
+
+
+def _count_held(words: np.ndarray, now: int) -> int:
+    """Held slots among the table's words (struct xg_src_slot is {tag, tat}), in
+    pieces of 2 MiB, so that a table of 16M slots never needs more at once."""
+    import numpy as np  # lazy: see src_slots_held
+
+    piece = 1 << 18
+    return sum(
+        int(np.count_nonzero(slots_held(words[i : i + piece : 2], words[i + 1 : i + piece : 2], now)))
+        for i in range(0, len(words), piece)
+    )
+
+
+def slots_held(tag: np.ndarray, tat: np.ndarray, now: int) -> np.ndarray:
+    """Which slots (numpy arrays of their tag and TAT words) hold a source at
+    `now`: the negation of xg_slot_free in bpf/xdpguard.c, bit for bit.  A
+    slot is free when never used (tag 0) or when its owner has been idle
+    (TAT in the past) for at least the grace its tag's low bits name."""
+    import numpy as np  # lazy: see src_slots_held
+
+    t = np.uint64(now)
+    grace = np.left_shift(np.uint64(1), tag & np.uint64((1 << abi.TAG_GRACE_BITS) - 1))
+    return (tag != 0) & ((tat > t) | (t - tat < grace))  # t - tat wraps only where tat > t
 
 
 def flow_table_fill(dm: Maps) -> int:

@@ -201,10 +201,15 @@ def counters(ifname: str, pin_dir: str, plan: Plan | None) -> dict[str, Any]:
             "created": created,
             "evicted": max(0, created - fill),
         }
-        # Packets of per-source limits whose source found every slot of its
-        # line held by another active source: the overflow sketch judged
+        # The slots held by active sources now (the table's headroom), and
+        # the packets of per-source limits whose source found every slot of
+        # its line held by another active source: the overflow sketch judged
         # them.  Not 0 means the table was full: see docs/rules.md
         # (limit_table_size).
-        out["limiter"] = {"table_size": B.map_info(m["src_sketch"]).max_entries, "overflow": overflow}
+        out["limiter"] = {
+            "table_size": B.map_info(m["src_sketch"]).max_entries,
+            "held": M.src_slots_held(m, dynsets.now_ns(pin_dir)),
+            "overflow": overflow,
+        }
         out["blocked"] = M.read_blocked(m, plan)
     return out
