@@ -37,6 +37,7 @@ whatever happens; the namespace itself is the lab's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -66,6 +67,7 @@ from xdpguard.state import Iface
 
 XDP_DROP_PROG = bytes.fromhex("b700000001000000") + bytes.fromhex("9500000000000000")  # r0 = 1; exit
 XDP_FILTER_PINS = Path("/sys/fs/bpf/xdp-filter")
+LIBXDP_PINS = Path("/sys/fs/bpf/xdp")  # libxdp's own directory, made by xdp-filter's first load
 BLOCKLIST_PREFIXES = 100_000
 SENDER_CPU = 0
 TARGET_SMALL_VS_XDPFILTER = 1.0
@@ -162,6 +164,7 @@ def xdp_filter(lab: Lab, ifname: str) -> Iterator[int]:
         raise RuntimeError("xdp-filter is not installed (Debian package xdp-tools)")
     if XDP_FILTER_PINS.exists():
         raise RuntimeError(f"{XDP_FILTER_PINS} exists: another xdp-filter is in use here; not touching it")
+    libxdp_was_there = LIBXDP_PINS.exists()
     ns = _nsenter(lab)
     try:
         _run([*ns, "xdp-filter", "load", "-m", "native", "-f", "tcp,udp,ipv4", ifname])
@@ -181,6 +184,9 @@ def xdp_filter(lab: Lab, ifname: str) -> Iterator[int]:
     finally:
         _run([*ns, "xdp-filter", "unload", ifname], check=False)
         shutil.rmtree(XDP_FILTER_PINS, ignore_errors=True)  # absent at the start (checked above)
+        if not libxdp_was_there:
+            with contextlib.suppress(OSError):  # only if empty: libxdp may have pinned something since
+                LIBXDP_PINS.rmdir()
 
 
 # --- 1. program cost ------------------------------------------------------------

@@ -328,7 +328,7 @@ def _add_stats(fam: _Families, ifname: str, s: dict[str, Any], non_ip_drop: bool
     lim = s.get("limiter")
     if lim:
         fam.limit_table_size.add_metric([ifname], lim["table_size"])
-        fam.limit_slots_held.add_metric([ifname], lim.get("held", 0))
+        fam.limit_slots_held.add_metric([ifname], lim["held"])
         for direction, packets in lim["overflow"].items():
             fam.limit_overflow.add_metric([ifname, direction], packets)
     fam.blocked_sources.add_metric([ifname], len(s.get("blocked", [])))

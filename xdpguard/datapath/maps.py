@@ -1292,15 +1292,19 @@ def src_slots_held(dm: Maps, now: int) -> int:
 
 
 def _count_held(words: np.ndarray, now: int) -> int:
-    """Held slots among the table's words (struct xg_src_slot is {tag, tat}), in
+    """Held slots among the table's 8-byte words (each slot a struct
+    xg_src_slot: its tag and TAT words where abi.SrcSlot puts them), in
     pieces of 2 MiB, so that a table of 16M slots never needs more at once."""
     import numpy as np  # lazy: see src_slots_held
 
-    piece = 1 << 18
-    return sum(
-        int(np.count_nonzero(slots_held(words[i : i + piece : 2], words[i + 1 : i + piece : 2], now)))
-        for i in range(0, len(words), piece)
-    )
+    stride = ctypes.sizeof(abi.SrcSlot) // 8
+    tag, tat = abi.SrcSlot.tag.offset // 8, abi.SrcSlot.tat.offset // 8
+    piece = stride << 17
+    held = 0
+    for i in range(0, len(words), piece):
+        w = words[i : i + piece]
+        held += int(np.count_nonzero(slots_held(w[tag::stride], w[tat::stride], now)))
+    return held
 
 
 def slots_held(tag: np.ndarray, tat: np.ndarray, now: int) -> np.ndarray:
