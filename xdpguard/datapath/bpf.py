@@ -21,10 +21,12 @@ import ctypes
 import errno
 import functools
 import itertools
+import mmap
 import os
 import struct
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -585,3 +587,21 @@ def link_info(fd: int) -> LinkInfo:
     attach_type = {BPF_LINK_TYPE_XDP: BPF_XDP, BPF_LINK_TYPE_TCX: i.attach_type}.get(i.type, 0)
     ifindex = i.ifindex if i.type in (BPF_LINK_TYPE_XDP, BPF_LINK_TYPE_TCX) else 0
     return LinkInfo(type=i.type, id=i.id, prog_id=i.prog_id, ifindex=ifindex, attach_type=attach_type)
+
+
+@contextmanager
+def mapped(fd: int, nbytes: int, writable: bool = False) -> Iterator[mmap.mmap]:
+    """The values of a BPF_F_MMAPABLE array in place (its first nbytes; the
+    mapping is rounded up to whole pages): reads, and when writable aligned
+    8-byte stores, which the programs see at once, without a call.  Every
+    view of it (a numpy array, a memoryview) must be gone before the block
+    ends, or the mapping cannot close."""
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    try:
+        mm = mmap.mmap(fd, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE, mmap.MAP_SHARED, prot)
+    except OSError as e:
+        raise BpfError(e.errno or errno.EIO, "mmap of a BPF map") from e
+    try:
+        yield mm
+    finally:
+        mm.close()

@@ -31,12 +31,11 @@ probability about 1 - exp(-n / 2^24): 6 % at a million.
 
 from __future__ import annotations
 
-import mmap
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from xdpguard.datapath import bpf as B
 from xdpguard.rules.abi_consts import (
     DYNF_FAMILY_SHIFT,
     DYNF_LOG2_BITS,
@@ -164,20 +163,9 @@ def _words(bits: Bits) -> np.ndarray:
     return out
 
 
-@contextmanager
-def _mapped(fd: int) -> Iterator[mmap.mmap]:
-    """The filter's words in place (the map is BPF_F_MMAPABLE): reads and
-    aligned 8-byte stores, which the program sees at once, without a call."""
-    mm = mmap.mmap(fd, DYNF_WORDS * 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    try:
-        yield mm
-    finally:
-        mm.close()
-
-
 def or_in(fd: int, bits: Bits) -> int:
     """Set `bits` in the filter (nothing is cleared); returns the words changed."""
-    with _mapped(fd) as mm:
+    with B.mapped(fd, DYNF_WORDS * 8, writable=True) as mm:  # the filter's words in place
         if not bits.full and bits.words is None:  # fewer than NUMPY_FROM words
             words = memoryview(mm).cast("Q")
             n = 0
@@ -206,7 +194,7 @@ def rebuild(fd: int, bits: Bits) -> int:
     set); returns the words changed."""
     import numpy as np  # deliberately lazy: only bulk changes pay its import
 
-    with _mapped(fd) as mm:
+    with B.mapped(fd, DYNF_WORDS * 8, writable=True) as mm:  # the filter's words in place
         words = np.frombuffer(mm, dtype=np.uint64)
         try:
             want = _words(bits)

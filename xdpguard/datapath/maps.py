@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import ipaddress
-import mmap
 import operator
 import os
 import struct
@@ -1281,14 +1280,11 @@ def src_slots_held(dm: Maps, now: int) -> int:
     fd = dm["src_slots"]
     nbytes = B.map_info(fd).max_entries * C_SIZE["src_line"]
     try:
-        mm = mmap.mmap(fd, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
-    except OSError as e:
-        raise KernelError(f"cannot read the per-source rate-limit table: {e.strerror}") from e
-    try:
-        # The view dies with the call: the mapping cannot close while one lives.
-        return _count_held(np.frombuffer(mm, dtype=np.uint64, count=nbytes // 8), now)
-    finally:
-        mm.close()
+        with B.mapped(fd, nbytes) as mm:
+            # The view dies with the call: the mapping cannot close while one lives.
+            return _count_held(np.frombuffer(mm, dtype=np.uint64, count=nbytes // 8), now)
+    except B.BpfError as e:
+        raise KernelError(f"cannot read the per-source rate-limit table: {e.sentence}") from e
 
 
 def _count_held(words: np.ndarray, now: int) -> int:
