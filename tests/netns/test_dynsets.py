@@ -222,6 +222,27 @@ def test_bad_input_exits_2_and_changes_nothing(guard: Guard, lab: Lab, tmp_path:
     assert st["dynamic_sets"]["blk"]["elements"] == 1
 
 
+def test_shrinking_below_the_elements_is_refused_before_anything_changes(
+    guard: Guard, lab: Lab, tmp_path: Path
+) -> None:
+    """A new size under what the set holds: exit 2, the old size and elements
+    stay, and no journal is left for the next command to call interrupted."""
+    guard.apply(rules(tmp_path, ", size: 4"))
+    expect_ok(setcmd(guard, "add", "blk", "198.51.100.1", "198.51.100.2", lab.a.ip4))
+    before = guard.status()
+    r = guard.cli("apply", rules(tmp_path, ", size: 2", name="small.yaml"), "--iface", guard.ifname)
+    assert r.returncode == 2, describe(r)
+    assert "dynamic set blk holds 3 elements, more than its new size 2" in r.stderr, describe(r)
+    assert "Traceback" not in r.stderr, describe(r)
+    assert not list((lab.state_dir / guard.ifname).glob("journal*")), describe(r)
+    after = guard.status()
+    assert after["version"] == before["version"], after
+    assert after["dynamic_sets"]["blk"] == {"elements": 3, "size": 4, "timeout": None}, after
+    text = expect_ok(guard.cli("status", "--iface", guard.ifname)).stdout
+    assert "interrupted" not in text, text
+    assert probe(lab) == {"v6"}  # A's IPv4 address is still in the set
+
+
 def test_full_set_exits_1_and_says_how_many_were_added(guard: Guard, lab: Lab, tmp_path: Path) -> None:
     guard.apply(rules(tmp_path, ", size: 3"))
     expect_ok(setcmd(guard, "add", "blk", "198.51.100.1"))

@@ -37,6 +37,7 @@ from scapy.layers.l2 import Ether
 
 from tests.netns.cli import xg
 from tests.netns.traffic import Lab, capture, send_frames
+from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import syncookie
 from xdpguard.errors import KernelError
@@ -521,6 +522,52 @@ def test_apply_refuses_when_the_stack_would_refuse_cookies(lab: Lab, tmp_path: P
     st = _one(json.loads(xg("--netns", lab.b.ns, "status", "--json", "--iface", lab.b.ifname).stdout))
     assert st["attached"] is False, st
     assert not (lab.bpffs / lab.b.ifname).exists()
+
+
+def test_apply_and_status_see_the_sysctl_turned_off_later(lab: Lab, protected: str, tmp_path: Path) -> None:
+    """tcp_syncookies set to 0 after the programs were loaded: every cookie ACK
+    would be refused, so `status` says so and the next apply refuses (exit 1)
+    and changes nothing, as the first apply would have."""
+    before = _one(json.loads(xg("--netns", lab.b.ns, "status", "--json", "--iface", lab.b.ifname).stdout))
+    assert "problem" not in before["syn_cookies"], before
+    _sysctl(lab.b.ns, "net.ipv4.tcp_syncookies", "0")
+    try:
+        st = _one(json.loads(xg("--netns", lab.b.ns, "status", "--json", "--iface", lab.b.ifname).stdout))
+        assert "tcp_syncookies is 0" in st["syn_cookies"]["problem"], st
+        text = xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname).stdout
+        assert "syn cookies cannot complete a connection" in text, text
+        changed = _write(tmp_path, "r2.yaml", RULES.replace("default: allow", "default: drop"))
+        for args in ((changed,), (protected, "--replace-program")):
+            r = xg("--netns", lab.b.ns, "apply", *args, "--iface", lab.b.ifname, check=False)
+            assert r.returncode == 1, r
+            assert "tcp_syncookies" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        after = _one(json.loads(xg("--netns", lab.b.ns, "status", "--json", "--iface", lab.b.ifname).stdout))
+        assert after["version"] == before["version"] and after["digest"] == before["digest"], after
+    finally:
+        _sysctl(lab.b.ns, "net.ipv4.tcp_syncookies", "1")
+
+
+def test_apply_says_when_a_veth_peer_cannot_receive_the_syn_acks(lab: Lab, tmp_path: Path) -> None:
+    """XDP_TX on a veth reaches the peer only while the peer runs an XDP
+    program: apply warns when it can see the peer has none, and notes the
+    need when the peer is in another namespace."""
+    path = _write(tmp_path, "r.yaml", RULES)
+    out = apply(lab, path)
+    try:
+        assert f"note: {lab.b.ifname} is a veth" in out.stdout, out.stdout
+    finally:
+        xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname, check=False)
+    # Both ends in B's namespace, the peer without an XDP program.
+    here, peer = "xgsv0", "xgsv1"
+    net.create_veth_pair(here, lab.b.ns, peer, lab.b.ns)
+    try:
+        out = xg("--netns", lab.b.ns, "apply", path, "--iface", here)
+        try:
+            assert f"warning: {here} is a veth and its peer {peer} runs no XDP program" in out.stdout, out
+        finally:
+            xg("--netns", lab.b.ns, "detach", "--iface", here, check=False)
+    finally:
+        net.delete_link(here, lab.b.ns)
 
 
 def test_detach_removes_the_syncookie_objects(lab: Lab, protected: str) -> None:

@@ -106,6 +106,8 @@ def _print_status(s: dict[str, Any]) -> None:
             f"  syn cookies: tc ingress {sc.get('attach')} id {sc.get('link_id')} "
             f"prog {sc.get('prog_id')}, xdp prog {sc.get('xdp_prog_id')}"
         )
+        if sc.get("problem"):
+            console.print(f"  [bold red]syn cookies cannot complete a connection:[/] {escape(sc['problem'])}")
     console.print(
         f"  rules {s.get('file')} version {s.get('version')} digest {str(s.get('digest', ''))[:16]} "
         f"applied {s.get('applied_at')}"

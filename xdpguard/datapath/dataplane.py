@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from xdpguard import net
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import confirm, dynsets, loader, probes, syncookie
 from xdpguard.datapath import halves as H
@@ -143,8 +144,13 @@ class Dataplane:
         syn_due = plan.ingress.uses_syn_cookies and not (
             self.attached and syncookie.current(self.pin_dir, self.iface.state_dir)
         )
-        if syn_due:
-            syncookie.check_kernel()  # refuse before anything changes
+        # Refuse before anything changes: the programs' own check only when
+        # they are due, the namespace's sysctl on every apply that needs it
+        # (it can have changed since the programs were loaded).
+        if plan.ingress.uses_syn_cookies:
+            syncookie.check_kernel(load_test=syn_due)
+        if self.attached:
+            dynsets.check_resizes(self.pin_dir, plan)
         if not self.attached:
             self._begin("attach", snap)
             res = self._attach(plan, xdp_mode)
@@ -158,6 +164,8 @@ class Dataplane:
             self.pin_dir, self.iface.state_dir, self._ifindex(), self.iface.ifname
         ):
             res.messages.append("loaded the SYN-cookie programs (XDP, and tcx ingress for the hand-off)")
+        if plan.ingress.uses_syn_cookies:
+            res.messages += self._syn_answer_path()
         if res.changed or res.attached:
             try:
                 self.iface.commit(snap)
@@ -173,6 +181,30 @@ class Dataplane:
                 # The programs are current and compatible; only the note of their version is stale.
                 res.messages.append(f"{e} (the new programs run; the next apply records them)")
         return res
+
+    def _syn_answer_path(self) -> list[str]:
+        """On a veth, whether the SYN-ACKs syn_cookies sends back (XDP_TX) can
+        reach the other end: a veth delivers them only while its peer runs an
+        XDP program (net.veth_peer_receives_xdp_tx).  Any other kind of
+        interface sends them out of its own queue."""
+        try:
+            peer = net.veth_peer_receives_xdp_tx(self._ifindex(), self.recorded_netns())
+        except (NetError, OSError):
+            return []
+        if peer is None or peer[1]:
+            return []
+        name, known = peer
+        if known is None:
+            return [
+                f"note: {self.iface.ifname} is a veth: the SYN-ACKs syn_cookies sends back reach {name} "
+                "only while that end runs an XDP program (one that passes everything will do); "
+                "without one no client can connect"
+            ]
+        return [
+            f"warning: {self.iface.ifname} is a veth and its peer {name} runs no XDP program: the SYN-ACKs "
+            "syn_cookies sends back do not reach it and no client can connect; attach an XDP program "
+            f"to {name} (one that passes everything will do)"
+        ]
 
     def _undo(self, res: ApplyResult, plan: Plan, applied: Applied | None, err: StateError) -> str:
         """The record of an apply could not be written: put the kernel back as recorded.

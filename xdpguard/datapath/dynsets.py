@@ -476,14 +476,33 @@ def ensure(dm: Maps, plan: Plan) -> dict[str, SetMaps]:
     return {ds.name: dm.sets[ds.name] for ds in plan.dynsets}
 
 
+def _refuse_shrink(name: str, live: int, size: int) -> None:
+    if live > size:
+        raise UsageError(
+            f"dynamic set {name} holds {live} elements, more than its new size {size}: "
+            f"remove some (`xdpguard set del` or `set flush`) before shrinking it"
+        )
+
+
+def check_resizes(pin_dir: str, plan: Plan) -> None:
+    """Refuse, before an apply changes anything (its journal included), a
+    size smaller than what a pinned set holds now; ensure() checks again
+    under the same lock, so this only moves the refusal earlier."""
+    now: int | None = None
+    for ds in plan.dynsets:
+        sm = open_set(pin_dir, ds.name)
+        if sm is None:
+            continue
+        with sm:
+            if sm.size != ds.size:
+                now = now_ns(pin_dir) if now is None else now
+                _refuse_shrink(ds.name, len(elements(sm, now)), ds.size)
+
+
 def _resize(dm: Maps, old: SetMaps, size: int, timeout_ns: int) -> SetMaps:
     now = now_ns(dm.pin_dir)
     live = elements(old, now)
-    if len(live) > size:
-        raise UsageError(
-            f"dynamic set {old.name} holds {len(live)} elements, more than its new size {size}: "
-            f"remove some (`xdpguard set del` or `set flush`) before shrinking it"
-        )
+    _refuse_shrink(old.name, len(live), size)
     new = create(old.name, size, timeout_ns)
     try:
         copy(old, new, now)

@@ -250,12 +250,15 @@ def sysctl_problem() -> str | None:
     return None
 
 
-def check_kernel() -> None:
-    """Refuse, before anything changes, when this kernel cannot do SYN cookies."""
+def check_kernel(load_test: bool = True) -> None:
+    """Refuse, before anything changes, when this kernel (or this namespace's
+    sysctl) cannot do SYN cookies; load_test=False skips loading the programs
+    (they run already)."""
     problem = sysctl_problem()
     if problem:
         raise KernelError(f"syn_cookies: {problem}")
-    load(None).close()
+    if load_test:
+        load(None).close()
 
 
 # --- on an interface ---------------------------------------------------------
@@ -391,4 +394,8 @@ def status(pin_dir: str) -> dict[str, object] | None:
     if os.path.exists(_pin(pin_dir, PIN_PROG_XDP)):
         with B.Fd(B.obj_get(_pin(pin_dir, PIN_PROG_XDP))) as pfd:
             out["xdp_prog_id"] = B.prog_info(pfd).id
+    # The sysctl can change after apply checked it; then every cookie ACK is refused.
+    problem = sysctl_problem()
+    if problem:
+        out["problem"] = problem
     return out

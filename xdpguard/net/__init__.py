@@ -23,6 +23,7 @@ from xdpguard.net.links import (
     set_gro,
     set_mac,
     set_up,
+    veth_peer_receives_xdp_tx,
     xdp_mode,
 )
 from xdpguard.net.netns import (
@@ -68,5 +69,6 @@ __all__ = [
     "netns_with_interface",
     "set_gro",
     "set_up",
+    "veth_peer_receives_xdp_tx",
     "xdp_mode",
 ]

@@ -282,6 +282,35 @@ def xdp_mode(index: int, ns: str | None = None) -> str | None:
         return XDP_ATTACHED_MODES.get(str(attached)) if attached else None
 
 
+def veth_peer_receives_xdp_tx(index: int, ns: str | None = None) -> tuple[str, bool | None] | None:
+    """For a veth: its peer's name and whether frames that XDP sends back out
+    of this end (XDP_TX) reach the peer, None when that cannot be told from
+    here (the peer is in another namespace).  None for any other kind of
+    interface.  A veth wakes its peer's receive queue for such frames only
+    while the peer runs an XDP program; without one they are dropped, or with
+    GRO on they wait there until other traffic comes."""
+    # lazy: pyroute2 costs ~100 ms to import (see the package doc)
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr(ns) as ipr:
+        try:
+            link = ipr.get_links(index)[0]
+        except NetlinkError as e:
+            raise NoSuchInterface(index, ns) from e
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
+            return None
+        peer = link.get_attr("IFLA_LINK")
+        if not peer or link.get_attr("IFLA_LINK_NETNSID") is not None:
+            return ("its peer (in another network namespace)", None)
+        try:
+            pl = ipr.get_links(int(peer))[0]
+        except NetlinkError:
+            return ("its peer", None)
+        xdp = pl.get_attr("IFLA_XDP")
+        return (str(pl.get_attr("IFLA_IFNAME")), bool(xdp is not None and xdp.get_attr("IFLA_XDP_ATTACHED")))
+
+
 def netns_with_interface(name: str) -> list[str]:
     """The named network namespaces (ip netns) that hold an interface called `name`."""
     found = []
