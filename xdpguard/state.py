@@ -33,6 +33,7 @@ import errno
 import fcntl
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,7 +44,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from xdpguard.errors import XdpguardError
+from xdpguard.errors import UsageError, XdpguardError
 
 DEFAULT_BPFFS = "/sys/fs/bpf/xdpguard"
 DEFAULT_STATE_DIR = "/var/lib/xdpguard"
@@ -61,7 +62,14 @@ def state_root() -> Path:
 
 
 def lock_timeout() -> float:
-    return float(os.environ.get("XDPGUARD_LOCK_TIMEOUT", "30"))
+    raw = os.environ.get("XDPGUARD_LOCK_TIMEOUT", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise UsageError(f"XDPGUARD_LOCK_TIMEOUT: {raw!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def fault(point: str) -> None:

@@ -151,3 +151,49 @@ def test_plan_lists_the_prefixes_it_adds_and_removes(lab: Lab, tmp_path: Path) -
         i = lines.index("  ingress src prefixes: 2 added, 1 removed")
         assert lines[i + 1 : i + 4] == ["    + 192.0.2.0/25", "    + 198.51.100.7/32", "    - 192.0.2.0/24"]
         assert "+2 -1" not in out
+
+
+def test_an_interface_that_went_away_is_gone_not_unknown(lab: Lab, tmp_path: Path) -> None:
+    """apply to a protected interface that was deleted: exit 1 (nothing to
+    protect), said as such, not "unknown interface" (exit 2); detach forgets it."""
+    name = f"gon{os.getpid() % 100_000}"
+    subprocess.run(
+        ["ip", "-n", lab.b.ns, "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True
+    )
+    rules = write_rules(tmp_path, RULES)
+    expect_ok(run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=lab_env(lab)))
+    subprocess.run(["ip", "-n", lab.b.ns, "link", "del", name], check=True)
+    r = run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=lab_env(lab))
+    assert r.returncode == 1, describe(r)
+    assert f"{name} is gone (no interface named {name!r} in network namespace {lab.b.ns})" in r.stderr
+    assert "Traceback" not in r.stderr, describe(r)
+    expect_ok(run_cli("detach", "--iface", name, netns=lab.b.ns, env=lab_env(lab)))
+    assert not (lab.state_dir / name).exists() and not (lab.bpffs / name).exists()
+    # Forgotten, the name is simply unknown again.
+    r = run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=lab_env(lab))
+    assert r.returncode == 2, describe(r)
+
+
+def test_odd_option_values_are_usage_errors(lab: Lab, tmp_path: Path) -> None:
+    """A namespace name `ip netns` cannot have, a --confirm window of years and
+    a lock timeout that is not a number: exit 2, a sentence, nothing attached."""
+    rules = write_rules(tmp_path, RULES)
+    cases = [
+        (("--netns", "../../etc", "status"), {}, "--netns: invalid network namespace name '../../etc'"),
+        (
+            ("--netns", lab.b.ns, "apply", rules, "--iface", lab.b.ifname, "--confirm", "99999999999d"),
+            {},
+            "--confirm: 99999999999d is longer than the longest window, 7 days",
+        ),
+        (
+            ("--netns", lab.b.ns, "apply", rules, "--iface", lab.b.ifname),
+            {"XDPGUARD_LOCK_TIMEOUT": "abc"},
+            "XDPGUARD_LOCK_TIMEOUT: 'abc' is not a number of seconds",
+        ),
+    ]
+    for args, env, message in cases:
+        r = run_cli(*args, env=lab_env(lab) | env)
+        assert r.returncode == 2, describe(r)
+        assert message in r.stderr and "Traceback" not in r.stderr, describe(r)
+    assert not (lab.bpffs / lab.b.ifname).exists()
+    assert not (lab.state_dir / lab.b.ifname).exists()

@@ -88,6 +88,10 @@ def apply(
             window = parse_duration(confirm_in)
         except ValueError as e:
             raise UsageError(f"--confirm: {e}") from e
+        if window > C.MAX_WINDOW_S:
+            raise UsageError(
+                f"--confirm: {confirm_in} is longer than the longest window, {C.MAX_WINDOW_S // 86400} days"
+            )
     # Everything that can be wrong with the input is found before the kernel is touched.
     with _kept_till_exit():
         loaded = plancache.load(rules)  # unchanged files (and set files) are not parsed again

@@ -131,7 +131,25 @@ def resolve_iface(name: str) -> int:
     except NoSuchInterface as e:
         here = CONTEXT["netns"]
         where = f" in network namespace {here}" if here else ""
-        raise UsageError(f"no interface named {name!r}{where}{_elsewhere(name, here)}") from e
+        elsewhere = _elsewhere(name, here)
+        if not elsewhere and _recorded(name):
+            # Not a typo: the interface xdpguard protected is gone (exit 1, as
+            # for every interface the kernel no longer has).
+            raise XdpguardError(
+                f"{name} is gone (no interface named {name!r}{where}): its XDP link went with it; "
+                f"apply again once it is back, or `xdpguard detach --iface {name}` to forget it"
+            ) from e
+        raise UsageError(f"no interface named {name!r}{where}{elsewhere}") from e
+
+
+def _recorded(name: str) -> bool:
+    """xdpguard has a rule set recorded for an interface of this name."""
+    from xdpguard.state import Iface  # lazy: as in resolve_iface
+
+    try:
+        return Iface(name).load_applied() is not None
+    except (XdpguardError, OSError):
+        return True  # a record is there, if a damaged one
 
 
 def _elsewhere(name: str, here: str | None) -> str:

@@ -48,12 +48,14 @@ def root(
 ) -> None:
     if netns:
         # lazy: the net package (ctypes, sockets), only with --netns
-        from xdpguard.net import NoSuchNetns, enter_netns
+        from xdpguard.net import NetError, NoSuchNetns, enter_netns
 
         try:
             enter_netns(netns)
         except NoSuchNetns as e:
             raise UsageError(f"no network namespace named {netns!r} (see `ip netns list`)") from e
+        except NetError as e:  # not a name `ip netns` could have made ("../x", "a/b")
+            raise UsageError(f"--netns: {e}") from e
         except PermissionError as e:
             raise XdpguardError(f"entering network namespace {netns!r} needs root: {e.strerror}") from e
         CONTEXT["netns"] = netns

@@ -25,6 +25,10 @@ from typing import Any
 from xdpguard.errors import XdpguardError
 from xdpguard.state import DamagedState, Iface, secure_state_root
 
+# The longest --confirm window: a revert days away is no safety net for a
+# change made now, and a watchdog's deadline must stay a plain time.
+MAX_WINDOW_S = 7 * 86400
+
 
 def _watchdog_log(ifname: str) -> int:
     """The watchdog's log, opened for appending (mode 0600, never through a symbolic link)."""
