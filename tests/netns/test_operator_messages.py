@@ -12,9 +12,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.netns.clihelp import Guard, describe, expect_ok, guarded, lab_env, run_cli, write_rules
+from tests.netns.clihelp import REPO, Guard, describe, expect_ok, guarded, lab_env, run_cli, write_rules
 from tests.netns.traffic import Lab
 
 RULES = """\
@@ -197,3 +198,39 @@ def test_odd_option_values_are_usage_errors(lab: Lab, tmp_path: Path) -> None:
         assert message in r.stderr and "Traceback" not in r.stderr, describe(r)
     assert not (lab.bpffs / lab.b.ifname).exists()
     assert not (lab.state_dir / lab.b.ifname).exists()
+
+
+def test_apply_under_ip_netns_exec_refuses_rather_than_attach_for_a_moment(lab: Lab, tmp_path: Path) -> None:
+    """`ip netns exec` runs the command in a mount namespace of its own, whose
+    /sys has no bpffs: pins made there vanish at exit, and the XDP link with
+    them.  apply refuses (exit 2) instead of reporting an attach that lasts
+    as long as the command; `--netns` works."""
+    rules = write_rules(tmp_path, RULES)
+    env = lab_env(lab) | {"XDPGUARD_BPFFS": "/sys/fs/bpf/xgexec" + str(os.getpid())}
+    r = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.b.ns,
+            sys.executable,
+            "-m",
+            "xdpguard",
+            "apply",
+            str(rules),
+            "--iface",
+            lab.b.ifname,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert r.returncode == 2, describe(r)
+    assert "pins made here would vanish when the command exits" in r.stderr, describe(r)
+    assert "Traceback" not in r.stderr, describe(r)
+    assert not (lab.state_dir / lab.b.ifname / "applied.json").exists()
+    with guarded(lab) as g:
+        g.apply(rules)
+        assert g.status()["attached"] is True

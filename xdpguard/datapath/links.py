@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import probes, syncookie
-from xdpguard.errors import KernelError
+from xdpguard.errors import KernelError, UsageError
 from xdpguard.net import NetError, attach_egress, detach_egress, in_netns
 from xdpguard.state import TCX_LINK_PIN, XDP_LINK_PIN, Iface, bpffs_root
 
@@ -39,10 +39,36 @@ LINKS = {"ingress": (XDP_LINK_PIN, B.BPF_XDP), "egress": (TCX_LINK_PIN, B.BPF_TC
 EGRESS_NOTE = "egress_attach"  # the interface's note of how egress is attached
 
 
+def _private_mount_namespace() -> bool:
+    """This process runs in a mount namespace of its own, which ends with it:
+    one its parent is not in (`ip netns exec` makes one, with a /sys of its
+    own, and then runs the command in it), or, failing that, not init's."""
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+    for pid in (os.getppid(), 1):
+        try:
+            return mine != os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            continue
+    return False
+
+
 def ensure_bpffs() -> None:
-    """Mount bpffs at /sys/fs/bpf when the pins go there and nothing is mounted yet."""
+    """Mount bpffs at /sys/fs/bpf when the pins go there and nothing is mounted yet.
+
+    Not in a mount namespace of its own, though: a bpffs mounted there goes
+    when the command exits, and with it every pin and so the XDP link, the
+    firewall.  An apply would report success and leave nothing attached."""
     if not str(bpffs_root()).startswith("/sys/fs/bpf") or os.path.ismount("/sys/fs/bpf"):
         return
+    if _private_mount_namespace():
+        raise UsageError(
+            "/sys/fs/bpf has no bpffs in this mount namespace, which is not the host's (`ip netns exec` "
+            "makes one, with a /sys of its own): pins made here would vanish when the command exits, and "
+            "the firewall with them. Run `xdpguard --netns NAME ...` instead; nothing was changed"
+        )
     libc = ctypes.CDLL(None, use_errno=True)
     bpf = ctypes.c_char_p(b"bpf")
     if libc.mount(bpf, ctypes.c_char_p(b"/sys/fs/bpf"), bpf, 0, None) != 0:
