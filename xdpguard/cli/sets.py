@@ -62,12 +62,18 @@ def _timeout_ns(value: str | None) -> int | None:
         return None
     if value.strip().lower() in ("0", "never"):
         return 0
-    from xdpguard.rules.parse import parse_duration  # lazy: as in _elements
+    # lazy: as in _elements
+    from xdpguard.rules import limits
+    from xdpguard.rules.parse import parse_duration_exact, show
 
     try:
-        return round(parse_duration(value) * 1e9)
+        seconds = parse_duration_exact(value)
     except ValueError as e:
         raise UsageError(f"--timeout: {e}") from None
+    problem = limits.timeout_problem(seconds)
+    if problem:
+        raise UsageError(f"--timeout: {show(value)} {problem}")
+    return limits.timeout_ns(seconds)
 
 
 @contextlib.contextmanager

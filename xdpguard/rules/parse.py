@@ -182,9 +182,6 @@ RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # The slowest packet rate: one a day.  Slower would mean a GCRA tolerance
 # (burst x seconds per packet) of years for any useful burst.
 MIN_PPS = Fraction(1, RATE_PERIODS["day"])
-# A limit's tolerance in ns (burst x ns per packet) must leave room in the
-# program's u64 arithmetic (TAT = now + tolerance); 2^62 ns is 146 years.
-MAX_TOLERANCE_NS = 2**62
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -850,9 +847,13 @@ class Parser:
         timeout = None
         if "timeout" in mp:
             try:
-                timeout = parse_duration(mp["timeout"])
+                exact = parse_duration_exact(mp["timeout"])
             except ValueError as e:
                 self.fail(vl["timeout"], f"set {name}: timeout: {e}")
+            problem = limits.timeout_problem(exact)
+            if problem:
+                self.fail(vl["timeout"], f"set {name}: timeout: {show(mp['timeout'])} {problem}")
+            timeout = float(exact)
         return SetDef(name=name, prefixes=(), file=None, line=line, dynamic=True, size=size, timeout=timeout)
 
     def set_file(self, name: str, rel: Any, line: int, set_line: int) -> SetDef:
@@ -1343,7 +1344,7 @@ class Parser:
             problem = limits.pps_problem(pps)
             if problem:
                 self.fail(vl[key], f"{key}: {problem}")
-            problem = limits.pps_burst_problem(burst, pps)
+            problem = limits.pps_burst_problem(burst, pps, format_packet_rate(Fraction(pps)))
         else:
             assert bps is not None
             problem = limits.bps_problem(bps)
@@ -1390,14 +1391,6 @@ class Parser:
             value = mp["burst"]
             if pps is not None:
                 burst = self.positive(value, vl["burst"], "burst", "packets")
-                # The tolerance (burst x ns per packet) must fit the program's arithmetic.
-                most = MAX_TOLERANCE_NS * pps // 1_000_000_000
-                if burst > most:
-                    self.fail(
-                        vl["burst"],
-                        f"burst: {burst} packets at {format_packet_rate(pps)} is more than the limiter "
-                        f"can hold (at most {most} at this rate)",
-                    )
             else:
                 try:
                     burst = parse_size(value)
