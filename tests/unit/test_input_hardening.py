@@ -2,13 +2,15 @@
 
 Found by an adversarial pass: durations the data plane cannot add to its
 u64 clock (a dynamic set's `timeout`, `set add --timeout`, a case's
-`wait`).  Each test runs the input as an operator would (the CLI, in a
-subprocess, when that is where the failure showed) and asserts the exit
-code and the message.
+`wait`), rule and cases files that are devices or FIFOs, stdin that is not
+UTF-8, a byte-order mark before a set file's first address.  Each test
+runs the input as an operator would (the CLI, in a subprocess, when that
+is where the failure showed) and asserts the exit code and the message.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -16,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from xdpguard.cases.parse import parse_cases_text
-from xdpguard.cli.sets import _timeout_ns
+from xdpguard.cases.parse import load_cases, parse_cases_text
+from xdpguard.cli.sets import _stdin_text, _timeout_ns
 from xdpguard.errors import RuleError, UsageError
-from xdpguard.rules import limits
+from xdpguard.rules import inputs, limits
 from xdpguard.rules.compile import compile_ruleset
-from xdpguard.rules.parse import parse_text
+from xdpguard.rules.parse import load, parse_text
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = "(2^60 ns, about 36 years)"
@@ -142,3 +144,88 @@ def test_case_waits_within_the_window_still_run() -> None:
     rs = parse_text(RULES, "r.yaml")
     [case] = parse_cases_text(CASE + "    expect: [allow, wait 10000d, allow]\n", "c.yaml", rs)
     assert case.offsets_ns() == [0, 10000 * 86400 * 10**9]
+
+
+# --------------------------------------------------------------------------
+# 2. Files that are not regular files or too big, stdin, byte-order marks
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/urandom", "fifo"])
+def test_check_of_a_device_or_fifo_exits_2_at_once(tmp_path: Path, special: str) -> None:
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)  # reading it would wait for a writer forever
+    r = xdpguard("check", special)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"{special}: the rule file is not a regular file (a device, pipe or socket)\n"
+
+
+def test_load_refuses_a_rule_file_over_the_size_cap(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(inputs.MAX_INPUT_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(RuleError) as info:
+        load(big)
+    assert info.value.line is None
+    assert (
+        str(info.value)
+        == f"{big}: the rule file is 134,217,729 bytes, more than the 128 MiB a rule file may have"
+    )
+
+
+def test_test_command_refuses_a_fifo_for_cases_and_for_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(RULES)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = xdpguard("test", rules, fifo)
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"{fifo}: the cases file is not a regular file (a device, pipe or socket)\n",
+    )
+    r = xdpguard("test", fifo, rules)
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"{fifo}: the rule file is not a regular file (a device, pipe or socket)\n",
+    )
+
+
+def test_load_cases_refuses_a_device() -> None:
+    with pytest.raises(RuleError, match=r"^/dev/zero: the cases file is not a regular file"):
+        load_cases("/dev/zero", parse_text(RULES, "r.yaml"))
+
+
+def test_a_directory_is_still_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(RuleError, match=r": cannot read rule file: Is a directory$"):
+        load(tmp_path)
+
+
+def test_set_add_stdin_that_is_not_utf8_exits_2_before_the_kernel(tmp_path: Path) -> None:
+    r = xdpguard("set", "add", "bad", "-", stdin=b"192.0.2.1\n\xff\n", tmp=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", "<stdin>:2: not UTF-8 text (byte 0xff)\n")
+
+
+def test_stdin_text_drops_a_bom_and_caps_the_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _stdin_text(io.BytesIO(b"\xef\xbb\xbf192.0.2.1\n")) == "192.0.2.1\n"
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 16)
+    with pytest.raises(UsageError, match=r"^<stdin> has more than the 128 MiB"):
+        _stdin_text(io.BytesIO(b"192.0.2.1\n" * 2))
+
+
+def test_set_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    (tmp_path / "s.netset").write_bytes(b"\xef\xbb\xbf192.0.2.1\n2001:db8::/32\n")
+    rs = parse_text("version: 1\nsets:\n  s: {file: s.netset}\n", str(tmp_path / "r.yaml"), tmp_path)
+    assert len(rs.sets[0].prefixes) == 2
+
+
+def test_cases_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b"\xef\xbb\xbf" + (CASE + "    expect: allow\n").encode())
+    assert len(load_cases(f, parse_text(RULES, "r.yaml"))) == 1
+
+
+def test_inputs_decode_reports_the_line_of_the_bad_byte() -> None:
+    with pytest.raises(RuleError) as info:
+        inputs.decode(b"a\nb\n\xc3(\n", "x")
+    assert str(info.value) == "x:3: not UTF-8 text (byte 0xc3)"
+    assert inputs.decode(b"\xef\xbb\xbfa\n", "x") == "a\n"

@@ -36,6 +36,7 @@ from xdpguard.cases.case import (
     proto_name,
 )
 from xdpguard.errors import RuleError
+from xdpguard.rules import inputs
 from xdpguard.rules.limits import MAX_WINDOW_NS, MAX_WINDOW_TEXT, NSEC
 from xdpguard.rules.model import (
     ICMP_PROTOS,
@@ -534,12 +535,9 @@ def load_cases(path: str | Path, rs: RuleSet) -> list[Case]:
     """Read, parse and validate a cases file; errors are `path:line: message` RuleErrors."""
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = inputs.read_file(Path(path), "cases file")
+    except inputs.Refused as e:
+        raise RuleError(name, None, f"the cases file {e}") from None
     except OSError as e:
         raise RuleError(name, None, f"cannot read cases file: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-    return parse_cases_text(text, name, rs)
+    return parse_cases_text(inputs.decode(data, name), name, rs)

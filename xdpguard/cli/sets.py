@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 
@@ -46,7 +46,7 @@ def _elements(addrs: list[str]) -> list[Any]:
     if "-" in addrs:
         if len(addrs) > 1:
             raise UsageError("`-` (read stdin) must be the only address")
-        return list(parse_set_file_text(sys.stdin.read(), "<stdin>"))
+        return list(parse_set_file_text(_stdin_text(sys.stdin.buffer), "<stdin>"))
     out = []
     for a in addrs:
         try:
@@ -54,6 +54,18 @@ def _elements(addrs: list[str]) -> list[Any]:
         except ValueError as e:
             raise UsageError(str(e)) from None
     return out
+
+
+def _stdin_text(stream: BinaryIO) -> str:
+    """The elements `-` reads, as text: bytes, so that what is not UTF-8 is refused at its line
+    (a text stdin would smuggle it in as surrogates under a C locale), as in a set file."""
+    from xdpguard.rules import inputs  # lazy: as in _elements
+
+    try:
+        data = inputs.read_stream(stream, "list of elements")
+    except inputs.Refused as e:
+        raise UsageError(f"<stdin> {e}") from None
+    return inputs.decode(data, "<stdin>")
 
 
 def _timeout_ns(value: str | None) -> int | None:

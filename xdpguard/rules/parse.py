@@ -30,7 +30,6 @@ import gc
 import hashlib
 import math
 import re
-import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -41,7 +40,7 @@ from typing import Any, NoReturn, Protocol
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from xdpguard.errors import RuleError
-from xdpguard.rules import limits
+from xdpguard.rules import inputs, limits
 from xdpguard.rules.addrs import (
     MAX_DIGITS,
     BadPrefix,
@@ -407,11 +406,6 @@ def _proto_list(protos: frozenset[int] | set[int]) -> str:
 # Addresses
 
 
-# A set file holds at most MAX_PREFIXES useful lines; 128 MiB leaves over
-# 100 bytes a line for comments and still fits in memory a few times over.
-SET_FILE_MAX_BYTES = 128 * 2**20
-
-
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -427,23 +421,6 @@ class SetCache(Protocol):
     def get(self, digest: str) -> Sequence[Prefix] | None: ...
 
     def put(self, digest: str, prefixes: Sequence[Prefix]) -> None: ...
-
-
-def _set_file_problem(path: Path) -> str | None:
-    """Why a set file is refused before it is read, or None.  Only regular
-    files are read (a device or FIFO such as /dev/zero never ends), and only
-    up to SET_FILE_MAX_BYTES."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None  # the read reports it, with the reason
-    if stat.S_ISDIR(st.st_mode):
-        return None  # so does it for a directory
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file (a device, pipe or socket)"
-    if st.st_size > SET_FILE_MAX_BYTES:
-        return f"is {st.st_size:,} bytes, more than the {SET_FILE_MAX_BYTES // 2**20} MiB a set file may have"
-    return None
 
 
 # --------------------------------------------------------------------------
@@ -861,22 +838,16 @@ class Parser:
             self.fail(line, f"set {name}: file: {show(rel)} is not a file path")
         path = self.base_dir / rel
         fname = str(path)
-        problem = _set_file_problem(path)
-        if problem:
-            self.fail(line, f"set {name}: {show(fname)} {problem}")
         try:
-            data = path.read_bytes()
+            data = inputs.read_file(path, "set file")
+        except inputs.Refused as e:
+            self.fail(line, f"set {name}: {show(fname)} {e}")
         except OSError as e:
             self.fail(line, f"set {name}: cannot read {show(fname)}: {e.strerror or e}")
         digest = _digest(data)
         prefixes = self.set_cache.get(digest) if self.set_cache is not None else None
         if prefixes is None:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                bad_line = data.count(b"\n", 0, e.start) + 1
-                raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-            prefixes = parse_set_file_text(text, fname)
+            prefixes = parse_set_file_text(inputs.decode(data, fname), fname)
             if self.set_cache is not None and len(prefixes) >= SET_CACHE_MIN:
                 self.set_cache.put(digest, prefixes)
         self.count_prefixes(len(prefixes), line)
@@ -1470,15 +1441,15 @@ def parse_text(
 
 def load(path: str | Path, set_cache: SetCache | None = None) -> RuleSet:
     """Read, parse and validate a rule file; set files resolve next to it."""
-    name = str(path)
     p = Path(path)
+    return parse_text(inputs.decode(read_rule_file(p), str(p)), str(p), p.parent, set_cache)
+
+
+def read_rule_file(path: Path) -> bytes:
+    """A rule file's bytes, or the RuleError that says why it is not read (exit 2)."""
     try:
-        data = p.read_bytes()
+        return inputs.read_file(path, "rule file")
+    except inputs.Refused as e:
+        raise RuleError(str(path), None, f"the rule file {e}") from None
     except OSError as e:
-        raise RuleError(name, None, f"cannot read rule file: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-    return parse_text(text, name, p.parent, set_cache)
+        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
