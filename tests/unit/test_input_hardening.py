@@ -2,10 +2,12 @@
 
 Found by an adversarial pass: durations the data plane cannot add to its
 u64 clock (a dynamic set's `timeout`, `set add --timeout`, a case's
-`wait`), rule and cases files that are devices or FIFOs, stdin that is not
-UTF-8, a byte-order mark before a set file's first address.  Each test
-runs the input as an operator would (the CLI, in a subprocess, when that
-is where the failure showed) and asserts the exit code and the message.
+`wait`), rule and cases files that are devices or FIFOs, numbers YAML 1.1
+reads as base 60 or octal (`dport: 20:21` became port 1221), stdin that is
+not UTF-8, a byte-order mark before a set file's first address, a NUL byte
+in a rule file.  Each test runs the input as an operator would (the CLI,
+in a subprocess, when that is where the failure showed) and asserts the
+exit code and the message.
 """
 
 from __future__ import annotations
@@ -229,3 +231,135 @@ def test_inputs_decode_reports_the_line_of_the_bad_byte() -> None:
         inputs.decode(b"a\nb\n\xc3(\n", "x")
     assert str(info.value) == "x:3: not UTF-8 text (byte 0xc3)"
     assert inputs.decode(b"\xef\xbb\xbfa\n", "x") == "a\n"
+
+
+# --------------------------------------------------------------------------
+# 3. Numbers YAML 1.1 reads in another base, characters YAML refuses
+
+RULE = "version: 1\ningress:\n  rules:\n    - name: a\n      match: {match}\n      action: drop\n{extra}"
+
+
+def rule(match: str, extra: str = "") -> str:
+    return RULE.format(match=match, extra=extra)
+
+
+MISREAD = [
+    (
+        "{dport: 20:21}",
+        5,
+        'dport: 20:21: a range is written "20-21" (YAML reads 20:21 as the base-60 number 1221)',
+    ),
+    (
+        "{dport: 022}",
+        5,
+        "dport: 022: write ports in decimal, without a leading zero (YAML reads 022 as octal, 18)",
+    ),
+    ("{sport: [80, 0x16]}", 5, "sport: 0x16: write ports in decimal (YAML reads 0x16 as hexadecimal, 22)"),
+    ("{dport: 0b10110}", 5, "dport: 0b10110: write ports in decimal (YAML reads 0b10110 as binary, 22)"),
+    ("{dport: 1:2:3}", 5, 'dport: 1:2:3: write ports in decimal, and a range as "1024-65535"'),
+    ('{dport: "20:21"}', 5, 'dport: "20:21" is not a port: a range is written "20-21"'),
+    ("{icmp_type: 8, icmp_code: 010}", 5, "icmp_code: 010: write numbers in decimal, without a leading zero"),
+    (
+        "{proto: 06}",
+        5,
+        "proto: 06: write numbers in decimal, without a leading zero (YAML reads 06 as octal, 6)",
+    ),
+    ("{src: 1:2:3:4:5:6:7:8}", 5, "src: 1:2:3:4:5:6:7:8: quote IPv6 addresses (YAML reads"),
+    ("{}", 7, "pps: 1:30: write numbers in decimal (YAML reads 1:30 as the base-60 number 90)"),
+    ("{}", 7, "burst: 010: write numbers in decimal, without a leading zero"),
+    ("{}", 7, "block_for: 1:30: write a duration with units, such as 1m30s or 1h30m"),
+    ("{}", 7, "block_for: 1:30.5: write a duration with units"),
+]
+LIMITS = {
+    "pps: 1:30": "      rate_limit: {pps: 1:30}\n",
+    "burst: 010": "      rate_limit: {pps: 10, burst: 010}\n",
+    "block_for: 1:30:": "      rate_limit: {pps: 10, per: source, block_for: 1:30}\n",
+    "block_for: 1:30.5": "      rate_limit: {pps: 10, per: source, block_for: 1:30.5}\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("match", "line", "message"), MISREAD, ids=[m[2].split(":")[0] + m[0] for m in MISREAD]
+)
+def test_numbers_yaml_would_misread_are_refused(match: str, line: int, message: str) -> None:
+    extra = next((v for k, v in LIMITS.items() if message.startswith(k)), "")
+    e = error_of(rule(match, extra))
+    assert e.line == line, str(e)
+    assert e.message.startswith(message), str(e)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("version: 1\nsets:\n  a: [1:2:3:4:5:6:7:8]\n", 3, "set a: 1:2:3:4:5:6:7:8: quote IPv6 addresses"),
+        ("version: 1\nsets:\n  a: [12]\n", 3, "set a: 12 is not an address or CIDR (quote IPv6 addresses)"),
+        (
+            "version: 1\nsets:\n  d: {dynamic: true, size: 0100}\n",
+            3,
+            "set d: size: 0100: write numbers in decimal",
+        ),
+        (
+            "version: 1\nsets:\n  d: {dynamic: true, timeout: 4:00}\n",
+            3,
+            "set d: timeout: 4:00: write a duration",
+        ),
+        (
+            "version: 1\nstate_timeouts: {tcp: 4:00}\n",
+            2,
+            "state_timeouts.tcp: 4:00: write a duration with units",
+        ),
+        ("version: 1\nflow_table_size: 0200000\n", 2, "flow_table_size: 0200000: write numbers in decimal"),
+        ("version: 01\n", 1, "version: 01: write numbers in decimal, without a leading zero"),
+    ],
+)
+def test_misread_numbers_elsewhere_in_the_file(text: str, line: int, message: str) -> None:
+    e = error_of(text)
+    assert e.line == line and e.message.startswith(message), str(e)
+
+
+def test_decimal_and_explicitly_based_numbers_still_parse() -> None:
+    rs = parse_text(
+        rule('{proto: 0x11, dport: [22, 1_024, 08, "022"]}', "      rate_limit: {pps: 1_000, burst: 0x20}\n"),
+        "r.yaml",
+    )
+    r = rs.ingress.rules[0]
+    assert r.match.protos == {17}
+    assert [(p.lo, p.hi) for p in r.match.dport or ()] == [(8, 8), (22, 22), (1024, 1024)]
+    assert r.rate_limit is not None and (r.rate_limit.pps, r.rate_limit.burst) == (1000, 32)
+
+
+def test_check_reports_the_port_range_with_exit_2(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(rule("{proto: tcp, dport: 20:21}"))
+    r = xdpguard("check", f)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.startswith(f'{f}:5: dport: 20:21: a range is written "20-21"'), r.stderr
+
+
+def test_cases_file_ports_and_hex_ethertype() -> None:
+    rs = parse_text(RULES, "r.yaml")
+    with pytest.raises(RuleError) as info:
+        parse_cases_text(CASE.replace("dport: 22", "dport: 022") + "    expect: allow\n", "c.yaml", rs)
+    assert (info.value.line, info.value.message) == (
+        5,
+        "dport: 022: write ports in decimal, without a leading zero (YAML reads 022 as octal, 18)",
+    )
+    [case] = parse_cases_text("cases:\n  - {ethertype: 0x88b5, expect: allow}\n", "c.yaml", rs)
+    assert case.ethertype == 0x88B5 and type(case.ethertype) is int
+
+
+def test_a_nul_byte_is_one_line_with_its_line(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_bytes(b"version: 1\nmode: e\x00nforce\n")
+    r = xdpguard("check", f)
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"{f}:2: invalid YAML: character #x0000 (NUL) is not allowed in YAML text\n",
+    )
+
+
+@pytest.mark.parametrize("text", ["a: x\nb: \x07\n", "a: é\nb: x\x00\n"])
+def test_control_characters_name_their_line(text: str) -> None:
+    # libyaml counts UTF-8 bytes: the é before the NUL must not shift the line.
+    e = error_of(text)
+    assert e.line == 2 and "\n" not in e.message, str(e)

@@ -49,9 +49,12 @@ from xdpguard.rules.model import (
 )
 from xdpguard.rules.parse import (
     ICMP_TYPES,
+    PORT_KEYS,
     PROTO_NAMES,
     YamlMap,
     YamlSeq,
+    address_hint,
+    based_port,
     did_you_mean,
     is_int,
     load_yaml,
@@ -94,6 +97,9 @@ class _CaseParser:
 
     def number(self, mp: YamlMap, key: str, lo: int, hi: int, what: str) -> int:
         value = mp[key]
+        problem = based_port(value, key) if key in PORT_KEYS else None
+        if problem:
+            self.fail(mp.value_lines[key], problem)
         if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value)
         if not is_int(value):
@@ -326,7 +332,7 @@ class _CaseParser:
         else:
             etype = -1
             if is_int(value):
-                etype = value
+                etype = int(value)
             elif isinstance(value, str):
                 try:
                     etype = int(value.strip(), 0)
@@ -353,8 +359,7 @@ class _CaseParser:
         value = mp[key]
         line = mp.value_lines[key]
         if not isinstance(value, str):
-            hint = " (quote IPv6 addresses)" if is_int(value) else ""
-            self.fail(line, f"{key}: {show(value)} is not an IP address{hint}")
+            self.fail(line, f"{key}: {show(value)} is not an IP address{address_hint(value)}")
         try:
             return ipaddress.ip_address(value.strip())
         except ValueError:

@@ -296,18 +296,137 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
         loader.flatten_mapping(node)  # merged pairs come first: make the keys again
         keys = [_construct(loader, k) for k, _ in node.value]
     for key, (key_node, value_node) in zip(keys, node.value, strict=True):
-        result[key] = _construct(loader, value_node)
+        try:
+            result[key] = _construct(loader, value_node)
+        except _MisreadNumber as e:
+            e.keys.append(key)  # on its way out: the path to the number, innermost key first
+            raise
         result.key_lines[key] = key_node.start_mark.line + 1
         result.value_lines[key] = value_node.start_mark.line + 1
     return result
 
 
+# YAML 1.1 reads some plain scalars as numbers in a form nobody writes in a
+# firewall rule on purpose: `20:21` (an iptables port range, an unquoted
+# IPv6 address) is the base-60 number 1221, `022` is octal 18.  A port or
+# a duration read that way would be enforced as another value, silently,
+# so these forms are refused wherever they appear, saying what was
+# probably meant.  Hexadecimal and binary (`0x88b5`, `0b101`) say their
+# base and are read as written, except where a port is expected.
+_OCTAL_RE = re.compile(r"[-+]?0[0-7_]+")
+PORT_KEYS = ("sport", "dport")
+ADDRESS_KEYS = ("src", "dst")
+DURATION_KEYS = ("block_for", "timeout", "interval")
+QUOTE_IPV6 = "quote IPv6 addresses"
+_READINGS = {
+    "sexagesimal": "the base-60 number",
+    "octal": "octal,",
+    "hex": "hexadecimal,",
+    "binary": "binary,",
+}
+
+
+def _int_form(text: str) -> str | None:
+    """How YAML read an integer when not as plain decimal: "sexagesimal", "octal", "hex", "binary"."""
+    if ":" in text:
+        return "sexagesimal"
+    if _OCTAL_RE.fullmatch(text):
+        return "octal"
+    bare = text.lstrip("+-")
+    if bare.startswith("0x"):
+        return "hex"
+    if bare.startswith("0b"):
+        return "binary"
+    return None
+
+
+class BasedInt(int):
+    """An integer written with its base (`0x88b5`, `0b101`): fine, but not for a port."""
+
+    text: str
+    form: str
+
+    def __new__(cls, value: int, text: str, form: str) -> BasedInt:
+        self = super().__new__(cls, value)
+        self.text, self.form = text, form
+        return self
+
+
+def misread(text: str, value: float, form: str, label: Any, kind: str | None) -> str:
+    """The message for a number YAML read in `form`; `kind` is "port", "address", "duration" or None."""
+    if form == "sexagesimal":
+        groups = text.split(":")
+        if kind == "port" and len(groups) == 2:
+            advice = f'a range is written "{groups[0]}-{groups[1]}"'
+        elif kind == "port":
+            advice = 'write ports in decimal, and a range as "1024-65535"'
+        elif kind == "address":
+            advice = QUOTE_IPV6
+        elif kind == "duration":
+            advice = "write a duration with units, such as 1m30s or 1h30m"
+        else:
+            advice = "write numbers in decimal"
+    elif form == "octal":
+        advice = f"write {'ports' if kind == 'port' else 'numbers'} in decimal, without a leading zero"
+    else:
+        advice = f"write {'ports' if kind == 'port' else 'numbers'} in decimal"
+    where = f"{label}: " if label is not None else ""
+    return f"{where}{text}: {advice} (YAML reads {text} as {_READINGS[form]} {value})"
+
+
+def based_port(value: Any, field: str) -> str | None:
+    """The message for a port written in hexadecimal or binary, or None."""
+    if isinstance(value, BasedInt):
+        return misread(value.text, int(value), value.form, field, "port")
+    return None
+
+
+class _MisreadNumber(Exception):
+    """A number in a form YAML 1.1 reads differently from how it looks; load_yaml words it."""
+
+    def __init__(self, text: str, value: float, form: str, line: int) -> None:
+        super().__init__(text)
+        self.text, self.value, self.form, self.line = text, value, form, line
+        self.keys: list[Any] = []  # the mapping keys above it, innermost first
+
+    def message(self) -> str:
+        keys = self.keys[::-1]
+        last = keys[-1] if keys else None
+        in_set = len(keys) >= 2 and keys[0] == "sets"
+        timeout = len(keys) >= 2 and keys[-2] == "state_timeouts"
+        label = f"state_timeouts.{last}" if timeout else last
+        if in_set:
+            label = f"set {keys[1]}" + (f": {last}" if len(keys) > 2 else "")
+        kind = None
+        if last in PORT_KEYS:
+            kind = "port"
+        elif last in ADDRESS_KEYS or (in_set and len(keys) == 2):
+            kind = "address"
+        elif last in DURATION_KEYS or timeout:
+            kind = "duration"
+        return misread(self.text, self.value, self.form, label, kind)
+
+
 def _construct_int(loader: _Loader, node: Any) -> int:
-    digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
+    text = node.value
+    digits = text.lstrip("+-").replace("_", "").lstrip("0") or "0"
     if len(digits) > MAX_DIGITS:
         line = node.start_mark.line + 1
         raise RuleError(loader.path, line, f"a number of {len(digits)} digits is too large for any setting")
-    return int(loader.construct_yaml_int(node))
+    value = int(loader.construct_yaml_int(node))
+    form = _int_form(text)
+    if form in ("hex", "binary"):
+        return BasedInt(value, text, form)
+    if form is not None:
+        raise _MisreadNumber(text, value, form, node.start_mark.line + 1)
+    return value
+
+
+def _construct_float(loader: _Loader, node: Any) -> float:
+    value = float(loader.construct_yaml_float(node))
+    if ":" in node.value:
+        raise _MisreadNumber(node.value, value, "sexagesimal", node.start_mark.line + 1)
+    return value
 
 
 def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
@@ -321,6 +440,7 @@ def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def load_yaml(text: str, path: str) -> Any:
@@ -328,6 +448,10 @@ def load_yaml(text: str, path: str) -> Any:
     loader.path = path
     try:
         return loader.get_single_data()
+    except _MisreadNumber as e:
+        raise RuleError(path, e.line, e.message()) from None
+    except yaml.reader.ReaderError as e:
+        raise RuleError(path, _reader_error_line(text, e.position), _reader_error(e)) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -346,6 +470,21 @@ def load_yaml(text: str, path: str) -> Any:
         raise RuleError(path, line, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _reader_error_line(text: str, position: int) -> int:
+    # libyaml counts the position in UTF-8 bytes, PyYAML's own reader in characters.
+    if _BaseLoader is yaml.SafeLoader:
+        return text.count("\n", 0, position) + 1
+    return text.encode("utf-8", "surrogatepass").count(b"\n", 0, position) + 1
+
+
+def _reader_error(e: Any) -> str:
+    """A character YAML refuses anywhere (NUL, other control characters), on one line."""
+    if isinstance(e.character, int):
+        name = " (NUL)" if e.character == 0 else ""
+        return f"invalid YAML: character #x{e.character:04x}{name} is not allowed in YAML text"
+    return f"invalid YAML: {e.reason}"
 
 
 # YAML reserves these to start a plain value; "@set" references trip over it.
@@ -389,6 +528,11 @@ def _suggest(word: Any, choices: Sequence[str]) -> str:
 def is_int(value: Any) -> bool:
     # YAML `true` is an int to Python; a port or a count is never a boolean.
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def address_hint(value: Any) -> str:
+    """Where an address is expected: a number is most likely an unquoted IPv6 address."""
+    return f" ({QUOTE_IPV6})" if is_int(value) else ""
 
 
 def _proto_name(proto: int) -> str:
@@ -765,7 +909,9 @@ class Parser:
                 prefixes: list[Prefix] = []
                 for item, iline in zip(value, value.lines, strict=True):
                     if not isinstance(item, str):
-                        self.fail(iline, f"set {name}: {show(item)} is not an address or CIDR")
+                        self.fail(
+                            iline, f"set {name}: {show(item)} is not an address or CIDR{address_hint(item)}"
+                        )
                     if item.strip().startswith("@"):
                         self.fail(iline, f"set {name}: {show(item)}: a set cannot refer to another set")
                     try:
@@ -1078,8 +1224,7 @@ class Parser:
         dynamic: list[str] = []
         for item, iline in _items(value, line):
             if not isinstance(item, str):
-                hint = " (quote IPv6 addresses)" if is_int(item) else ""
-                self.fail(iline, f"{key}: {show(item)} is not an address, CIDR or @set{hint}")
+                self.fail(iline, f"{key}: {show(item)} is not an address, CIDR or @set{address_hint(item)}")
             text = item.strip()
             if text.startswith("@"):
                 set_name = text[1:]
@@ -1149,6 +1294,9 @@ class Parser:
         ranges: list[PortRange] = []
         for item, iline in _items(value, line):
             if is_int(item):
+                problem = based_port(item, key)
+                if problem:
+                    self.fail(iline, problem)
                 if not 0 <= item <= 65535:
                     self.fail(iline, f"{key}: {item} is out of range (ports are 0-65535)")
                 ranges.append(PortRange(item, item))
@@ -1158,6 +1306,11 @@ class Parser:
             lo_text = lo_text.strip()
             hi_text = hi_text.strip() if dash else lo_text
             if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
+                lo_part, colon, hi_part = text.partition(":")
+                if colon and not dash:  # iptables writes a range 20:21
+                    self.fail(
+                        iline, f'{key}: {show(item)} is not a port: a range is written "{lo_part}-{hi_part}"'
+                    )
                 self.fail(iline, f'{key}: {show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
             if max(len(lo_text), len(hi_text)) > MAX_DIGITS:
                 self.fail(iline, f"{key}: {show(item)} is out of range (ports are 0-65535)")
