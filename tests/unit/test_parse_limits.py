@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xdpguard.errors import RuleError
-from xdpguard.rules import parse
+from xdpguard.rules import inputs
 from xdpguard.rules.compile import compile_ruleset
 from xdpguard.rules.parse import parse_text
 
@@ -89,7 +89,7 @@ def test_set_file_that_is_not_a_regular_file(tmp_path: Path, special: str) -> No
 def test_set_file_over_the_size_cap(tmp_path: Path) -> None:
     big = tmp_path / "big.netset"
     with big.open("wb") as f:
-        f.truncate(parse.SET_FILE_MAX_BYTES + 1)  # sparse: no disk used
+        f.truncate(inputs.MAX_INPUT_BYTES + 1)  # sparse: no disk used
     with pytest.raises(RuleError) as info:
         parse_text(SET_RULES.format(file="big.netset"), str(tmp_path / "r.yaml"), tmp_path)
     assert info.value.line == 3 and "more than the 128 MiB a set file may have" in str(info.value)

@@ -101,7 +101,10 @@ def test_default_burst_for_fast_rates() -> None:
         ("{pps: -0.5}", ["pps: -0.5"]),
         ("{pps: 0}", ["pps: 0 must be a positive number"]),
         ("{pps: 0.000001}", ["slower than the slowest rate, 1/day"]),
-        ("{rate: 1/day, burst: 60000}", ["burst: 60000 packets at 1/day is more than the limiter can hold"]),
+        (
+            "{rate: 1/day, burst: 60000}",
+            ["burst: 60000 packets at 1/day last longer than the limiter can hold"],
+        ),
         ("{rate: 5/minute, burst: 0.5}", ["burst: 0.5 must be a positive integer"]),
     ],
 )
@@ -110,6 +113,19 @@ def test_rate_errors(rate_limit: str, fragments: list[str]) -> None:
     assert msg.startswith("r.yaml:6: "), msg
     for f in fragments:
         assert f in msg
+
+
+@pytest.mark.parametrize(
+    ("rate", "most"),
+    [("1/day", 13343), ("1/hour", 320255), ("1/minute", 19215358), ("1/second", 1152921504)],
+)
+def test_the_largest_burst_named_by_the_message_is_the_largest_accepted(rate: str, most: int) -> None:
+    # The one bound (burst x ns per packet <= 2^60 ns) says both what is refused and
+    # what the message offers: the figure it names passes, one more does not.
+    parse_text(rules(f"{{rate: {rate}, burst: {most}}}"), "r.yaml")
+    msg = error(rules(f"{{rate: {rate}, burst: {most + 1}}}"))
+    assert msg.startswith(f"r.yaml:6: burst: {most + 1} packets at "), msg
+    assert msg.endswith(f"(2^60 ns, about 36 years): at most {most} at this rate"), msg
 
 
 def test_format_packet_rate() -> None:

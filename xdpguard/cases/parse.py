@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,6 +36,8 @@ from xdpguard.cases.case import (
     proto_name,
 )
 from xdpguard.errors import RuleError
+from xdpguard.rules import inputs
+from xdpguard.rules.limits import MAX_WINDOW_NS, MAX_WINDOW_TEXT, NSEC
 from xdpguard.rules.model import (
     ICMP_PROTOS,
     IPPROTO_ICMP,
@@ -46,13 +49,16 @@ from xdpguard.rules.model import (
 )
 from xdpguard.rules.parse import (
     ICMP_TYPES,
+    PORT_KEYS,
     PROTO_NAMES,
     YamlMap,
     YamlSeq,
+    address_hint,
+    based_port,
     did_you_mean,
     is_int,
     load_yaml,
-    parse_duration,
+    parse_duration_exact,
     show,
 )
 
@@ -91,6 +97,9 @@ class _CaseParser:
 
     def number(self, mp: YamlMap, key: str, lo: int, hi: int, what: str) -> int:
         value = mp[key]
+        problem = based_port(value, key) if key in PORT_KEYS else None
+        if problem:
+            self.fail(mp.value_lines[key], problem)
         if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value)
         if not is_int(value):
@@ -193,12 +202,9 @@ class _CaseParser:
         if "expect" not in mp:
             self.fail(mp.line, 'case has no "expect" (e.g. expect: {verdict: drop, rule: default})')
         vl = mp.value_lines
-        interval = 0.0
+        interval = Decimal(0)
         if "interval" in mp:
-            try:
-                interval = parse_duration(mp["interval"])
-            except ValueError as e:
-                self.fail(vl["interval"], f"interval: {e}")
+            interval = self.duration(mp["interval"], vl["interval"], "interval")
         repeat = None
         if "repeat" in mp:
             repeat = self.number(mp, "repeat", 1, MAX_REPEAT, "a number of packets")
@@ -206,22 +212,29 @@ class _CaseParser:
         if not isinstance(value, YamlSeq):
             one = self.expect(value, line, direction)
             n = repeat or 1
-            return (one,) * n, (0.0,) + (interval,) * (n - 1), interval
+            if interval * (n - 1) * NSEC > MAX_WINDOW_NS:
+                self.fail(
+                    vl["interval"],
+                    "interval: " + self.too_long(f"{n} packets {show(mp['interval'])} apart take"),
+                )
+            return (one,) * n, (0.0,) + (float(interval),) * (n - 1), float(interval)
         expects: list[Expect] = []
         gaps: list[float] = []
-        pending_wait = 0.0
+        pending_wait = Decimal(0)
+        span = Decimal(0)
         for item, iline in zip(value, value.lines, strict=True):
             if isinstance(item, str) and (m := _WAIT_RE.fullmatch(item.strip())):
-                try:
-                    pending_wait += parse_duration(m.group(1))
-                except ValueError as e:
-                    self.fail(iline, f"expect: {show(item)}: {e}")
+                pending_wait += self.duration(m.group(1), iline, f"expect: {show(item)}")
                 continue
             one, times = self.expect_item(item, iline, direction)
             for _ in range(times):
-                gaps.append((interval if expects else 0.0) + pending_wait)
+                gap = (interval if expects else 0) + pending_wait
+                span += gap
+                if span * NSEC > MAX_WINDOW_NS:
+                    self.fail(iline, "expect: " + self.too_long("the packets up to this one take"))
+                gaps.append(float(gap))
                 expects.append(one)
-                pending_wait = 0.0
+                pending_wait = Decimal(0)
         if not expects:
             self.fail(line, "expect: the list names no packet (e.g. [allow x5, drop])")
         if pending_wait:
@@ -234,7 +247,23 @@ class _CaseParser:
             )
         if len(expects) > MAX_REPEAT:
             self.fail(line, f"expect: {len(expects)} packets are more than {MAX_REPEAT} for one case")
-        return tuple(expects), tuple(gaps), interval
+        return tuple(expects), tuple(gaps), float(interval)
+
+    def duration(self, value: Any, line: int, field: str) -> Decimal:
+        """Seconds of an `interval` or a `wait`, exactly; one alone may last at most MAX_WINDOW_NS."""
+        try:
+            seconds = parse_duration_exact(value)
+        except ValueError as e:
+            self.fail(line, f"{field}: {e}")
+        if seconds * NSEC > MAX_WINDOW_NS:
+            self.fail(line, f"{field}: {self.too_long(f'{show(value)} is')}")
+        return seconds
+
+    @staticmethod
+    def too_long(what: str) -> str:
+        # --kernel and --wire set the programs' u64 clock to each packet's instant, and
+        # the limiter and blocks add their own windows to it: a case spans at most one.
+        return f"{what} longer than a case may last ({MAX_WINDOW_TEXT}, what the programs' clock holds)"
 
     def expect_item(self, item: Any, line: int, direction: str) -> tuple[Expect, int]:
         """One entry of an expect list: `allow`, `drop by RULE x3`, or a mapping; with its count."""
@@ -303,7 +332,7 @@ class _CaseParser:
         else:
             etype = -1
             if is_int(value):
-                etype = value
+                etype = int(value)
             elif isinstance(value, str):
                 try:
                     etype = int(value.strip(), 0)
@@ -330,8 +359,7 @@ class _CaseParser:
         value = mp[key]
         line = mp.value_lines[key]
         if not isinstance(value, str):
-            hint = " (quote IPv6 addresses)" if is_int(value) else ""
-            self.fail(line, f"{key}: {show(value)} is not an IP address{hint}")
+            self.fail(line, f"{key}: {show(value)} is not an IP address{address_hint(value)}")
         try:
             return ipaddress.ip_address(value.strip())
         except ValueError:
@@ -512,12 +540,9 @@ def load_cases(path: str | Path, rs: RuleSet) -> list[Case]:
     """Read, parse and validate a cases file; errors are `path:line: message` RuleErrors."""
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = inputs.read_file(Path(path), "cases file")
+    except inputs.Refused as e:
+        raise RuleError(name, None, f"the cases file {e}") from None
     except OSError as e:
         raise RuleError(name, None, f"cannot read cases file: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-    return parse_cases_text(text, name, rs)
+    return parse_cases_text(inputs.decode(data, name), name, rs)

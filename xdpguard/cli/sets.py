@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 
@@ -46,7 +46,7 @@ def _elements(addrs: list[str]) -> list[Any]:
     if "-" in addrs:
         if len(addrs) > 1:
             raise UsageError("`-` (read stdin) must be the only address")
-        return list(parse_set_file_text(sys.stdin.read(), "<stdin>"))
+        return list(parse_set_file_text(_stdin_text(sys.stdin.buffer), "<stdin>"))
     out = []
     for a in addrs:
         try:
@@ -56,18 +56,36 @@ def _elements(addrs: list[str]) -> list[Any]:
     return out
 
 
+def _stdin_text(stream: BinaryIO) -> str:
+    """The elements `-` reads, as text: bytes, so that what is not UTF-8 is refused at its line
+    (a text stdin would smuggle it in as surrogates under a C locale), as in a set file."""
+    from xdpguard.rules import inputs  # lazy: as in _elements
+
+    try:
+        data = inputs.read_stream(stream, "list of elements")
+    except inputs.Refused as e:
+        raise UsageError(f"<stdin> {e}") from None
+    return inputs.decode(data, "<stdin>")
+
+
 def _timeout_ns(value: str | None) -> int | None:
     """--timeout: None keeps the set's default; 0 (or never) means no expiry."""
     if value is None:
         return None
     if value.strip().lower() in ("0", "never"):
         return 0
-    from xdpguard.rules.parse import parse_duration  # lazy: as in _elements
+    # lazy: as in _elements
+    from xdpguard.rules import limits
+    from xdpguard.rules.parse import parse_duration_exact, show
 
     try:
-        return round(parse_duration(value) * 1e9)
+        seconds = parse_duration_exact(value)
     except ValueError as e:
         raise UsageError(f"--timeout: {e}") from None
+    problem = limits.timeout_problem(seconds)
+    if problem:
+        raise UsageError(f"--timeout: {show(value)} {problem}")
+    return limits.timeout_ns(seconds)
 
 
 @contextlib.contextmanager

@@ -20,9 +20,10 @@ from fractions import Fraction
 
 NSEC = 1_000_000_000
 
-# Bursts and blocks are kept as ns added to the clock.  2^60 ns (36.5
-# years) leaves the clock itself 2^62 ns (146 years of uptime) before a
-# TAT + cost or now + block_for could wrap a u64.
+# Bursts, blocks and dynamic-set timeouts are kept as ns added to the
+# clock.  2^60 ns (36.5 years) leaves the clock itself 2^62 ns (146 years
+# of uptime) before a TAT + cost, now + block_for or now + an element's
+# timeout (its expiry, a u64) could wrap.
 MAX_WINDOW_NS = 2**60
 MAX_WINDOW_TEXT = "2^60 ns, about 36 years"
 
@@ -90,9 +91,19 @@ def pps_problem(pps: int | float | Fraction | Decimal) -> str | None:
     )
 
 
-def pps_burst_problem(burst: int, pps: int | float | Fraction | Decimal) -> str | None:
-    if burst * pps_cost_ns(pps) > MAX_WINDOW_NS:
-        return f"{burst} packets at {pps} packets/s take longer than the limiter can hold ({MAX_WINDOW_TEXT})"
+def pps_max_burst(pps: int | float | Fraction | Decimal) -> int:
+    """The largest burst (packets) a limit at `pps` can hold: burst x cost within MAX_WINDOW_NS."""
+    return MAX_WINDOW_NS // pps_cost_ns(pps)
+
+
+def pps_burst_problem(burst: int, pps: int | float | Fraction | Decimal, rate: str) -> str | None:
+    """Why `burst` packets at `pps` (written `rate`, e.g. "1/day") cannot be held, or None."""
+    most = pps_max_burst(pps)
+    if burst > most:
+        return (
+            f"{burst} packets at {rate} last longer than the limiter can hold ({MAX_WINDOW_TEXT}): "
+            f"at most {most} at this rate"
+        )
     return None
 
 
@@ -122,11 +133,26 @@ def block_ns(seconds: float) -> int:
     return round(Fraction(seconds) * NSEC)
 
 
-def block_problem(seconds: Decimal) -> str | None:
-    """Why a block_for duration (exact seconds) cannot be kept as written, or None."""
+def window_problem(seconds: Decimal, what: str) -> str | None:
+    """Why a time the data plane adds to its clock (exact seconds; `what`: "block", "timeout")
+    cannot be kept as written, or None."""
     ns = seconds * NSEC
     if ns != ns.to_integral_value():
         return "is not a whole number of nanoseconds (the finest time the data plane keeps)"
     if ns > MAX_WINDOW_NS:
-        return f"is longer than the longest block the data plane keeps ({MAX_WINDOW_TEXT})"
+        return f"is longer than the longest {what} the data plane keeps ({MAX_WINDOW_TEXT})"
     return None
+
+
+def block_problem(seconds: Decimal) -> str | None:
+    """Why a block_for duration (exact seconds) cannot be kept as written, or None."""
+    return window_problem(seconds, "block")
+
+
+def timeout_problem(seconds: Decimal) -> str | None:
+    """Why a dynamic-set element's lifetime (exact seconds) cannot be kept as written, or None."""
+    return window_problem(seconds, "timeout")
+
+
+def timeout_ns(seconds: Decimal) -> int:
+    return int(seconds * NSEC)

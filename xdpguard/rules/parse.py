@@ -30,7 +30,6 @@ import gc
 import hashlib
 import math
 import re
-import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
@@ -41,7 +40,7 @@ from typing import Any, NoReturn, Protocol
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from xdpguard.errors import RuleError
-from xdpguard.rules import limits
+from xdpguard.rules import inputs, limits
 from xdpguard.rules.addrs import (
     MAX_DIGITS,
     BadPrefix,
@@ -182,9 +181,6 @@ RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # The slowest packet rate: one a day.  Slower would mean a GCRA tolerance
 # (burst x seconds per packet) of years for any useful burst.
 MIN_PPS = Fraction(1, RATE_PERIODS["day"])
-# A limit's tolerance in ns (burst x ns per packet) must leave room in the
-# program's u64 arithmetic (TAT = now + tolerance); 2^62 ns is 146 years.
-MAX_TOLERANCE_NS = 2**62
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -300,18 +296,137 @@ def _construct_map(loader: _Loader, node: Any) -> YamlMap:
         loader.flatten_mapping(node)  # merged pairs come first: make the keys again
         keys = [_construct(loader, k) for k, _ in node.value]
     for key, (key_node, value_node) in zip(keys, node.value, strict=True):
-        result[key] = _construct(loader, value_node)
+        try:
+            result[key] = _construct(loader, value_node)
+        except _MisreadNumber as e:
+            e.keys.append(key)  # on its way out: the path to the number, innermost key first
+            raise
         result.key_lines[key] = key_node.start_mark.line + 1
         result.value_lines[key] = value_node.start_mark.line + 1
     return result
 
 
+# YAML 1.1 reads some plain scalars as numbers in a form nobody writes in a
+# firewall rule on purpose: `20:21` (an iptables port range, an unquoted
+# IPv6 address) is the base-60 number 1221, `022` is octal 18.  A port or
+# a duration read that way would be enforced as another value, silently,
+# so these forms are refused wherever they appear, saying what was
+# probably meant.  Hexadecimal and binary (`0x88b5`, `0b101`) say their
+# base and are read as written, except where a port is expected.
+_OCTAL_RE = re.compile(r"[-+]?0[0-7_]+")
+PORT_KEYS = ("sport", "dport")
+ADDRESS_KEYS = ("src", "dst")
+DURATION_KEYS = ("block_for", "timeout", "interval")
+QUOTE_IPV6 = "quote IPv6 addresses"
+_READINGS = {
+    "sexagesimal": "the base-60 number",
+    "octal": "octal,",
+    "hex": "hexadecimal,",
+    "binary": "binary,",
+}
+
+
+def _int_form(text: str) -> str | None:
+    """How YAML read an integer when not as plain decimal: "sexagesimal", "octal", "hex", "binary"."""
+    if ":" in text:
+        return "sexagesimal"
+    if _OCTAL_RE.fullmatch(text):
+        return "octal"
+    bare = text.lstrip("+-")
+    if bare.startswith("0x"):
+        return "hex"
+    if bare.startswith("0b"):
+        return "binary"
+    return None
+
+
+class BasedInt(int):
+    """An integer written with its base (`0x88b5`, `0b101`): fine, but not for a port."""
+
+    text: str
+    form: str
+
+    def __new__(cls, value: int, text: str, form: str) -> BasedInt:
+        self = super().__new__(cls, value)
+        self.text, self.form = text, form
+        return self
+
+
+def misread(text: str, value: float, form: str, label: Any, kind: str | None) -> str:
+    """The message for a number YAML read in `form`; `kind` is "port", "address", "duration" or None."""
+    if form == "sexagesimal":
+        groups = text.split(":")
+        if kind == "port" and len(groups) == 2:
+            advice = f'a range is written "{groups[0]}-{groups[1]}"'
+        elif kind == "port":
+            advice = 'write ports in decimal, and a range as "1024-65535"'
+        elif kind == "address":
+            advice = QUOTE_IPV6
+        elif kind == "duration":
+            advice = "write a duration with units, such as 1m30s or 1h30m"
+        else:
+            advice = "write numbers in decimal"
+    elif form == "octal":
+        advice = f"write {'ports' if kind == 'port' else 'numbers'} in decimal, without a leading zero"
+    else:
+        advice = f"write {'ports' if kind == 'port' else 'numbers'} in decimal"
+    where = f"{label}: " if label is not None else ""
+    return f"{where}{text}: {advice} (YAML reads {text} as {_READINGS[form]} {value})"
+
+
+def based_port(value: Any, field: str) -> str | None:
+    """The message for a port written in hexadecimal or binary, or None."""
+    if isinstance(value, BasedInt):
+        return misread(value.text, int(value), value.form, field, "port")
+    return None
+
+
+class _MisreadNumber(Exception):
+    """A number in a form YAML 1.1 reads differently from how it looks; load_yaml words it."""
+
+    def __init__(self, text: str, value: float, form: str, line: int) -> None:
+        super().__init__(text)
+        self.text, self.value, self.form, self.line = text, value, form, line
+        self.keys: list[Any] = []  # the mapping keys above it, innermost first
+
+    def message(self) -> str:
+        keys = self.keys[::-1]
+        last = keys[-1] if keys else None
+        in_set = len(keys) >= 2 and keys[0] == "sets"
+        timeout = len(keys) >= 2 and keys[-2] == "state_timeouts"
+        label = f"state_timeouts.{last}" if timeout else last
+        if in_set:
+            label = f"set {keys[1]}" + (f": {last}" if len(keys) > 2 else "")
+        kind = None
+        if last in PORT_KEYS:
+            kind = "port"
+        elif last in ADDRESS_KEYS or (in_set and len(keys) == 2):
+            kind = "address"
+        elif last in DURATION_KEYS or timeout:
+            kind = "duration"
+        return misread(self.text, self.value, self.form, label, kind)
+
+
 def _construct_int(loader: _Loader, node: Any) -> int:
-    digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
+    text = node.value
+    digits = text.lstrip("+-").replace("_", "").lstrip("0") or "0"
     if len(digits) > MAX_DIGITS:
         line = node.start_mark.line + 1
         raise RuleError(loader.path, line, f"a number of {len(digits)} digits is too large for any setting")
-    return int(loader.construct_yaml_int(node))
+    value = int(loader.construct_yaml_int(node))
+    form = _int_form(text)
+    if form in ("hex", "binary"):
+        return BasedInt(value, text, form)
+    if form is not None:
+        raise _MisreadNumber(text, value, form, node.start_mark.line + 1)
+    return value
+
+
+def _construct_float(loader: _Loader, node: Any) -> float:
+    value = float(loader.construct_yaml_float(node))
+    if ":" in node.value:
+        raise _MisreadNumber(node.value, value, "sexagesimal", node.start_mark.line + 1)
+    return value
 
 
 def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
@@ -325,6 +440,7 @@ def _construct_seq(loader: _Loader, node: Any) -> YamlSeq:
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def load_yaml(text: str, path: str) -> Any:
@@ -332,6 +448,10 @@ def load_yaml(text: str, path: str) -> Any:
     loader.path = path
     try:
         return loader.get_single_data()
+    except _MisreadNumber as e:
+        raise RuleError(path, e.line, e.message()) from None
+    except yaml.reader.ReaderError as e:
+        raise RuleError(path, _reader_error_line(text, e.position), _reader_error(e)) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -350,6 +470,21 @@ def load_yaml(text: str, path: str) -> Any:
         raise RuleError(path, line, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _reader_error_line(text: str, position: int) -> int:
+    # libyaml counts the position in UTF-8 bytes, PyYAML's own reader in characters.
+    if _BaseLoader is yaml.SafeLoader:
+        return text.count("\n", 0, position) + 1
+    return text.encode("utf-8", "surrogatepass").count(b"\n", 0, position) + 1
+
+
+def _reader_error(e: Any) -> str:
+    """A character YAML refuses anywhere (NUL, other control characters), on one line."""
+    if isinstance(e.character, int):
+        name = " (NUL)" if e.character == 0 else ""
+        return f"invalid YAML: character #x{e.character:04x}{name} is not allowed in YAML text"
+    return f"invalid YAML: {e.reason}"
 
 
 # YAML reserves these to start a plain value; "@set" references trip over it.
@@ -395,6 +530,11 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def address_hint(value: Any) -> str:
+    """Where an address is expected: a number is most likely an unquoted IPv6 address."""
+    return f" ({QUOTE_IPV6})" if is_int(value) else ""
+
+
 def _proto_name(proto: int) -> str:
     for name, number in PROTO_NAMES.items():
         if number == proto:
@@ -408,11 +548,6 @@ def _proto_list(protos: frozenset[int] | set[int]) -> str:
 
 # --------------------------------------------------------------------------
 # Addresses
-
-
-# A set file holds at most MAX_PREFIXES useful lines; 128 MiB leaves over
-# 100 bytes a line for comments and still fits in memory a few times over.
-SET_FILE_MAX_BYTES = 128 * 2**20
 
 
 def _digest(data: bytes) -> str:
@@ -430,23 +565,6 @@ class SetCache(Protocol):
     def get(self, digest: str) -> Sequence[Prefix] | None: ...
 
     def put(self, digest: str, prefixes: Sequence[Prefix]) -> None: ...
-
-
-def _set_file_problem(path: Path) -> str | None:
-    """Why a set file is refused before it is read, or None.  Only regular
-    files are read (a device or FIFO such as /dev/zero never ends), and only
-    up to SET_FILE_MAX_BYTES."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None  # the read reports it, with the reason
-    if stat.S_ISDIR(st.st_mode):
-        return None  # so does it for a directory
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file (a device, pipe or socket)"
-    if st.st_size > SET_FILE_MAX_BYTES:
-        return f"is {st.st_size:,} bytes, more than the {SET_FILE_MAX_BYTES // 2**20} MiB a set file may have"
-    return None
 
 
 # --------------------------------------------------------------------------
@@ -791,7 +909,9 @@ class Parser:
                 prefixes: list[Prefix] = []
                 for item, iline in zip(value, value.lines, strict=True):
                     if not isinstance(item, str):
-                        self.fail(iline, f"set {name}: {show(item)} is not an address or CIDR")
+                        self.fail(
+                            iline, f"set {name}: {show(item)} is not an address or CIDR{address_hint(item)}"
+                        )
                     if item.strip().startswith("@"):
                         self.fail(iline, f"set {name}: {show(item)}: a set cannot refer to another set")
                     try:
@@ -850,9 +970,13 @@ class Parser:
         timeout = None
         if "timeout" in mp:
             try:
-                timeout = parse_duration(mp["timeout"])
+                exact = parse_duration_exact(mp["timeout"])
             except ValueError as e:
                 self.fail(vl["timeout"], f"set {name}: timeout: {e}")
+            problem = limits.timeout_problem(exact)
+            if problem:
+                self.fail(vl["timeout"], f"set {name}: timeout: {show(mp['timeout'])} {problem}")
+            timeout = float(exact)
         return SetDef(name=name, prefixes=(), file=None, line=line, dynamic=True, size=size, timeout=timeout)
 
     def set_file(self, name: str, rel: Any, line: int, set_line: int) -> SetDef:
@@ -860,22 +984,16 @@ class Parser:
             self.fail(line, f"set {name}: file: {show(rel)} is not a file path")
         path = self.base_dir / rel
         fname = str(path)
-        problem = _set_file_problem(path)
-        if problem:
-            self.fail(line, f"set {name}: {show(fname)} {problem}")
         try:
-            data = path.read_bytes()
+            data = inputs.read_file(path, "set file")
+        except inputs.Refused as e:
+            self.fail(line, f"set {name}: {show(fname)} {e}")
         except OSError as e:
             self.fail(line, f"set {name}: cannot read {show(fname)}: {e.strerror or e}")
         digest = _digest(data)
         prefixes = self.set_cache.get(digest) if self.set_cache is not None else None
         if prefixes is None:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                bad_line = data.count(b"\n", 0, e.start) + 1
-                raise RuleError(fname, bad_line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-            prefixes = parse_set_file_text(text, fname)
+            prefixes = parse_set_file_text(inputs.decode(data, fname), fname)
             if self.set_cache is not None and len(prefixes) >= SET_CACHE_MIN:
                 self.set_cache.put(digest, prefixes)
         self.count_prefixes(len(prefixes), line)
@@ -1106,8 +1224,7 @@ class Parser:
         dynamic: list[str] = []
         for item, iline in _items(value, line):
             if not isinstance(item, str):
-                hint = " (quote IPv6 addresses)" if is_int(item) else ""
-                self.fail(iline, f"{key}: {show(item)} is not an address, CIDR or @set{hint}")
+                self.fail(iline, f"{key}: {show(item)} is not an address, CIDR or @set{address_hint(item)}")
             text = item.strip()
             if text.startswith("@"):
                 set_name = text[1:]
@@ -1177,6 +1294,9 @@ class Parser:
         ranges: list[PortRange] = []
         for item, iline in _items(value, line):
             if is_int(item):
+                problem = based_port(item, key)
+                if problem:
+                    self.fail(iline, problem)
                 if not 0 <= item <= 65535:
                     self.fail(iline, f"{key}: {item} is out of range (ports are 0-65535)")
                 ranges.append(PortRange(item, item))
@@ -1186,6 +1306,11 @@ class Parser:
             lo_text = lo_text.strip()
             hi_text = hi_text.strip() if dash else lo_text
             if not all(t.isascii() and t.isdigit() for t in (lo_text, hi_text)):
+                lo_part, colon, hi_part = text.partition(":")
+                if colon and not dash:  # iptables writes a range 20:21
+                    self.fail(
+                        iline, f'{key}: {show(item)} is not a port: a range is written "{lo_part}-{hi_part}"'
+                    )
                 self.fail(iline, f'{key}: {show(item)} is not a port or a range (e.g. 443 or "1024-65535")')
             if max(len(lo_text), len(hi_text)) > MAX_DIGITS:
                 self.fail(iline, f"{key}: {show(item)} is out of range (ports are 0-65535)")
@@ -1343,7 +1468,7 @@ class Parser:
             problem = limits.pps_problem(pps)
             if problem:
                 self.fail(vl[key], f"{key}: {problem}")
-            problem = limits.pps_burst_problem(burst, pps)
+            problem = limits.pps_burst_problem(burst, pps, format_packet_rate(Fraction(pps)))
         else:
             assert bps is not None
             problem = limits.bps_problem(bps)
@@ -1390,14 +1515,6 @@ class Parser:
             value = mp["burst"]
             if pps is not None:
                 burst = self.positive(value, vl["burst"], "burst", "packets")
-                # The tolerance (burst x ns per packet) must fit the program's arithmetic.
-                most = MAX_TOLERANCE_NS * pps // 1_000_000_000
-                if burst > most:
-                    self.fail(
-                        vl["burst"],
-                        f"burst: {burst} packets at {format_packet_rate(pps)} is more than the limiter "
-                        f"can hold (at most {most} at this rate)",
-                    )
             else:
                 try:
                     burst = parse_size(value)
@@ -1477,15 +1594,15 @@ def parse_text(
 
 def load(path: str | Path, set_cache: SetCache | None = None) -> RuleSet:
     """Read, parse and validate a rule file; set files resolve next to it."""
-    name = str(path)
     p = Path(path)
+    return parse_text(inputs.decode(read_rule_file(p), str(p)), str(p), p.parent, set_cache)
+
+
+def read_rule_file(path: Path) -> bytes:
+    """A rule file's bytes, or the RuleError that says why it is not read (exit 2)."""
     try:
-        data = p.read_bytes()
+        return inputs.read_file(path, "rule file")
+    except inputs.Refused as e:
+        raise RuleError(str(path), None, f"the rule file {e}") from None
     except OSError as e:
-        raise RuleError(name, None, f"cannot read rule file: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise RuleError(name, line, f"not UTF-8 text (byte {data[e.start]:#04x})") from None
-    return parse_text(text, name, p.parent, set_cache)
+        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
