@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xdpguard.errors import RuleError, XdpguardError
-from xdpguard.rules import model
+from xdpguard.rules import inputs, model
 from xdpguard.rules.compile import Plan, Reuse, column_digests, compile_ruleset, lazy_plan, rule_tokens
 from xdpguard.state import prune_cache, secure_state_root
 
@@ -99,15 +99,12 @@ def _sha(data: bytes) -> str:
 
 def load(path: Path) -> Loaded:
     """The compiled plan of a rule file: from the cache when nothing it reads changed."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
+    data = inputs.read_rule_file(path)  # a regular file of bounded size, or exit 2
     key = _sha(_compiler_hash().encode() + str(path.resolve().parent).encode() + b"\0" + data)
     hit = _lookup(key, str(path))
     if hit is not None:
         plan, summary = hit
-        return Loaded(plan, data.decode("utf-8"), summary, True)
+        return Loaded(plan, inputs.decode(data, str(path)), summary, True)
     return _build(path, key, data)
 
 
@@ -119,7 +116,7 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
     try:
         meta = json.loads((d / "meta.json").read_text())
         for fname, digest in meta["set_files"]:
-            if _sha(Path(fname).read_bytes()) != digest:
+            if _sha(inputs.read_file(Path(fname), "set file")) != digest:
                 return None
         raw = (d / "plan.bin").read_bytes()
         if _sha(raw) != meta["digest"]:
@@ -128,7 +125,7 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
         summary = meta["summary"]
         with contextlib.suppress(OSError):
             os.utime(d)  # most recently used
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # inputs.Refused too: the parse says why
         return None
     return plan, summary
 
@@ -141,8 +138,8 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
     from xdpguard.rules.parse import load as parse
 
     try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError:
+        source = inputs.decode(data, str(path))
+    except RuleError:
         source = ""  # the ordinary parse below says where
     memo_path = _memo_path(path)
     with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
@@ -175,7 +172,7 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
             _store(key, plan, summary, set_files, columns)
         except (OSError, XdpguardError):
             pass  # no cache (read-only, full or untrusted state dir): the apply decides what that means
-    return Loaded(plan, path.read_text(), summary, False)
+    return Loaded(plan, inputs.decode(data, str(path)), summary, False)
 
 
 def _store(

@@ -162,6 +162,24 @@ def test_check_of_a_device_or_fifo_exits_2_at_once(tmp_path: Path, special: str)
     assert r.stderr == f"{special}: the rule file is not a regular file (a device, pipe or socket)\n"
 
 
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_apply_reads_its_rule_file_the_same_way(
+    tmp_path: Path, special: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply and plan read the rule file through the plan cache: the same
+    refusal, before any kernel object (or the cache) is touched."""
+    from xdpguard import plancache
+
+    monkeypatch.setenv("XDPGUARD_STATE_DIR", str(tmp_path / "state"))
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    with pytest.raises(RuleError) as info:
+        plancache.load(Path(special))
+    assert str(info.value) == f"{special}: the rule file is not a regular file (a device, pipe or socket)"
+    assert not (tmp_path / "state").exists()
+
+
 def test_load_refuses_a_rule_file_over_the_size_cap(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     with big.open("wb") as f:

@@ -26,9 +26,7 @@ def check(
     from xdpguard.rules.addrs import family_count
     from xdpguard.rules.compile import map_entries, memory_estimate
     from xdpguard.rules.describe import describe_rule, set_index
-    from xdpguard.rules.parse import read_rule_file
 
-    read_rule_file(rules)  # refuses a device, a FIFO or an oversized file before load_rules reads it
     rs, plan, _ = load_rules(rules)
     sets = set_index(rs)
     data: dict[str, Any] = {

@@ -104,22 +104,19 @@ CONTEXT: dict[str, str | None] = {"netns": None}
 def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     """Parse and compile a rule file; returns the model, the plan and the file text."""
     # lazy: the parser and compiler, only for the commands that read a rule file
-    from xdpguard.rules import incremental
+    from xdpguard.rules import incremental, inputs
     from xdpguard.rules.compile import compile_ruleset
     from xdpguard.rules.parse import load
 
     # Rule by rule in batches (incremental.parse with nothing to reuse): 65,536
     # rules in one YAML pass took 500 MB.  Anything unusual, every error
     # included, goes to the ordinary parse, which says what and where.
-    try:
-        text: str | None = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        text = None
+    text = inputs.decode(inputs.read_rule_file(path), str(path))  # or exit 2: a device, a FIFO, not UTF-8
     parsed = incremental.parse(text, str(path), path.parent, {}, memoise=False) if text else None
-    rs = parsed.ruleset if parsed is not None else load(path)  # unreadable files and bad encodings too
+    rs = parsed.ruleset if parsed is not None else load(path)  # an empty file says so there
     for w in rs.warnings:  # valid but probably unintended: said, never refused
         print(w, file=sys.stderr)
-    return rs, compile_ruleset(rs), text if text is not None else path.read_text()
+    return rs, compile_ruleset(rs), text
 
 
 def resolve_iface(name: str) -> int:

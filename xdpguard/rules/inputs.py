@@ -67,6 +67,16 @@ def _check(st: os.stat_result, path: Path, what: str) -> None:
         raise _too_big(st.st_size, what)
 
 
+def read_rule_file(path: Path) -> bytes:
+    """A rule file's bytes, or the RuleError that says why it is not read (exit 2)."""
+    try:
+        return read_file(path, "rule file")
+    except Refused as e:
+        raise RuleError(str(path), None, f"the rule file {e}") from None
+    except OSError as e:
+        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
+
+
 def read_stream(stream: BinaryIO, what: str) -> bytes:
     """At most MAX_INPUT_BYTES of a stream (stdin); Refused when it has more."""
     data = stream.read(MAX_INPUT_BYTES + 1)

@@ -1595,14 +1595,4 @@ def parse_text(
 def load(path: str | Path, set_cache: SetCache | None = None) -> RuleSet:
     """Read, parse and validate a rule file; set files resolve next to it."""
     p = Path(path)
-    return parse_text(inputs.decode(read_rule_file(p), str(p)), str(p), p.parent, set_cache)
-
-
-def read_rule_file(path: Path) -> bytes:
-    """A rule file's bytes, or the RuleError that says why it is not read (exit 2)."""
-    try:
-        return inputs.read_file(path, "rule file")
-    except inputs.Refused as e:
-        raise RuleError(str(path), None, f"the rule file {e}") from None
-    except OSError as e:
-        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
+    return parse_text(inputs.decode(inputs.read_rule_file(p), str(p)), str(p), p.parent, set_cache)
