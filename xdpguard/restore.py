@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xdpguard.datapath import confirm
 from xdpguard.datapath.dataplane import Dataplane
 from xdpguard.datapath.protection import GONE
 from xdpguard.errors import XdpguardError
@@ -86,8 +87,12 @@ def _restore(ifname: str) -> Outcome:
             return Outcome(ifname, FAILED, f"{prot.message()}; {prot.fix()}")
         # Not a reboot (the pins are there): the interface was re-created or
         # renamed, or a pin replaced.  The live rule set goes back on; a
-        # pending confirm keeps its watchdog, which is still running.
+        # pending confirm keeps its watchdog while that runs, and is acted on
+        # here, as the watchdog would, when none does.
         note = "re-attached"
+        pending = st.load_confirm()
+        if pending is not None and confirm.watchdog_alive(pending):
+            pending = None
     else:
         pending = st.load_confirm()
     if pending is not None:

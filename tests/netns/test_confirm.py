@@ -71,3 +71,37 @@ def test_unconfirmed_first_attach_detaches(lab, files):
     # The watchdog detaches the links first (traffic passes from then on)
     # and unpins the maps after them: give it the moment that takes.
     assert wait_for(lambda: not any(lab.bpffs.rglob("*")), 5), sorted(map(str, lab.bpffs.rglob("*")))
+
+
+def test_a_dead_watchdog_is_no_safety_net_the_next_command_reverts(lab, files):
+    """The watchdog killed (or never started: the CLI died first): status says
+    nothing will revert the window, and the first command after the deadline
+    does what the watchdog should have (status itself, here)."""
+    import os
+    import signal
+
+    from xdpguard.datapath.confirm import LATE_S
+
+    assert apply(lab, files["A"]).returncode == 0
+    assert apply(lab, files["B"], "--confirm", "2s").returncode == 0
+    pid = json.loads((lab.state_dir / lab.b.ifname / "confirm.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(
+        lambda: (
+            not os.path.exists(f"/proc/{pid}/cmdline") or b"" == open(f"/proc/{pid}/cmdline", "rb").read()
+        ),
+        5,
+    )
+    st = status(lab)
+    assert st["pending_confirm"]["watchdog_running"] is False, st
+    text = xg("--netns", lab.b.ns, "status", "--iface", lab.b.ifname).stdout
+    assert "no watchdog is running for it" in text, text
+    assert verdicts(lab) == WANT["B"]
+    time.sleep(2 + LATE_S + 1)
+    assert verdicts(lab) == WANT["B"]  # nothing acted by itself
+    st = status(lab)
+    assert any(
+        "no watchdog was left to act: not confirmed in time: restored version 1" in m for m in st["recovered"]
+    ), st
+    assert "pending_confirm" not in st and st["history"][-1]["note"] == "confirm timeout", st
+    assert verdicts(lab) == WANT["A"]

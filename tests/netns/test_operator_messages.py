@@ -234,3 +234,28 @@ def test_apply_under_ip_netns_exec_refuses_rather_than_attach_for_a_moment(lab: 
     with guarded(lab) as g:
         g.apply(rules)
         assert g.status()["attached"] is True
+
+
+def test_apply_in_another_namespace_does_not_move_the_firewall(lab: Lab, tmp_path: Path) -> None:
+    """An interface of the same name in another namespace: apply refuses
+    (exit 2) instead of taking the programs off the protected one."""
+    rules = write_rules(tmp_path, RULES)
+    with guarded(lab) as g:
+        g.apply(rules)
+        before = g.status()
+        subprocess.run(
+            ["ip", "-n", lab.a.ns, "link", "add", lab.b.ifname, "type", "veth", "peer", "name", "xgsame1"],
+            check=True,
+        )
+        try:
+            r = run_cli("apply", rules, "--iface", lab.b.ifname, netns=lab.a.ns, env=lab_env(lab))
+            assert r.returncode == 2, describe(r)
+            assert (
+                f"xdpguard protects {lab.b.ifname} in network namespace {lab.b.ns}, and this apply runs in "
+                f"network namespace {lab.a.ns}"
+            ) in r.stderr, describe(r)
+        finally:
+            subprocess.run(["ip", "-n", lab.a.ns, "link", "del", lab.b.ifname], check=False)
+        after = g.status()
+        assert after["protected"] is True and after["version"] == before["version"], after
+        assert after["xdp"]["link_id"] == before["xdp"]["link_id"], after

@@ -21,7 +21,7 @@ from xdpguard.cli.common import (
     resolve_iface,
 )
 from xdpguard.errors import UsageError
-from xdpguard.state import Iface
+from xdpguard.state import Applied, Iface
 
 if TYPE_CHECKING:
     from xdpguard.rules.compile import Plan
@@ -52,6 +52,30 @@ def _kept_till_exit() -> Iterator[None]:
 
 def _modes() -> tuple[str, ...]:
     return ("auto", "native", "generic")
+
+
+def _same_namespace(name: str, live: Applied | None) -> None:
+    """Refuse to apply to an interface of the name in another namespace than the
+    one xdpguard protects it in: pins and state are keyed by name, so the apply
+    would take the programs off the recorded interface (reading it as renamed)
+    and leave it unfiltered.  A recorded namespace that is gone is no conflict."""
+    from xdpguard.net import netns_exists  # lazy: as in resolve_iface
+
+    here = CONTEXT["netns"]
+    if live is None or live.netns == here or (live.netns is not None and not netns_exists(live.netns)):
+        return
+
+    def where(ns: str | None) -> str:
+        return f"network namespace {ns}" if ns else "the host's network namespace"
+
+    run = (
+        f"`xdpguard --netns {live.netns} apply ...`" if live.netns else "`xdpguard apply ...` without --netns"
+    )
+    raise UsageError(
+        f"xdpguard protects {name} in {where(live.netns)}, and this apply runs in {where(here)}: pins and "
+        f"state are kept by interface name, so it would move the firewall off the protected {name}. Run "
+        f"{run}; to protect both, give each namespace its own XDPGUARD_BPFFS and XDPGUARD_STATE_DIR"
+    )
 
 
 def apply(
@@ -99,6 +123,7 @@ def apply(
     targets = [(name, resolve_iface(name)) for name in iface]
     for name, _ in targets:
         live = Iface(name).load_applied()
+        _same_namespace(name, live)
         if xdp_mode is not None and live is not None and Iface(name).linked:
             if live.xdp_mode != xdp_mode:
                 raise UsageError(

@@ -136,6 +136,11 @@ def _print_status(s: dict[str, Any]) -> None:
         console.print(
             f"  [yellow]unconfirmed: reverts to {target} in {pc['seconds_left']} s unless confirmed[/]"
         )
+        if not pc.get("watchdog_running", True):
+            console.print(
+                "  [bold red]no watchdog is running for it[/]: the first xdpguard command on "
+                f"{s['interface']} after the deadline reverts it (status, apply, rollback, restore)"
+            )
     hist = s.get("history", [])
     if len(hist) > 1:
         console.print(

@@ -44,6 +44,30 @@ def _watchdog_log(ifname: str) -> int:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+# A watchdog acts within a poll of its deadline; a record this far past it
+# with no watchdog behind it was left by one that died or never started.
+LATE_S = 10.0
+
+
+def watchdog_alive(pending: dict[str, Any]) -> bool:
+    """The watchdog of this record is running: its pid is a watchdog holding its token."""
+    pid, token = pending.get("pid"), str(pending.get("token") or "")
+    if not pid or not token:
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    return b"watchdog" in cmd and token.encode() in cmd
+
+
+def overdue(pending: dict[str, Any], now: float | None = None) -> bool:
+    """The deadline has passed and no watchdog will act on it: the next command must."""
+    now = time.time() if now is None else now
+    return float(pending["deadline"]) + LATE_S < now and not watchdog_alive(pending)
+
+
 def stop(pid: int | None) -> None:
     """Stop a watchdog, if the pid still is one (and is not this process)."""
     if not pid or pid == os.getpid():

@@ -110,7 +110,7 @@ class Dataplane:
         ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
-            recovered = self._recover()
+            recovered = self._recover() + self._revert_overdue()
             res = self._apply_locked(plan, rules_text, xdp_mode, replace_program, summary, note)
             res.messages[:0] = recovered
         res.seconds = time.monotonic() - t0
@@ -374,19 +374,53 @@ class Dataplane:
         return [R.finish(self.iface, self.links, *j)]
 
     def recover(self, wait: bool = True) -> list[str]:
-        """Repair what an interrupted apply left (status and rollback call this).
+        """Repair what an interrupted apply left, and revert an unconfirmed rule
+        set whose watchdog is gone (status and rollback call this).
 
         With wait=False (status), an apply that holds the lock is simply in
         progress, not interrupted: report that rather than wait for it.
         """
-        if self.iface.journal() is None:
+        if self.iface.journal() is None and self._overdue_confirm() is None:
             return []
         _require_root()
         try:
             with self.iface.lock(timeout=None if wait else 0):
-                return self._recover()
+                return self._recover() + self._revert_overdue()
         except LockTimeout:
             return ["an apply is in progress"]
+
+    def _overdue_confirm(self) -> dict[str, Any] | None:
+        try:
+            pending = self.iface.load_confirm()
+        except DamagedState:
+            return None  # shown as NOT PROTECTED by status; confirm or detach clears it
+        return pending if pending and confirm.overdue(pending) else None
+
+    def _revert_overdue(self) -> list[str]:
+        """What the watchdog of an expired --confirm window should have done and
+        did not (it died, or the apply that would have started it did): done
+        now, by whichever command comes first.  Called with the lock held."""
+        pending = self._overdue_confirm()
+        if pending is None:
+            return []
+        late = time.time() - float(pending["deadline"])
+        return [
+            f"the --confirm deadline passed {late:.0f} s ago and no watchdog was left to act: "
+            + self.revert_unconfirmed_locked(pending)
+        ]
+
+    def revert_unconfirmed_locked(self, pending: dict[str, Any]) -> str:
+        """Put back the rule set a --confirm window guards (or detach, if there
+        was none before it); the watchdog's act at the deadline."""
+        target = int(pending["target_seq"])
+        if target == 0:
+            removed = self.detach_locked()
+            msg = f"not confirmed in time: detached ({len(removed)} pinned objects removed)"
+        else:
+            _, snap = self.rollback_locked(target, note="confirm timeout")
+            msg = f"not confirmed in time: restored version {snap.applied.seq} ({snap.applied.file})"
+        self.iface.clear_confirm()
+        return msg
 
     # ------------------------------------------------------------------ history
 
@@ -562,11 +596,15 @@ class Dataplane:
     def status(self) -> dict[str, Any]:
         """The record and the kernel's view (status.py), after repairing an interrupted apply."""
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
-        if self.iface.journal() is not None:
+        if self.iface.journal() is not None or self._overdue_confirm() is not None:
             if probes.privileged():
                 out["recovered"] = self.recover(wait=False)
-            else:
+            elif self.iface.journal() is not None:
                 out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"
+            else:
+                out["overdue_confirm"] = (
+                    "an unconfirmed rule set outlived its watchdog: run `xdpguard status` as root"
+                )
         applied = self.iface.load_applied()
         if applied:
             self.iface.check_plan(applied)

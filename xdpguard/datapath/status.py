@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from xdpguard.datapath import abi, dynsets, syncookie
+from xdpguard.datapath import abi, confirm, dynsets, syncookie
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import halves as H
 from xdpguard.datapath import maps as M
@@ -53,6 +53,7 @@ def recorded(iface: Iface, applied: Applied | None) -> dict[str, Any]:
         out["pending_confirm"] = {
             "seconds_left": round(max(0.0, float(pending["deadline"]) - time.time()), 1),
             "reverts_to": pending["target_seq"],
+            "watchdog_running": confirm.watchdog_alive(pending),
         }
     return out
 

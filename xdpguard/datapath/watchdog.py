@@ -37,12 +37,5 @@ def run_watchdog(ifname: str, token: str) -> None:
         p = st.load_confirm()
         if p is None or p.get("token") != token:
             return  # confirmed while we waited for the lock
-        target = int(p["target_seq"])
-        if target == 0:
-            removed = dp.detach_locked()
-            msg = f"not confirmed in time: detached ({len(removed)} pinned objects removed)"
-        else:
-            _, snap = dp.rollback_locked(target, note="confirm timeout")
-            msg = f"not confirmed in time: restored version {snap.applied.seq} ({snap.applied.file})"
-        st.clear_confirm()
+        msg = dp.revert_unconfirmed_locked(p)
     print(time.strftime("%Y-%m-%dT%H:%M:%S"), ifname, msg, flush=True)
