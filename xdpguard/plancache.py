@@ -3,11 +3,13 @@
 Parsing and compiling a rule file with a million-prefix set takes seconds;
 hashing it takes milliseconds.  An entry in `$XDPGUARD_STATE_DIR/.cache/`
 is keyed by the rule file's content and directory and by the sources of
-the parser and compiler; it records the content hash of every set file
-the rule file read, the compiled plan and what `plan`/`status` show about
-it.  It is used only when every set file still has the recorded content,
-and only if the plan's bytes still hash to the recorded digest: a damaged
-or stale entry is ignored and built again, never trusted.
+the parser and compiler; it records those inputs of its key (`source` in
+`meta.json`), the content hash of every set file the rule file read, the
+compiled plan and what `plan`/`status` show about it.  It is used only
+when its recorded inputs are this rule file's (an entry copied under
+another key is not), every set file still has the recorded content, and
+the plan's bytes still hash to the recorded digest: a damaged, stale or
+misplaced entry is ignored and built again, never trusted.
 
 The plan comes back undecoded (compile.lazy_plan): an apply that finds
 nothing to change never needs more of it than its digest and settings.
@@ -100,21 +102,33 @@ def _sha(data: bytes) -> str:
 def load(path: Path) -> Loaded:
     """The compiled plan of a rule file: from the cache when nothing it reads changed."""
     data = inputs.read_rule_file(path)  # a regular file of bounded size, or exit 2
-    key = _sha(_compiler_hash().encode() + str(path.resolve().parent).encode() + b"\0" + data)
-    hit = _lookup(key, str(path))
+    made_of = _made_of(path, data)
+    hit = _lookup(made_of, str(path))
     if hit is not None:
         plan, summary = hit
         return Loaded(plan, inputs.decode(data, str(path)), summary, True)
-    return _build(path, key, data)
+    return _build(path, made_of, data)
 
 
-def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
+def _made_of(path: Path, data: bytes) -> dict[str, str]:
+    """What an entry is compiled from, apart from set files: its key's inputs,
+    recorded in the entry (`source` in meta.json) and checked on every hit."""
+    return {"compiler": _compiler_hash(), "directory": str(path.resolve().parent), "rules": _sha(data)}
+
+
+def _key(made_of: dict[str, str]) -> str:
+    return _sha(json.dumps(made_of, sort_keys=True).encode())
+
+
+def _lookup(made_of: dict[str, str], source: str) -> tuple[Plan, dict[str, Any]] | None:
     try:
-        d = root() / key
+        d = root() / _key(made_of)
     except XdpguardError:
         return None
     try:
         meta = json.loads((d / "meta.json").read_text())
+        if meta["source"] != made_of:
+            return None  # another file's entry (or an older layout's) under this key: rebuilt below
         for fname, digest in meta["set_files"]:
             if _sha(inputs.read_file(Path(fname), "set file")) != digest:
                 return None
@@ -130,7 +144,7 @@ def _lookup(key: str, source: str) -> tuple[Plan, dict[str, Any]] | None:
     return plan, summary
 
 
-def _build(path: Path, key: str, data: bytes) -> Loaded:
+def _build(path: Path, made_of: dict[str, str], data: bytes) -> Loaded:
     # lazy: the parser (and YAML) load only on a cache miss, the reason for the cache
     from xdpguard.rules import incremental
     from xdpguard.rules.describe import summary_of
@@ -169,14 +183,14 @@ def _build(path: Path, key: str, data: bytes) -> Loaded:
         # read: a file replaced meanwhile must not be recorded as what was compiled.
         set_files = sorted({(s.file, s.digest or _sha(Path(s.file).read_bytes())) for s in rs.sets if s.file})
         try:
-            _store(key, plan, summary, set_files, columns)
+            _store(made_of, plan, summary, set_files, columns)
         except (OSError, XdpguardError):
             pass  # no cache (read-only, full or untrusted state dir): the apply decides what that means
     return Loaded(plan, inputs.decode(data, str(path)), summary, False)
 
 
 def _store(
-    key: str,
+    made_of: dict[str, str],
     plan: Plan,
     summary: dict[str, Any],
     set_files: list[tuple[str, str]],
@@ -186,13 +200,13 @@ def _store(
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
     try:
-        meta = {"digest": plan.digest, "set_files": set_files, "summary": summary}
+        meta = {"source": made_of, "digest": plan.digest, "set_files": set_files, "summary": summary}
         _write_private(tmp / "plan.bin", plan.to_bytes())
         _write_private(tmp / "meta.json", json.dumps(meta).encode())
         if columns is not None:
             cols = {"compiler": _compiler_hash(), "digest": plan.digest, "columns": columns}
             _write_private(tmp / COLUMNS, json.dumps(cols).encode())
-        final = base / key
+        final = base / _key(made_of)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)  # an entry appears whole or not at all
     except BaseException:

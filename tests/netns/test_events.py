@@ -169,3 +169,30 @@ def test_event_text_lines_read_as_sentences(attached):
     head = f"{lab.b.ifname} ingress drop by rule no-9999: udp 198.51.100.3:1000 > {lab.b.ip4}:9999, "
     assert rest.startswith(head), rest
     assert rest.endswith(" bytes") and "rule rule" not in rest and "proto 17" not in rest
+
+
+def test_events_refuses_an_interface_that_is_not_protected(lab, tmp_path: Path):
+    """Deleted after an apply, the interface has no programs to make events:
+    `events` says so (exit 1, as `stats` does) at once instead of waiting on a
+    ring buffer nothing writes, and sets nothing either."""
+    from tests.netns.clihelp import describe, expect_ok, lab_env, run_cli
+
+    name = f"evg{os.getpid() % 100_000}"
+    subprocess.run(
+        ["ip", "-n", lab.b.ns, "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True
+    )
+    try:
+        rules = write_rules(tmp_path, RULES, "r.yaml")
+        expect_ok(run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=lab_env(lab)))
+        subprocess.run(["ip", "-n", lab.b.ns, "link", "del", name], check=True)
+        for args in (["--count", "1"], ["--duration", "1"], ["--sample", "3"], []):
+            # A stream that waits on the ring buffer would hit the timeout.
+            cmd = [sys.executable, "-m", "xdpguard", "--netns", lab.b.ns, "events", "--iface", name, *args]
+            r = subprocess.run(cmd, capture_output=True, text=True, env=lab_env(lab), timeout=20)
+            assert r.returncode == 1, describe(r)
+            assert r.stderr.startswith(f"xdpguard: {name} is not protected: {name} is gone"), describe(r)
+            assert f"xdpguard detach --iface {name}" in r.stderr and "Traceback" not in r.stderr, describe(r)
+            assert r.stdout == "", describe(r)
+    finally:
+        subprocess.run(["ip", "-n", lab.b.ns, "link", "del", name], capture_output=True)
+        run_cli("detach", "--iface", name, netns=lab.b.ns, env=lab_env(lab))

@@ -600,3 +600,36 @@ def test_apply_completes_pins_of_an_xdpguard_without_syn_cookies(lab: Lab, tmp_p
         assert stats_row(lab)["syn_cookies"]["sent"] == 1
     finally:
         xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname, check=False)
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_with_its_path(lab: Lab, tmp_path: Path) -> None:
+    """XDPGUARD_CACHE_DIR a regular file: apply names it (exit 1, the machine's
+    state, not the input), with no internal error, and attaches nothing."""
+    bad = tmp_path / "not-a-dir"
+    bad.write_text("x")
+    r = xg(
+        "--netns", lab.b.ns, "apply", _write(tmp_path, "r.yaml", RULES), "--iface", lab.b.ifname,
+        check=False, env={"XDPGUARD_CACHE_DIR": str(bad)},
+    )  # fmt: skip
+    assert r.returncode == 1, r
+    assert f"XDPGUARD_CACHE_DIR ({bad}): {bad} is not a directory" in r.stderr, r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (lab.bpffs / lab.b.ifname).exists()
+
+
+def test_a_corrupt_cached_object_is_rebuilt_and_the_apply_proceeds(lab: Lab, tmp_path: Path) -> None:
+    """A truncated syncookie-*.o in the cache: built again once, the apply
+    succeeds, and libbpf's complaints about the old file stay off stderr."""
+    obj = Path(os.environ["XDPGUARD_CACHE_DIR"]) / f"syncookie-{syncookie.object_hash()}.o"
+    whole = obj.read_bytes()  # built by _kernel_can
+    obj.write_bytes(whole[: len(whole) // 3])
+    try:
+        r = apply(lab, _write(tmp_path, "r.yaml", RULES))
+        assert "libbpf" not in r.stderr and "Invalid argument" not in r.stderr, r.stderr
+        assert "loaded the SYN-cookie programs" in r.stdout, r.stdout
+        assert obj.read_bytes() == whole
+        with server(lab, 4) as srv:
+            assert client_round(lab, 4, 1) == b"re:req1"
+            assert srv.wait_served(1) == 1
+    finally:
+        xg("--netns", lab.b.ns, "detach", "--iface", lab.b.ifname, check=False)

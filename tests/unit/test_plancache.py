@@ -220,3 +220,22 @@ def test_a_damaged_set_entry_is_ignored(files: Path, monkeypatch: pytest.MonkeyP
     loaded = plancache.load(files)
     assert calls == [1]  # parsed, not loaded
     assert loaded.plan.digest == fresh_digest(files)
+
+
+def test_an_entry_planted_under_another_files_key_is_not_used(files: Path) -> None:
+    """An entry names the rule file it was compiled from: copied under the key of
+    another file, it is a miss (compiled afresh), never that file's plan."""
+    other = files.with_name("other.yaml")
+    other.write_text(RULES.replace("action: drop", "action: allow"))
+    plancache.load(files)
+    (mine,) = [p for p in plancache.root().iterdir() if not p.name.startswith(".")]
+    plancache.load(other)
+    (theirs,) = [p for p in plancache.root().iterdir() if not p.name.startswith(".") and p != mine]
+    assert fresh_digest(other) != fresh_digest(files)
+    for f in mine.iterdir():
+        f.unlink()
+    for f in theirs.iterdir():
+        (mine / f.name).write_bytes(f.read_bytes())  # other.yaml's entry under rules.yaml's key
+    again = plancache.load(files)
+    assert again.cached is False and again.plan.digest == fresh_digest(files)
+    assert plancache.load(files).cached is True  # the entry was built again, for this file

@@ -357,11 +357,18 @@ def events(
     """Stream drop events (time, rule, verdict, addresses, ports); --sample/--max-rate set and exit."""
     # lazy: keeps --help and the other commands' start-up free of the data path
     from xdpguard.datapath import maps as M
+    from xdpguard.datapath.dataplane import Dataplane
     from xdpguard.datapath.events import stream
 
+    require_root("events")
     st = Iface(iface)
     if not st.linked:
         raise KernelError(f"xdpguard is not attached to {iface}")
+    # Programs severed from the interface make no events: a stream would wait
+    # for nothing, and a setting would change nothing that runs.  As in `stats`.
+    prot = Dataplane(iface, None).protection()
+    if not prot.ok:
+        raise KernelError(f"{iface} is not protected: {prot.message()}; {prot.fix()}")
     if sample is not None or max_rate is not None:
         with M.open_maps(str(st.pin_dir)) as m:
             cur = M.read_event_cfg(m)

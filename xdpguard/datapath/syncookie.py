@@ -22,6 +22,7 @@ tail-call table.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -29,13 +30,14 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdpguard.datapath import abi
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import libbpf as L
-from xdpguard.errors import KernelError
+from xdpguard.errors import KernelError, XdpguardError
 
 SOURCE = "syncookie.c"
 PROG_XDP = "xg_syn_xdp"
@@ -81,11 +83,35 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDPGUARD_CACHE_DIR", "/var/cache/xdpguard"))
 
 
-def build() -> Path:
-    """The compiled object, compiled now if the cache lacks this version."""
-    out = _cache_dir() / f"syncookie-{object_hash()}.o"
-    if out.exists():
+def _object_path() -> Path:
+    return _cache_dir() / f"syncookie-{object_hash()}.o"
+
+
+def _cache_fault(path: Path, e: OSError) -> XdpguardError:
+    """The cache directory cannot hold the object: the machine's state (exit 1), said as such."""
+    if isinstance(e, FileExistsError):
+        detail = f"{path} is not a directory"
+    elif isinstance(e, NotADirectoryError):
+        detail = f"a part of {path} is not a directory"
+    else:
+        detail = f"{path}: {e.strerror or e}"
+    return XdpguardError(
+        f"syn_cookies: cannot build its BPF object in XDPGUARD_CACHE_DIR ({_cache_dir()}): {detail}; "
+        "nothing was changed: make it a directory root can write, or point XDPGUARD_CACHE_DIR elsewhere"
+    )
+
+
+def build(rebuild: bool = False) -> Path:
+    """The compiled object, compiled now if the cache lacks this version
+    (or `rebuild`: the cached one cannot be opened).  Written to a temporary
+    name and renamed into place, so a reader never sees half an object."""
+    out = _object_path()
+    if out.is_file() and not rebuild:
         return out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cache_fault(out.parent, e) from e
     clang = shutil.which("clang")
     if clang is None:
         raise KernelError(
@@ -96,15 +122,23 @@ def build() -> Path:
         raise KernelError(
             "syn_cookies needs libbpf's headers to build its BPF programs (Debian: apt install libbpf-dev)"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     # lib/parse.h is shared with the bcc program, which spells UAPI headers
     # <uapi/linux/...>; clang finds them through this alias of /usr/include.
     inc = out.parent / "inc"
-    inc.mkdir(exist_ok=True)
     alias = inc / "uapi"
-    if not alias.is_symlink():
-        alias.symlink_to("/usr/include")
+    try:
+        inc.mkdir(exist_ok=True)
+        if not alias.is_symlink():
+            with contextlib.suppress(FileExistsError):  # another build made it meanwhile
+                alias.symlink_to("/usr/include")
+    except OSError as e:
+        raise _cache_fault(Path(e.filename or inc), e) from e
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o644)  # can the directory take the object (read-only, not root's)?
+    except OSError as e:
+        raise _cache_fault(tmp, e) from e
     cmd = [
         clang,
         "-g",
@@ -127,7 +161,11 @@ def build() -> Path:
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise KernelError(f"building {SOURCE} with clang failed:\n{r.stderr.strip()}")
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _cache_fault(out, e) from e
     return out
 
 
@@ -186,53 +224,84 @@ def _explain(step: str, err: int) -> KernelError:
     return KernelError(f"syn_cookies: {step} failed: {os.strerror(err)}" + (f"\n{tail}" if tail else ""))
 
 
+@contextlib.contextmanager
+def _captured(lib: ctypes.CDLL) -> Iterator[None]:
+    """libbpf's prints go to _log, not to stderr: said only in an error (_explain)."""
+    old_print = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
+    try:
+        yield
+    finally:
+        lib.libbpf_set_print(old_print)
+
+
+def _open(lib: ctypes.CDLL) -> int:
+    """The object opened by libbpf (call with libbpf's prints _captured).
+
+    A cached object libbpf cannot open (truncated, damaged) is built again
+    once, and what libbpf said about it dropped: only the final attempt's
+    complaint reaches the operator."""
+    cached = _object_path().is_file()
+    path = build()
+    for last in (not cached, True):
+        _log.clear()
+        obj = lib.bpf_object__open_file(str(path).encode(), None)
+        if obj and not lib.libbpf_get_error(obj):
+            return int(obj)
+        if last:
+            break  # built just now: building again would give the same
+        path = build(rebuild=True)
+    raise _explain(f"opening {path}", errno.EINVAL)
+
+
 def load(pin_dir: str | None) -> Loaded:
     """Load both programs.  With pin_dir, maps pinned there are reused and
     the rest created; without, every map is a fresh private one (a probe of
     what the kernel can do that leaves nothing behind)."""
-    path = build()
     lib = _libbpf()
     _log.clear()
-    old_print = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
-    obj = lib.bpf_object__open_file(str(path).encode(), None)
-    try:
-        if not obj or lib.libbpf_get_error(obj):
-            raise _explain(f"opening {path}", errno.EINVAL)
-        reused: list[int] = []
+    obj = None
+    with _captured(lib):
         try:
-            for name in (*SHARED_MAPS, *OWN_MAPS):
-                pin = os.path.join(pin_dir, name) if pin_dir else None
-                if pin is None or not os.path.exists(pin):
-                    continue
-                fd = B.obj_get(pin)
-                reused.append(fd)
-                m = lib.bpf_object__find_map_by_name(obj, name.encode())
-                if not m or lib.bpf_map__reuse_fd(m, fd) != 0:
-                    raise KernelError(f"syn_cookies: the pinned map {pin} does not fit {SOURCE}")
-            # The bcc ingress program was loaded without an expected attach
-            # type; a tail-call target must match it.
-            xdp = lib.bpf_object__find_program_by_name(obj, PROG_XDP.encode())
-            lib.bpf_program__set_expected_attach_type(xdp, 0)
-            rc = lib.bpf_object__load(obj)
-            if rc != 0:
-                raise _explain("loading the programs", -rc)
+            obj = _open(lib)
+            return _load(lib, obj, pin_dir)
         finally:
-            for fd in reused:
-                os.close(fd)
-        out = Loaded()
-        for prog in (PROG_XDP, PROG_TC):
-            p = lib.bpf_object__find_program_by_name(obj, prog.encode())
-            out.progs[prog] = os.dup(lib.bpf_program__fd(p))
-        for name in OWN_MAPS:
-            if pin_dir and os.path.exists(os.path.join(pin_dir, name)):
+            if obj:
+                lib.bpf_object__close(obj)
+
+
+def _load(lib: ctypes.CDLL, obj: int, pin_dir: str | None) -> Loaded:
+    """The opened object loaded into the kernel: the fds of its programs and of the maps it made."""
+    reused: list[int] = []
+    try:
+        for name in (*SHARED_MAPS, *OWN_MAPS):
+            pin = os.path.join(pin_dir, name) if pin_dir else None
+            if pin is None or not os.path.exists(pin):
                 continue
+            fd = B.obj_get(pin)
+            reused.append(fd)
             m = lib.bpf_object__find_map_by_name(obj, name.encode())
-            out.created[name] = os.dup(lib.bpf_map__fd(m))
-        return out
+            if not m or lib.bpf_map__reuse_fd(m, fd) != 0:
+                raise KernelError(f"syn_cookies: the pinned map {pin} does not fit {SOURCE}")
+        # The bcc ingress program was loaded without an expected attach
+        # type; a tail-call target must match it.
+        xdp = lib.bpf_object__find_program_by_name(obj, PROG_XDP.encode())
+        lib.bpf_program__set_expected_attach_type(xdp, 0)
+        rc = lib.bpf_object__load(obj)
+        if rc != 0:
+            raise _explain("loading the programs", -rc)
     finally:
-        if obj:
-            lib.bpf_object__close(obj)
-        lib.libbpf_set_print(old_print)
+        for fd in reused:
+            os.close(fd)
+    out = Loaded()
+    for prog in (PROG_XDP, PROG_TC):
+        p = lib.bpf_object__find_program_by_name(obj, prog.encode())
+        out.progs[prog] = os.dup(lib.bpf_program__fd(p))
+    for name in OWN_MAPS:
+        if pin_dir and os.path.exists(os.path.join(pin_dir, name)):
+            continue
+        m = lib.bpf_object__find_map_by_name(obj, name.encode())
+        out.created[name] = os.dup(lib.bpf_map__fd(m))
+    return out
 
 
 def sysctl_problem() -> str | None:
