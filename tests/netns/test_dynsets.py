@@ -243,6 +243,32 @@ def test_shrinking_below_the_elements_is_refused_before_anything_changes(
     assert probe(lab) == {"v6"}  # A's IPv4 address is still in the set
 
 
+def test_a_replaced_set_pin_is_found_and_pinned_again(guard: Guard, lab: Lab, tmp_path: Path) -> None:
+    """Another map pinned in place of a set's: `set add` would write where no
+    packet looks.  status says so (exit 1, NOT PROTECTED), and apply pins the
+    map in use again, after which `set add` blocks on the wire."""
+    from xdpguard.datapath import bpf as B
+    from xdpguard.datapath import dynsets
+
+    guard.apply(rules(tmp_path))
+    pin = lab.bpffs / guard.ifname / dynsets.pin_name("blk", "v4")
+    decoy = dynsets.create("decoy", 65536, 0)
+    try:
+        pin.unlink()
+        B.obj_pin(decoy.fds["v4"], str(pin))
+    finally:
+        decoy.close()
+    r = guard.cli("status", "--iface", guard.ifname, "--json")
+    assert r.returncode == 1, describe(r)
+    row = json.loads(r.stdout)[0]
+    assert row["protected"] is False and "the pin set_v4_blk names map id" in row["problem"], row
+    out = expect_ok(guard.cli("apply", rules(tmp_path), "--iface", guard.ifname)).stdout
+    assert "pinned the objects in use again (set_v4_blk)" in out, out
+    assert guard.status()["protected"] is True
+    expect_ok(setcmd(guard, "add", "blk", lab.a.ip4))
+    assert probe(lab) == {"v6"}
+
+
 def test_full_set_exits_1_and_says_how_many_were_added(guard: Guard, lab: Lab, tmp_path: Path) -> None:
     guard.apply(rules(tmp_path, ", size: 3"))
     expect_ok(setcmd(guard, "add", "blk", "198.51.100.1"))

@@ -565,7 +565,7 @@ def slot_writes(dm: Maps, half: int, plan: Plan) -> dict[str, dict[int, int | No
                 sm = sets[plan.dynsets[k].name]
                 if have != sm.map_id(kind):
                     changes[slot] = sm.fds[kind]
-            elif have is not None and not _is_placeholder(have):
+            elif have is not None and not is_placeholder(have):
                 changes[slot] = None  # it would keep a dropped set's maps alive
         if changes:
             out[outer_pin] = changes
@@ -602,7 +602,7 @@ def _update_slots(outer: int, sets: Mapping[int, int]) -> None:
     )
 
 
-def _is_placeholder(map_id: int) -> bool:
+def is_placeholder(map_id: int) -> bool:
     try:
         with B.Fd(B.map_get_fd_by_id(map_id)) as fd:
             return B.map_info(fd).name == PLACEHOLDER

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 
+from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.links import LINKS, prog_pin_name
@@ -197,6 +199,7 @@ def _check_maps(prot: Protection, pin_dir: str, prog_ids: dict[str, int]) -> Non
             if used.setdefault(used_pin, map_id) != map_id:
                 prot.kind = prot.kind or PINS
                 prot.problems.append(f"the ingress and egress programs use different {used_pin} maps")
+    _check_set_pins(prot, pin_dir)
     # A pin that is missing is another matter: maps an older xdpguard did not
     # pin are completed by the update itself (Dataplane._update).
     for pin, map_id in sorted(used.items()):
@@ -205,3 +208,40 @@ def _check_maps(prot: Protection, pin_dir: str, prog_ids: dict[str, int]) -> Non
             prot.kind = prot.kind or PINS
             prot.repin[pin] = map_id
             prot.problems.append(f"the pin {pin} names map id {have}, the programs use map id {map_id}")
+
+
+def _check_set_pins(prot: Protection, pin_dir: str) -> None:
+    """A dynamic set's pinned maps must be the ones the live halves' slots hold:
+    `xdpguard set` writes elements through the pins, and a pin another map took
+    would take elements no packet is checked against.  When one pin of a kind
+    and one map in use are left unmatched, that map is pinned again."""
+    names = dynsets.pinned(pin_dir)
+    if not names:
+        return
+    active = M.read_active(pin_dir)
+    for kind in dynsets.KINDS:
+        outer_pin = dynsets.SPEC[kind][0]
+        path = os.path.join(pin_dir, outer_pin)
+        if not os.path.exists(path):
+            continue
+        used: set[int] = set()
+        with B.Fd(B.obj_get(path)) as outer:
+            for direction in M.DIRECTIONS:
+                half = M.half_of(direction, active)
+                for k in range(abi.MAX_DYNSETS):
+                    raw = B.map_lookup(outer, struct.pack("<I", abi.dyn_slot(half, k)), 4)
+                    if raw is not None:
+                        used.add(struct.unpack("<I", raw)[0])
+        pinned = {n: _pin_id(os.path.join(pin_dir, dynsets.pin_name(n, kind)), "map") for n in names}
+        stray = {n: i for n, i in pinned.items() if i is not None and i not in used}
+        if not stray:
+            continue
+        free = {i for i in used - set(pinned.values()) if not dynsets.is_placeholder(i)}
+        prot.kind = prot.kind or PINS
+        for n, i in sorted(stray.items()):
+            prot.problems.append(
+                f"the pin {dynsets.pin_name(n, kind)} names map id {i}, "
+                f"which no live slot of {outer_pin} holds"
+            )
+        if len(stray) == 1 and len(free) == 1:
+            prot.repin[dynsets.pin_name(next(iter(stray)), kind)] = next(iter(free))
