@@ -259,3 +259,49 @@ def test_apply_in_another_namespace_does_not_move_the_firewall(lab: Lab, tmp_pat
         after = g.status()
         assert after["protected"] is True and after["version"] == before["version"], after
         assert after["xdp"]["link_id"] == before["xdp"]["link_id"], after
+
+
+def test_a_refused_reattach_keeps_the_maps_for_the_next_try(lab: Lab, tmp_path: Path) -> None:
+    """The interface re-created with another XDP program on it: the re-attach
+    is refused (exit 1), but xdpguard stays recorded as attached there with
+    its maps, so once the other program goes the next apply re-attaches and
+    the dynamic set's elements are still there."""
+    from xdpguard.datapath import bpf as B
+    from xdpguard.net import ifindex, in_netns
+
+    name = f"rea{os.getpid() % 100_000}"
+    rules = write_rules(tmp_path, RULES.replace("blocked: [192.0.2.0/24]", "blocked: {dynamic: true}"))
+    env = lab_env(lab)
+
+    def veth() -> None:
+        subprocess.run(
+            ["ip", "-n", lab.b.ns, "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
+            check=True,
+        )
+
+    veth()
+    try:
+        expect_ok(run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=env))
+        expect_ok(run_cli("set", "add", "blocked", "198.51.100.7", netns=lab.b.ns, env=env))
+        subprocess.run(["ip", "-n", lab.b.ns, "link", "del", name], check=True)
+        veth()
+        pass_prog = bytes.fromhex("b7000000020000009500000000000000")  # r0 = XDP_PASS; exit
+        with B.Fd(
+            B.prog_load(B.BPF_PROG_TYPE_XDP, pass_prog, expected_attach_type=B.BPF_XDP, name="other")
+        ) as p:
+            with in_netns(lab.b.ns):
+                other = B.link_create(p, ifindex(name), B.BPF_XDP)
+        try:
+            r = run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=env)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, describe(r)
+            st = json.loads(run_cli("status", "--iface", name, "--json", netns=lab.b.ns, env=env).stdout)[0]
+            assert st["attached"] is True, st
+        finally:
+            os.close(other)
+        out = expect_ok(run_cli("apply", rules, "--iface", name, netns=lab.b.ns, env=env)).stdout
+        assert "attached the programs to" in out and "attached, " not in out, out
+        listed = expect_ok(run_cli("set", "list", "blocked", "--json", netns=lab.b.ns, env=env)).stdout
+        assert "198.51.100.7" in listed, listed
+    finally:
+        run_cli("detach", "--iface", name, netns=lab.b.ns, env=env)
+        subprocess.run(["ip", "-n", lab.b.ns, "link", "del", name], check=False)

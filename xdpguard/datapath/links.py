@@ -126,22 +126,26 @@ class Links:
 
     def link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
         """Attach one program to the interface and pin its link (egress: or its filter)."""
-        pin_name, attach_type = LINKS[direction]
+        pin_name = LINKS[direction][0]
         if direction == "egress":
             if not egress_uses_tcx():
                 self._attach_egress_netlink(prog_fd)
                 return
             self.iface.write_note(EGRESS_NOTE, "tcx")
-        flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
-        ifindex = self.ifindex()
-        try:
-            link = B.link_create(prog_fd, ifindex, attach_type, flags)
-        except B.BpfError as e:
-            raise self._attach_error(e, direction, xdp_mode) from e
+        link = self._new_link(direction, prog_fd, xdp_mode)
         try:
             B.obj_pin(link, self.iface.pin(pin_name))
         finally:
             os.close(link)
+
+    def _new_link(self, direction: str, prog_fd: int, xdp_mode: str) -> int:
+        """A bpf_link of the program to the interface, not pinned yet (the caller closes it)."""
+        _, attach_type = LINKS[direction]
+        flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
+        try:
+            return B.link_create(prog_fd, self.ifindex(), attach_type, flags)
+        except B.BpfError as e:
+            raise self._attach_error(e, direction, xdp_mode) from e
 
     def _attach_egress_netlink(self, prog_fd: int) -> None:
         self.iface.write_note(EGRESS_NOTE, "netlink")
@@ -238,10 +242,21 @@ class Links:
                 with B.Fd(B.obj_get(old)) as lfd:
                     if B.link_info(lfd).ifindex == prot.ifindex:
                         return  # this one is where it belongs
-                    with contextlib.suppress(B.BpfError):
+            if direction == "egress":
+                self.iface.write_note(EGRESS_NOTE, "tcx")
+            # The new link first: should the kernel refuse it (another XDP
+            # program holds the interface), the old link's pin stays, and with
+            # it the record that xdpguard is attached here, so the next apply
+            # tries again and keeps the maps (sets, counters, buckets).
+            new = self._new_link(direction, prog, xdp_mode)
+            try:
+                if os.path.exists(old):
+                    with B.Fd(B.obj_get(old)) as lfd, contextlib.suppress(B.BpfError):
                         B.link_detach(lfd)
-                unlink(old)
-            self.link(direction, prog, xdp_mode)
+                    unlink(old)
+                B.obj_pin(new, old)
+            finally:
+                os.close(new)
 
     def repin(self, prot: Protection) -> str:
         """Pin the programs and maps in use again where another object took their place."""
