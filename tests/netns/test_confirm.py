@@ -105,3 +105,24 @@ def test_a_dead_watchdog_is_no_safety_net_the_next_command_reverts(lab, files):
     ), st
     assert "pending_confirm" not in st and st["history"][-1]["note"] == "confirm timeout", st
     assert verdicts(lab) == WANT["A"]
+
+
+def test_an_apply_after_a_dead_watchdogs_deadline_replaces_the_unconfirmed_set(lab, files):
+    import os
+    import signal
+
+    from xdpguard.datapath.confirm import LATE_S
+
+    assert apply(lab, files["A"]).returncode == 0
+    assert apply(lab, files["B"], "--confirm", "1s").returncode == 0
+    pid = json.loads((lab.state_dir / lab.b.ifname / "confirm.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1 + LATE_S + 1)
+    r = apply(lab, files["A"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ran out with no watchdog left to revert it; this apply replaces that rule set" in r.stdout, (
+        r.stdout
+    )
+    assert verdicts(lab) == WANT["A"]
+    st = status(lab)
+    assert "pending_confirm" not in st and "recovered" not in st, st

@@ -110,7 +110,7 @@ class Dataplane:
         ensure_bpffs()
         t0 = time.monotonic()
         with self.iface.lock():
-            recovered = self._recover() + self._revert_overdue()
+            recovered = self._recover() + self._drop_overdue()
             res = self._apply_locked(plan, rules_text, xdp_mode, replace_program, summary, note)
             res.messages[:0] = recovered
         res.seconds = time.monotonic() - t0
@@ -407,6 +407,20 @@ class Dataplane:
         return [
             f"the --confirm deadline passed {late:.0f} s ago and no watchdog was left to act: "
             + self.revert_unconfirmed_locked(pending)
+        ]
+
+    def _drop_overdue(self) -> list[str]:
+        """An apply replaces the live rule set anyway: an expired --confirm
+        window no watchdog acted on is dropped, not reverted first (reverting
+        to "no xdpguard" would detach under the apply's feet).  The result is
+        what the watchdog and then this apply would have left."""
+        pending = self._overdue_confirm()
+        if pending is None:
+            return []
+        self.iface.clear_confirm()
+        return [
+            "the --confirm window of the unconfirmed rule set ran out with no watchdog left to revert it; "
+            "this apply replaces that rule set"
         ]
 
     def revert_unconfirmed_locked(self, pending: dict[str, Any]) -> str:
