@@ -42,7 +42,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xdpguard.errors import RuleError, XdpguardError
+from xdpguard.errors import XdpguardError
 from xdpguard.rules import inputs, model
 from xdpguard.rules.compile import Plan, Reuse, column_digests, compile_ruleset, lazy_plan, rule_tokens
 from xdpguard.state import prune_cache, secure_state_root
@@ -148,13 +148,9 @@ def _build(path: Path, made_of: dict[str, str], data: bytes) -> Loaded:
     # lazy: the parser (and YAML) load only on a cache miss, the reason for the cache
     from xdpguard.rules import incremental
     from xdpguard.rules.describe import summary_of
-    from xdpguard.rules.parse import gc_paused
-    from xdpguard.rules.parse import load as parse
+    from xdpguard.rules.parse import gc_paused, parse_text
 
-    try:
-        source = inputs.decode(data, str(path))
-    except RuleError:
-        source = ""  # the ordinary parse below says where
+    source = inputs.decode(data, str(path))  # not UTF-8: the RuleError says where
     memo_path = _memo_path(path)
     with gc_paused():  # tens of thousands of rule objects live on: collections would find nothing
         sets = _SetCache.here()
@@ -162,7 +158,7 @@ def _build(path: Path, made_of: dict[str, str], data: bytes) -> Loaded:
         parsed = incremental.parse(source, str(path), path.parent, memo, sets) if source else None
         columns: Columns | None = None
         if parsed is None:
-            rs = parse(path, sets)  # and every error, exactly as `check` reports it
+            rs = parse_text(source, str(path), path.parent, sets)  # and every error, as `check` reports it
             known = None
         else:
             rs, known = parsed.ruleset, parsed.signatures

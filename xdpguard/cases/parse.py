@@ -539,10 +539,4 @@ def parse_cases_text(text: str, path: str, rs: RuleSet) -> list[Case]:
 def load_cases(path: str | Path, rs: RuleSet) -> list[Case]:
     """Read, parse and validate a cases file; errors are `path:line: message` RuleErrors."""
     name = str(path)
-    try:
-        data = inputs.read_file(Path(path), "cases file")
-    except inputs.Refused as e:
-        raise RuleError(name, None, f"the cases file {e}") from None
-    except OSError as e:
-        raise RuleError(name, None, f"cannot read cases file: {e.strerror or e}") from None
-    return parse_cases_text(inputs.decode(data, name), name, rs)
+    return parse_cases_text(inputs.decode(inputs.read_input(Path(path), "cases file"), name), name, rs)

@@ -106,14 +106,16 @@ def load_rules(path: Path) -> tuple[RuleSet, Plan, str]:
     # lazy: the parser and compiler, only for the commands that read a rule file
     from xdpguard.rules import incremental, inputs
     from xdpguard.rules.compile import compile_ruleset
-    from xdpguard.rules.parse import load
+    from xdpguard.rules.parse import parse_text
 
     # Rule by rule in batches (incremental.parse with nothing to reuse): 65,536
     # rules in one YAML pass took 500 MB.  Anything unusual, every error
     # included, goes to the ordinary parse, which says what and where.
     text = inputs.decode(inputs.read_rule_file(path), str(path))  # or exit 2: a device, a FIFO, not UTF-8
     parsed = incremental.parse(text, str(path), path.parent, {}, memoise=False) if text else None
-    rs = parsed.ruleset if parsed is not None else load(path)  # an empty file says so there
+    rs = (
+        parsed.ruleset if parsed is not None else parse_text(text, str(path), path.parent)
+    )  # says what and where
     for w in rs.warnings:  # valid but probably unintended: said, never refused
         print(w, file=sys.stderr)
     return rs, compile_ruleset(rs), text

@@ -610,10 +610,11 @@ class Dataplane:
     def status(self) -> dict[str, Any]:
         """The record and the kernel's view (status.py), after repairing an interrupted apply."""
         out: dict[str, Any] = {"interface": self.iface.ifname, "attached": self.attached}
-        if self.iface.journal() is not None or self._overdue_confirm() is not None:
+        interrupted = self.iface.journal() is not None
+        if interrupted or self._overdue_confirm() is not None:
             if probes.privileged():
                 out["recovered"] = self.recover(wait=False)
-            elif self.iface.journal() is not None:
+            elif interrupted:
                 out["interrupted_apply"] = "an interrupted apply needs repair: run `xdpguard status` as root"
             else:
                 out["overdue_confirm"] = (

@@ -548,6 +548,15 @@ def dyncfg_bytes(plan: Plan, d: DirectionPlan) -> bytes:
     return bytes(cfg)
 
 
+def slot_ids(outer: int, half: int) -> list[int | None]:
+    """The map id each of `half`'s slots of an outer map holds (set k at index k), None where empty."""
+    out: list[int | None] = []
+    for k in range(abi.MAX_DYNSETS):
+        raw = B.map_lookup(outer, struct.pack("<I", abi.dyn_slot(half, k)), 4)
+        out.append(struct.unpack("<I", raw)[0] if raw is not None else None)
+    return out
+
+
 def slot_writes(dm: Maps, half: int, plan: Plan) -> dict[str, dict[int, int | None]]:
     """Per outer map, the slots of `half` that must change for `plan`: slot ->
     the set map's fd, or None to release a slot the plan does not use."""
@@ -557,10 +566,8 @@ def slot_writes(dm: Maps, half: int, plan: Plan) -> dict[str, dict[int, int | No
         outer_pin = SPEC[kind][0]
         outer = dm[outer_pin]
         changes: dict[int, int | None] = {}
-        for k in range(abi.MAX_DYNSETS):
+        for k, have in enumerate(slot_ids(outer, half)):
             slot = abi.dyn_slot(half, k)
-            raw = B.map_lookup(outer, struct.pack("<I", slot), 4)
-            have = struct.unpack("<I", raw)[0] if raw is not None else None
             if k < len(plan.dynsets):
                 sm = sets[plan.dynsets[k].name]
                 if have != sm.map_id(kind):

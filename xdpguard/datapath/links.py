@@ -127,11 +127,9 @@ class Links:
     def link(self, direction: str, prog_fd: int, xdp_mode: str) -> None:
         """Attach one program to the interface and pin its link (egress: or its filter)."""
         pin_name = LINKS[direction][0]
-        if direction == "egress":
-            if not egress_uses_tcx():
-                self._attach_egress_netlink(prog_fd)
-                return
-            self.iface.write_note(EGRESS_NOTE, "tcx")
+        if direction == "egress" and not egress_uses_tcx():
+            self._attach_egress_netlink(prog_fd)
+            return
         link = self._new_link(direction, prog_fd, xdp_mode)
         try:
             B.obj_pin(link, self.iface.pin(pin_name))
@@ -141,6 +139,8 @@ class Links:
     def _new_link(self, direction: str, prog_fd: int, xdp_mode: str) -> int:
         """A bpf_link of the program to the interface, not pinned yet (the caller closes it)."""
         _, attach_type = LINKS[direction]
+        if direction == "egress":
+            self.iface.write_note(EGRESS_NOTE, "tcx")
         flags = XDP_MODES[xdp_mode] if attach_type == B.BPF_XDP else 0
         try:
             return B.link_create(prog_fd, self.ifindex(), attach_type, flags)
@@ -242,8 +242,6 @@ class Links:
                 with B.Fd(B.obj_get(old)) as lfd:
                     if B.link_info(lfd).ifindex == prot.ifindex:
                         return  # this one is where it belongs
-            if direction == "egress":
-                self.iface.write_note(EGRESS_NOTE, "tcx")
             # The new link first: should the kernel refuse it (another XDP
             # program holds the interface), the old link's pin stays, and with
             # it the record that xdpguard is attached here, so the next apply

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 from dataclasses import dataclass, field
 
-from xdpguard.datapath import abi, dynsets
 from xdpguard.datapath import bpf as B
+from xdpguard.datapath import dynsets
 from xdpguard.datapath import maps as M
 from xdpguard.datapath.links import LINKS, prog_pin_name
 from xdpguard.net import egress_filter_present
@@ -227,11 +226,7 @@ def _check_set_pins(prot: Protection, pin_dir: str) -> None:
         used: set[int] = set()
         with B.Fd(B.obj_get(path)) as outer:
             for direction in M.DIRECTIONS:
-                half = M.half_of(direction, active)
-                for k in range(abi.MAX_DYNSETS):
-                    raw = B.map_lookup(outer, struct.pack("<I", abi.dyn_slot(half, k)), 4)
-                    if raw is not None:
-                        used.add(struct.unpack("<I", raw)[0])
+                used.update(i for i in dynsets.slot_ids(outer, M.half_of(direction, active)) if i is not None)
         pinned = {n: _pin_id(os.path.join(pin_dir, dynsets.pin_name(n, kind)), "map") for n in names}
         stray = {n: i for n, i in pinned.items() if i is not None and i not in used}
         if not stray:

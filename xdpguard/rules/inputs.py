@@ -67,14 +67,19 @@ def _check(st: os.stat_result, path: Path, what: str) -> None:
         raise _too_big(st.st_size, what)
 
 
-def read_rule_file(path: Path) -> bytes:
-    """A rule file's bytes, or the RuleError that says why it is not read (exit 2)."""
+def read_input(path: Path, what: str) -> bytes:
+    """The bytes of a file given on the command line (`what`: "rule file", "cases file"),
+    or the RuleError that says why it is not read (exit 2)."""
     try:
-        return read_file(path, "rule file")
+        return read_file(path, what)
     except Refused as e:
-        raise RuleError(str(path), None, f"the rule file {e}") from None
+        raise RuleError(str(path), None, f"the {what} {e}") from None
     except OSError as e:
-        raise RuleError(str(path), None, f"cannot read rule file: {e.strerror or e}") from None
+        raise RuleError(str(path), None, f"cannot read {what}: {e.strerror or e}") from None
+
+
+def read_rule_file(path: Path) -> bytes:
+    return read_input(path, "rule file")
 
 
 def read_stream(stream: BinaryIO, what: str) -> bytes:
